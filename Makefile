@@ -1,0 +1,36 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NODE_STAMP := sandbox/node_modules/.installed
+
+.PHONY: deps demo test bench reliability-report lint clean
+
+deps: $(STAMP) $(NODE_STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+# @vercel/cosmosdb-server: an independent Cosmos DB implementation (query path only).
+$(NODE_STAMP): sandbox/package.json sandbox/package-lock.json
+	cd sandbox && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: deps
+	$(PY) -m sandbox demo
+
+test: deps
+	$(PY) -m pytest
+
+bench: deps
+	$(PY) -m bench
+
+reliability-report: deps
+	$(PY) -m tests.reliability.report
+
+clean:
+	rm -rf $(VENV) sandbox/node_modules .sandbox .pytest_cache
