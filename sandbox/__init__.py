@@ -1,0 +1,1 @@
+"""Local emulation of the whole chain of trust: doubles, services, demo."""
