@@ -1,0 +1,1 @@
+"""Parts of the Cosmos DB gateway double (see sandbox/doubles/cosmos_gateway.py)."""

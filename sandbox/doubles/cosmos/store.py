@@ -1,0 +1,347 @@
+"""In-memory data model of the Cosmos gateway double.
+
+A container is a set of physical partition key ranges covering the effective
+partition key (EPK) space ["", "FF"). Each range owns the documents whose V2
+EPK (MurmurHash3-128 of the SDK's own binary encoding) falls in it, keeps its
+own LSN counter like a real physical partition, and stores every document as
+serialized JSON bytes so a million ~1 KB documents stay affordable.
+Documents are kept in LSN order (an upsert moves a document to the end), which
+is exactly the order the LatestVersion change feed returns them in.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import io
+import json
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from azure.cosmos.partition_key import PartitionKey, _Undefined
+
+try:  # C MurmurHash3; checked against the SDK's pure-Python EPK in the tests.
+    import mmh3
+except ImportError:  # pragma: no cover - still correct, only ~20x slower
+    mmh3 = None
+
+MIN_EPK = ""
+MAX_EPK = "FF"
+# V2 hashing clears the two top bits of the first byte, so every EPK is below 0x40...
+_EPK_SPACE_END = 0x40 << 120
+_UNDEFINED = _Undefined()
+
+
+def effective_partition_key(value: Any) -> str:
+    """The V2 (Hash kind) effective partition key the SDK computes for `value`."""
+    if mmh3 is None:
+        return PartitionKey._get_effective_partition_key_for_hash_partitioning_v2([value])
+    buf = io.BytesIO()
+    PartitionKey._write_for_hashing_v2(value, buf)  # the SDK's own binary encoding
+    digest = bytearray(mmh3.hash128(buf.getvalue(), 0, True, signed=False).to_bytes(16, "little"))
+    digest.reverse()
+    digest[0] &= 0x3F
+    return digest.hex().upper()
+
+
+def _epk_to_int(epk: str) -> int:
+    if epk == MAX_EPK:
+        return _EPK_SPACE_END
+    return int(epk.ljust(32, "0")[:32], 16) if epk else 0
+
+
+def _int_to_epk(value: int) -> str:
+    text = f"{value:032X}"
+    while text.endswith("00") and len(text) > 2:
+        text = text[:-2]
+    return text
+
+
+def even_boundaries(count: int) -> list[str]:
+    """`count` ranges splitting the populated EPK space evenly, like a new container."""
+    inner = [_int_to_epk(_EPK_SPACE_END * i // count) for i in range(1, count)]
+    return [MIN_EPK, *inner, MAX_EPK]
+
+
+def partition_key_value(doc: dict, path: str) -> Any:
+    """The document's partition key value at `path` (e.g. "/pk" or "/a/b"); missing -> Undefined."""
+    node: Any = doc
+    for part in path.strip("/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return _UNDEFINED
+        node = node[part]
+    return node
+
+
+def pk_key(value: Any) -> str:
+    """Canonical text of a partition key value (dictionary key with the id)."""
+    if isinstance(value, _Undefined):
+        return "[{}]"
+    return json.dumps([value], separators=(",", ":"))
+
+
+def parse_pk_header(header: str) -> Any:
+    """Value of an `x-ms-documentdb-partitionkey` header (JSON list of one component)."""
+    try:
+        parsed = json.loads(header)
+    except ValueError as exc:
+        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} is not JSON") from exc
+    if not isinstance(parsed, list) or len(parsed) != 1:
+        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a JSON list of one value")
+    value = parsed[0]
+    return _UNDEFINED if value == {} else value
+
+
+def _rid(*parts: bytes) -> str:
+    return base64.b64encode(b"".join(parts)).decode().replace("/", "-")
+
+
+@dataclass
+class Entry:
+    lsn: int
+    seq: int  # creation order, stable across upserts: query paging order
+    epk: str
+    ts: int
+    body: bytes  # the document as stored, with _rid/_self/_etag/_attachments/_ts, no _lsn
+    created: bool = field(default=False, compare=False)  # this write created the document
+
+
+@dataclass
+class Version:
+    """One change for the AllVersionsAndDeletes feed."""
+
+    lsn: int
+    epk: str
+    ts: int
+    operation: str  # create | replace | delete
+    body: bytes | None  # current image (None for delete)
+    previous_lsn: int | None
+    id: str
+    pk: str
+
+
+@dataclass
+class PhysicalRange:
+    id: str
+    min: str
+    max: str
+    parents: list[str]
+    lsn: int = 0
+    docs: "OrderedDict[tuple[str, str], Entry]" = field(default_factory=OrderedDict)
+    versions: list[Version] = field(default_factory=list)
+    _by_lsn: list[Entry] | None = None
+    _lsns: list[int] | None = None
+    _by_seq: list[Entry] | None = None
+
+    def contains(self, epk: str) -> bool:
+        return self.min <= epk and (self.max == MAX_EPK or epk < self.max)
+
+    def touch(self) -> None:
+        self._by_lsn = self._lsns = self._by_seq = None
+
+    def entries_after(self, lsn: int) -> list[Entry]:
+        if self._by_lsn is None:
+            self._by_lsn = list(self.docs.values())
+            self._lsns = [e.lsn for e in self._by_lsn]
+        return self._by_lsn[bisect.bisect_right(self._lsns, lsn):]
+
+    def entries_by_seq(self) -> list[Entry]:
+        if self._by_seq is None:
+            self._by_seq = sorted(self.docs.values(), key=lambda e: e.seq)
+        return self._by_seq
+
+    def as_resource(self, collection_rid: str) -> dict:
+        return {
+            "id": self.id,
+            "_rid": f"{collection_rid}{self.id}",
+            "_etag": f'"{self.id}-{self.min}"',
+            "minInclusive": self.min,
+            "maxExclusive": self.max,
+            "ridPrefix": int(self.id),
+            "_self": f"pkranges/{self.id}/",
+            "throughputFraction": 1.0,
+            "status": "online",
+            "parents": list(self.parents),
+            "_ts": int(time.time()),
+            "_lsn": self.lsn,
+        }
+
+
+class RangeGoneError(Exception):
+    def __init__(self, range_id: str):
+        super().__init__(f"partition key range {range_id} is gone (split)")
+        self.range_id = range_id
+
+
+class Container:
+    """One container's ranges, documents and pkranges change feed."""
+
+    def __init__(self, database: "Database", container_id: str, partition_key_path: str, feed_ranges: int,
+                 number: int):
+        if not partition_key_path.startswith("/") or partition_key_path == "/":
+            raise ValueError(f"partition_key_path {partition_key_path!r} must look like '/pk'")
+        if feed_ranges < 1:
+            raise ValueError(f"feed_ranges={feed_ranges} must be at least 1")
+        self.database = database
+        self.id = container_id
+        self.partition_key_path = partition_key_path
+        self._rid_bytes = database.rid_bytes + struct.pack(">I", number | 0x80000000)
+        self.rid = _rid(self._rid_bytes)
+        self.created_ts = int(time.time())
+        self.lock = threading.RLock()
+        bounds = even_boundaries(feed_ranges)
+        self.ranges: list[PhysicalRange] = [
+            PhysicalRange(id=str(i), min=bounds[i], max=bounds[i + 1], parents=[]) for i in range(feed_ranges)
+        ]
+        self.gone: dict[str, list[str]] = {}  # gone range id -> child ids
+        self._next_range_id = feed_ranges
+        self._seq = 0
+        # pkranges change feed: (etag sequence, range) per range creation.
+        self.range_log: list[tuple[int, PhysicalRange]] = [(1, r) for r in self.ranges]
+        self.range_etag = 1
+
+    # --- routing -------------------------------------------------------
+    def range_for(self, epk: str) -> PhysicalRange:
+        mins = [r.min for r in self.ranges]
+        return self.ranges[bisect.bisect_right(mins, epk) - 1]
+
+    def range_by_id(self, range_id: str) -> PhysicalRange:
+        for r in self.ranges:
+            if r.id == range_id:
+                return r
+        if range_id in self.gone:
+            raise RangeGoneError(range_id)
+        raise KeyError(range_id)
+
+    # --- writes --------------------------------------------------------
+    def _finish_body(self, doc: dict, entry_rid: str, lsn: int, ts: int) -> bytes:
+        doc = dict(doc)
+        doc["_rid"] = entry_rid
+        doc["_self"] = f"dbs/{self.database.rid}/colls/{self.rid}/docs/{entry_rid}/"
+        doc["_etag"] = f'"{lsn:08x}-0000-0000-0000-{self._seq:012x}"'
+        doc["_attachments"] = "attachments/"
+        doc["_ts"] = ts
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def upsert(self, doc: dict, *, must_exist: bool | None = None, ts: int | None = None,
+               record_versions: bool = False) -> Entry:
+        """Insert or replace `doc`. must_exist: True = replace only, False = create only."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"document must be a JSON object, got {type(doc).__name__}")
+        doc_id = doc.get("id")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"document id {doc_id!r} must be a non-empty string")
+        value = partition_key_value(doc, self.partition_key_path)
+        epk = effective_partition_key(value)
+        key = (pk_key(value), doc_id)
+        ts = int(time.time()) if ts is None else ts
+        with self.lock:
+            rng = self.range_for(epk)
+            old = rng.docs.pop(key, None)
+            if must_exist is True and old is None:
+                raise KeyError(doc_id)
+            if must_exist is False and old is not None:
+                rng.docs[key] = old
+                raise FileExistsError(doc_id)
+            rng.lsn += 1
+            if old is None:
+                self._seq += 1
+                seq = self._seq
+                entry_rid = _rid(self._rid_bytes, struct.pack(">Q", seq))
+            else:
+                seq = old.seq
+                entry_rid = json.loads(old.body)["_rid"]
+            entry = Entry(lsn=rng.lsn, seq=seq, epk=epk, ts=ts, body=self._finish_body(doc, entry_rid, rng.lsn, ts),
+                          created=old is None)
+            rng.docs[key] = entry
+            rng.touch()
+            if record_versions:
+                rng.versions.append(Version(rng.lsn, epk, ts, "replace" if old else "create", entry.body,
+                                            old.lsn if old else None, doc_id, key[0]))
+            return entry
+
+    def read(self, doc_id: str, pk_value: Any) -> Entry | None:
+        epk = effective_partition_key(pk_value)
+        with self.lock:
+            return self.range_for(epk).docs.get((pk_key(pk_value), doc_id))
+
+    def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False) -> bool:
+        epk = effective_partition_key(pk_value)
+        with self.lock:
+            rng = self.range_for(epk)
+            old = rng.docs.pop((pk_key(pk_value), doc_id), None)
+            if old is None:
+                return False
+            rng.lsn += 1
+            rng.touch()
+            if record_versions:
+                rng.versions.append(Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id,
+                                            pk_key(pk_value)))
+            return True
+
+    def bulk_load(self, docs: Iterable[dict], *, ts: int | None = None, record_versions: bool = False) -> int:
+        count = 0
+        with self.lock:
+            for doc in docs:
+                self.upsert(doc, ts=ts, record_versions=record_versions)
+                count += 1
+        return count
+
+    # --- split ---------------------------------------------------------
+    def split(self, range_id: str | None = None) -> list[PhysicalRange]:
+        """Split `range_id` (default: the range holding the most documents) into two children."""
+        with self.lock:
+            parent = (self.range_by_id(range_id) if range_id is not None
+                      else max(self.ranges, key=lambda r: (len(r.docs), -int(r.id))))
+            low, high = _epk_to_int(parent.min), _epk_to_int(parent.max)
+            if high - low < 2:
+                raise ValueError(f"range {parent.id} [{parent.min!r}, {parent.max!r}) is too small to split")
+            middle = _int_to_epk((low + high) // 2)
+            children = []
+            for lo, hi in ((parent.min, middle), (middle, parent.max)):
+                child = PhysicalRange(id=str(self._next_range_id), min=lo, max=hi,
+                                      parents=[*parent.parents, parent.id], lsn=parent.lsn)
+                self._next_range_id += 1
+                children.append(child)
+            # Children keep each document's LSN, so a parent continuation stays valid on them.
+            for key, entry in parent.docs.items():
+                (children[0] if entry.epk < middle else children[1]).docs[key] = entry
+            for version in parent.versions:
+                (children[0] if version.epk < middle else children[1]).versions.append(version)
+            index = self.ranges.index(parent)
+            self.ranges[index:index + 1] = children
+            self.gone[parent.id] = [c.id for c in children]
+            self.range_etag += 1
+            self.range_log.extend((self.range_etag, c) for c in children)
+            return children
+
+    def ranges_changed_since(self, etag: int | None) -> list[PhysicalRange]:
+        """Active ranges created after pkranges etag `etag` (all when None)."""
+        active = {r.id for r in self.ranges}
+        with self.lock:
+            if etag is None:
+                return list(self.ranges)
+            return [r for seq, r in self.range_log if seq > etag and r.id in active]
+
+    def document_count(self) -> int:
+        with self.lock:
+            return sum(len(r.docs) for r in self.ranges)
+
+    def iter_documents(self) -> Iterator[dict]:
+        with self.lock:
+            bodies = [e.body for r in self.ranges for e in r.docs.values()]
+        for body in bodies:
+            yield json.loads(body)
+
+
+class Database:
+    def __init__(self, database_id: str, number: int):
+        self.id = database_id
+        self.rid_bytes = struct.pack(">I", number)
+        self.rid = _rid(self.rid_bytes)
+        self.created_ts = int(time.time())
+        self.containers: dict[str, Container] = {}
