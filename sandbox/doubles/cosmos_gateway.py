@@ -218,8 +218,10 @@ class CosmosGatewayState:
                               "principal.")
         if self._not_propagated is not None and self._not_propagated.active():
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
+        # The account read (scope "/") only needs readMetadata somewhere: a container-scoped
+        # assignment is enough for the SDK to start, as on a real account.
         matching = [a for a in self.role_assignments
-                    if a.principal_id == principal and a.covers_scope(scope) and a.allows(action)]
+                    if a.principal_id == principal and (scope == "/" or a.covers_scope(scope)) and a.allows(action)]
         if not matching:
             raise CosmosError(403, "Forbidden", rbac.forbidden_message(self.account_name, principal, action, scope),
                               substatus=5301)
