@@ -1,0 +1,146 @@
+"""Schema fingerprints of exported documents.
+
+A schema is the set of field paths with the JSON types seen at each path.
+Paths use dots for object members and ``[]`` for array elements
+(``address.lines[]``). Cosmos system properties (``_rid``, ``_ts`` ...) are
+part of every document and tracked like any other field.
+
+The version only moves when a run sees a path, or a type at a path, that the
+previous committed schema did not have; the union is carried forward, so a
+field that stops appearing never causes a bump (or a bump back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+
+from cosmos_export.jsonl import float_is_fast
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+    dict: "object",
+    list: "array",
+}
+
+
+def _type_name(value: object) -> str:
+    name = _TYPE_NAMES.get(type(value))
+    if name is None:
+        raise TypeError(f"document value of type {type(value).__name__} is not JSON: {value!r:.80}")
+    return name
+
+
+class SchemaTracker:
+    """Accumulates (path, type) pairs; ``observe`` is per document, ``merge`` is thread-safe."""
+
+    def __init__(self) -> None:
+        self._pairs: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, doc: dict) -> bool:
+        """Record the document's paths/types; return True when its floats are all
+        in the range orjson writes byte-identically (see ``jsonl.line_bytes``),
+        so the sink needs no second walk over the document."""
+        return not self._walk(doc, "", self._pairs)
+
+    def _walk(self, obj: dict, prefix: str, pairs: set[tuple[str, str]]) -> bool:
+        add = pairs.add
+        names = _TYPE_NAMES
+        slow = False
+        for key, value in obj.items():
+            path = prefix + key
+            cls = type(value)
+            add((path, names.get(cls) or _type_name(value)))
+            if cls is dict:
+                slow = self._walk(value, path + ".", pairs) or slow
+            elif cls is list:
+                slow = self._walk_list(value, path + "[]", pairs) or slow
+            elif cls is float and not float_is_fast(value):
+                slow = True
+        return slow
+
+    def _walk_list(self, items: list, path: str, pairs: set[tuple[str, str]]) -> bool:
+        add = pairs.add
+        names = _TYPE_NAMES
+        slow = False
+        for value in items:
+            cls = type(value)
+            add((path, names.get(cls) or _type_name(value)))
+            if cls is dict:
+                slow = self._walk(value, path + ".", pairs) or slow
+            elif cls is list:
+                slow = self._walk_list(value, path + "[]", pairs) or slow
+            elif cls is float and not float_is_fast(value):
+                slow = True
+        return slow
+
+    def merge(self, other: "SchemaTracker") -> None:
+        if other is self:
+            return
+        with other._lock:
+            theirs = set(other._pairs)
+        with self._lock:
+            self._pairs |= theirs
+
+    def pairs(self) -> frozenset[tuple[str, str]]:
+        with self._lock:
+            return frozenset(self._pairs)
+
+    def fields(self) -> dict[str, list[str]]:
+        return pairs_to_fields(self.pairs())
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.fields())
+
+
+def pairs_to_fields(pairs: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for path, type_name in pairs:
+        fields.setdefault(path, []).append(type_name)
+    return {path: sorted(types) for path, types in sorted(fields.items())}
+
+
+def fingerprint(fields: dict[str, list[str]]) -> str:
+    """SHA-256 of the canonical JSON of the sorted fields."""
+    canonical = json.dumps(
+        {path: sorted(types) for path, types in sorted(fields.items())},
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    version: int
+    fingerprint: str
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "fingerprint": self.fingerprint, "fields": self.fields}
+
+
+def _union(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged: dict[str, set[str]] = {path: set(types) for path, types in a.items()}
+    for path, types in b.items():
+        merged.setdefault(path, set()).update(types)
+    return {path: sorted(types) for path, types in sorted(merged.items())}
+
+
+def next_schema(previous: SchemaInfo | None, observed: SchemaTracker | dict[str, list[str]]) -> SchemaInfo:
+    """The schema after a run: previous version unless the run saw a new path or type."""
+    seen = observed.fields() if isinstance(observed, SchemaTracker) else observed
+    if previous is None:
+        fields = _union({}, seen)
+        return SchemaInfo(version=1, fingerprint=fingerprint(fields), fields=fields)
+    fields = _union(previous.fields, seen)
+    if fields == _union({}, previous.fields):
+        return previous
+    return SchemaInfo(version=previous.version + 1, fingerprint=fingerprint(fields), fields=fields)
