@@ -492,8 +492,9 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
                               f"does not exist in {container.database.id}/{container.id}") from None
         epk_filter = None
         if (self.headers.get("x-ms-read-key-type") or "") == "EffectivePartitionKeyRange":
-            lo = self.headers.get("x-ms-start-epk") or ""
-            hi = self.headers.get("x-ms-end-epk") or "FF"
+            # No start/end headers = the whole physical range (the SDK omits them then).
+            lo = self.headers.get("x-ms-start-epk", rng.min)
+            hi = self.headers.get("x-ms-end-epk", rng.max)
             if lo < rng.min or (rng.max != "FF" and (hi > rng.max or hi == "FF")):
                 # EPK range no longer inside one physical range: the range split under the caller.
                 raise CosmosError(410, "Gone", f"EPK range [{lo}, {hi}) spans more than range {rng.id}.",
