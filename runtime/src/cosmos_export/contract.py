@@ -76,6 +76,9 @@ class Env:
     CHANGE_FEED_MODE = "EXPORT_CHANGE_FEED_MODE"  # LatestVersion | AllVersionsAndDeletes
     PRIORITY = "EXPORT_PRIORITY"  # Low | High
     QUERY_FILTER = "EXPORT_QUERY_FILTER"  # optional WHERE clause for query snapshots
+    SNAPSHOT_SOURCE = "EXPORT_SNAPSHOT_SOURCE"  # changefeed (default) | query
+    PAGE_SIZE = "EXPORT_PAGE_SIZE"  # max items per Cosmos page
+    COSMOS_ACCOUNT = "EXPORT_COSMOS_ACCOUNT"  # account name in S3 keys; default: first label of the endpoint host
     # Destination
     BUCKET = "EXPORT_BUCKET"
     PREFIX = "EXPORT_PREFIX"
@@ -123,3 +126,4 @@ class Meta:
     FEED_RANGE = "feed-range"
     DOCUMENT_COUNT = "document-count"
     SHA256 = "sha256"
+    FORMAT_VERSION = "format-version"

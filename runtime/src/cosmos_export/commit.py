@@ -1,0 +1,358 @@
+"""Commit protocol: parts -> manifest -> checkpoint, with S3 conditional writes.
+
+1. Parts are written under ``data/.../run=<run id>/`` (sink.py).
+2. The manifest is put at ``manifests/{sequence:010d}.json`` with
+   ``If-None-Match: *``: a sequence number can be taken by exactly one run.
+   This write *is* the commit.
+3. The checkpoint is moved with ``If-Match: <etag it was loaded with>`` (or
+   ``If-None-Match: *`` for the first), so it never goes backwards.
+
+A run that dies between 2 and 3 has committed; the next ``load`` sees the
+manifest at checkpoint.sequence + 1 and rolls the checkpoint forward to it.
+A run that dies before 2 committed nothing: its parts are orphans, never read
+(readers take only parts a manifest lists) and removed by ``cleanup_orphans``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cosmos_export import layout
+from cosmos_export.contract import MANIFEST_FORMAT_VERSION
+from cosmos_export.schema import SchemaInfo
+
+Mode = Literal["snapshot", "incremental", "query-snapshot"]
+#: Parts whose last write is this close to a live run's start are never deleted (clock skew).
+ORPHAN_SAFETY_MARGIN = timedelta(minutes=10)
+
+
+class CheckpointError(RuntimeError):
+    """The stored checkpoint (or a manifest) cannot be used; it is left untouched."""
+
+
+class ConcurrentRunError(RuntimeError):
+    """Another run committed the sequence this run wanted."""
+
+
+class SchemaModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    fields: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, info: SchemaInfo) -> "SchemaModel":
+        return cls(version=info.version, fingerprint=info.fingerprint, fields=info.fields)
+
+    def info(self) -> SchemaInfo:
+        return SchemaInfo(version=self.version, fingerprint=self.fingerprint, fields=self.fields)
+
+
+class ManifestPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    version_id: str | None
+    bytes: int = Field(ge=0)
+    uncompressed_bytes: int = Field(ge=0)
+    documents: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    feed_range: str
+    part_number: int = Field(ge=1)
+    schema_version: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, record: Any) -> "ManifestPart":
+        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+
+
+class Manifest(BaseModel):
+    format_version: int = MANIFEST_FORMAT_VERSION
+    sequence: int = Field(default=0, ge=0, description="set by CommitStore.commit")
+    run_id: str
+    mode: Mode
+    account: str
+    database: str
+    container: str
+    started_at: datetime
+    finished_at: datetime
+    parts: list[ManifestPart]
+    #: Continuation per feed range (key: the feed range's JSON), where the next run resumes.
+    continuations: dict[str, str | None]
+    schema_previous: SchemaModel | None
+    schema_: SchemaModel = Field(alias="schema")
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def documents(self) -> int:
+        return sum(p.documents for p in self.parts)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+
+class Checkpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    format_version: int = MANIFEST_FORMAT_VERSION
+    account: str
+    database: str
+    container: str
+    sequence: int = Field(ge=1)
+    run_id: str
+    mode: Mode
+    manifest_key: str
+    continuations: dict[str, str | None]
+    schema_: SchemaModel = Field(alias="schema")
+    committed_at: datetime
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    checkpoint: Checkpoint | None
+    etag: str | None
+
+    @property
+    def next_sequence(self) -> int:
+        return (self.checkpoint.sequence if self.checkpoint else 0) + 1
+
+
+def _dump(model: BaseModel) -> bytes:
+    return model.model_dump_json(by_alias=True, indent=2).encode("utf-8")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    # 409 ConditionalRequestConflict: S3 saw a concurrent conditional write to the key.
+    return _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _missing(exc: ClientError) -> bool:
+    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")
+
+
+class CommitStore:
+    def __init__(self, s3_client: Any, target: layout.ExportTarget, log: Any = None) -> None:
+        self._s3 = s3_client
+        self._target = target
+        self._log = log if log is not None else logging.getLogger(__name__)
+        self._where = f"{target.account}/{target.database}/{target.container}"
+
+    # -- reading ---------------------------------------------------------
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self._s3.get_object(Bucket=self._target.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def _parse(self, model: type[BaseModel], key: str, body: bytes, what: str) -> Any:
+        url = f"s3://{self._target.bucket}/{key}"
+        try:
+            raw = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(
+                f"{what} {url} is not valid JSON ({exc}); it was left unchanged: restore a previous version "
+                f"of it from the bucket's version history, or move it aside to start a new snapshot"
+            ) from None
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        if isinstance(version, int) and version > MANIFEST_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{what} {url} has format_version {version}, newer than this worker's "
+                f"{MANIFEST_FORMAT_VERSION}; it was left unchanged: upgrade the worker image"
+            )
+        try:
+            parsed = model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+            raise CheckpointError(
+                f"{what} {url} is not a valid {what} ({problems}); it was left unchanged: restore a previous "
+                f"version of it from the bucket's version history, or move it aside to start a new snapshot"
+            ) from None
+        theirs = f"{parsed.account}/{parsed.database}/{parsed.container}"
+        if theirs != self._where:
+            raise CheckpointError(
+                f"{what} {url} belongs to {theirs}, not {self._where}; it was left unchanged: check the "
+                f"export prefix and container settings (each container needs its own prefix path)"
+            )
+        return parsed
+
+    def _manifest(self, sequence: int) -> Manifest | None:
+        key = layout.manifest_key(self._target, sequence)
+        found = self._get(key)
+        if found is None:
+            return None
+        manifest = self._parse(Manifest, key, found[0], "manifest")
+        if manifest.sequence != sequence:
+            raise CheckpointError(
+                f"manifest s3://{self._target.bucket}/{key} says sequence {manifest.sequence}, its key says "
+                f"{sequence}; it was left unchanged: restore the original object from the version history"
+            )
+        return manifest
+
+    def load(self) -> LoadedState:
+        """The committed state, after rolling the checkpoint forward to any manifest beyond it."""
+        key = layout.checkpoint_key(self._target)
+        while True:
+            found = self._get(key)
+            if found is None:
+                state = LoadedState(None, None)
+            else:
+                state = LoadedState(self._parse(Checkpoint, key, found[0], "checkpoint"), found[1])
+            manifest = self._manifest(state.next_sequence)
+            if manifest is None:
+                return state
+            _log(self._log, "warning", "checkpoint_roll_forward", sequence=manifest.sequence, run_id=manifest.run_id,
+                 reason="a previous run committed its manifest but stopped before moving the checkpoint")
+            try:
+                self._put_checkpoint(state, manifest)
+            except ClientError as exc:
+                if not _precondition_failed(exc):
+                    raise
+            # Re-read either way: someone else may have rolled forward concurrently.
+
+    def committed_manifests(self) -> list[Manifest]:
+        manifests = []
+        for key in self._list(self._target.manifests_prefix):
+            name = key.rsplit("/", 1)[-1]
+            if not (name.endswith(".json") and name[:-5].isdigit()):
+                continue
+            manifest = self._manifest(int(name[:-5]))
+            if manifest is not None:
+                manifests.append(manifest)
+        return sorted(manifests, key=lambda m: m.sequence)
+
+    def _list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._target.bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    # -- writing ---------------------------------------------------------
+
+    def _put_checkpoint(self, state: LoadedState, manifest: Manifest) -> tuple[Checkpoint, str]:
+        checkpoint = Checkpoint(
+            account=manifest.account,
+            database=manifest.database,
+            container=manifest.container,
+            sequence=manifest.sequence,
+            run_id=manifest.run_id,
+            mode=manifest.mode,
+            manifest_key=layout.manifest_key(self._target, manifest.sequence),
+            continuations=manifest.continuations,
+            schema=manifest.schema_,
+            committed_at=datetime.now(timezone.utc),
+        )
+        condition = {"IfMatch": state.etag} if state.etag else {"IfNoneMatch": "*"}
+        response = self._s3.put_object(
+            Bucket=self._target.bucket,
+            Key=layout.checkpoint_key(self._target),
+            Body=_dump(checkpoint),
+            ContentType="application/json",
+            **condition,
+        )
+        return checkpoint, response["ETag"]
+
+    def commit(self, loaded: LoadedState, manifest: Manifest) -> Checkpoint:
+        sequence = loaded.next_sequence
+        if (manifest.account, manifest.database, manifest.container) != (
+            self._target.account, self._target.database, self._target.container
+        ):
+            raise ValueError(
+                f"manifest is for {manifest.account}/{manifest.database}/{manifest.container}, "
+                f"this store is for {self._where}: build the manifest from the same ExportTarget"
+            )
+        manifest = manifest.model_copy(update={"sequence": sequence})
+        key = layout.manifest_key(self._target, sequence)
+        try:
+            self._s3.put_object(
+                Bucket=self._target.bucket, Key=key, Body=_dump(manifest), ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if _precondition_failed(exc):
+                raise ConcurrentRunError(self._lost_message(sequence, manifest.run_id)) from None
+            raise
+        # Committed. Moving the checkpoint is bookkeeping: if it fails, the next load rolls forward.
+        try:
+            checkpoint, _ = self._put_checkpoint(loaded, manifest)
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+            current = self.load().checkpoint  # someone rolled forward to our manifest, or beyond
+            if current is None or current.sequence < sequence:
+                raise
+            checkpoint = current
+        _log(self._log, "info", "run_committed", sequence=sequence, run_id=manifest.run_id, manifest_key=key,
+             documents=manifest.documents, bytes=manifest.bytes, parts=len(manifest.parts))
+        return checkpoint
+
+    def _lost_message(self, sequence: int, run_id: str) -> str:
+        return (
+            f"another export run committed sequence {sequence} for {self._where} first; run {run_id}'s parts "
+            f"are left uncommitted and will be cleaned up; rerun to export the remaining changes"
+        )
+
+    # -- cleanup ---------------------------------------------------------
+
+    def cleanup_orphans(self, keep_run_ids: set[str] | list[str] | tuple[str, ...]) -> list[str]:
+        """Delete parts of runs no committed manifest references.
+
+        Only runs older than the oldest of ``keep_run_ids`` (the live run) are
+        touched, and only objects last written before that run started: a run
+        that is still writing loaded its state after that and cannot be deleted
+        from under itself. Also aborts those runs' unfinished multipart uploads.
+        """
+        keep = set(keep_run_ids)
+        if not keep:
+            raise ValueError("keep_run_ids is empty: pass at least the current run's id")
+        cutoff = min(layout.run_started_at(r) for r in keep) - ORPHAN_SAFETY_MARGIN
+        committed = {m.run_id for m in self.committed_manifests()} | keep
+        bucket = self._target.bucket
+
+        def orphan(key: str) -> bool:
+            run_id = layout.run_id_of_key(key)
+            return run_id is not None and run_id not in committed and layout.run_started_at(run_id) < cutoff
+
+        deleted: list[str] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=self._target.data_prefix):
+            batch = [o["Key"] for o in page.get("Contents", []) if orphan(o["Key"]) and o["LastModified"] < cutoff]
+            if batch:
+                response = self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+                if response.get("Errors"):
+                    first = response["Errors"][0]
+                    raise RuntimeError(f"deleting orphan part {first.get('Key')} failed: {first.get('Code')} {first.get('Message')}")
+                deleted.extend(batch)
+        for page in self._s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=self._target.data_prefix):
+            for upload in page.get("Uploads", []):
+                if orphan(upload["Key"]) and upload["Initiated"] < cutoff:
+                    self._s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for key in deleted:
+            _log(self._log, "info", "orphan_part_deleted", key=key, run_id=layout.run_id_of_key(key))
+        return deleted
+
+
+def _log(log: Any, level: str, event: str, **fields: Any) -> None:
+    method = getattr(log, level)
+    if isinstance(log, logging.Logger):
+        method(event, extra={"fields": fields})
+    else:
+        method(event, **fields)

@@ -1,0 +1,288 @@
+"""Streaming writer of one feed range's JSON Lines parts to S3.
+
+Documents are serialized and compressed as they arrive; compressed bytes are
+uploaded as multipart-upload chunks as soon as one chunk (>= 5 MiB, the S3
+minimum for all but the last part) is full. So a sink holds at most one chunk
+plus one batch, whatever the container size. When an object's compressed size
+reaches ``part_size_bytes`` the upload is completed and the next document
+starts a new object. A failure aborts the open upload before re-raising, so a
+partial object is never completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.config import Config
+
+from cosmos_export import jsonl, layout
+from cosmos_export.contract import MANIFEST_FORMAT_VERSION, Meta
+from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
+
+MIN_CHUNK_BYTES = 5 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+#: Uncompressed bytes serialized before handing them to the compressor.
+BATCH_BYTES = 256 * 1024
+
+
+def s3_client_config(max_attempts: int = 10) -> Config:
+    """Client config for export writes: standard retries cover 5xx, SlowDown and resets."""
+    return Config(retries={"mode": "standard", "max_attempts": max_attempts}, tcp_keepalive=True)
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    key: str
+    version_id: str | None
+    bytes: int
+    uncompressed_bytes: int
+    documents: int
+    sha256: str
+    feed_range: str
+    part_number: int
+    schema_version: int = 0
+
+
+class _OpenPart:
+    """One object being written: its multipart upload and running totals."""
+
+    def __init__(self, key: str, upload_id: str, compressor: jsonl.Compressor) -> None:
+        self.key = key
+        self.upload_id = upload_id
+        self.compressor = compressor
+        self.buffer = bytearray()
+        self.etags: list[dict[str, Any]] = []
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0  # compressed bytes produced so far (uploaded + buffered)
+        self.uncompressed = 0
+        self.documents = 0
+        self.schema = SchemaTracker()
+
+
+class FeedRangeSink:
+    def __init__(
+        self,
+        s3_client: Any,
+        target: layout.ExportTarget,
+        *,
+        run_id: str,
+        started_at: datetime,
+        feed_range: str,
+        feed_range_index: int,
+        compression: jsonl.Compression,
+        part_size_bytes: int,
+        kms_key_arn: str | None,
+        schema: SchemaTracker,
+        log: Any,
+        previous_schema: SchemaInfo | None = None,
+        compression_level: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        jsonl.check_compression(compression)
+        if part_size_bytes < 1:
+            raise ValueError(f"part_size_bytes={part_size_bytes} must be positive: use e.g. 128 MiB")
+        if chunk_bytes < MIN_CHUNK_BYTES:
+            raise ValueError(f"chunk_bytes={chunk_bytes} is below the S3 minimum part size {MIN_CHUNK_BYTES} (5 MiB)")
+        jsonl.new_compressor(compression, compression_level)  # validate the level now, not mid-run
+        self._s3 = s3_client
+        self._target = target
+        self._run_id = run_id
+        self._started_at = started_at
+        self._feed_range = feed_range
+        self._index = feed_range_index
+        self._compression = compression
+        self._level = compression_level
+        self._part_size = part_size_bytes
+        self._chunk = chunk_bytes
+        self._kms = kms_key_arn
+        self._schema = schema
+        self._previous_schema = previous_schema
+        self._log = log if log is not None else logging.getLogger(__name__)
+        self._part: _OpenPart | None = None
+        self._next_number = 1
+        self._records: list[PartRecord] = []
+        self._closed = False
+        #: Largest number of compressed bytes held in memory at once (for tests/metrics).
+        self.peak_buffered_bytes = 0
+
+    # -- public ----------------------------------------------------------
+
+    def write_page(self, docs: list[dict]) -> None:
+        if self._closed:
+            raise RuntimeError(f"sink for feed range {self._index} is closed: create a new sink per run")
+        try:
+            self._write(docs)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> list[PartRecord]:
+        if not self._closed:
+            try:
+                if self._part is not None:
+                    self._finish_part()
+            except BaseException:
+                self.abort()
+                raise
+            self._closed = True
+        return list(self._records)
+
+    def abort(self) -> None:
+        """Abort the open multipart upload (completed objects stay, uncommitted)."""
+        self._closed = True
+        part, self._part = self._part, None
+        if part is None:
+            return
+        try:
+            self._s3.abort_multipart_upload(Bucket=self._target.bucket, Key=part.key, UploadId=part.upload_id)
+        except Exception as exc:  # the original failure matters more; lifecycle cleans the rest
+            _log(self._log, "warning", "abort_multipart_upload_failed", key=part.key, error=str(exc))
+
+    # -- internals -------------------------------------------------------
+
+    def _write(self, docs: list[dict]) -> None:
+        lines: list[bytes] = []
+        size = 0
+        for doc in docs:
+            if self._part is None:
+                self._open_part()
+            part = self._part
+            fast = part.schema.observe(doc)
+            line = jsonl.line_bytes(doc, fast)
+            lines.append(line)
+            size += len(line) + 1
+            part.documents += 1
+            if size >= BATCH_BYTES:
+                self._feed(lines, size)
+                lines, size = [], 0
+                if part.bytes >= self._part_size:
+                    self._finish_part()
+        if lines:
+            self._feed(lines, size)
+            if self._part.bytes >= self._part_size:
+                self._finish_part()
+
+    def _feed(self, lines: list[bytes], size: int) -> None:
+        part = self._part
+        lines.append(b"")
+        out = part.compressor.compress(b"\n".join(lines))
+        part.uncompressed += size
+        self._buffer(part, out)
+
+    def _buffer(self, part: _OpenPart, data: bytes) -> None:
+        if not data:
+            return
+        part.buffer += data
+        part.sha256.update(data)
+        part.bytes += len(data)
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, len(part.buffer))
+        while len(part.buffer) >= self._chunk:
+            chunk = bytes(part.buffer[: self._chunk])
+            del part.buffer[: self._chunk]
+            self._upload(part, chunk)
+
+    def _upload(self, part: _OpenPart, chunk: bytes) -> None:
+        number = len(part.etags) + 1
+        response = self._s3.upload_part(
+            Bucket=self._target.bucket, Key=part.key, UploadId=part.upload_id, PartNumber=number, Body=chunk
+        )
+        part.etags.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    def _open_part(self) -> None:
+        key = layout.part_key(
+            self._target,
+            run_id=self._run_id,
+            started_at=self._started_at,
+            feed_range_index=self._index,
+            part_number=self._next_number,
+            compression=self._compression,
+        )
+        params: dict[str, Any] = {
+            "Bucket": self._target.bucket,
+            "Key": key,
+            "ContentType": jsonl.content_type(self._compression),
+            "Metadata": {
+                Meta.RUN_ID: self._run_id,
+                Meta.ACCOUNT: self._target.account,
+                Meta.DATABASE: self._target.database,
+                Meta.CONTAINER: self._target.container,
+                Meta.FEED_RANGE: self._feed_range,
+                Meta.FORMAT_VERSION: str(MANIFEST_FORMAT_VERSION),
+            },
+        }
+        if self._kms:
+            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self._kms, BucketKeyEnabled=True)
+        upload = self._s3.create_multipart_upload(**params)
+        self._part = _OpenPart(key, upload["UploadId"], jsonl.new_compressor(self._compression, self._level))
+        self._next_number += 1
+
+    def _finish_part(self) -> None:
+        part = self._part
+        self._buffer(part, part.compressor.flush())
+        if part.buffer or not part.etags:
+            self._upload(part, bytes(part.buffer))
+            part.buffer.clear()
+        # Refuse to complete an object whose uploaded parts do not add up: never a short object.
+        response = self._s3.complete_multipart_upload(
+            Bucket=self._target.bucket,
+            Key=part.key,
+            UploadId=part.upload_id,
+            MultipartUpload={"Parts": part.etags},
+        )
+        self._part = None
+        version_id = response.get("VersionId")
+        head = self._s3.head_object(Bucket=self._target.bucket, Key=part.key, **({"VersionId": version_id} if version_id else {}))
+        if head["ContentLength"] != part.bytes:
+            raise RuntimeError(
+                f"s3://{self._target.bucket}/{part.key} has {head['ContentLength']} bytes after upload, "
+                f"expected {part.bytes}: the object is left uncommitted; rerun the export"
+            )
+        digest = part.sha256.hexdigest()
+        schema_version = next_schema(self._previous_schema, part.schema).version
+        tags = {
+            Meta.DOCUMENT_COUNT: str(part.documents),
+            Meta.SHA256: digest,
+            Meta.SCHEMA_VERSION: str(schema_version),
+        }
+        tagging = {"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        self._s3.put_object_tagging(
+            Bucket=self._target.bucket, Key=part.key, Tagging=tagging, **({"VersionId": version_id} if version_id else {})
+        )
+        self._schema.merge(part.schema)
+        record = PartRecord(
+            key=part.key,
+            version_id=version_id,
+            bytes=part.bytes,
+            uncompressed_bytes=part.uncompressed,
+            documents=part.documents,
+            sha256=digest,
+            feed_range=self._feed_range,
+            part_number=self._next_number - 1,
+            schema_version=schema_version,
+        )
+        self._records.append(record)
+        _log(
+            self._log,
+            "info",
+            "object_written",
+            key=record.key,
+            version_id=record.version_id,
+            bytes=record.bytes,
+            docs=record.documents,
+            sha256=record.sha256,
+            uncompressed_bytes=record.uncompressed_bytes,
+            feed_range_index=self._index,
+        )
+
+
+def _log(log: Any, level: str, event: str, **fields: Any) -> None:
+    """structlog loggers take keyword fields; a stdlib logger gets them as `extra`."""
+    method = getattr(log, level)
+    if isinstance(log, logging.Logger):
+        method(event, extra={"fields": fields})
+    else:
+        method(event, **fields)
