@@ -1,0 +1,1 @@
+"""Pulumi components of cosmos-s3-export: one ComponentResource per concern."""

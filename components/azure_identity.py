@@ -1,0 +1,66 @@
+"""The Entra workload identity: app + service principal + federated credentials. No secret of any kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_azuread as azuread
+from cosmos_export import contract
+
+from .config import AdditionalFederatedCredential
+
+
+@dataclass
+class WorkloadIdentityArgs:
+    display_name: str
+    issuer: pulumi.Input[str]
+    task_role_arn: pulumi.Input[str]
+    #: The incident-response switch: False removes every federated credential.
+    federation_enabled: bool = True
+    additional: list[AdditionalFederatedCredential] = field(default_factory=list)
+
+
+class WorkloadIdentity(pulumi.ComponentResource):
+    client_id: pulumi.Output[str]
+    object_id: pulumi.Output[str]
+    tenant_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: WorkloadIdentityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("cosmos-s3-export:azure:WorkloadIdentity", name, None, opts)
+        if 1 + len(args.additional) > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
+            raise ValueError(f"{1 + len(args.additional)} federated credentials exceed Entra's limit of "
+                             f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application")
+        child = pulumi.ResourceOptions(parent=self)
+        app = azuread.Application(
+            f"{name}-app",
+            display_name=args.display_name,
+            sign_in_audience="AzureADMyOrg",
+            opts=child,
+        )
+        sp = azuread.ServicePrincipal(f"{name}-sp", client_id=app.client_id, opts=child)
+        if args.federation_enabled:
+            azuread.ApplicationFederatedIdentityCredential(
+                f"{name}-fic-ecs-task",
+                application_id=app.id,  # the resource id, not client_id
+                display_name="ecs-task",
+                description="ECS task role of the Cosmos DB export worker",
+                issuer=args.issuer,
+                subject=args.task_role_arn,
+                audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],
+                opts=child,
+            )
+            for extra in args.additional:
+                azuread.ApplicationFederatedIdentityCredential(
+                    f"{name}-fic-{extra.name}",
+                    application_id=app.id,
+                    display_name=extra.name,
+                    issuer=extra.issuer or args.issuer,
+                    subject=extra.subject,
+                    audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],
+                    opts=child,
+                )
+        self.client_id = app.client_id
+        self.object_id = sp.object_id
+        self.tenant_id = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).tenant_id
+        self.register_outputs({"clientId": self.client_id, "objectId": self.object_id, "tenantId": self.tenant_id})
