@@ -100,7 +100,7 @@ def _rid(*parts: bytes) -> str:
     return base64.b64encode(b"".join(parts)).decode().replace("/", "-")
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     lsn: int
     seq: int  # creation order, stable across upserts: query paging order
@@ -197,6 +197,7 @@ class Container:
         self.ranges: list[PhysicalRange] = [
             PhysicalRange(id=str(i), min=bounds[i], max=bounds[i + 1], parents=[]) for i in range(feed_ranges)
         ]
+        self._mins: list[str] | None = None  # range lower bounds for bisect; reset on split
         self.gone: dict[str, list[str]] = {}  # gone range id -> child ids
         self._next_range_id = feed_ranges
         self._seq = 0
@@ -206,8 +207,9 @@ class Container:
 
     # --- routing -------------------------------------------------------
     def range_for(self, epk: str) -> PhysicalRange:
-        mins = [r.min for r in self.ranges]
-        return self.ranges[bisect.bisect_right(mins, epk) - 1]
+        if self._mins is None:
+            self._mins = [r.min for r in self.ranges]
+        return self.ranges[bisect.bisect_right(self._mins, epk) - 1]
 
     def range_by_id(self, range_id: str) -> PhysicalRange:
         for r in self.ranges:
@@ -314,6 +316,7 @@ class Container:
                 (children[0] if version.epk < middle else children[1]).versions.append(version)
             index = self.ranges.index(parent)
             self.ranges[index:index + 1] = children
+            self._mins = None
             self.gone[parent.id] = [c.id for c in children]
             self.range_etag += 1
             self.range_log.extend((self.range_etag, c) for c in children)
