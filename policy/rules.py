@@ -1,0 +1,493 @@
+"""Pure validation rules of the CrossGuard pack, testable without the engine.
+
+Every rule takes plain Python values (resource properties in the engine's
+camelCase, as `pulumi preview` hands them to a policy pack) and returns the
+list of violation messages: empty means compliant.
+
+Values the engine cannot know during a preview (for example an ARN of a
+resource not created yet) arrive as the `UNKNOWN` sentinel. A rule never
+guesses about them: it relies on the property's dependencies instead (the
+engine says which resource a property was computed from), or skips the check;
+CrossGuard runs the same policies again during `pulumi up`, when the values
+are known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from cosmos_export import contract
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<unknown during preview>"
+
+
+#: Stand-in for a value the engine cannot know during a preview.
+UNKNOWN: Any = _Unknown()
+
+# --- Resource type tokens (checked against the installed provider packages) ---
+
+T_BUCKET = "aws:s3/bucket:Bucket"
+T_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+T_BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+T_BUCKET_SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+T_BUCKET_SSE_V2 = "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2"
+T_ROLE = "aws:iam/role:Role"
+T_ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+T_POLICY = "aws:iam/policy:Policy"
+T_ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+T_TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+T_KMS_KEY = "aws:kms/key:Key"
+T_OUTBOUND_FEDERATION = "aws:iam/outboundWebIdentityFederation:OutboundWebIdentityFederation"
+T_FIC = "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"
+T_SERVICE_PRINCIPAL = "azuread:index/servicePrincipal:ServicePrincipal"
+T_COSMOS_ROLE_DEFINITION = "azure-native:cosmosdb:SqlResourceSqlRoleDefinition"
+T_COSMOS_ROLE_ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
+
+#: Resources that are, or mint, a static credential. None may exist.
+STATIC_CREDENTIAL_TYPES: Mapping[str, str] = {
+    "azuread:index/applicationPassword:ApplicationPassword": "an Entra client secret",
+    "azuread:index/applicationCertificate:ApplicationCertificate": "an Entra client certificate",
+    "azuread:index/servicePrincipalPassword:ServicePrincipalPassword": "a service principal secret",
+    "azuread:index/servicePrincipalCertificate:ServicePrincipalCertificate": "a service principal certificate",
+    "aws:iam/accessKey:AccessKey": "an AWS access key",
+    "aws:iam/userLoginProfile:UserLoginProfile": "an AWS console password",
+}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a stack as a stack policy sees it.
+
+    `key` identifies it (the URN in the engine, any unique name in tests);
+    `deps` maps a property name to the keys of the resources it was computed from.
+    """
+
+    type: str
+    key: str
+    props: Mapping[str, Any]
+    deps: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def known(value: Any) -> bool:
+    return value is not UNKNOWN and value is not None
+
+
+def _s(resource: Resource) -> str:
+    return f"{resource.type.rsplit(':', 1)[-1]} '{resource.key}'"
+
+
+# --- Resource rules -----------------------------------------------------------
+
+
+def check_static_credential(type_: str) -> list[str]:
+    what = STATIC_CREDENTIAL_TYPES.get(type_)
+    if what is None:
+        return []
+    return [
+        f"{type_} creates {what}; this project allows no static credential: "
+        "use workload identity federation (federated identity credential / IAM role) instead"
+    ]
+
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+def check_federated_credential(props: Mapping[str, Any]) -> list[str]:
+    """A federated identity credential that only an AWS-issued token for one role can use."""
+    errors = []
+    audiences = props.get("audiences")
+    if known(audiences) and list(audiences) != [contract.TOKEN_EXCHANGE_AUDIENCE]:
+        errors.append(
+            f"federated identity credential audiences are {list(audiences)!r}; "
+            f"they must be exactly [{contract.TOKEN_EXCHANGE_AUDIENCE!r}]"
+        )
+    subject = props.get("subject")
+    if known(subject):
+        if not subject or "*" in subject or "?" in subject:
+            errors.append(
+                f"federated identity credential subject {subject!r} is empty or a wildcard; "
+                "it must be the task role ARN exactly"
+            )
+        elif not _ROLE_ARN.match(subject):
+            errors.append(
+                f"federated identity credential subject {subject!r} is not an IAM role ARN; "
+                "it must be the task role ARN exactly"
+            )
+    if "claimsMatchingExpression" in props and props["claimsMatchingExpression"] is not None:
+        errors.append(
+            "federated identity credential uses a claims matching expression (flexible credential); "
+            "Entra does not accept AWS tokens on those: set subject to the task role ARN"
+        )
+    issuer = props.get("issuer")
+    if known(issuer) and not re.match(contract.AWS_ISSUER_PATTERN, issuer):
+        errors.append(
+            f"federated identity credential issuer {issuer!r} is not an AWS outbound federation issuer "
+            "(https://<uuid>.tokens.sts.global.api.aws, no trailing slash)"
+        )
+    return errors
+
+
+def cosmos_role_data_actions(props: Mapping[str, Any]) -> list[Any]:
+    actions: list[Any] = []
+    permissions = props.get("permissions")
+    if not known(permissions):
+        return actions
+    for permission in permissions:
+        data_actions = permission.get("dataActions") if known(permission) else UNKNOWN
+        if not known(data_actions):
+            continue
+        actions.extend(data_actions)
+    return actions
+
+
+def check_cosmos_role_definition(props: Mapping[str, Any]) -> list[str]:
+    """A custom Cosmos SQL role may grant only the data actions the worker needs."""
+    allowed = set(contract.COSMOS_DATA_ACTIONS)
+    bad = [a for a in cosmos_role_data_actions(props) if known(a) and a not in allowed]
+    if not bad:
+        return []
+    return [
+        f"Cosmos SQL role definition grants {bad!r}, outside the worker's read-only actions; "
+        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r}"
+    ]
+
+
+_SUSPICIOUS_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|CONNECTION_?STRING", re.I)
+_SUSPICIOUS_VALUE = [
+    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "an AWS access key id"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+"), "a JWT"),
+    (re.compile(r"AccountKey=|SharedAccessKey=|client_secret=", re.I), "a connection string with a key"),
+    (re.compile(r"^[A-Za-z0-9+/]{86}==$"), "a Cosmos DB account key"),
+]
+#: The worker's own settings are never secrets (contract.Env says so), even
+#: when their names contain KEY or TOKEN (EXPORT_KMS_KEY_ARN, ...).
+_CONTRACT_ENV = {v for k, v in vars(contract.Env).items() if k.isupper()}
+_ROOT_USERS = {"root", "0"}
+
+
+def check_task_definition(props: Mapping[str, Any]) -> list[str]:
+    """Containers get no secret, in `secrets` or in plain environment, and run as non-root read-only."""
+    raw = props.get("containerDefinitions")
+    if not known(raw):
+        return []
+    try:
+        containers = json.loads(raw) if isinstance(raw, str) else list(raw)
+    except ValueError as exc:
+        return [f"task definition containerDefinitions is not valid JSON: {exc}"]
+    errors = []
+    for c in containers:
+        name = c.get("name", "?")
+        if c.get("secrets"):
+            refs = [s.get("name") for s in c["secrets"]]
+            errors.append(
+                f"container '{name}' has secrets {refs!r}; the worker needs no secret "
+                "(it federates its identity): remove them"
+            )
+        for env in c.get("environment") or []:
+            key, value = env.get("name", ""), env.get("value")
+            if not value:
+                continue
+            if key not in _CONTRACT_ENV and _SUSPICIOUS_NAME.search(key):
+                errors.append(
+                    f"container '{name}' sets environment variable {key!r} with a value; "
+                    "its name suggests a secret, and the worker takes none: remove it"
+                )
+                continue
+            for pattern, what in _SUSPICIOUS_VALUE:
+                if pattern.search(str(value)):
+                    errors.append(
+                        f"container '{name}' environment variable {key!r} holds what looks like {what}: remove it"
+                    )
+                    break
+        user = c.get("user")
+        if not user or str(user).split(":")[0] in _ROOT_USERS:
+            errors.append(
+                f"container '{name}' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")"
+            )
+        if c.get("readonlyRootFilesystem") is not True:
+            errors.append(
+                f"container '{name}' has readonlyRootFilesystem={c.get('readonlyRootFilesystem')!r}; it must be true"
+            )
+        if c.get("privileged"):
+            errors.append(f"container '{name}' is privileged; it must not be")
+    return errors
+
+
+# --- IAM policy documents -----------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def parse_policy(document: Any) -> dict[str, Any] | None:
+    """A policy document as a dict, or None when unknown during preview."""
+    if not known(document):
+        return None
+    if isinstance(document, str):
+        return json.loads(document)
+    return dict(document)
+
+
+@dataclass(frozen=True)
+class ExportScope:
+    """What the task role may touch: the export bucket's prefix and its KMS key."""
+
+    bucket: str
+    prefix: str
+    kms_key_arns: frozenset[str]
+
+    def allows(self, resource: str) -> bool:
+        if resource in self.kms_key_arns:
+            return True
+        bucket_arn = f"arn:aws:s3:::{self.bucket}"
+        prefix = self.prefix.strip("/")
+        # The bucket ARN itself is needed for ListBucket (narrowed by an s3:prefix condition).
+        if resource == bucket_arn:
+            return True
+        return bool(prefix) and resource.startswith(f"{bucket_arn}/{prefix}/")
+
+
+#: Actions whose only resource form is "*" and that the task role needs.
+_STAR_ONLY_ACTIONS = {"sts:GetWebIdentityToken"}
+
+
+def check_task_role_policy(document: Mapping[str, Any], scope: ExportScope, where: str) -> list[str]:
+    """Every Allow statement stays within the export prefix and key (or is the conditioned token call)."""
+    errors = []
+    for i, st in enumerate(_as_list(document.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        label = f"{where} statement {st.get('Sid') or i}"
+        if "NotAction" in st or "NotResource" in st:
+            errors.append(f"{label} uses NotAction/NotResource; list the allowed actions and resources instead")
+            continue
+        actions = [str(a) for a in _as_list(st.get("Action"))]
+        resources = [str(r) for r in _as_list(st.get("Resource"))]
+        wild = [a for a in actions if a == "*" or a.endswith(":*")]
+        if wild:
+            errors.append(f"{label} allows wildcard actions {wild!r}; name the exact actions")
+        if "*" in resources:
+            if set(actions) <= _STAR_ONLY_ACTIONS:
+                condition = st.get("Condition") or {}
+                audience = (condition.get("ForAllValues:StringEquals") or {}).get("sts:IdentityTokenAudience")
+                if _as_list(audience) != [contract.TOKEN_EXCHANGE_AUDIENCE]:
+                    errors.append(
+                        f"{label} allows sts:GetWebIdentityToken without the condition "
+                        f"ForAllValues:StringEquals sts:IdentityTokenAudience = {contract.TOKEN_EXCHANGE_AUDIENCE!r}"
+                    )
+            else:
+                errors.append(f"{label} allows {actions!r} on Resource \"*\"; scope it to the export prefix and key")
+            resources = [r for r in resources if r != "*"]
+        outside = [r for r in resources if not scope.allows(r)]
+        if outside:
+            errors.append(
+                f"{label} grants {outside!r}, outside the export prefix "
+                f"arn:aws:s3:::{scope.bucket}/{scope.prefix.strip('/')}/* and the export KMS key"
+            )
+    return errors
+
+
+def check_bucket_policy_denies_insecure_transport(document: Mapping[str, Any]) -> bool:
+    for st in _as_list(document.get("Statement")):
+        if st.get("Effect") != "Deny":
+            continue
+        secure = ((st.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
+        principal = st.get("Principal")
+        everyone = principal == "*" or (isinstance(principal, dict) and _as_list(principal.get("AWS")) == ["*"])
+        if str(_as_list(secure)[0] if secure is not None else "").lower() == "false" and everyone:
+            return True
+    return False
+
+
+# --- Stack rules ------------------------------------------------------------------
+
+
+class Stack:
+    """Index over a stack's resources for the cross-resource rules."""
+
+    def __init__(self, resources: Iterable[Resource]):
+        self.resources = list(resources)
+        self.by_key = {r.key: r for r in self.resources}
+
+    def of_type(self, *types: str) -> list[Resource]:
+        return [r for r in self.resources if r.type in types]
+
+    def refers_to(self, source: Resource, prop: str, target: Resource, *target_props: str) -> bool:
+        """Whether `source.prop` is `target` (by dependency, or by an equal known value)."""
+        if target.key in source.deps.get(prop, frozenset()):
+            return True
+        value = source.props.get(prop)
+        if not known(value):
+            return False
+        return any(known(target.props.get(p)) and target.props.get(p) == value for p in target_props)
+
+    def task_roles(self) -> list[Resource]:
+        roles = self.of_type(T_ROLE)
+        return [
+            role
+            for td in self.of_type(T_TASK_DEFINITION)
+            for role in roles
+            if self.refers_to(td, "taskRoleArn", role, "arn")
+        ]
+
+
+def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
+    """All cross-resource rules; returns (resource key, message) pairs."""
+    stack = Stack(resources)
+    violations: list[tuple[str, str]] = []
+    for rule in (check_federation_chain, check_cosmos_assignments, check_buckets, check_task_role_scope):
+        violations.extend(rule(stack))
+    return violations
+
+
+def check_federation_chain(stack: Stack) -> list[tuple[str, str]]:
+    """Each federated credential's subject is the task role ARN and its issuer the account issuer."""
+    out = []
+    fics = stack.of_type(T_FIC)
+    if not fics:
+        return out
+    task_roles = stack.task_roles()
+    federations = stack.of_type(T_OUTBOUND_FEDERATION)
+    for fic in fics:
+        if not task_roles:
+            out.append((fic.key, f"{_s(fic)} exists but no ECS task definition's taskRoleArn names a role of this stack: "
+                                 "its subject cannot be checked against the task role"))
+        elif not any(stack.refers_to(fic, "subject", role, "arn") for role in task_roles):
+            if known(fic.props.get("subject")) or fic.deps.get("subject"):
+                arns = [r.props.get("arn") for r in task_roles]
+                out.append((fic.key, f"{_s(fic)} subject {fic.props.get('subject')!r} is not the task role ARN "
+                                     f"{arns!r}; take it from the task role's arn output"))
+        if federations and not any(stack.refers_to(fic, "issuer", f, "issuerIdentifier") for f in federations):
+            if known(fic.props.get("issuer")) or fic.deps.get("issuer"):
+                issuers = [f.props.get("issuerIdentifier") for f in federations]
+                out.append((fic.key, f"{_s(fic)} issuer {fic.props.get('issuer')!r} is not the account's outbound "
+                                     f"federation issuer {issuers!r}; take it from issuerIdentifier"))
+    return out
+
+
+def check_cosmos_assignments(stack: Stack) -> list[tuple[str, str]]:
+    """Every Cosmos assignment goes to the service principal, with a read-only role."""
+    out = []
+    sps = stack.of_type(T_SERVICE_PRINCIPAL)
+    definitions = stack.of_type(T_COSMOS_ROLE_DEFINITION)
+    reader = contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID
+    for a in stack.of_type(T_COSMOS_ROLE_ASSIGNMENT):
+        if not any(stack.refers_to(a, "principalId", sp, "objectId") for sp in sps):
+            if known(a.props.get("principalId")) or a.deps.get("principalId"):
+                ids = [sp.props.get("objectId") for sp in sps]
+                out.append((a.key, f"{_s(a)} principalId {a.props.get('principalId')!r} is not the service "
+                                   f"principal's object id {ids!r}"))
+        role_id = a.props.get("roleDefinitionId")
+        ours = any(stack.refers_to(a, "roleDefinitionId", d, "id") for d in definitions)
+        builtin_reader = known(role_id) and str(role_id).rstrip("/").endswith(f"/sqlRoleDefinitions/{reader}")
+        if not ours and not builtin_reader and (known(role_id) or a.deps.get("roleDefinitionId")):
+            out.append((a.key, f"{_s(a)} roleDefinitionId {role_id!r} is neither this stack's read-only role "
+                               f"definition nor the built-in Data Reader ({reader})"))
+    return out
+
+
+def _sse_is_kms(rule: Any) -> bool:
+    if not known(rule):
+        return False
+    default = rule.get("applyServerSideEncryptionByDefault") or {}
+    return default.get("sseAlgorithm") in ("aws:kms", "aws:kms:dsse")
+
+
+def check_buckets(stack: Stack) -> list[tuple[str, str]]:
+    out = []
+    pabs = stack.of_type(T_PUBLIC_ACCESS_BLOCK)
+    policies = stack.of_type(T_BUCKET_POLICY)
+    sses = stack.of_type(T_BUCKET_SSE, T_BUCKET_SSE_V2)
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    for b in stack.of_type(T_BUCKET):
+        mine = lambda rs: [r for r in rs if stack.refers_to(r, "bucket", b, "bucket", "id")]  # noqa: E731
+        my_pabs = mine(pabs)
+        if not my_pabs:
+            out.append((b.key, f"{_s(b)} has no BucketPublicAccessBlock; add one with all four blocks true"))
+        for pab in my_pabs:
+            # UNKNOWN during preview is given the benefit of the doubt: `pulumi up` re-checks it.
+            off = [f for f in flags if pab.props.get(f) is not True and pab.props.get(f) is not UNKNOWN]
+            if off:
+                out.append((pab.key, f"{_s(pab)} for {_s(b)} leaves {off!r} off; all four must be true"))
+        my_policies = mine(policies)
+        documents = [parse_policy(p.props.get("policy")) for p in my_policies]
+        if not my_policies:
+            out.append((b.key, f"{_s(b)} has no bucket policy; add one denying aws:SecureTransport=false"))
+        elif all(d is not None for d in documents) and not any(
+            check_bucket_policy_denies_insecure_transport(d) for d in documents
+        ):
+            out.append((b.key, f"{_s(b)} bucket policy does not deny requests with aws:SecureTransport=false"))
+        inline = b.props.get("serverSideEncryptionConfiguration")
+        inline_kms = known(inline) and _sse_is_kms(inline.get("rule"))
+        separate = []
+        for sse in mine(sses):
+            rules = sse.props.get("rules")
+            separate.extend(_as_list(rules) if known(rules) else [UNKNOWN])
+        if not inline_kms and not any(_sse_is_kms(r) or r is UNKNOWN for r in separate):
+            out.append((b.key, f"{_s(b)} is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' "
+                               "with the export KMS key"))
+    return out
+
+
+def _export_scope(stack: Stack) -> ExportScope | None:
+    """The export bucket, prefix and key, as the task definition tells the worker."""
+    env: dict[str, Any] = {}
+    for td in stack.of_type(T_TASK_DEFINITION):
+        raw = td.props.get("containerDefinitions")
+        if not known(raw):
+            return None
+        for c in json.loads(raw) if isinstance(raw, str) else raw:
+            env.update({e.get("name"): e.get("value") for e in c.get("environment") or []})
+    bucket, prefix = env.get(contract.Env.BUCKET), env.get(contract.Env.PREFIX)
+    if not bucket or not prefix:
+        return None
+    keys = {env[contract.Env.KMS_KEY_ARN]} if env.get(contract.Env.KMS_KEY_ARN) else set()
+    keys |= {k.props["arn"] for k in stack.of_type(T_KMS_KEY) if known(k.props.get("arn")) and not keys}
+    return ExportScope(bucket=bucket, prefix=prefix, kms_key_arns=frozenset(keys))
+
+
+def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
+    out = []
+    task_roles = stack.task_roles()
+    if not task_roles:
+        return out
+    scope = _export_scope(stack)
+    if scope is None:
+        if stack.of_type(T_TASK_DEFINITION) and all(
+            known(td.props.get("containerDefinitions")) for td in stack.of_type(T_TASK_DEFINITION)
+        ):
+            out.append((task_roles[0].key, f"the task definition does not set {contract.Env.BUCKET} and "
+                                           f"{contract.Env.PREFIX}: the task role's scope cannot be checked"))
+        return out
+    documents: list[tuple[Resource, str, Any]] = []
+    for role in task_roles:
+        inline_policies = role.props.get("inlinePolicies")
+        for i, inline in enumerate(inline_policies if known(inline_policies) else []):
+            documents.append((role, f"{_s(role)} inline policy {inline.get('name') or i}", inline.get("policy")))
+        for rp in stack.of_type(T_ROLE_POLICY):
+            if stack.refers_to(rp, "role", role, "name", "id"):
+                documents.append((rp, _s(rp), rp.props.get("policy")))
+        for att in stack.of_type(T_ROLE_POLICY_ATTACHMENT):
+            if not stack.refers_to(att, "role", role, "name", "id"):
+                continue
+            managed = [p for p in stack.of_type(T_POLICY) if stack.refers_to(att, "policyArn", p, "arn")]
+            if managed:
+                documents.extend((att, _s(p), p.props.get("policy")) for p in managed)
+            elif known(att.props.get("policyArn")) or att.deps.get("policyArn"):
+                out.append((att.key, f"{_s(att)} attaches {att.props.get('policyArn')!r} to the task role; "
+                                     "only this stack's own export policy may be attached"))
+    for owner, where, document in documents:
+        parsed = parse_policy(document)
+        if parsed is not None:
+            out.extend((owner.key, msg) for msg in check_task_role_policy(parsed, scope, where))
+    return out

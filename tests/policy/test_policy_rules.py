@@ -1,0 +1,288 @@
+"""The policy rules on realistic property dicts: compliant ones pass, each broken one is named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cosmos_export import contract
+from policy import rules
+from policy.rules import UNKNOWN, Resource, check_stack
+
+from tests.policy import policy_fixtures as fx
+from tests.policy.policy_fixtures import good_stack, replace
+
+
+def messages(stack) -> list[str]:
+    return [m for _, m in check_stack(stack)]
+
+
+def test_compliant_stack_has_no_violation():
+    assert check_stack(good_stack()) == []
+
+
+# --- static credentials ---------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", [
+    "azuread:index/applicationPassword:ApplicationPassword",
+    "azuread:index/applicationCertificate:ApplicationCertificate",
+    "azuread:index/servicePrincipalPassword:ServicePrincipalPassword",
+    "aws:iam/accessKey:AccessKey",
+])
+def test_static_credential_resources_are_refused(type_):
+    [msg] = rules.check_static_credential(type_)
+    assert msg.startswith(f"{type_} creates ") and "no static credential" in msg
+
+
+def test_ordinary_resources_are_not_static_credentials():
+    assert rules.check_static_credential("aws:iam/role:Role") == []
+
+
+# --- federated identity credential --------------------------------------------------------
+
+GOOD_FIC = {"issuer": fx.ISSUER, "subject": fx.TASK_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}
+
+
+def test_good_fic_shape():
+    assert rules.check_federated_credential(GOOD_FIC) == []
+
+
+def test_fic_with_extra_audience_is_refused():
+    [msg] = rules.check_federated_credential({**GOOD_FIC, "audiences": ["api://AzureADTokenExchange", "sts.amazonaws.com"]})
+    assert msg == ("federated identity credential audiences are ['api://AzureADTokenExchange', 'sts.amazonaws.com']; "
+                   "they must be exactly ['api://AzureADTokenExchange']")
+
+
+@pytest.mark.parametrize("subject", ["*", "arn:aws:iam::123456789012:role/*", ""])
+def test_fic_wildcard_subject_is_refused(subject):
+    [msg] = rules.check_federated_credential({**GOOD_FIC, "subject": subject})
+    assert msg == (f"federated identity credential subject {subject!r} is empty or a wildcard; "
+                   "it must be the task role ARN exactly")
+
+
+def test_fic_subject_must_be_a_role_arn():
+    [msg] = rules.check_federated_credential({**GOOD_FIC, "subject": "repo:acme/export:ref:refs/heads/main"})
+    assert "is not an IAM role ARN" in msg
+
+
+def test_fic_issuer_with_trailing_slash_is_refused():
+    [msg] = rules.check_federated_credential({**GOOD_FIC, "issuer": fx.ISSUER + "/"})
+    assert msg.startswith(f"federated identity credential issuer '{fx.ISSUER}/' is not an AWS outbound")
+
+
+def test_fic_unknown_values_during_preview_are_not_guessed():
+    assert rules.check_federated_credential({"issuer": UNKNOWN, "subject": UNKNOWN,
+                                             "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}) == []
+
+
+def test_stack_fic_subject_must_be_the_task_role_arn():
+    other = f"arn:aws:iam::{fx.ACCOUNT}:role/export-execution-9f8e7d6"
+    assert messages(replace(good_stack(), "fic", subject=other)) == [
+        f"ApplicationFederatedIdentityCredential 'fic' subject {other!r} is not the task role ARN "
+        f"[{fx.TASK_ROLE_ARN!r}]; take it from the task role's arn output"
+    ]
+
+
+def test_stack_fic_subject_differing_only_in_case_is_refused():
+    # Entra matches subjects case-sensitively (AADSTS7002138).
+    assert len(messages(replace(good_stack(), "fic", subject=fx.TASK_ROLE_ARN.replace("export-task", "Export-Task")))) == 1
+
+
+def test_stack_fic_issuer_must_be_the_federation_issuer():
+    other = "https://aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee.tokens.sts.global.api.aws"
+    assert messages(replace(good_stack(), "fic", issuer=other)) == [
+        f"ApplicationFederatedIdentityCredential 'fic' issuer {other!r} is not the account's outbound "
+        f"federation issuer [{fx.ISSUER!r}]; take it from issuerIdentifier"
+    ]
+
+
+def test_stack_fic_matched_by_dependency_during_preview():
+    stack = good_stack()
+    stack = [Resource(r.type, r.key, {**r.props, "subject": UNKNOWN, "issuer": UNKNOWN},
+                      {"subject": frozenset({"task-role"}), "issuer": frozenset({"federation"})})
+             if r.key == "fic" else r for r in stack]
+    assert messages(stack) == []
+    wrong = [Resource(r.type, r.key, r.props, {"subject": frozenset({"execution-role"})}) if r.key == "fic" else r
+             for r in stack]
+    assert [m for m in messages(wrong) if "subject" in m]
+
+
+def test_fic_without_any_task_definition_is_reported():
+    stack = [r for r in good_stack() if r.type != rules.T_TASK_DEFINITION]
+    assert "no ECS task definition's taskRoleArn names a role of this stack" in messages(stack)[0]
+
+
+# --- Cosmos -------------------------------------------------------------------------------------
+
+def test_cosmos_role_with_write_action_is_refused():
+    write = "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create"
+    props = {"permissions": [{"dataActions": [*contract.COSMOS_DATA_ACTIONS, write]}]}
+    assert rules.check_cosmos_role_definition(props) == [
+        f"Cosmos SQL role definition grants [{write!r}], outside the worker's read-only actions; "
+        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r}"
+    ]
+
+
+def test_cosmos_role_with_wildcard_is_refused():
+    props = {"permissions": [{"dataActions": ["Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/*"]}]}
+    assert len(rules.check_cosmos_role_definition(props)) == 1
+
+
+def test_cosmos_role_subset_is_allowed():
+    assert rules.check_cosmos_role_definition({"permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS[:2])}]}) == []
+
+
+def test_cosmos_assignment_to_another_principal_is_refused():
+    stranger = "11111111-2222-3333-4444-555555555555"
+    assert messages(replace(good_stack(), "assignment", principalId=stranger)) == [
+        f"SqlResourceSqlRoleAssignment 'assignment' principalId {stranger!r} is not the service "
+        f"principal's object id [{fx.SP_OBJECT_ID!r}]"
+    ]
+
+
+def test_cosmos_assignment_to_builtin_contributor_is_refused():
+    contributor = f"{fx.COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
+    [msg] = messages(replace(good_stack(), "assignment", roleDefinitionId=contributor))
+    assert msg.startswith("SqlResourceSqlRoleAssignment 'assignment' roleDefinitionId") and "built-in Data Reader" in msg
+
+
+def test_cosmos_assignment_to_builtin_reader_is_allowed():
+    reader = f"{fx.COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"
+    assert messages(replace(good_stack(), "assignment", roleDefinitionId=reader)) == []
+
+
+# --- buckets ----------------------------------------------------------------------------------------
+
+def test_bucket_without_public_access_block_is_refused():
+    stack = [r for r in good_stack() if r.key != "pab"]
+    assert messages(stack) == ["Bucket 'bucket' has no BucketPublicAccessBlock; add one with all four blocks true"]
+
+
+def test_public_access_block_with_one_flag_off_is_refused():
+    assert messages(replace(good_stack(), "pab", restrictPublicBuckets=False)) == [
+        "BucketPublicAccessBlock 'pab' for Bucket 'bucket' leaves ['restrictPublicBuckets'] off; all four must be true"
+    ]
+
+
+def test_bucket_policy_without_tls_deny_is_refused():
+    policy = {"Version": "2012-10-17", "Statement": []}
+    assert messages(replace(good_stack(), "bucket-policy", policy=json.dumps(policy))) == [
+        "Bucket 'bucket' bucket policy does not deny requests with aws:SecureTransport=false"
+    ]
+
+
+def test_bucket_without_policy_is_refused():
+    assert messages([r for r in good_stack() if r.key != "bucket-policy"]) == [
+        "Bucket 'bucket' has no bucket policy; add one denying aws:SecureTransport=false"
+    ]
+
+
+def test_bucket_with_sse_s3_is_refused():
+    rules_ = [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
+    assert messages(replace(good_stack(), "sse", rules=rules_)) == [
+        "Bucket 'bucket' is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' with the export KMS key"
+    ]
+
+
+def test_second_bucket_is_checked_too():
+    stack = good_stack() + [Resource(rules.T_BUCKET, "logs", {"bucket": "acme-logs", "id": "acme-logs"})]
+    assert len([m for m in messages(stack) if m.startswith("Bucket 'logs'")]) == 3
+
+
+# --- task role ------------------------------------------------------------------------------------------
+
+def _with_statement(statement: dict) -> list[Resource]:
+    doc = fx.task_role_policy()
+    doc["Statement"].append(statement)
+    return replace(good_stack(), "task-role-policy", policy=json.dumps(doc))
+
+
+def test_task_role_star_resource_is_refused():
+    assert messages(_with_statement({"Sid": "Oops", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})) == [
+        "RolePolicy 'task-role-policy' statement Oops allows ['s3:GetObject'] on Resource \"*\"; "
+        "scope it to the export prefix and key"
+    ]
+
+
+def test_task_role_wildcard_action_is_refused():
+    [msg] = messages(_with_statement({"Sid": "All", "Effect": "Allow", "Action": "s3:*",
+                                      "Resource": f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/*"}))
+    assert msg == "RolePolicy 'task-role-policy' statement All allows wildcard actions ['s3:*']; name the exact actions"
+
+
+def test_task_role_other_prefix_is_refused():
+    other = f"arn:aws:s3:::{fx.BUCKET}/exports/prod/*"
+    [msg] = messages(_with_statement({"Sid": "Other", "Effect": "Allow", "Action": "s3:GetObject", "Resource": other}))
+    assert msg == (f"RolePolicy 'task-role-policy' statement Other grants [{other!r}], outside the export prefix "
+                   f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/* and the export KMS key")
+
+
+def test_task_role_prefix_sibling_is_refused():
+    # "exports/dev-backup/..." starts with "exports/dev" but is another prefix.
+    sibling = f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}-backup/*"
+    assert len(messages(_with_statement({"Effect": "Allow", "Action": "s3:GetObject", "Resource": sibling}))) == 1
+
+
+def test_token_minting_without_audience_condition_is_refused():
+    [msg] = messages(_with_statement({"Sid": "Tok", "Effect": "Allow", "Action": "sts:GetWebIdentityToken",
+                                      "Resource": "*"}))
+    assert msg.startswith("RolePolicy 'task-role-policy' statement Tok allows sts:GetWebIdentityToken without the condition")
+
+
+def test_managed_policy_attached_to_task_role_is_refused():
+    stack = good_stack() + [Resource(rules.T_ROLE_POLICY_ATTACHMENT, "att", {
+        "role": "export-task-0a1b2c3", "policyArn": "arn:aws:iam::aws:policy/AmazonS3FullAccess"})]
+    assert messages(stack) == ["RolePolicyAttachment 'att' attaches 'arn:aws:iam::aws:policy/AmazonS3FullAccess' "
+                               "to the task role; only this stack's own export policy may be attached"]
+
+
+def test_deny_statements_are_not_scope_violations():
+    assert messages(_with_statement({"Effect": "Deny", "Action": "*", "Resource": "*"})) == []
+
+
+# --- task definition -----------------------------------------------------------------------------------
+
+def _td(**overrides) -> dict:
+    return {"containerDefinitions": json.dumps([fx.container(**overrides)])}
+
+
+def test_good_task_definition():
+    # EXPORT_KMS_KEY_ARN and EXPORT_TOKEN_DURATION_SECONDS contain KEY/TOKEN but are contract settings.
+    assert rules.check_task_definition(_td()) == []
+
+
+def test_container_secrets_are_refused():
+    secrets = [{"name": "COSMOS_KEY", "valueFrom": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"}]
+    assert rules.check_task_definition(_td(secrets=secrets)) == [
+        "container 'worker' has secrets ['COSMOS_KEY']; the worker needs no secret (it federates its identity): remove them"
+    ]
+
+
+@pytest.mark.parametrize("name", ["AZURE_CLIENT_SECRET", "COSMOS_KEY", "DB_PASSWORD", "GITHUB_TOKEN"])
+def test_secret_looking_env_is_refused(name):
+    env = [*fx.container()["environment"], {"name": name, "value": "hunter2"}]
+    assert rules.check_task_definition(_td(environment=env)) == [
+        f"container 'worker' sets environment variable {name!r} with a value; "
+        "its name suggests a secret, and the worker takes none: remove it"
+    ]
+
+
+def test_access_key_value_under_innocent_name_is_refused():
+    env = [*fx.container()["environment"], {"name": "NOTES", "value": "AKIAIOSFODNN7EXAMPLE"}]
+    assert rules.check_task_definition(_td(environment=env)) == [
+        "container 'worker' environment variable 'NOTES' holds what looks like an AWS access key id: remove it"
+    ]
+
+
+@pytest.mark.parametrize("user", [None, "root", "0", "0:0"])
+def test_root_user_is_refused(user):
+    assert rules.check_task_definition(_td(user=user)) == [
+        f"container 'worker' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")"
+    ]
+
+
+def test_writable_root_filesystem_is_refused():
+    assert rules.check_task_definition(_td(readonlyRootFilesystem=False)) == [
+        "container 'worker' has readonlyRootFilesystem=False; it must be true"
+    ]
