@@ -1,0 +1,346 @@
+"""The worker's settings: read once from the `contract.Env` variables, CLI flags on top.
+
+Every problem is reported as `ENV_VAR='bad value': what is wrong; fix`, all at
+once, so an operator fixes the task definition (or the Pulumi stack config that
+produces it) in one go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cosmos_export import contract
+from cosmos_export.contract import Env
+
+IdentityMode = Literal["workload", "laptop"]
+ChangeFeedMode = Literal["LatestVersion", "AllVersionsAndDeletes"]
+Consistency = Literal["Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong"]
+
+#: Set by the ECS agent inside every task: its presence means "running in ECS".
+ECS_METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
+
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KMS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+
+class SettingsError(Exception):
+    """Invalid worker settings; `problems` holds one line per bad variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid worker settings:\n  - " + "\n  - ".join(problems))
+
+
+def _env(name: str, default: Any = ..., **kw: Any) -> Any:
+    return Field(default, validation_alias=AliasChoices(name), **kw)
+
+
+#: The fix shown with a bad value, by field.
+_FIXES: dict[str, str] = {
+    "identity_mode": "use 'workload' (ECS task role + Entra federation) or 'laptop' (your az login + AWS profile)",
+    "aws_region": "set it to the AWS region of the task, e.g. eu-west-1",
+    "azure_tenant_id": "set it to the Entra tenant id (stack output azureTenantId)",
+    "azure_client_id": "set it to the Entra application's client id (stack output azureClientId)",
+    "azure_authority_host": "use an https URL such as https://login.microsoftonline.com, or unset it",
+    "token_duration_seconds": (f"use {contract.WEB_IDENTITY_TOKEN_MIN_SECONDS}..{contract.WEB_IDENTITY_TOKEN_MAX_SECONDS}"
+                               f" (Pulumi config cosmos-s3-export:tokenDurationSeconds)"),
+    "sts_endpoint": "use an https URL, or unset it to use https://sts.<region>.amazonaws.com",
+    "cosmos_endpoint": "use the account URL, e.g. https://<account>.documents.azure.com:443/ (stack output cosmosEndpoint)",
+    "cosmos_account": "use the Cosmos account name (lowercase letters, digits, '-')",
+    "cosmos_database": "set it to the Cosmos database name (Pulumi config cosmos-s3-export:cosmosDatabase)",
+    "cosmos_containers": "list container names separated by commas, e.g. orders,customers",
+    "cosmos_tls_verify": "use 'true', 'false' (local emulators only) or the path of a CA bundle file",
+    "min_consistency": f"use one of {', '.join(contract.CONSISTENCY_LEVELS)}",
+    "change_feed_mode": "use 'LatestVersion' or 'AllVersionsAndDeletes'",
+    "priority": "use 'Low' or 'High', or unset it",
+    "query_filter": "give only the condition after WHERE, e.g. c.status = 'open'",
+    "snapshot_source": "use 'changefeed' or 'query'",
+    "page_size": "use 1..10000",
+    "bucket": "set it to the export bucket name (stack output bucketName)",
+    "prefix": "use the key prefix without leading or trailing '/', e.g. cosmos (stack output exportPrefix)",
+    "kms_key_arn": "use the full KMS key ARN (stack output kmsKeyArn), or unset it",
+    "s3_endpoint": "use an http(s) URL, or unset it to use the regional S3 endpoint",
+    "concurrency": "use 1..64",
+    "part_size_mb": "use 5..5120",
+    "compression": "use 'gzip' or 'zstd'",
+    "log_level": "use DEBUG, INFO, WARNING or ERROR",
+}
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the worker needs, from the environment names in `contract.Env`."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", frozen=True,
+                                      env_ignore_empty=True)
+
+    # Identity
+    identity_mode: IdentityMode = _env(Env.IDENTITY_MODE, "workload")
+    aws_region: str = _env(Env.AWS_REGION)
+    azure_tenant_id: str | None = _env(Env.AZURE_TENANT_ID, None)
+    azure_client_id: str | None = _env(Env.AZURE_CLIENT_ID, None)
+    azure_authority_host: str | None = _env(Env.AZURE_AUTHORITY_HOST, None)
+    token_duration_seconds: int = _env(Env.TOKEN_DURATION_SECONDS, contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS,
+                                       ge=contract.WEB_IDENTITY_TOKEN_MIN_SECONDS,
+                                       le=contract.WEB_IDENTITY_TOKEN_MAX_SECONDS)
+    sts_endpoint: str | None = _env(Env.STS_ENDPOINT, None)
+    # Source
+    cosmos_endpoint: str = _env(Env.COSMOS_ENDPOINT)
+    cosmos_account: str | None = _env(Env.COSMOS_ACCOUNT, None)
+    cosmos_database: str = _env(Env.COSMOS_DATABASE)
+    cosmos_containers: Annotated[tuple[str, ...], NoDecode] = _env(Env.COSMOS_CONTAINERS)
+    cosmos_tls_verify: bool | str = _env(Env.COSMOS_TLS_VERIFY, True)
+    min_consistency: Consistency = _env(Env.MIN_CONSISTENCY, "Session")
+    change_feed_mode: ChangeFeedMode = _env(Env.CHANGE_FEED_MODE, "LatestVersion")
+    priority: Literal["Low", "High"] | None = _env(Env.PRIORITY, None)
+    query_filter: str | None = _env(Env.QUERY_FILTER, None)
+    snapshot_source: Literal["changefeed", "query"] = _env(Env.SNAPSHOT_SOURCE, "changefeed")
+    page_size: int = _env(Env.PAGE_SIZE, 1000, ge=1, le=10_000)
+    # Destination
+    bucket: str = _env(Env.BUCKET)
+    prefix: str = _env(Env.PREFIX, "cosmos")
+    kms_key_arn: str | None = _env(Env.KMS_KEY_ARN, None)
+    s3_endpoint: str | None = _env(Env.S3_ENDPOINT, None)
+    # Tuning
+    concurrency: int = _env(Env.CONCURRENCY, 4, ge=1, le=64)
+    part_size_mb: int = _env(Env.PART_SIZE_MB, 64, ge=5, le=5120)
+    compression: Literal["gzip", "zstd"] = _env(Env.COMPRESSION, "gzip")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env(Env.LOG_LEVEL, "INFO")
+
+    # --- field checks ------------------------------------------------------
+
+    @field_validator("cosmos_containers", mode="before")
+    @classmethod
+    def _split_containers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",")]
+        if isinstance(v, (list, tuple)):
+            names = [n for n in v if n]
+            if not names:
+                raise ValueError("no container names")
+            bad = [n for n in names if not _NAME.match(n)]
+            if bad:
+                raise ValueError(f"{', '.join(map(repr, bad))} is not a Cosmos container name")
+            if len(set(names)) != len(names):
+                raise ValueError("a container is listed twice")
+            return tuple(names)
+        return v
+
+    @field_validator("cosmos_tls_verify", mode="before")
+    @classmethod
+    def _tls(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip()
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        if not Path(text).is_file():
+            raise ValueError("is neither true/false nor an existing CA bundle file")
+        return text
+
+    @field_validator("aws_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not _REGION.match(v):
+            raise ValueError("is not an AWS region name")
+        return v
+
+    @field_validator("azure_tenant_id", "azure_client_id")
+    @classmethod
+    def _uuid(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(_UUID, v):
+            raise ValueError("is not a GUID")
+        return v
+
+    @field_validator("azure_authority_host", "sts_endpoint")
+    @classmethod
+    def _https_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("is not an https URL")
+        return v.rstrip("/")
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and (urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname):
+            raise ValueError("is not an http(s) URL")
+        return v
+
+    @field_validator("cosmos_endpoint")
+    @classmethod
+    def _cosmos_endpoint(cls, v: str) -> str:
+        parts = urlsplit(v)
+        # The SDK refuses AAD tokens over plain http, so only https can work.
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("is not an https URL")
+        return v
+
+    @field_validator("cosmos_account")
+    @classmethod
+    def _account(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$", v):
+            raise ValueError("is not a Cosmos account name")
+        return v
+
+    @field_validator("cosmos_database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("is not a Cosmos database name")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET.match(v) or ".." in v:
+            raise ValueError("is not a valid S3 bucket name")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError("must be non-empty with no leading, trailing or double '/'")
+        return v
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _kms(cls, v: str | None) -> str | None:
+        if v is not None and not _KMS_ARN.match(v):
+            raise ValueError("is not a KMS key ARN")
+        return v
+
+    @field_validator("query_filter")
+    @classmethod
+    def _filter(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip()
+        # The filter is a WHERE condition, not a statement: keep it from changing the query's shape.
+        if re.match(r"(?i)^(select|where)\b", v) or ";" in v or "--" in v:
+            raise ValueError("must be only the condition after WHERE (no SELECT/WHERE keyword, ';' or '--')")
+        return v
+
+    # --- cross-field checks ------------------------------------------------
+
+    @model_validator(mode="after")
+    def _cross(self) -> "WorkerSettings":
+        problems: list[tuple[str, Any, str]] = []
+        if self.identity_mode == "laptop" and os.environ.get(ECS_METADATA_ENV):
+            problems.append(("identity_mode", "laptop",
+                             f"refused inside ECS ({ECS_METADATA_ENV} is set): a task must use its own role; "
+                             f"set {Env.IDENTITY_MODE}=workload"))
+        if self.identity_mode == "workload":
+            for name in ("azure_tenant_id", "azure_client_id"):
+                if getattr(self, name) is None:
+                    problems.append((name, None, f"is required in workload identity mode; {_FIXES[name]}"))
+        if self.query_filter and self.snapshot_source != "query":
+            problems.append(("snapshot_source", self.snapshot_source,
+                             f"{Env.QUERY_FILTER} only applies to query snapshots; "
+                             f"set {Env.SNAPSHOT_SOURCE}=query or unset {Env.QUERY_FILTER}"))
+        if self.account_name is None:
+            problems.append(("cosmos_account", None,
+                             f"cannot be derived from {Env.COSMOS_ENDPOINT}={self.cosmos_endpoint!r}; "
+                             f"set {Env.COSMOS_ACCOUNT} to the account name"))
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+    # --- derived values ----------------------------------------------------
+
+    @property
+    def account_name(self) -> str | None:
+        """Account name used in S3 keys: explicit, or the first label of the endpoint's DNS name."""
+        if self.cosmos_account:
+            return self.cosmos_account
+        host = urlsplit(self.cosmos_endpoint).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            return None
+        except ValueError:
+            pass
+        label = host.split(".")[0]
+        return label if re.match(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$", label) else None
+
+    @property
+    def sts_url(self) -> str:
+        """STS endpoint: GetWebIdentityToken only exists on the regional endpoints."""
+        if self.sts_endpoint:
+            return self.sts_endpoint
+        suffix = "amazonaws.com.cn" if self.aws_region.startswith("cn-") else "amazonaws.com"
+        return f"https://sts.{self.aws_region}.{suffix}"
+
+    @property
+    def part_size_bytes(self) -> int:
+        return self.part_size_mb * 1024 * 1024
+
+
+class _CrossFieldError(ValueError):
+    def __init__(self, problems: list[tuple[str, Any, str]]):
+        self.problems = problems
+        super().__init__("; ".join(p[2] for p in problems))
+
+
+def env_name(field: str) -> str:
+    alias = WorkerSettings.model_fields[field].validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else field  # type: ignore[return-value]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return repr(str(value))
+
+
+def load_settings(**overrides: Any) -> WorkerSettings:
+    """Settings from the environment with non-None `overrides` (CLI flags, by field name) on top.
+
+    Raises SettingsError naming each bad variable, its value and the fix.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(overrides) - set(WorkerSettings.model_fields))
+    if unknown:
+        raise SettingsError([f"unknown setting(s) {', '.join(unknown)}"])
+    try:
+        return WorkerSettings(**overrides)
+    except ValidationError as e:
+        raise SettingsError(_describe(e, overrides)) from None
+
+
+def _describe(error: ValidationError, overrides: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    fields_by_alias = {env_name(f): f for f in WorkerSettings.model_fields}
+    for err in error.errors():
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _CrossFieldError):
+            problems.extend(f"{env_name(f)}={_shown(v)}: {msg}" for f, v, msg in cause.problems)
+            continue
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        field = fields_by_alias.get(loc, loc)
+        name = env_name(field) if field in WorkerSettings.model_fields else loc
+        value = overrides.get(field, os.environ.get(name)) if err["type"] != "missing" else None
+        if err["type"] == "missing":
+            what = "is required"
+        elif err["type"] == "value_error":
+            what = str(cause) if cause else err["msg"]
+        else:
+            what = err["msg"][0].lower() + err["msg"][1:]
+        problems.append(f"{name}={_shown(value)}: {what}; {_FIXES.get(field, 'see runtime/README.md')}")
+    return problems
