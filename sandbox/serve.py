@@ -1,0 +1,263 @@
+"""One process running the whole local cloud, configured from a stack's plan.
+
+    python -m sandbox serve [--dir .sandbox] [--stack dev] [--cosmos gateway|vercel]
+
+Starts on 127.0.0.1: moto server (a child process: S3 and the STS
+credentials of the task role), the STS `GetWebIdentityToken` double, the Entra
+double and a Cosmos endpoint (the project's gateway double, or
+`@vercel/cosmosdb-server` as a child process for the query path only). Every
+double is configured from `sandbox.plan.plan_from_stack`, never from values
+typed here. When everything answers it writes `<dir>/sandbox.json` and serves
+until SIGTERM/SIGINT, then stops everything it started.
+
+`sandbox.json` (documented in docs/sandbox.md) holds the endpoints, the
+worker's environment (the task definition's, with local endpoint overrides and
+the throwaway credentials of the assumed task role session) and the seeding
+credential (the gateway double's control URL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import boto3
+
+from cosmos_export.contract import Env
+from sandbox.plan import SandboxPlan, plan_from_stack
+from sandbox.seed import PARTITION_KEY_PATH
+from sandbox.services import Service, start_cosmosdb_server, start_moto
+
+CosmosKind = Literal["gateway", "vercel"]
+STATE_FILE = "sandbox.json"
+PID_FILE = "serve.pid"
+FEED_RANGES = 4
+
+
+@dataclass
+class Running:
+    """Everything started for one sandbox, and how to stop it."""
+
+    plan: SandboxPlan
+    cosmos_kind: CosmosKind
+    ca: Any
+    moto: Service
+    sts: Any = None
+    entra: Any = None
+    cosmos: Any = None  # ServedDouble (gateway) or Service (vercel)
+    sts_state: Any = None
+    entra_state: Any = None
+    cosmos_state: Any = None
+    credentials: dict[str, str] = field(default_factory=dict)
+    stoppers: list = field(default_factory=list)
+
+    @property
+    def cosmos_url(self) -> str:
+        return self.cosmos.url
+
+    def stop(self) -> None:
+        """Stop in reverse order; keep going if one fails so nothing is left behind."""
+        errors = []
+        while self.stoppers:
+            stop = self.stoppers.pop()
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - report, then stop the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def _assume_task_role(moto_url: str, plan: SandboxPlan) -> dict[str, str]:
+    """The task role's temporary credentials, as ECS would hand them to the container."""
+    sts = boto3.client("sts", endpoint_url=moto_url, region_name=plan.region,
+                       aws_access_key_id="sandbox-bootstrap", aws_secret_access_key="sandbox-bootstrap")
+    creds = sts.assume_role(RoleArn=plan.task_role_arn, RoleSessionName="ecs-task-sandbox",
+                            DurationSeconds=plan.task_role_max_session_seconds)["Credentials"]
+    return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": creds["SessionToken"]}
+
+
+def _create_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=plan.region,
+                      aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                      aws_session_token=credentials["AWS_SESSION_TOKEN"])
+    kwargs: dict[str, Any] = {"Bucket": plan.bucket}
+    if plan.region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": plan.region}
+    s3.create_bucket(**kwargs)
+    # As declared by the program: versioned (the worker records version ids).
+    s3.put_bucket_versioning(Bucket=plan.bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], running: Running) -> None:
+    """STS and Entra doubles, configured from the plan."""
+    from sandbox.doubles.entra import EntraDoubleState, serve_entra
+    from sandbox.doubles.sts import StsDoubleState, serve_sts
+
+    policy = plan.token_policy
+    running.sts_state = StsDoubleState(
+        plan.issuer, allowed_audiences=policy.audiences, max_duration_seconds=policy.max_duration_seconds,
+        allowed_signing_algorithms=policy.signing_algorithms, region=plan.region)
+    running.sts_state.register_credentials(
+        credentials["AWS_ACCESS_KEY_ID"], plan.task_role_arn, session_name="ecs-task-sandbox",
+        session_token=credentials["AWS_SESSION_TOKEN"],
+        session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds))
+    running.sts = serve_sts(running.sts_state, ca).start()
+    running.stoppers.append(running.sts.stop)
+
+    entra = running.entra_state = EntraDoubleState(plan.tenant_id)
+    # Entra trusts the account issuer through its JWKS (in the cloud: fetched from the issuer URL).
+    entra.trust_issuer(plan.issuer, running.sts_state.jwks())
+    for app in plan.applications:
+        entra.add_application(app.client_id, app.service_principal_object_id)
+    for fic in plan.federated_credentials:
+        entra.add_federated_credential(fic.client_id, fic.issuer, fic.subject, list(fic.audiences))
+    running.entra = serve_entra(entra, ca).start()
+    running.stoppers.append(running.entra.stop)
+
+
+def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running, log_dir: Path | None,
+                 *, auth: bool = True) -> None:
+    if kind == "vercel":
+        from sandbox.seed import SdkSeeder
+
+        running.cosmos = start_cosmosdb_server(log_dir=log_dir)
+        running.stoppers.append(running.cosmos.stop)
+        seeder = SdkSeeder(running.cosmos.url)
+        for container in plan.cosmos_containers:
+            seeder.create_container(plan.cosmos_database, container)
+        return
+    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
+
+    verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
+    state = running.cosmos_state = CosmosGatewayState(
+        plan.cosmos_account, token_verifier=verifier,
+        role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments])
+    for container in plan.cosmos_containers:
+        state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
+    running.cosmos = serve_cosmos(state, ca).start()
+    running.stoppers.append(running.cosmos.stop)
+
+
+def worker_environment(running: Running) -> dict[str, str]:
+    """The task definition's environment with the local endpoints and the sandbox-only session."""
+    plan, ca = running.plan, running.ca
+    env = dict(plan.worker_environment)
+    env.update({
+        Env.S3_ENDPOINT: running.moto.url,
+        Env.STS_ENDPOINT: running.sts.url,
+        Env.AZURE_AUTHORITY_HOST: running.entra.url,
+        Env.COSMOS_ENDPOINT: running.cosmos_url + "/",
+        # The endpoint is an IP address: the account name for S3 keys comes from the plan.
+        Env.COSMOS_ACCOUNT: plan.cosmos_account,
+        # azure-identity/requests and botocore each read their own variable.
+        "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
+        "AWS_CA_BUNDLE": str(ca.bundle_file),
+        "AWS_DEFAULT_REGION": plan.region,
+        **running.credentials,
+    })
+    if running.cosmos_kind == "vercel":
+        # Its bundled certificate expired in 2021 and it has no change feed: query snapshots only.
+        env[Env.COSMOS_TLS_VERIFY] = "false"
+        env[Env.SNAPSHOT_SOURCE] = "query"
+    else:
+        env[Env.COSMOS_TLS_VERIFY] = str(ca.bundle_file)
+    return env
+
+
+def start_all(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", *,
+              plan: SandboxPlan | None = None, auth: bool = True) -> Running:
+    """Start everything for `plan` (default: the stack's); on any failure stop what already started."""
+    from sandbox.doubles.tls import create_local_ca
+
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = plan or plan_from_stack(stack)
+    ca = create_local_ca(directory / "ca")
+    moto = start_moto(log_dir=directory)
+    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto)
+    running.stoppers.append(moto.stop)
+    try:
+        running.credentials = _assume_task_role(moto.url, plan)
+        _create_bucket(moto.url, plan, running.credentials)
+        start_identity(plan, ca, running.credentials, running)
+        start_cosmos(plan, ca, cosmos, running, directory, auth=auth)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def describe(running: Running) -> dict[str, Any]:
+    plan = running.plan
+    control = f"{running.cosmos_url}/_double" if running.cosmos_kind == "gateway" else None
+    return {
+        "format": 1,
+        "pid": os.getpid(),
+        "pids": {"serve": os.getpid(), "moto": running.moto.process.pid,
+                 **({"cosmosdb-server": running.cosmos.process.pid} if running.cosmos_kind == "vercel" else {})},
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stack": plan.stack,
+        "cosmos": running.cosmos_kind,
+        "endpoints": {"s3": running.moto.url, "sts": running.sts.url, "entra": running.entra.url,
+                      "cosmos": running.cosmos_url},
+        "ca_bundle": str(running.ca.bundle_file),
+        "bucket": plan.bucket,
+        "prefix": plan.prefix,
+        "region": plan.region,
+        "cosmos_account": plan.cosmos_account,
+        "database": plan.cosmos_database,
+        "containers": list(plan.cosmos_containers),
+        "partition_key_path": PARTITION_KEY_PATH,
+        # Throwaway values of this sandbox only (moto session, local doubles); never real secrets.
+        "worker_env": worker_environment(running),
+        "seed": {"control_url": control, "kind": "gateway-control" if control else "cosmos-sdk-any-key",
+                 "cosmos_endpoint": running.cosmos_url},
+        "aws_cli_env": {k: v for k, v in running.credentials.items()} | {"AWS_DEFAULT_REGION": plan.region},
+    }
+
+
+def write_state(directory: Path, data: dict[str, Any]) -> Path:
+    path = directory / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)  # readers never see half a file
+    return path
+
+
+def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway") -> int:
+    """Foreground: start, write sandbox.json, serve until SIGTERM/SIGINT, stop everything."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PID_FILE).write_text(f"{os.getpid()}\n")
+    state_path = directory / STATE_FILE
+    state_path.unlink(missing_ok=True)
+    running = None
+    try:
+        running = start_all(directory, stack, cosmos)
+        write_state(directory, describe(running))
+        print(f"sandbox ready: {state_path}", flush=True)
+        while not stop.wait(1.0):
+            pass
+        return 0
+    finally:
+        state_path.unlink(missing_ok=True)
+        if running is not None:
+            running.stop()
+        (directory / PID_FILE).unlink(missing_ok=True)
+        print("sandbox stopped", flush=True)
