@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import zoneinfo
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from cosmos_export import contract
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -430,13 +430,20 @@ def full_key(key: str) -> str:
     return key if ":" in key else f"{PROJECT}:{key}"
 
 
-def load_stack_config(get: Callable[[str], str | None], stack: str) -> StackConfig:
+def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys: Iterable[str] = ()) -> StackConfig:
     """Read every key through `get` (full key -> raw string or None) and validate.
 
-    Raises ConfigError listing every problem at once.
+    `present_keys` (every full key the stack sets) lets a misspelt key of this
+    project fail instead of being silently ignored. Raises ConfigError listing
+    every problem at once.
     """
     raw: dict[str, Any] = {"stack": stack, "entra_app_display_name": f"{PROJECT}-{stack}"}
-    problems: list[str] = []
+    known = {full_key(k) for k in _KEYS}
+    problems: list[str] = [
+        f"{k} is not a known setting: remove it or fix its spelling (see docs/deploy.md)"
+        for k in sorted(present_keys) if k.startswith(f"{PROJECT}:") and k not in known
+    ]
+    unparsed: set[str] = set()
     for key, (field, kind) in _KEYS.items():
         value = get(full_key(key))
         if value is None:
@@ -447,24 +454,30 @@ def load_stack_config(get: Callable[[str], str | None], stack: str) -> StackConf
             except json.JSONDecodeError as e:
                 problems.append(f"{full_key(key)} = {value!r}: not valid YAML/JSON structure ({e.msg}); "
                                 "write it as a YAML list or mapping in the stack file")
+                unparsed.add(field)
                 continue
         raw[field] = value
     try:
         config = StackConfig(**raw)
     except ValidationError as e:
-        problems.extend(_describe(err, raw) for err in e.errors())
+        for err in e.errors():
+            if err["type"] == "missing" and err["loc"] and err["loc"][0] in unparsed:
+                continue  # already reported as unparseable
+            problems.extend(_describe(err))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any]) -> list[str]:
     loc = [str(p) for p in err["loc"]]
     if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), _CrossFieldError):
-        return "\n  - ".join(
-            f"{full_key(k)} = {json.dumps(v)}: {msg}" for k, v, msg in err["ctx"]["error"].problems
-        )
+        return [f"{full_key(k)} = {json.dumps(v)}: {msg}" for k, v, msg in err["ctx"]["error"].problems]
+    return [_describe_one(err, loc)]
+
+
+def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
     key = full_key(_FIELD_TO_KEY.get(loc[0], loc[0])) if loc else "(stack)"
     sub = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     if err["type"] == "missing":

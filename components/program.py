@@ -22,7 +22,10 @@ def read_config() -> StackConfig:
     def get(key: str) -> str | None:
         namespace, _, name = full_key(key).partition(":")
         return pulumi.Config(namespace).get(name)
-    return load_stack_config(get, pulumi.get_stack())
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    present = set(CONFIG.get()) | set(get_config_env())
+    return load_stack_config(get, pulumi.get_stack(), present)
 
 
 def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint, kms_key_arn) -> dict:

@@ -1,0 +1,161 @@
+"""Config validation: bad values fail before any resource, with key, value and fix in the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import (
+    ConfigError, bucket_name_problem, cosmos_name_problem, load_stack_config, schedule_problem,
+)
+from sandbox.mocked_stack import run_stack, stack_config
+
+
+def load(stack: str = "prod", **overrides):
+    cfg = stack_config(stack, overrides)
+    return load_stack_config(cfg.get, stack, cfg.keys())
+
+
+def problems(stack: str = "prod", **overrides) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load(stack, **overrides)
+    return e.value.problems
+
+
+def test_every_stack_file_is_valid():
+    for stack in ("dev", "staging", "prod"):
+        assert load(stack).stack == stack
+
+
+def test_missing_key_names_it_and_how_to_set_it():
+    assert problems(bucketName=None) == [
+        "cosmos-s3-export:bucketName is missing: set it with "
+        "`pulumi config set cosmos-s3-export:bucketName <value>` (see docs/deploy.md)"]
+    assert problems(**{"aws:region": None}) == [
+        "aws:region is missing: set it with `pulumi config set aws:region <value>` (see docs/deploy.md)"]
+
+
+def test_unknown_key_is_refused():
+    assert problems(bucketname="x") == [
+        "cosmos-s3-export:bucketname is not a known setting: remove it or fix its spelling (see docs/deploy.md)"
+    ]
+    with pytest.raises(ConfigError, match="cosmos-s3-export:bucketname is not a known setting"):
+        run_stack("dev", {"bucketname": "x"})
+
+
+def test_all_problems_reported_at_once():
+    found = problems(schedule="cron(0 2 * * *)", scheduleTimeZone="Mars/Olympus", bucketName="Bad_Bucket",
+                     tokenDurationSeconds=7200, minConsistency="Weak")
+    assert found == [
+        'cosmos-s3-export:bucketName = "Bad_Bucket": S3 would refuse this bucket name: it may contain only '
+        "lowercase letters, digits, '.' and '-', and must start and end with a letter or digit",
+        'cosmos-s3-export:schedule = "cron(0 2 * * *)": EventBridge Scheduler would refuse it: a cron expression '
+        "has 6 fields (minutes hours day-of-month month day-of-week year), this one has 5; "
+        "e.g. 'cron(15 2 * * ? *)' or 'rate(6 hours)'",
+        'cosmos-s3-export:scheduleTimeZone = "Mars/Olympus": unknown IANA time zone; '
+        "use a name like 'UTC' or 'Europe/Berlin'",
+        'cosmos-s3-export:minConsistency = "Weak": not a Cosmos DB consistency level; '
+        "use one of Eventual, ConsistentPrefix, Session, BoundedStaleness, Strong",
+        'cosmos-s3-export:tokenDurationSeconds = "7200": sts:GetWebIdentityToken accepts 60..3600 seconds; use e.g. 300',
+    ]
+
+
+def test_retention_shorter_than_object_lock():
+    assert problems(retentionDays=100) == [
+        "cosmos-s3-export:retentionDays = 100: shorter than objectLock.days (365): expiry would fight the lock; "
+        "set retentionDays >= 365 or lower objectLock.days"]
+
+
+def test_unknown_exported_container():
+    assert problems(exportContainers=["orders", "ordrs"]) == [
+        "cosmos-s3-export:exportContainers = [\"ordrs\"]: 'ordrs' not in cosmosContainers "
+        "['orders', 'customers', 'events', 'invoices']; add them to cosmosContainers or fix the spelling"]
+
+
+def test_bad_container_name():
+    (msg,) = problems(cosmosContainers=["orders", "a/b", "customers", "invoices"])
+    assert msg.startswith('cosmos-s3-export:cosmosContainers = ["orders", "a/b", "customers", "invoices"]: ')
+    assert "invalid Cosmos DB container id(s): 'a/b' (must not contain '/')" in msg
+
+
+def test_more_than_twenty_federated_credentials():
+    extra = [{"name": f"r{i}", "subject": f"arn:aws:iam::444455556666:role/r{i}"} for i in range(20)]
+    assert problems(additionalFederatedCredentials=extra) == [
+        'cosmos-s3-export:additionalFederatedCredentials = "20 entries": the app would hold 21 federated credentials, '
+        "Entra allows 20; remove some or use a second app"]
+
+
+def test_wildcard_subject_refused():
+    (msg,) = problems(additionalFederatedCredentials=[{"name": "x", "subject": "arn:aws:iam::444455556666:role/*"}])
+    assert msg.startswith('cosmos-s3-export:additionalFederatedCredentials[0].subject = "arn:aws:iam::444455556666:role/*": ')
+    assert "flexible (wildcard) credentials do not accept AWS tokens" in msg
+
+
+@pytest.mark.parametrize("value", [59, 3601])
+def test_token_duration_bounds(value):
+    (msg,) = problems(tokenDurationSeconds=value)
+    assert msg == f'cosmos-s3-export:tokenDurationSeconds = "{value}": sts:GetWebIdentityToken accepts 60..3600 seconds; use e.g. 300'
+
+
+def test_fargate_cpu_memory_pair():
+    assert problems(cpu=1024, memory=512) == [
+        "cosmos-s3-export:memory = 512: Fargate with cpu 1024 accepts 2048..8192 MiB in steps of 1024"]
+
+
+def test_bad_structure_value():
+    (msg,) = problems(subnetIds="[subnet-1")
+    assert msg.startswith('cosmos-s3-export:subnetIds = \'[subnet-1\': not valid YAML/JSON structure')
+
+
+def test_bad_subnet_and_log_retention():
+    found = problems(subnetIds=["subnet-0c1d2e3f4a5b6c7d8", "sn-1"], logRetentionDays=10)
+    assert found[0].startswith('cosmos-s3-export:logRetentionDays = "10": CloudWatch Logs accepts only 1, 3, 5')
+    assert found[1] == ("cosmos-s3-export:subnetIds = [\"subnet-0c1d2e3f4a5b6c7d8\", \"sn-1\"]: not subnet ids: 'sn-1'; "
+                        "use ids like 'subnet-0a1b2c3d4e5f60718'")
+
+
+def test_program_raises_before_declaring_anything():
+    # The mocked run would register resources if the program got that far.
+    with pytest.raises(ConfigError, match="cosmos-s3-export:schedule"):
+        run_stack("dev", {"schedule": "every day"})
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("ab", "must be 3-63 characters long (it has 2)"),
+    ("a" * 64, "must be 3-63 characters long (it has 64)"),
+    ("My-Bucket", "may contain only lowercase letters"),
+    ("a..b", "must not contain '..', '.-' or '-.'"),
+    ("192.168.1.1", "must not be formatted as an IP address"),
+    ("xn--abc", "must not start with the reserved prefix 'xn--'"),
+    ("abc-s3alias", "must not end with the reserved suffix '-s3alias'"),
+    ("-abc", "may contain only lowercase letters"),
+])
+def test_bucket_names_s3_refuses(name, problem):
+    assert bucket_name_problem(name).startswith(problem)
+
+
+def test_bucket_names_s3_accepts():
+    for name in ("acme-cosmos-export-prod-euc1", "abc", "a.b-c1"):
+        assert bucket_name_problem(name) is None
+
+
+@pytest.mark.parametrize(("expr", "ok"), [
+    ("cron(15 2 * * ? *)", True),
+    ("cron(0/30 * ? * MON-FRI *)", True),
+    ("rate(1 hour)", True),
+    ("rate(6 hours)", True),
+    ("at(2030-01-01T00:00:00)", True),
+    ("cron(0 2 * * *)", False),
+    ("cron(0 2 * * MON *)", False),
+    ("rate(1 hours)", False),
+    ("rate(5 minute)", False),
+    ("rate(0 minutes)", False),
+    ("daily", False),
+])
+def test_schedule_expressions(expr, ok):
+    assert (schedule_problem(expr) is None) == ok
+
+
+def test_cosmos_names():
+    assert cosmos_name_problem("orders") is None
+    assert cosmos_name_problem("a#b?") == "must not contain '#', '?'"
+    assert cosmos_name_problem("trailing ") == "must not end with a space"

@@ -1,0 +1,120 @@
+"""Pure policy builders, tested without mocks."""
+
+from __future__ import annotations
+
+import uuid
+
+from cosmos_export import contract
+
+from components import policies
+
+KEY = "arn:aws:kms:eu-west-1:111122223333:key/0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21"
+
+
+def _by_sid(doc):
+    return {s["Sid"]: s for s in doc["Statement"]}
+
+
+def test_task_role_policy_is_limited_to_prefix_key_and_token():
+    doc = policies.task_role_policy(bucket="b-1", prefix="cosmos/x", kms_key_arn=KEY, region="eu-west-1",
+                                    max_token_seconds=900)
+    s = _by_sid(doc)
+    assert set(s) == {"ListExportPrefix", "ReadWriteExportObjects", "ExportKeyThroughS3Only", "MintAzureFederationToken"}
+    assert all(st["Effect"] == "Allow" for st in doc["Statement"])
+    assert s["ListExportPrefix"] == {
+        "Sid": "ListExportPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b-1",
+        "Condition": {"StringLike": {"s3:prefix": ["cosmos/x", "cosmos/x/*"]}},
+    }
+    objects = s["ReadWriteExportObjects"]
+    assert objects["Resource"] == "arn:aws:s3:::b-1/cosmos/x/*"
+    assert sorted(objects["Action"]) == sorted([
+        "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+        "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:DeleteObject"])
+    assert "s3:DeleteObjectVersion" not in objects["Action"]
+    kms = s["ExportKeyThroughS3Only"]
+    assert kms["Resource"] == KEY
+    assert sorted(kms["Action"]) == ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+    token = s["MintAzureFederationToken"]
+    assert token["Action"] == "sts:GetWebIdentityToken"
+    assert token["Condition"] == {
+        "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": ["api://AzureADTokenExchange"]},
+        "NumericLessThanEquals": {"sts:DurationSeconds": 900},
+        "StringEquals": {"sts:SigningAlgorithm": "RS256"},
+    }
+
+
+def test_no_wildcard_action_anywhere():
+    docs = [
+        policies.task_role_policy(bucket="b-1", prefix="p", kms_key_arn=KEY, region="eu-west-1", max_token_seconds=300),
+        policies.execution_role_policy(repository_arn="arn:aws:ecr:eu-west-1:1:repository/r",
+                                       log_group_arn="arn:aws:logs:eu-west-1:1:log-group:g"),
+        policies.scheduler_role_policy(task_definition_family_arn="arn:aws:ecs:eu-west-1:1:task-definition/f",
+                                       cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["b", "a"],
+                                       dlq_arn="arn:aws:sqs:eu-west-1:1:q"),
+    ]
+    for doc in docs:
+        for st in doc["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            assert not any(a.endswith("*") for a in actions), st
+
+
+def test_trust_policy_has_confused_deputy_conditions():
+    doc = policies.ecs_tasks_trust_policy("111122223333", "eu-west-1")
+    (st,) = doc["Statement"]
+    assert st["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert st["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "111122223333"},
+        "ArnLike": {"aws:SourceArn": "arn:aws:ecs:eu-west-1:111122223333:*"},
+    }
+
+
+def test_scheduler_may_run_only_this_family_and_pass_only_two_roles():
+    s = _by_sid(policies.scheduler_role_policy(
+        task_definition_family_arn="arn:aws:ecs:eu-west-1:1:task-definition/f",
+        cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["role-b", "role-a"],
+        dlq_arn="arn:aws:sqs:eu-west-1:1:q"))
+    assert s["RunWorkerTask"]["Resource"] == ["arn:aws:ecs:eu-west-1:1:task-definition/f",
+                                              "arn:aws:ecs:eu-west-1:1:task-definition/f:*"]
+    assert s["RunWorkerTask"]["Condition"] == {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:1:cluster/c"}}
+    assert s["PassWorkerRoles"]["Resource"] == ["role-a", "role-b"]
+    assert s["PassWorkerRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+
+
+def test_bucket_policy_denies_plain_http_and_foreign_encryption():
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY))
+    assert set(s) == {"DenyInsecureTransport", "DenyPutWithOtherKey", "DenyPutNotKms"}
+    tls = s["DenyInsecureTransport"]
+    assert (tls["Effect"], tls["Principal"], tls["Action"]) == ("Deny", "*", "s3:*")
+    assert tls["Resource"] == ["arn:aws:s3:::b-1", "arn:aws:s3:::b-1/*"]
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert s["DenyPutWithOtherKey"]["Condition"]["StringNotEquals"] == {
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": KEY}
+    assert s["DenyPutNotKms"]["Condition"]["StringNotEquals"] == {"s3:x-amz-server-side-encryption": "aws:kms"}
+
+
+def test_bucket_policy_lets_only_its_trail_write_only_under_audit_prefix():
+    trail = "arn:aws:cloudtrail:eu-west-1:1:trail/t"
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, trail_arn=trail, trail_prefix="audit-trail"))
+    assert s["CloudTrailWrite"]["Resource"] == "arn:aws:s3:::b-1/audit-trail/*"
+    assert s["CloudTrailWrite"]["Condition"]["StringEquals"]["aws:SourceArn"] == trail
+    assert s["CloudTrailAclCheck"]["Action"] == "s3:GetBucketAcl"
+
+
+def test_cosmos_scopes_per_container_or_database():
+    acc = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a"
+    assert policies.cosmos_scopes(acc, "db", ["c1", "c2"], "container") == [f"{acc}/dbs/db/colls/c1", f"{acc}/dbs/db/colls/c2"]
+    assert policies.cosmos_scopes(acc, "db", ["c1", "c2"], "database") == [f"{acc}/dbs/db"]
+
+
+def test_deterministic_guid_is_stable_and_input_sensitive():
+    a = policies.deterministic_guid("acc", "/dbs/db/colls/c", "p")
+    assert a == policies.deterministic_guid("acc", "/dbs/db/colls/c", "p")
+    assert uuid.UUID(a).version == 5
+    assert a != policies.deterministic_guid("acc", "/dbs/db/colls/d", "p")
+
+
+def test_write_actions_detects_anything_beyond_the_four():
+    assert policies.write_actions(list(contract.COSMOS_DATA_ACTIONS)) == []
+    bad = "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*"
+    assert policies.write_actions([*contract.COSMOS_DATA_ACTIONS, bad]) == [bad]
