@@ -1,0 +1,116 @@
+"""The pack against what the real program registers for every stack in stacks/ (under mocks)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+from policy import rules
+from sandbox.mocked_stack import run_stack, stack_names
+from tests.policy.policy_engine import camel_keys, from_mocked_run, policy_resource, violations
+
+
+@functools.lru_cache(maxsize=None)
+def mocked(stack: str):
+    return run_stack(stack)
+
+
+def _resources(stack: str):
+    return from_mocked_run(mocked(stack))
+
+
+def _edit(resources, type_: str, **props):
+    """Copy with the (single) resource of `type_` given new props."""
+    [target] = [r for r in resources if r.resource_type == type_]
+    out = []
+    for r in resources:
+        if r is target:
+            raw = {k: r.props["__target"][k] for k in r.props}
+            r = policy_resource(stack_of(r), r.resource_type, r.name, {**raw, **props})
+        out.append(r)
+    return out
+
+
+def stack_of(resource) -> str:
+    return resource.urn.split(":")[2]
+
+
+def test_every_stack_is_discovered():
+    assert {"dev", "staging", "prod"} <= set(stack_names())
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_program_passes_every_policy(stack):
+    resources = _resources(stack)
+    # The chain-of-trust resources must be there for the stack policy to judge them.
+    types = {r.resource_type for r in resources}
+    assert {rules.T_FIC, rules.T_TASK_DEFINITION, rules.T_BUCKET, rules.T_COSMOS_ROLE_ASSIGNMENT} <= types
+    assert violations(resources) == []
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_fic_subject_changed_is_rejected(stack):
+    run = mocked(stack)
+    execution_role = run.named(f"export-{stack}-execution").outputs["arn"]
+    found = violations(_edit(_resources(stack), rules.T_FIC, subject=execution_role))
+    assert found == [(
+        "chain-of-trust-and-data-guardrails", f"export-{stack}-fic-ecs-task",
+        f"ApplicationFederatedIdentityCredential '{policy_resource(stack, rules.T_FIC, f'export-{stack}-fic-ecs-task', {}).urn}' "
+        f"subject {execution_role!r} is not the task role ARN [{run.task_role_arn!r}]; "
+        "take it from the task role's arn output",
+    )]
+
+
+def test_fic_wildcard_and_issuer_rejected():
+    found = violations(_edit(_resources("dev"), rules.T_FIC, subject="arn:aws:iam::111122223333:role/*",
+                             issuer="https://token.actions.githubusercontent.com"))
+    policies = sorted({p for p, _, _ in found})
+    assert policies == ["chain-of-trust-and-data-guardrails", "federated-credential-shape"]
+    assert any("is empty or a wildcard" in m for _, _, m in found)
+    assert any("is not the account's outbound federation issuer" in m for _, _, m in found)
+
+
+def test_static_credential_added_is_rejected():
+    resources = _resources("prod") + [policy_resource("prod", "azuread:index/applicationPassword:ApplicationPassword",
+                                                      "export-prod-secret", {"applicationId": "x"})]
+    assert [(p, n) for p, n, _ in violations(resources)] == [("no-static-credentials", "export-prod-secret")]
+
+
+def test_write_action_and_container_secret_rejected():
+    td = mocked("staging").one(rules.T_TASK_DEFINITION)
+    containers = json.loads(td.inputs["containerDefinitions"])
+    containers[0]["secrets"] = [{"name": "COSMOS_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:111122223333:parameter/k"}]
+    resources = _edit(_resources("staging"), rules.T_TASK_DEFINITION, containerDefinitions=json.dumps(containers))
+    resources = _edit(resources, rules.T_COSMOS_ROLE_DEFINITION, permissions=[{"dataActions": [
+        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*"]}])
+    assert sorted(p for p, _, _ in violations(resources)) == ["cosmos-role-read-only",
+                                                               "task-definition-no-secrets-non-root"]
+
+
+def test_preview_unknowns_are_judged_by_dependencies():
+    """In a first preview the FIC's subject and issuer are unknown; the engine still says what they come from."""
+    resources = _resources("dev")
+    by_name = {(r.resource_type, r.name): r for r in resources}
+
+    def fic_from(subject_source: str):
+        fic = next(r for r in resources if r.resource_type == rules.T_FIC)
+        raw = {k: fic.props["__target"][k] for k in fic.props}
+        raw.update(subject=UNKNOWN_STRING_VALUE, issuer=UNKNOWN_STRING_VALUE)
+        deps = {"subject": [by_name[(rules.T_ROLE, subject_source)]],
+                "issuer": [by_name[(rules.T_OUTBOUND_FEDERATION, "export-dev-federation")]]}
+        new = policy_resource("dev", fic.resource_type, fic.name, raw, deps)
+        return [new if r is fic else r for r in resources]
+
+    assert violations(fic_from("export-dev-task")) == []
+    found = violations(fic_from("export-dev-execution"))
+    assert len(found) == 1 and "is not the task role ARN" in found[0][2]
+
+
+def test_camel_keys_converter():
+    assert camel_keys({"block_public_acls": True, "rules": [{"apply_server_side_encryption_by_default":
+                                                            {"sse_algorithm": "aws:kms"}}], "taskRoleArn": "a"}) == {
+        "blockPublicAcls": True, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
+        "taskRoleArn": "a"}
