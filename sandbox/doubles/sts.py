@@ -362,3 +362,23 @@ class StsHandler(BaseHTTPRequestHandler):
 def serve_sts(state: StsDoubleState, ca: LocalCA | None = None, port: int = 0) -> ServedDouble:
     """The STS double on 127.0.0.1 (plain HTTP unless a CA is given); use as a context manager or `.start()`."""
     return ServedDouble(StsHandler, state, ca, port)
+
+
+def assume_role_and_register(state: StsDoubleState, moto_url: str, role_arn: str, *,
+                             session_name: str = "cosmos-export", duration_seconds: int = 3600,
+                             region: str = "us-east-1") -> dict:
+    """AssumeRole on moto (as ECS would for the task role) and register the session with the double.
+
+    Returns boto3 keyword arguments (`aws_access_key_id`, `aws_secret_access_key`,
+    `aws_session_token`) for a client of the task role's session.
+    """
+    import boto3
+
+    moto_sts = boto3.client("sts", endpoint_url=moto_url, region_name=region,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    creds = moto_sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name,
+                                 DurationSeconds=duration_seconds)["Credentials"]
+    state.register_credentials(creds["AccessKeyId"], role_arn, session_name=session_name,
+                               session_token=creds["SessionToken"], session_expires_at=creds["Expiration"])
+    return {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"]}
