@@ -261,3 +261,111 @@ def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway") -
             running.stop()
         (directory / PID_FILE).unlink(missing_ok=True)
         print("sandbox stopped", flush=True)
+
+
+# --- Detached control: up / down / status --------------------------------------------------------
+
+DEFAULT_DIR = Path(".sandbox")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; it is not serving anything.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _serve_pid(directory: Path) -> int | None:
+    try:
+        pid = int((directory / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    # Only ever signal our own serve process, never a recycled pid.
+    return pid if _alive(pid) and "sandbox" in _cmdline(pid) and "serve" in _cmdline(pid) else None
+
+
+def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", timeout: float = 120.0) -> dict:
+    """Start `python -m sandbox serve` detached (own session) and wait until sandbox.json is written."""
+    import subprocess
+    import sys
+
+    directory = directory.resolve()
+    if _serve_pid(directory) is not None:
+        raise SandboxError(f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
+                           f"run `python -m sandbox down --dir {directory}` first")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    log = open(directory / "serve.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--dir", str(directory), "--stack", stack, "--cosmos", cosmos],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(directory)
+        if state and state.get("pid") == process.pid:
+            return state
+        if process.poll() is not None:
+            tail = (directory / "serve.log").read_text(errors="replace").strip().splitlines()[-15:]
+            raise SandboxError(f"the sandbox exited with code {process.returncode} while starting:\n  "
+                               + "\n  ".join(tail))
+        time.sleep(0.2)
+    down(directory)
+    raise SandboxError(f"the sandbox did not become ready within {timeout:.0f}s; see {directory / 'serve.log'}")
+
+
+def down(directory: Path, timeout: float = 20.0) -> list[int]:
+    """Stop the serve process (it stops its children); kill leftovers it could not stop. Returns pids stopped."""
+    directory = directory.resolve()
+    state = read_state(directory) or {}
+    stopped = []
+    pid = _serve_pid(directory)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped.append(pid)
+    # If serve itself was killed (-9), its children (own sessions) may remain: stop them by their recorded pid.
+    for name, child in (state.get("pids") or {}).items():
+        if name != "serve" and _alive(child) and ("moto" in _cmdline(child) or "cosmosdb" in _cmdline(child)):
+            os.killpg(child, signal.SIGTERM)
+            stopped.append(child)
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    (directory / PID_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def status(directory: Path) -> dict | None:
+    directory = directory.resolve()
+    state = read_state(directory)
+    if state is None or _serve_pid(directory) != state.get("pid"):
+        return None
+    return state

@@ -1,0 +1,115 @@
+"""`python -m sandbox up|down|status|demo|serve`: the local sandbox (see docs/sandbox.md)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from sandbox import serve as sb
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run the export's whole chain of trust on 127.0.0.1, configured from a Pulumi stack.")
+
+DirOption = typer.Option(sb.DEFAULT_DIR, "--dir", help="State directory (sandbox.json, CA, logs).")
+StackOption = typer.Option("dev", "--stack", help="Stack whose Pulumi program configures the doubles.")
+CosmosOption = typer.Option("gateway", "--cosmos",
+                            help="gateway: the project's gateway double (change feed, RBAC); "
+                                 "vercel: @vercel/cosmosdb-server (query snapshots only).")
+
+
+def _check_cosmos(cosmos: str) -> None:
+    if cosmos not in ("gateway", "vercel"):
+        typer.echo(f"--cosmos={cosmos!r} is not supported: use 'gateway' or 'vercel'", err=True)
+        raise typer.Exit(2)
+
+
+def how_to_use(state: dict, directory: Path) -> str:
+    env = state["worker_env"]
+    lines = [
+        f"Sandbox for stack '{state['stack']}' is up (Cosmos: {state['cosmos']}). State: {directory / sb.STATE_FILE}",
+        "",
+        "  S3 (moto)     " + state["endpoints"]["s3"],
+        "  STS double    " + state["endpoints"]["sts"],
+        "  Entra double  " + state["endpoints"]["entra"],
+        "  Cosmos        " + state["endpoints"]["cosmos"],
+        "",
+        "AWS CLI (a sandbox-only session of the task role; the values are in sandbox.json):",
+        f"  eval \"$(python -m sandbox env --dir {directory} --aws)\"",
+        f"  aws --endpoint-url {state['endpoints']['s3']} s3 ls s3://{state['bucket']}/ --recursive",
+        "",
+        "The worker, with the stack's task-definition environment and the local endpoints:",
+        f"  eval \"$(python -m sandbox env --dir {directory})\"",
+        "  cosmos-export doctor && cosmos-export run --mode snapshot",
+        "",
+        f"Seed documents: python -c 'from sandbox.seed import *' ... or POST NDJSON to {state['seed']['control_url']}"
+        f"/seed?db={env.get('EXPORT_COSMOS_DATABASE')}&container=<name>" if state["seed"]["control_url"] else
+        "Seed documents through the SDK (cosmosdb-server accepts any key).",
+        f"Stop: python -m sandbox down --dir {directory}",
+    ]
+    return "\n".join(lines)
+
+
+@app.command()
+def up(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption) -> None:
+    """Start the sandbox in the background and print how to use it."""
+    _check_cosmos(cosmos)
+    try:
+        state = sb.up(directory, stack, cosmos)  # type: ignore[arg-type]
+    except sb.SandboxError as exc:
+        typer.echo(f"sandbox up failed: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(how_to_use(state, directory.resolve()))
+
+
+@app.command()
+def down(directory: Path = DirOption) -> None:
+    """Stop the sandbox started by `up` (and every process it started)."""
+    stopped = sb.down(directory)
+    typer.echo(f"stopped {len(stopped)} process(es)" if stopped else "no sandbox was running")
+
+
+@app.command()
+def status(directory: Path = DirOption) -> None:
+    """Print whether a sandbox is running, and its endpoints."""
+    state = sb.status(directory)
+    if state is None:
+        typer.echo("no sandbox is running")
+        raise typer.Exit(1)
+    typer.echo(how_to_use(state, directory.resolve()))
+
+
+@app.command("env")
+def env_cmd(directory: Path = DirOption,
+            aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs.")) -> None:
+    """Print `export` lines for the worker's environment (or the AWS CLI's) of the running sandbox."""
+    state = sb.status(directory)
+    if state is None:
+        typer.echo(f"no sandbox is running from {directory}: run `python -m sandbox up` first", err=True)
+        raise typer.Exit(1)
+    values = state["aws_cli_env"] if aws else state["worker_env"]
+    typer.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items()))
+
+
+@app.command("serve", hidden=True)
+def serve_cmd(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption) -> None:
+    """Foreground server process (what `up` starts)."""
+    _check_cosmos(cosmos)
+    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos))  # type: ignore[arg-type]
+
+
+@app.command()
+def demo(stack: str = StackOption, cosmos: str = CosmosOption,
+         docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
+         directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo.")) -> None:
+    """Up, seed, snapshot, change, incremental, verify, summary, down."""
+    from sandbox.demo import run_demo
+
+    _check_cosmos(cosmos)
+    raise typer.Exit(run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve()))
+
+
+if __name__ == "__main__":
+    sys.exit(app())
