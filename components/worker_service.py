@@ -141,7 +141,7 @@ class WorkerService(pulumi.ComponentResource):
             }])
 
         task_definition = aws.ecs.TaskDefinition(
-            f"{name}-task",
+            f"{name}-task-definition",
             family=family,
             requires_compatibilities=["FARGATE"],
             network_mode="awsvpc",
