@@ -108,6 +108,7 @@ class EntraDoubleState:
         self._fail: list[int] = []
         self._lock = threading.Lock()
         self.requests: list[TokenRequest] = []
+        self.discovery_requests: list[str] = []  # paths of GETs (openid-configuration, keys)
 
     # --- setup ---------------------------------------------------------------
     def trust_issuer(self, issuer: str, jwks: dict) -> None:
@@ -381,6 +382,8 @@ class EntraHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state: EntraDoubleState = self.server.state
         path = urlsplit(self.path).path
+        with state._lock:
+            state.discovery_requests.append(path)
         if m := _OIDC_PATH.match(path):
             self._json(200, state.openid_configuration(self._base_url(), m.group(1)))
         elif _KEYS_PATH.match(path):
