@@ -135,7 +135,7 @@ class ExportBucket(pulumi.ComponentResource):
                     "field_selectors": [
                         {"field": "eventCategory", "equals": ["Data"]},
                         {"field": "resources.type", "equals": ["AWS::S3::Object"]},
-                        {"field": "resources.ARN", "starts_with": [f"arn:aws:s3:::{a.bucket_name}/{a.export_prefix}/"]},
+                        {"field": "resources.ARN", "starts_withs": [f"arn:aws:s3:::{a.bucket_name}/{a.export_prefix}/"]},
                     ],
                 }],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[bucket_policy]),

@@ -1,0 +1,120 @@
+"""Per component: the exact children and their security-relevant inputs, including config variants."""
+
+from __future__ import annotations
+
+from cosmos_export import contract
+
+from sandbox.mocked_stack import run_stack
+
+
+def names(run, prefix_types):
+    return sorted((r.type_.split(":")[-1], r.name) for r in run.resources if r.type_.split(":")[0] in prefix_types
+                  and not r.type_.startswith("cosmos-s3-export"))
+
+
+def test_export_bucket_children_dev(dev):
+    got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
+                 if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail")))
+    n = "export-dev"
+    assert got == sorted([
+        ("Key", f"{n}-key"), ("Alias", f"{n}-key-alias"), ("Bucket", f"{n}-bucket"),
+        ("BucketVersioning", f"{n}-versioning"), ("BucketServerSideEncryptionConfiguration", f"{n}-encryption"),
+        ("BucketPublicAccessBlock", f"{n}-public-access-block"), ("BucketOwnershipControls", f"{n}-ownership"),
+        ("BucketPolicy", f"{n}-policy"), ("BucketLifecycleConfiguration", f"{n}-lifecycle"), ("Trail", f"{n}-trail"),
+    ])
+    rules = {r["id"]: r for r in dev.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    export = rules["expire-exports"]
+    assert export["filter"] == {"prefix": "cosmos/"}
+    assert export["expiration"] == {"days": 14}
+    assert export["noncurrentVersionExpiration"] == {"noncurrentDays": 3}
+    assert export["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 2}
+    trail = dev.one("aws:cloudtrail/trail:Trail").inputs
+    assert trail["kmsKeyId"] == dev.kms_key_arn and trail["s3KeyPrefix"] == "audit-trail"
+    assert {"field": "resources.ARN", "startsWiths": [f"arn:aws:s3:::{dev.bucket}/cosmos/"]} in \
+        trail["advancedEventSelectors"][0]["fieldSelectors"]
+
+
+def test_prod_bucket_has_object_lock_and_transition(prod):
+    assert prod.one("aws:s3/bucket:Bucket").inputs["objectLockEnabled"] is True
+    rules = {r["id"]: r for r in prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    assert rules["expire-exports"]["transitions"] == [{"days": 35, "storageClass": "GLACIER_IR"}]
+    assert rules["expire-exports"]["expiration"] == {"days": 400}
+
+
+def test_workload_identity_has_no_secret_and_one_fic(dev):
+    got = names(dev, ("azuread",))
+    assert got == sorted([("Application", "export-dev-app"), ("ServicePrincipal", "export-dev-sp"),
+                          ("ApplicationFederatedIdentityCredential", "export-dev-fic-ecs-task")])
+    app = dev.one("azuread:index/application:Application")
+    assert "passwords" not in app.inputs and "keyCredentials" not in app.inputs
+    sp = dev.one("azuread:index/servicePrincipal:ServicePrincipal")
+    assert sp.inputs["clientId"] == app.outputs["clientId"]
+
+
+def test_additional_federated_credentials_default_to_account_issuer():
+    run = run_stack("dev", {"additionalFederatedCredentials": [
+        {"name": "use1", "subject": "arn:aws:iam::111122223333:role/cosmos-s3-export/export-use1-task"}]})
+    fics = {f["display_name"]: f for f in run.federated_credentials()}
+    assert set(fics) == {"ecs-task", "use1"}
+    assert fics["use1"]["issuer"] == run.issuer
+    assert fics["use1"]["subject"] == "arn:aws:iam::111122223333:role/cosmos-s3-export/export-use1-task"
+
+
+def test_cosmos_custom_role_has_exactly_the_four_actions(dev):
+    role = dev.one("azure-native:cosmosdb:SqlResourceSqlRoleDefinition")
+    assert role.inputs["permissions"] == [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}]
+    assert role.inputs["type"] == "CustomRole"
+    assert role.inputs["assignableScopes"] == [dev.outputs["cosmosRoleDefinitionId"].split("/sqlRoleDefinitions/")[0] + "/dbs/orders"]
+    diag = dev.one("azure-native:monitor:DiagnosticSetting").inputs
+    assert diag["workspaceId"] == dev.one("azure-native:operationalinsights:Workspace").outputs["id"]
+    assert {"category": "DataPlaneRequests", "enabled": True} in diag["logs"]
+
+
+def test_builtin_reader_at_database_scope():
+    run = run_stack("staging", {"cosmosRole": "builtinReader", "cosmosRoleScope": "database"})
+    assert not run.of_type("azure-native:cosmosdb:SqlResourceSqlRoleDefinition")
+    (a,) = run.cosmos_role_assignments()
+    assert a["relative_scope"] == "/dbs/orders"
+    assert a["role_definition_id"].endswith(f"/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}")
+
+
+def test_given_workspace_is_used_not_created(prod):
+    assert not prod.of_type("azure-native:operationalinsights:Workspace")
+    assert prod.one("azure-native:monitor:DiagnosticSetting").inputs["workspaceId"] == \
+        prod.config["cosmos-s3-export:logAnalyticsWorkspaceId"]
+
+
+def test_adopt_mode_declares_no_federation_resource():
+    run = run_stack("prod", {"federation": "adopt"})
+    assert not run.of_type("aws:iam/outboundWebIdentityFederation:OutboundWebIdentityFederation")
+    assert run.federated_credentials()[0]["issuer"] == run.issuer
+
+
+def test_worker_service_children_and_image(dev):
+    got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
+                 if r.type_.startswith(("aws:ecr", "aws:ecs", "aws:cloudwatch", "aws:ec2", "aws:sqs", "aws:scheduler",
+                                        "docker-build")))
+    n = "export-dev"
+    assert got == sorted([
+        ("Repository", f"{n}-repo"), ("LogGroup", f"{n}-logs"), ("Image", f"{n}-image"), ("Cluster", f"{n}-cluster"),
+        ("SecurityGroup", f"{n}-sg"), ("TaskDefinition", f"{n}-task-definition"), ("Queue", f"{n}-schedule-dlq"),
+        ("Schedule", f"{n}-schedule"),
+    ])
+    repo = dev.one("aws:ecr/repository:Repository").inputs
+    assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    image = dev.one("docker-build:index:Image").inputs
+    assert image["platforms"] == ["linux/arm64"] and image["push"] is True
+    assert image["dockerfile"]["location"].endswith("runtime/Dockerfile")
+    td = dev.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    assert td["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+    assert (td["cpu"], td["memory"]) == ("512", "1024")
+    assert dev.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 7
+    sched = dev.one("aws:scheduler/schedule:Schedule").inputs
+    assert (sched["scheduleExpression"], sched["scheduleExpressionTimezone"], sched["state"]) == ("rate(6 hours)", "UTC", "ENABLED")
+
+
+def test_snapshot_mode_reaches_the_command():
+    run = run_stack("dev", {"exportMode": "snapshot"})
+    import json
+    (container,) = json.loads(run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"])
+    assert container["command"] == ["run", "--mode", "snapshot"]
