@@ -1,0 +1,76 @@
+"""Structured audit logs (JSON lines on stdout) and an optional progress bar (stderr TTY only)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+#: Third-party loggers that could print request/response bodies (tokens!) at DEBUG: kept at WARNING.
+_QUIET = ("botocore", "boto3", "urllib3", "azure", "msal", "s3transfer")
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """JSON logs, one object per line, to stdout (CloudWatch via the awslogs driver)."""
+    numeric = logging.getLevelName(level)
+    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(message)s", force=True)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("cosmos_export").bind(**bound)
+
+
+class Progress:
+    """Documents exported, rate and ETA: a rich bar when stderr is a terminal, nothing otherwise."""
+
+    def __init__(self, description: str, total: int | None = None, stream: Any = None):
+        self._stream = stream or sys.stderr
+        self._bar = None
+        self._task = None
+        if getattr(self._stream, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.text import Text
+
+            class Rate(ProgressColumn):
+                def render(self, task: Any) -> Text:
+                    return Text(f"{task.speed or 0:,.0f} docs/s")
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=Console(file=self._stream), transient=False)
+            self._task = self._bar.add_task(description, total=total)
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def advance(self, documents: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, documents)
+
+    def __enter__(self) -> "Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
