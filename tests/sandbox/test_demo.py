@@ -1,0 +1,83 @@
+"""Smoke test: `python -m sandbox demo` end to end (real worker subprocess), and it leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandbox.demo import DELETED, INSERTED, UPDATED
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = 600
+
+
+def _demo(directory: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--dir", str(directory), "--docs", str(DOCS),
+                             *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.timeout(300)
+def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
+    process = _demo(tmp_path)
+    out, err = process.communicate(timeout=280)
+    assert process.returncode == 0, f"demo failed:\n{out[-3000:]}\n{err[-3000:]}"
+    assert out.rstrip().endswith("DEMO OK")
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+
+    snapshot, incremental = summary["runs"]
+    assert (snapshot["mode"], incremental["mode"]) == ("snapshot", "incremental")
+    assert summary["seeded"] == {"orders": DOCS, "customers": 30}
+    assert snapshot["containers"]["orders"]["documents"] == DOCS
+    assert snapshot["containers"]["customers"]["documents"] == 30
+    # LatestVersion change feed: updates and inserts, not deletes.
+    assert summary["changed"] == {"updated": UPDATED, "inserted": INSERTED, "deleted": DELETED}
+    assert incremental["containers"]["orders"]["documents"] == UPDATED + INSERTED
+    assert incremental["containers"]["customers"]["documents"] == 0
+    for run in (snapshot, incremental):
+        for container, result in run["containers"].items():
+            if result["documents"]:
+                assert result["objects"] > 0 and result["bytes"] > 0, (container, result)
+    assert len(summary["verified"]) == 4
+    parts = [k for k in summary["keys"] if "/data/" in k]
+    assert parts and all(k.startswith("cosmos/acme-orders-dev/orders/") for k in summary["keys"])
+    assert [s["name"] for s in summary["steps"]][-1] == "verify both runs"
+
+    # Nothing it started survives: the serve process and moto.
+    assert set(summary["pids"]) == {"serve", "moto"}
+    time.sleep(0.5)
+    assert [name for name, pid in summary["pids"].items() if _alive(pid)] == []
+    assert not (tmp_path / "sandbox.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_demo_interrupted_by_ctrl_c_stops_what_it_started(tmp_path):
+    process = _demo(tmp_path)
+    for line in process.stdout:
+        if line.startswith("==> seed sample documents"):
+            break
+    else:
+        pytest.fail(f"the demo never reached seeding: {process.stderr.read()[-2000:]}")
+    started = psutil.Process(process.pid).children(recursive=True)
+    assert started, "the demo started no process"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "demo interrupted: stopping what it started" in err
+    time.sleep(0.5)
+    assert [p.pid for p in started if _alive(p.pid)] == []
