@@ -5,10 +5,10 @@ Wire protocol (what botocore 1.44 sends and parses, service model
 - `POST /`, `Content-Type: application/x-www-form-urlencoded; charset=utf-8`,
   body `Action=GetWebIdentityToken&Version=2011-06-15&Audience.member.1=...
   &SigningAlgorithm=RS256&DurationSeconds=300[&Tags.member.1.Key=k&Tags.member.1.Value=v]`.
-- SigV4 `Authorization: AWS4-HMAC-SHA256 Credential=<AKID>/<date>/<region>/sts/aws4_request, ...`
-  plus `X-Amz-Security-Token` for temporary credentials. The caller is
-  identified by the access key id; when the session token was registered it
-  must match too (the double does not recompute the signature).
+- SigV4 `Authorization: AWS4-HMAC-SHA256 Credential=<AKID>/<date>/<region>/sts/aws4_request,
+  SignedHeaders=..., Signature=...` plus `X-Amz-Security-Token` for temporary
+  credentials. The caller is identified by the access key id; the session token
+  and (when the secret was registered) the signature must match.
 - Success: `<GetWebIdentityTokenResponse><GetWebIdentityTokenResult>
   <WebIdentityToken>jwt</WebIdentityToken><Expiration>ISO8601</Expiration>`.
 - Errors: `<ErrorResponse><Error><Type>Sender</Type><Code>..</Code><Message>..</Message>
@@ -27,6 +27,8 @@ claims under the `https://sts.amazonaws.com/` namespace.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import re
 import threading
@@ -76,6 +78,7 @@ class Caller:
     session_name: str
     session_token: str | None
     session_expires_at: float | None  # epoch seconds; None = no session limit known
+    secret_access_key: str | None = None  # when known, the SigV4 signature is checked
 
     @property
     def account(self) -> str:
@@ -135,8 +138,14 @@ class StsDoubleState:
         session_name: str = "session",
         session_token: str | None = None,
         session_expires_at: dt.datetime | float | None = None,
+        secret_access_key: str | None = None,
     ) -> None:
-        """Make `access_key_id` (e.g. from moto's AssumeRole) a session of `role_arn`."""
+        """Make `access_key_id` (e.g. from moto's AssumeRole) a session of `role_arn`.
+
+        With `session_token` the request must carry it; with `secret_access_key`
+        the SigV4 signature must verify; with `session_expires_at` a token may
+        not outlive the session (SessionDurationEscalationException).
+        """
         if not _ROLE_ARN.match(role_arn):
             raise ValueError(
                 f"role_arn {role_arn!r} is not an IAM role ARN (arn:aws:iam::<12 digits>:role/[path/]name)"
@@ -145,7 +154,7 @@ class StsDoubleState:
             session_expires_at = session_expires_at.timestamp()
         with self._lock:
             self._callers[access_key_id] = Caller(access_key_id, role_arn, session_name, session_token,
-                                                  session_expires_at)
+                                                  session_expires_at, secret_access_key)
 
     def jwks(self) -> dict:
         """Public keys of the issuer (what `<issuer>/.well-known/jwks.json` would serve)."""
@@ -185,14 +194,22 @@ class StsDoubleState:
         return None
 
     # --- operations ----------------------------------------------------------
-    def caller(self, authorization: str, session_token: str | None) -> Caller:
-        match = _CREDENTIAL.search(authorization or "")
+    def caller(self, method: str, path: str, headers, body: bytes) -> Caller:
+        authorization = headers.get("Authorization", "")
+        match = _CREDENTIAL.search(authorization)
         if not match:
             raise StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
         with self._lock:
             caller = self._callers.get(match.group(1))
-        if caller is None or (caller.session_token is not None and caller.session_token != session_token):
+        if caller is None or (caller.session_token is not None
+                              and caller.session_token != headers.get("X-Amz-Security-Token")):
             raise StsError(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
+        if caller.secret_access_key is not None and not _sigv4_matches(
+                caller.secret_access_key, method, path, headers, body):
+            raise StsError(403, "SignatureDoesNotMatch",
+                           "The request signature we calculated does not match the signature you provided. "
+                           "Check your AWS Secret Access Key and signing method. Consult the service "
+                           "documentation for details.")
         return caller
 
     def get_caller_identity(self, caller: Caller) -> dict:
@@ -274,6 +291,31 @@ class StsDoubleState:
         return {"WebIdentityToken": token, "Expiration": _iso8601(exp)}
 
 
+_AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
+
+
+def _sigv4_matches(secret: str, method: str, path: str, headers, body: bytes) -> bool:
+    """Recompute the SigV4 signature (AWS4-HMAC-SHA256) over the signed headers and the body."""
+    match = _AUTH.match(headers.get("Authorization", "").strip())
+    if not match:
+        return False
+    credential, signed_headers, signature = match.groups()
+    _akid, date, region, service, _term = credential.split("/")
+    amz_date = headers.get("X-Amz-Date", "")
+    canonical_headers = "".join(
+        f"{name}:{' '.join((headers.get(name) or '').split())}\n" for name in signed_headers.split(";"))
+    canonical_path, _, query = path.partition("?")
+    canonical_request = "\n".join([method, canonical_path or "/", query, canonical_headers, signed_headers,
+                                   hashlib.sha256(body).hexdigest()])
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{service}/aws4_request",
+                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    key = f"AWS4{secret}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
 def _members(params: dict[str, str], name: str) -> list[str]:
     indexes = sorted(int(k.split(".")[2]) for k in params if re.fullmatch(rf"{name}\.member\.\d+", k))
     return [params[f"{name}.member.{i}"] for i in indexes]
@@ -325,8 +367,8 @@ class StsHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._request_id = str(uuid.uuid4())
         state: StsDoubleState = self.server.state
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        params = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        params = {k: v[0] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
         action = params.get("Action", "")
         try:
             fault = state._take_fault()
@@ -335,7 +377,7 @@ class StsHandler(BaseHTTPRequestHandler):
             if params.get("Version") != API_VERSION:
                 raise StsError(400, "InvalidAction", f"Could not find operation {action} for version "
                                                      f"{params.get('Version')}")
-            caller = state.caller(self.headers.get("Authorization", ""), self.headers.get("X-Amz-Security-Token"))
+            caller = state.caller("POST", self.path, self.headers, raw)
             if action == "GetWebIdentityToken":
                 result = state.get_web_identity_token(caller, params)
             elif action == "GetCallerIdentity":
@@ -379,6 +421,7 @@ def assume_role_and_register(state: StsDoubleState, moto_url: str, role_arn: str
     creds = moto_sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name,
                                  DurationSeconds=duration_seconds)["Credentials"]
     state.register_credentials(creds["AccessKeyId"], role_arn, session_name=session_name,
-                               session_token=creds["SessionToken"], session_expires_at=creds["Expiration"])
+                               session_token=creds["SessionToken"], session_expires_at=creds["Expiration"],
+                               secret_access_key=creds["SecretAccessKey"])
     return {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"]}

@@ -119,6 +119,17 @@ def test_wrong_session_token_is_rejected(sts_state, sts_endpoint, moto_server):
     assert _error(excinfo)[0] == "InvalidClientTokenId"
 
 
+def test_wrong_secret_key_fails_the_signature_check(sts_state, sts_endpoint, moto_server):
+    creds = assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
+    forged = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
+                          **{**creds, "aws_secret_access_key": "not-the-secret"})
+    with pytest.raises(ClientError) as excinfo:
+        _token(forged)
+    code, message, status = _error(excinfo)
+    assert (code, status) == ("SignatureDoesNotMatch", 403)
+    assert message.startswith("The request signature we calculated does not match the signature you provided.")
+
+
 def test_federation_disabled(sts_state, task_sts):
     sts_state.federation_enabled = False
     with pytest.raises(task_sts.exceptions.OutboundWebIdentityFederationDisabledException) as excinfo:
