@@ -42,11 +42,16 @@ def sts_endpoint(served_sts, sts_state):
 
 
 @pytest.fixture
-def task_sts(sts_state, sts_endpoint, moto_server):
-    """A boto3 STS client of the task role's session (credentials from moto's AssumeRole)."""
-    creds = assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
+def task_creds(sts_state, moto_server) -> dict:
+    """The task role session's credentials, minted by moto's AssumeRole and registered with the double."""
+    return assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
+
+
+@pytest.fixture
+def task_sts(sts_endpoint, task_creds):
+    """A boto3 STS client of the task role's session."""
     return boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                        config=Config(retries={"mode": "standard", "max_attempts": 3}), **creds)
+                        config=Config(retries={"mode": "standard", "max_attempts": 3}), **task_creds)
 
 
 def _token(client, **overrides):
@@ -138,13 +143,10 @@ def test_federation_disabled(sts_state, task_sts):
 
 
 @pytest.mark.parametrize("duration", [30, 59, 3601, 7200])
-def test_duration_outside_60_3600_is_a_validation_error(sts_endpoint, task_sts, duration):
+def test_duration_outside_60_3600_is_a_validation_error(sts_endpoint, task_creds, duration):
     # botocore itself enforces the model's min (60) before sending; the server enforces both ends.
     raw = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                       config=Config(parameter_validation=False),
-                       **{k: getattr(task_sts._request_signer._credentials, a) for k, a in
-                          (("aws_access_key_id", "access_key"), ("aws_secret_access_key", "secret_key"),
-                           ("aws_session_token", "token"))})
+                       config=Config(parameter_validation=False), **task_creds)
     with pytest.raises(ClientError) as excinfo:
         _token(raw, DurationSeconds=duration)
     code, message, status = _error(excinfo)
