@@ -146,3 +146,25 @@ def test_a_cached_assertion_string_breaks_after_it_expires(served, local_ca, mot
     time.sleep(max(0.0, jwt.decode(fixed, options={"verify_signature": False})["exp"] - time.time()) + 0.3)
     with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
         cred.get_token(COSMOS_SCOPE)
+
+
+def test_the_exchanged_token_reads_cosmos_with_rbac_on_the_service_principal(served, local_ca, moto_server):
+    """Last link: the Cosmos gateway double verifies the Entra double's token and checks RBAC on its `oid`."""
+    from sandbox.doubles.cosmos.rbac import RoleAssignment
+    from sandbox.doubles.cosmos.testing import sdk_client
+    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
+
+    chain = make_chain(served, local_ca, moto_server)
+    cosmos = CosmosGatewayState(
+        "cosmos-export-prod", token_verifier=chain.entra.verify_access_token,
+        role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/app/colls/orders", contract.COSMOS_DATA_ACTIONS)])
+    cosmos.create_container("app", "orders")
+    cosmos.upsert_many("app", "orders", [{"id": str(i), "pk": f"p{i % 3}"} for i in range(10)])
+    with serve_cosmos(cosmos, local_ca) as served_cosmos:
+        client = sdk_client(served_cosmos.url, chain.credential(), local_ca)
+        container = client.get_database_client("app").get_container_client("orders")
+        ids = sorted(int(d["id"]) for d in container.query_items("SELECT * FROM c", enable_cross_partition_query=True))
+    assert ids == list(range(10))
+    assert chain.callback_calls == 1  # one exchange; the SDK reused the cached Entra token
+    # The SDK asked for <scheme>://<hostname>/.default (no port): the token's audience is https://127.0.0.1.
+    assert [r.scope for r in chain.entra.requests] == ["https://127.0.0.1/.default"]
