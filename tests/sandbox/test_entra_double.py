@@ -216,3 +216,16 @@ def test_msal_confidential_client_discovers_the_double(entra, served_entra, loca
                                      "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
     assert entra.discovery_requests == [f"/{TENANT}/v2.0/.well-known/openid-configuration"]
     assert entra.assertions_seen() == 1
+
+
+def test_worker_style_credential_trusts_the_double_through_requests_ca_bundle(entra, served_entra, local_ca,
+                                                                              monkeypatch):
+    # How the worker builds it (authority override + disable_instance_discovery), CA from the environment.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(local_ca.bundle_file))
+    host = served_entra.url.removeprefix("https://")
+    cred = ClientAssertionCredential(TENANT, CLIENT_ID, lambda: assertion(), authority=host,
+                                     disable_instance_discovery=True)
+    assert entra.verify_access_token(cred.get_token(COSMOS_SCOPE).token,
+                                     "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    with pytest.raises(ValueError, match="must be a TLS protected"):
+        ClientAssertionCredential(TENANT, CLIENT_ID, lambda: assertion(), authority=f"http://{host}")
