@@ -1,0 +1,149 @@
+"""`python -m bench [--docs 100000] [--profile]` (`make bench`): the export benchmark.
+
+Starts the sandbox (gateway double with auth, STS/Entra doubles, moto) in its
+own processes, bulk-loads N ~1 KB documents through the double's
+`/_double/seed` path, then runs, one after the other and each in its own
+process: (a) floor: drain every feed range's change feed with the SDK,
+discarding documents; (b) the worker's snapshot export to moto S3; (c) a naive
+export (read_all_items, json.dumps per document, one put_object). CPU seconds
+and peak RSS are the client process's own (os.wait4 rusage), never the
+servers'. Results go to bench/results/<N>.json and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sandbox import serve as sb
+from sandbox.seed import GatewaySeeder, sample_documents
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "performance.md"
+CONTAINER = "orders"
+
+
+def run_client(name: str, state_file: Path, log_dir: Path, profile: Path | None = None) -> dict:
+    argv = [sys.executable, "-m", "bench.client", name, "--state", str(state_file), "--container", CONTAINER]
+    if profile:
+        argv += ["--profile", str(profile)]
+    with open(log_dir / f"bench-{name}.log", "wb") as log:
+        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = (log_dir / f"bench-{name}.log").read_text(errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(f"bench client {name} exited with {code}:\n  " + "\n  ".join(tail))
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    return result
+
+
+def measure(docs: int, profile: bool, directory: Path) -> dict:
+    state = sb.up(directory, "dev", "gateway", timeout=180)
+    try:
+        seeder = GatewaySeeder(state["seed"]["control_url"], state["ca_bundle"])
+        started = time.perf_counter()
+        dataset_bytes = 0
+
+        def counted():
+            nonlocal dataset_bytes
+            for doc in sample_documents(docs):
+                dataset_bytes += len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+                yield doc
+
+        seeded = seeder.seed(state["database"], CONTAINER, counted())
+        seed_seconds = time.perf_counter() - started
+        print(f"seeded {seeded} documents ({dataset_bytes / 1e6:.1f} MB of JSON) in {seed_seconds:.1f}s", flush=True)
+        clients = {}
+        for name in ("floor", "worker", "naive"):
+            prof = directory / f"profile-{name}.txt" if profile and name == "worker" else None
+            result = run_client(name, directory / sb.STATE_FILE, directory, prof)
+            if result["documents"] != seeded:
+                raise RuntimeError(f"{name} read {result['documents']} documents, {seeded} were seeded")
+            result["docs_per_s"] = seeded / result["seconds"]
+            result["mb_per_s"] = dataset_bytes / 1e6 / result["seconds"]
+            result["cpu_s_per_100k"] = result["cpu_seconds"] * 100_000 / seeded
+            clients[name] = result
+            print(f"{name:<7} {result['seconds']:7.1f}s  {result['docs_per_s']:8.0f} docs/s  "
+                  f"{result['mb_per_s']:6.2f} MB/s  CPU {result['cpu_s_per_100k']:6.1f}s/100k  "
+                  f"peak RSS {result['peak_rss_mb']:6.0f} MB", flush=True)
+    finally:
+        sb.down(directory)
+    return {
+        "docs": docs, "dataset_bytes": dataset_bytes, "seed_seconds": seed_seconds, "clients": clients,
+        "ratios": {"worker_over_floor_cpu": clients["worker"]["cpu_seconds"] / clients["floor"]["cpu_seconds"],
+                   "worker_over_naive_throughput": clients["worker"]["docs_per_s"] / clients["naive"]["docs_per_s"]},
+        "machine": machine(), "command": f"python -m bench --docs {docs}",
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), 0)
+    return f"{cpu}, {os.cpu_count()} vCPU, {mem} MB RAM, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def render(results: dict[int, dict]) -> str:
+    lines = ["# Performance", "",
+             "Export benchmark (`make bench`, or `python -m bench --docs N`): N realistic ~1 KB nested documents",
+             "bulk-loaded into the Cosmos gateway double (AAD auth and RBAC on, 4 feed ranges), then, one after",
+             "the other and each in its own process: **floor** = drain every feed range's change feed with the",
+             "SDK and discard the documents; **worker** = the worker's snapshot export (`run_export`, zstd JSON",
+             "Lines, multipart to moto S3, manifest + checkpoint); **naive** = `read_all_items`, `json.dumps` per",
+             "document, buffered, one `put_object`. CPU seconds and peak RSS are the client process's own",
+             "(`os.wait4` rusage), not the local servers'. MB/s counts the documents' compact JSON bytes.", ""]
+    for docs, r in sorted(results.items()):
+        lines += [f"## {docs:,} documents ({r['dataset_bytes'] / 1e6:.0f} MB of JSON)", "",
+                  f"Machine: {r['machine']}  ", f"Command: `{r['command']}` ({r['at']})", "",
+                  "| client | wall s | docs/s | MB/s | CPU s / 100k docs | peak RSS MB |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, c in r["clients"].items():
+            lines.append(f"| {name} | {c['seconds']:.1f} | {c['docs_per_s']:,.0f} | {c['mb_per_s']:.2f} | "
+                         f"{c['cpu_s_per_100k']:.1f} | {c['peak_rss_mb']:.0f} |")
+        ratios = r["ratios"]
+        lines += ["", f"worker/floor CPU: **{ratios['worker_over_floor_cpu']:.2f}x** (target <= 1.5x); "
+                      f"worker/naive throughput: **{ratios['worker_over_naive_throughput']:.2f}x** (target >= 2x)", ""]
+    if 100_000 in results and 1_000_000 in results:
+        small = results[100_000]["clients"]["worker"]["peak_rss_mb"]
+        big = results[1_000_000]["clients"]["worker"]["peak_rss_mb"]
+        lines += [f"Worker peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
+                  "(target <= 1.2x and < 300 MB).", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--profile", action="store_true", help="profile the worker client with pyinstrument")
+    parser.add_argument("--dir", type=Path, default=REPO / ".sandbox" / "bench")
+    args = parser.parse_args()
+    if args.docs < 1000:
+        parser.error(f"--docs={args.docs}: use at least 1000 documents for meaningful rates")
+    result = measure(args.docs, args.profile, args.dir.resolve())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.docs}.json").write_text(json.dumps(result, indent=2) + "\n")
+    results = {int(p.stem): json.loads(p.read_text()) for p in RESULTS.glob("*.json") if p.stem.isdigit()}
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render(results))
+    print(f"worker/floor CPU {result['ratios']['worker_over_floor_cpu']:.2f}x, "
+          f"worker/naive throughput {result['ratios']['worker_over_naive_throughput']:.2f}x; wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
