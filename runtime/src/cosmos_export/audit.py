@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
+
+#: A JWT (header.payload.signature, base64url, header starting '{"'): never written to any log.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def redact(text: str) -> str:
+    return _JWT.sub("<redacted-jwt>", text)
+
+
+class _RedactFilter(logging.Filter):
+    """Last line of defence on the handler: whatever a library logs, a token is masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "eyJ" in message:
+            record.msg, record.args = redact(message), ()
+        return True
+
+
+def _redact_event(_logger: Any, _name: str, event: dict) -> dict:
+    return {k: redact(v) if isinstance(v, str) and "eyJ" in v else v for k, v in event.items()}
+
 
 #: Third-party loggers that could print request/response bodies (tokens!) at DEBUG: kept at WARNING.
 _QUIET = ("botocore", "boto3", "urllib3", "azure", "msal", "s3transfer")
@@ -15,7 +38,10 @@ _QUIET = ("botocore", "boto3", "urllib3", "azure", "msal", "s3transfer")
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """JSON logs, one object per line, to stdout (CloudWatch via the awslogs driver)."""
     numeric = logging.getLevelName(level)
-    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(message)s", force=True)
+    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(name)s %(levelname)s %(message)s",
+                        force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactFilter())
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
@@ -24,6 +50,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _redact_event,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

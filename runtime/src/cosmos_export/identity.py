@@ -135,8 +135,7 @@ def azure_credential(settings: WorkerSettings, session: boto3.Session | None = N
         # A non-public authority (sovereign cloud proxy, sandbox) has no instance-discovery document.
         kwargs["disable_instance_discovery"] = True
     if settings.identity_mode == "laptop":
-        if settings.azure_tenant_id:
-            kwargs["tenant_id"] = settings.azure_tenant_id
+        # The tenant is the one of your `az login` (use `az login --tenant <id>`).
         kwargs.pop("disable_instance_discovery", None)
         return DefaultAzureCredential(exclude_interactive_browser_credential=True, **kwargs)
     sts = sts_client(session or aws_session(settings), settings)

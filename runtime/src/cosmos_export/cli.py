@@ -1,0 +1,166 @@
+"""`cosmos-export run|doctor|verify`: settings from the environment, flags on top.
+
+Exit codes: 0 ok, 1 export/verify/doctor failure, 2 invalid settings or usage,
+143 stopped by SIGTERM (ECS stop) before commit. On failure the last line on
+stderr is the reason.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from enum import Enum
+from typing import Any, Optional
+
+import typer
+
+from cosmos_export import audit
+from cosmos_export.settings import SettingsError, WorkerSettings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Export Azure Cosmos DB containers to S3 with workload identity federation (no secrets).")
+
+EXIT_FAILED, EXIT_SETTINGS, EXIT_STOPPED = 1, 2, 143
+
+
+class Mode(str, Enum):
+    snapshot = "snapshot"
+    incremental = "incremental"
+
+
+class IdentityMode(str, Enum):
+    workload = "workload"
+    laptop = "laptop"
+
+
+def _fail(reason: str, code: int = EXIT_FAILED) -> None:
+    typer.echo(f"error: {reason}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**flags: Any) -> WorkerSettings:
+    flags = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
+    if flags.get("cosmos_containers") is not None:
+        flags["cosmos_containers"] = ",".join(flags["cosmos_containers"])
+    try:
+        return load_settings(**flags)
+    except SettingsError as e:
+        for problem in e.problems[:-1]:
+            typer.echo(f"  - {problem}", err=True)
+        _fail(f"invalid setting: {e.problems[-1]}", EXIT_SETTINGS)
+        raise AssertionError("unreachable")
+
+
+# Flags shared by the commands (None = take the environment's value).
+_IDENTITY = typer.Option(None, "--identity-mode", help="workload (ECS task role, default) or laptop (az login + AWS profile)")
+_CONTAINER = typer.Option(None, "--container", "-c", help="Container to export (repeat); default EXPORT_COSMOS_CONTAINERS")
+_BUCKET = typer.Option(None, "--bucket", help="Export bucket; default EXPORT_BUCKET")
+_PREFIX = typer.Option(None, "--prefix", help="Key prefix; default EXPORT_PREFIX")
+_LOG = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR")
+
+
+@app.command()
+def run(
+    mode: Mode = typer.Option(..., "--mode", help="snapshot (everything) or incremental (changes since the checkpoint)"),
+    identity_mode: Optional[IdentityMode] = _IDENTITY,
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Feed ranges read in parallel"),
+    snapshot_source: Optional[str] = typer.Option(None, "--snapshot-source", help="changefeed or query"),
+    query_filter: Optional[str] = typer.Option(None, "--where", help="WHERE condition for a query snapshot"),
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Export the configured containers and commit the run (manifest, then checkpoint)."""
+    from cosmos_export.export import ExportError, ExportInterrupted, run_export
+
+    settings = _settings(identity_mode=identity_mode, cosmos_containers=containers, bucket=bucket, prefix=prefix,
+                         concurrency=concurrency, snapshot_source=snapshot_source, query_filter=query_filter,
+                         log_level=log_level)
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Stop reading new pages; the run aborts its uploads and commits nothing (ECS gives 30 s by default).
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_export(settings, mode.value, stop=stop, log=log)
+    except ExportInterrupted as e:
+        reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
+        log.error("export_failed", reason=reason)
+        _fail(reason, EXIT_STOPPED)
+    except ExportError as e:
+        log.error("export_failed", reason=str(e))
+        _fail(str(e))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@app.command()
+def doctor(
+    identity_mode: Optional[IdentityMode] = _IDENTITY,
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+) -> None:
+    """Check every link: AWS identity, AWS token, Entra exchange, Cosmos access and consistency, S3 write."""
+    from cosmos_export.doctor import Doctor
+
+    settings = _settings(identity_mode=identity_mode, cosmos_containers=containers, bucket=bucket, prefix=prefix)
+    audit.configure_logging("WARNING")
+    checks = Doctor(settings, echo=typer.echo)
+    if not checks.run():
+        broken = checks.results[-1]
+        _fail(f"{broken.step}: {broken.detail}")
+    typer.echo("all checks passed")
+
+
+@app.command()
+def verify(
+    run_id: str = typer.Option(..., "--run", help="Run id to verify (from the manifest or the run's log)"),
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+) -> None:
+    """Re-read a committed run's parts and compare count, bytes and sha256 with its manifest."""
+    from cosmos_export import identity, layout
+    from cosmos_export.export import s3_client
+    from cosmos_export.verify import RunNotCommittedError, verify_run
+
+    settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix)
+    audit.configure_logging(settings.log_level)
+    s3 = s3_client(settings, identity.aws_session(settings))
+    found = False
+    for name in settings.cosmos_containers:
+        target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
+                                     settings.cosmos_database, name)
+        try:
+            report = verify_run(s3, target, run_id)
+        except RunNotCommittedError:
+            continue
+        found = True
+        for mismatch in report.mismatches:
+            typer.echo(f"MISMATCH {mismatch}")
+        typer.echo(f"{name}: run {run_id} sequence {report.sequence}: {report.parts_checked} part(s), "
+                   f"{report.documents} document(s), {report.bytes} bytes, "
+                   f"{'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}")
+        if not report.ok:
+            _fail(f"run {run_id} of {name} does not match its manifest: {report.mismatches[0]}")
+    if not found:
+        _fail(f"run {run_id} is not committed for any of {', '.join(settings.cosmos_containers)} under "
+              f"s3://{settings.bucket}/{settings.prefix}/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="cosmos-export")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

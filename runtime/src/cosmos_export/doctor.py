@@ -1,0 +1,163 @@
+"""`cosmos-export doctor`: walk the chain of trust one link at a time.
+
+Each step prints `ok   <step>: <detail>` or `FAIL <step>: <reason>`; the walk
+stops at the first broken link, whose reason is the last line printed. Tokens
+are never printed: only the AWS token's decoded claims.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+from azure.core.exceptions import ClientAuthenticationError
+from azure.cosmos import exceptions as cosmos_exceptions
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cosmos_export import contract, identity, source
+from cosmos_export.export import s3_client
+from cosmos_export.settings import WorkerSettings
+
+
+@dataclass
+class StepResult:
+    step: str
+    ok: bool
+    detail: str
+
+
+class _Broken(Exception):
+    pass
+
+
+class Doctor:
+    def __init__(self, settings: WorkerSettings, *, session: boto3.Session | None = None, credential: Any = None,
+                 s3: Any = None, echo: Callable[[str], None] = print):
+        self.settings, self.echo = settings, echo
+        self.session = session or identity.aws_session(settings)
+        self._credential, self._s3 = credential, s3
+        self.results: list[StepResult] = []
+
+    def run(self) -> bool:
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("aws identity", self.aws_identity),
+        ]
+        if self.settings.identity_mode == "workload":
+            steps += [("aws web identity token", self.aws_token)]
+        steps += [
+            ("entra token exchange", self.entra_exchange),
+            ("cosmos account", self.cosmos_account),
+            *[(f"cosmos container {name}", self._container_step(name)) for name in self.settings.cosmos_containers],
+            ("s3 write probe", self.s3_probe),
+        ]
+        for name, step in steps:
+            try:
+                detail = step()
+            except _Broken as e:
+                self._record(name, False, str(e))
+                return False
+            except Exception as e:  # an unexpected failure is still reported as this step's reason
+                self._record(name, False, f"{type(e).__name__}: {e}")
+                return False
+            self._record(name, True, detail)
+        return True
+
+    def _record(self, step: str, ok: bool, detail: str) -> None:
+        self.results.append(StepResult(step, ok, detail))
+        self.echo(f"{'ok  ' if ok else 'FAIL'} {step}: {detail}")
+
+    # --- steps ---------------------------------------------------------------
+
+    def aws_identity(self) -> str:
+        sts = identity.sts_client(self.session, self.settings)
+        try:
+            who = sts.get_caller_identity()
+        except (ClientError, BotoCoreError) as e:
+            raise _Broken(f"no usable AWS credentials ({e}); in ECS check the task role is set on the task "
+                          "definition, on a laptop log in to the AWS profile") from None
+        return f"{who['Arn']} (account {who['Account']})"
+
+    def aws_token(self) -> str:
+        sts = identity.sts_client(self.session, self.settings)
+        try:
+            token = identity.web_identity_token(sts, self.settings)
+        except identity.IdentityError as e:
+            raise _Broken(str(e)) from None
+        claims = identity.token_claims(token)
+        problems = []
+        if claims["aud"] not in (contract.TOKEN_EXCHANGE_AUDIENCE, [contract.TOKEN_EXCHANGE_AUDIENCE]):
+            problems.append(f"aud is {claims['aud']!r}, expected {contract.TOKEN_EXCHANGE_AUDIENCE!r}")
+        if claims["alg"] != contract.SIGNING_ALGORITHM:
+            problems.append(f"signed with {claims['alg']}, Entra needs {contract.SIGNING_ALGORITHM}")
+        if not self.settings.sts_endpoint and not re.match(contract.AWS_ISSUER_PATTERN, str(claims["iss"])):
+            problems.append(f"iss {claims['iss']!r} is not an AWS account issuer")
+        shown = (f"iss={claims['iss']} sub={claims['sub']} aud={claims['aud']} alg={claims['alg']} "
+                 f"expires in {int(claims['exp'] - time.time())}s")
+        if problems:
+            raise _Broken(f"{'; '.join(problems)} ({shown})")
+        return shown + " (the Entra federated credential must list exactly this iss and sub)"
+
+    def credential(self) -> Any:
+        if self._credential is None:
+            self._credential = identity.azure_credential(self.settings, self.session)
+        return self._credential
+
+    def entra_exchange(self) -> str:
+        host = urlsplit(self.settings.cosmos_endpoint).hostname or ""
+        # The scope the Cosmos SDK asks for: scheme://host/.default, without the port.
+        scope = contract.cosmos_scope(host)
+        try:
+            token = self.credential().get_token(scope)
+        except (identity.IdentityError, ClientAuthenticationError) as e:
+            raise _Broken(identity.explain_auth_error(e)) from None
+        return f"access token for {scope}, expires in {int(token.expires_on - time.time())}s"
+
+    def cosmos_account(self) -> str:
+        try:
+            self._client = source.cosmos_client(self.settings, self.credential())
+            level = source.check_consistency(self._client, self.settings.min_consistency)
+        except cosmos_exceptions.CosmosHttpResponseError as e:
+            raise _Broken(source.explain_cosmos_error(e, self.settings)) from None
+        except source.SourceError as e:
+            raise _Broken(str(e)) from None
+        return f"{self.settings.cosmos_endpoint} consistency {level} (minimum {self.settings.min_consistency})"
+
+    def _container_step(self, name: str) -> Callable[[], str]:
+        def step() -> str:
+            try:
+                container = source.container_client(self._client, self.settings.cosmos_database, name)
+                ranges = source.feed_ranges(container)
+                reader = source.FeedRangeReader(container, ranges[0], self.settings.model_copy(update={"page_size": 1}))
+                page = next(iter(reader.change_feed(start_time="Beginning", mode="LatestVersion")), None)
+            except cosmos_exceptions.CosmosHttpResponseError as e:
+                raise _Broken(source.explain_cosmos_error(e, self.settings)) from None
+            except source.SourceError as e:
+                raise _Broken(str(e)) from None
+            got = f"{len(page.docs)} item(s)" if page else "no items yet"
+            return f"metadata read, {len(ranges)} feed range(s), change feed page read ({got})"
+        return step
+
+    def s3_probe(self) -> str:
+        s3 = self._s3 or s3_client(self.settings, self.session)
+        account = self.settings.account_name
+        key = f"{self.settings.prefix}/{account}/{self.settings.cosmos_database}/_doctor/probe-{uuid.uuid4().hex}.txt"
+        extra: dict[str, Any] = {}
+        if self.settings.kms_key_arn:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_arn}
+        try:
+            s3.put_object(Bucket=self.settings.bucket, Key=key, Body=b"cosmos-export doctor probe\n", **extra)
+        except (ClientError, BotoCoreError) as e:
+            raise _Broken(f"cannot write s3://{self.settings.bucket}/{key}: {e}. The task role needs s3:PutObject "
+                          f"on the export prefix (and kms:GenerateDataKey on the bucket key via S3)") from None
+        try:
+            s3.delete_object(Bucket=self.settings.bucket, Key=key)
+            tail = "written and deleted"
+        except ClientError:
+            tail = "written (no s3:DeleteObject: the probe object stays; the bucket lifecycle expires it)"
+        return f"s3://{self.settings.bucket}/{key} {tail}"
