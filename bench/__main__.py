@@ -46,7 +46,7 @@ def run_client(name: str, state_file: Path, log_dir: Path, profile: Path | None 
         raise RuntimeError(f"bench client {name} exited with {code}:\n  " + "\n  ".join(tail))
     result = json.loads(out.decode().strip().splitlines()[-1])
     result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    result["ru_maxrss_mb"] = usage.ru_maxrss / 1024  # includes the pre-exec fork of this driver
     return result
 
 

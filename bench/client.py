@@ -104,7 +104,11 @@ def main() -> int:
         profiler.stop()
         with open(args.profile, "w") as f:
             f.write(profiler.output_text(unicode=True, color=False, show_all=False))
-    print(json.dumps({"client": args.client, "documents": documents, "seconds": seconds}), flush=True)
+    # Peak RSS of this program only: VmHWM starts afresh at exec, whereas the parent's ru_maxrss
+    # would also count the forked copy of the (larger) benchmark driver before exec.
+    hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"client": args.client, "documents": documents, "seconds": seconds,
+                      "peak_rss_mb": hwm_kb / 1024}), flush=True)
     return 0
 
 
