@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import uuid
 
 import boto3
 import pytest
@@ -26,16 +27,16 @@ SP_OBJECT_ID = "b0b00000-9abc-4def-8123-0123456789ab"
 class Chain:
     """STS + Entra + Cosmos doubles configured the way the Pulumi program configures the real ones."""
 
-    def __init__(self, sts, entra, cosmos, urls, session, ca_bundle):
-        self.sts, self.entra, self.cosmos, self.urls, self.session, self.ca_bundle = \
-            sts, entra, cosmos, urls, session, ca_bundle
+    def __init__(self, sts, entra, cosmos, urls, session, ca_bundle, bucket):
+        self.sts, self.entra, self.cosmos, self.urls, self.session, self.ca_bundle, self.bucket = \
+            sts, entra, cosmos, urls, session, ca_bundle, bucket
 
     def settings(self, **overrides) -> WorkerSettings:
         values = dict(identity_mode="workload", aws_region="us-east-1", azure_tenant_id=TENANT,
                       azure_client_id=CLIENT_ID, azure_authority_host=self.urls["entra"],
                       sts_endpoint=self.urls["sts"], cosmos_endpoint=self.urls["cosmos"], cosmos_account="acct",
                       cosmos_database="shop", cosmos_containers="orders", cosmos_tls_verify=self.ca_bundle,
-                      bucket="doctor-bucket", s3_endpoint=self.urls["s3"])
+                      bucket=self.bucket, s3_endpoint=self.urls["s3"])
         values.update(overrides)
         return WorkerSettings(**values)
 
@@ -48,7 +49,7 @@ class Chain:
                 contract.Env.AZURE_AUTHORITY_HOST: s.azure_authority_host, contract.Env.STS_ENDPOINT: s.sts_endpoint,
                 contract.Env.COSMOS_ENDPOINT: s.cosmos_endpoint, contract.Env.COSMOS_ACCOUNT: "acct",
                 contract.Env.COSMOS_DATABASE: "shop", contract.Env.COSMOS_CONTAINERS: "orders",
-                contract.Env.COSMOS_TLS_VERIFY: self.ca_bundle, contract.Env.BUCKET: "doctor-bucket",
+                contract.Env.COSMOS_TLS_VERIFY: self.ca_bundle, contract.Env.BUCKET: self.bucket,
                 contract.Env.S3_ENDPOINT: s.s3_endpoint, "AWS_ACCESS_KEY_ID": creds.access_key,
                 "AWS_SECRET_ACCESS_KEY": creds.secret_key, "AWS_SESSION_TOKEN": creds.token}
 
@@ -69,10 +70,13 @@ def chain(local_ca, moto_server, monkeypatch):
     creds = assume_role_and_register(sts, moto_server.url, ROLE_ARN)
     session = boto3.Session(region_name="us-east-1", **creds)
     s3 = session.client("s3", endpoint_url=moto_server.url)
-    s3.create_bucket(Bucket="doctor-bucket")
+    bucket = f"export-{uuid.uuid4().hex[:12]}"  # moto lives for the session: a bucket per test
+    s3.create_bucket(Bucket=bucket)
+    # Versioned like the stack's bucket (moto answers HEAD ?versionId=null on an unversioned bucket with 400).
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     with serve_sts(sts, local_ca) as s, serve_entra(entra, local_ca) as e, serve_cosmos(cosmos, local_ca) as c:
         yield Chain(sts, entra, cosmos, {"sts": s.url, "entra": e.url, "cosmos": c.url, "s3": moto_server.url},
-                    session, bundle)
+                    session, bundle, bucket)
 
 
 def test_token_is_fresh_per_call_and_carries_the_contract_values(chain):

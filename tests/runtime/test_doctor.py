@@ -1,0 +1,69 @@
+"""`cosmos-export doctor` over the whole chain of doubles: each link reported, first broken one named last."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cosmos_export import cli, contract
+from cosmos_export.doctor import Doctor
+from sandbox.doubles.cosmos.rbac import RoleAssignment
+from tests.runtime.test_identity import ISSUER, ROLE_ARN, SP_OBJECT_ID, chain  # noqa: F401  (fixture)
+
+
+def walk(chain, **overrides):
+    lines: list[str] = []
+    doctor = Doctor(chain.settings(**overrides), session=chain.session, echo=lines.append)
+    return doctor.run(), lines
+
+
+def test_healthy_chain_every_step_ok(chain):
+    chain.cosmos.upsert_many("shop", "orders", [{"id": str(i), "pk": f"k{i}"} for i in range(200)])
+    ok, lines = walk(chain)
+    assert ok, lines
+    steps = [line.split(":")[0] for line in lines]
+    assert steps == ["ok   aws identity", "ok   aws web identity token", "ok   entra token exchange",
+                     "ok   cosmos account", "ok   cosmos container orders", "ok   s3 write probe"]
+    assert "assumed-role/CosmosExportTask" in lines[0]
+    assert f"iss={ISSUER} sub={ROLE_ARN} aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256" in lines[1]
+    assert "consistency Session (minimum Session)" in lines[3]
+    assert "4 feed range(s), change feed page read (1 item(s))" in lines[4]
+    assert "written and deleted" in lines[5]
+    assert not any("eyJ" in line for line in lines)
+
+
+@pytest.mark.parametrize("breakage,step,reason", [
+    (lambda c: setattr(c.sts, "federation_enabled", False), "aws web identity token",
+     "outbound identity federation is not enabled"),
+    (lambda c: c.entra._apps[next(iter(c.entra._apps))].federated_credentials.clear(), "entra token exchange",
+     "Entra AADSTS70021"),
+    (lambda c: setattr(c.cosmos, "consistency", "Eventual"), "cosmos account",
+     "account consistency Eventual is weaker than the required minimum Session"),
+])
+def test_first_broken_link_is_the_last_line(chain, breakage, step, reason):
+    breakage(chain)
+    ok, lines = walk(chain)
+    assert not ok
+    assert lines[-1].startswith(f"FAIL {step}: ") and reason in lines[-1]
+    assert all(line.startswith("ok   ") for line in lines[:-1])
+
+
+def test_missing_role_assignment_names_the_data_actions(chain):
+    chain.cosmos.role_assignments = [RoleAssignment(SP_OBJECT_ID, "/dbs/shop", contract.COSMOS_DATA_ACTIONS[:1])]
+    ok, lines = walk(chain)
+    assert not ok and lines[-1].startswith("FAIL cosmos container orders: Cosmos refused the request (403/5301)")
+    assert "readChangeFeed" in lines[-1] or "items/read" in lines[-1] or "executeQuery" in lines[-1]
+
+
+def test_cli_doctor_from_environment(chain, monkeypatch):
+    for key, value in chain.env().items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(cli.app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "all checks passed"
+
+    monkeypatch.setenv(contract.Env.MIN_CONSISTENCY, "Strong")
+    result = CliRunner().invoke(cli.app, ["doctor"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(
+        "error: cosmos account: account consistency Session is weaker than the required minimum Strong")
