@@ -227,7 +227,11 @@ class Container:
         doc["_etag"] = f'"{lsn:08x}-0000-0000-0000-{self._seq:012x}"'
         doc["_attachments"] = "attachments/"
         doc["_ts"] = ts
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # lone surrogates: Cosmos sends them as \udXXX escapes
+            return json.dumps(doc, separators=(",", ":")).encode()
 
     def upsert(self, doc: dict, *, must_exist: bool | None = None, ts: int | None = None,
                record_versions: bool = False) -> Entry:
