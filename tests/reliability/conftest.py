@@ -51,3 +51,17 @@ def world(gateway, moto_server, rel_session, rel_bucket, local_ca, token_issuer)
               s3_endpoint=moto_server.url, ca_bundle=str(local_ca.bundle_file))
     yield w
     state.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """moto + STS + Entra + Cosmos gateway configured from the dev stack, for `cosmos-export` subprocesses."""
+    from sandbox.serve import start_all
+    from tests.reliability.sandbox_world import Sandbox
+
+    workdir = tmp_path_factory.mktemp("sandbox")
+    running = start_all(workdir, "dev")
+    try:
+        yield Sandbox(running, workdir)
+    finally:
+        running.stop()

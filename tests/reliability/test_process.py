@@ -13,24 +13,11 @@ import signal
 import time
 from collections import Counter
 
-import pytest
-
-from sandbox.serve import start_all
 from tests.reliability.harness import committed, env_int, make_docs, record, versions
-from tests.reliability.sandbox_world import ECS_STOP_TIMEOUT, Sandbox
+from tests.reliability.sandbox_world import ECS_STOP_TIMEOUT
 
 TRIALS = env_int("RELIABILITY_KILL_TRIALS", 10)
 SEED_DOCS = 3000
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sandbox")
-    running = start_all(workdir, "dev")
-    try:
-        yield Sandbox(running, workdir)
-    finally:
-        running.stop()
 
 
 def test_kills_at_random_points_never_lose_or_repeat_a_document(sandbox):
