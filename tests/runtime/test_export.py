@@ -7,11 +7,13 @@ documents expected, every part verifies, and an interrupted run commits nothing.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 
 import boto3
 import pytest
+import structlog
 
 from cosmos_export import audit, contract, export, jsonl
 from cosmos_export.commit import CommitStore
@@ -136,8 +138,15 @@ def test_consistency_below_minimum_refuses_before_transfer(env):
     assert env["s3"].list_objects_v2(Bucket=env["bucket"]).get("KeyCount", 0) == 0
 
 
-def test_audit_logs_one_line_per_page_and_never_a_token(env, capsys):
+@pytest.fixture()
+def json_logs():
     audit.configure_logging("INFO")
+    yield
+    structlog.reset_defaults()
+    logging.basicConfig(force=True)
+
+
+def test_audit_logs_one_line_per_page_and_never_a_token(env, capsys, json_logs):
     env["state"].upsert_many(DB, "orders", make_docs(450))
     run(env, "snapshot", log=audit.get_logger())
     out = capsys.readouterr().out
@@ -147,3 +156,47 @@ def test_audit_logs_one_line_per_page_and_never_a_token(env, capsys):
     assert all(p["activity_id"] and p["request_charge"] > 0 for p in pages)
     assert any(x["event"] == "export_done" and x["documents"] == 450 for x in lines)
     assert "eyJ" not in out  # no JWT (header starts with eyJ) anywhere
+
+
+def test_filtered_query_snapshot_then_incremental_from_the_now_taken_before(env):
+    state = env["state"]
+    docs = make_docs(600)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "snapshot_source": "query",
+                                                  "query_filter": "c.n >= 450"})
+    snap = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"], s3=env["s3"])
+    [result] = snap.containers
+    assert result.mode == "query-snapshot" and result.feed_ranges == 4
+    assert sorted((user(d) for d in exported(env, "orders", result.run_id)), key=lambda d: d["n"]) == docs[450:]
+
+    with pytest.raises(export.ExportError) as err:  # the change feed cannot apply the filter
+        export.run_export(settings, "incremental", credential=env["credential"], session=env["session"], s3=env["s3"])
+    assert str(err.value).startswith("EXPORT_QUERY_FILTER is set but an incremental run reads the change feed")
+
+    # Without the filter, the next incremental starts where the snapshot's "now" continuations were taken.
+    changed = [{**docs[3], "n": -3}]
+    state.upsert_many(DB, "orders", changed)
+    plain = settings.model_copy(update={"query_filter": None, "snapshot_source": "changefeed"})
+    inc = export.run_export(plain, "incremental", credential=env["credential"], session=env["session"], s3=env["s3"])
+    assert [user(d) for d in exported(env, "orders", inc.containers[0].run_id)] == changed
+
+
+def test_all_versions_and_deletes_captures_deletes(env):
+    state = env["state"]
+    state.record_all_versions = True
+    docs = make_docs(300)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
+                                                  "change_feed_mode": "AllVersionsAndDeletes"})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
+    snap = export.run_export(settings, "snapshot", **kwargs)  # AVAD cannot start at Beginning: now, then current docs
+    assert snap.containers[0].documents == 300
+    state.delete(DB, "orders", "o-7", "k-7")
+    state.upsert(DB, "orders", {**docs[8], "n": 88})
+    state.upsert(DB, "orders", {**docs[8], "n": 89})
+    inc = export.run_export(settings, "incremental", **kwargs)
+    changes = exported(env, "orders", inc.containers[0].run_id)
+    summary = sorted((c["metadata"]["operationType"], c["metadata"]["lsn"], c["current"].get("n"),
+                      c["current"].get("id") or c["metadata"].get("id")) for c in changes)
+    assert [(op, n, doc_id) for op, _, n, doc_id in summary] == [
+        ("delete", None, "o-7"), ("replace", 88, "o-8"), ("replace", 89, "o-8")]  # every version and the delete

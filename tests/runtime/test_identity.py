@@ -8,6 +8,7 @@ import uuid
 
 import boto3
 import pytest
+import structlog
 from azure.core.exceptions import ClientAuthenticationError
 
 from cosmos_export import audit, contract, identity
@@ -90,7 +91,15 @@ def test_token_is_fresh_per_call_and_carries_the_contract_values(chain):
     assert claims["exp"] - claims["iat"] == 900
 
 
-def test_credential_exchanges_a_fresh_assertion_each_time_and_logs_no_token(chain, capsys):
+@pytest.fixture()
+def restore_logging():
+    yield
+    structlog.reset_defaults()
+    logging.basicConfig(force=True)
+    logging.getLogger("botocore.parsers").setLevel(logging.NOTSET)
+
+
+def test_credential_exchanges_a_fresh_assertion_each_time_and_logs_no_token(chain, capsys, restore_logging):
     logs = io.StringIO()
     audit.configure_logging("DEBUG", stream=logs)  # as the worker does, at its most verbose
     logging.getLogger("botocore.parsers").setLevel(logging.DEBUG)  # even if a library logger is turned up
