@@ -106,10 +106,17 @@ def test_transient_errors_are_retried_from_the_last_continuation(gateway, monkey
     container = source.container_client(client, DB, COLL)
     fr = source.feed_ranges(container)[0]
     expected = [d["id"] for d in read_all(container, settings, fr)[0]]
-    state.not_propagated_for(2.0)  # 403/5300 for two seconds: retried by tenacity, not by the SDK
+    assert len(expected) > 50  # several pages of 50
+
+    pages = source.FeedRangeReader(container, fr, settings).change_feed(start_time="Beginning")
+    got = [d["id"] for d in next(pages).docs]
+    # Mid-stream: the role assignment "disappears" (403/5300) for 2 s, then two 503s.
+    state.not_propagated_for(2.0)
     state.unavailable_next(2, operation="changefeed.read")
-    assert [d["id"] for d in read_all(container, settings, fr)[0]] == expected
-    assert state.stats_dict()["changefeed.read"].get("403", 0) >= 1
+    got += [d["id"] for page in pages for d in page.docs]
+    assert got == expected  # resumed from the last page's continuation: nothing lost, nothing twice
+    stats = state.stats_dict()["changefeed.read"]
+    assert stats.get("403", 0) >= 1 and stats.get("503", 0) == 2
 
 
 def test_missing_permission_fails_loudly_with_the_action(local_ca):
@@ -172,3 +179,18 @@ def test_query_snapshot_against_cosmosdb_server(cosmosdb_server):
     filtered = [d for fr in ranges for p in source.FeedRangeReader(container, fr, settings).query("c.n >= 100")
                 for d in p.docs]
     assert sorted(map(user, filtered), key=lambda d: d["n"]) == docs[100:]
+
+
+@pytest.mark.parametrize("status,sub_status,transient", [
+    (403, 5300, True), (503, 0, True), (403, 5301, False), (401, 0, False), (400, 0, False), (500, 0, False),
+    (404, 0, False),
+])
+def test_only_propagation_unavailable_and_resets_are_retried(status, sub_status, transient):
+    from azure.core.exceptions import ServiceResponseError
+    from azure.cosmos import exceptions
+
+    error = exceptions.CosmosHttpResponseError(status_code=status, message="x")
+    error.sub_status = sub_status
+    assert source.is_transient(error) is transient
+    assert source.is_transient(ServiceResponseError("Connection reset by peer")) is True
+    assert source.is_transient(ValueError("bad")) is False

@@ -41,18 +41,18 @@ class SourceError(Exception):
 
 
 def is_transient(error: BaseException) -> bool:
-    """403/5300 (role assignment not propagated yet), 503, 408/500-class gateway blips and connection resets."""
+    """403/5300 (role assignment not propagated yet), 503 and connection resets; everything else fails loudly.
+
+    The SDK already retries 429 (honouring x-ms-retry-after-ms) and handles 410 splits itself.
+    """
     if isinstance(error, exceptions.CosmosHttpResponseError):
-        if error.status_code == 403 and error.sub_status == 5300:
-            return True
-        return error.status_code in (408, 449, 500, 502, 503, 504)
+        return (error.status_code == 403 and error.sub_status == 5300) or error.status_code == 503
     return isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError))
 
 
-def retrying(budget_seconds: float = RETRY_SECONDS, attempts: int = RETRY_ATTEMPTS,
-             wait_max: float = 30.0) -> Retrying:
+def retrying(budget_seconds: float | None = None, attempts: int | None = None, wait_max: float = 30.0) -> Retrying:
     return Retrying(retry=retry_if_exception(is_transient),
-                    stop=stop_after_delay(budget_seconds) | stop_after_attempt(attempts),
+                    stop=stop_after_delay(budget_seconds or RETRY_SECONDS) | stop_after_attempt(attempts or RETRY_ATTEMPTS),
                     wait=wait_exponential_jitter(initial=0.5, max=wait_max), reraise=True)
 
 
