@@ -46,7 +46,8 @@ def test_kills_at_random_points_never_lose_or_repeat_a_document(sandbox):
             if sig == signal.SIGTERM:
                 drains.append(took)
                 assert took < ECS_STOP_TIMEOUT, f"SIGTERM drain took {took:.1f}s"
-                assert process.returncode in (0, 143), sandbox.finish(process).stderr[-2000:]
+                # -15: SIGTERM arrived during interpreter start-up, before the CLI installed its handler.
+                assert process.returncode in (0, 143, -signal.SIGTERM), sandbox.finish(process).stderr[-2000:]
             stopped = sandbox.finish(process)
             if sig == signal.SIGTERM and stopped.code == 143:
                 assert "SIGTERM received" in stopped.last_line
