@@ -6,6 +6,7 @@ Each broken case is the dev stack's program with one declared value altered
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -176,3 +177,22 @@ def test_tokens_expiring_mid_run_are_refreshed_and_the_run_completes(chain, caps
     assert "401" not in str(c.gateway.stats_dict())
     out = capsys.readouterr()
     assert_no_secret(out.out + out.err, c)
+
+
+def test_failed_run_cli_exits_1_with_the_fix_last_and_logs_only_json_lines(chain, fresh_run):
+    """The ECS entrypoint: exit code, the reason on the last line, and a log stream CloudWatch can parse."""
+    run = fresh_run()
+    code, fixes = _break_subject(run)
+    c = chain(run)
+    done = c.cli("run", "--mode", "snapshot")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: Entra AADSTS{code}: ") and all(fix in last for fix in fixes)
+    assert_no_secret(done.stdout + done.stderr, c)
+    events = []
+    for line in done.stdout.splitlines():
+        try:
+            events.append(json.loads(line)["event"])
+        except ValueError:
+            raise AssertionError(f"a log line that is not JSON: {line[:160]!r}") from None
+    assert events[-1] == "export_failed"
