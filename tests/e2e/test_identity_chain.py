@@ -24,7 +24,7 @@ from .conftest import user_fields
 from .test_export_chain import assert_no_secret
 
 ROLE_DEFINITION = "azure-native:cosmosdb:SqlResourceSqlRoleDefinition"
-READ_CHANGE_FEED = f"Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed"
+READ_CHANGE_FEED = next(a for a in contract.COSMOS_DATA_ACTIONS if a.endswith("/readChangeFeed"))
 
 
 def verify_access_token(entra, token: str, audience: str, *, leeway: float) -> dict:
