@@ -145,14 +145,18 @@ class FeedRangeSink:
     # -- internals -------------------------------------------------------
 
     def _write(self, docs: list[dict]) -> None:
+        # Schema and float check for the whole page at once (column-wise, see SchemaTracker.observe_page).
+        page = SchemaTracker()
+        fast = page.observe_page(docs)
+        first = 0  # index of the current part's first document in this page
         lines: list[bytes] = []
         size = 0
-        for doc in docs:
+        for index, doc in enumerate(docs):
             if self._part is None:
                 self._open_part()
+                first = index
             part = self._part
-            fast = part.schema.observe(doc)
-            line = jsonl.line_bytes(doc, fast)
+            line = jsonl.line_bytes(doc, fast[index])
             lines.append(line)
             size += len(line) + 1
             part.documents += 1
@@ -160,11 +164,23 @@ class FeedRangeSink:
                 self._feed(lines, size)
                 lines, size = [], 0
                 if part.bytes >= self._part_size:
+                    self._observe(part, docs, first, index + 1, page)
                     self._finish_part()
         if lines:
             self._feed(lines, size)
-            if self._part.bytes >= self._part_size:
+        part = self._part
+        if part is not None and docs:  # the page's last documents went to a part still open
+            self._observe(part, docs, first, len(docs), page)
+            if part.bytes >= self._part_size:
                 self._finish_part()
+
+    @staticmethod
+    def _observe(part: _OpenPart, docs: list[dict], first: int, end: int, page: SchemaTracker) -> None:
+        """A part's schema holds exactly its own documents' paths (its tag's schema version depends on it)."""
+        if first == 0 and end == len(docs):
+            part.schema.merge(page)
+        else:  # the page spans two parts (once per part): observe each share on its own
+            part.schema.observe_page(docs[first:end])
 
     def _feed(self, lines: list[bytes], size: int) -> None:
         part = self._part
