@@ -34,9 +34,11 @@ test: deps
 
 bench: deps
 	$(PY) -m bench
+	$(PY) docs/sync_readme.py
 
 reliability-report: deps
 	$(PY) -m tests.reliability.report
+	$(PY) docs/sync_readme.py
 
 clean:
 	rm -rf $(VENV) sandbox/node_modules .sandbox .pytest_cache

@@ -440,7 +440,7 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
     raw: dict[str, Any] = {"stack": stack, "entra_app_display_name": f"{PROJECT}-{stack}"}
     known = {full_key(k) for k in _KEYS}
     problems: list[str] = [
-        f"{k} is not a known setting: remove it or fix its spelling (see docs/deploy.md)"
+        f"{k} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
         for k in sorted(present_keys) if k.startswith(f"{PROJECT}:") and k not in known
     ]
     unparsed: set[str] = set()
@@ -481,8 +481,8 @@ def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
     key = full_key(_FIELD_TO_KEY.get(loc[0], loc[0])) if loc else "(stack)"
     sub = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     if err["type"] == "missing":
-        return f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see docs/deploy.md)"
+        return f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see 'Config keys' in README.md)"
     if err["type"] == "extra_forbidden":
-        return f"{key}{sub} is not a known setting: remove it or fix its spelling (see docs/deploy.md)"
+        return f"{key}{sub} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{key}{sub} = {json.dumps(err.get('input'), default=str)}: {msg}"

@@ -1,4 +1,4 @@
-"""`python -m sandbox up|down|status|demo|serve`: the local sandbox (see docs/sandbox.md)."""
+"""`python -m sandbox up|down|status|demo|serve`: the local sandbox (see README.md ("The local sandbox"))."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ double is configured from `sandbox.plan.plan_from_stack`, never from values
 typed here. When everything answers it writes `<dir>/sandbox.json` and serves
 until SIGTERM/SIGINT, then stops everything it started.
 
-`sandbox.json` (documented in docs/sandbox.md) holds the endpoints, the
+`sandbox.json` (documented in README.md ("The local sandbox")) holds the endpoints, the
 worker's environment (the task definition's, with local endpoint overrides and
 the throwaway credentials of the assumed task role session) and the seeding
 credential (the gateway double's control URL).

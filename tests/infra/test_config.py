@@ -29,14 +29,14 @@ def test_every_stack_file_is_valid():
 def test_missing_key_names_it_and_how_to_set_it():
     assert problems(bucketName=None) == [
         "cosmos-s3-export:bucketName is missing: set it with "
-        "`pulumi config set cosmos-s3-export:bucketName <value>` (see docs/deploy.md)"]
+        "`pulumi config set cosmos-s3-export:bucketName <value>` (see 'Config keys' in README.md)"]
     assert problems(**{"aws:region": None}) == [
-        "aws:region is missing: set it with `pulumi config set aws:region <value>` (see docs/deploy.md)"]
+        "aws:region is missing: set it with `pulumi config set aws:region <value>` (see 'Config keys' in README.md)"]
 
 
 def test_unknown_key_is_refused():
     assert problems(bucketname="x") == [
-        "cosmos-s3-export:bucketname is not a known setting: remove it or fix its spelling (see docs/deploy.md)"
+        "cosmos-s3-export:bucketname is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
     ]
     with pytest.raises(ConfigError, match="cosmos-s3-export:bucketname is not a known setting"):
         run_stack("dev", {"bucketname": "x"})
