@@ -74,9 +74,6 @@ def test_lost_complete_response_fails_loudly_or_commits_and_rerun_is_exact(world
            else "committed exactly once")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: CommitStore.commit treats the 412 of botocore's retried manifest PUT (first attempt applied, response "
-    "lost) as a lost race; fix: on 412 re-read manifest `sequence` and carry on when its run_id is this run's"))
 def test_lost_manifest_response_is_not_double_committed(world, proxy):
     """The manifest PUT is applied but the response lost; botocore's retry gets 412 from If-None-Match."""
     docs = make_docs(N)

@@ -129,10 +129,28 @@ def test_roll_forward_after_crash_between_manifest_and_checkpoint(s3, target):
     assert loaded.checkpoint.continuations == {'{"r":0}': "after-crash"}
     stored = json.loads(s3.get_object(Bucket=target.bucket, Key=layout.checkpoint_key(target))["Body"].read())
     assert stored["sequence"] == 2
-    # The next run continues at 3; a run still holding the pre-crash state cannot commit 2 again.
+    # The next run continues at 3; another run still holding the pre-crash state cannot commit 2 again.
+    late_run = layout.new_run_id(datetime.now(timezone.utc))
     with pytest.raises(ConcurrentRunError, match="committed sequence 2"):
         from cosmos_export.commit import LoadedState
-        store.commit(LoadedState(first, "stale"), m2)
+        store.commit(LoadedState(first, "stale"), m2.model_copy(update={"run_id": late_run}))
+    assert json.loads(s3.get_object(Bucket=target.bucket, Key=layout.manifest_key(target, 2))["Body"].read())["run_id"] == run2
+
+
+def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, target):
+    """The manifest PUT was applied but its response lost: the retry's 412 is our own write, not a lost race."""
+    store = CommitStore(s3, target)
+    loaded = store.load()
+    run_id, records, schema = run_parts(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    manifest = manifest_for(target, run_id, records, schema).model_copy(update={"sequence": 1})
+    # What the first (applied) attempt left behind before its response was lost.
+    s3.put_object(Bucket=target.bucket, Key=layout.manifest_key(target, 1), Body=manifest.model_dump_json(by_alias=True),
+                  IfNoneMatch="*")
+    checkpoint = store.commit(loaded, manifest)
+    assert (checkpoint.sequence, checkpoint.run_id) == (1, run_id)
+    stored = json.loads(s3.get_object(Bucket=target.bucket, Key=layout.checkpoint_key(target))["Body"].read())
+    assert (stored["sequence"], stored["run_id"]) == (1, run_id)
+    assert len(s3.list_object_versions(Bucket=target.bucket, Prefix=layout.manifest_key(target, 1))["Versions"]) == 1
 
 
 @pytest.mark.parametrize("body, problem", [

@@ -288,9 +288,15 @@ class CommitStore:
                 IfNoneMatch="*",
             )
         except ClientError as exc:
-            if _precondition_failed(exc):
+            if not _precondition_failed(exc):
+                raise
+            # botocore retries a PUT whose response was lost; if the first attempt was applied, the
+            # retry's If-None-Match fails on our own manifest. Only another run's manifest is a lost race.
+            stored = self._manifest(sequence)
+            if stored is None or stored.run_id != manifest.run_id:
                 raise ConcurrentRunError(self._lost_message(sequence, manifest.run_id)) from None
-            raise
+            _log(self._log, "warning", "manifest_already_written", sequence=sequence, run_id=manifest.run_id,
+                 reason="the manifest PUT was applied but its response was lost; the retry saw our own manifest")
         # Committed. Moving the checkpoint is bookkeeping: if it fails, the next load rolls forward.
         try:
             checkpoint, _ = self._put_checkpoint(loaded, manifest)
