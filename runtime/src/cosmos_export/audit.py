@@ -38,10 +38,17 @@ _QUIET = ("botocore", "boto3", "urllib3", "azure", "msal", "s3transfer")
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """JSON logs, one object per line, to stdout (CloudWatch via the awslogs driver)."""
     numeric = logging.getLevelName(level)
-    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(name)s %(levelname)s %(message)s",
-                        force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_RedactFilter())
+    # Library records (azure, botocore, ...) go out as JSON lines too, so the
+    # stream stays machine-readable; the filter masks anything JWT-shaped.
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(ensure_ascii=False)],
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True), _redact_event],
+    ))
+    handler.addFilter(_RedactFilter())
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
