@@ -21,7 +21,7 @@ What the clients call (azure-identity 1.27, msal 1.39):
 Assertion checks, in this order: signing algorithm (only RS256/384/512; ES384
 gives AADSTS5002738), client app (700016), a federated credential with the
 assertion's issuer (700211), signature with that issuer's JWKS (50013),
-lifetime (700024), subject (exact; 7002138 when it differs only in case,
+lifetime (700024, outside nbf/exp by more than `clock_leeway_seconds`), subject (exact; 7002138 when it differs only in case,
 700213 otherwise), audience (700212), and a single credential matching all
 three (70021).
 
@@ -29,6 +29,11 @@ Access tokens: RS256 JWT with `aud` = the scope's resource (`scope` minus
 `/.default`; the Cosmos SDK asks `<scheme>://<hostname>/.default`, no port),
 `iss` = `https://sts.windows.net/<tenant>/`, `tid`, `oid` (service principal
 object id), `appid`, `sub`, `iat`/`nbf`/`exp`.
+
+Clock leeway: real Entra (assertion nbf/exp) and Cosmos DB (access token
+nbf/exp) tolerate about five minutes of clock skew, so both checks here allow
+`clock_leeway_seconds` (default `DEFAULT_CLOCK_LEEWAY_SECONDS`, 300). Tests of
+expiry must expire beyond it, or set it to 0 to test an exact boundary.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Entra accepts only RSA-signed client assertions.
 ACCEPTED_ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512")
 MAX_FEDERATED_CREDENTIALS = 20
+#: Clock skew tolerated on nbf/exp, like real Entra and Cosmos DB (about 5 minutes).
+DEFAULT_CLOCK_LEEWAY_SECONDS = 300
 _WIF_DOC = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 
 
@@ -92,11 +99,15 @@ class TokenRequest:
 
 class EntraDoubleState:
     def __init__(self, tenant_id: str, *, token_lifetime_seconds: int = 3600,
-                 assertion_leeway_seconds: int = 0, known_resources: Iterable[str] | None = None) -> None:
+                 clock_leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS,
+                 known_resources: Iterable[str] | None = None) -> None:
+        if clock_leeway_seconds < 0:
+            raise ValueError(f"clock_leeway_seconds={clock_leeway_seconds!r} is negative: pass 0 for exact "
+                             f"nbf/exp checks, or the tolerated skew in seconds (real services: about 300)")
         self.tenant_id = tenant_id
         self.token_lifetime_seconds = token_lifetime_seconds
-        # Tolerance on the assertion's nbf/exp. 0 keeps expiry tests quick and exact.
-        self.assertion_leeway_seconds = assertion_leeway_seconds
+        # Tolerance on nbf/exp of assertions (token endpoint) and access tokens (verify_access_token).
+        self.clock_leeway_seconds = clock_leeway_seconds
         # When set, a scope for any other resource fails with AADSTS500011 (the Cosmos SDK
         # falls back to https://cosmos.azure.com/.default on that code).
         self.known_resources = None if known_resources is None else set(known_resources)
@@ -263,7 +274,7 @@ class EntraDoubleState:
                              f"Assertion failed signature validation. [Reason - {exc}]", 401) from None
 
         now = self.now()
-        leeway = self.assertion_leeway_seconds
+        leeway = self.clock_leeway_seconds
         nbf, exp = claims.get("nbf", claims.get("iat")), claims.get("exp")
         if exp is None or now > exp + leeway or (nbf is not None and now + leeway < nbf):
             raise EntraError(700024, "invalid_client",
@@ -298,7 +309,11 @@ class EntraDoubleState:
         return self.keys.jwks(("RS256",))
 
     def verify_access_token(self, token: str, audience: str) -> dict:
-        """Verify an access token this double issued for `audience` (used by the Cosmos double)."""
+        """Verify an access token this double issued for `audience` (used by the Cosmos double).
+
+        Checked against the resource's own (real) clock, not the double's skewed one, with
+        `clock_leeway_seconds` on nbf/exp as Cosmos DB allows.
+        """
         verify_signature(token, self.jwks(), algorithms=("RS256",))
         return jwt.decode(
             token,
@@ -306,6 +321,7 @@ class EntraDoubleState:
                      "verify_aud": True, "require": ["aud", "iss", "exp", "oid", "tid"]},
             audience=audience,
             issuer=self.issuer,
+            leeway=self.clock_leeway_seconds,
         )
 
     def openid_configuration(self, base_url: str, tenant: str) -> dict:

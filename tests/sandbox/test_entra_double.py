@@ -16,7 +16,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientAssertionCredential
 
-from sandbox.doubles.entra import EntraDoubleState, serve_entra
+from sandbox.doubles.entra import DEFAULT_CLOCK_LEEWAY_SECONDS, EntraDoubleState, serve_entra
 from sandbox.doubles.jwt_keys import KeySet
 
 TENANT = "8d2f6b1c-3e4a-4c5d-9f0e-1a2b3c4d5e6f"
@@ -113,7 +113,7 @@ def test_error_response_has_entras_json_shape(entra, served_entra, local_ca):
          "matches with case-insensitive comparison, but not with case-sensitive comparison"),
         (lambda: assertion(aud="api://AzureADTokenExchange2"), 700212,
          "assertion audience 'api://AzureADTokenExchange2'"),
-        (lambda: assertion(skew=-400), 700024, "Client assertion is not within its valid time range"),
+        (lambda: assertion(skew=-700), 700024, "Client assertion is not within its valid time range"),
         (lambda: assertion(skew=+600), 700024, "Client assertion is not within its valid time range"),
         (lambda: assertion(alg="ES384"), 5002738, "'ES384' is not a supported signature algorithm"),
         (lambda: assertion(keys=KeySet()), 50013, "Assertion failed signature validation"),
@@ -197,9 +197,36 @@ def test_token_is_cached_until_expiry_then_a_fresh_assertion_is_sent(entra, serv
 
 
 def test_clock_skew_of_the_double_expires_assertions(entra, served_entra, local_ca):
-    entra.clock_skew_seconds = 301  # Entra's clock is ahead of a 300 s assertion's lifetime
+    # Entra's clock is ahead of a 300 s assertion's lifetime by more than the 300 s leeway.
+    entra.clock_skew_seconds = 300 + DEFAULT_CLOCK_LEEWAY_SECONDS + 1
     with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
         credential(served_entra, local_ca, lambda: assertion(lifetime=300)).get_token(COSMOS_SCOPE)
+
+
+@pytest.mark.parametrize("skew", [-500, +250], ids=["expired-200s-ago", "valid-250s-from-now"])
+def test_assertions_within_the_clock_leeway_are_accepted_and_refused_without_it(entra, served_entra, local_ca, skew):
+    """Real Entra tolerates ~5 minutes of skew on the assertion's nbf/exp; leeway 0 makes the check exact."""
+    assert entra.clock_leeway_seconds == DEFAULT_CLOCK_LEEWAY_SECONDS == 300
+    made = assertion(skew=skew, lifetime=300)
+    token = credential(served_entra, local_ca, lambda: made).get_token(COSMOS_SCOPE)
+    assert entra.verify_access_token(token.token, "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    entra.clock_leeway_seconds = 0
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
+        credential(served_entra, local_ca, lambda: made).get_token(COSMOS_SCOPE)
+
+
+def test_access_token_verification_allows_the_clock_leeway(entra, served_entra, local_ca):
+    """Cosmos DB accepts an Entra token whose nbf is minutes ahead of its own clock (Entra's clock runs fast)."""
+    entra.clock_skew_seconds = 180
+    entra.clock_leeway_seconds = 200  # 180 s skew: the assertion (nbf now) is fine for Entra's clock too
+    token = credential(served_entra, local_ca, lambda: assertion()).get_token(COSMOS_SCOPE).token
+    audience = "https://cosmos-export-dev.documents.azure.com"
+    assert entra.verify_access_token(token, audience)["oid"] == SP_OBJECT_ID
+    entra.clock_leeway_seconds = 0
+    with pytest.raises(jwt.ImmatureSignatureError):
+        entra.verify_access_token(token, audience)
+    with pytest.raises(ValueError, match="clock_leeway_seconds=-1 is negative"):
+        EntraDoubleState(TENANT, clock_leeway_seconds=-1)
 
 
 def test_msal_confidential_client_discovers_the_double(entra, served_entra, local_ca, monkeypatch):

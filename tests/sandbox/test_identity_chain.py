@@ -109,7 +109,7 @@ def test_misconfiguration_fails_with_the_aadsts_code(served, local_ca, moto_serv
 
 def test_expired_aws_token_fails_with_700024(served, local_ca, moto_server):
     chain = make_chain(served, local_ca, moto_server)
-    chain.sts.clock_skew_seconds = -400  # a 300 s token issued 400 s ago
+    chain.sts.clock_skew_seconds = -700  # a 300 s token issued 700 s ago: expired beyond the 300 s leeway
     with pytest.raises(ClientAuthenticationError, match="AADSTS700024: Client assertion is not within its valid "
                                                         "time range"):
         chain.credential().get_token(COSMOS_SCOPE)
@@ -139,6 +139,7 @@ def test_a_cached_assertion_string_breaks_after_it_expires(served, local_ca, mot
     chain = make_chain(served, local_ca, moto_server)
     chain.sts.clock_skew_seconds = -58
     chain.entra.token_lifetime_seconds = 1
+    chain.entra.clock_leeway_seconds = 0  # exact expiry, so the test need not wait out a 300 s leeway
     fixed = chain.web_identity_token(duration=60)
     cred = chain.credential(lambda: fixed)
 

@@ -6,7 +6,8 @@ off for hosts named 127.0.0.1/localhost unless an `ssl_config` is given, so a
 bare `connection_verify=<bundle>` is not enough.
 
 `TestTokenIssuer` signs RS256 access tokens with pyjwt and verifies them the
-way the gateway's `token_verifier(token, audience)` hook expects.
+way the gateway's `token_verifier(token, audience)` hook expects, with the
+same nbf/exp clock leeway as real Cosmos DB (`leeway_seconds`, default 300).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from azure.core.credentials import AccessToken
 from azure.cosmos import CosmosClient, documents
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sandbox.doubles.entra import DEFAULT_CLOCK_LEEWAY_SECONDS
 from sandbox.doubles.tls import LocalCA
 
 
@@ -33,8 +35,10 @@ class TestTokenIssuer:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, tenant_id: str = "11111111-2222-3333-4444-555555555555"):
+    def __init__(self, tenant_id: str = "11111111-2222-3333-4444-555555555555", *,
+                 leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS):
         self.tenant_id = tenant_id
+        self.leeway_seconds = leeway_seconds
         self.issuer = f"https://login.microsoftonline.com/{tenant_id}/v2.0"
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -46,7 +50,7 @@ class TestTokenIssuer:
 
     def verify(self, token: str, audience: str) -> dict:
         return jwt.decode(token, self._key.public_key(), algorithms=["RS256"], audience=audience,
-                          issuer=self.issuer, options={"require": ["exp", "aud", "oid"]})
+                          issuer=self.issuer, options={"require": ["exp", "aud", "oid"]}, leeway=self.leeway_seconds)
 
 
 class JwtCredential:
