@@ -8,7 +8,6 @@ each (id, version) counted.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import pytest
@@ -152,8 +151,10 @@ def test_rbac_5300_right_after_deploy_clears(world, monkeypatch):
 
 
 def test_rbac_5300_that_never_clears_fails_loudly(world, monkeypatch):
-    # retrying()'s defaults are bound at import, so shorten the budget through the function itself.
-    monkeypatch.setattr(source, "retrying", functools.partial(source.retrying, 3.0, 4, 1.0))
+    # retrying() reads these at call time: a 3 s budget instead of 300 s.
+    monkeypatch.setattr(source, "RETRY_SECONDS", 3.0)
+    monkeypatch.setattr(source, "RETRY_ATTEMPTS", 4)
+    monkeypatch.setattr(source, "RETRY_WAIT_MAX_SECONDS", 1.0)
     world.seed(make_docs(50))
     world.state.not_propagated_for(60.0)
     with pytest.raises(export.ExportError) as e:

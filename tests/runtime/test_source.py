@@ -102,6 +102,7 @@ def test_continuation_survives_a_split(gateway):
 def test_transient_errors_are_retried_from_the_last_continuation(gateway, monkeypatch):
     state, settings, client = gateway
     monkeypatch.setattr(source, "RETRY_SECONDS", 20)
+    monkeypatch.setattr(source, "RETRY_WAIT_MAX_SECONDS", 0.5)
     state.upsert_many(DB, COLL, make_docs(300))
     container = source.container_client(client, DB, COLL)
     fr = source.feed_ranges(container)[0]
@@ -117,6 +118,34 @@ def test_transient_errors_are_retried_from_the_last_continuation(gateway, monkey
     assert got == expected  # resumed from the last page's continuation: nothing lost, nothing twice
     stats = state.stats_dict()["changefeed.read"]
     assert stats.get("403", 0) >= 1 and stats.get("503", 0) == 2
+
+
+def test_retrying_reads_the_module_constants_at_call_time(monkeypatch):
+    import time
+
+    from azure.cosmos import exceptions
+
+    monkeypatch.setattr(source, "RETRY_ATTEMPTS", 3)
+    monkeypatch.setattr(source, "RETRY_WAIT_MAX_SECONDS", 0.05)
+    calls = []
+
+    def unavailable():
+        calls.append(time.monotonic())
+        raise exceptions.CosmosHttpResponseError(status_code=503, message="Service Unavailable")
+
+    began = time.monotonic()
+    with pytest.raises(exceptions.CosmosHttpResponseError):
+        for attempt in source.retrying():
+            with attempt:
+                unavailable()
+    assert len(calls) == 3 and time.monotonic() - began < 1.0
+    monkeypatch.setattr(source, "RETRY_SECONDS", 0.0)  # the budget, too: one try, no wait
+    calls.clear()
+    with pytest.raises(exceptions.CosmosHttpResponseError):
+        for attempt in source.retrying():
+            with attempt:
+                unavailable()
+    assert len(calls) == 1
 
 
 def test_missing_permission_fails_loudly_with_the_action(local_ca):

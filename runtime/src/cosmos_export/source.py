@@ -34,6 +34,7 @@ from cosmos_export.settings import WorkerSettings
 #: Bounded budget for errors the SDK does not retry itself (RBAC propagation, 503, resets).
 RETRY_SECONDS = 300.0
 RETRY_ATTEMPTS = 12
+RETRY_WAIT_MAX_SECONDS = 30.0
 
 
 class SourceError(Exception):
@@ -50,10 +51,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError))
 
 
-def retrying(budget_seconds: float | None = None, attempts: int | None = None, wait_max: float = 30.0) -> Retrying:
+def retrying(budget_seconds: float | None = None, attempts: int | None = None,
+             wait_max: float | None = None) -> Retrying:
+    # The module constants are read here, per call, not bound as defaults: tests (and embedders) shorten them.
+    budget = RETRY_SECONDS if budget_seconds is None else budget_seconds
+    tries = RETRY_ATTEMPTS if attempts is None else attempts
+    longest = RETRY_WAIT_MAX_SECONDS if wait_max is None else wait_max
     return Retrying(retry=retry_if_exception(is_transient),
-                    stop=stop_after_delay(budget_seconds or RETRY_SECONDS) | stop_after_attempt(attempts or RETRY_ATTEMPTS),
-                    wait=wait_exponential_jitter(initial=0.5, max=wait_max), reraise=True)
+                    stop=stop_after_delay(budget) | stop_after_attempt(tries),
+                    wait=wait_exponential_jitter(initial=min(0.5, longest), max=longest), reraise=True)
 
 
 def cosmos_client(settings: WorkerSettings, credential: Any) -> CosmosClient:
