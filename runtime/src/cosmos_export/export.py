@@ -10,13 +10,15 @@ work from the last checkpoint.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import boto3
 from azure.core.exceptions import ClientAuthenticationError
@@ -127,6 +129,29 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
     return summary
 
 
+#: Young-generation threshold while pages stream (CPython's default is 700 allocations).
+BULK_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Less cyclic garbage collection while pages stream through.
+
+    Documents are acyclic and freed by reference counting, but every page allocates thousands of
+    dicts, so the collector kept re-scanning live pages and the loaded libraries: measured 3.1 of
+    ~10 CPU s per 100k documents (bench, `gc.callbacks`). Freezing what exists at the start and
+    collecting the young generation less often keeps that near 0.1 s; thresholds are restored after.
+    """
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(previous[0], BULK_GC_THRESHOLD), *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 @dataclass
 class _RangeWork:
     index: int
@@ -200,7 +225,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
             raise
 
     results: list[tuple[str, str | None, list[PartRecord]]] = []
-    with audit.Progress(f"{name} ({manifest_mode})") as progress, \
+    with bulk_gc(), audit.Progress(f"{name} ({manifest_mode})") as progress, \
             ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"range-{name}") as pool:
         futures = [pool.submit(read_range, w) for w in work]
         wait(futures, return_when=FIRST_EXCEPTION)
