@@ -198,7 +198,7 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
         print(f"  {key}")
     print("\nNext: `python -m sandbox up` keeps the services running (state in .sandbox/sandbox.json);")
     print("      `eval \"$(python -m sandbox env)\" && cosmos-export doctor` walks the chain step by step;")
-    print("      README.md ("The local sandbox") explains how a broken stack (wrong FIC subject) fails here like in Azure.")
+    print("      README.md, section \"The local sandbox\", shows how a broken stack (wrong FIC subject) fails here as in Azure.")
     print(f"      Full summary: {demo.directory / SUMMARY_FILE}; worker logs: {demo.directory}/worker-*.log")
     print("DEMO OK")
     return summary
