@@ -139,8 +139,15 @@ def test_token_outliving_the_role_session_is_explained(chain):
     sts = identity.sts_client(boto3.Session(region_name="us-east-1", **creds), settings)
     with pytest.raises(identity.IdentityError) as err:
         identity.web_identity_token(sts, settings)
-    assert str(err.value).startswith("STS: DurationSeconds=3600 exceeds what the task role allows. Lower "
-                                     "EXPORT_TOKEN_DURATION_SECONDS (Pulumi config cosmos-s3-export:tokenDurationSeconds)")
+    # SessionDurationEscalationException: the token would outlive the caller's session; not a policy limit.
+    assert str(err.value) == (
+        "STS SessionDurationEscalationException: a DurationSeconds=3600 token would outlive the task role's current "
+        "session, and STS never issues a token beyond the session that asks for it. Lower "
+        "EXPORT_TOKEN_DURATION_SECONDS (Pulumi config cosmos-s3-export:tokenDurationSeconds; default 300) below the "
+        "session's remaining lifetime, or, if the session is just near its end, rerun: the task then gets fresh "
+        "role credentials. AWS said: The requested token duration would extend the session beyond its original "
+        "expiration time.")
+    assert "policy" not in str(err.value)
 
 
 @pytest.mark.parametrize("fic,code,fix", [

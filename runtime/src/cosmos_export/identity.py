@@ -64,9 +64,14 @@ def explain_sts_error(error: ClientError, settings: WorkerSettings) -> str:
                 "(the stack's aws.iam.OutboundWebIdentityFederation resource, or `aws iam "
                 "enable-outbound-web-identity-federation`), then rerun.")
     if code == "SessionDurationEscalationException":
-        return (f"STS: DurationSeconds={settings.token_duration_seconds} exceeds what the task role allows. "
-                f"Lower {Env.TOKEN_DURATION_SECONDS} (Pulumi config {_CONFIG}:tokenDurationSeconds) or raise the "
-                "sts:DurationSeconds limit in the task role policy.")
+        # Per the STS service model: the token would outlive the caller's own role session. A policy
+        # limit (sts:DurationSeconds condition) is AccessDenied instead, handled below.
+        return (f"STS SessionDurationEscalationException: a DurationSeconds={settings.token_duration_seconds} token "
+                "would outlive the task role's current session, and STS never issues a token beyond the session "
+                f"that asks for it. Lower {Env.TOKEN_DURATION_SECONDS} (Pulumi config {_CONFIG}:tokenDurationSeconds; "
+                f"default {contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS}) "
+                "below the session's remaining lifetime, or, if the session is just near its end, rerun: the task "
+                f"then gets fresh role credentials. AWS said: {message}")
     if code in ("AccessDenied", "AccessDeniedException"):
         return ("STS: the task role may not call sts:GetWebIdentityToken with these parameters "
                 f"(audience {contract.TOKEN_EXCHANGE_AUDIENCE}, algorithm {contract.SIGNING_ALGORITHM}, "
