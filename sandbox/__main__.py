@@ -1,4 +1,4 @@
-"""`python -m sandbox up|down|status|demo|serve`: the local sandbox (see README.md ("The local sandbox"))."""
+"""`python -m sandbox up|down|status|env|seed|change|demo`: the local sandbox (see README.md ("The local sandbox"))."""
 
 from __future__ import annotations
 
@@ -26,8 +26,15 @@ def _check_cosmos(cosmos: str) -> None:
         raise typer.Exit(2)
 
 
+def _running(directory: Path) -> dict:
+    state = sb.status(directory)
+    if state is None:
+        typer.echo(f"no sandbox is running from {directory}: run `python -m sandbox up` first", err=True)
+        raise typer.Exit(1)
+    return state
+
+
 def how_to_use(state: dict, directory: Path) -> str:
-    env = state["worker_env"]
     lines = [
         f"Sandbox for stack '{state['stack']}' is up (Cosmos: {state['cosmos']}). State: {directory / sb.STATE_FILE}",
         "",
@@ -44,9 +51,9 @@ def how_to_use(state: dict, directory: Path) -> str:
         f"  eval \"$(python -m sandbox env --dir {directory})\"",
         "  cosmos-export doctor && cosmos-export run --mode snapshot",
         "",
-        f"Seed documents: python -c 'from sandbox.seed import *' ... or POST NDJSON to {state['seed']['control_url']}"
-        f"/seed?db={env.get('EXPORT_COSMOS_DATABASE')}&container=<name>" if state["seed"]["control_url"] else
-        "Seed documents through the SDK (cosmosdb-server accepts any key).",
+        "Sample documents (the demo's): seed them, then change some and run the worker with --mode incremental:",
+        f"  python -m sandbox seed --dir {directory} --docs 1000",
+        f"  python -m sandbox change --dir {directory}",
         f"Stop: python -m sandbox down --dir {directory}",
     ]
     return "\n".join(lines)
@@ -85,12 +92,30 @@ def status(directory: Path = DirOption) -> None:
 def env_cmd(directory: Path = DirOption,
             aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs.")) -> None:
     """Print `export` lines for the worker's environment (or the AWS CLI's) of the running sandbox."""
-    state = sb.status(directory)
-    if state is None:
-        typer.echo(f"no sandbox is running from {directory}: run `python -m sandbox up` first", err=True)
-        raise typer.Exit(1)
+    state = _running(directory)
     values = state["aws_cli_env"] if aws else state["worker_env"]
     typer.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items()))
+
+
+@app.command()
+def seed(directory: Path = DirOption,
+         docs: int = typer.Option(1000, "--docs", min=1, max=2_000_000,
+                                  help="Sample documents for the first exported container.")) -> None:
+    """Seed the running sandbox's containers with the demo's sample documents (upserts: rerunning is safe)."""
+    from sandbox.demo import seed as seed_containers
+
+    counts = seed_containers(_running(directory), docs)
+    typer.echo("seeded: " + ", ".join(f"{container}={n}" for container, n in counts.items()))
+
+
+@app.command()
+def change(directory: Path = DirOption,
+           docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there).")) -> None:
+    """Update, insert and delete sample documents of the first container, as the demo does between its runs."""
+    from sandbox.demo import change as change_documents
+
+    changed = change_documents(_running(directory), docs)
+    typer.echo("changed: " + ", ".join(f"{what}={n}" for what, n in changed.items()))
 
 
 @app.command("serve", hidden=True)
