@@ -81,3 +81,22 @@ def test_demo_interrupted_by_ctrl_c_stops_what_it_started(tmp_path):
     assert "demo interrupted: stopping what it started" in err
     time.sleep(0.5)
     assert [p.pid for p in started if _alive(p.pid)] == []
+
+
+@pytest.mark.timeout(300)
+def test_demo_on_cosmosdb_server_takes_two_query_snapshots(tmp_path):
+    """`--cosmos vercel`: @vercel/cosmosdb-server has no change feed, so both runs are query snapshots."""
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--cosmos", "vercel", "--docs", "100",
+                                "--dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out, err = process.communicate(timeout=280)
+    assert process.returncode == 0, f"demo failed:\n{out[-3000:]}\n{err[-3000:]}"
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert summary["cosmos"] == "vercel"
+    first, second = summary["runs"]
+    assert (first["mode"], second["mode"]) == ("snapshot", "snapshot")
+    assert first["containers"]["orders"]["documents"] == 100
+    # The second snapshot sees the changes: inserts added, deletes gone, updates in place.
+    assert second["containers"]["orders"]["documents"] == 100 + INSERTED - DELETED
+    assert len(summary["verified"]) == 4
+    assert not (tmp_path / "sandbox.json").exists()
