@@ -100,3 +100,20 @@ def test_demo_on_cosmosdb_server_takes_two_query_snapshots(tmp_path):
     assert second["containers"]["orders"]["documents"] == 100 + INSERTED - DELETED
     assert len(summary["verified"]) == 4
     assert not (tmp_path / "sandbox.json").exists()
+
+
+@pytest.mark.timeout(200)
+def test_demo_failure_names_the_reason_and_stops_what_it_started(tmp_path):
+    """A worker that refuses its settings fails the demo: exit 1, the worker's own error shown, nothing left running."""
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--docs", "50", "--dir", str(tmp_path)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "EXPORT_PAGE_SIZE": "-5"})
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 1, out[-2000:] + err[-2000:]
+    assert "demo failed: DemoError: `cosmos-export run --mode snapshot` exited with 2" in err
+    assert "EXPORT_PAGE_SIZE='-5'" in err
+    assert "DEMO OK" not in out
+    assert not (tmp_path / "sandbox.json").exists()
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if str(tmp_path) in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE]
+    assert leftovers == []
