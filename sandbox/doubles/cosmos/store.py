@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import bisect
 import io
+import itertools
 import json
 import struct
 import threading
@@ -143,11 +144,13 @@ class PhysicalRange:
     def touch(self) -> None:
         self._by_lsn = self._lsns = self._by_seq = None
 
-    def entries_after(self, lsn: int) -> list[Entry]:
+    def entries_after(self, lsn: int) -> Iterator[Entry]:
+        """Entries with an LSN above `lsn`, in LSN order; an iterator, not a copy of the tail
+        (a page reads ~1000 of them, a copy would cost O(range size) per page)."""
         if self._by_lsn is None:
             self._by_lsn = list(self.docs.values())
             self._lsns = [e.lsn for e in self._by_lsn]
-        return self._by_lsn[bisect.bisect_right(self._lsns, lsn):]
+        return itertools.islice(self._by_lsn, bisect.bisect_right(self._lsns, lsn), None)
 
     def entries_by_seq(self) -> list[Entry]:
         if self._by_seq is None:
