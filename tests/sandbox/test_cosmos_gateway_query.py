@@ -77,6 +77,16 @@ def test_query_per_feed_range_with_continuation_paging(double_container):
     assert sorted(everything) == sorted(d["id"] for d in DOCS)
 
 
+def test_read_all_items_reads_every_document_once(double_container):
+    # read_all_items sends "Select * from root r" (a container alias) across every range, paged.
+    container, _ = double_container
+    ids = [d["id"] for page in container.read_all_items(max_item_count=19).by_page() for d in page]
+    assert sorted(ids) == sorted(d["id"] for d in DOCS)
+    aliased = container.query_items("SELECT * FROM root r WHERE r.kind = 'toy' AND r.n < 30",
+                                    enable_cross_partition_query=True)
+    assert sorted(d["n"] for d in aliased) == [n for n in range(30) if n % 3 == 1]
+
+
 def test_query_plan_request_answers_like_the_gateway(double_container):
     container, state = double_container
     def counts():

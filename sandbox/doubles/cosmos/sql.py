@@ -165,7 +165,13 @@ def parse(text: str, params: dict[str, Any] | None = None) -> Query:
         raise QueryError("only SELECT *, SELECT VALUE COUNT(1) are supported")
     p.take("from")
     alias = p.take()
-    if alias.lower() in _KEYWORDS:
+    # `FROM root r` / `FROM c AS x`: the container under another alias (the SDK's read_all_items
+    # sends "Select * from root r").
+    if p.peek() and not p.peek("where"):
+        if p.peek("as"):
+            p.take()
+        alias = p.take()
+    if alias.lower() in _KEYWORDS | {"as"}:
         raise QueryError(f"{alias!r} is not a valid collection alias")
     where, where_text = None, ""
     if p.peek("where"):
