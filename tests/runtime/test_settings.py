@@ -48,6 +48,17 @@ def test_defaults_and_derived_values(env):
     assert s.cosmos_tls_verify is True and s.part_size_bytes == 64 * 1024 * 1024
 
 
+def test_tuning_defaults_match_the_stack_defaults(env):
+    """A worker started without the tuning variables behaves like one deployed with the stack's defaults."""
+    from components.config import StackConfig
+
+    s = load_settings()
+    stack = StackConfig.model_fields
+    assert s.compression == "zstd"
+    assert (s.compression, s.concurrency, s.part_size_mb) == (
+        stack["compression"].default, stack["concurrency"].default, stack["part_size_mb"].default)
+
+
 def test_cli_flags_override_the_environment(env):
     env.setenv(Env.CONCURRENCY, "3")
     assert load_settings().concurrency == 3
