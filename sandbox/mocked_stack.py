@@ -6,8 +6,16 @@ declares, so a wrong issuer or subject in the infrastructure fails locally).
 
     run = run_stack("dev")                      # stacks/Pulumi.dev.yaml, as-is
     run = run_stack("prod", {"cosmosAccessEnabled": False})
-    run.one("aws:iam/role:Role")                # -> Registered(type_, name, inputs, outputs)
+    run.one("aws:kms/key:Key")                  # -> Registered(type_, name, inputs, outputs, ...)
+    run.named("aws:iam/role:Role", "export-prod-task")  # lookups by name always name the type too
+    run.children("cosmos-s3-export:aws:TaskRole")       # custom resources a component declared
     run.outputs["taskRoleArn"]                  # stack outputs, resolved
+
+Logical names are only unique per type (and parent): the components of a
+stack all share `export-<stack>`, and the worker's log group and the Log
+Analytics workspace are both `export-<stack>-logs`. So every lookup filters
+by type, and `resources` holds custom resources and components alike
+(`Registered.custom` tells them apart; `counts()` counts custom ones).
 
 Mocks return realistic ids/ARNs derived deterministically (uuid5) from the
 stack and the logical name, so repeated runs give identical values.
@@ -25,6 +33,7 @@ from typing import Any
 import pulumi
 import pulumi.runtime
 import yaml
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
@@ -83,6 +92,11 @@ class Registered:
     name: str
     inputs: dict
     outputs: dict
+    #: False for a ComponentResource (no cloud object behind it).
+    custom: bool = True
+    urn: str = ""
+    #: URN of the resource (component or stack) that declared it.
+    parent_urn: str = ""
 
 
 @dataclass
@@ -101,16 +115,27 @@ class StackRun:
             raise AssertionError(f"expected exactly one {type_token}, found {len(found)}: {[r.name for r in found]}")
         return found[0]
 
-    def named(self, name: str) -> Registered:
-        found = [r for r in self.resources if r.name == name]
+    def named(self, type_token: str, name: str) -> Registered:
+        """The resource of this type with this logical name (names alone are not unique)."""
+        found = [r for r in self.of_type(type_token) if r.name == name]
         if len(found) != 1:
-            raise AssertionError(f"expected exactly one resource named {name!r}, found {len(found)}")
+            raise AssertionError(f"expected exactly one {type_token} named {name!r}, found {len(found)}")
         return found[0]
 
+    def components(self) -> list[Registered]:
+        return [r for r in self.resources if not r.custom]
+
+    def children(self, component_type: str) -> list[Registered]:
+        """Custom resources declared directly by the (single) component of this type."""
+        component = self.one(component_type)
+        return [r for r in self.resources if r.custom and r.parent_urn == component.urn]
+
     def counts(self) -> dict[str, int]:
+        """Custom resources (what the cloud gets) per type; components are not counted."""
         out: dict[str, int] = {}
         for r in self.resources:
-            out[r.type_] = out.get(r.type_, 0) + 1
+            if r.custom:
+                out[r.type_] = out.get(r.type_, 0) + 1
         return dict(sorted(out.items()))
 
     # --- What the sandbox configures its doubles from -----------------------
@@ -180,9 +205,16 @@ class StackRun:
                         "role_definition_id": role_id})
         return out
 
+    def task_role(self) -> Registered:
+        """The IAM role whose ARN the stack exports as the task role."""
+        found = [r for r in self.of_type("aws:iam/role:Role") if r.outputs["arn"] == self.task_role_arn]
+        if len(found) != 1:
+            raise AssertionError(f"expected one IAM role with the exported task role ARN, found {len(found)}")
+        return found[0]
+
     def task_role_policy(self) -> dict:
         """The task role's inline policy document (parsed)."""
-        role = self.named(f"export-{self.stack}-task")
+        role = self.task_role()
         policies = [r for r in self.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == role.outputs["id"]]
         if len(policies) != 1:
             raise AssertionError(f"expected one inline policy on the task role, found {len(policies)}")
@@ -194,10 +226,25 @@ class StackRun:
         return {e["name"]: e["value"] for e in container["environment"]}
 
 
+class _Monitor(MockMonitor):
+    """Tells the mocks where each resource sits (its URN and parent), which Mocks.new_resource is not given."""
+
+    def __init__(self, mocks: "_Mocks"):
+        super().__init__(mocks)
+        self._mocks = mocks
+
+    def RegisterResource(self, request):
+        # new_resource runs synchronously inside this call, on this thread.
+        self._mocks.placement.urn = self.make_urn(request.parent, request.type, request.name)
+        self._mocks.placement.parent = request.parent
+        return super().RegisterResource(request)
+
+
 class _Mocks(pulumi.runtime.Mocks):
     def __init__(self, stack: str, region: str):
         self.stack = stack
         self.region = region
+        self.placement = threading.local()
         self.account = _ACCOUNTS.get(stack, "123456789012")
         self.issuer = f"https://{_uuid('issuer', self.account)}.tokens.sts.global.api.aws"
         self.registered: list[Registered] = []
@@ -280,7 +327,9 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "azure-native:monitor:DiagnosticSetting":
             rid = f"{inputs['resourceUri']}/providers/Microsoft.Insights/diagnosticSettings/{inputs['name']}"
         out.setdefault("id", rid)
-        self.registered.append(Registered(t, name, inputs, out))
+        self.registered.append(Registered(t, name, inputs, out, custom=args.custom,
+                                          urn=getattr(self.placement, "urn", ""),
+                                          parent_urn=getattr(self.placement, "parent", "")))
         return rid, out
 
     def _cosmos_account_id(self, inputs: dict) -> str:
@@ -334,7 +383,7 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
         mocks = _Mocks(stack, region)
         set_root_resource(None)  # a fresh root Stack per run: outputs never leak between runs
         pulumi.runtime.set_all_config(config)
-        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_Monitor(mocks))
         root = pulumi.runtime.settings.get_root_resource()
 
         async def _run():
@@ -353,6 +402,7 @@ if __name__ == "__main__":  # python -m sandbox.mocked_stack [stack...]: resourc
 
     for name in sys.argv[1:] or stack_names():
         run = run_stack(name)
-        print(f"== {name}: {len(run.resources)} resources")
-        for type_, count in run.counts().items():
+        counts = run.counts()
+        print(f"== {name}: {sum(counts.values())} resources in {len(run.components())} components")
+        for type_, count in counts.items():
             print(f"  {count:3d}  {type_}")

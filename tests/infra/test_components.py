@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from cosmos_export import contract
 
 from sandbox.mocked_stack import run_stack
+
+ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
 
 
 def names(run, prefix_types):
@@ -118,3 +123,60 @@ def test_snapshot_mode_reaches_the_command():
     import json
     (container,) = json.loads(run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"])
     assert container["command"] == ["run", "--mode", "snapshot"]
+
+
+def _children(run):
+    return {c.type_: sorted((r.type_.split(":")[-1], r.name) for r in run.children(c.type_)) for c in run.components()}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_component_declares_exactly_its_children(stack):
+    """Children by parent (the URN the engine records), so a resource moved to the wrong component shows up."""
+    run = run_stack(stack)
+    n = f"export-{stack}"
+    bucket = [("Alias", f"{n}-key-alias"), ("Bucket", f"{n}-bucket"), ("BucketLifecycleConfiguration", f"{n}-lifecycle"),
+              ("BucketOwnershipControls", f"{n}-ownership"), ("BucketPolicy", f"{n}-policy"),
+              ("BucketPublicAccessBlock", f"{n}-public-access-block"),
+              ("BucketServerSideEncryptionConfiguration", f"{n}-encryption"), ("BucketVersioning", f"{n}-versioning"),
+              ("Key", f"{n}-key"), ("Trail", f"{n}-trail")]
+    if stack == "prod":
+        bucket.append(("BucketObjectLockConfiguration", f"{n}-object-lock"))
+    assignments = [("SqlResourceSqlRoleAssignment", r.name) for r in run.of_type(ASSIGNMENT)]
+    assert len(assignments) == {"dev": 2, "prod": 3}[stack]  # one per exported container
+    cosmos = [("DiagnosticSetting", f"{n}-diagnostics"), ("SqlResourceSqlRoleDefinition", f"{n}-role"), *assignments]
+    if stack == "dev":  # prod is given a workspace
+        cosmos.append(("Workspace", f"{n}-logs"))
+    assert _children(run) == {
+        "cosmos-s3-export:storage:ExportBucket": sorted(bucket),
+        "cosmos-s3-export:aws:OutboundFederation": [("OutboundWebIdentityFederation", f"{n}-federation")],
+        "cosmos-s3-export:aws:TaskRole": [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")],
+        "cosmos-s3-export:azure:WorkloadIdentity": [
+            ("Application", f"{n}-app"), ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
+            ("ServicePrincipal", f"{n}-sp")],
+        "cosmos-s3-export:azure:CosmosAccess": sorted(cosmos),
+        "cosmos-s3-export:aws:WorkerService": sorted([
+            ("Cluster", f"{n}-cluster"), ("Image", f"{n}-image"), ("LogGroup", f"{n}-logs"),
+            ("Queue", f"{n}-schedule-dlq"), ("Repository", f"{n}-repo"), ("Role", f"{n}-execution"),
+            ("Role", f"{n}-scheduler"), ("RolePolicy", f"{n}-execution-policy"),
+            ("RolePolicy", f"{n}-scheduler-policy"), ("Schedule", f"{n}-schedule"), ("SecurityGroup", f"{n}-sg"),
+            ("TaskDefinition", f"{n}-task-definition")]),
+    }
+    # Nothing is declared outside a component.
+    assert all(r.parent_urn != "" and "$" in r.urn for r in run.resources if r.custom)
+
+
+def test_execution_role_may_only_pull_its_image_and_write_its_logs(dev):
+    role = dev.named("aws:iam/role:Role", "export-dev-execution")
+    (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"} and set(trust["Condition"]) == {"StringEquals", "ArnLike"}
+    (policy,) = [r for r in dev.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == role.outputs["id"]]
+    statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+    repo = dev.one("aws:ecr/repository:Repository").outputs["arn"]
+    log_group = dev.named("aws:cloudwatch/logGroup:LogGroup", "export-dev-logs").outputs["arn"]
+    assert statements == {
+        "EcrAuth": {"Sid": "EcrAuth", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        "PullWorkerImage": {"Sid": "PullWorkerImage", "Effect": "Allow", "Resource": repo, "Action": [
+            "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]},
+        "WriteWorkerLogs": {"Sid": "WriteWorkerLogs", "Effect": "Allow", "Resource": f"{log_group}:log-stream:*",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"]},
+    }

@@ -12,11 +12,12 @@ from sandbox.mocked_stack import run_stack
 
 FIC = "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"
 ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
+ROLE = "aws:iam/role:Role"
 
 
 def test_fic_subject_is_task_role_arn_and_issuer_is_federation_issuer(every_stack):
     run = every_stack
-    task_role = run.named(f"export-{run.stack}-task")
+    task_role = run.named(ROLE, f"export-{run.stack}-task")
     (fic,) = run.federated_credentials()
     assert fic["subject"] == task_role.outputs["arn"] == run.outputs[contract.Output.TASK_ROLE_ARN]
     assert fic["issuer"] == run.outputs[contract.Output.ISSUER]
@@ -109,7 +110,7 @@ def test_task_role_grants_nothing_outside_prefix_and_key(every_stack):
 
 def test_task_role_trust_and_task_definition_hardening(every_stack):
     run = every_stack
-    role = run.named(f"export-{run.stack}-task")
+    role = run.named(ROLE, f"export-{run.stack}-task")
     (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
     assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     assert set(trust["Condition"]) == {"StringEquals", "ArnLike"}
@@ -153,7 +154,7 @@ def test_schedule_has_retry_dlq_and_scoped_role(every_stack):
     assert target["deadLetterConfig"] == {"arn": dlq.outputs["arn"]}
     assert set(target["retryPolicy"]) == {"maximumRetryAttempts", "maximumEventAgeInSeconds"}
     assert target["ecsParameters"]["taskDefinitionArn"] == run.outputs[contract.Output.TASK_DEFINITION_ARN]
-    scheduler_role = run.named(f"export-{run.stack}-scheduler")
+    scheduler_role = run.named(ROLE, f"export-{run.stack}-scheduler")
     (policy,) = [r for r in run.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == scheduler_role.outputs["id"]]
     pass_role = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}["PassWorkerRoles"]
     assert pass_role["Resource"] == sorted([run.task_role_arn, run.outputs[contract.Output.EXECUTION_ROLE_ARN]])

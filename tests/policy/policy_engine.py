@@ -49,7 +49,7 @@ def policy_resource(stack: str, type_: str, name: str, props: dict,
 def from_mocked_run(run) -> list[PolicyResource]:
     """The registered custom resources of a mocked stack run (components are not analysed by CrossGuard)."""
     return [policy_resource(run.stack, r.type_, r.name, {**r.inputs, **r.outputs})
-            for r in run.resources if not r.type_.startswith("cosmos-s3-export:")]
+            for r in run.resources if r.custom]
 
 
 def violations(resources: Iterable[PolicyResource]) -> list[tuple[str, str, str]]:

@@ -54,7 +54,7 @@ def test_program_passes_every_policy(stack):
 @pytest.mark.parametrize("stack", stack_names())
 def test_fic_subject_changed_is_rejected(stack):
     run = mocked(stack)
-    execution_role = run.named(f"export-{stack}-execution").outputs["arn"]
+    execution_role = run.named(rules.T_ROLE, f"export-{stack}-execution").outputs["arn"]
     found = violations(_edit(_resources(stack), rules.T_FIC, subject=execution_role))
     assert found == [(
         "chain-of-trust-and-data-guardrails", f"export-{stack}-fic-ecs-task",
