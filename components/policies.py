@@ -63,6 +63,15 @@ def task_role_policy(*, bucket: str, prefix: str, kms_key_arn: str, region: str,
             "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
         },
         {
+            # Cleanup of uncommitted runs lists in-progress uploads. This action has no
+            # s3:prefix condition key; it shows keys and upload ids, never content, and
+            # aborting stays limited to the prefix below.
+            "Sid": "ListExportMultipartUploads",
+            "Effect": "Allow",
+            "Action": "s3:ListBucketMultipartUploads",
+            "Resource": f"arn:aws:s3:::{bucket}",
+        },
+        {
             "Sid": "ReadWriteExportObjects",
             "Effect": "Allow",
             "Action": [
@@ -72,6 +81,11 @@ def task_role_policy(*, bucket: str, prefix: str, kms_key_arn: str, region: str,
                 "s3:ListMultipartUploadParts",
                 "s3:GetObjectTagging",
                 "s3:PutObjectTagging",
+                # The bucket is versioned: the worker tags, reads back and verifies the
+                # exact version it wrote (VersionId), which IAM checks as *Version actions.
+                "s3:GetObjectVersion",
+                "s3:GetObjectVersionTagging",
+                "s3:PutObjectVersionTagging",
                 # Orphaned parts of uncommitted runs; never DeleteObjectVersion, so
                 # with versioning/Object Lock this only adds a delete marker.
                 "s3:DeleteObject",

@@ -259,6 +259,8 @@ class ExportScope:
 
 #: Actions whose only resource form is "*" and that the task role needs.
 _STAR_ONLY_ACTIONS = {"sts:GetWebIdentityToken"}
+#: What the task role may do on the bucket itself (not its objects): list, nothing that changes the bucket.
+BUCKET_LEVEL_ACTIONS = frozenset({"s3:ListBucket", "s3:ListBucketMultipartUploads"})
 
 
 def check_task_role_policy(document: Mapping[str, Any], scope: ExportScope, where: str) -> list[str]:
@@ -288,6 +290,11 @@ def check_task_role_policy(document: Mapping[str, Any], scope: ExportScope, wher
             else:
                 errors.append(f"{label} allows {actions!r} on Resource \"*\"; scope it to the export prefix and key")
             resources = [r for r in resources if r != "*"]
+        bucket_arn = f"arn:aws:s3:::{scope.bucket}"
+        bucket_actions = sorted(set(a for a in actions if a.startswith("s3:")) - BUCKET_LEVEL_ACTIONS)
+        if bucket_arn in resources and bucket_actions:
+            errors.append(f"{label} allows {bucket_actions!r} on the bucket {bucket_arn} itself; "
+                          f"only {sorted(BUCKET_LEVEL_ACTIONS)!r} belong there, object actions go on the prefix")
         outside = [r for r in resources if not scope.allows(r)]
         if outside:
             errors.append(

@@ -19,17 +19,22 @@ def test_task_role_policy_is_limited_to_prefix_key_and_token():
     doc = policies.task_role_policy(bucket="b-1", prefix="cosmos/x", kms_key_arn=KEY, region="eu-west-1",
                                     max_token_seconds=900)
     s = _by_sid(doc)
-    assert set(s) == {"ListExportPrefix", "ReadWriteExportObjects", "ExportKeyThroughS3Only", "MintAzureFederationToken"}
+    assert set(s) == {"ListExportPrefix", "ListExportMultipartUploads", "ReadWriteExportObjects", "ExportKeyThroughS3Only",
+                      "MintAzureFederationToken"}
     assert all(st["Effect"] == "Allow" for st in doc["Statement"])
     assert s["ListExportPrefix"] == {
         "Sid": "ListExportPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b-1",
         "Condition": {"StringLike": {"s3:prefix": ["cosmos/x", "cosmos/x/*"]}},
     }
+    assert s["ListExportMultipartUploads"] == {
+        "Sid": "ListExportMultipartUploads", "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
+        "Resource": "arn:aws:s3:::b-1"}
     objects = s["ReadWriteExportObjects"]
     assert objects["Resource"] == "arn:aws:s3:::b-1/cosmos/x/*"
     assert sorted(objects["Action"]) == sorted([
         "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
-        "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:DeleteObject"])
+        "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionTagging",
+        "s3:PutObjectVersionTagging", "s3:DeleteObject"])
     assert "s3:DeleteObjectVersion" not in objects["Action"]
     kms = s["ExportKeyThroughS3Only"]
     assert kms["Resource"] == KEY

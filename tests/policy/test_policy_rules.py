@@ -224,6 +224,20 @@ def test_task_role_prefix_sibling_is_refused():
     assert len(messages(_with_statement({"Effect": "Allow", "Action": "s3:GetObject", "Resource": sibling}))) == 1
 
 
+def test_task_role_bucket_level_change_is_refused():
+    bucket = f"arn:aws:s3:::{fx.BUCKET}"
+    [msg] = messages(_with_statement({"Sid": "Pol", "Effect": "Allow", "Resource": bucket,
+                                      "Action": ["s3:ListBucketMultipartUploads", "s3:PutBucketPolicy"]}))
+    assert msg == (f"RolePolicy 'task-role-policy' statement Pol allows ['s3:PutBucketPolicy'] on the bucket {bucket} "
+                   "itself; only ['s3:ListBucket', 's3:ListBucketMultipartUploads'] belong there, object actions go on "
+                   "the prefix")
+
+
+def test_task_role_listing_uploads_on_the_bucket_is_allowed():
+    assert messages(_with_statement({"Sid": "Uploads", "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
+                                     "Resource": f"arn:aws:s3:::{fx.BUCKET}"})) == []
+
+
 def test_token_minting_without_audience_condition_is_refused():
     [msg] = messages(_with_statement({"Sid": "Tok", "Effect": "Allow", "Action": "sts:GetWebIdentityToken",
                                       "Resource": "*"}))
