@@ -146,8 +146,14 @@ class CosmosGatewayState:
         self._add_fault("reset", n, operation)
 
     def not_modified_for(self, db: str, container: str, range_id: str, seconds: float) -> None:
-        """Change-feed reads of that range answer 304 (nothing new) for `seconds`."""
-        self._not_modified[(db, container, range_id)] = _Timed(time.monotonic() + seconds)
+        """For `seconds`, that range's change feed shows nothing written after this call (a lagging range).
+
+        Readers whose continuation is at the range's LSN of now get 304 with their own etag back, however
+        much is written meanwhile; documents already there stay visible (a from-Beginning read returns them).
+        """
+        with self.lock:
+            head = self.container(db, container).range_by_id(range_id).lsn
+            self._not_modified[(db, container, range_id)] = _Timed(time.monotonic() + seconds, head)
 
     def not_propagated_for(self, seconds: float) -> None:
         """Every authenticated request gets 403/5300 (assignment not propagated yet) for `seconds`."""
@@ -516,23 +522,26 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
                                       "partition key ranges must name one (x-ms-documentdb-partitionkeyrangeid).")
                 rng = container.ranges[0]
             if_none_match = h.get("If-None-Match")
-            current = f'"{rng.lsn}"'
-            session = {"x-ms-session-token": f"{rng.id}:-1#{rng.lsn}", "lsn": str(rng.lsn),
+            frozen = self.state._not_modified.get((container.database.id, container.id, rng.id))
+            # A frozen (lagging) range shows nothing written after its freeze: its head is the LSN of then.
+            head = frozen.value if frozen is not None and frozen.active() else rng.lsn
+            current = f'"{head}"'
+            session = {"x-ms-session-token": f"{rng.id}:-1#{head}", "lsn": str(head),
                        "x-ms-documentdb-partitionkeyrangeid": rng.id}
-            key = (container.database.id, container.id, rng.id)
-            frozen = self.state._not_modified.get(key)
             if if_none_match == "*":
                 return 304, None, {"etag": current, **session}
             since = _etag_lsn(if_none_match, "If-None-Match") or 0
-            if frozen is not None and frozen.active():
+            if since >= head:
                 return 304, None, {"etag": f'"{since}"' if if_none_match else current, **session}
             modified_since = h.get("If-Modified-Since")
             min_ts = int(email.utils.parsedate_to_datetime(modified_since).timestamp()) if modified_since else None
             limit = self._page_size()
             if full_fidelity:
-                return self._full_fidelity(container, rng, since, epk_filter, limit, session)
+                return self._full_fidelity(container, rng, since, head, epk_filter, limit, session)
             picked = []
             for entry in rng.entries_after(since):
+                if entry.lsn > head:
+                    break
                 if epk_filter and not (epk_filter[0] <= entry.epk and (epk_filter[1] == "FF" or entry.epk < epk_filter[1])):
                     continue
                 if min_ts is not None and entry.ts < min_ts:
@@ -547,7 +556,8 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), documents, len(picked))
         return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
 
-    def _full_fidelity(self, container: Container, rng, since: int, epk_filter, limit: int, session: dict):
+    def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int,
+                       session: dict):
         if not self.state.record_all_versions:
             raise CosmosError(400, "BadRequest", "AllVersionsAndDeletes (Full-Fidelity Feed) needs continuous "
                               "backup on the account: create the double with record_all_versions=True.")
@@ -558,13 +568,15 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
         for version in rng.versions:
             if version.lsn <= since:
                 continue
+            if version.lsn > head:
+                break
             if epk_filter and not (epk_filter[0] <= version.epk and (epk_filter[1] == "FF" or version.epk < epk_filter[1])):
                 continue
             picked.append(version)
             if len(picked) == limit:
                 break
         if not picked:
-            return 304, None, {"etag": f'"{rng.lsn}"', **session}
+            return 304, None, {"etag": f'"{head}"', **session}
         documents = []
         for v in picked:
             metadata = {"lsn": v.lsn, "crts": v.ts, "operationType": v.operation}

@@ -172,15 +172,34 @@ def test_service_unavailable_and_connection_reset_are_retried(gateway, container
     assert stats["503"] == 1 and stats["0"] == 1  # "0" = reset mid-response
 
 
-def test_not_modified_window_holds_back_a_range(gateway, container):
+def test_not_modified_window_keeps_existing_documents_and_holds_back_new_ones(gateway, container):
+    """The fault models a lagging range ("nothing changed since your continuation"), never hidden data."""
     state, _ = gateway
-    state.upsert_many(DB, COLL, make_docs(40))
-    feed_range = list(container.read_feed_ranges())[0]
-    range_id = state.container(DB, COLL).ranges[0].id
-    state.not_modified_for(DB, COLL, range_id, seconds=30)
-    assert drain(container, feed_range)[0] == []
+    state.upsert_many(DB, COLL, make_docs(400))
+    rng = state.container(DB, COLL).ranges[0]
+    feed_range = next(fr for fr in container.read_feed_ranges() if fr["Range"]["min"] == rng.min)
+    before = {d["id"] for d in drain(container, feed_range)[0]}
+    assert before == {json.loads(e.body)["id"] for e in rng.docs.values()} and before
+
+    state.not_modified_for(DB, COLL, rng.id, seconds=30)
+    # From the beginning, every document already there is returned; the continuation is at the frozen head.
+    items, frozen_head = drain(container, feed_range)
+    assert {d["id"] for d in items} == before
+    # Writes during the window (updates and inserts in this range) stay invisible: 304, same continuation.
+    later = [d for d in make_docs(400, offset=1000) + [{**d, "n": -1} for d in make_docs(400)[::2]]
+             if rng.contains(effective_partition_key(d["pk"]))]
+    state.upsert_many(DB, COLL, later)
+    untouched = before - {d["id"] for d in later}
+    assert later and untouched
+    assert drain(container, feed_range, continuation=frozen_head) == ([], frozen_head)
+    # The double keeps only each document's last version, so a changed one is not shown until the window ends.
+    assert {d["id"] for d in drain(container, feed_range)[0]} == untouched
+    assert state.stats_dict()["changefeed.read"]["304"] >= 1
+
     state.clear_faults()
-    assert drain(container, feed_range)[0]
+    after, _ = drain(container, feed_range, continuation=frozen_head)
+    assert sorted((user_fields(d) for d in after), key=lambda d: (d["id"], d["n"])) == sorted(
+        later, key=lambda d: (d["id"], d["n"]))  # each held-back write exactly once, in its last version
 
 
 def test_missing_read_change_feed_is_403_5301_naming_action_and_principal(local_ca, issuer):
