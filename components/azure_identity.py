@@ -32,13 +32,18 @@ class WorkloadIdentity(pulumi.ComponentResource):
             raise ValueError(f"{1 + len(args.additional)} federated credentials exceed Entra's limit of "
                              f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application")
         child = pulumi.ResourceOptions(parent=self)
+        deployer = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        # The deployer owns what it creates: a CI deployer holding only Graph's
+        # Application.ReadWrite.OwnedBy can manage (and revoke) only applications it owns.
+        owners = [deployer.object_id]
         app = azuread.Application(
             f"{name}-app",
             display_name=args.display_name,
             sign_in_audience="AzureADMyOrg",
+            owners=owners,
             opts=child,
         )
-        sp = azuread.ServicePrincipal(f"{name}-sp", client_id=app.client_id, opts=child)
+        sp = azuread.ServicePrincipal(f"{name}-sp", client_id=app.client_id, owners=owners, opts=child)
         if args.federation_enabled:
             azuread.ApplicationFederatedIdentityCredential(
                 f"{name}-fic-ecs-task",
@@ -62,5 +67,5 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 )
         self.client_id = app.client_id
         self.object_id = sp.object_id
-        self.tenant_id = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).tenant_id
+        self.tenant_id = deployer.tenant_id
         self.register_outputs({"clientId": self.client_id, "objectId": self.object_id, "tenantId": self.tenant_id})

@@ -7,6 +7,7 @@ import json
 import pytest
 from cosmos_export import contract
 
+from sandbox import mocked_stack
 from sandbox.mocked_stack import run_stack
 
 ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
@@ -54,6 +55,13 @@ def test_workload_identity_has_no_secret_and_one_fic(dev):
     assert "passwords" not in app.inputs and "keyCredentials" not in app.inputs
     sp = dev.one("azuread:index/servicePrincipal:ServicePrincipal")
     assert sp.inputs["clientId"] == app.outputs["clientId"]
+
+
+def test_deployer_owns_the_app_and_service_principal(every_stack):
+    # Application.ReadWrite.OwnedBy (the CI deployer's Graph permission) reaches only owned applications.
+    deployer = mocked_stack._uuid("deployer-object")  # what the getClientConfig mock answers
+    assert every_stack.one("azuread:index/application:Application").inputs["owners"] == [deployer]
+    assert every_stack.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == [deployer]
 
 
 def test_additional_federated_credentials_default_to_account_issuer():
