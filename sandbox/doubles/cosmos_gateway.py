@@ -88,6 +88,8 @@ class CosmosGatewayState:
         self.databases: dict[str, Database] = {}
         self.lock = threading.RLock()
         self.stats: Counter[tuple[str, int]] = Counter()
+        # (operation, x-ms-cosmos-priority-level or None) of every data-plane request: priority-based execution.
+        self.priorities: Counter[tuple[str, str | None]] = Counter()
         self._faults: list[dict] = []  # countdown faults, in order
         self._not_modified: dict[tuple[str, str, str], _Timed] = {}
         self._not_propagated: _Timed | None = None
@@ -186,6 +188,11 @@ class CosmosGatewayState:
     def count(self, operation: str, status: int) -> None:
         with self.lock:
             self.stats[(operation, status)] += 1
+
+    def priority_levels(self, operation: str) -> Counter:
+        """How many `operation` requests came with each x-ms-cosmos-priority-level (None: header absent)."""
+        with self.lock:
+            return Counter({level: n for (op, level), n in self.priorities.items() if op == operation})
 
     def stats_dict(self) -> dict[str, dict[str, int]]:
         with self.lock:
@@ -336,6 +343,8 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
         operation = "unknown"
         try:
             operation, action, scope, handler = self._route(method, parts)
+            with self.state.lock:
+                self.state.priorities[(operation, self.headers.get("x-ms-cosmos-priority-level"))] += 1
             self.state.authorize(self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"),
                                  action, scope)
             fault = self.state._take_fault(operation)

@@ -200,3 +200,24 @@ def test_all_versions_and_deletes_captures_deletes(env):
                       c["current"].get("id") or c["metadata"].get("id")) for c in changes)
     assert [(op, n, doc_id) for op, _, n, doc_id in summary] == [
         ("delete", None, "o-7"), ("replace", 88, "o-8"), ("replace", 89, "o-8")]  # every version and the delete
+
+
+@pytest.mark.parametrize("priority", [None, "Low", "High"])
+@pytest.mark.parametrize("snapshot_source", ["changefeed", "query"])
+def test_priority_level_header_is_sent_only_when_configured(env, priority, snapshot_source):
+    """EXPORT_PRIORITY=Low puts every Cosmos read at low priority (priority-based execution); unset sends nothing."""
+    state = env["state"]
+    docs = make_docs(450)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "priority": priority,
+                                                  "snapshot_source": snapshot_source})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
+    snap = export.run_export(settings, "snapshot", **kwargs)
+    state.upsert_many(DB, "orders", make_docs(20, offset=900))
+    inc = export.run_export(settings, "incremental", **kwargs)
+    assert (snap.containers[0].documents, inc.containers[0].documents) == (450, 20)
+    reads = ["changefeed.read"] + (["query"] if snapshot_source == "query" else [])
+    for operation in reads:
+        levels = state.priority_levels(operation)
+        assert sum(levels.values()) >= 4, (operation, levels)  # at least one request per feed range
+        assert set(levels) == {priority}, (operation, levels)  # every one of them, and nothing else
