@@ -74,9 +74,13 @@ def test_broken_workflow_is_rejected(actionlint, tmp_path):
 def test_unknown_expression_and_bad_input_are_rejected(actionlint, tmp_path):
     text = (REPO / ".github/workflows/pulumi-stack.yml").read_text()
     bad = tmp_path / "pulumi-stack.yml"
-    bad.write_text(text.replace("${{ inputs.stack }}-${{ inputs.command }}", "${{ inputs.stak }}"))
-    kinds = {f["kind"] for f in actionlint(bad)}
-    assert "expression" in kinds
+    broken = text.replace("stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stack }}",
+                          "stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stak }}")
+    assert broken != text
+    bad.write_text(broken)
+    findings = actionlint(bad)
+    assert {f["kind"] for f in findings} == {"expression"}
+    assert any('"stak"' in f["message"] for f in findings)
 
 
 def test_no_repository_secret_is_used():
@@ -93,10 +97,18 @@ def test_pull_request_runs_tests_then_policy_preview_per_stack():
     steps = pr["jobs"]["test"]["steps"]
     assert steps[-1]["run"] == "make test"
     preview = pr["jobs"]["preview"]
-    assert preview["needs"] == "test"
+    assert preview["needs"] == ["test", "changes"]
     assert preview["uses"] == "./.github/workflows/pulumi-stack.yml"
     assert preview["with"]["command"] == "preview"
-    assert preview["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"]
+    # Only the affected stacks, and no preview job at all when none is.
+    assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.stacks) }}"
+    assert "needs.changes.outputs.stacks != '[]'" in preview["if"]
+    changes = pr["jobs"]["changes"]
+    assert changes["outputs"]["stacks"] == "${{ steps.affected.outputs.stacks }}"
+    assert changes["steps"][0]["with"]["fetch-depth"] == 0
+    (step,) = [s for s in changes["steps"] if s.get("id") == "affected"]
+    assert step["run"] == 'python3 tools/affected_stacks.py "$BASE_SHA" HEAD >> "$GITHUB_OUTPUT"'
+    assert step["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
     assert preview["with"]["environment"] == "${{ matrix.stack }}-preview"
     assert preview["permissions"]["id-token"] == "write"
 
@@ -123,3 +135,16 @@ def test_stack_job_logs_in_with_oidc_and_runs_the_policy_pack():
     assert pulumi["policyPacks"] == "policy" and pulumi["command"] == "${{ inputs.command }}"
     assert pulumi["comment-on-pr"] == "${{ inputs.command == 'preview' }}"
     assert load("pulumi-stack.yml")["permissions"]["id-token"] == "write"
+
+
+def test_stack_job_can_build_the_arm64_image_on_an_x86_runner():
+    steps = load("pulumi-stack.yml")["jobs"]["pulumi"]["steps"]
+    uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
+    assert uses.index("docker/setup-qemu-action") < uses.index("docker/setup-buildx-action") < uses.index("pulumi/actions")
+    assert load("pulumi-stack.yml")["jobs"]["pulumi"]["runs-on"] == "ubuntu-24.04"  # x86_64: emulation needed
+
+
+def test_updates_queue_per_stack_previews_never_wait():
+    group = load("pulumi-stack.yml")["jobs"]["pulumi"]["concurrency"]["group"]
+    assert group == "pulumi-${{ inputs.stack }}-${{ inputs.command == 'up' && 'up' || github.run_id }}"
+    assert load("deploy.yml")["concurrency"] == {"group": "deploy-main", "cancel-in-progress": False}
