@@ -593,7 +593,9 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
                 metadata["previousImageLSN"] = v.previous_lsn
             if v.body is None:
                 metadata["id"] = v.id
-                metadata["partitionKey"] = json.loads(v.pk)
+                # Wire format: {"<partition key property>": value}; nothing for a document without one.
+                (value,) = json.loads(v.pk)
+                metadata["partitionKey"] = {} if value == {} else {container.partition_key_path.lstrip("/"): value}
                 documents.append(json.dumps({"metadata": metadata, "current": {}}).encode())
             else:
                 documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))

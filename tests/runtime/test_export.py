@@ -221,3 +221,78 @@ def test_priority_level_header_is_sent_only_when_configured(env, priority, snaps
         levels = state.priority_levels(operation)
         assert sum(levels.values()) >= 4, (operation, levels)  # at least one request per feed range
         assert set(levels) == {priority}, (operation, levels)  # every one of them, and nothing else
+
+
+def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
+    """AllVersionsAndDeletes through the double: each write since the last run is one line, in LSN order per range,
+    with its own image (intermediate versions included) and each delete with its id and partition key."""
+    state = env["state"]
+    state.record_all_versions = True
+    docs = make_docs(300)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
+                                                  "change_feed_mode": "AllVersionsAndDeletes"})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
+    snap = export.run_export(settings, "snapshot", **kwargs)
+    assert sorted((user(d) for d in exported(env, "orders", snap.containers[0].run_id)),
+                  key=lambda d: d["n"]) == docs  # the snapshot: current versions, LatestVersion shape
+
+    # (operation, id, partition key, user fields of the image or None for a delete), in the order written.
+    expected: list[tuple[str, str, str, dict | None]] = []
+
+    def upsert(doc: dict, operation: str) -> None:
+        state.upsert(DB, "orders", doc)
+        expected.append((operation, doc["id"], doc["pk"], doc))
+
+    def delete(doc: dict) -> None:
+        assert state.delete(DB, "orders", doc["id"], doc["pk"])
+        expected.append(("delete", doc["id"], doc["pk"], None))
+
+    for step in (1, 2, 3):  # three versions of the same documents: every intermediate one is exported
+        for doc in docs[10:16]:
+            upsert({**doc, "n": doc["n"] * 10 + step, "step": step}, "replace")
+    for doc in docs[20:25]:
+        delete(doc)
+    fresh = make_docs(4, tag="new", offset=7000)
+    for doc in fresh:  # created, changed, deleted within one run: all three lines
+        upsert(doc, "create")
+        upsert({**doc, "n": -1}, "replace")
+        delete(doc)
+    delete(docs[30])  # deleted and created again with the same id
+    upsert({**docs[30], "reborn": True}, "create")
+
+    inc = export.run_export(settings, "incremental", **kwargs)
+    assert inc.containers[0].documents == len(expected)
+    target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
+    manifest = next(m for m in CommitStore(env["s3"], target).committed_manifests()
+                    if m.run_id == inc.containers[0].run_id)
+    lines: dict[str, list[bytes]] = {}
+    for part in manifest.parts:
+        body = env["s3"].get_object(Bucket=env["bucket"], Key=part.key)["Body"].read()
+        lines.setdefault(part.feed_range, []).extend(jsonl.decompress(body, "zstd").splitlines())
+    changes = []
+    for feed_range, raw in lines.items():
+        parsed = [json.loads(line) for line in raw]
+        assert [jsonl.dumps_line(p).encode() for p in parsed] == raw  # canonical bytes, nothing re-encoded
+        lsns = [c["metadata"]["lsn"] for c in parsed]
+        assert lsns == sorted(set(lsns)), feed_range  # each change once, in LSN order within its range
+        changes.extend(parsed)
+    got = []
+    for change in changes:
+        meta, current = change["metadata"], change["current"]
+        if meta["operationType"] == "delete":
+            assert current == {} and "previousImageLSN" in meta
+            got.append(("delete", meta["id"], meta["partitionKey"]["pk"], None))
+        else:
+            got.append((meta["operationType"], current["id"], current["pk"], user(current)))
+
+    def order(event: tuple) -> tuple:
+        return (event[1], json.dumps(event[3], sort_keys=True), event[0])
+
+    assert sorted(got, key=order) == sorted(expected, key=order)
+    # Within one document, versions and deletes come in the order they were written.
+    for doc_id in {e[1] for e in expected}:
+        assert [e for e in got if e[1] == doc_id] == [e for e in expected if e[1] == doc_id], doc_id
+    assert verify_run(env["s3"], target, inc.containers[0].run_id).ok
+    # Nothing changed since: the next incremental is empty (no change committed twice).
+    assert export.run_export(settings, "incremental", **kwargs).containers[0].documents == 0
