@@ -296,3 +296,31 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     assert verify_run(env["s3"], target, inc.containers[0].run_id).ok
     # Nothing changed since: the next incremental is empty (no change committed twice).
     assert export.run_export(settings, "incremental", **kwargs).containers[0].documents == 0
+
+
+def test_unversioned_bucket_works_end_to_end(env):
+    """The stack's bucket is versioned, but a user's own unversioned bucket must work too (no VersionId=null)."""
+    state, s3 = env["state"], env["s3"]
+    bucket = f"plain-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    docs = make_docs(700)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "bucket": bucket})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
+    snap = export.run_export(settings, "snapshot", **kwargs)
+    changed = [{**d, "n": -d["n"]} for d in docs[:25]]
+    state.upsert_many(DB, "orders", changed)
+    inc = export.run_export(settings, "incremental", **kwargs)
+    target = ExportTarget(bucket, "exports/test", "acct", DB, "orders")
+    manifests = CommitStore(s3, target).committed_manifests()
+    assert [m.run_id for m in manifests] == [snap.containers[0].run_id, inc.containers[0].run_id]
+    got = []
+    for manifest, expected in zip(manifests, (docs, changed)):
+        assert manifest.parts and all(p.version_id is None for p in manifest.parts)
+        assert verify_run(s3, target, manifest.run_id).ok
+        lines = [json.loads(line) for p in manifest.parts
+                 for line in jsonl.decompress(s3.get_object(Bucket=bucket, Key=p.key)["Body"].read(), "zstd").splitlines()]
+        assert sorted((user(d) for d in lines), key=lambda d: d["id"]) == sorted(expected, key=lambda d: d["id"])
+        got.extend(lines)
+    assert len(got) == 725

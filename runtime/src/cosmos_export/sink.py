@@ -250,7 +250,11 @@ class FeedRangeSink:
             MultipartUpload={"Parts": part.etags},
         )
         self._part = None
+        # An unversioned (or versioning-suspended) bucket has only the "null" version: record no version id.
+        # Part keys are unique per run, so the key alone names the object (and moto refuses VersionId=null).
         version_id = response.get("VersionId")
+        if version_id == "null":
+            version_id = None
         head = self._s3.head_object(Bucket=self._target.bucket, Key=part.key, **({"VersionId": version_id} if version_id else {}))
         if head["ContentLength"] != part.bytes:
             raise RuntimeError(
