@@ -324,3 +324,77 @@ def test_unversioned_bucket_works_end_to_end(env):
         assert sorted((user(d) for d in lines), key=lambda d: d["id"]) == sorted(expected, key=lambda d: d["id"])
         got.extend(lines)
     assert len(got) == 725
+
+
+def test_new_field_bumps_the_schema_version_in_manifest_checkpoint_and_tags(env):
+    state, s3 = env["state"], env["s3"]
+    docs = make_docs(200)
+    state.upsert_many(DB, "orders", docs)
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
+    target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
+    store = CommitStore(s3, target)
+    export.run_export(settings, "snapshot", **kwargs)
+    state.upsert_many(DB, "orders", [{**docs[1], "coupon": {"code": "X1"}}, {**docs[2], "n": "two"}])
+    export.run_export(settings, "incremental", **kwargs)
+    state.upsert_many(DB, "orders", [{**docs[3], "n": 33}])  # known paths and types only
+    export.run_export(settings, "incremental", **kwargs)
+    m1, m2, m3 = store.committed_manifests()
+    assert (m1.schema_.version, m1.schema_previous) == (1, None)
+    assert m2.schema_previous == m1.schema_ and m2.schema_.version == 2
+    assert m2.schema_.fingerprint != m1.schema_.fingerprint
+    assert m2.schema_.fields["coupon.code"] == ["string"] and m2.schema_.fields["n"] == ["integer", "string"]
+    assert m3.schema_previous == m3.schema_ == m2.schema_  # nothing new: same version, same fingerprint
+    assert store.load().checkpoint.schema_ == m3.schema_
+    for part in m2.parts:
+        tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=env["bucket"], Key=part.key)["TagSet"]}
+        assert tags[contract.Meta.SCHEMA_VERSION] == str(part.schema_version)
+    assert m2.parts and all(p.schema_version == 2 for p in m2.parts)  # each part holds one of the new shapes
+
+
+def test_object_written_log_line_per_part_matches_the_manifest(env, capsys, json_logs):
+    env["state"].upsert_many(DB, "orders", make_docs(450))
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
+    summary = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"],
+                                s3=env["s3"], log=audit.get_logger())
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    written = {x["key"]: x for x in lines if x["event"] == "object_written"}
+    target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
+    (manifest,) = CommitStore(env["s3"], target).committed_manifests()
+    assert manifest.run_id == summary.containers[0].run_id
+    assert set(written) == {p.key for p in manifest.parts}
+    for part in manifest.parts:
+        line = written[part.key]
+        assert (line["version_id"], line["bytes"], line["docs"], line["sha256"]) == (
+            part.version_id, part.bytes, part.documents, part.sha256)
+    done = [x for x in lines if x["event"] == "export_done"]
+    assert len(done) == 1 and done[0]["documents"] == 450 and done[0]["bytes"] == manifest.bytes
+
+
+def test_next_run_deletes_parts_and_aborts_uploads_of_an_old_uncommitted_run(env):
+    """A run killed long ago left a part and an open multipart upload: the next run removes both, and only those."""
+    from datetime import datetime, timedelta, timezone
+
+    from cosmos_export import layout
+
+    state, s3, bucket = env["state"], env["s3"], env["bucket"]
+    state.upsert_many(DB, "orders", make_docs(120))
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
+    target = ExportTarget(bucket, "exports/test", "acct", DB, "orders")
+    export.run_export(settings, "snapshot", **kwargs)
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=3)
+    dead = layout.new_run_id(long_ago)
+    key = layout.part_key(target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1,
+                          compression="zstd")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"partial")
+    upload_key = key.replace("part-00001", "part-00002")
+    s3.create_multipart_upload(Bucket=bucket, Key=upload_key)
+    # Parts must be older than the run by the clock-skew margin: the next run happens an hour from now.
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    export.run_export(settings, "incremental", clock=lambda: later, **kwargs)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=target.data_prefix).get("Contents", [])}
+    committed_keys = {p.key for m in CommitStore(s3, target).committed_manifests() for p in m.parts}
+    assert key not in keys and keys == committed_keys and committed_keys
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=target.data_prefix).get("Uploads", [])
+    assert upload_key not in {u["Key"] for u in uploads}
