@@ -177,3 +177,27 @@ def test_rbac_5300_that_never_clears_fails_loudly(world, monkeypatch):
     assert world.all_keys() == {}
     record("Cosmos RBAC 403/5300 that never clears", trials=1, documents=0,
            outcome="exit with the role-assignment fix; nothing written")
+
+
+@pytest.mark.parametrize("kind", ["unavailable", "reset"])
+def test_query_snapshot_fault_mid_range_fails_loudly_or_commits_and_the_rerun_is_exact(world, kind):
+    """A query has no per-request continuation the worker keeps: a fault after a range's first page is not
+    resumed. The run must then fail with a reason and commit nothing, and the rerun commit everything once."""
+    docs = make_docs(N)
+    world.seed(docs)
+    inject = {"unavailable": world.state.unavailable_next, "reset": world.state.reset_next}[kind]
+    outcome = "retried by the SDK within the page; committed exactly once"
+    with WhenServed(world.state, "query", 6, lambda: inject(4, operation="query")) as w:
+        try:
+            world.run("snapshot", snapshot_source="query")
+        except export.ExportError as e:
+            assert "rerun the export" in str(e) or "503" in str(e), str(e)
+            assert world.committed().manifests == 0
+            outcome = f"failed loudly ('{str(e)[:70]}'), nothing committed; rerun committed exactly once"
+            world.run("snapshot", snapshot_source="query")
+    assert w.fired.is_set()
+    assert world.state.stats_dict()["query"].get("503" if kind == "unavailable" else "0", 0) == 4  # all 4 served
+    got = world.committed()
+    assert got.manifests == 1 and got.counts() == versions(docs) and max(got.counts().values()) == 1
+    record(f"Cosmos {'503' if kind == 'unavailable' else 'connection reset mid-body'} x4 in the middle of a "
+           f"query snapshot", trials=1, documents=len(got.docs), outcome=outcome)
