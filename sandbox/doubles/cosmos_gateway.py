@@ -464,7 +464,13 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
             "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
             "_conflicts": "conflicts/",
         }
-        return 200, json.dumps(payload).encode(), {"x-ms-alt-content-path": f"dbs/{container.database.id}"}
+        headers = {"x-ms-alt-content-path": f"dbs/{container.database.id}"}
+        if (self.headers.get("x-ms-documentdb-populatequotainfo") or "").lower() == "true":
+            # Usage as the service reports it (sizes in KB); clients estimate progress from documentsCount.
+            count = container.document_count()
+            headers["x-ms-resource-usage"] = (f"documentSize=0;documentsSize={count};documentsCount={count};"
+                                              f"collectionSize={count}")
+        return 200, json.dumps(payload).encode(), headers
 
     def _pkranges(self, container: Container):
         """The routing map, itself read as a change feed (If-None-Match = last etag; 304 when unchanged)."""

@@ -398,3 +398,31 @@ def test_next_run_deletes_parts_and_aborts_uploads_of_an_old_uncommitted_run(env
     assert key not in keys and keys == committed_keys and committed_keys
     uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=target.data_prefix).get("Uploads", [])
     assert upload_key not in {u["Key"] for u in uploads}
+
+
+def test_progress_bar_on_a_terminal_has_the_snapshot_total_for_its_eta(env, monkeypatch):
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screens: list[tuple[int | None, Tty]] = []
+    real = audit.Progress
+
+    def on_terminal(description, total=None, stream=None):
+        screen = Tty()
+        screens.append((total, screen))
+        return real(description, total=total, stream=screen)
+
+    monkeypatch.setattr(audit, "progress_wanted", lambda stream=None: True)
+    monkeypatch.setattr(audit, "Progress", on_terminal)
+    env["state"].upsert_many(DB, "orders", make_docs(640))
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
+    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
+    export.run_export(settings, "snapshot", **kwargs)
+    env["state"].upsert_many(DB, "orders", make_docs(5, offset=640))
+    export.run_export(settings, "incremental", **kwargs)
+    (snap_total, snap_screen), (inc_total, inc_screen) = screens
+    assert snap_total == 640 and "640/640" in snap_screen.getvalue()  # total known: rich computes the ETA
+    assert inc_total is None and "5" in inc_screen.getvalue()  # a delta's size is unknown: rate only

@@ -71,6 +71,11 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("cosmos_export").bind(**bound)
 
 
+def progress_wanted(stream: Any = None) -> bool:
+    """A progress bar is drawn only on a terminal (never in ECS logs)."""
+    return bool(getattr(stream or sys.stderr, "isatty", lambda: False)())
+
+
 class Progress:
     """Documents exported, rate and ETA: a rich bar when stderr is a terminal, nothing otherwise."""
 

@@ -225,7 +225,10 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
             raise
 
     results: list[tuple[str, str | None, list[PartRecord]]] = []
-    with bulk_gc(), audit.Progress(f"{name} ({manifest_mode})") as progress, \
+    # A snapshot's size is known up front (the container's document count): the bar's total, hence its ETA.
+    total = source.document_count(container) if (
+        effective == "snapshot" and not settings.query_filter and audit.progress_wanted()) else None
+    with bulk_gc(), audit.Progress(f"{name} ({manifest_mode})", total=total) as progress, \
             ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"range-{name}") as pool:
         futures = [pool.submit(read_range, w) for w in work]
         wait(futures, return_when=FIRST_EXCEPTION)

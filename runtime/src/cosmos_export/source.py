@@ -19,6 +19,7 @@ after each page the reader's own captured headers hold its own continuation.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -239,6 +240,21 @@ def container_client(client: CosmosClient, database: str, container: str) -> Con
                 raise SourceError(f"container {database}/{container} does not exist at this account; check "
                                   f"{contract.Env.COSMOS_DATABASE} / {contract.Env.COSMOS_CONTAINERS}") from None
     return proxy
+
+
+def document_count(container: ContainerProxy) -> int | None:
+    """The container's document count as Cosmos reports it (x-ms-resource-usage), for the progress bar's ETA.
+
+    None when the account does not say; never fatal (the bar then shows the rate only).
+    """
+    seen: dict[str, str] = {}
+    try:
+        container.read(populate_quota_info=True,
+                       response_hook=lambda headers, _body: seen.update({k.lower(): v for k, v in headers.items()}))
+    except exceptions.CosmosHttpResponseError:
+        return None
+    match = re.search(r"(?:^|;)documentsCount=(\d+)", seen.get("x-ms-resource-usage", ""))
+    return int(match.group(1)) if match else None
 
 
 def feed_ranges(container: ContainerProxy) -> list[dict]:
