@@ -121,3 +121,12 @@ def test_sink_part_schemas_hold_exactly_their_own_documents(moto_server) -> None
     assert read_back == written and versions == {1, 2}
     assert run_schema.pairs() == per_document(written)[0]
     assert isinstance(previous, SchemaInfo)
+
+
+@pytest.mark.parametrize("docs", [
+    [{"a": 1, "b": 2.5}, {"a": 1e-5, "c": "x"}],          # same key count, different keys
+    [{"b": 1, "a": 2.5}, {"a": 1e-5, "b": [0.0, 3]}],      # same keys, another order
+    [{"a": {"k": 0.0}}, {"a": {"k": -0.0}}, {"a": {"k": 1e-300}}],  # single-key objects, zeros, a tiny float
+])
+def test_same_sized_objects_with_other_keys_or_order(docs: list[dict]) -> None:
+    assert per_page(docs) == per_document(docs)

@@ -50,9 +50,10 @@ _NEEDS_OWNERS = frozenset((dict, list, float))
 
 
 def _floats_fast(values: list[float]) -> bool:
-    """``float_is_fast`` for every value, checked in C: a NaN or infinity makes the sum non-finite.
-    False also for zeros or a sum that overflows; the caller then checks value by value."""
-    return sum(map(abs, values)) < _INF and min(map(abs, values)) >= FLOAT_FAST_MIN
+    """``float_is_fast`` for every value, checked in C: a NaN or infinity makes the sum non-finite,
+    zeros (always fast) are skipped by ``filter``. False also when the sum overflows; the caller
+    then checks value by value."""
+    return sum(map(abs, values)) < _INF and min(filter(None, map(abs, values)), default=_INF) >= FLOAT_FAST_MIN
 
 
 class SchemaTracker:
@@ -113,8 +114,20 @@ class SchemaTracker:
     def _columns(self, objs: list[dict], owners: Any, prefix: str, slow: set[int]) -> None:
         """Record the paths of `objs` (dicts at `prefix`); add to `slow` the owners (document
         indexes, aligned with `objs`) of floats orjson would not write canonically."""
-        keys = set().union(*objs)
         fields = sum(map(len, objs))
+        first = objs[0]
+        if len(first) > 1 and fields == len(first) * len(objs):
+            # The usual page: every object has exactly the first one's keys (same count, no KeyError).
+            # One itemgetter pass reads all columns at once (zip transposes), instead of one per key.
+            try:
+                rows = list(map(itemgetter(*first), objs))
+            except KeyError:
+                pass
+            else:
+                for key, column in zip(first, zip(*rows)):
+                    self._column(column, owners, prefix + key, slow)
+                return
+        keys = set().union(*objs)
         if len(keys) * len(objs) > 4 * fields + 64:
             # Objects used as maps (few shared keys): columns would be mostly holes, walk one by one.
             for obj, owner in zip(objs, owners):
