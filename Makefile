@@ -33,7 +33,7 @@ test: deps
 	$(PY) -m pytest
 
 bench: deps
-	$(PY) -m bench
+	$(PY) -m bench --docs 100000 1000000
 	$(PY) docs/sync_readme.py
 
 reliability-report: deps

@@ -1,6 +1,6 @@
 """One benchmark client, run in its own process so its CPU time and peak RSS are its own.
 
-    python -m bench.client floor|worker|naive --state <sandbox.json> --container <name> [--profile <file>]
+    python -m bench.client floor|floor_bulk_gc|worker|naive --state <sandbox.json> --container <name> [--profile <file>]
 
 Prints one JSON line: {"client", "documents", "seconds"} (wall time of the measured work only).
 The parent reads CPU seconds and peak RSS from the child's rusage (os.wait4).
@@ -52,6 +52,14 @@ def floor(state: dict, container: str) -> int:
         return sum(pool.map(drain, ranges))
 
 
+def floor_bulk_gc(state: dict, container: str) -> int:
+    """The floor with the worker's GC setting: what reading costs without the collector's rescans."""
+    from cosmos_export.export import bulk_gc
+
+    with bulk_gc():
+        return floor(state, container)
+
+
 def worker(state: dict, container: str) -> int:
     """The worker's own snapshot export (run_export, what `cosmos-export run --mode snapshot` calls)."""
     from cosmos_export.export import run_export
@@ -60,18 +68,12 @@ def worker(state: dict, container: str) -> int:
 
 
 def naive(state: dict, container: str) -> int:
-    """What a user might write: read everything, json.dumps per document, one buffered put_object.
-
-    `read_all_items` is what the issue names; the gateway double rejects the request it sends today
-    (reported to its owner), so this reads the same documents with the equivalent cross-partition
-    `SELECT * FROM c` query, page size as the worker's.
-    """
+    """What a user might write: read_all_items, json.dumps per document, one buffered put_object."""
     import boto3
 
     settings = _settings(state, container)
     target = _cosmos_container(settings, state, container)
-    items = target.query_items("SELECT * FROM c", enable_cross_partition_query=True,
-                               max_item_count=settings.page_size)
+    items = target.read_all_items(max_item_count=settings.page_size)
     lines = [json.dumps(doc) for doc in items]
     body = ("\n".join(lines) + "\n").encode()
     s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.aws_region)
@@ -79,7 +81,7 @@ def naive(state: dict, container: str) -> int:
     return len(lines)
 
 
-CLIENTS = {"floor": floor, "worker": worker, "naive": naive}
+CLIENTS = {"floor": floor, "floor_bulk_gc": floor_bulk_gc, "worker": worker, "naive": naive}
 
 
 def main() -> int:
