@@ -90,6 +90,11 @@ class CosmosGatewayState:
         self.stats: Counter[tuple[str, int]] = Counter()
         # (operation, x-ms-cosmos-priority-level or None) of every data-plane request: priority-based execution.
         self.priorities: Counter[tuple[str, str | None]] = Counter()
+        # Seconds each request of an operation is held before it is answered, and how many were in flight at
+        # most: lets a test see how many requests a client really runs at once.
+        self.response_delay: dict[str, float] = {}
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
         self._faults: list[dict] = []  # countdown faults, in order
         self._not_modified: dict[tuple[str, str, str], _Timed] = {}
         self._not_propagated: _Timed | None = None
@@ -354,7 +359,7 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
                                   headers={"x-ms-retry-after-ms": str(fault["retry_after_ms"])})
             if fault is not None and fault["kind"] == "unavailable":
                 raise CosmosError(503, "ServiceUnavailable", "Service is currently unavailable. Please retry.")
-            status, payload, headers = handler(body)
+            status, payload, headers = self._serve(operation, handler, body)
             if fault is not None and fault["kind"] == "reset":
                 self.state.count(operation, 0)
                 self._send(status, payload, headers, reset=True)
@@ -367,6 +372,20 @@ class CosmosGatewayHandler(BaseHTTPRequestHandler):
             return
         self.state.count(operation, status)
         self._send(status, payload, headers)
+
+    def _serve(self, operation: str, handler: Callable[[bytes], Any], body: bytes):
+        state = self.state
+        with state.lock:
+            state.in_flight[operation] += 1
+            state.max_in_flight[operation] = max(state.max_in_flight[operation], state.in_flight[operation])
+        try:
+            delay = state.response_delay.get(operation, 0.0)
+            if delay:
+                time.sleep(delay)
+            return handler(body)
+        finally:
+            with state.lock:
+                state.in_flight[operation] -= 1
 
     # --- routing ---------------------------------------------------------------
     def _route(self, method: str, parts: list[str]):

@@ -426,3 +426,19 @@ def test_progress_bar_on_a_terminal_has_the_snapshot_total_for_its_eta(env, monk
     (snap_total, snap_screen), (inc_total, inc_screen) = screens
     assert snap_total == 640 and "640/640" in snap_screen.getvalue()  # total known: rich computes the ETA
     assert inc_total is None and "5" in inc_screen.getvalue()  # a delta's size is unknown: rate only
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_feed_ranges_are_read_in_parallel_up_to_the_concurrency(env, concurrency):
+    """EXPORT_CONCURRENCY feed ranges at once, never more (the double holds each change-feed request 0.3 s)."""
+    state = env["state"]
+    docs = make_docs(450)
+    state.upsert_many(DB, "orders", docs)
+    state.response_delay["changefeed.read"] = 0.3
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "concurrency": concurrency})
+    summary = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"],
+                                s3=env["s3"])
+    assert summary.containers[0].feed_ranges == 4
+    assert sorted((user(d) for d in exported(env, "orders", summary.containers[0].run_id)),
+                  key=lambda d: d["n"]) == docs
+    assert state.max_in_flight["changefeed.read"] == concurrency
