@@ -33,7 +33,7 @@ test: deps
 	$(PY) -m pytest
 
 bench: deps
-	$(PY) -m bench --docs 100000 1000000
+	$(PY) -m bench --docs 100000 1000000 --repeat 3
 	$(PY) docs/sync_readme.py
 
 reliability-report: deps

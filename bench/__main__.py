@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -63,7 +64,19 @@ def run_client(name: str, state_file: Path, log_dir: Path, profile: Path | None 
     return result
 
 
-def measure(docs: int, profile: bool, directory: Path) -> dict:
+def median_run(runs: list[dict]) -> dict:
+    """One client's figures over several rounds: median time and CPU, the highest peak RSS."""
+    out = dict(runs[-1])
+    for key in ("seconds", "cpu_seconds", "load_1min_before"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["server_cpu_seconds"] = {n: statistics.median(r["server_cpu_seconds"][n] for r in runs)
+                                 for n in runs[-1]["server_cpu_seconds"]}
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    out["runs"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "peak_rss_mb", "load_1min_before")} for r in runs]
+    return out
+
+
+def measure(docs: int, profile: bool, directory: Path, repeat: int = 1) -> dict:
     state = sb.up(directory, "dev", "gateway", timeout=180)
     try:
         seeder = GatewaySeeder(state["seed"]["control_url"], state["ca_bundle"])
@@ -79,9 +92,10 @@ def measure(docs: int, profile: bool, directory: Path) -> dict:
         seeded = seeder.seed(state["database"], CONTAINER, counted())
         seed_seconds = time.perf_counter() - started
         print(f"seeded {seeded} documents ({dataset_bytes / 1e6:.1f} MB of JSON) in {seed_seconds:.1f}s", flush=True)
-        clients = {}
+        runs: dict[str, list[dict]] = {name: [] for name in CLIENT_NAMES}
         servers = {name: pid for name, pid in state["pids"].items()}
-        for name in CLIENT_NAMES:
+        # Rounds interleave the clients, so a burst of load on the shared machine hits them alike.
+        for name in [n for _ in range(repeat) for n in CLIENT_NAMES]:
             prof = directory / f"profile-{name}.txt" if profile and name == "worker" else None
             load = os.getloadavg()[0]
             before = {n: process_cpu_seconds(pid) for n, pid in servers.items()}
@@ -91,17 +105,15 @@ def measure(docs: int, profile: bool, directory: Path) -> dict:
             result["load_1min_before"] = load
             if result["documents"] != seeded:
                 raise RuntimeError(f"{name} read {result['documents']} documents, {seeded} were seeded")
-            result["docs_per_s"] = seeded / result["seconds"]
-            result["mb_per_s"] = dataset_bytes / 1e6 / result["seconds"]
-            result["cpu_s_per_100k"] = result["cpu_seconds"] * 100_000 / seeded
-            result["server_cpu_s_per_100k"] = sum(result["server_cpu_seconds"].values()) * 100_000 / seeded
-            clients[name] = result
+            runs[name].append(result)
+            result = rates(result, seeded, dataset_bytes)
             print(f"{name:<13} {result['seconds']:7.1f}s  {result['docs_per_s']:8.0f} docs/s  "
                   f"{result['mb_per_s']:6.2f} MB/s  CPU {result['cpu_s_per_100k']:6.1f}s/100k  "
                   f"peak RSS {result['peak_rss_mb']:6.0f} MB  servers' CPU {result['server_cpu_s_per_100k']:4.1f}s/100k  "
                   f"(load {load:.2f} before)", flush=True)
     finally:
         sb.down(directory)
+    clients = {name: rates(median_run(rs), seeded, dataset_bytes) for name, rs in runs.items()}
     return {
         "docs": docs, "dataset_bytes": dataset_bytes, "seed_seconds": seed_seconds, "clients": clients,
         "ratios": {"worker_over_floor_cpu": clients["worker"]["cpu_seconds"] / clients["floor"]["cpu_seconds"],
@@ -109,9 +121,18 @@ def measure(docs: int, profile: bool, directory: Path) -> dict:
                                                      / clients["floor_bulk_gc"]["cpu_seconds"]),
                    "worker_over_naive_throughput": clients["worker"]["docs_per_s"] / clients["naive"]["docs_per_s"],
                    "floor_over_naive_throughput": clients["floor"]["docs_per_s"] / clients["naive"]["docs_per_s"]},
-        "machine": machine(), "command": f"python -m bench --docs {docs}",
+        "machine": machine(), "repeat": repeat,
+        "command": f"python -m bench --docs {docs}" + (f" --repeat {repeat}" if repeat > 1 else ""),
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def rates(result: dict, seeded: int, dataset_bytes: int) -> dict:
+    result["docs_per_s"] = seeded / result["seconds"]
+    result["mb_per_s"] = dataset_bytes / 1e6 / result["seconds"]
+    result["cpu_s_per_100k"] = result["cpu_seconds"] * 100_000 / seeded
+    result["server_cpu_s_per_100k"] = sum(result["server_cpu_seconds"].values()) * 100_000 / seeded
+    return result
 
 
 def machine() -> str:
@@ -147,7 +168,8 @@ def render(results: dict[int, dict], notes: str) -> str:
              "setting (`export.bulk_gc`). CPU seconds and peak RSS are the client process's own (`os.wait4`",
              "rusage, `VmHWM`), not the local servers'; *servers' CPU* is what the gateway double (+ STS/Entra",
              "doubles) and moto spent meanwhile. MB/s counts the documents' compact JSON bytes. *load* is the",
-             "1-minute load average just before the client started (2 vCPUs: 2.0 = busy).", ""]
+             "1-minute load average just before the client started (2 vCPUs: 2.0 = busy). With `--repeat N`",
+             "the four clients run N rounds, interleaved; the tables show medians (peak RSS: the highest).", ""]
     for docs, r in sorted(results.items()):
         lines += [f"## {docs:,} documents ({r['dataset_bytes'] / 1e6:.0f} MB of JSON)", "",
                   f"Machine: {r['machine']}  ", f"Command: `{r['command']}` ({r['at']})", "",
@@ -178,6 +200,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000],
                         help="container sizes to measure, one sandbox each (default: 100000 1000000)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the four clients per size; the table shows medians (peak RSS: the highest)")
     parser.add_argument("--profile", action="store_true", help="profile the worker client with pyinstrument")
     parser.add_argument("--dir", type=Path, default=REPO / ".sandbox" / "bench")
     args = parser.parse_args()
@@ -185,7 +209,7 @@ def main() -> int:
         if docs < 1000:
             parser.error(f"--docs={docs}: use at least 1000 documents for meaningful rates")
     for docs in args.docs:
-        result = measure(docs, args.profile, args.dir.resolve())
+        result = measure(docs, args.profile, args.dir.resolve(), args.repeat)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{docs}.json").write_text(json.dumps(result, indent=2) + "\n")
         results = {int(p.stem): json.loads(p.read_text()) for p in RESULTS.glob("*.json") if p.stem.isdigit()}
