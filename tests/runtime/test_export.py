@@ -130,6 +130,20 @@ def test_interrupted_run_commits_nothing_and_is_redone(env):
     assert summary.containers[0].mode == "snapshot" and summary.containers[0].documents == 800
 
 
+@pytest.mark.parametrize("update", [{"snapshot_source": "query"}, {"change_feed_mode": "AllVersionsAndDeletes"}])
+def test_stop_while_taking_the_feeds_now_is_an_interruption_not_a_failure(env, update):
+    """These snapshots read the change feed's "now" first; a SIGTERM there stops cleanly (exit 143 in the CLI)."""
+    env["state"].upsert_many(DB, "orders", make_docs(200))
+    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), **update})
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(export.ExportInterrupted) as err:
+        export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"], s3=env["s3"],
+                          stop=stop)
+    assert "nothing was committed" in str(err.value)
+    assert env["s3"].list_objects_v2(Bucket=env["bucket"]).get("KeyCount", 0) == 0
+
+
 def test_consistency_below_minimum_refuses_before_transfer(env):
     env["state"].consistency = "Eventual"
     with pytest.raises(export.ExportError) as err:

@@ -203,6 +203,8 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
             elif settings.snapshot_source == "query" or settings.change_feed_mode == "AllVersionsAndDeletes":
                 # Take the feed's "now" first: changes made while the snapshot is read are in the next run.
                 end = reader.now_continuation()
+                if end is None:
+                    raise ExportInterrupted("stop requested")
                 if settings.snapshot_source == "query":
                     pages = reader.query(settings.query_filter)
                 else:  # AllVersionsAndDeletes cannot start from Beginning: read current versions instead

@@ -171,11 +171,16 @@ class FeedRangeReader:
         yield from self._pages(pager, hook, resumable=True)
         self.continuation = hook.etag or self.continuation
 
-    def now_continuation(self, mode: str | None = None) -> str:
-        """The feed range's continuation at this instant (taken before a query snapshot so nothing is missed)."""
+    def now_continuation(self, mode: str | None = None) -> str | None:
+        """The feed range's continuation at this instant (taken before a query snapshot so nothing is missed).
+
+        None when a stop was requested (SIGTERM) before the change feed answered.
+        """
         pages = list(self.change_feed(start_time="Now", mode=mode))
         if pages and any(p.docs for p in pages):
             raise SourceError("the change feed returned documents for start_time='Now'")  # cannot happen
+        if not self.continuation and self.stop.is_set():
+            return None
         if not self.continuation:
             raise SourceError(f"no change-feed continuation for feed range {self.feed_range}")
         return self.continuation
