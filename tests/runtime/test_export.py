@@ -66,9 +66,10 @@ def env(moto_server, local_ca, monkeypatch):
                    credential=JwtCredential(issuer, OID), bucket=bucket)
 
 
-def run(env, mode, **kw):
-    return export.run_export(env["settings"], mode, credential=env["credential"], session=env["session"],
-                             s3=env["s3"], **kw)
+def run(env, mode, *, settings=None, s3=None, **kw):
+    """One export run with the fixture's identity and session; `settings`/`s3` default to the fixture's."""
+    return export.run_export(settings or env["settings"], mode, credential=env["credential"], session=env["session"],
+                             s3=s3 or env["s3"], **kw)
 
 
 def exported(env, container: str, run_id: str) -> list[dict]:
@@ -138,8 +139,7 @@ def test_stop_while_taking_the_feeds_now_is_an_interruption_not_a_failure(env, u
     stop = threading.Event()
     stop.set()
     with pytest.raises(export.ExportInterrupted) as err:
-        export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"], s3=env["s3"],
-                          stop=stop)
+        run(env, "snapshot", settings=settings, stop=stop)
     assert "nothing was committed" in str(err.value)
     assert env["s3"].list_objects_v2(Bucket=env["bucket"]).get("KeyCount", 0) == 0
 
@@ -178,20 +178,20 @@ def test_filtered_query_snapshot_then_incremental_from_the_now_taken_before(env)
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "snapshot_source": "query",
                                                   "query_filter": "c.n >= 450"})
-    snap = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"], s3=env["s3"])
+    snap = run(env, "snapshot", settings=settings)
     [result] = snap.containers
     assert result.mode == "query-snapshot" and result.feed_ranges == 4
     assert sorted((user(d) for d in exported(env, "orders", result.run_id)), key=lambda d: d["n"]) == docs[450:]
 
     with pytest.raises(export.ExportError) as err:  # the change feed cannot apply the filter
-        export.run_export(settings, "incremental", credential=env["credential"], session=env["session"], s3=env["s3"])
+        run(env, "incremental", settings=settings)
     assert str(err.value).startswith("EXPORT_QUERY_FILTER is set but an incremental run reads the change feed")
 
     # Without the filter, the next incremental starts where the snapshot's "now" continuations were taken.
     changed = [{**docs[3], "n": -3}]
     state.upsert_many(DB, "orders", changed)
     plain = settings.model_copy(update={"query_filter": None, "snapshot_source": "changefeed"})
-    inc = export.run_export(plain, "incremental", credential=env["credential"], session=env["session"], s3=env["s3"])
+    inc = run(env, "incremental", settings=plain)
     assert [user(d) for d in exported(env, "orders", inc.containers[0].run_id)] == changed
 
 
@@ -202,13 +202,12 @@ def test_all_versions_and_deletes_captures_deletes(env):
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
                                                   "change_feed_mode": "AllVersionsAndDeletes"})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
-    snap = export.run_export(settings, "snapshot", **kwargs)  # AVAD cannot start at Beginning: now, then current docs
+    snap = run(env, "snapshot", settings=settings)  # AVAD cannot start at Beginning: now, then current docs
     assert snap.containers[0].documents == 300
     state.delete(DB, "orders", "o-7", "k-7")
     state.upsert(DB, "orders", {**docs[8], "n": 88})
     state.upsert(DB, "orders", {**docs[8], "n": 89})
-    inc = export.run_export(settings, "incremental", **kwargs)
+    inc = run(env, "incremental", settings=settings)
     changes = exported(env, "orders", inc.containers[0].run_id)
     summary = sorted((c["metadata"]["operationType"], c["metadata"]["lsn"], c["current"].get("n"),
                       c["current"].get("id") or c["metadata"].get("id")) for c in changes)
@@ -225,10 +224,9 @@ def test_priority_level_header_is_sent_only_when_configured(env, priority, snaps
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "priority": priority,
                                                   "snapshot_source": snapshot_source})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
-    snap = export.run_export(settings, "snapshot", **kwargs)
+    snap = run(env, "snapshot", settings=settings)
     state.upsert_many(DB, "orders", make_docs(20, offset=900))
-    inc = export.run_export(settings, "incremental", **kwargs)
+    inc = run(env, "incremental", settings=settings)
     assert (snap.containers[0].documents, inc.containers[0].documents) == (450, 20)
     reads = ["changefeed.read"] + (["query"] if snapshot_source == "query" else [])
     for operation in reads:
@@ -246,8 +244,7 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
                                                   "change_feed_mode": "AllVersionsAndDeletes"})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
-    snap = export.run_export(settings, "snapshot", **kwargs)
+    snap = run(env, "snapshot", settings=settings)
     assert sorted((user(d) for d in exported(env, "orders", snap.containers[0].run_id)),
                   key=lambda d: d["n"]) == docs  # the snapshot: current versions, LatestVersion shape
 
@@ -275,7 +272,7 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     delete(docs[30])  # deleted and created again with the same id
     upsert({**docs[30], "reborn": True}, "create")
 
-    inc = export.run_export(settings, "incremental", **kwargs)
+    inc = run(env, "incremental", settings=settings)
     assert inc.containers[0].documents == len(expected)
     target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
     manifest = next(m for m in CommitStore(env["s3"], target).committed_manifests()
@@ -309,7 +306,7 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
         assert [e for e in got if e[1] == doc_id] == [e for e in expected if e[1] == doc_id], doc_id
     assert verify_run(env["s3"], target, inc.containers[0].run_id).ok
     # Nothing changed since: the next incremental is empty (no change committed twice).
-    assert export.run_export(settings, "incremental", **kwargs).containers[0].documents == 0
+    assert run(env, "incremental", settings=settings).containers[0].documents == 0
 
 
 def test_unversioned_bucket_works_end_to_end(env):
@@ -321,11 +318,10 @@ def test_unversioned_bucket_works_end_to_end(env):
     docs = make_docs(700)
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "bucket": bucket})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
-    snap = export.run_export(settings, "snapshot", **kwargs)
+    snap = run(env, "snapshot", settings=settings, s3=s3)
     changed = [{**d, "n": -d["n"]} for d in docs[:25]]
     state.upsert_many(DB, "orders", changed)
-    inc = export.run_export(settings, "incremental", **kwargs)
+    inc = run(env, "incremental", settings=settings, s3=s3)
     target = ExportTarget(bucket, "exports/test", "acct", DB, "orders")
     manifests = CommitStore(s3, target).committed_manifests()
     assert [m.run_id for m in manifests] == [snap.containers[0].run_id, inc.containers[0].run_id]
@@ -345,14 +341,13 @@ def test_new_field_bumps_the_schema_version_in_manifest_checkpoint_and_tags(env)
     docs = make_docs(200)
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
     target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
     store = CommitStore(s3, target)
-    export.run_export(settings, "snapshot", **kwargs)
+    run(env, "snapshot", settings=settings, s3=s3)
     state.upsert_many(DB, "orders", [{**docs[1], "coupon": {"code": "X1"}}, {**docs[2], "n": "two"}])
-    export.run_export(settings, "incremental", **kwargs)
+    run(env, "incremental", settings=settings, s3=s3)
     state.upsert_many(DB, "orders", [{**docs[3], "n": 33}])  # known paths and types only
-    export.run_export(settings, "incremental", **kwargs)
+    run(env, "incremental", settings=settings, s3=s3)
     m1, m2, m3 = store.committed_manifests()
     assert (m1.schema_.version, m1.schema_previous) == (1, None)
     assert m2.schema_previous == m1.schema_ and m2.schema_.version == 2
@@ -369,8 +364,7 @@ def test_new_field_bumps_the_schema_version_in_manifest_checkpoint_and_tags(env)
 def test_object_written_log_line_per_part_matches_the_manifest(env, capsys, json_logs):
     env["state"].upsert_many(DB, "orders", make_docs(450))
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
-    summary = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"],
-                                s3=env["s3"], log=audit.get_logger())
+    summary = run(env, "snapshot", settings=settings, log=audit.get_logger())
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     written = {x["key"]: x for x in lines if x["event"] == "object_written"}
     target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
@@ -394,9 +388,8 @@ def test_next_run_deletes_parts_and_aborts_uploads_of_an_old_uncommitted_run(env
     state, s3, bucket = env["state"], env["s3"], env["bucket"]
     state.upsert_many(DB, "orders", make_docs(120))
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=s3)
     target = ExportTarget(bucket, "exports/test", "acct", DB, "orders")
-    export.run_export(settings, "snapshot", **kwargs)
+    run(env, "snapshot", settings=settings, s3=s3)
     long_ago = datetime.now(timezone.utc) - timedelta(hours=3)
     dead = layout.new_run_id(long_ago)
     key = layout.part_key(target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1,
@@ -406,7 +399,7 @@ def test_next_run_deletes_parts_and_aborts_uploads_of_an_old_uncommitted_run(env
     s3.create_multipart_upload(Bucket=bucket, Key=upload_key)
     # Parts must be older than the run by the clock-skew margin: the next run happens an hour from now.
     later = datetime.now(timezone.utc) + timedelta(hours=1)
-    export.run_export(settings, "incremental", clock=lambda: later, **kwargs)
+    run(env, "incremental", settings=settings, s3=s3, clock=lambda: later)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=target.data_prefix).get("Contents", [])}
     committed_keys = {p.key for m in CommitStore(s3, target).committed_manifests() for p in m.parts}
     assert key not in keys and keys == committed_keys and committed_keys
@@ -433,10 +426,9 @@ def test_progress_bar_on_a_terminal_has_the_snapshot_total_for_its_eta(env, monk
     monkeypatch.setattr(audit, "Progress", on_terminal)
     env["state"].upsert_many(DB, "orders", make_docs(640))
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",)})
-    kwargs = dict(credential=env["credential"], session=env["session"], s3=env["s3"])
-    export.run_export(settings, "snapshot", **kwargs)
+    run(env, "snapshot", settings=settings)
     env["state"].upsert_many(DB, "orders", make_docs(5, offset=640))
-    export.run_export(settings, "incremental", **kwargs)
+    run(env, "incremental", settings=settings)
     (snap_total, snap_screen), (inc_total, inc_screen) = screens
     assert snap_total == 640 and "640/640" in snap_screen.getvalue()  # total known: rich computes the ETA
     assert inc_total is None and "5" in inc_screen.getvalue()  # a delta's size is unknown: rate only
@@ -450,8 +442,7 @@ def test_feed_ranges_are_read_in_parallel_up_to_the_concurrency(env, concurrency
     state.upsert_many(DB, "orders", docs)
     state.response_delay["changefeed.read"] = 0.3
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "concurrency": concurrency})
-    summary = export.run_export(settings, "snapshot", credential=env["credential"], session=env["session"],
-                                s3=env["s3"])
+    summary = run(env, "snapshot", settings=settings)
     assert summary.containers[0].feed_ranges == 4
     assert sorted((user(d) for d in exported(env, "orders", summary.containers[0].run_id)),
                   key=lambda d: d["n"]) == docs
