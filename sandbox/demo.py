@@ -105,10 +105,16 @@ def _customer(i: int) -> dict:
             "marketing": {"email": i % 2 == 0, "sms": None}, "lifetimeValue": round(i * 13.37 % 5000, 2)}
 
 
+def _seeder(state: dict) -> GatewaySeeder | SdkSeeder:
+    """Writes documents into the running sandbox's Cosmos endpoint, whichever it is."""
+    if state["cosmos"] == "gateway":
+        return GatewaySeeder(state["seed"]["control_url"], state["ca_bundle"])
+    return SdkSeeder(state["seed"]["cosmos_endpoint"])
+
+
 def seed(state: dict, docs: int) -> dict[str, int]:
     db, containers = state["database"], state["containers"]
-    seeder = (GatewaySeeder(state["seed"]["control_url"], state["ca_bundle"]) if state["cosmos"] == "gateway"
-              else SdkSeeder(state["seed"]["cosmos_endpoint"]))
+    seeder = _seeder(state)
     counts = {containers[0]: seeder.seed(db, containers[0], sample_documents(docs))}
     for other in containers[1:]:
         counts[other] = seeder.seed(db, other, (_customer(i) for i in range(max(10, docs // 20))))
@@ -118,8 +124,7 @@ def seed(state: dict, docs: int) -> dict[str, int]:
 def change(state: dict, docs: int) -> dict[str, int]:
     """Update, insert and delete documents of the first container; returns what changed."""
     db, container = state["database"], state["containers"][0]
-    seeder = (GatewaySeeder(state["seed"]["control_url"], state["ca_bundle"]) if state["cosmos"] == "gateway"
-              else SdkSeeder(state["seed"]["cosmos_endpoint"]))
+    seeder = _seeder(state)
     originals = list(sample_documents(UPDATED + DELETED))
     for doc in originals[:UPDATED]:
         doc["revision"] += 1
