@@ -29,7 +29,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy, CosmosClient, documents, exceptions
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from cosmos_export import contract
+from cosmos_export import contract, sdk_json
 from cosmos_export.settings import WorkerSettings
 
 #: Bounded budget for errors the SDK does not retry itself (RBAC propagation, 503, resets).
@@ -64,6 +64,7 @@ def retrying(budget_seconds: float | None = None, attempts: int | None = None,
 
 
 def cosmos_client(settings: WorkerSettings, credential: Any) -> CosmosClient:
+    sdk_json.install()
     kwargs: dict[str, Any] = {
         # The SDK retries 429 itself, honouring x-ms-retry-after-ms; an export can afford to wait longer
         # than the interactive defaults (9 attempts / 30 s).
