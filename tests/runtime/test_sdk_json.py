@@ -34,7 +34,7 @@ def same(a: object, b: object) -> bool:
 def test_any_json_text_parses_to_the_same_values_and_types(value: object, ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert same(sdk_json.loads(text), json.loads(text))
-    assert same(sdk_json.loads(text.encode("utf-8", "surrogatepass")), json.loads(text.encode("utf-8", "surrogatepass")))
+    assert same(sdk_json.loads(text.encode()), json.loads(text.encode()))  # the SDK may hand over bytes too
 
 
 @pytest.mark.parametrize("text", [

@@ -7,8 +7,8 @@ msgspec parses the same text faster and gives the same values: integers of any
 size stay exact ``int`` (orjson would turn integers beyond 64 bits into
 floats), floats are correctly rounded. Whatever msgspec refuses (``NaN`` /
 ``Infinity`` literals, numbers beyond the double range, lone surrogates,
-nesting too deep, invalid JSON) goes to ``json.loads``, so every result and every error is
-exactly the stdlib's (tests/runtime/test_sdk_json.py).
+nesting too deep, invalid JSON) goes to ``json.loads``, so every result and
+every error is exactly the stdlib's (tests/runtime/test_sdk_json.py).
 """
 
 from __future__ import annotations
