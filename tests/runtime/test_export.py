@@ -195,13 +195,19 @@ def test_filtered_query_snapshot_then_incremental_from_the_now_taken_before(env)
     assert [user(d) for d in exported(env, "orders", inc.containers[0].run_id)] == changed
 
 
-def test_all_versions_and_deletes_captures_deletes(env):
+def seeded_all_versions(env, count: int = 300):
+    """The double recording every version, `count` documents in "orders", settings for AllVersionsAndDeletes."""
     state = env["state"]
     state.record_all_versions = True
-    docs = make_docs(300)
+    docs = make_docs(count)
     state.upsert_many(DB, "orders", docs)
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
                                                   "change_feed_mode": "AllVersionsAndDeletes"})
+    return state, docs, settings
+
+
+def test_all_versions_and_deletes_captures_deletes(env):
+    state, docs, settings = seeded_all_versions(env)
     snap = run(env, "snapshot", settings=settings)  # AVAD cannot start at Beginning: now, then current docs
     assert snap.containers[0].documents == 300
     state.delete(DB, "orders", "o-7", "k-7")
@@ -238,12 +244,7 @@ def test_priority_level_header_is_sent_only_when_configured(env, priority, snaps
 def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     """AllVersionsAndDeletes through the double: each write since the last run is one line, in LSN order per range,
     with its own image (intermediate versions included) and each delete with its id and partition key."""
-    state = env["state"]
-    state.record_all_versions = True
-    docs = make_docs(300)
-    state.upsert_many(DB, "orders", docs)
-    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
-                                                  "change_feed_mode": "AllVersionsAndDeletes"})
+    state, docs, settings = seeded_all_versions(env)
     snap = run(env, "snapshot", settings=settings)
     assert sorted((user(d) for d in exported(env, "orders", snap.containers[0].run_id)),
                   key=lambda d: d["n"]) == docs  # the snapshot: current versions, LatestVersion shape
