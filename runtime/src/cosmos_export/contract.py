@@ -44,6 +44,17 @@ COSMOS_BUILTIN_DATA_READER_ACTIONS: Final = (
     f"{_SQL}/sqlDatabases/containers/readChangeFeed",
     f"{_SQL}/sqlDatabases/containers/items/read",
 )
+#: The restore identity's data actions (a separate identity, assigned only on the restore target
+#: containers, never on an exported source): item writes plus the reads a restore's checks need.
+#: Not the built-in Data Contributor (00000000-0000-0000-0000-000000000002): it includes containers/*.
+COSMOS_RESTORE_DATA_ACTIONS: Final = (
+    f"{_SQL}/readMetadata",
+    f"{_SQL}/sqlDatabases/containers/items/read",
+    f"{_SQL}/sqlDatabases/containers/items/create",
+    f"{_SQL}/sqlDatabases/containers/items/upsert",
+    f"{_SQL}/sqlDatabases/containers/items/replace",
+    f"{_SQL}/sqlDatabases/containers/items/delete",
+)
 #: Consistency levels from weakest to strongest.
 CONSISTENCY_LEVELS: Final = ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
 
@@ -89,6 +100,10 @@ class Env:
     PART_SIZE_MB = "EXPORT_PART_SIZE_MB"
     COMPRESSION = "EXPORT_COMPRESSION"  # gzip | zstd
     LOG_LEVEL = "EXPORT_LOG_LEVEL"
+    # Restore and drills (the restore task only)
+    RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
+    RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
+    MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget (restore; later the export too)
 
 
 # --- Stack outputs (read by the sandbox, the README and CI) ----------------
@@ -110,12 +125,25 @@ class Output:
     COSMOS_ENDPOINT = "cosmosEndpoint"
     WORKER_ENVIRONMENT = "workerEnvironment"
     COSMOS_ROLE_DEFINITION_ID = "cosmosRoleDefinitionId"
+    # Restore identity and tasks (only when the stack's restore block is enabled)
+    RESTORE_TASK_ROLE_ARN = "restoreTaskRoleArn"
+    RESTORE_CLIENT_ID = "restoreClientId"
+    RESTORE_SERVICE_PRINCIPAL_OBJECT_ID = "restoreServicePrincipalObjectId"
+    RESTORE_TASK_DEFINITION_ARN = "restoreTaskDefinitionArn"
+    RESTORE_WORKER_ENVIRONMENT = "restoreWorkerEnvironment"
+    COSMOS_RESTORE_ROLE_DEFINITION_ID = "cosmosRestoreRoleDefinitionId"
+    RUN_RESTORE_COMMAND = "runRestoreCommand"
+    RUN_DRILL_COMMAND = "runDrillCommand"
 
 
 # --- Export format ----------------------------------------------------------
 
 #: Version of the manifest / checkpoint documents this worker writes.
 MANIFEST_FORMAT_VERSION: Final = 1
+#: Folders under each container's prefix ({prefix}/{account}/{db}/{container}/...) beside data/,
+#: manifests/ and checkpoint.json: drill reports, and restore progress (the restore role writes only these).
+DRILLS_DIR: Final = "drills"
+RESTORES_DIR: Final = "restores"
 #: S3 object metadata keys (x-amz-meta-*) on every part.
 class Meta:
     SCHEMA_VERSION = "schema-version"
