@@ -88,6 +88,9 @@ class Manifest(BaseModel):
     schema_previous: SchemaModel | None
     schema_: SchemaModel = Field(alias="schema")
     timings: dict[str, float] = Field(default_factory=dict)
+    #: Newest Cosmos `_ts` (epoch s) committed so far, this run or before (None: nothing yet); `status` and
+    #: the LagSeconds metric measure lag from it. Optional, so manifests written before it still load.
+    newest_ts: int | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -113,6 +116,7 @@ class Checkpoint(BaseModel):
     continuations: dict[str, str | None]
     schema_: SchemaModel = Field(alias="schema")
     committed_at: datetime
+    newest_ts: int | None = None  # copied from the manifest
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ class CommitStore:
             continuations=manifest.continuations,
             schema=manifest.schema_,
             committed_at=datetime.now(timezone.utc),
+            newest_ts=manifest.newest_ts,
         )
         condition = {"IfMatch": state.etag} if state.etag else {"IfNoneMatch": "*"}
         response = self._s3.put_object(

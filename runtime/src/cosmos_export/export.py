@@ -24,7 +24,7 @@ import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, identity, layout, source
+from cosmos_export import audit, identity, layout, metrics, source
 from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart, SchemaModel
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
@@ -54,6 +54,7 @@ class ContainerResult:
     feed_ranges: int
     request_charge: float
     seconds: float
+    newest_ts: int | None = None
 
 
 @dataclass
@@ -99,9 +100,10 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
     session = session or identity.aws_session(settings)
     s3 = s3 or s3_client(settings, session)
     try:
-        credential = credential or identity.azure_credential(settings, session)
-        client = source.cosmos_client(settings, credential)
-        level = source.check_consistency(client, settings.min_consistency)
+        with metrics.failure_recorded(log, settings, settings.cosmos_containers, mode, clock):
+            credential = credential or identity.azure_credential(settings, session)
+            client = source.cosmos_client(settings, credential)
+            level = source.check_consistency(client, settings.min_consistency)
     except (identity.IdentityError, ClientAuthenticationError) as e:
         raise ExportError(identity.explain_auth_error(e)) from None
     except cosmos_exceptions.CosmosHttpResponseError as e:
@@ -113,7 +115,8 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
     summary = RunSummary(mode=mode)
     for name in settings.cosmos_containers:
         try:
-            summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
+            with metrics.failure_recorded(log, settings, [name], mode, clock):
+                summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
         except ExportError:
             raise
         except cosmos_exceptions.CosmosHttpResponseError as e:
@@ -186,6 +189,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
     previous = checkpoint.schema_.info() if checkpoint else None
     tracker = SchemaTracker()
     charges: dict[int, float] = {}
+    newest: dict[int, int] = {}  # per feed range: the newest _ts read (the manifest's newest_ts)
     log.info("container_start", run_id=run_id, mode=manifest_mode, feed_ranges=len(work),
              sequence=loaded.next_sequence)
 
@@ -215,6 +219,8 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
             for page in pages:
                 sink.write_page(page.docs)
                 charges[w.index] = charges.get(w.index, 0.0) + page.request_charge
+                if (page_newest := metrics.newest_ts(page.docs)) is not None:
+                    newest[w.index] = max(newest.get(w.index, page_newest), page_newest)
                 log.info("cosmos_page", feed_range_index=w.index, activity_id=page.activity_id,
                          request_charge=page.request_charge, items=len(page.docs))
                 progress.advance(len(page.docs))
@@ -252,13 +258,19 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         parts=[ManifestPart.of(r) for r in records],
                         continuations={key: cont for key, cont, _ in results},
                         schema_previous=SchemaModel.of(previous) if previous else None, schema=SchemaModel.of(schema),
-                        timings={"seconds": round(time.monotonic() - began, 3)})
+                        timings={"seconds": round(time.monotonic() - began, 3)},
+                        newest_ts=max([*newest.values(), *([checkpoint.newest_ts] if checkpoint and
+                                                           checkpoint.newest_ts is not None else [])], default=None))
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
     result = ContainerResult(container=name, run_id=run_id, mode=manifest_mode, sequence=committed.sequence,
                              documents=manifest.documents, bytes=manifest.bytes, parts=len(records),
                              feed_ranges=len(work), request_charge=round(sum(charges.values()), 2),
-                             seconds=round(time.monotonic() - began, 3))
+                             seconds=round(time.monotonic() - began, 3), newest_ts=manifest.newest_ts)
+    at = clock()
+    metrics.emit(log, settings, name, manifest_mode, at, metrics.committed_values(
+        documents=result.documents, bytes=result.bytes, parts=result.parts, request_units=result.request_charge,
+        seconds=result.seconds, newest=result.newest_ts, at=at))
     log.info("container_committed", run_id=run_id, sequence=committed.sequence, documents=result.documents,
              bytes=result.bytes, parts=result.parts, request_charge=result.request_charge,
              orphans_deleted=len(deleted), schema_version=schema.version)

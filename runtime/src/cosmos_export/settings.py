@@ -75,6 +75,7 @@ _FIXES: dict[str, str] = {
     "part_size_mb": "use 5..5120",
     "compression": "use 'gzip' or 'zstd'",
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
+    "stack": "use the Pulumi stack name (letters, digits, '.', '_', '-'), or unset it",
 }
 
 
@@ -117,6 +118,8 @@ class WorkerSettings(BaseSettings):
     # zstd, like the stack default (components/config.py): smaller and several times cheaper than gzip.
     compression: Literal["gzip", "zstd"] = _env(Env.COMPRESSION, "zstd")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env(Env.LOG_LEVEL, "INFO")
+    # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
+    stack: str = _env(Env.STACK, "local", pattern=r"^[A-Za-z0-9._-]{1,255}$")
 
     # --- field checks ------------------------------------------------------
 
