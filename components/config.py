@@ -17,6 +17,9 @@ from typing import Any, Callable, Iterable, Literal
 from cosmos_export import contract
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import alerting_config
+from .alerting_config import AlertingConfig
+
 PROJECT = "cosmos-s3-export"
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -199,6 +202,8 @@ class StackConfig(BaseModel):
     vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
     subnet_ids: list[str] = Field(min_length=1)
     assign_public_ip: bool = False
+    # Alerting (its own model: components/alerting_config.py)
+    alerting: AlertingConfig = AlertingConfig()
 
     @field_validator("bucket_name")
     @classmethod
@@ -337,9 +342,14 @@ class StackConfig(BaseModel):
             problems.append(("memory", self.memory,
                              f"Fargate with cpu {self.cpu} accepts {valid_memory[0]}..{valid_memory[-1]} MiB "
                              f"in steps of {valid_memory[1] - valid_memory[0]}"))
+        problems.extend(self.alerting.problems(schedule=self.schedule, change_feed_mode=self.change_feed_mode))
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    @property
+    def freshness_minutes(self) -> int:
+        return self.alerting.effective_freshness_minutes(self.schedule)
 
     @property
     def exported(self) -> list[str]:
@@ -419,11 +429,14 @@ _KEYS: dict[str, tuple[str, str]] = {
     "assignPublicIp": ("assign_public_ip", "str"),
 }
 _FIELD_TO_KEY = {field: key for key, (field, _) in _KEYS.items()}
+#: Keys of the alerting sub-model (gathered into raw["alerting"]).
+_ALERTING_KEYS = {key: (field, alerting_config.KINDS[key]) for key, field in alerting_config.KEYS.items()}
+_ALERTING_FIELD_TO_KEY = {field: key for key, field in alerting_config.KEYS.items()}
 #: Keys without a default: the message for a missing one says so.
 REQUIRED_KEYS = tuple(
     k for k, (f, _) in _KEYS.items() if f not in ("stack", "entra_app_display_name") and StackConfig.model_fields[f].is_required()
 )
-CONFIG_KEYS = tuple(_KEYS)
+CONFIG_KEYS = tuple(_KEYS) + tuple(_ALERTING_KEYS)
 
 
 def full_key(key: str) -> str:
@@ -438,13 +451,14 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
     every problem at once.
     """
     raw: dict[str, Any] = {"stack": stack, "entra_app_display_name": f"{PROJECT}-{stack}"}
-    known = {full_key(k) for k in _KEYS}
+    known = {full_key(k) for k in CONFIG_KEYS}
     problems: list[str] = [
         f"{k} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
         for k in sorted(present_keys) if k.startswith(f"{PROJECT}:") and k not in known
     ]
     unparsed: set[str] = set()
-    for key, (field, kind) in _KEYS.items():
+    alerting: dict[str, Any] = {}
+    for key, (field, kind) in [*_KEYS.items(), *_ALERTING_KEYS.items()]:
         value = get(full_key(key))
         if value is None:
             continue
@@ -456,7 +470,9 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
                                 "write it as a YAML list or mapping in the stack file")
                 unparsed.add(field)
                 continue
-        raw[field] = value
+        (alerting if key in _ALERTING_KEYS else raw)[field] = value
+    if alerting:
+        raw["alerting"] = alerting
     try:
         config = StackConfig(**raw)
     except ValidationError as e:
@@ -478,6 +494,8 @@ def _describe(err: dict[str, Any]) -> list[str]:
 
 
 def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
+    if len(loc) >= 2 and loc[0] == "alerting":  # the alerting sub-model's fields are top-level keys
+        loc = [_ALERTING_FIELD_TO_KEY.get(loc[1], loc[1]), *loc[2:]]
     key = full_key(_FIELD_TO_KEY.get(loc[0], loc[0])) if loc else "(stack)"
     sub = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     if err["type"] == "missing":

@@ -8,6 +8,7 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import contract
 from cosmos_export.contract import Env, Output
 
+from .alerting import Alerting, AlertingArgs
 from .azure_identity import WorkloadIdentity, WorkloadIdentityArgs
 from .bucket import ExportBucket, ExportBucketArgs
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -48,6 +49,7 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
         Env.PART_SIZE_MB: str(c.part_size_mb),
         Env.COMPRESSION: c.compression,
         Env.TOKEN_DURATION_SECONDS: str(c.token_duration_seconds),
+        Env.STACK: c.stack,
     }
 
 
@@ -92,6 +94,14 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         schedule_enabled=c.schedule_enabled, retry_attempts=c.schedule_retry_attempts,
         max_event_age_seconds=c.schedule_max_event_age_seconds,
     ))
+    alerting = Alerting(name, AlertingArgs(
+        stack=c.stack, account_id=account_id, region=c.region, cosmos_account=c.cosmos_account_name,
+        database=c.cosmos_database, containers=c.exported, task_family=service.task_family,
+        dlq_name=service.dlq_name, dlq_arn=service.dlq_arn, freshness_minutes=c.freshness_minutes,
+        change_feed_mode=c.change_feed_mode, backup_window_days=c.alerting.continuous_backup_days,
+        backup_window_alarm_minutes=c.alerting.backup_window_alarm_minutes,
+        alert_emails=c.alerting.alert_emails, alert_https_endpoints=c.alerting.alert_https_endpoints,
+    ))
     return {
         Output.BUCKET: bucket.bucket_name,
         Output.PREFIX: c.export_prefix,
@@ -108,6 +118,8 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.COSMOS_ENDPOINT: cosmos_endpoint,
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
+        Output.ALERT_TOPIC_ARN: alerting.topic_arn,
+        Output.DASHBOARD_NAME: alerting.dashboard_name,
     }
 
 

@@ -135,6 +135,9 @@ class Output:
     COSMOS_RESTORE_ROLE_DEFINITION_ID = "cosmosRestoreRoleDefinitionId"
     RUN_RESTORE_COMMAND = "runRestoreCommand"
     RUN_DRILL_COMMAND = "runDrillCommand"
+    # Alerting
+    ALERT_TOPIC_ARN = "alertTopicArn"
+    DASHBOARD_NAME = "dashboardName"
 
 
 # --- Export format ----------------------------------------------------------
