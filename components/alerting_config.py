@@ -113,8 +113,9 @@ class AlertingConfig(BaseModel):
             out.append(("freshnessMinutes", self.freshness_minutes,
                         f"shorter than the schedule's interval ({interval} min): the alarm would fire between any "
                         f"two runs; set it to at least {interval} (the default is {2 * interval})"))
+        # At least two runs before the window alarm, so one missed run is caught up before it fires.
         if change_feed_mode == "AllVersionsAndDeletes" and interval is not None and \
-                interval >= self.backup_window_alarm_minutes:
+                2 * interval > self.backup_window_alarm_minutes:
             out.append(("schedule", schedule,
                         f"runs every {interval} min, but AllVersionsAndDeletes reads only the last "
                         f"{self.continuous_backup_days} days (continuousBackupDays): run at least every "

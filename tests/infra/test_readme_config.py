@@ -13,6 +13,7 @@ from pathlib import Path
 import annotated_types
 import pytest
 
+from components.alerting_config import KEYS as ALERTING_KEYS, AlertingConfig
 from components.config import _FIELD_TO_KEY, CONFIG_KEYS, REQUIRED_KEYS, ObjectLock, StackConfig
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -80,3 +81,17 @@ def _bounds(model, prefix: str = "") -> list[tuple[str, int | None, int | None]]
 def test_every_numeric_bound_is_listed(key, lo, hi):
     expected = f"`{key}` {lo}..{hi}" if hi is not None else f"`{key}` >= {lo}"
     assert expected in RULES
+
+
+_ALERTING_FIELD_TO_KEY = {field: key for key, field in ALERTING_KEYS.items()}
+
+
+@pytest.mark.parametrize(("field", "choices"), _literal_fields(AlertingConfig))
+def test_every_alerting_choice_is_listed(field, choices):
+    text = " ".join(rows(_ALERTING_FIELD_TO_KEY[field]))
+    assert [c for c in choices if f"`{c}`" not in text] == []
+
+
+@pytest.mark.parametrize(("field", "lo", "hi"), [(f, lo, hi) for f, lo, hi in _bounds(AlertingConfig)])
+def test_every_alerting_bound_is_listed(field, lo, hi):
+    assert f"`{_ALERTING_FIELD_TO_KEY[field]}` {lo}..{hi}" in RULES

@@ -60,7 +60,7 @@ def test_no_static_secret_resource(every_stack):
 
 def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_stack):
     run = every_stack
-    key_arn = run.one("aws:kms/key:Key").outputs["arn"]
+    key_arn = run.named("aws:kms/key:Key", f"export-{run.stack}-key").outputs["arn"]
     for bucket in run.of_type("aws:s3/bucket:Bucket"):
         bid = bucket.outputs["id"]
         (pab,) = [r for r in run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock") if r.inputs["bucket"] == bid]
@@ -79,7 +79,7 @@ def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_
         assert own.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
         (ver,) = [r for r in run.of_type("aws:s3/bucketVersioning:BucketVersioning") if r.inputs["bucket"] == bid]
         assert ver.inputs["versioningConfiguration"]["status"] == "Enabled"
-    assert run.one("aws:kms/key:Key").inputs["enableKeyRotation"] is True
+    assert run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["enableKeyRotation"] is True
 
 
 def test_task_role_grants_nothing_outside_prefix_and_key(every_stack):
