@@ -111,7 +111,9 @@ POLICIES = [
         name="chain-of-trust-and-data-guardrails",
         description="FIC subject/issuer are the task role ARN and the account issuer; Cosmos assignments go to the "
         "service principal with a read-only role; buckets block public access, deny non-TLS, use SSE-KMS; "
-        "the task role stays within the export prefix and key.",
+        "the task role stays within the export prefix and key; alert topics are KMS-encrypted and only CloudWatch "
+        "and EventBridge of this account publish; a stack running the worker alarms on stale containers and "
+        "failed tasks.",
         validate=_stack,
     ),
 ]

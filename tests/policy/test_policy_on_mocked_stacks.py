@@ -114,3 +114,12 @@ def test_camel_keys_converter():
                                                             {"sse_algorithm": "aws:kms"}}], "taskRoleArn": "a"}) == {
         "blockPublicAcls": True, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
         "taskRoleArn": "a"}
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_public_alert_topic_is_rejected(stack):
+    topic_policy = mocked(stack).one(rules.T_SNS_TOPIC_POLICY).inputs["policy"]
+    document = json.loads(topic_policy)
+    document["Statement"][0]["Principal"] = "*"
+    found = violations(_edit(_resources(stack), rules.T_SNS_TOPIC_POLICY, policy=json.dumps(document)))
+    assert [(p, n) for p, n, _ in found] == [("chain-of-trust-and-data-guardrails", f"export-{stack}-alerts-policy")]
