@@ -177,7 +177,7 @@ def status_table(state: dict) -> str:
     statuses = status.collect(_s3(state), bucket=state["bucket"], prefix=state["prefix"],
                               account=state["cosmos_account"], database=state["database"],
                               containers=state["containers"])
-    console = Console(width=160, record=True, file=io.StringIO())
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(status.table(statuses))
     return console.export_text()
 

@@ -206,7 +206,7 @@ def status(
     else:
         from rich.console import Console
 
-        console = Console(width=None if sys.stdout.isatty() else 160)  # piped: the full table, not 80 columns
+        console = Console(width=None if sys.stdout.isatty() else 200)  # piped: the full table, not 80 columns
         console.print(status_module.table(statuses, max_age_seconds=limit))
         for s in statuses:
             for problem in s.problems:

@@ -206,23 +206,29 @@ def _drill_cell(drill: Drill | None) -> str:
     if drill is None:
         return "-"
     verdict = {True: "passed", False: "FAILED", None: "unknown"}[drill.ok]
-    return f"{verdict} {drill.finished_at or drill.key.rsplit('/', 1)[-1]}"
+    try:
+        when = datetime.fromisoformat(drill.finished_at or "").astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        when = drill.key.rsplit("/", 1)[-1]
+    return f"{verdict} {when}"
 
 
 def table(statuses: list[ContainerStatus], *, max_age_seconds: float | None = None) -> Any:
     """A rich Table of `statuses` (a row per container; old or broken rows in red)."""
     from rich.table import Table
 
-    t = Table(title="cosmos-export status", show_lines=False)
+    where = sorted({f"{s.account}/{s.database}" for s in statuses})
+    t = Table(title=f"cosmos-export status: {', '.join(where)}", show_lines=False)
     for column in ("container", "seq", "committed (UTC)", "age", "mode", "docs", "bytes", "lag", "schema",
                    "checkpoint", "orphans", "last drill"):
-        t.add_column(column, justify="right" if column in ("seq", "docs", "bytes", "schema") else "left")
+        t.add_column(column, justify="right" if column in ("seq", "docs", "bytes", "schema") else "left",
+                     no_wrap=True)
     for s in statuses:
         old = max_age_seconds is not None and s.too_old(max_age_seconds)
-        orphans = "-" if not (s.orphan_parts or s.open_uploads) else \
-            f"{s.orphan_parts} part(s) {human_bytes(s.orphan_bytes)}, {s.open_uploads} upload(s)"
+        orphans = ", ".join([f"{s.orphan_parts} part(s) {human_bytes(s.orphan_bytes)}"] * bool(s.orphan_parts)
+                            + [f"{s.open_uploads} upload(s)"] * bool(s.open_uploads)) or "-"
         t.add_row(
-            f"{s.account}/{s.database}/{s.container}", str(s.sequence or "-"),
+            s.container if len(where) == 1 else f"{s.account}/{s.database}/{s.container}", str(s.sequence or "-"),
             s.committed_at.strftime("%Y-%m-%d %H:%M:%S") if s.committed_at else "never",
             human_age(s.age_seconds), s.mode or "-", f"{s.documents:,}" if s.documents is not None else "-",
             human_bytes(s.bytes), human_age(s.lag_seconds), str(s.schema_version or "-"),
