@@ -17,8 +17,15 @@ import botocore.exceptions
 import pytest
 
 from cosmos_export import jsonl, layout, schema
-from cosmos_export.commit import (ORPHAN_SAFETY_MARGIN, CheckpointError, CommitStore, ConcurrentRunError, Manifest,
-                                  ManifestPart, SchemaModel)
+from cosmos_export.commit import (
+    ORPHAN_SAFETY_MARGIN,
+    CheckpointError,
+    CommitStore,
+    ConcurrentRunError,
+    Manifest,
+    ManifestPart,
+    SchemaModel,
+)
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.settings import SettingsError, load_settings
@@ -27,8 +34,14 @@ from cosmos_export.sink import FeedRangeSink, s3_client_config
 
 @pytest.fixture
 def s3(moto_server):
-    return boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing", config=s3_client_config(max_attempts=2))
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=s3_client_config(max_attempts=2),
+    )
 
 
 @pytest.fixture
@@ -46,8 +59,19 @@ def target_of(bucket: str, container: str = "orders") -> layout.ExportTarget:
 def write_run(s3, target, started: datetime, docs: list[dict], *, part_size: int = 10**9):
     run_id = layout.new_run_id(started)
     tracker = SchemaTracker()
-    sink = FeedRangeSink(s3, target, run_id=run_id, started_at=started, feed_range="r0", feed_range_index=0,
-                         compression="gzip", part_size_bytes=part_size, kms_key_arn=None, schema=tracker, log=None)
+    sink = FeedRangeSink(
+        s3,
+        target,
+        run_id=run_id,
+        started_at=started,
+        feed_range="r0",
+        feed_range_index=0,
+        compression="gzip",
+        part_size_bytes=part_size,
+        kms_key_arn=None,
+        schema=tracker,
+        log=None,
+    )
     sink.write_page(docs)
     return run_id, sink.close(), tracker
 
@@ -58,11 +82,19 @@ def commit_run(s3, target, started: datetime, docs: list[dict]):
     run_id, records, tracker = write_run(s3, target, started, docs)
     previous = loaded.checkpoint.schema_.info() if loaded.checkpoint else None
     now = datetime.now(timezone.utc)
-    manifest = Manifest(run_id=run_id, mode="snapshot", account=target.account, database=target.database,
-                        container=target.container, started_at=now, finished_at=now,
-                        parts=[ManifestPart.of(r) for r in records], continuations={'{"r":0}': "c"},
-                        schema_previous=SchemaModel.of(previous) if previous else None,
-                        schema=SchemaModel.of(next_schema(previous, tracker)))
+    manifest = Manifest(
+        run_id=run_id,
+        mode="snapshot",
+        account=target.account,
+        database=target.database,
+        container=target.container,
+        started_at=now,
+        finished_at=now,
+        parts=[ManifestPart.of(r) for r in records],
+        continuations={'{"r":0}': "c"},
+        schema_previous=SchemaModel.of(previous) if previous else None,
+        schema=SchemaModel.of(next_schema(previous, tracker)),
+    )
     return run_id, records, store.commit(loaded, manifest)
 
 
@@ -94,8 +126,14 @@ def test_cleanup_never_touches_another_containers_parts_or_uploads(s3, bucket):
     mine, theirs = target_of(bucket, "orders"), target_of(bucket, "customers")
     their_run, their_records, _ = commit_run(s3, theirs, NOW - timedelta(hours=2), [{"id": "c1"}, {"id": "c2"}])
     # An upload of theirs still open (their run is live or crashed: theirs to clean, never ours).
-    their_open = layout.part_key(theirs, run_id=layout.new_run_id(NOW - timedelta(hours=2)), started_at=NOW,
-                                 feed_range_index=0, part_number=1, compression="gzip")
+    their_open = layout.part_key(
+        theirs,
+        run_id=layout.new_run_id(NOW - timedelta(hours=2)),
+        started_at=NOW,
+        feed_range_index=0,
+        part_number=1,
+        compression="gzip",
+    )
     s3.create_multipart_upload(Bucket=bucket, Key=their_open)
     my_orphan_run, my_orphans, _ = write_run(s3, mine, NOW - timedelta(hours=2), [{"id": "o1"}])
 
@@ -193,7 +231,8 @@ class Failing:
     def __init__(self, real, operation: str, suffix: str, code: str, status: int):
         self._real, self._operation, self._suffix = real, operation, suffix
         self._error = botocore.exceptions.ClientError(
-            {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+            {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+        )
         self.calls = 0
 
     def __getattr__(self, name):
@@ -206,6 +245,7 @@ class Failing:
                 self.calls += 1
                 raise self._error
             return method(**kwargs)
+
         return failing
 
 
@@ -230,9 +270,19 @@ def test_a_failed_manifest_write_is_not_a_lost_race(s3, bucket, code, status):
     loaded = store.load()
     run_id, records, tracker = write_run(s3, target, NOW - timedelta(hours=1), [{"id": "a"}])
     now = datetime.now(timezone.utc)
-    manifest = Manifest(run_id=run_id, mode="snapshot", account="acct", database="db", container="orders",
-                        started_at=now, finished_at=now, parts=[ManifestPart.of(r) for r in records],
-                        continuations={}, schema_previous=None, schema=SchemaModel.of(next_schema(None, tracker)))
+    manifest = Manifest(
+        run_id=run_id,
+        mode="snapshot",
+        account="acct",
+        database="db",
+        container="orders",
+        started_at=now,
+        finished_at=now,
+        parts=[ManifestPart.of(r) for r in records],
+        continuations={},
+        schema_previous=None,
+        schema=SchemaModel.of(next_schema(None, tracker)),
+    )
     with pytest.raises(botocore.exceptions.ClientError) as err:
         store.commit(loaded, manifest)
     assert not isinstance(err.value, ConcurrentRunError) and err.value.response["Error"]["Code"] == code
@@ -246,9 +296,19 @@ def test_a_conflicting_manifest_of_another_run_is_a_lost_race(s3, bucket):
     commit_run(s3, target, NOW - timedelta(hours=2), [{"id": "winner"}])
     run_id, records, tracker = write_run(s3, target, NOW - timedelta(hours=1), [{"id": "loser"}])
     now = datetime.now(timezone.utc)
-    manifest = Manifest(run_id=run_id, mode="snapshot", account="acct", database="db", container="orders",
-                        started_at=now, finished_at=now, parts=[ManifestPart.of(r) for r in records],
-                        continuations={}, schema_previous=None, schema=SchemaModel.of(next_schema(None, tracker)))
+    manifest = Manifest(
+        run_id=run_id,
+        mode="snapshot",
+        account="acct",
+        database="db",
+        container="orders",
+        started_at=now,
+        finished_at=now,
+        parts=[ManifestPart.of(r) for r in records],
+        continuations={},
+        schema_previous=None,
+        schema=SchemaModel.of(next_schema(None, tracker)),
+    )
     with pytest.raises(ConcurrentRunError, match="committed sequence 1 .* first"):
         store.commit(loaded, manifest)
 
@@ -266,9 +326,20 @@ def test_a_page_spanning_several_parts_keeps_every_document_once_and_counts_each
     previous = next_schema(None, {"id": ["string"], "pk": ["integer"], "body": ["string"]})
     tracker = SchemaTracker()
     run_id = layout.new_run_id(NOW)
-    sink = FeedRangeSink(s3, target, run_id=run_id, started_at=NOW, feed_range="r0", feed_range_index=0,
-                         compression="gzip", part_size_bytes=32 * 1024, kms_key_arn=None, schema=tracker, log=None,
-                         previous_schema=previous)
+    sink = FeedRangeSink(
+        s3,
+        target,
+        run_id=run_id,
+        started_at=NOW,
+        feed_range="r0",
+        feed_range_index=0,
+        compression="gzip",
+        part_size_bytes=32 * 1024,
+        kms_key_arn=None,
+        schema=tracker,
+        log=None,
+        previous_schema=previous,
+    )
     sink.write_page(page)
     records = sink.close()
     assert len(records) == 4
@@ -292,9 +363,19 @@ def test_a_page_spanning_several_parts_keeps_every_document_once_and_counts_each
 
 
 def test_write_page_after_close_is_refused(s3, bucket):
-    sink = FeedRangeSink(s3, target_of(bucket), run_id=layout.new_run_id(NOW), started_at=NOW, feed_range="r0",
-                         feed_range_index=3, compression="zstd", part_size_bytes=10**6, kms_key_arn=None,
-                         schema=SchemaTracker(), log=None)
+    sink = FeedRangeSink(
+        s3,
+        target_of(bucket),
+        run_id=layout.new_run_id(NOW),
+        started_at=NOW,
+        feed_range="r0",
+        feed_range_index=3,
+        compression="zstd",
+        part_size_bytes=10**6,
+        kms_key_arn=None,
+        schema=SchemaTracker(),
+        log=None,
+    )
     sink.write_page([{"id": "a"}])
     records = sink.close()
     with pytest.raises(RuntimeError, match="feed range 3 is closed"):
@@ -312,14 +393,17 @@ def test_schema_fingerprint_is_sha256_of_the_sorted_compact_ascii_json():
     assert schema.fingerprint(fields) == schema.fingerprint(dict(reversed(list(fields.items()))))
 
 
-@pytest.mark.parametrize("where", ["SELECT * FROM c", "select * from c", "Where c.a = 1", "c.a = 1; DROP",
-                                   "c.a = 1 -- comment", "WHERE c.a = 1"])
+@pytest.mark.parametrize(
+    "where",
+    ["SELECT * FROM c", "select * from c", "Where c.a = 1", "c.a = 1; DROP", "c.a = 1 -- comment", "WHERE c.a = 1"],
+)
 def test_query_filter_guard_refuses_whole_queries_and_comments(monkeypatch, where):
     monkeypatch.setenv(Env.SNAPSHOT_SOURCE, "query")
     with pytest.raises(SettingsError) as err:
         load_settings(identity_mode="laptop", query_filter=where, **REQUIRED)
-    assert any(p.startswith(f"{Env.QUERY_FILTER}=") and "only the condition after WHERE" in p
-               for p in err.value.problems)
+    assert any(
+        p.startswith(f"{Env.QUERY_FILTER}=") and "only the condition after WHERE" in p for p in err.value.problems
+    )
 
 
 @pytest.mark.parametrize("where", ["c.selected = 1", "c.whereabouts = 'x'", "c.a - 1 > 0"])
@@ -328,23 +412,42 @@ def test_query_filter_guard_accepts_conditions(monkeypatch, where):
     assert load_settings(identity_mode="laptop", query_filter=where, **REQUIRED).query_filter == where
 
 
-REQUIRED = dict(cosmos_endpoint="https://acct.documents.azure.com:443/", cosmos_database="db",
-                cosmos_containers="orders", bucket="export-bucket", aws_region="eu-west-1")
+REQUIRED = dict(
+    cosmos_endpoint="https://acct.documents.azure.com:443/",
+    cosmos_database="db",
+    cosmos_containers="orders",
+    bucket="export-bucket",
+    aws_region="eu-west-1",
+)
 
 
-@pytest.mark.parametrize("value,expected", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
-                                            ("false", False), ("False", False), ("0", False), ("no", False)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
 def test_tls_verify_is_a_real_boolean(monkeypatch, value, expected):
     monkeypatch.setenv(Env.COSMOS_TLS_VERIFY, value)
     assert load_settings(identity_mode="laptop", **REQUIRED).cosmos_tls_verify is expected
 
 
-@pytest.mark.parametrize("field,env,low,high", [
-    ("concurrency", Env.CONCURRENCY, 1, 64),
-    ("part_size_mb", Env.PART_SIZE_MB, 5, 5120),
-    ("page_size", Env.PAGE_SIZE, 1, 10000),
-    ("token_duration_seconds", Env.TOKEN_DURATION_SECONDS, 60, 3600),
-])
+@pytest.mark.parametrize(
+    "field,env,low,high",
+    [
+        ("concurrency", Env.CONCURRENCY, 1, 64),
+        ("part_size_mb", Env.PART_SIZE_MB, 5, 5120),
+        ("page_size", Env.PAGE_SIZE, 1, 10000),
+        ("token_duration_seconds", Env.TOKEN_DURATION_SECONDS, 60, 3600),
+    ],
+)
 def test_settings_bounds_are_inclusive_and_exact(field, env, low, high):
     for ok in (low, high):
         assert getattr(load_settings(identity_mode="laptop", **{field: ok}, **REQUIRED), field) == ok
@@ -357,15 +460,18 @@ def test_settings_bounds_are_inclusive_and_exact(field, env, low, high):
 def test_key_layout_widths_and_bounds():
     target = layout.ExportTarget("b", "exports/daily", "acct", "db", "orders")
     run_id = "20250304T050607Z-0123abcd"
-    key = layout.part_key(target, run_id=run_id, started_at=NOW, feed_range_index=9999, part_number=99999,
-                          compression="zstd")
+    key = layout.part_key(
+        target, run_id=run_id, started_at=NOW, feed_range_index=9999, part_number=99999, compression="zstd"
+    )
     assert key.endswith(f"/run={run_id}/range=9999/part-99999.jsonl.zst")
-    assert layout.part_key(target, run_id=run_id, started_at=NOW, feed_range_index=0, part_number=1,
-                           compression="gzip").endswith("/range=0000/part-00001.jsonl.gz")
+    assert layout.part_key(
+        target, run_id=run_id, started_at=NOW, feed_range_index=0, part_number=1, compression="gzip"
+    ).endswith("/range=0000/part-00001.jsonl.gz")
     for index, number in ((10000, 1), (-1, 1), (0, 0), (0, 100000)):
         with pytest.raises(ValueError):
-            layout.part_key(target, run_id=run_id, started_at=NOW, feed_range_index=index, part_number=number,
-                            compression="gzip")
+            layout.part_key(
+                target, run_id=run_id, started_at=NOW, feed_range_index=index, part_number=number, compression="gzip"
+            )
     assert layout.manifest_key(target, 1).endswith("/manifests/0000000001.json")
     assert layout.manifest_key(target, 9_999_999_999).endswith("/manifests/9999999999.json")
     for bad in (0, 10_000_000_000):
@@ -379,8 +485,15 @@ def test_dot_segments_in_the_prefix_are_refused(prefix):
         layout.ExportTarget("b", prefix, "acct", "db", "orders")
 
 
-@pytest.mark.parametrize("run_id", ["x20250304T050607Z-0123abcd", "20250304T050607Z-0123abcdx",
-                                    "20250304T050607Z-0123ABCD", "20250304T0506Z-0123abcd"])
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "x20250304T050607Z-0123abcd",
+        "20250304T050607Z-0123abcdx",
+        "20250304T050607Z-0123ABCD",
+        "20250304T0506Z-0123abcd",
+    ],
+)
 def test_run_ids_are_anchored(run_id):
     with pytest.raises(ValueError, match="is not a run id"):
         layout.run_started_at(run_id)
