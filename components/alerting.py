@@ -25,6 +25,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
 from cosmos_export.contract import CONTAINER_DIMENSIONS, METRICS_NAMESPACE, MODE_DIMENSIONS, Dimension, Metric
 
 Doc = dict[str, Any]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 #: CloudWatch limits: period is a multiple of 60 s, and an alarm evaluates at most 7 days.
 MAX_ALARM_RANGE_MINUTES = 7 * 24 * 60
@@ -33,20 +34,10 @@ _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
 _AWS_DOW_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 
-#: config key -> field of AlertingConfig.
-KEYS: dict[str, str] = {
-    "alertEmails": "alert_emails",
-    "alertHttpsEndpoints": "alert_https_endpoints",
-    "freshnessMinutes": "freshness_minutes",
-    "continuousBackupDays": "continuous_backup_days",
-}
-#: How config.py parses each key's raw string.
-KINDS: dict[str, str] = {"alertEmails": "json", "alertHttpsEndpoints": "json", "freshnessMinutes": "str",
-                         "continuousBackupDays": "str"}
-
-
 class AlertingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Like config.py's sections: field names are the config keys in snake_case (alertEmails -> alert_emails)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     alert_emails: list[str] = []
     alert_https_endpoints: list[str] = []
@@ -148,7 +139,7 @@ def schedule_interval_minutes(schedule: str, *, start: datetime | None = None) -
     m = _CRON.match(schedule)
     if not m or len(m.group(1).split()) != 6:
         return None
-    from croniter import croniter
+    from croniter import croniter  # type: ignore[import-untyped]  # no stubs shipped
 
     try:
         expr = _aws_cron_to_croniter(m.group(1).split())
@@ -160,3 +151,7 @@ def schedule_interval_minutes(schedule: str, *, start: datetime | None = None) -
     except (ValueError, KeyError, TypeError):  # croniter's errors derive from ValueError/KeyError
         return None
     return int(max((b - a for a, b in zip(times, times[1:]))).total_seconds() // 60)
+
+
+#: config key -> field of AlertingConfig (the fields' camelCase aliases).
+KEYS: dict[str, str] = {field.alias or name: name for name, field in AlertingConfig.model_fields.items()}

@@ -9,13 +9,13 @@ import json
 from typing import Any
 
 import pytest
-from cosmos_export import contract, metrics
-from cosmos_export.settings import WorkerSettings
 
 from components import alerting_config
 from components.alerting import task_failed_pattern
 from components.alerting_config import AlertingConfig, schedule_interval_minutes
 from components.config import ConfigError, load_stack_config
+from cosmos_export import contract, metrics
+from cosmos_export.settings import WorkerSettings
 from sandbox.mocked_stack import run_stack, stack_config
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -122,7 +122,7 @@ def worker_emf(run, container: str) -> dict:
     env = run.task_definition_environment()
     settings = WorkerSettings.model_validate({**env, contract.Env.COSMOS_CONTAINERS: container})
     from datetime import datetime, timezone
-    return metrics.emf_record(stack=settings.stack, account=settings.account_name, database=settings.cosmos_database,
+    return metrics.emf_record(stack=settings.stack, account=settings.account_name or "", database=settings.cosmos_database,
                               container=container, mode="incremental", at=datetime.now(timezone.utc),
                               values={contract.Metric.SUCCESS: 1})
 
@@ -138,11 +138,11 @@ def test_alarms_per_container_match_what_the_worker_emits(every_stack):
     topic_arn = run.one(TOPIC).outputs["arn"]
     found = alarms(run)
     n = f"export-{stack}"
-    expected = {f"{n}-schedule-dlq"} | {f"{n}-{kind}-{c}" for c in config.exported for kind in ("stale", "drill-failed")}
-    if config.change_feed_mode == "AllVersionsAndDeletes":
-        expected |= {f"{n}-backup-window-{c}" for c in config.exported}
+    expected = {f"{n}-schedule-dlq"} | {f"{n}-{kind}-{c}" for c in config.cosmos.exported for kind in ("stale", "drill-failed")}
+    if config.worker.change_feed_mode == "AllVersionsAndDeletes":
+        expected |= {f"{n}-backup-window-{c}" for c in config.cosmos.exported}
     assert set(found) == expected
-    for container in config.exported:
+    for container in config.cosmos.exported:
         emf = worker_emf(run, container)
         # The alarm's dimensions are exactly the worker's container dimension set, with the worker's values.
         dims = {name: emf[name] for name in emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]}
@@ -273,7 +273,7 @@ def test_bad_alerting_values_name_key_value_and_fix_all_at_once():
         "'not-an-address'; use addresses like 'oncall@example.com'",
         "cosmos-s3-export:alertHttpsEndpoints = [\"http://hooks.example.com\"]: 'http://hooks.example.com' is not an "
         "https:// URL; SNS delivers alerts only to https endpoints here (plain http would carry them unencrypted)",
-        "cosmos-s3-export:freshnessMinutes = \"2\": Input should be greater than or equal to 5",
+        "cosmos-s3-export:freshnessMinutes = \"2\": Input should be greater than or equal to 5; use 5..10080",
         "cosmos-s3-export:continuousBackupDays = 14: Input should be 7 or 30",
     ]
     assert problems(alertHttpsEndpoints=["https://user:pw@hooks.example.com/x"]) == [

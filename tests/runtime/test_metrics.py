@@ -18,7 +18,7 @@ from cosmos_export import audit, contract, export, metrics
 from cosmos_export.commit import CommitStore
 from cosmos_export.contract import Dimension, Metric
 from cosmos_export.layout import ExportTarget
-from test_export import DB, env, json_logs, make_docs, run  # noqa: F401  (fixtures)
+from tests.runtime.test_export import DB, env, json_logs, make_docs, run  # noqa: F401  (fixtures)
 
 #: CloudWatch's unit names (PutMetricData / EMF).
 CLOUDWATCH_UNITS = {

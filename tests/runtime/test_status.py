@@ -20,7 +20,7 @@ from cosmos_export.cli import app
 from cosmos_export.commit import CommitStore
 from cosmos_export.contract import Env
 from cosmos_export.layout import ExportTarget
-from test_export import DB, env, make_docs, run  # noqa: F401  (fixtures)
+from tests.runtime.test_export import DB, env, make_docs, run  # noqa: F401  (fixtures)
 
 PREFIX = "exports/test"
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from cosmos_export import audit
+from cosmos_export import audit, contract
 from cosmos_export.settings import SettingsError, WorkerSettings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -25,14 +25,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 EXIT_FAILED, EXIT_SETTINGS, EXIT_STOPPED = 1, 2, 143
 
 
-class Mode(str, Enum):
-    snapshot = "snapshot"
-    incremental = "incremental"
-
-
-class IdentityMode(str, Enum):
-    workload = "workload"
-    laptop = "laptop"
+# typer takes an Enum for a choice; these are built from the contract's Literals.
+Mode = Enum("Mode", {m: m for m in contract.RUN_MODES}, type=str)  # type: ignore[misc]  # functional Enum API
+IdentityMode = Enum("IdentityMode", {m: m for m in contract.IDENTITY_MODES}, type=str)  # type: ignore[misc]
 
 
 def _fail(reason: str, code: int = EXIT_FAILED) -> None:
@@ -50,7 +45,7 @@ def _settings(**flags: Any) -> WorkerSettings:
         for problem in e.problems[:-1]:
             typer.echo(f"  - {problem}", err=True)
         _fail(f"invalid setting: {e.problems[-1]}", EXIT_SETTINGS)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
 
 
 # Flags shared by the commands (None = take the environment's value).
@@ -220,4 +215,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

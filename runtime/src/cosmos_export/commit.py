@@ -19,16 +19,16 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_export import layout
+from cosmos_export import contract, layout
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION
 from cosmos_export.schema import SchemaInfo
 
-Mode = Literal["snapshot", "incremental", "query-snapshot"]
+Mode = contract.ManifestMode
 #: Parts whose last write is this close to a live run's start are never deleted (clock skew).
 ORPHAN_SAFETY_MARGIN = timedelta(minutes=10)
 
@@ -119,6 +119,10 @@ class Checkpoint(BaseModel):
     newest_ts: int | None = None  # copied from the manifest
 
 
+#: Either stored document (both name their container, checked on load).
+_Document = TypeVar("_Document", Manifest, Checkpoint)
+
+
 @dataclass(frozen=True)
 class LoadedState:
     checkpoint: Checkpoint | None
@@ -168,7 +172,7 @@ class CommitStore:
             raise
         return response["Body"].read(), response["ETag"]
 
-    def _parse(self, model: type[BaseModel], key: str, body: bytes, what: str) -> Any:
+    def _parse(self, model: type[_Document], key: str, body: bytes, what: str) -> _Document:
         url = f"s3://{self._target.bucket}/{key}"
         try:
             raw = json.loads(body)
@@ -262,7 +266,7 @@ class CommitStore:
             mode=manifest.mode,
             manifest_key=layout.manifest_key(self._target, manifest.sequence),
             continuations=manifest.continuations,
-            schema=manifest.schema_,
+            schema_=manifest.schema_,
             committed_at=datetime.now(timezone.utc),
             newest_ts=manifest.newest_ts,
         )

@@ -18,20 +18,20 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, identity, layout, metrics, source
+from cosmos_export import audit, contract, identity, layout, metrics, source
 from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart, SchemaModel
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.sink import FeedRangeSink, PartRecord, s3_client_config
 
-RunMode = Literal["snapshot", "incremental"]
+RunMode = contract.RunMode
 
 
 class ExportError(Exception):
@@ -89,8 +89,8 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
 
     Everything external can be injected for in-process tests: `credential` (Entra), `session` (AWS), `s3`.
     """
-    if mode not in ("snapshot", "incremental"):
-        raise ExportError(f"mode {mode!r} is not supported: use snapshot or incremental")
+    if mode not in contract.RUN_MODES:
+        raise ExportError(f"mode {mode!r} is not supported: use {' or '.join(contract.RUN_MODES)}")
     if mode == "incremental" and settings.query_filter:
         raise ExportError(f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
                           f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot")
@@ -178,6 +178,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
         effective = "snapshot"
     if effective == "incremental":
+        assert checkpoint is not None  # incremental only with a checkpoint (above)
         work = [_RangeWork(i, key, json.loads(key), cont)
                 for i, (key, cont) in enumerate(sorted(checkpoint.continuations.items()))]
         manifest_mode = "incremental"
@@ -243,7 +244,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
         if any(f.done() and f.exception() for f in futures):
             stop.set()  # let the other ranges stop at their next page
         wait(futures)
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [e for f in futures if (e := f.exception()) is not None]
     if stop.is_set() or errors:
         real = [e for e in errors if not isinstance(e, ExportInterrupted)]
         if real:
@@ -257,7 +258,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         container=name, started_at=started_at, finished_at=clock(),
                         parts=[ManifestPart.of(r) for r in records],
                         continuations={key: cont for key, cont, _ in results},
-                        schema_previous=SchemaModel.of(previous) if previous else None, schema=SchemaModel.of(schema),
+                        schema_previous=SchemaModel.of(previous) if previous else None, schema_=SchemaModel.of(schema),
                         timings={"seconds": round(time.monotonic() - began, 3)},
                         newest_ts=max([*newest.values(), *([checkpoint.newest_ts] if checkpoint and
                                                            checkpoint.newest_ts is not None else [])], default=None))

@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
-from cosmos_export.contract import (CONTAINER_DIMENSIONS, METRICS_NAMESPACE, MODE_DIMENSIONS, Dimension,
-                                    Metric)
+from cosmos_export.contract import CONTAINER_DIMENSIONS, METRICS_NAMESPACE, MODE_DIMENSIONS, Dimension, Metric
 
 #: Unit of each metric (CloudWatch's unit names).
 UNITS: dict[str, str] = {
