@@ -21,8 +21,9 @@ from azure.cosmos import exceptions as cosmos_exceptions
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmos_export import contract, identity, source
-from cosmos_export.export import s3_client
 from cosmos_export.settings import WorkerSettings
+from cosmos_export.storage import Bucket
+from cosmos_export.storage import client as s3_client
 
 
 @dataclass
@@ -144,19 +145,16 @@ class Doctor:
         return step
 
     def s3_probe(self) -> str:
-        s3 = self._s3 or s3_client(self.settings, self.session)
+        bucket = Bucket(self._s3 or s3_client(self.settings, self.session), self.settings.bucket)
         account = self.settings.account_name
         key = f"{self.settings.prefix}/{account}/{self.settings.cosmos_database}/_doctor/probe-{uuid.uuid4().hex}.txt"
-        extra: dict[str, Any] = {}
-        if self.settings.kms_key_arn:
-            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_arn}
         try:
-            s3.put_object(Bucket=self.settings.bucket, Key=key, Body=b"cosmos-export doctor probe\n", **extra)
+            bucket.put(key, b"cosmos-export doctor probe\n", kms_key_arn=self.settings.kms_key_arn)
         except (ClientError, BotoCoreError) as e:
             raise _Broken(f"cannot write s3://{self.settings.bucket}/{key}: {e}. The task role needs s3:PutObject "
                           f"on the export prefix (and kms:GenerateDataKey on the bucket key via S3)") from None
         try:
-            s3.delete_object(Bucket=self.settings.bucket, Key=key)
+            bucket.delete(key)
             tail = "written and deleted"
         except ClientError:
             tail = "written (no s3:DeleteObject: the probe object stays; the bucket lifecycle expires it)"

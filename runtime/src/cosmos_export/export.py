@@ -25,12 +25,12 @@ import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, contract, identity, layout, source
-from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart, SchemaModel
+from cosmos_export import audit, contract, identity, layout, source, storage
+from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
-from cosmos_export.sink import FeedRangeSink, PartRecord, s3_client_config
+from cosmos_export.sink import FeedRangeSink
 
 RunMode = contract.RunMode
 
@@ -77,9 +77,7 @@ def feed_range_key(feed_range: dict) -> str:
     return json.dumps(feed_range, sort_keys=True, separators=(",", ":"))
 
 
-def s3_client(settings: WorkerSettings, session: boto3.Session) -> Any:
-    return session.client("s3", region_name=settings.aws_region, endpoint_url=settings.s3_endpoint,
-                          config=s3_client_config())
+s3_client = storage.client
 
 
 def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = None, session: boto3.Session | None = None,
@@ -244,7 +242,7 @@ class RangeResult:
     key: str
     #: Where the next run continues this range.
     continuation: str | None
-    records: list[PartRecord]
+    records: list[ManifestPart]
     request_charge: float
 
 
@@ -323,7 +321,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
     started_at = clock()
     run_id = layout.new_run_id(started_at)
-    previous = checkpoint.schema_.info() if checkpoint else None
+    previous = checkpoint.schema_ if checkpoint else None
     tracker = SchemaTracker()
     log.info("container_start", run_id=run_id, mode=plan.manifest_mode, feed_ranges=len(plan.ranges),
              sequence=loaded.next_sequence)
@@ -337,9 +335,9 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
     schema = next_schema(previous, tracker)
     manifest = Manifest(run_id=run_id, mode=plan.manifest_mode, account=target.account, database=target.database,
                         container=name, started_at=started_at, finished_at=clock(),
-                        parts=[ManifestPart.of(r) for r in records],
+                        parts=records,
                         continuations={r.key: r.continuation for r in results},
-                        schema_previous=SchemaModel.of(previous) if previous else None, schema_=SchemaModel.of(schema),
+                        schema_previous=previous, schema_=schema,
                         timings={"seconds": round(time.monotonic() - began, 3)})
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
