@@ -3,6 +3,8 @@
 Used by tests/infra, the CrossGuard policy tests and the sandbox (which
 configures its local STS / Entra / Cosmos doubles from what the program
 declares, so a wrong issuer or subject in the infrastructure fails locally).
+It lives here, not in tests/, because `sandbox up` runs it (sandbox/plan.py):
+the tests import it from the sandbox, never the other way round.
 
     run = run_stack("dev")                      # stacks/Pulumi.dev.yaml, as-is
     run = run_stack("prod", {"cosmosAccessEnabled": False})

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cosmos_export import cli, contract
 from cosmos_export.doctor import Doctor
 from sandbox.doubles.cosmos.rbac import RoleAssignment
-from tests.runtime.test_identity import ISSUER, ROLE_ARN, SP_OBJECT_ID, chain  # noqa: F401  (fixture)
+from tests.runtime.trust_chain import ISSUER, ROLE_ARN, SP_OBJECT_ID
 
 
 def walk(chain, **overrides):
