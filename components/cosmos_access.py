@@ -76,6 +76,9 @@ class CosmosAccess(pulumi.ComponentResource):
                     opts=child,
                 )
 
+        # The request logs outlive the stack: `pulumi destroy` leaves the workspace and the diagnostic
+        # setting in place, and the Azure deployer holds no delete on either (bootstrap/deployer.py).
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         if a.workspace_id:
             workspace_id = pulumi.Output.from_input(a.workspace_id)
         else:
@@ -85,7 +88,7 @@ class CosmosAccess(pulumi.ComponentResource):
                 location=a.location,
                 sku={"name": "PerGB2018"},
                 retention_in_days=a.workspace_retention_days,
-                opts=child,
+                opts=kept,
             )
             workspace_id = workspace.id
         monitor.DiagnosticSetting(
@@ -99,7 +102,7 @@ class CosmosAccess(pulumi.ComponentResource):
                 {"category": "DataPlaneRequests", "enabled": True},
                 {"category": "ControlPlaneRequests", "enabled": True},
             ],
-            opts=child,
+            opts=kept,
         )
         self.role_definition_id = role_definition_id
         self.workspace_id = workspace_id

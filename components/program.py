@@ -8,6 +8,7 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import contract
 from cosmos_export.contract import Env, Output
 
+from . import naming, policies
 from .azure_identity import WorkloadIdentity, WorkloadIdentityArgs
 from .bucket import ExportBucket, ExportBucketArgs
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -51,6 +52,15 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
     }
 
 
+def export_access(c: StackConfig, account_id: str, task_role_arn: str) -> policies.ExportAccess:
+    """Who may read, write and delete the exports: the worker's task role (a restore role joins here)."""
+    deleters = [task_role_arn]
+    if c.force_destroy:
+        # forceDestroy empties the bucket on `pulumi destroy`: the CI deployer may delete (never read).
+        deleters.append(f"arn:aws:iam::{account_id}:role/{naming.deployer_role_name(c.stack)}")
+    return policies.ExportAccess(read=(task_role_arn,), write=(task_role_arn,), delete=tuple(deleters))
+
+
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
@@ -58,21 +68,29 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                                             resource_group_name=c.cosmos_resource_group)
     name = f"export-{c.stack}"
 
+    if not account.disable_local_auth:
+        pulumi.log.warn(
+            f"Cosmos DB account {c.cosmos_account_name} still accepts account keys (disableLocalAuth is false): "
+            "this worker uses none, but anyone holding a key reads every container. Disable key auth on the "
+            "account (az cosmosdb update --disable-local-auth true) once no client uses keys.")
+    task_role_arn = naming.role_arn(account_id, c.stack, "task")
     bucket = ExportBucket(name, ExportBucketArgs(
-        bucket_name=c.bucket_name, export_prefix=c.export_prefix, account_id=account_id, region=c.region,
+        stack=c.stack, bucket_name=c.bucket_name, export_prefix=c.export_prefix, account_id=account_id, region=c.region,
         retention_days=c.retention_days, noncurrent_version_expiration_days=c.noncurrent_version_expiration_days,
         abort_incomplete_multipart_days=c.abort_incomplete_multipart_days, transition_days=c.transition_days,
         transition_storage_class=c.transition_storage_class, object_lock=c.object_lock,
-        audit_trail=c.audit_trail, force_destroy=c.force_destroy,
+        audit_trail=c.audit_trail, audit_retention_days=c.audit_retention_days, force_destroy=c.force_destroy,
+        access=export_access(c, account_id, task_role_arn),
     ))
     federation = OutboundFederation(name, c.federation)
     task_role = TaskRole(name, TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
-        kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
+        stack=c.stack, account_id=account_id, region=c.region, bucket_name=c.bucket_name,
+        export_prefix=c.export_prefix, kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
     ))
     identity = WorkloadIdentity(name, WorkloadIdentityArgs(
         display_name=c.entra_app_display_name, issuer=federation.issuer, task_role_arn=task_role.arn,
         federation_enabled=c.cosmos_access_enabled, additional=c.additional_federated_credentials,
+        owners=c.entra_app_owners,
     ))
     cosmos = CosmosAccess(name, CosmosAccessArgs(
         account_id=account.id, account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
@@ -85,7 +103,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
     environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
     service = WorkerService(name, WorkerServiceArgs(
-        account_id=account_id, region=c.region, task_role_arn=task_role.arn, environment=environment,
+        stack=c.stack, account_id=account_id, region=c.region, task_role_arn=task_role.arn, environment=environment,
         command=["run", "--mode", c.export_mode], cpu=c.cpu, memory=c.memory, architecture=c.architecture,
         log_retention_days=c.log_retention_days, vpc_id=c.vpc_id, subnet_ids=c.subnet_ids,
         assign_public_ip=c.assign_public_ip, schedule=c.schedule, schedule_time_zone=c.schedule_time_zone,
@@ -108,6 +126,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.COSMOS_ENDPOINT: cosmos_endpoint,
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
+        Output.COSMOS_LOCAL_AUTH_DISABLED: bool(account.disable_local_auth),
     }
 
 

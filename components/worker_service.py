@@ -12,7 +12,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from . import policies
+from . import naming, policies
+from .task_role import program_role
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 CONTAINER_NAME = "worker"
@@ -44,6 +45,7 @@ def run_task_command(*, region: str, cluster: str, task_definition_arn: str, sub
 
 @dataclass
 class WorkerServiceArgs:
+    stack: str
     account_id: str
     region: str
     task_role_arn: pulumi.Input[str]
@@ -98,12 +100,10 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        execution_role = aws.iam.Role(
-            f"{name}-execution",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(a.account_id, a.region)),
-            description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
-            opts=child,
+        execution_role = program_role(
+            f"{name}-execution", account_id=a.account_id, stack=a.stack, kind="execution",
+            trust=policies.ecs_tasks_trust_policy(a.account_id, a.region),
+            description="Cosmos DB export worker (ECS execution role: pull image, write logs)", opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
@@ -118,6 +118,7 @@ class WorkerService(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=a.vpc_id,
             description="Cosmos DB export worker: no ingress, HTTPS out (STS, S3, Entra, Cosmos DB)",
+            tags={naming.STACK_TAG: a.stack},  # the deployer manages only security groups with its stack's tag
             egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
                      "description": "HTTPS"}],
             opts=child,
@@ -151,18 +152,17 @@ class WorkerService(pulumi.ComponentResource):
             task_role_arn=a.task_role_arn,
             execution_role_arn=execution_role.arn,
             volumes=[{"name": "tmp"}],
+            tags={naming.STACK_TAG: a.stack},  # the deployer registers only task definitions with its stack's tag
             container_definitions=pulumi.Output.all(image.ref, log_group.name, a.environment).apply(container_definitions),
             opts=child,
         )
 
         dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
                             sqs_managed_sse_enabled=True, opts=child)
-        scheduler_role = aws.iam.Role(
-            f"{name}-scheduler",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.scheduler_trust_policy(a.account_id)),
-            description="EventBridge Scheduler: run the export task",
-            opts=child,
+        scheduler_role = program_role(
+            f"{name}-scheduler", account_id=a.account_id, stack=a.stack, kind="scheduler",
+            trust=policies.scheduler_trust_policy(a.account_id, a.region),
+            description="EventBridge Scheduler: run the export task", opts=child,
         )
         family_arn = f"arn:aws:ecs:{a.region}:{a.account_id}:task-definition/{family}"
         aws.iam.RolePolicy(
