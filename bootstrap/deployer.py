@@ -147,15 +147,21 @@ BOUNDARY_CONDITIONED_ACTIONS = frozenset({
     "iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
     "iam:PutRolePermissionsBoundary",
 })
-#: Actions AWS authorises only on Resource "*" (no resource-level permission exists); every other
-#: action of the deployer and preview policies names the stack's resources or requires its tag.
-STAR_ONLY_ACTIONS = frozenset({
-    "sts:GetCallerIdentity", "iam:GetOutboundWebIdentityFederationInfo", "iam:EnableOutboundWebIdentityFederation",
-    "ecr:GetAuthorizationToken", "ecs:DescribeTaskDefinition", "ecs:DeregisterTaskDefinition",
+#: Read-only calls AWS authorises only on Resource "*" (no resource-level permission exists), which
+#: `pulumi preview`/`up` make; every other action of the deployer and preview policies names the
+#: stack's resources or requires its tag.
+ACCOUNT_READS = frozenset({
+    "sts:GetCallerIdentity", "iam:GetOutboundWebIdentityFederationInfo", "ecs:DescribeTaskDefinition",
     "logs:DescribeLogGroups", "kms:ListAliases", "cloudtrail:DescribeTrails", "s3:ListAllMyBuckets",
     "ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeVpcs", "ec2:DescribeTags",
     "ec2:DescribeNetworkInterfaces", "ec2:DescribeAccountAttributes",
 })
+#: Every action that exists only on "*": the reads above, and these (each granted with a condition or
+#: to the one identity that needs it).
+STAR_ONLY_ACTIONS = ACCOUNT_READS | {
+    "iam:EnableOutboundWebIdentityFederation", "ecr:GetAuthorizationToken", "ecs:DeregisterTaskDefinition",
+    "sts:GetWebIdentityToken",
+}
 #: Bucket configuration Pulumi reads back on every refresh (aws.s3.Bucket and its sub-resources).
 S3_BUCKET_READ = [
     "s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketWebsite",
@@ -242,9 +248,10 @@ def deploy_policy(s: StackScope) -> dict:
         {"Sid": "DenyAuditKeyDeletion", "Effect": "Deny",
          "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey"], "Resource": s.arn("kms", "key/*"),
          "Condition": {"StringEquals": {f"aws:ResourceTag/{naming.PURPOSE_TAG}": "audit"}}},
-        # ECR repositories with KMS encryption take a grant on the AWS-managed aws/ecr key.
+        # ECR repositories with KMS encryption take a grant on the AWS-managed aws/ecr key, and no other key.
         _allow("EcrRepositoryEncryption", ["kms:CreateGrant", "kms:RetireGrant", "kms:DescribeKey"], s.arn("kms", "key/*"),
-               {"StringEquals": {"kms:ViaService": f"ecr.{s.region}.amazonaws.com"}, "Bool": {"kms:GrantIsForAWSResource": "true"}}),
+               {"StringEquals": {"kms:ViaService": f"ecr.{s.region}.amazonaws.com"}, "Bool": {"kms:GrantIsForAWSResource": "true"},
+                "ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/aws/ecr"}}),
         # --- CloudTrail: the audit trail; never deleted or stopped by the deployer ---
         _allow("AuditTrail", ["cloudtrail:CreateTrail", "cloudtrail:UpdateTrail", "cloudtrail:StartLogging",
                               "cloudtrail:GetTrail", "cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors",
@@ -282,8 +289,7 @@ def deploy_policy(s: StackScope) -> dict:
         _allow("WorkerSchedule", ["scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:DeleteSchedule",
                                   "scheduler:GetSchedule"], s.arn("scheduler", f"schedule/default/{s.named}*")),
         # --- Read-only calls AWS authorises only on "*" ---
-        _allow("AccountLevelReads", sorted(STAR_ONLY_ACTIONS - {"iam:EnableOutboundWebIdentityFederation",
-                                                                "ecs:DeregisterTaskDefinition"}), "*"),
+        _allow("AccountLevelReads", sorted(ACCOUNT_READS | {"ecr:GetAuthorizationToken"}), "*"),
         _allow("DeregisterTaskDefinitions", ["ecs:DeregisterTaskDefinition"], "*",
                {"StringEquals": {"aws:RequestedRegion": s.region}}),
     ]
@@ -351,8 +357,7 @@ def preview_policy(s: StackScope) -> dict:
         _allow("ReadCluster", ["ecs:DescribeClusters", "ecs:ListTagsForResource"], s.arn("ecs", f"cluster/{s.named}*")),
         _allow("ReadQueue", ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueueTags"], s.arn("sqs", f"{s.named}*")),
         _allow("ReadSchedule", ["scheduler:GetSchedule"], s.arn("scheduler", f"schedule/default/{s.named}*")),
-        _allow("AccountLevelReads", sorted(STAR_ONLY_ACTIONS - {"iam:EnableOutboundWebIdentityFederation",
-                                                                "ecs:DeregisterTaskDefinition", "ecr:GetAuthorizationToken"}), "*"),
+        _allow("AccountLevelReads", sorted(ACCOUNT_READS), "*"),
     ]}
 
 
