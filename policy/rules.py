@@ -568,8 +568,9 @@ def check_identity_policy(document: Mapping[str, Any], where: str) -> list[str]:
         if wild:
             errors.append(f"{label} allows whole services {wild!r}; name the exact actions")
         changing = sorted(a for a in actions if a.lower() in BOUNDARY_CONDITIONED_ACTIONS)
-        condition = (st.get("Condition") or {}).get("StringEquals") or {}
-        if changing and "iam:PermissionsBoundary" not in condition:
+        conditions = st.get("Condition") or {}
+        bounded = any("iam:PermissionsBoundary" in (conditions.get(op) or {}) for op in ("ArnEquals", "StringEquals"))
+        if changing and not bounded:
             errors.append(f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
                           "creates or edits could exceed the boundary")
     return errors

@@ -134,7 +134,7 @@ def test_every_permission_changing_role_statement_requires_the_boundary(stack):
         for st in doc["Statement"]:
             if st["Effect"] == "Allow" and set(_list(st["Action"])) & d.BOUNDARY_CONDITIONED_ACTIONS:
                 found += 1
-                assert st["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": boundary}}, (kind, st["Sid"])
+                assert st["Condition"] == {"ArnEquals": {"iam:PermissionsBoundary": boundary}}, (kind, st["Sid"])
                 assert st["Resource"] == f"arn:aws:iam::{ACCOUNTS[stack]}:role/cosmos-s3-export/{stack}/*"
     assert found == 1  # the deployer's, and only its
     deploy = _documents(stack)["deploy"]

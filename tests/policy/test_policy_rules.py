@@ -360,7 +360,7 @@ def test_identity_policy_wildcards_and_unbounded_role_changes_are_refused(statem
 
 def test_role_changes_under_the_boundary_are_allowed():
     st = {"Effect": "Allow", "Action": ["iam:CreateRole"], "Resource": "arn:aws:iam::1:role/cosmos-s3-export/dev/*",
-          "Condition": {"StringEquals": {"iam:PermissionsBoundary": "arn:aws:iam::1:policy/b"}}}
+          "Condition": {"ArnEquals": {"iam:PermissionsBoundary": "arn:aws:iam::1:policy/b"}}}
     assert rules.check_identity_policy({"Statement": [st]}, "p") == []
 
 
