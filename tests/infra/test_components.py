@@ -97,6 +97,16 @@ def test_deployer_owns_the_app_and_service_principal(every_stack):
     assert every_stack.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == [deployer]
 
 
+def test_configured_owners_own_the_app_whoever_deploys():
+    """entraAppOwners (the CI deployer and the laptop deployers) replace 'whoever runs pulumi up'."""
+    owners = ["1c8e8a69-3b75-4a9f-8b1d-7d2a8e4f6c32", "0B7D7F58-2A64-4F8E-9A0C-6C1F7D3E5B21"]
+    run = run_stack("prod", {"entraAppOwners": owners})
+    expected = sorted(owners, key=str.lower)
+    assert run.one("azuread:index/application:Application").inputs["owners"] == expected
+    assert run.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == expected
+    assert mocked_stack._uuid("deployer-object") not in expected
+
+
 def test_additional_federated_credentials_default_to_account_issuer():
     run = run_stack("dev", {"additionalFederatedCredentials": [
         {"name": "use1", "subject": "arn:aws:iam::111122223333:role/cosmos-s3-export/export-use1-task"}]})
