@@ -276,8 +276,10 @@ def deploy_policy(s: StackScope) -> dict:
                                  "ecs:UpdateClusterSettings", "ecs:ListTagsForResource"],
                s.arn("ecs", f"cluster/{s.named}*")),
         _allow("RegisterTaggedTaskDefinitions", ["ecs:RegisterTaskDefinition"], "*", {"StringEquals": s.request_tag}),
-        _allow("TagOwnTaskDefinitions", ["ecs:TagResource", "ecs:ListTagsForResource"],
+        _allow("TagOwnTaskDefinitions", ["ecs:TagResource"],
                s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*"), {"StringEquals": s.request_tag}),
+        _allow("ReadOwnTaskDefinitionTags", ["ecs:ListTagsForResource"],
+               s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*")),
         # aws:RequestTag is the request's, so it holds for both resources the call names.
         _allow("CreateTaggedSecurityGroupInTheStackVpc", ["ec2:CreateSecurityGroup"],
                [s.arn("ec2", f"vpc/{s.vpc_id}"), s.arn("ec2", "security-group/*")], {"StringEquals": s.request_tag}),
