@@ -129,8 +129,9 @@ class StackScope:
 def scope_of(account_id: str, region: str, environment: str) -> StackScope:
     """The deployer's scope, from the main program's own stack file (validated by its own config loader)."""
     c = program_stack_config(environment)
-    return StackScope(account_id=account_id, region=region, stack=environment, bucket=c.bucket_name,
-                      vpc_id=c.vpc_id, create_federation=c.federation == "create", force_destroy=c.force_destroy)
+    return StackScope(account_id=account_id, region=region, stack=environment, bucket=c.bucket.bucket_name,
+                      vpc_id=c.worker.vpc_id, create_federation=c.identity.federation == "create",
+                      force_destroy=c.bucket.force_destroy)
 
 
 def program_stack_config(environment: str):
@@ -418,13 +419,13 @@ class AzureScope:
 def azure_scope_of(config: "BootstrapConfig") -> AzureScope:
     c = program_stack_config(config.environment)
     rg = config.azure_resource_group_id
-    if rg.rsplit("/", 1)[1].lower() != c.cosmos_resource_group.lower():
+    if rg.rsplit("/", 1)[1].lower() != c.cosmos.cosmos_resource_group.lower():
         raise BootstrapConfigError(
             f"cosmos-s3-export-bootstrap:azureResourceGroupId={rg!r} is not the group of the Cosmos account "
-            f"(stacks/Pulumi.{config.environment}.yaml cosmosResourceGroup={c.cosmos_resource_group!r}): use "
-            f"/subscriptions/{config.subscription_id}/resourceGroups/{c.cosmos_resource_group}")
-    return AzureScope(account_id=f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{c.cosmos_account_name}",
-                      workspace_id=c.log_analytics_workspace_id, resource_group_id=rg)
+            f"(stacks/Pulumi.{config.environment}.yaml cosmosResourceGroup={c.cosmos.cosmos_resource_group!r}): use "
+            f"/subscriptions/{config.subscription_id}/resourceGroups/{c.cosmos.cosmos_resource_group}")
+    return AzureScope(account_id=f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{c.cosmos.cosmos_account_name}",
+                      workspace_id=c.cosmos.log_analytics_workspace_id, resource_group_id=rg)
 
 
 #: Built-in Azure "Reader" role (previews).

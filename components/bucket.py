@@ -4,37 +4,13 @@ in a bucket and key of its own that outlive the stack."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-
 import pulumi
 import pulumi_aws as aws
 
 from . import naming, policies
-from .config import ObjectLock
+from .config import BucketConfig, ObjectLock
 
 AUDIT_PREFIX = "audit-trail"
-
-
-@dataclass
-class ExportBucketArgs:
-    stack: str
-    bucket_name: str
-    export_prefix: str
-    account_id: str
-    region: str
-    retention_days: int
-    noncurrent_version_expiration_days: int
-    abort_incomplete_multipart_days: int
-    #: Who may read, write and delete export objects (and use the key for it): nobody else can.
-    access: policies.ExportAccess = field(default_factory=policies.ExportAccess)
-    transition_days: int | None = None
-    transition_storage_class: str = "STANDARD_IA"
-    object_lock: ObjectLock | None = None
-    audit_trail: bool = True
-    audit_retention_days: int = 365
-    #: Roles that may decrypt the audit trail (none by default: add the security team's reader role).
-    audit_readers: tuple[str, ...] = ()
-    force_destroy: bool = False
 
 
 class ExportBucket(pulumi.ComponentResource):
@@ -42,7 +18,11 @@ class ExportBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: ExportBucketArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: BucketConfig, *, stack: str, account_id: str, region: str,
+                 access: policies.ExportAccess, audit_readers: tuple[str, ...] = (),
+                 opts: pulumi.ResourceOptions | None = None):
+        """`access`: who may read, write and delete export objects (and use the key for it); nobody else
+        can. `audit_readers`: roles that may decrypt the audit trail (none by default)."""
         super().__init__("cosmos-s3-export:storage:ExportBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
@@ -52,10 +32,10 @@ class ExportBucket(pulumi.ComponentResource):
             description=f"Encrypts Cosmos DB exports in s3://{a.bucket_name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=json.dumps(policies.kms_key_policy(account_id=a.account_id, region=a.region,
-                                                      bucket=a.bucket_name, access=a.access)),
+            policy=json.dumps(policies.kms_key_policy(account_id=account_id, region=region,
+                                                      bucket=a.bucket_name, access=access)),
             # The deployer's policy manages only keys carrying its stack's tag.
-            tags={naming.STACK_TAG: a.stack, naming.PURPOSE_TAG: "export"},
+            tags={naming.STACK_TAG: stack, naming.PURPOSE_TAG: "export"},
             opts=child,
         )
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{a.bucket_name}", target_key_id=key.key_id, opts=child)
@@ -63,7 +43,7 @@ class ExportBucket(pulumi.ComponentResource):
         bucket, versioning, after_block = self._bucket(name, a.bucket_name, key, object_lock=a.object_lock,
                                                        force_destroy=a.force_destroy, opts=child)
         self._policy(name, bucket, key.arn.apply(lambda arn: json.dumps(policies.bucket_policy(
-            bucket=a.bucket_name, kms_key_arn=arn, access=a.access))), after_block)
+            bucket=a.bucket_name, kms_key_arn=arn, access=access))), after_block)
         rules = [{
             "id": "expire-exports",
             "status": "Enabled",
@@ -79,7 +59,7 @@ class ExportBucket(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
         if a.audit_trail:
-            self._audit_trail(name, a)
+            self._audit_trail(name, a, stack=stack, account_id=account_id, region=region, readers=audit_readers)
 
         self.key_arn = key.arn
         self.bucket_name = bucket.bucket
@@ -132,12 +112,13 @@ class ExportBucket(pulumi.ComponentResource):
     def _policy(self, name: str, bucket: aws.s3.Bucket, policy: pulumi.Input[str], after: pulumi.ResourceOptions):
         return aws.s3.BucketPolicy(f"{name}-policy", bucket=bucket.id, policy=policy, opts=after)
 
-    def _audit_trail(self, name: str, a: ExportBucketArgs) -> None:
+    def _audit_trail(self, name: str, a: BucketConfig, *, stack: str, account_id: str, region: str,
+                     readers: tuple[str, ...]) -> None:
         """Data events of the export prefix, in their own bucket and key, kept when the stack is destroyed."""
         trail_name = naming.trail_name(a.bucket_name)
         audit_name = naming.audit_bucket_name(a.bucket_name)
         # Known before the trail exists, so the key and bucket policies can name it.
-        trail_arn = f"arn:aws:cloudtrail:{a.region}:{a.account_id}:trail/{trail_name}"
+        trail_arn = f"arn:aws:cloudtrail:{region}:{account_id}:trail/{trail_name}"
         # retain_on_delete: `pulumi destroy` (and dev's forceDestroy) leaves the audit trail in place;
         # the deployer's IAM policy cannot delete it either (bootstrap/deployer.py).
         kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
@@ -146,9 +127,8 @@ class ExportBucket(pulumi.ComponentResource):
             description=f"Encrypts the audit trail of s3://{a.bucket_name} in s3://{audit_name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=json.dumps(policies.audit_key_policy(account_id=a.account_id, trail_arn=trail_arn,
-                                                        readers=a.audit_readers)),
-            tags={naming.STACK_TAG: a.stack, naming.PURPOSE_TAG: "audit"},
+            policy=json.dumps(policies.audit_key_policy(account_id=account_id, trail_arn=trail_arn, readers=readers)),
+            tags={naming.STACK_TAG: stack, naming.PURPOSE_TAG: "audit"},
             opts=kept,
         )
         aws.kms.Alias(f"{name}-audit-key-alias", name=f"alias/{audit_name}", target_key_id=key.key_id, opts=kept)

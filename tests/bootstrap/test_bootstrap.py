@@ -81,8 +81,8 @@ def test_azure_deployer_is_scoped_to_the_cosmos_account_and_log_workspace(stack)
     registered = run(stack)
     rg = config_of(stack).azure_resource_group_id
     program = d.program_stack_config(stack)
-    account = f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{program.cosmos_account_name}"
-    workspace = program.log_analytics_workspace_id or rg  # prod names a workspace; dev/staging create one in the group
+    account = f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{program.cosmos.cosmos_account_name}"
+    workspace = program.cosmos.log_analytics_workspace_id or rg  # prod names a workspace; dev/staging create one in the group
     assignments = dict(of(registered, "azure-native:authorization:RoleAssignment"))
     assert {n: (a["scope"], a["principalId"]) for n, a in assignments.items()} == {
         f"gh-{stack}-deployer-account-assignment": (account, f"gh-{stack}-deployer-sp-object"),
@@ -101,7 +101,7 @@ def test_azure_deployer_is_scoped_to_the_cosmos_account_and_log_workspace(stack)
             assert "*" not in action and not action.startswith("Microsoft.Authorization"), action
             assert not (action.endswith("/delete") and ("diagnosticSettings" in action or "workspaces" in action)), action
     workspace_actions = definitions[f"gh-{stack}-deployer-workspace-role"]["permissions"][0]["actions"]
-    assert ("Microsoft.OperationalInsights/workspaces/write" in workspace_actions) == (program.log_analytics_workspace_id is None)
+    assert ("Microsoft.OperationalInsights/workspaces/write" in workspace_actions) == (program.cosmos.log_analytics_workspace_id is None)
 
 
 def test_bootstrap_refuses_a_resource_group_that_is_not_the_cosmos_accounts():
@@ -289,7 +289,7 @@ def test_only_force_destroy_stacks_let_the_deployer_delete_exports():
 def test_the_deployer_cannot_destroy_the_audit_trail(stack):
     deploy = _documents(stack)["deploy"]
     (deny,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditTrailDestruction"]
-    bucket = d.program_stack_config(stack).bucket_name
+    bucket = d.program_stack_config(stack).bucket.bucket_name
     assert {"s3:DeleteBucket", "s3:DeleteObjectVersion", "cloudtrail:DeleteTrail", "cloudtrail:StopLogging"} <= set(deny["Action"])
     assert f"arn:aws:s3:::{bucket}-audit" in deny["Resource"] and f"arn:aws:s3:::{bucket}-audit/*" in deny["Resource"]
     (keys,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditKeyDeletion"]
@@ -299,7 +299,7 @@ def test_the_deployer_cannot_destroy_the_audit_trail(stack):
 def test_outbound_federation_is_enabled_only_by_the_stack_that_owns_it():
     for stack in STACKS:
         granted = {a for st in _documents(stack)["deploy"]["Statement"] for a in _list(st["Action"]) if st["Effect"] == "Allow"}
-        owner = d.program_stack_config(stack).federation == "create"
+        owner = d.program_stack_config(stack).identity.federation == "create"
         assert ("iam:EnableOutboundWebIdentityFederation" in granted) == owner, stack
 
 
