@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
@@ -96,7 +95,3 @@ def run(stack: str) -> list[tuple[str, str, dict]]:
 
 def of(registered, type_):
     return [(n, props) for t, n, props in registered if t == type_]
-
-
-if os.environ.get("_BOOTSTRAP_MOCKED_SELFTEST"):  # pragma: no cover
-    print({s: len(run(s)) for s in STACKS})

@@ -3,12 +3,12 @@
 For the public IAM scanners, which read files:
 
     .venv/bin/python tools/iam_documents.py OUT_DIR
-    parliament --directory OUT_DIR/identity --include_community_auditors
-    for f in OUT_DIR/identity/*.json; do policy_sentry analyze policy-file --input-file "$f"; done
+    parliament --directory OUT_DIR/identity --include-community-auditors --json
+    python tools/iam_access_levels.py OUT_DIR/identity      # policy_sentry's access-level counts
 
-OUT_DIR/identity holds identity policies (role inline and managed policies, the permissions boundary),
-OUT_DIR/resource the trust, bucket and key policies (resource policies: parliament checks them with
---include-resource-policies... it does not; they are written for review and the tests).
+OUT_DIR/identity holds the identity policies (role inline and managed policies, the permissions
+boundaries), which parliament and policy_sentry analyse; OUT_DIR/resource the trust, bucket and key
+policies (resource policies), written for review.
 """
 
 from __future__ import annotations
