@@ -166,7 +166,7 @@ class Doctor:
         body = response.text.lower()
         if response.status_code == 401 and "local authorization is disabled" in body:
             return "account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
-        if response.status_code in (401, 403):
+        if response.status_code == 401:  # a 403 (firewall, ...) says nothing about keys
             account = self.settings.account_name
             raise _Warn(f"the account still accepts account keys (disableLocalAuth false; HTTP "
                         f"{response.status_code} to a made-up key, not 'Local Authorization is disabled'): this "
