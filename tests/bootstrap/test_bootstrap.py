@@ -331,3 +331,17 @@ def test_bad_config_is_refused_with_the_key_value_and_fix(field, value, message)
     with pytest.raises(d.BootstrapConfigError) as err:
         d.BootstrapConfig(**{**GOOD, field: value})
     assert str(err.value).startswith(message)
+
+
+def test_the_scanner_export_writes_every_policy_document(tmp_path):
+    """tools/iam_documents.py (what parliament and policy_sentry read) writes each identity policy as built."""
+    sys.path.insert(0, str(BOOTSTRAP.parent / "tools"))
+    import iam_documents
+
+    iam_documents.main(tmp_path)
+    identity = sorted(p.name for p in (tmp_path / "identity").glob("*.json"))
+    assert len(identity) == 18  # per stack: 3 program role policies, deploy, preview, boundary
+    assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
+    written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
+    assert written == _documents("dev")["deploy"]
+    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 6  # export and audit key per stack
