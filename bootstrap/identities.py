@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+import deployer as d
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native as azure_native
 import pulumi_azuread as azuread
 
-import deployer as d
 from components import naming
 
 

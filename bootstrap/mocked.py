@@ -82,7 +82,7 @@ def run(stack: str) -> list[tuple[str, str, dict]]:
     config = config_of(stack)
     with _lock:
         mocks = Mocks(ACCOUNTS.get(stack, "123456789012"), stack_file(stack).get("aws:region", "eu-west-1"))
-        set_root_resource(None)
+        set_root_resource(None)  # type: ignore[arg-type]  # None: a fresh root Stack per run
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
 
         async def body():

@@ -16,7 +16,7 @@ DOCKERFILE = REPO / "runtime" / "Dockerfile"
 def requirements(path: Path) -> list[tuple[str, str, list[str]]]:
     """(name, version specifier, hashes) per requirement, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n\s*", " ", path.read_text())
-    out = []
+    out: list[tuple[str, str, list[str]]] = []
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):

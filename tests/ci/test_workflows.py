@@ -209,7 +209,7 @@ def _steps_and_jobs():
 
 def test_every_action_is_pinned_to_a_commit_sha_with_its_version():
     seen = set()
-    for workflow, job, spec, steps in _steps_and_jobs():
+    for _, _, spec, steps in _steps_and_jobs():
         uses = [s["uses"] for s in steps if "uses" in s] + ([spec["uses"]] if "uses" in spec else [])
         for ref in uses:
             if ref.startswith("./"):
