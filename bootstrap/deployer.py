@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from cosmos_export import contract
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the program's components (shared names)
-from components import naming  # noqa: E402
+from components import naming
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"

@@ -4,6 +4,7 @@ in a bucket and key of its own that outlive the stack."""
 from __future__ import annotations
 
 import json
+
 import pulumi
 import pulumi_aws as aws
 
