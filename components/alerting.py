@@ -28,6 +28,9 @@ import pulumi_aws as aws
 
 from cosmos_export.contract import CONTAINER_DIMENSIONS, METRICS_NAMESPACE, MODE_DIMENSIONS, Dimension, Metric
 
+from . import naming
+from .policies import _key_admin  # the stack's keys share one administration statement
+
 Doc = dict[str, Any]
 
 
@@ -77,25 +80,23 @@ def topic_policy(*, topic_arn: str, account_id: str, region: str) -> Doc:
     ]}
 
 
-def topic_key_policy(*, account_id: str) -> Doc:
-    """Account admins manage the key; CloudWatch and EventBridge of this account may encrypt for the topic."""
-    return {"Version": "2012-10-17", "Statement": [
-        {
-            "Sid": "AccountAdministers",
+def topic_key_policy(*, account_id: str, region: str) -> Doc:
+    """Administered through IAM (as the stack's other keys); used only by CloudWatch alarms and EventBridge rules
+    of this account, each bound to its source, to encrypt what they publish to the topic."""
+    statements = [_key_admin(account_id)]
+    for sid, service, source in (("CloudWatchAlarmsEncrypt", "cloudwatch.amazonaws.com",
+                                  f"arn:aws:cloudwatch:{region}:{account_id}:alarm:*"),
+                                 ("EventBridgeRulesEncrypt", "events.amazonaws.com",
+                                  f"arn:aws:events:{region}:{account_id}:rule/*")):
+        statements.append({
+            "Sid": sid,
             "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-            "Action": "kms:*",
-            "Resource": "*",
-        },
-        {
-            "Sid": "AlarmsAndRulesEncryptForTheTopic",
-            "Effect": "Allow",
-            "Principal": {"Service": ["cloudwatch.amazonaws.com", "events.amazonaws.com"]},
+            "Principal": {"Service": service},
             "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
             "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-        },
-    ]}
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}, "ArnLike": {"aws:SourceArn": source}},
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def container_dimensions(*, stack: str, account: str, database: str, container: str) -> dict[str, str]:
@@ -224,7 +225,8 @@ class Alerting(pulumi.ComponentResource):
             description=f"Encrypts the cosmos-export {a.stack} alert topic",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=json.dumps(topic_key_policy(account_id=a.account_id)),
+            policy=json.dumps(topic_key_policy(account_id=a.account_id, region=a.region)),
+            tags={naming.STACK_TAG: a.stack, naming.PURPOSE_TAG: "alerts"},
             opts=child,
         )
         topic = aws.sns.Topic(f"{name}-alerts", kms_master_key_id=key.arn, opts=child)

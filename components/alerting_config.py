@@ -16,7 +16,7 @@ Pure functions (`schedule_interval_minutes`, `problems`) are tested without mock
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -114,23 +114,62 @@ class AlertingConfig(BaseModel):
         return out
 
 
-def _aws_cron_to_croniter(fields: list[str]) -> str:
-    """AWS's 6-field cron (min hour dom month dow year, '?' allowed, dow 1-7 = SUN-SAT) as croniter's 5 fields."""
-    minute, hour, dom, month, dow, _year = fields
-
-    def shift(match: re.Match) -> str:
-        return str(int(match.group(0)) - 1)
-
-    dow = "*" if dow == "?" else re.sub(r"(?<![#\d])\d+", shift, dow)
-    return " ".join([minute, hour, "*" if dom == "?" else dom, month, dow])
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def schedule_interval_minutes(schedule: str, *, start: datetime | None = None) -> int | None:
+def _cron_values(field: str, lo: int, hi: int, names: tuple[str, ...] = ()) -> set[int] | None:
+    """The values an AWS cron field allows (`*`, `a`, `a-b`, `a/n`, `a-b/n`, lists, names); None for L, W, #."""
+    for i, name in enumerate(names):
+        field = field.upper().replace(name, str(lo + i))
+    values: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        if not re.fullmatch(r"\*|\d+(-\d+)?", base) or (step_text and not step_text.isdigit()):
+            return None
+        if base == "*":
+            start, end = lo, hi
+        elif "-" in base:
+            start, end = (int(x) for x in base.split("-"))
+        else:
+            start = int(base)
+            end = hi if step_text else start
+        step = int(step_text or 1)
+        if not (lo <= start <= end <= hi) or step < 1:
+            return None
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def _cron_interval_minutes(fields: list[str], start: date) -> int | None:
+    """The longest gap between two firings of an AWS cron expression over the 400 days from `start`.
+
+    The times of day are the same on every matching day, so the gaps are those within a day and those
+    from a day's last firing to the next matching day's first.
+    """
+    minute, hour, dom, month, dow, year = fields
+    minutes, hours = _cron_values(minute, 0, 59), _cron_values(hour, 0, 23)
+    months = _cron_values(month, 1, 12, _MONTHS)
+    days = None if dom == "?" else _cron_values(dom, 1, 31)
+    weekdays = None if dow == "?" else _cron_values(dow, 1, 7, _AWS_DOW_NAMES)  # AWS: 1 = SUN ... 7 = SAT
+    if year != "*" or None in (minutes, hours, months) or (days is None) == (weekdays is None):
+        return None  # a year-bound or L/W/# schedule: freshnessMinutes must be given
+    assert minutes is not None and hours is not None and months is not None
+    times = sorted(h * 60 + m for h in hours for m in minutes)
+    matching = [d for d in (start + timedelta(days=i) for i in range(400)) if d.month in months and (
+        d.day in days if days is not None else (d.isoweekday() % 7 + 1) in (weekdays or set()))]
+    if not times or len(matching) < 2:
+        return None
+    within = max((b - a for a, b in zip(times, times[1:])), default=0)
+    across = max((b - a).days * 1440 - times[-1] + times[0] for a, b in zip(matching, matching[1:]))
+    return max(within, across)
+
+
+def schedule_interval_minutes(schedule: str, *, start: date = date(2027, 1, 1)) -> int | None:
     """The longest gap between two runs of an EventBridge Scheduler expression, in minutes.
 
-    rate(): its value. cron(): the longest gap over the next 8 weeks (so weekly schedules count), in UTC:
-    a time zone's DST shift changes a gap by at most an hour, which the 2x default absorbs. at() (one run)
-    or a cron expression croniter cannot follow: None.
+    rate(): its value. cron(): the longest gap over 400 days (so weekly and monthly schedules count), in
+    the schedule's own wall-clock time: a DST shift changes a gap by at most an hour, which the 2x default
+    absorbs. at() (one run), or a cron expression using L, W or # or a fixed year: None.
     """
     m = _RATE.match(schedule)
     if m:
@@ -139,18 +178,7 @@ def schedule_interval_minutes(schedule: str, *, start: datetime | None = None) -
     m = _CRON.match(schedule)
     if not m or len(m.group(1).split()) != 6:
         return None
-    from croniter import croniter  # type: ignore[import-untyped]  # no stubs shipped
-
-    try:
-        expr = _aws_cron_to_croniter(m.group(1).split())
-        it = croniter(expr, start or datetime(2027, 1, 1))
-        times = [it.get_next(datetime) for _ in range(2)]
-        horizon = times[0] + timedelta(weeks=8)
-        while times[-1] < horizon and len(times) < 5000:
-            times.append(it.get_next(datetime))
-    except (ValueError, KeyError, TypeError):  # croniter's errors derive from ValueError/KeyError
-        return None
-    return int(max((b - a for a, b in zip(times, times[1:]))).total_seconds() // 60)
+    return _cron_interval_minutes(m.group(1).split(), start)
 
 
 #: config key -> field of AlertingConfig (the fields' camelCase aliases).

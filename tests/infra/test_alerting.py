@@ -207,11 +207,17 @@ def test_topic_is_kms_encrypted_and_only_cloudwatch_and_eventbridge_of_this_acco
     key = run.named("aws:kms/key:Key", f"export-{run.stack}-alerts-key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
     assert key.inputs["enableKeyRotation"] is True
+    region = run.task_definition_environment()[contract.Env.AWS_REGION]
     key_statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
-    services = key_statements["AlarmsAndRulesEncryptForTheTopic"]
-    assert sorted(services["Principal"]["Service"]) == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
-    assert services["Action"] == ["kms:GenerateDataKey*", "kms:Decrypt"]
-    assert services["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+    assert set(key_statements) == {"KeyAdministrationThroughIam", "CloudWatchAlarmsEncrypt", "EventBridgeRulesEncrypt"}
+    assert not any("kms:Decrypt" in s["Action"] or "kms:*" in s["Action"]
+                   for s in [key_statements["KeyAdministrationThroughIam"]])
+    for sid, service, source in (("CloudWatchAlarmsEncrypt", "cloudwatch", f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
+                                 ("EventBridgeRulesEncrypt", "events", f"arn:aws:events:{region}:{account}:rule/*")):
+        st = key_statements[sid]
+        assert st["Principal"] == {"Service": f"{service}.amazonaws.com"}
+        assert st["Action"] == ["kms:GenerateDataKey*", "kms:Decrypt"]
+        assert st["Condition"] == {"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": source}}
     policy = run.one("aws:sns/topicPolicy:TopicPolicy").inputs
     assert policy["arn"] == topic.outputs["arn"]
     statements = json.loads(policy["policy"])["Statement"]
