@@ -277,7 +277,7 @@ class Alerting(pulumi.ComponentResource):
             ))
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
-            dashboard_name=f"cosmos-export-{a.stack}",
+            dashboard_name=f"{name}-dashboard",  # export-<stack>-...: the deployer manages only its stack's names
             dashboard_body=pulumi.Output.all(*[alarm.arn for alarm in alarms]).apply(
                 lambda arns: json.dumps(dashboard_body(region=a.region, stack=a.stack, account=a.cosmos_account,
                                                        database=a.database, containers=a.containers,

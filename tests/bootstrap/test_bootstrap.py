@@ -151,7 +151,7 @@ def test_no_service_wide_or_wildcard_action(stack):
             for action in _list(st["Action"]):
                 assert "*" not in action, (kind, st["Sid"], action)
                 assert action.split(":")[0] in {"iam", "sts", "s3", "kms", "ecr", "ecs", "logs", "ec2", "sqs",
-                                                "scheduler", "cloudtrail"}, action
+                                                "scheduler", "cloudtrail", "sns", "cloudwatch", "events"}, action
 
 
 def _scoped(resource: str, stack: str, scope: d.StackScope) -> bool:
@@ -344,4 +344,4 @@ def test_the_scanner_export_writes_every_policy_document(tmp_path):
     assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
     written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
     assert written == _documents("dev")["deploy"]
-    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 6  # export and audit key per stack
+    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 9  # export, audit and alerts key per stack

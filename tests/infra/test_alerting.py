@@ -246,7 +246,7 @@ def test_subscriptions_come_from_config():
 def test_dashboard_graphs_every_metric_per_container_and_shows_the_alarms(every_stack):
     run = every_stack
     dashboard = run.one("aws:cloudwatch/dashboard:Dashboard")
-    assert dashboard.inputs["dashboardName"] == f"cosmos-export-{run.stack}" == run.outputs[contract.Output.DASHBOARD_NAME]
+    assert dashboard.inputs["dashboardName"] == f"export-{run.stack}-dashboard" == run.outputs[contract.Output.DASHBOARD_NAME]
     body = json.loads(dashboard.inputs["dashboardBody"])
     alarm_widget, *graphs = body["widgets"]
     assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.outputs["arn"] for a in run.of_type(ALARM))
