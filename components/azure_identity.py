@@ -19,6 +19,8 @@ class WorkloadIdentityArgs:
     #: The incident-response switch: False removes every federated credential.
     federation_enabled: bool = True
     additional: list[AdditionalFederatedCredential] = field(default_factory=list)
+    #: What the task role's credential is for (shown in Entra).
+    description: str = "ECS task role of the Cosmos DB export worker"
 
 
 class WorkloadIdentity(pulumi.ComponentResource):
@@ -49,7 +51,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 f"{name}-fic-ecs-task",
                 application_id=app.id,  # the resource id, not client_id
                 display_name="ecs-task",
-                description="ECS task role of the Cosmos DB export worker",
+                description=args.description,
                 issuer=args.issuer,
                 subject=args.task_role_arn,
                 audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from cosmos_export import contract
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 PROJECT = "cosmos-s3-export"
 
@@ -144,6 +145,87 @@ class AdditionalFederatedCredential(BaseModel):
         return v
 
 
+class RestoreConfig(BaseModel):
+    """The `restore:` block: a separate writer identity, its target containers and the drill schedule.
+
+    Self-contained: its own field rules here, and `problems(...)` for the rules that need the stack's
+    source database and exported containers (the stack's cross-field check calls it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    enabled: bool = False
+    #: Where the target containers are declared (a scratch database, or the source one).
+    target_database: str | None = None
+    #: Exported source container -> restore target container (one per exported container).
+    target_containers: dict[str, str] = {}
+    #: EventBridge Scheduler expression of the scheduled drill; unset: drills run only by hand.
+    drill_schedule: str | None = None
+
+    @field_validator("target_database")
+    @classmethod
+    def _db(cls, v: str | None) -> str | None:
+        problem = v is not None and cosmos_name_problem(v)
+        if problem:
+            raise ValueError(f"a Cosmos DB database id {problem}")
+        return v
+
+    @field_validator("target_containers")
+    @classmethod
+    def _targets(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [f"{t!r} ({p})" for t in v.values() if (p := cosmos_name_problem(t))]
+        if bad:
+            raise ValueError(f"invalid Cosmos DB container id(s): {', '.join(bad)}")
+        return v
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        problem = v is not None and schedule_problem(v)
+        if problem:
+            raise ValueError(
+                f"EventBridge Scheduler would refuse it: {problem}; e.g. 'cron(0 5 ? * SUN *)' or 'rate(7 days)'"
+            )
+        return v
+
+    def problems(self, *, source_database: str, source_containers: list[str],
+                 exported: list[str]) -> list[tuple[str, Any, str]]:
+        """(key under `restore.`, value, fix) for every rule that needs the stack's sources."""
+        if not self.enabled:
+            return []
+        out: list[tuple[str, Any, str]] = []
+        if self.target_database is None:
+            out.append(("restore.targetDatabase", None,
+                        "restore is enabled but names no target database; set it to a scratch database, "
+                        "e.g. 'restore-drills' (the program creates it)"))
+        missing = [c for c in exported if c not in self.target_containers]
+        if missing:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"no target for exported container(s) {', '.join(map(repr, missing))}; add one entry "
+                        f"per exported container, e.g. {{{', '.join(f'{c}: {c}-restore' for c in missing)}}}"))
+        unknown = [c for c in self.target_containers if c not in exported]
+        if unknown:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"{', '.join(map(repr, unknown))} not exported (exported: {exported}); "
+                        "remove them or fix the spelling"))
+        targets = list(self.target_containers.values())
+        duplicates = sorted({t for t in targets if targets.count(t) > 1})
+        if duplicates:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"target(s) {', '.join(map(repr, duplicates))} named for more than one source; "
+                        "give each exported container its own target"))
+        if self.target_database == source_database:
+            clash = [t for t in targets if t in source_containers]
+            if clash:
+                out.append(("restore.targetContainers", self.target_containers,
+                            f"target(s) {', '.join(map(repr, clash))} are source containers of database "
+                            f"{source_database!r}: a restore must never write a source; choose other names "
+                            "or another targetDatabase"))
+        return out
+
+    def target_of(self, source: str) -> str:
+        return self.target_containers[source]
+
+
 class StackConfig(BaseModel):
     """Everything one stack deploys, already checked."""
 
@@ -184,6 +266,10 @@ class StackConfig(BaseModel):
     schedule_enabled: bool = True
     schedule_retry_attempts: int = Field(default=2, ge=0, le=185)
     schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
+    #: Periodic full snapshots beside the incremental schedule (bounds stale deletes in LatestVersion mode).
+    snapshot_schedule: str | None = None
+    # Restore
+    restore: RestoreConfig = RestoreConfig()
     export_mode: Literal["incremental", "snapshot"] = "incremental"
     min_consistency: str = "Session"
     change_feed_mode: Literal["LatestVersion", "AllVersionsAndDeletes"] = "LatestVersion"
@@ -216,10 +302,10 @@ class StackConfig(BaseModel):
             raise ValueError(f"the export prefix {problem}, e.g. 'cosmos/orders'")
         return v
 
-    @field_validator("schedule")
+    @field_validator("schedule", "snapshot_schedule")
     @classmethod
-    def _schedule(cls, v: str) -> str:
-        problem = schedule_problem(v)
+    def _schedule(cls, v: str | None) -> str | None:
+        problem = v is not None and schedule_problem(v)
         if problem:
             raise ValueError(
                 f"EventBridge Scheduler would refuse it: {problem}; e.g. 'cron(15 2 * * ? *)' or 'rate(6 hours)'"
@@ -330,6 +416,12 @@ class StackConfig(BaseModel):
             problems.append(("changeFeedMode", self.change_feed_mode,
                              "AllVersionsAndDeletes can only start from now or a continuation, not replay a snapshot; "
                              "use exportMode 'incremental' or changeFeedMode 'LatestVersion'"))
+        if self.snapshot_schedule is not None and self.export_mode == "snapshot":
+            problems.append(("snapshotSchedule", self.snapshot_schedule,
+                             "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
+                             "unset snapshotSchedule or use exportMode 'incremental'"))
+        problems += self.restore.problems(source_database=self.cosmos_database,
+                                          source_containers=self.cosmos_containers, exported=self.exported)
         valid_memory = _fargate_memory(self.cpu)
         if valid_memory is None:
             problems.append(("cpu", self.cpu, "Fargate accepts 256, 512, 1024, 2048, 4096, 8192 or 16384"))
@@ -402,6 +494,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "scheduleEnabled": ("schedule_enabled", "str"),
     "scheduleRetryAttempts": ("schedule_retry_attempts", "str"),
     "scheduleMaxEventAgeSeconds": ("schedule_max_event_age_seconds", "str"),
+    "snapshotSchedule": ("snapshot_schedule", "str"),
+    "restore": ("restore", "json"),
     "exportMode": ("export_mode", "str"),
     "minConsistency": ("min_consistency", "str"),
     "changeFeedMode": ("change_feed_mode", "str"),

@@ -1,4 +1,10 @@
-"""Read-only Cosmos DB data-plane access for the worker, and request logs for audit."""
+"""Cosmos DB data-plane access of one identity, and (for the export identity) request logs for audit.
+
+The export identity gets a read-only role on the exported containers. The
+restore identity reuses this component with `data_actions` =
+`contract.COSMOS_RESTORE_DATA_ACTIONS`, assigned and assignable only on the
+restore target containers, and no second diagnostic setting.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,15 @@ class CosmosAccessArgs:
     access_enabled: bool = True
     workspace_id: str | None = None
     workspace_retention_days: int = 30
+    #: The custom role's data actions and the words naming it.
+    data_actions: tuple[str, ...] = contract.COSMOS_DATA_ACTIONS
+    role_label: str = "export reader"
+    #: "database": the role may be assigned anywhere in the database; "assignments": only on its own scopes.
+    assignable: Literal["database", "assignments"] = "database"
+    #: The account's request logs (one diagnostic setting per account: the export identity's component owns it).
+    diagnostics: bool = True
+    #: Resources the assignments need first (the restore target containers).
+    assignments_depend_on: list[pulumi.Resource] | None = None
 
 
 class CosmosAccess(pulumi.ComponentResource):
@@ -42,16 +57,18 @@ class CosmosAccess(pulumi.ComponentResource):
         super().__init__("cosmos-s3-export:azure:CosmosAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
+        self.assignment_scopes = policies.cosmos_scopes(a.account_id, a.database, a.containers, a.scope_level)
         if a.role == "custom":
             definition = cosmosdb.SqlResourceSqlRoleDefinition(
                 f"{name}-role",
                 account_name=a.account_name,
                 resource_group_name=a.resource_group,
                 role_definition_id=policies.deterministic_guid(a.account_id.lower(), "role", a.principal_key),
-                role_name=f"{a.principal_key} export reader",
+                role_name=f"{a.principal_key} {a.role_label}",
                 type=cosmosdb.RoleDefinitionType.CUSTOM_ROLE,
-                assignable_scopes=[f"{a.account_id}/dbs/{a.database}"],
-                permissions=[{"data_actions": list(contract.COSMOS_DATA_ACTIONS)}],
+                assignable_scopes=([f"{a.account_id}/dbs/{a.database}"] if a.assignable == "database"
+                                   else list(self.assignment_scopes)),
+                permissions=[{"data_actions": list(a.data_actions)}],
                 opts=child,
             )
             role_definition_id: pulumi.Output[str] = definition.id
@@ -60,7 +77,7 @@ class CosmosAccess(pulumi.ComponentResource):
                 f"{a.account_id}/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"
             )
 
-        self.assignment_scopes = policies.cosmos_scopes(a.account_id, a.database, a.containers, a.scope_level)
+        assignment_opts = pulumi.ResourceOptions(parent=self, depends_on=a.assignments_depend_on or [])
         if a.access_enabled:
             for scope in self.assignment_scopes:
                 relative = scope[len(a.account_id):]  # /dbs/<db>[/colls/<c>]
@@ -73,9 +90,14 @@ class CosmosAccess(pulumi.ComponentResource):
                     role_definition_id=role_definition_id,
                     principal_id=a.principal_object_id,
                     scope=scope,
-                    opts=child,
+                    opts=assignment_opts,
                 )
 
+        self.role_definition_id = role_definition_id
+        if not a.diagnostics:
+            self.workspace_id = None
+            self.register_outputs({"roleDefinitionId": role_definition_id})
+            return
         if a.workspace_id:
             workspace_id = pulumi.Output.from_input(a.workspace_id)
         else:

@@ -8,13 +8,15 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import contract
 from cosmos_export.contract import Env, Output
 
+from . import policies
 from .azure_identity import WorkloadIdentity, WorkloadIdentityArgs
 from .bucket import ExportBucket, ExportBucketArgs
 from .config import PROJECT, StackConfig, full_key, load_stack_config
 from .cosmos_access import CosmosAccess, CosmosAccessArgs
 from .federation import OutboundFederation
+from .restore_targets import RestoreTargets, RestoreTargetsArgs
 from .task_role import TaskRole, TaskRoleArgs
-from .worker_service import WorkerService, WorkerServiceArgs
+from .worker_service import RestoreTaskArgs, WorkerService, WorkerServiceArgs
 
 
 def read_config() -> StackConfig:
@@ -51,6 +53,17 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
     }
 
 
+def restore_environment(c: StackConfig, export_environment: dict, *, client_id) -> dict:
+    """The restore task's environment: the export's settings, its own client id, and where to restore."""
+    assert c.restore.target_database is not None  # checked by the config
+    return {
+        **export_environment,
+        Env.AZURE_CLIENT_ID: client_id,
+        Env.RESTORE_TARGET_DATABASE: c.restore.target_database,
+        Env.RESTORE_TARGETS: ",".join(f"{s}={c.restore.target_of(s)}" for s in c.exported),
+    }
+
+
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
@@ -70,6 +83,8 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
         kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
     ))
+    # The second reader of the export (and writer of drills/ and restores/ only), beside the export task role.
+    restore_role = restore_task_role(c, name, account_id=account_id, bucket=bucket) if c.restore.enabled else None
     identity = WorkloadIdentity(name, WorkloadIdentityArgs(
         display_name=c.entra_app_display_name, issuer=federation.issuer, task_role_arn=task_role.arn,
         federation_enabled=c.cosmos_access_enabled, additional=c.additional_federated_credentials,
@@ -84,15 +99,18 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
     cosmos_endpoint = account.document_endpoint.rstrip("/") + "/"
     environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
+    restore = build_restore(c, name, task_role=restore_role, account=account, issuer=federation.issuer,
+                            export_environment=environment) if restore_role else None
     service = WorkerService(name, WorkerServiceArgs(
         account_id=account_id, region=c.region, task_role_arn=task_role.arn, environment=environment,
         command=["run", "--mode", c.export_mode], cpu=c.cpu, memory=c.memory, architecture=c.architecture,
         log_retention_days=c.log_retention_days, vpc_id=c.vpc_id, subnet_ids=c.subnet_ids,
         assign_public_ip=c.assign_public_ip, schedule=c.schedule, schedule_time_zone=c.schedule_time_zone,
         schedule_enabled=c.schedule_enabled, retry_attempts=c.schedule_retry_attempts,
-        max_event_age_seconds=c.schedule_max_event_age_seconds,
+        max_event_age_seconds=c.schedule_max_event_age_seconds, snapshot_schedule=c.snapshot_schedule,
+        restore=restore.task if restore else None,
     ))
-    return {
+    outputs: dict[str, pulumi.Input] = {
         Output.BUCKET: bucket.bucket_name,
         Output.PREFIX: c.export_prefix,
         Output.KMS_KEY_ARN: bucket.key_arn,
@@ -109,6 +127,71 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
     }
+    if restore is not None:
+        outputs.update({
+            Output.RESTORE_TASK_ROLE_ARN: restore.task_role.arn,
+            Output.RESTORE_CLIENT_ID: restore.identity.client_id,
+            Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID: restore.identity.object_id,
+            Output.RESTORE_TASK_DEFINITION_ARN: service.restore_task_definition_arn,
+            Output.RESTORE_WORKER_ENVIRONMENT: restore.task.environment,
+            Output.COSMOS_RESTORE_ROLE_DEFINITION_ID: restore.cosmos.role_definition_id,
+            Output.RUN_RESTORE_COMMAND: service.run_restore_command,
+            Output.RUN_DRILL_COMMAND: service.run_drill_command,
+        })
+    return outputs
+
+
+class Restore:
+    """The restore identity and its targets (declared only when `restore.enabled`)."""
+
+    def __init__(self, task_role: TaskRole, identity: WorkloadIdentity, cosmos: CosmosAccess,
+                 targets: RestoreTargets, task: RestoreTaskArgs):
+        self.task_role, self.identity, self.cosmos, self.targets, self.task = task_role, identity, cosmos, targets, task
+
+
+def restore_task_role(c: StackConfig, export_name: str, *, account_id: str, bucket: ExportBucket) -> TaskRole:
+    """The restore identity's ECS task role: reads the export, writes only drills/ and restores/."""
+    return TaskRole(f"{export_name}-restore", TaskRoleArgs(
+        account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
+        kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
+        write_prefixes=policies.restore_write_prefixes(prefix=c.export_prefix, account=c.cosmos_account_name,
+                                                       database=c.cosmos_database, containers=c.exported),
+        description="Cosmos DB restore and drill worker (ECS task role)",
+    ))
+
+
+def build_restore(c: StackConfig, export_name: str, *, task_role: TaskRole, account, issuer,
+                  export_environment: dict) -> Restore:
+    """A second identity, separate from the export one: its own task role, Entra app and Cosmos role.
+
+    It reads the export, writes only drills/ and restores/ under each exported container's prefix, and may
+    write items only in the restore target containers (never a source container, its database or the account).
+    """
+    r = c.restore
+    assert r.target_database is not None  # checked by the config
+    name = f"{export_name}-restore"
+    targets = RestoreTargets(name, RestoreTargetsArgs(
+        account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
+        source_database=c.cosmos_database, target_database=r.target_database,
+        targets={s: r.target_of(s) for s in c.exported},
+    ))
+    identity = WorkloadIdentity(name, WorkloadIdentityArgs(
+        display_name=f"{c.entra_app_display_name}-restore", issuer=issuer, task_role_arn=task_role.arn,
+        federation_enabled=c.cosmos_access_enabled,
+        description="ECS task role of the Cosmos DB restore and drill worker",
+    ))
+    cosmos = CosmosAccess(name, CosmosAccessArgs(
+        account_id=account.id, account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
+        location=account.location or "", database=r.target_database, containers=list(targets.containers),
+        principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}/restore",
+        role="custom", scope_level="container", access_enabled=c.cosmos_access_enabled,
+        data_actions=contract.COSMOS_RESTORE_DATA_ACTIONS, role_label="writer", assignable="assignments",
+        diagnostics=False, assignments_depend_on=list(targets.containers.values()),
+    ))
+    environment = restore_environment(c, export_environment, client_id=identity.client_id)
+    return Restore(task_role, identity, cosmos, targets,
+                   RestoreTaskArgs(task_role_arn=task_role.arn, environment=environment,
+                                   drill_schedule=r.drill_schedule))
 
 
 def main() -> None:

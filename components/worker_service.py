@@ -1,4 +1,11 @@
-"""The worker: image, execution role, logs, cluster, Fargate task definition, schedule with DLQ."""
+"""The worker: image, execution role, logs, cluster, Fargate task definitions, schedules with DLQ.
+
+One image, one cluster, one execution role. The export task definition runs
+`run --mode <exportMode>` on `schedule` (and, with `snapshot_schedule`, a
+second task definition runs `run --mode snapshot`). With `restore` set, a
+restore task definition runs `drill` as the separate restore task role, on its
+own schedule whose scheduler role may pass only that role.
+"""
 
 from __future__ import annotations
 
@@ -32,14 +39,53 @@ def source_tag(root: Path = RUNTIME_DIR) -> str:
 
 
 def run_task_command(*, region: str, cluster: str, task_definition_arn: str, subnets: list[str],
-                     security_group: str, assign_public_ip: bool) -> str:
+                     security_group: str, assign_public_ip: bool, command: list[str] | None = None) -> str:
+    """The `aws ecs run-task` line; `command` overrides the container's command (a restore's arguments)."""
     network = (f"awsvpcConfiguration={{subnets=[{','.join(subnets)}],securityGroups=[{security_group}],"
                f"assignPublicIp={'ENABLED' if assign_public_ip else 'DISABLED'}}}")
-    return " ".join([
+    parts = [
         "aws ecs run-task", f"--region {region}", f"--cluster {shlex.quote(cluster)}",
         "--launch-type FARGATE", f"--task-definition {shlex.quote(task_definition_arn)}",
         f"--network-configuration {shlex.quote(network)}",
-    ])
+    ]
+    if command is not None:
+        overrides = {"containerOverrides": [{"name": CONTAINER_NAME, "command": command}]}
+        parts.append(f"--overrides {shlex.quote(json.dumps(overrides, separators=(',', ':')))}")
+    return " ".join(parts)
+
+
+def container_definitions(*, image_ref: str, log_group: str, region: str, environment: dict[str, str],
+                          command: list[str], stream_prefix: str) -> str:
+    """The one container of every task definition: same image and hardening, its own command and environment."""
+    return json.dumps([{
+        "name": CONTAINER_NAME,
+        "image": image_ref,
+        "essential": True,
+        "command": command,
+        "user": WORKER_USER,
+        "readonlyRootFilesystem": True,
+        # The only writable path: spill space for multipart buffers.
+        "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
+        "environment": [{"name": k, "value": environment[k]} for k in sorted(environment)],
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix}},
+    }])
+
+
+#: What `runRestoreCommand` runs: the worker's restore, with the name to fill in shown as <...>
+#: (the target container defaults to the stack's restore target of that source).
+RESTORE_COMMAND_TEMPLATE = ["restore", "-c", "<SOURCE_CONTAINER>"]
+DRILL_COMMAND = ["drill"]
+
+
+@dataclass
+class RestoreTaskArgs:
+    """The restore task: the same image as the restore task role, running `drill` by default."""
+
+    task_role_arn: pulumi.Input[str]
+    environment: dict[str, pulumi.Input[str]]
+    drill_schedule: str | None = None
 
 
 @dataclass
@@ -61,6 +107,9 @@ class WorkerServiceArgs:
     schedule_enabled: bool
     retry_attempts: int
     max_event_age_seconds: int
+    #: Periodic full snapshots beside the incremental schedule (None: none).
+    snapshot_schedule: str | None = None
+    restore: RestoreTaskArgs | None = None
 
 
 class WorkerService(pulumi.ComponentResource):
@@ -69,6 +118,9 @@ class WorkerService(pulumi.ComponentResource):
     execution_role_arn: pulumi.Output[str]
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
+    restore_task_definition_arn: pulumi.Output[str] | None = None
+    run_restore_command: pulumi.Output[str] | None = None
+    run_drill_command: pulumi.Output[str] | None = None
 
     def __init__(self, name: str, args: WorkerServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
@@ -123,90 +175,119 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        def container_definitions(v: list) -> str:
-            image_ref, log_group_name, env = v
-            return json.dumps([{
-                "name": CONTAINER_NAME,
-                "image": image_ref,
-                "essential": True,
-                "command": a.command,
-                "user": WORKER_USER,
-                "readonlyRootFilesystem": True,
-                # The only writable path: spill space for multipart buffers.
-                "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
-                "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
-                "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-                "logConfiguration": {"logDriver": "awslogs", "options": {
-                    "awslogs-group": log_group_name, "awslogs-region": a.region, "awslogs-stream-prefix": "export"}},
-            }])
+        def declare_task_definition(suffix: str, task_role_arn: pulumi.Input[str], environment: dict, command: list[str],
+                            stream_prefix: str) -> aws.ecs.TaskDefinition:
+            return aws.ecs.TaskDefinition(
+                f"{name}{suffix}-task-definition",
+                family=f"{family}{suffix}",
+                requires_compatibilities=["FARGATE"],
+                network_mode="awsvpc",
+                cpu=str(a.cpu),
+                memory=str(a.memory),
+                runtime_platform={"cpu_architecture": a.architecture, "operating_system_family": "LINUX"},
+                task_role_arn=task_role_arn,
+                execution_role_arn=execution_role.arn,
+                volumes=[{"name": "tmp"}],
+                container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(
+                    lambda v: container_definitions(image_ref=v[0], log_group=v[1], region=a.region,
+                                                    environment=v[2], command=command,
+                                                    stream_prefix=stream_prefix)),
+                opts=child,
+            )
 
-        task_definition = aws.ecs.TaskDefinition(
-            f"{name}-task-definition",
-            family=family,
-            requires_compatibilities=["FARGATE"],
-            network_mode="awsvpc",
-            cpu=str(a.cpu),
-            memory=str(a.memory),
-            runtime_platform={"cpu_architecture": a.architecture, "operating_system_family": "LINUX"},
-            task_role_arn=a.task_role_arn,
-            execution_role_arn=execution_role.arn,
-            volumes=[{"name": "tmp"}],
-            container_definitions=pulumi.Output.all(image.ref, log_group.name, a.environment).apply(container_definitions),
-            opts=child,
-        )
+        task_definition = declare_task_definition("", a.task_role_arn, a.environment, a.command, "export")
+        snapshot_definition = (declare_task_definition("-snapshot", a.task_role_arn, a.environment,
+                                               ["run", "--mode", "snapshot"], "export")
+                               if a.snapshot_schedule else None)
+        restore_definition = (declare_task_definition("-restore", a.restore.task_role_arn, a.restore.environment,
+                                              DRILL_COMMAND, "restore")
+                              if a.restore else None)
 
         dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
                             sqs_managed_sse_enabled=True, opts=child)
-        scheduler_role = aws.iam.Role(
-            f"{name}-scheduler",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.scheduler_trust_policy(a.account_id)),
-            description="EventBridge Scheduler: run the export task",
-            opts=child,
-        )
-        family_arn = f"arn:aws:ecs:{a.region}:{a.account_id}:task-definition/{family}"
-        aws.iam.RolePolicy(
-            f"{name}-scheduler-policy",
-            role=scheduler_role.id,
-            policy=pulumi.Output.all(cluster.arn, a.task_role_arn, execution_role.arn, dlq.arn).apply(
-                lambda v: json.dumps(policies.scheduler_role_policy(
-                    task_definition_family_arn=family_arn, cluster_arn=v[0], pass_role_arns=[v[1], v[2]], dlq_arn=v[3]))),
-            opts=child,
-        )
-        aws.scheduler.Schedule(
-            f"{name}-schedule",
-            schedule_expression=a.schedule,
-            schedule_expression_timezone=a.schedule_time_zone,
-            state="ENABLED" if a.schedule_enabled else "DISABLED",
-            flexible_time_window={"mode": "OFF"},
-            target={
-                "arn": cluster.arn,
-                "role_arn": scheduler_role.arn,
-                "ecs_parameters": {
-                    "task_definition_arn": task_definition.arn,
-                    "launch_type": "FARGATE",
-                    "task_count": 1,
-                    "network_configuration": {
-                        "subnets": a.subnet_ids,
-                        "security_groups": [security_group.id],
-                        "assign_public_ip": a.assign_public_ip,
-                    },
-                },
-                "retry_policy": {"maximum_retry_attempts": a.retry_attempts,
-                                 "maximum_event_age_in_seconds": a.max_event_age_seconds},
-                "dead_letter_config": {"arn": dlq.arn},
-            },
-            opts=child,
-        )
 
+        def family_arn(suffix: str) -> str:
+            return f"arn:aws:ecs:{a.region}:{a.account_id}:task-definition/{family}{suffix}"
+
+        def scheduler(suffix: str, what: str, families: list[str], task_role_arn: pulumi.Input[str]) -> aws.iam.Role:
+            """A scheduler role that may run only these families and pass only their task role."""
+            role = aws.iam.Role(
+                f"{name}{suffix}-scheduler",
+                path="/cosmos-s3-export/",
+                assume_role_policy=json.dumps(policies.scheduler_trust_policy(a.account_id)),
+                description=f"EventBridge Scheduler: run the {what} task",
+                opts=child,
+            )
+            aws.iam.RolePolicy(
+                f"{name}{suffix}-scheduler-policy",
+                role=role.id,
+                policy=pulumi.Output.all(cluster.arn, task_role_arn, execution_role.arn, dlq.arn).apply(
+                    lambda v: json.dumps(policies.scheduler_role_policy(
+                        task_definition_family_arns=families, cluster_arn=v[0], pass_role_arns=[v[1], v[2]],
+                        dlq_arn=v[3]))),
+                opts=child,
+            )
+            return role
+
+        def schedule(logical: str, expression: str, role: aws.iam.Role, definition: aws.ecs.TaskDefinition,
+                     enabled: bool) -> None:
+            aws.scheduler.Schedule(
+                logical,
+                schedule_expression=expression,
+                schedule_expression_timezone=a.schedule_time_zone,
+                state="ENABLED" if enabled else "DISABLED",
+                flexible_time_window={"mode": "OFF"},
+                target={
+                    "arn": cluster.arn,
+                    "role_arn": role.arn,
+                    "ecs_parameters": {
+                        "task_definition_arn": definition.arn,
+                        "launch_type": "FARGATE",
+                        "task_count": 1,
+                        "network_configuration": {
+                            "subnets": a.subnet_ids,
+                            "security_groups": [security_group.id],
+                            "assign_public_ip": a.assign_public_ip,
+                        },
+                    },
+                    "retry_policy": {"maximum_retry_attempts": a.retry_attempts,
+                                     "maximum_event_age_in_seconds": a.max_event_age_seconds},
+                    "dead_letter_config": {"arn": dlq.arn},
+                },
+                opts=child,
+            )
+
+        export_families = [family_arn("")] + ([family_arn("-snapshot")] if snapshot_definition else [])
+        scheduler_role = scheduler("", "export", export_families, a.task_role_arn)
+        schedule(f"{name}-schedule", a.schedule, scheduler_role, task_definition, a.schedule_enabled)
+        if snapshot_definition is not None and a.snapshot_schedule:
+            schedule(f"{name}-snapshot-schedule", a.snapshot_schedule, scheduler_role, snapshot_definition,
+                     a.schedule_enabled)
+        if restore_definition is not None and a.restore and a.restore.drill_schedule:
+            restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")],
+                                          a.restore.task_role_arn)
+            # `drill` with no -c drills every container of EXPORT_RESTORE_TARGETS.
+            schedule(f"{name}-drill-schedule", a.restore.drill_schedule, restore_scheduler, restore_definition, True)
+
+        def run_command(definition: aws.ecs.TaskDefinition, command: list[str] | None = None) -> pulumi.Output[str]:
+            return pulumi.Output.all(cluster.name, definition.arn, security_group.id).apply(
+                lambda v: run_task_command(region=a.region, cluster=v[0], task_definition_arn=v[1],
+                                           subnets=a.subnet_ids, security_group=v[2],
+                                           assign_public_ip=a.assign_public_ip, command=command))
+
+        if restore_definition is not None and a.restore:
+            self.restore_task_definition_arn = restore_definition.arn
+            self.run_restore_command = run_command(restore_definition, RESTORE_COMMAND_TEMPLATE)
+            self.run_drill_command = run_command(restore_definition)
         self.cluster_name = cluster.name
         self.task_definition_arn = task_definition.arn
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
-        self.run_task_command = pulumi.Output.all(cluster.name, task_definition.arn, security_group.id).apply(
-            lambda v: run_task_command(region=a.region, cluster=v[0], task_definition_arn=v[1], subnets=a.subnet_ids,
-                                       security_group=v[2], assign_public_ip=a.assign_public_ip))
+        self.run_task_command = run_command(task_definition)
         self.register_outputs({
             "clusterName": self.cluster_name, "taskDefinitionArn": self.task_definition_arn,
             "executionRoleArn": self.execution_role_arn, "runTaskCommand": self.run_task_command,
+            **({"restoreTaskDefinitionArn": self.restore_task_definition_arn,
+                "runRestoreCommand": self.run_restore_command, "runDrillCommand": self.run_drill_command}
+               if self.restore_task_definition_arn is not None else {}),
         })

@@ -37,6 +37,8 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
+from sandbox.seed import PARTITION_KEY_PATH
+
 REPO = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO / "stacks"
 PROJECT = "cosmos-s3-export"
@@ -46,6 +48,10 @@ _ACCOUNTS = {"dev": "111122223333", "staging": "111122223333", "prod": "44445555
 _TENANT = "72f988bf-0000-4c3a-9d1e-2b7c6f5e4d3a"
 _SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 _NS = uuid.UUID("0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21")
+#: Partition keys the mocked source containers report (getSqlResourceSqlContainer): the sandbox's own
+#: key path, except `events`, which has a hierarchical (MultiHash) key.
+DEFAULT_PARTITION_KEY = {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2}
+SOURCE_PARTITION_KEYS = {"events": {"paths": ["/tenantId", "/deviceId"], "kind": "MultiHash", "version": 2}}
 
 _lock = threading.Lock()  # the Pulumi runtime settings are process-global
 
@@ -320,6 +326,13 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "azure-native:cosmosdb:SqlResourceSqlRoleAssignment":
             rid = f"{self._cosmos_account_id(inputs)}/sqlRoleAssignments/{inputs['roleAssignmentId']}"
             out["name"] = inputs["roleAssignmentId"]
+        elif t == "azure-native:cosmosdb:SqlResourceSqlDatabase":
+            rid = f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
+            out["name"] = inputs["databaseName"]
+        elif t == "azure-native:cosmosdb:SqlResourceSqlContainer":
+            rid = (f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
+                   f"/containers/{inputs['containerName']}")
+            out["name"] = inputs["containerName"]
         elif t == "azure-native:operationalinsights:Workspace":
             rid = (f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
                    f"/providers/Microsoft.OperationalInsights/workspaces/{physical}")
@@ -366,6 +379,16 @@ class _Mocks(pulumi.runtime.Mocks):
                 "databaseAccountOfferType": "Standard",
                 "locations": [], "readLocations": [], "writeLocations": [], "failoverPolicies": [],
                 "privateEndpointConnections": [], "provisioningState": "Succeeded",
+            }
+        if tok == "azure-native:cosmosdb:getSqlResourceSqlContainer":
+            db, container = a["databaseName"], a["containerName"]
+            account_id = self._cosmos_account_id(a)
+            return {
+                "id": f"{account_id}/sqlDatabases/{db}/containers/{container}", "name": container,
+                "type": "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers", "location": "westeurope",
+                "resource": {"id": container, "partitionKey": SOURCE_PARTITION_KEYS.get(container, DEFAULT_PARTITION_KEY),
+                             "indexingPolicy": {"indexingMode": "consistent", "automatic": True},
+                             "rid": _hex(8, container), "ts": 1764633600, "etag": f'"{_hex(16, container)}"'},
             }
         raise NotImplementedError(f"mocked_stack: no mock for invoke {tok}; add one in sandbox/mocked_stack.py")
 

@@ -54,7 +54,7 @@ def test_no_wildcard_action_anywhere():
         policies.task_role_policy(bucket="b-1", prefix="p", kms_key_arn=KEY, region="eu-west-1", max_token_seconds=300),
         policies.execution_role_policy(repository_arn="arn:aws:ecr:eu-west-1:1:repository/r",
                                        log_group_arn="arn:aws:logs:eu-west-1:1:log-group:g"),
-        policies.scheduler_role_policy(task_definition_family_arn="arn:aws:ecs:eu-west-1:1:task-definition/f",
+        policies.scheduler_role_policy(task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
                                        cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["b", "a"],
                                        dlq_arn="arn:aws:sqs:eu-west-1:1:q"),
     ]
@@ -76,7 +76,7 @@ def test_trust_policy_has_confused_deputy_conditions():
 
 def test_scheduler_may_run_only_this_family_and_pass_only_two_roles():
     s = _by_sid(policies.scheduler_role_policy(
-        task_definition_family_arn="arn:aws:ecs:eu-west-1:1:task-definition/f",
+        task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
         cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["role-b", "role-a"],
         dlq_arn="arn:aws:sqs:eu-west-1:1:q"))
     assert s["RunWorkerTask"]["Resource"] == ["arn:aws:ecs:eu-west-1:1:task-definition/f",
