@@ -53,6 +53,9 @@ _NS = uuid.UUID("0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21")
 DEFAULT_PARTITION_KEY = {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2}
 SOURCE_PARTITION_KEYS = {"events": {"paths": ["/tenantId", "/deviceId"], "kind": "MultiHash", "version": 2}}
 
+#: Overrides that turn a stack's restore block and snapshot schedule off (the export-only shape).
+WITHOUT_RESTORE: dict[str, Any] = {"restore": None, "snapshotSchedule": None}
+
 _lock = threading.Lock()  # the Pulumi runtime settings are process-global
 
 
@@ -131,9 +134,9 @@ class StackRun:
     def components(self) -> list[Registered]:
         return [r for r in self.resources if not r.custom]
 
-    def children(self, component_type: str) -> list[Registered]:
-        """Custom resources declared directly by the (single) component of this type."""
-        component = self.one(component_type)
+    def children(self, component_type: str, name: str | None = None) -> list[Registered]:
+        """Custom resources declared directly by the component of this type (and name, when there are several)."""
+        component = self.one(component_type) if name is None else self.named(component_type, name)
         return [r for r in self.resources if r.custom and r.parent_urn == component.urn]
 
     def counts(self) -> dict[str, int]:
@@ -226,10 +229,17 @@ class StackRun:
             raise AssertionError(f"expected one inline policy on the task role, found {len(policies)}")
         return json.loads(policies[0].inputs["policy"])
 
-    def task_definition_environment(self) -> dict[str, str]:
-        td = self.one("aws:ecs/taskDefinition:TaskDefinition")
-        (container,) = json.loads(td.inputs["containerDefinitions"])
+    def task_definition(self, suffix: str = "") -> Registered:
+        """The export task definition; suffix "-restore" (restore/drill) or "-snapshot" (scheduled snapshots)."""
+        return self.named("aws:ecs/taskDefinition:TaskDefinition", f"export-{self.stack}{suffix}-task-definition")
+
+    def task_definition_environment(self, suffix: str = "") -> dict[str, str]:
+        (container,) = json.loads(self.task_definition(suffix).inputs["containerDefinitions"])
         return {e["name"]: e["value"] for e in container["environment"]}
+
+    @property
+    def has_restore(self) -> bool:
+        return "restoreTaskRoleArn" in self.outputs
 
 
 class _Monitor(MockMonitor):
