@@ -99,7 +99,8 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="cosmos-role-read-only",
-        description="Cosmos SQL role definitions grant only the worker's read data actions.",
+        description="Cosmos SQL role definitions grant only the worker's read data actions, or the restore "
+        "writer's item actions (assignable only on restore targets, see the stack policy).",
         validate=_cosmos_role_definition,
     ),
     ResourceValidationPolicy(
@@ -110,7 +111,9 @@ POLICIES = [
     StackValidationPolicy(
         name="chain-of-trust-and-data-guardrails",
         description="FIC subject/issuer are the task role ARN and the account issuer; Cosmos assignments go to the "
-        "service principal with a read-only role; buckets block public access, deny non-TLS, use SSE-KMS; "
+        "service principal; the export reader never on a restore target, a writer role only on the restore targets "
+        "(never a source container, its database or the account) and never to the export principal; "
+        "buckets block public access, deny non-TLS, use SSE-KMS; "
         "the task role stays within the export prefix and key.",
         validate=_stack,
     ),
