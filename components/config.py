@@ -187,8 +187,8 @@ class RestoreConfig(BaseModel):
             )
         return v
 
-    def problems(self, *, source_database: str, source_containers: list[str],
-                 exported: list[str]) -> list[tuple[str, Any, str]]:
+    def problems(self, *, source_database: str, source_containers: list[str], exported: list[str],
+                 reader_scope: str = "container") -> list[tuple[str, Any, str]]:
         """(key under `restore.`, value, fix) for every rule that needs the stack's sources."""
         if not self.enabled:
             return []
@@ -220,6 +220,11 @@ class RestoreConfig(BaseModel):
                             f"target(s) {', '.join(map(repr, clash))} are source containers of database "
                             f"{source_database!r}: a restore must never write a source; choose other names "
                             "or another targetDatabase"))
+            if reader_scope == "database":
+                out.append(("restore.targetDatabase", self.target_database,
+                            "is the source database, where cosmosRoleScope 'database' would let the export "
+                            "identity read the restore targets too; use another targetDatabase or "
+                            "cosmosRoleScope 'container'"))
         return out
 
     def target_of(self, source: str) -> str:
@@ -421,7 +426,8 @@ class StackConfig(BaseModel):
                              "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
                              "unset snapshotSchedule or use exportMode 'incremental'"))
         problems += self.restore.problems(source_database=self.cosmos_database,
-                                          source_containers=self.cosmos_containers, exported=self.exported)
+                                          source_containers=self.cosmos_containers, exported=self.exported,
+                                          reader_scope=self.cosmos_role_scope)
         valid_memory = _fargate_memory(self.cpu)
         if valid_memory is None:
             problems.append(("cpu", self.cpu, "Fargate accepts 256, 512, 1024, 2048, 4096, 8192 or 16384"))
