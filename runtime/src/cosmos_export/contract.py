@@ -54,6 +54,11 @@ COSMOS_RESTORE_DATA_ACTIONS: Final = (
     f"{_SQL}/sqlDatabases/containers/items/upsert",
     f"{_SQL}/sqlDatabases/containers/items/replace",
     f"{_SQL}/sqlDatabases/containers/items/delete",
+    # `restore --exact` and drills must list what the target holds (documents the state does not have are
+    # deleted or reported), and point reads cannot find unknown ids. The target's LatestVersion change feed
+    # from the beginning lists every live document with this one action; an SDK query would need both
+    # executeQuery and readChangeFeed (Microsoft's data-plane actions reference). Still only on the targets.
+    f"{_SQL}/sqlDatabases/containers/readChangeFeed",
 )
 #: Consistency levels from weakest to strongest.
 CONSISTENCY_LEVELS: Final = ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
