@@ -109,6 +109,7 @@ class Env:
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
     MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget (restore; later the export too)
+    RESTORE_BATCH_DOCUMENTS = "EXPORT_RESTORE_BATCH_DOCUMENTS"  # documents per restore progress checkpoint
 
 
 # --- Stack outputs (read by the sandbox, the README and CI) ----------------

@@ -78,6 +78,7 @@ _FIXES: dict[str, str] = {
     "restore_target_database": "set it to the database of the restore targets (Pulumi config restore.targetDatabase)",
     "restore_targets": "list source=target container pairs separated by commas, e.g. orders=orders-restore",
     "max_ru_per_second": "use a positive number of request units per second, or unset it for no budget",
+    "restore_batch_documents": "use 1..10000 (default 500)",
 }
 
 
@@ -125,6 +126,8 @@ class WorkerSettings(BaseSettings):
     #: (source container, target container) pairs: where `drill` (and `restore` by default) writes each source.
     restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(Env.RESTORE_TARGETS, ())
     max_ru_per_second: float | None = _env(Env.MAX_RU_PER_SECOND, None, gt=0)
+    #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
+    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, 500, ge=1, le=10_000)
 
     # --- field checks ------------------------------------------------------
 
