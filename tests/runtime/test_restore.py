@@ -23,6 +23,7 @@ from cosmos_export.source import cosmos_client
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
 from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
+from tests.runtime.interim_materialize import install
 
 DB, TARGET_DB = "shop", "restore"
 EXPORT_OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"
@@ -84,52 +85,7 @@ def world(moto_server, local_ca, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def interim_materialize(monkeypatch, world):
-    """Until cosmos_export.materialize lands: the latest snapshot at or before the sequence plus the
-    incrementals after it, last write per (pk, id) in manifest order, the definition from the double."""
-    from cosmos_export import jsonl
-    from cosmos_export.commit import CommitStore
-
-    def open_state(s3, source_target, *, sequence, as_of):
-        manifests = CommitStore(s3, source_target).committed_manifests()
-        if not manifests:
-            raise RestoreRefused(f"no committed export of {source_target.container}")
-        if as_of is not None:
-            manifests = [m for m in manifests if m.finished_at <= as_of]
-            if not manifests:
-                raise RestoreRefused(f"--as-of {as_of.isoformat()} is before the first run")
-        elif sequence is not None:
-            if sequence not in {m.sequence for m in manifests}:
-                raise RestoreRefused(f"sequence {sequence} is not committed")
-            manifests = [m for m in manifests if m.sequence <= sequence]
-        start = max(i for i, m in enumerate(manifests) if m.mode != "incremental")
-        chain = manifests[start:]
-        docs: dict = {}
-        for m in chain:
-            for part in m.parts:
-                body = s3.get_object(Bucket=source_target.bucket, Key=part.key)["Body"].read()
-                for line in jsonl.decompress(body, jsonl.compression_of_key(part.key)).splitlines():
-                    d = user(json.loads(line))
-                    docs[(json.dumps(d.get("pk")), d["id"])] = d
-        container = world["state"].container(source_target.database, source_target.container)
-        definition = {"partitionKey": {"paths": [container.partition_key_path], "kind": "Hash", "version": 2},
-                      "indexingPolicy": {"indexingMode": "consistent", "automatic": True,
-                                         "includedPaths": [{"path": "/*"}], "excludedPaths": []}}
-        return restore.StateView(sequence=chain[-1].sequence,
-                                 manifest_keys=[f"{source_target.manifests_prefix}{m.sequence:010d}.json" for m in chain],
-                                 container_definition=definition,
-                                 report={"deletes_applied": 0, "unknown_delete_incrementals": len(chain) - 1},
-                                 documents=lambda: iter([docs[k] for k in sorted(docs)]))
-
-    if not _has_materialize():
-        monkeypatch.setattr(restore, "open_state", open_state)
-
-
-def _has_materialize() -> bool:
-    try:
-        import cosmos_export.materialize  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    install(monkeypatch, lambda target: world["state"].container(target.database, target.container).partition_key_path)
 
 
 def export_run(world, mode="snapshot", containers=("orders",)):
