@@ -54,6 +54,11 @@ COSMOS_RESTORE_DATA_ACTIONS: Final = (
     f"{_SQL}/sqlDatabases/containers/items/upsert",
     f"{_SQL}/sqlDatabases/containers/items/replace",
     f"{_SQL}/sqlDatabases/containers/items/delete",
+    # `restore --exact` and drills must list what the target holds (documents the state does not have are
+    # deleted or reported), and point reads cannot find unknown ids. The target's LatestVersion change feed
+    # from the beginning lists every live document with this one action; an SDK query would need both
+    # executeQuery and readChangeFeed (Microsoft's data-plane actions reference). Still only on the targets.
+    f"{_SQL}/sqlDatabases/containers/readChangeFeed",
 )
 #: Consistency levels from weakest to strongest.
 CONSISTENCY_LEVELS: Final = ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
@@ -104,6 +109,7 @@ class Env:
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
     MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget (restore; later the export too)
+    RESTORE_BATCH_DOCUMENTS = "EXPORT_RESTORE_BATCH_DOCUMENTS"  # documents per restore progress checkpoint
 
 
 # --- Stack outputs (read by the sandbox, the README and CI) ----------------

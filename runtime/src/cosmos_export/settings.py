@@ -75,6 +75,10 @@ _FIXES: dict[str, str] = {
     "part_size_mb": "use 5..5120",
     "compression": "use 'gzip' or 'zstd'",
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
+    "restore_target_database": "set it to the database of the restore targets (Pulumi config restore.targetDatabase)",
+    "restore_targets": "list source=target container pairs separated by commas, e.g. orders=orders-restore",
+    "max_ru_per_second": "use a positive number of request units per second, or unset it for no budget",
+    "restore_batch_documents": "use 1..10000 (default 500)",
 }
 
 
@@ -117,6 +121,13 @@ class WorkerSettings(BaseSettings):
     # zstd, like the stack default (components/config.py): smaller and several times cheaper than gzip.
     compression: Literal["gzip", "zstd"] = _env(Env.COMPRESSION, "zstd")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env(Env.LOG_LEVEL, "INFO")
+    # Restore and drills (the restore task); CLI flags override
+    restore_target_database: str | None = _env(Env.RESTORE_TARGET_DATABASE, None)
+    #: (source container, target container) pairs: where `drill` (and `restore` by default) writes each source.
+    restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(Env.RESTORE_TARGETS, ())
+    max_ru_per_second: float | None = _env(Env.MAX_RU_PER_SECOND, None, gt=0)
+    #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
+    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, 500, ge=1, le=10_000)
 
     # --- field checks ------------------------------------------------------
 
@@ -135,6 +146,30 @@ class WorkerSettings(BaseSettings):
             if len(set(names)) != len(names):
                 raise ValueError("a container is listed twice")
             return tuple(names)
+        return v
+
+    @field_validator("restore_targets", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = []
+            for item in (part.strip() for part in v.split(",")):
+                if not item:
+                    continue
+                source, sep, target = (x.strip() for x in item.partition("="))
+                if not sep or not source or not target:
+                    raise ValueError(f"{item!r} is not a source=target pair")
+                pairs.append((source, target))
+            v = pairs
+        if isinstance(v, (list, tuple)):
+            pairs = [tuple(p) for p in v]
+            bad = [n for p in pairs for n in p if not _NAME.match(n)]
+            if bad:
+                raise ValueError(f"{', '.join(map(repr, bad))} is not a Cosmos container name")
+            sources = [s for s, _ in pairs]
+            if len(set(sources)) != len(sources):
+                raise ValueError("a source container is mapped twice")
+            return tuple(pairs)
         return v
 
     @field_validator("cosmos_tls_verify", mode="before")
@@ -198,10 +233,10 @@ class WorkerSettings(BaseSettings):
             raise ValueError("is not a Cosmos account name")
         return v
 
-    @field_validator("cosmos_database")
+    @field_validator("cosmos_database", "restore_target_database")
     @classmethod
-    def _database(cls, v: str) -> str:
-        if not _NAME.match(v):
+    def _database(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
             raise ValueError("is not a Cosmos database name")
         return v
 
@@ -277,6 +312,10 @@ class WorkerSettings(BaseSettings):
             pass
         label = host.split(".")[0]
         return label if re.match(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$", label) else None
+
+    def restore_target_for(self, container: str) -> str | None:
+        """The restore target (scratch) container mapped to `container` in EXPORT_RESTORE_TARGETS, if any."""
+        return dict(self.restore_targets).get(container)
 
     @property
     def sts_url(self) -> str:
