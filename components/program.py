@@ -5,18 +5,18 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native.cosmosdb as cosmosdb
-from cosmos_export import contract
-from cosmos_export.contract import Env, Output
+from cosmos_export import contract, settings
+from cosmos_export.contract import Output
 
 from . import policies
-from .azure_identity import WorkloadIdentity, WorkloadIdentityArgs
-from .bucket import ExportBucket, ExportBucketArgs
+from .azure_identity import WorkloadIdentity
+from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
-from .cosmos_access import CosmosAccess, CosmosAccessArgs
+from .cosmos_access import CosmosAccess
 from .federation import OutboundFederation
 from .restore_targets import RestoreTargets, RestoreTargetsArgs
 from .task_role import TaskRole, TaskRoleArgs
-from .worker_service import RestoreTaskArgs, WorkerService, WorkerServiceArgs
+from .worker_service import RestoreTaskArgs, WorkerService
 
 
 def read_config() -> StackConfig:
@@ -31,88 +31,69 @@ def read_config() -> StackConfig:
 
 
 def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint, kms_key_arn) -> dict:
-    """The task definition's environment: plain settings, never a secret."""
-    return {
-        Env.IDENTITY_MODE: "workload",
-        Env.AWS_REGION: c.region,
-        Env.AZURE_TENANT_ID: tenant_id,
-        Env.AZURE_CLIENT_ID: client_id,
-        Env.COSMOS_ENDPOINT: cosmos_endpoint,
-        Env.COSMOS_DATABASE: c.cosmos_database,
-        Env.COSMOS_CONTAINERS: ",".join(c.exported),
-        Env.BUCKET: c.bucket_name,
-        Env.PREFIX: c.export_prefix,
-        Env.KMS_KEY_ARN: kms_key_arn,
-        Env.MIN_CONSISTENCY: c.min_consistency,
-        Env.CHANGE_FEED_MODE: c.change_feed_mode,
-        Env.PRIORITY: c.priority,
-        Env.CONCURRENCY: str(c.concurrency),
-        Env.PART_SIZE_MB: str(c.part_size_mb),
-        Env.COMPRESSION: c.compression,
-        Env.TOKEN_DURATION_SECONDS: str(c.token_duration_seconds),
-    }
+    """The task definition's environment: plain settings, never a secret.
+
+    Keyed by the worker's own field names (`settings.environment` turns them into
+    the `contract.Env` variables and refuses a name the worker does not have);
+    the worker section's tuning passes through under the same names.
+    """
+    return settings.environment(
+        identity_mode="workload",
+        aws_region=c.region,
+        azure_tenant_id=tenant_id,
+        azure_client_id=client_id,
+        token_duration_seconds=c.identity.token_duration_seconds,
+        cosmos_endpoint=cosmos_endpoint,
+        cosmos_database=c.cosmos.cosmos_database,
+        cosmos_containers=c.cosmos.exported,
+        bucket=c.bucket.bucket_name,
+        prefix=c.bucket.export_prefix,
+        kms_key_arn=kms_key_arn,
+        **c.worker.worker_settings(),
+    )
 
 
 def restore_environment(c: StackConfig, export_environment: dict, *, client_id) -> dict:
     """The restore task's environment: the export's settings, its own client id, and where to restore."""
-    assert c.restore.target_database is not None  # checked by the config
-    return {
-        **export_environment,
-        Env.AZURE_CLIENT_ID: client_id,
-        Env.RESTORE_TARGET_DATABASE: c.restore.target_database,
-        Env.RESTORE_TARGETS: ",".join(f"{s}={c.restore.target_of(s)}" for s in c.exported),
-    }
+    r = c.restore
+    return {**export_environment, **settings.environment(
+        azure_client_id=client_id,
+        restore_target_database=r.target_database,
+        restore_targets=",".join(f"{s}={r.target_of(s)}" for s in c.cosmos.exported),
+    )}
 
 
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
-    account = cosmosdb.get_database_account(account_name=c.cosmos_account_name,
-                                            resource_group_name=c.cosmos_resource_group)
+    account = cosmosdb.get_database_account(account_name=c.cosmos.cosmos_account_name,
+                                            resource_group_name=c.cosmos.cosmos_resource_group)
     name = f"export-{c.stack}"
 
-    bucket = ExportBucket(name, ExportBucketArgs(
-        bucket_name=c.bucket_name, export_prefix=c.export_prefix, account_id=account_id, region=c.region,
-        retention_days=c.retention_days, noncurrent_version_expiration_days=c.noncurrent_version_expiration_days,
-        abort_incomplete_multipart_days=c.abort_incomplete_multipart_days, transition_days=c.transition_days,
-        transition_storage_class=c.transition_storage_class, object_lock=c.object_lock,
-        audit_trail=c.audit_trail, force_destroy=c.force_destroy,
-    ))
-    federation = OutboundFederation(name, c.federation)
+    bucket = ExportBucket(name, c.bucket, account_id=account_id, region=c.region)
+    federation = OutboundFederation(name, c.identity.federation)
     task_role = TaskRole(name, TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
-        kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
+        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
+        max_token_seconds=c.identity.token_duration_seconds,
     ))
     # The second reader of the export (and writer of drills/ and restores/ only), beside the export task role.
     restore_role = restore_task_role(c, name, account_id=account_id, bucket=bucket) if c.restore.enabled else None
-    identity = WorkloadIdentity(name, WorkloadIdentityArgs(
-        display_name=c.entra_app_display_name, issuer=federation.issuer, task_role_arn=task_role.arn,
-        federation_enabled=c.cosmos_access_enabled, additional=c.additional_federated_credentials,
-    ))
-    cosmos = CosmosAccess(name, CosmosAccessArgs(
-        account_id=account.id, account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
-        location=account.location or "", database=c.cosmos_database, containers=c.exported,
-        principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}",
-        role=c.cosmos_role, scope_level=c.cosmos_role_scope, access_enabled=c.cosmos_access_enabled,
-        workspace_id=c.log_analytics_workspace_id, workspace_retention_days=c.log_analytics_retention_days,
-    ))
+    identity = WorkloadIdentity(name, c.identity, issuer=federation.issuer, task_role_arn=task_role.arn,
+                                federation_enabled=c.cosmos.cosmos_access_enabled)
+    cosmos = CosmosAccess(name, c.cosmos, account_id=account.id, location=account.location or "",
+                          principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}")
     cosmos_endpoint = account.document_endpoint.rstrip("/") + "/"
     environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
     restore = build_restore(c, name, task_role=restore_role, account=account, issuer=federation.issuer,
                             export_environment=environment) if restore_role else None
-    service = WorkerService(name, WorkerServiceArgs(
-        account_id=account_id, region=c.region, task_role_arn=task_role.arn, environment=environment,
-        command=["run", "--mode", c.export_mode], cpu=c.cpu, memory=c.memory, architecture=c.architecture,
-        log_retention_days=c.log_retention_days, vpc_id=c.vpc_id, subnet_ids=c.subnet_ids,
-        assign_public_ip=c.assign_public_ip, schedule=c.schedule, schedule_time_zone=c.schedule_time_zone,
-        schedule_enabled=c.schedule_enabled, retry_attempts=c.schedule_retry_attempts,
-        max_event_age_seconds=c.schedule_max_event_age_seconds, snapshot_schedule=c.snapshot_schedule,
-        restore=restore.task if restore else None,
-    ))
+    service = WorkerService(name, c.worker, c.schedule, account_id=account_id, region=c.region,
+                            task_role_arn=task_role.arn, environment=environment,
+                            restore=restore.task if restore else None)
     outputs: dict[str, pulumi.Input] = {
         Output.BUCKET: bucket.bucket_name,
-        Output.PREFIX: c.export_prefix,
+        Output.PREFIX: c.bucket.export_prefix,
         Output.KMS_KEY_ARN: bucket.key_arn,
         Output.TASK_ROLE_ARN: task_role.arn,
         Output.EXECUTION_ROLE_ARN: service.execution_role_arn,
@@ -152,10 +133,12 @@ class Restore:
 def restore_task_role(c: StackConfig, export_name: str, *, account_id: str, bucket: ExportBucket) -> TaskRole:
     """The restore identity's ECS task role: reads the export, writes only drills/ and restores/."""
     return TaskRole(f"{export_name}-restore", TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
-        kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
-        write_prefixes=policies.restore_write_prefixes(prefix=c.export_prefix, account=c.cosmos_account_name,
-                                                       database=c.cosmos_database, containers=c.exported),
+        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
+        max_token_seconds=c.identity.token_duration_seconds,
+        write_prefixes=policies.restore_write_prefixes(
+            prefix=c.bucket.export_prefix, account=c.cosmos.cosmos_account_name,
+            database=c.cosmos.cosmos_database, containers=c.cosmos.exported),
         description="Cosmos DB restore and drill worker (ECS task role)",
     ))
 
@@ -166,28 +149,30 @@ def build_restore(c: StackConfig, export_name: str, *, task_role: TaskRole, acco
 
     It reads the export, writes only drills/ and restores/ under each exported container's prefix, and may
     write items only in the restore target containers (never a source container, its database or the account).
+    The same components as the export identity's, given the restore's names, actions and scopes.
     """
     r = c.restore
     assert r.target_database is not None  # checked by the config
     name = f"{export_name}-restore"
     targets = RestoreTargets(name, RestoreTargetsArgs(
-        account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
-        source_database=c.cosmos_database, target_database=r.target_database,
-        targets={s: r.target_of(s) for s in c.exported},
+        account_name=c.cosmos.cosmos_account_name, resource_group=c.cosmos.cosmos_resource_group,
+        source_database=c.cosmos.cosmos_database, target_database=r.target_database,
+        targets={s: r.target_of(s) for s in c.cosmos.exported},
     ))
-    identity = WorkloadIdentity(name, WorkloadIdentityArgs(
-        display_name=f"{c.entra_app_display_name}-restore", issuer=issuer, task_role_arn=task_role.arn,
-        federation_enabled=c.cosmos_access_enabled,
-        description="ECS task role of the Cosmos DB restore and drill worker",
-    ))
-    cosmos = CosmosAccess(name, CosmosAccessArgs(
-        account_id=account.id, account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
-        location=account.location or "", database=r.target_database, containers=list(targets.containers),
+    identity = WorkloadIdentity(
+        name, c.identity.model_copy(update={"entra_app_display_name": f"{c.identity.entra_app_display_name}-restore",
+                                            "additional_federated_credentials": []}),
+        issuer=issuer, task_role_arn=task_role.arn, federation_enabled=c.cosmos.cosmos_access_enabled,
+        description="ECS task role of the Cosmos DB restore and drill worker")
+    # The export's Cosmos section pointed at the targets: a custom role, one assignment per target container.
+    on_targets = c.cosmos.model_copy(update={
+        "cosmos_database": r.target_database, "cosmos_containers": list(targets.containers),
+        "export_containers": None, "cosmos_role": "custom", "cosmos_role_scope": "container"})
+    cosmos = CosmosAccess(
+        name, on_targets, account_id=account.id, location=account.location or "",
         principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}/restore",
-        role="custom", scope_level="container", access_enabled=c.cosmos_access_enabled,
         data_actions=contract.COSMOS_RESTORE_DATA_ACTIONS, role_label="writer", assignable="assignments",
-        diagnostics=False, assignments_depend_on=list(targets.containers.values()),
-    ))
+        diagnostics=False, assignments_depend_on=list(targets.containers.values()))
     environment = restore_environment(c, export_environment, client_id=identity.client_id)
     return Restore(task_role, identity, cosmos, targets,
                    RestoreTaskArgs(task_role_arn=task_role.arn, environment=environment,

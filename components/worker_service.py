@@ -20,6 +20,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from . import policies
+from .config import ScheduleConfig, WorkerConfig
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 CONTAINER_NAME = "worker"
@@ -88,30 +89,6 @@ class RestoreTaskArgs:
     drill_schedule: str | None = None
 
 
-@dataclass
-class WorkerServiceArgs:
-    account_id: str
-    region: str
-    task_role_arn: pulumi.Input[str]
-    environment: dict[str, pulumi.Input[str]]
-    command: list[str]
-    cpu: int
-    memory: int
-    architecture: str
-    log_retention_days: int
-    vpc_id: str
-    subnet_ids: list[str]
-    assign_public_ip: bool
-    schedule: str
-    schedule_time_zone: str
-    schedule_enabled: bool
-    retry_attempts: int
-    max_event_age_seconds: int
-    #: Periodic full snapshots beside the incremental schedule (None: none).
-    snapshot_schedule: str | None = None
-    restore: RestoreTaskArgs | None = None
-
-
 class WorkerService(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     task_definition_arn: pulumi.Output[str]
@@ -122,10 +99,14 @@ class WorkerService(pulumi.ComponentResource):
     run_restore_command: pulumi.Output[str] | None = None
     run_drill_command: pulumi.Output[str] | None = None
 
-    def __init__(self, name: str, args: WorkerServiceArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, account_id: str, region: str,
+                 task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
+                 restore: RestoreTaskArgs | None = None, opts: pulumi.ResourceOptions | None = None):
+        """`schedule.snapshot_schedule` adds the scheduled full snapshots; `restore` the restore task."""
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
+        command = ["run", "--mode", a.export_mode]
         family = name
 
         repo = aws.ecr.Repository(
@@ -153,7 +134,7 @@ class WorkerService(pulumi.ComponentResource):
         execution_role = aws.iam.Role(
             f"{name}-execution",
             path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(a.account_id, a.region)),
+            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(account_id, region)),
             description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
             opts=child,
         )
@@ -189,32 +170,32 @@ class WorkerService(pulumi.ComponentResource):
                 execution_role_arn=execution_role.arn,
                 volumes=[{"name": "tmp"}],
                 container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(
-                    lambda v: container_definitions(image_ref=v[0], log_group=v[1], region=a.region,
+                    lambda v: container_definitions(image_ref=v[0], log_group=v[1], region=region,
                                                     environment=v[2], command=command,
                                                     stream_prefix=stream_prefix)),
                 opts=child,
             )
 
-        task_definition = declare_task_definition("", a.task_role_arn, a.environment, a.command, "export")
-        snapshot_definition = (declare_task_definition("-snapshot", a.task_role_arn, a.environment,
+        task_definition = declare_task_definition("", task_role_arn, environment, command, "export")
+        snapshot_definition = (declare_task_definition("-snapshot", task_role_arn, environment,
                                                ["run", "--mode", "snapshot"], "export")
-                               if a.snapshot_schedule else None)
-        restore_definition = (declare_task_definition("-restore", a.restore.task_role_arn, a.restore.environment,
+                               if schedule.snapshot_schedule else None)
+        restore_definition = (declare_task_definition("-restore", restore.task_role_arn, restore.environment,
                                               DRILL_COMMAND, "restore")
-                              if a.restore else None)
+                              if restore else None)
 
         dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
                             sqs_managed_sse_enabled=True, opts=child)
 
         def family_arn(suffix: str) -> str:
-            return f"arn:aws:ecs:{a.region}:{a.account_id}:task-definition/{family}{suffix}"
+            return f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}{suffix}"
 
         def scheduler(suffix: str, what: str, families: list[str], task_role_arn: pulumi.Input[str]) -> aws.iam.Role:
             """A scheduler role that may run only these families and pass only their task role."""
             role = aws.iam.Role(
                 f"{name}{suffix}-scheduler",
                 path="/cosmos-s3-export/",
-                assume_role_policy=json.dumps(policies.scheduler_trust_policy(a.account_id)),
+                assume_role_policy=json.dumps(policies.scheduler_trust_policy(account_id)),
                 description=f"EventBridge Scheduler: run the {what} task",
                 opts=child,
             )
@@ -229,12 +210,12 @@ class WorkerService(pulumi.ComponentResource):
             )
             return role
 
-        def schedule(logical: str, expression: str, role: aws.iam.Role, definition: aws.ecs.TaskDefinition,
+        def declare_schedule(logical: str, expression: str, role: aws.iam.Role, definition: aws.ecs.TaskDefinition,
                      enabled: bool) -> None:
             aws.scheduler.Schedule(
                 logical,
                 schedule_expression=expression,
-                schedule_expression_timezone=a.schedule_time_zone,
+                schedule_expression_timezone=schedule.schedule_time_zone,
                 state="ENABLED" if enabled else "DISABLED",
                 flexible_time_window={"mode": "OFF"},
                 target={
@@ -250,32 +231,34 @@ class WorkerService(pulumi.ComponentResource):
                             "assign_public_ip": a.assign_public_ip,
                         },
                     },
-                    "retry_policy": {"maximum_retry_attempts": a.retry_attempts,
-                                     "maximum_event_age_in_seconds": a.max_event_age_seconds},
+                    "retry_policy": {"maximum_retry_attempts": schedule.schedule_retry_attempts,
+                                     "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds},
                     "dead_letter_config": {"arn": dlq.arn},
                 },
                 opts=child,
             )
 
         export_families = [family_arn("")] + ([family_arn("-snapshot")] if snapshot_definition else [])
-        scheduler_role = scheduler("", "export", export_families, a.task_role_arn)
-        schedule(f"{name}-schedule", a.schedule, scheduler_role, task_definition, a.schedule_enabled)
-        if snapshot_definition is not None and a.snapshot_schedule:
-            schedule(f"{name}-snapshot-schedule", a.snapshot_schedule, scheduler_role, snapshot_definition,
-                     a.schedule_enabled)
-        if restore_definition is not None and a.restore and a.restore.drill_schedule:
+        scheduler_role = scheduler("", "export", export_families, task_role_arn)
+        declare_schedule(f"{name}-schedule", schedule.schedule, scheduler_role, task_definition,
+                         schedule.schedule_enabled)
+        if snapshot_definition is not None and schedule.snapshot_schedule:
+            declare_schedule(f"{name}-snapshot-schedule", schedule.snapshot_schedule, scheduler_role,
+                             snapshot_definition, schedule.schedule_enabled)
+        if restore_definition is not None and restore and restore.drill_schedule:
             restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")],
-                                          a.restore.task_role_arn)
+                                          restore.task_role_arn)
             # `drill` with no -c drills every container of EXPORT_RESTORE_TARGETS.
-            schedule(f"{name}-drill-schedule", a.restore.drill_schedule, restore_scheduler, restore_definition, True)
+            declare_schedule(f"{name}-drill-schedule", restore.drill_schedule, restore_scheduler,
+                             restore_definition, True)
 
         def run_command(definition: aws.ecs.TaskDefinition, command: list[str] | None = None) -> pulumi.Output[str]:
             return pulumi.Output.all(cluster.name, definition.arn, security_group.id).apply(
-                lambda v: run_task_command(region=a.region, cluster=v[0], task_definition_arn=v[1],
+                lambda v: run_task_command(region=region, cluster=v[0], task_definition_arn=v[1],
                                            subnets=a.subnet_ids, security_group=v[2],
                                            assign_public_ip=a.assign_public_ip, command=command))
 
-        if restore_definition is not None and a.restore:
+        if restore_definition is not None:
             self.restore_task_definition_arn = restore_definition.arn
             self.run_restore_command = run_command(restore_definition, RESTORE_COMMAND_TEMPLATE)
             self.run_drill_command = run_command(restore_definition)

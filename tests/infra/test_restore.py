@@ -344,9 +344,6 @@ def test_bad_schedules_names_and_keys_are_refused():
         "enabled": True, "targetDatabase": "a/b", "targetContainers": {"orders": "x#y", "customers": "c"},
         "drillSchedule": "weekly", "drillscheduel": "x"})
     assert found == [
-        'cosmos-s3-export:snapshotSchedule = "cron(0 3 * * *)": EventBridge Scheduler would refuse it: a cron '
-        "expression has 6 fields (minutes hours day-of-month month day-of-week year), this one has 5; "
-        "e.g. 'cron(15 2 * * ? *)' or 'rate(6 hours)'",
         "cosmos-s3-export:restore.targetDatabase = \"a/b\": a Cosmos DB database id must not contain '/'",
         'cosmos-s3-export:restore.targetContainers = {"orders": "x#y", "customers": "c"}: invalid Cosmos DB '
         "container id(s): 'x#y' (must not contain '#')",
@@ -354,6 +351,9 @@ def test_bad_schedules_names_and_keys_are_refused():
         "rate(...) or at(...); e.g. 'cron(0 5 ? * SUN *)' or 'rate(7 days)'",
         "cosmos-s3-export:restore.drillscheduel is not a known setting: remove it or fix its spelling "
         "(see 'Config keys' in README.md)",
+        'cosmos-s3-export:snapshotSchedule = "cron(0 3 * * *)": EventBridge Scheduler would refuse it: a cron '
+        "expression has 6 fields (minutes hours day-of-month month day-of-week year), this one has 5; "
+        "e.g. 'cron(15 2 * * ? *)' or 'rate(6 hours)'",
     ]
 
 
