@@ -176,7 +176,7 @@ def build_restore(c: StackConfig, export_name: str, *, task_role: TaskRole, acco
     environment = restore_environment(c, export_environment, client_id=identity.client_id)
     return Restore(task_role, identity, cosmos, targets,
                    RestoreTaskArgs(task_role_arn=task_role.arn, environment=environment,
-                                   drill_schedule=r.drill_schedule))
+                                   sources=c.cosmos.exported, drill_schedule=r.drill_schedule))
 
 
 def main() -> None:

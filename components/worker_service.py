@@ -50,8 +50,7 @@ def run_task_command(*, region: str, cluster: str, task_definition_arn: str, sub
         f"--network-configuration {shlex.quote(network)}",
     ]
     if command is not None:
-        overrides = {"containerOverrides": [{"name": CONTAINER_NAME, "command": command}]}
-        parts.append(f"--overrides {shlex.quote(json.dumps(overrides, separators=(',', ':')))}")
+        parts.append(f"--overrides {shlex.quote(json.dumps(task_override(command), separators=(',', ':')))}")
     return " ".join(parts)
 
 
@@ -80,12 +79,23 @@ RESTORE_COMMAND_TEMPLATE = ["restore", "-c", "<SOURCE_CONTAINER>"]
 DRILL_COMMAND = ["drill"]
 
 
+def drill_command(source: str) -> list[str]:
+    return [*DRILL_COMMAND, "-c", source]
+
+
+def task_override(command: list[str]) -> dict:
+    """ECS TaskOverride replacing the worker container's command (RunTask `overrides`, a scheduler's `input`)."""
+    return {"containerOverrides": [{"name": CONTAINER_NAME, "command": command}]}
+
+
 @dataclass
 class RestoreTaskArgs:
     """The restore task: the same image as the restore task role, running `drill` by default."""
 
     task_role_arn: pulumi.Input[str]
     environment: dict[str, pulumi.Input[str]]
+    #: The exported containers: `drill` takes one (`-c`), so each gets its own scheduled drill.
+    sources: list[str]
     drill_schedule: str | None = None
 
 
@@ -211,7 +221,8 @@ class WorkerService(pulumi.ComponentResource):
             return role
 
         def declare_schedule(logical: str, expression: str, role: aws.iam.Role, definition: aws.ecs.TaskDefinition,
-                     enabled: bool) -> None:
+                             enabled: bool, command: list[str] | None = None) -> None:
+            # A templated ECS target turns `input` into the RunTask TaskOverride: here, the container's command.
             aws.scheduler.Schedule(
                 logical,
                 schedule_expression=expression,
@@ -221,6 +232,7 @@ class WorkerService(pulumi.ComponentResource):
                 target={
                     "arn": cluster.arn,
                     "role_arn": role.arn,
+                    **({"input": json.dumps(task_override(command))} if command else {}),
                     "ecs_parameters": {
                         "task_definition_arn": definition.arn,
                         "launch_type": "FARGATE",
@@ -248,9 +260,9 @@ class WorkerService(pulumi.ComponentResource):
         if restore_definition is not None and restore and restore.drill_schedule:
             restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")],
                                           restore.task_role_arn)
-            # `drill` with no -c drills every container of EXPORT_RESTORE_TARGETS.
-            declare_schedule(f"{name}-drill-schedule", restore.drill_schedule, restore_scheduler,
-                             restore_definition, True)
+            for source in restore.sources:
+                declare_schedule(f"{name}-drill-schedule-{source}", restore.drill_schedule, restore_scheduler,
+                                 restore_definition, True, command=drill_command(source))
 
         def run_command(definition: aws.ecs.TaskDefinition, command: list[str] | None = None) -> pulumi.Output[str]:
             return pulumi.Output.all(cluster.name, definition.arn, security_group.id).apply(
@@ -261,7 +273,7 @@ class WorkerService(pulumi.ComponentResource):
         if restore_definition is not None:
             self.restore_task_definition_arn = restore_definition.arn
             self.run_restore_command = run_command(restore_definition, RESTORE_COMMAND_TEMPLATE)
-            self.run_drill_command = run_command(restore_definition)
+            self.run_drill_command = run_command(restore_definition, drill_command("<SOURCE_CONTAINER>"))
         self.cluster_name = cluster.name
         self.task_definition_arn = task_definition.arn
         self.execution_role_arn = execution_role.arn

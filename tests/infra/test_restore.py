@@ -227,17 +227,23 @@ def test_restore_task_definition_is_the_same_image_hardened_with_the_restore_env
                    Env.RESTORE_TARGETS: ",".join(f"{c}={block['targetContainers'][c]}" for c in exported(run))}
 
 
-def test_drill_schedule_runs_the_restore_task_with_its_own_scheduler_role(every_stack):
+def test_a_drill_schedule_per_exported_container_runs_the_restore_task_with_its_own_scheduler_role(every_stack):
     run = every_stack
     n = f"export-{run.stack}"
-    sched = run.named(SCHEDULE, f"{n}-drill-schedule").inputs
-    assert sched["scheduleExpression"] == restore_block(run)["drillSchedule"]
-    assert sched["state"] == "ENABLED"
-    target = sched["target"]
-    assert target["ecsParameters"]["taskDefinitionArn"] == run.outputs[Output.RESTORE_TASK_DEFINITION_ARN]
-    assert target["deadLetterConfig"] == {"arn": run.one("aws:sqs/queue:Queue").outputs["arn"]}
     role = run.named(ROLE, f"{n}-restore-scheduler")
-    assert target["roleArn"] == role.outputs["arn"]
+    drills = [r for r in run.of_type(SCHEDULE) if r.name.startswith(f"{n}-drill-schedule-")]
+    assert sorted(r.name for r in drills) == sorted(f"{n}-drill-schedule-{c}" for c in exported(run))
+    for source in exported(run):
+        sched = run.named(SCHEDULE, f"{n}-drill-schedule-{source}").inputs
+        assert sched["scheduleExpression"] == restore_block(run)["drillSchedule"]
+        assert sched["state"] == "ENABLED"
+        target = sched["target"]
+        assert target["ecsParameters"]["taskDefinitionArn"] == run.outputs[Output.RESTORE_TASK_DEFINITION_ARN]
+        # The templated ECS target's input is the RunTask TaskOverride: `drill -c <source>`.
+        assert json.loads(target["input"]) == {"containerOverrides": [{"name": "worker",
+                                                                       "command": ["drill", "-c", source]}]}
+        assert target["deadLetterConfig"] == {"arn": run.one("aws:sqs/queue:Queue").outputs["arn"]}
+        assert target["roleArn"] == role.outputs["arn"]
     statements = {s["Sid"]: s for s in inline_policy(run, role)["Statement"]}
     family = run.outputs[Output.RESTORE_TASK_DEFINITION_ARN].rsplit(":", 1)[0]
     assert statements["RunWorkerTask"]["Resource"] == [family, f"{family}:*"]
@@ -247,6 +253,16 @@ def test_drill_schedule_runs_the_restore_task_with_its_own_scheduler_role(every_
     export_statements = {s["Sid"]: s for s in inline_policy(run, run.named(ROLE, f"{n}-scheduler"))["Statement"]}
     assert run.outputs[Output.RESTORE_TASK_ROLE_ARN] not in export_statements["PassWorkerRoles"]["Resource"]
     assert family not in export_statements["RunWorkerTask"]["Resource"]
+    # The export schedules carry no override: the task definitions' own commands run.
+    assert "input" not in run.named(SCHEDULE, f"{n}-schedule").inputs["target"]
+
+
+def test_no_drill_schedule_without_drill_schedule_config():
+    block = {**json.loads(stack_config("dev")["cosmos-s3-export:restore"]), "drillSchedule": None}
+    run = run_stack("dev", {"restore": {k: v for k, v in block.items() if v is not None}})
+    assert not [r for r in run.of_type(SCHEDULE) if "drill" in r.name]
+    assert not [r for r in run.of_type(ROLE) if r.name == "export-dev-restore-scheduler"]
+    assert run.outputs[Output.RUN_DRILL_COMMAND]  # drills by hand still work
 
 
 def test_snapshot_schedule_runs_full_snapshots_as_the_export_role(every_stack):
@@ -273,8 +289,9 @@ def test_run_restore_and_drill_commands(every_stack):
     arn = run.outputs[Output.RESTORE_TASK_DEFINITION_ARN]
     drill, restore = run.outputs[Output.RUN_DRILL_COMMAND], run.outputs[Output.RUN_RESTORE_COMMAND]
     export_cmd = run.outputs[Output.RUN_TASK_COMMAND]
-    assert drill == export_cmd.replace(run.outputs[Output.TASK_DEFINITION_ARN], arn)
-    assert restore == drill + """ --overrides '{"containerOverrides":[{"name":"worker","command":["restore","-c","<SOURCE_CONTAINER>"]}]}'"""
+    base = export_cmd.replace(run.outputs[Output.TASK_DEFINITION_ARN], arn)
+    assert drill == base + """ --overrides '{"containerOverrides":[{"name":"worker","command":["drill","-c","<SOURCE_CONTAINER>"]}]}'"""
+    assert restore == base + """ --overrides '{"containerOverrides":[{"name":"worker","command":["restore","-c","<SOURCE_CONTAINER>"]}]}'"""
 
 
 # --- Off by default, and refused when wrong -------------------------------------------------------
