@@ -1,10 +1,11 @@
 """The restore target containers, declared by the program (data-plane RBAC cannot create containers).
 
-Each target gets its source container's partition key exactly as Cosmos DB
-reports it (paths, kind and version: a hierarchical key stays hierarchical),
-so a restore writes every document to the same logical partition it came from.
-Throughput, stored procedures, triggers and UDFs are not copied (see README,
-"Restore runbook").
+Each target gets its source container's definition exactly as Cosmos DB reports
+it: the partition key (paths, kind and version: a hierarchical key stays
+hierarchical, so every document lands in the partition it came from), the
+indexing policy, the default TTL and the unique keys (what a drill compares).
+Throughput, stored procedures, triggers, UDFs, conflict resolution and
+analytical store settings are not copied (see README, "Restore runbook").
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ class RestoreTargetsArgs:
     target_database: str
     #: Exported source container -> target container.
     targets: dict[str, str]
+
+
+#: Definition parts copied from the source (the SDK's names; Pulumi sends them as indexingPolicy, ...).
+COPIED = ("indexing_policy", "default_ttl", "unique_key_policy")
+
+
+def _plain(value: Any) -> Any:
+    """An invoke result (output types are dicts keyed by the SDK's property names) as plain values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def definition_of(container: Any) -> dict[str, Any]:
+    """The target's `resource` input from a `get_sql_resource_sql_container` result (less its id)."""
+    resource = _plain(dict(container.resource))
+    out = {"partition_key": partition_key_of(container)}
+    out.update({k: resource[k] for k in COPIED if k in resource})
+    return out
 
 
 def partition_key_of(container: Any) -> dict[str, Any]:
@@ -66,14 +88,15 @@ class RestoreTargets(pulumi.ComponentResource):
                 account_name=a.account_name, resource_group_name=a.resource_group,
                 database_name=a.source_database, container_name=source,
                 opts=pulumi.InvokeOptions(parent=self))
-            key = self.partition_keys[target] = partition_key_of(found)
+            definition = definition_of(found)
+            self.partition_keys[target] = definition["partition_key"]
             self.containers[target] = cosmosdb.SqlResourceSqlContainer(
                 f"{name}-container-{target}",
                 account_name=a.account_name,
                 resource_group_name=a.resource_group,
                 database_name=a.target_database,
                 container_name=target,
-                resource={"id": target, "partition_key": key},
+                resource={"id": target, **definition},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
             )
         self.register_outputs({"containers": {t: c.id for t, c in self.containers.items()}})

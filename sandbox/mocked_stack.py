@@ -52,6 +52,21 @@ _NS = uuid.UUID("0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21")
 #: key path, except `events`, which has a hierarchical (MultiHash) key.
 DEFAULT_PARTITION_KEY = {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2}
 SOURCE_PARTITION_KEYS = {"events": {"paths": ["/tenantId", "/deviceId"], "kind": "MultiHash", "version": 2}}
+#: The rest of each source's definition (what a target must share for a drill to pass): `orders` has a tuned
+#: indexing policy and TTL on, `customers` a unique key; the others Cosmos's defaults. The sandbox's gateway
+#: double creates its source containers with these too (it plays the same account).
+DEFAULT_DEFINITION = {"indexingPolicy": {"indexingMode": "consistent", "automatic": True,
+                                         "includedPaths": [{"path": "/*"}], "excludedPaths": [{"path": '/"_etag"/?'}]}}
+SOURCE_DEFINITIONS = {
+    "orders": {
+        "indexingPolicy": {"indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
+                           "excludedPaths": [{"path": "/items/*"}, {"path": '/"_etag"/?'}],
+                           "compositeIndexes": [[{"path": "/customerId", "order": "ascending"},
+                                                 {"path": "/placedAt", "order": "descending"}]]},
+        "defaultTtl": -1,
+    },
+    "customers": {**DEFAULT_DEFINITION, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}},
+}
 
 #: Overrides that turn a stack's restore block and snapshot schedule off (the export-only shape).
 WITHOUT_RESTORE: dict[str, Any] = {"restore": None, "snapshotSchedule": None}
@@ -397,7 +412,7 @@ class _Mocks(pulumi.runtime.Mocks):
                 "id": f"{account_id}/sqlDatabases/{db}/containers/{container}", "name": container,
                 "type": "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers", "location": "westeurope",
                 "resource": {"id": container, "partitionKey": SOURCE_PARTITION_KEYS.get(container, DEFAULT_PARTITION_KEY),
-                             "indexingPolicy": {"indexingMode": "consistent", "automatic": True},
+                             **SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION),
                              "rid": _hex(8, container), "ts": 1764633600, "etag": f'"{_hex(16, container)}"'},
             }
         raise NotImplementedError(f"mocked_stack: no mock for invoke {tok}; add one in sandbox/mocked_stack.py")

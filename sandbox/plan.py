@@ -71,6 +71,8 @@ class RestoreTarget:
     container: str
     partition_key_paths: tuple[str, ...]
     partition_key_kind: str
+    #: The rest of the declared definition, by ARM name: indexingPolicy, defaultTtl, uniqueKeyPolicy.
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,15 @@ def plan_from_run(run: Any) -> SandboxPlan:
 CONTAINER = "azure-native:cosmosdb:SqlResourceSqlContainer"
 
 
+def _integral(value: Any) -> Any:
+    """Numbers came back from the engine as floats (protobuf); Cosmos reports defaultTtl as an integer."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _restore_plan(run: Any) -> RestorePlan | None:
     """The restore role, its token policy, its task's environment and the declared target containers."""
     arn = run.outputs.get(contract.Output.RESTORE_TASK_ROLE_ARN)
@@ -246,8 +257,9 @@ def _restore_plan(run: Any) -> RestorePlan | None:
     targets = []
     for r in run.of_type(CONTAINER):
         key = r.inputs["resource"].get("partitionKey") or {}
+        properties = {k: v for k, v in r.inputs["resource"].items() if k not in ("id", "partitionKey")}
         targets.append(RestoreTarget(r.inputs["databaseName"], r.inputs["containerName"],
-                                     tuple(key.get("paths") or ()), key.get("kind", "Hash")))
+                                     tuple(key.get("paths") or ()), key.get("kind", "Hash"), _integral(properties)))
     env = run.task_definition_environment("-restore")
     missing = [name for name in (Env.AZURE_CLIENT_ID, Env.RESTORE_TARGET_DATABASE, Env.RESTORE_TARGETS)
                if not env.get(name)]

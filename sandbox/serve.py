@@ -164,11 +164,17 @@ def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running,
         plan.cosmos_account, token_verifier=verifier,
         role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments],
         record_all_versions=running.all_versions)
+    from sandbox.mocked_stack import DEFAULT_DEFINITION, SOURCE_DEFINITIONS
+
     for container in plan.cosmos_containers:
-        state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
+        # The sources as the mocked account reports them to the program (definitions the targets copy).
+        created = state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
+        created.properties.update(SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION))
     # The targets as the program declares them (the worker never creates a container).
     for target in restore_targets(plan):
-        state.create_container(target.database, target.container, target.partition_key_paths[0], FEED_RANGES)
+        created = state.create_container(target.database, target.container, target.partition_key_paths[0],
+                                         FEED_RANGES)
+        created.properties.update(target.properties)
     running.cosmos = serve_cosmos(state, ca).start()
     running.stoppers.append(running.cosmos.stop)
 

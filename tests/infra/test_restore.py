@@ -18,7 +18,10 @@ from components import policies
 from components.config import ConfigError, load_stack_config
 from sandbox import mocked_stack
 from tests.infra.conftest import cached_run
-from sandbox.mocked_stack import DEFAULT_PARTITION_KEY, SOURCE_PARTITION_KEYS, WITHOUT_RESTORE, run_stack, stack_config
+from sandbox.mocked_stack import (
+    DEFAULT_DEFINITION, DEFAULT_PARTITION_KEY, SOURCE_DEFINITIONS, SOURCE_PARTITION_KEYS, WITHOUT_RESTORE, run_stack,
+    stack_config,
+)
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -168,7 +171,7 @@ def test_revoke_switch_removes_the_restore_fic_and_assignments_too():
 # --- Target containers ----------------------------------------------------------------------------
 
 
-def test_targets_are_declared_with_the_sources_partition_key(every_stack):
+def test_targets_are_declared_with_the_sources_definition(every_stack):
     run = every_stack
     block = restore_block(run)
     containers = {r.inputs["containerName"]: r.inputs for r in run.of_type(CONTAINER)}
@@ -180,6 +183,9 @@ def test_targets_are_declared_with_the_sources_partition_key(every_stack):
         assert declared["resourceGroupName"] == run.config["cosmos-s3-export:cosmosResourceGroup"]
         assert declared["resource"]["id"] == declared["containerName"]
         assert declared["resource"]["partitionKey"] == SOURCE_PARTITION_KEYS.get(source, DEFAULT_PARTITION_KEY)
+        # Indexing policy, default TTL and unique keys as the source reports them (what a drill compares).
+        assert {k: v for k, v in declared["resource"].items() if k not in ("id", "partitionKey")} == \
+            SOURCE_DEFINITIONS.get(source, DEFAULT_DEFINITION)
     # A scratch database is declared; the source database never is.
     databases = [r.inputs["databaseName"] for r in run.of_type(DATABASE)]
     source_db = run.worker_environment[Env.COSMOS_DATABASE]
