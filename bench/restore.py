@@ -74,12 +74,21 @@ def client(docs: int, cosmos_url: str, ca_bundle: str, s3_url: str, bucket: str)
 
     audit.configure_logging("WARNING")
     began = time.perf_counter()
+    profiler = None
+    if os.environ.get("BENCH_RESTORE_PROFILE"):  # pyinstrument text report to that file
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="disabled")
+        profiler.start()
     with bulk_gc():
         result, _ = restore.run_restore(
             settings, restore.RestoreRequest(container=SOURCE, target_container=TARGET, target_database=DB,
                                              exact=True),
             client=cosmos_client(settings, _AnyToken()), s3=s3)
     seconds = time.perf_counter() - began
+    if profiler is not None:
+        profiler.stop()
+        Path(os.environ["BENCH_RESTORE_PROFILE"]).write_text(profiler.output_text(show_all=False, timeline=False))
     status = Path("/proc/self/status").read_text()
     peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
     print(json.dumps({"documents": result.documents, "upserted": result.documents_upserted,
