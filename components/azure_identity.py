@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_azuread as azuread
 from cosmos_export import contract
 
-from .config import AdditionalFederatedCredential
-
-
-@dataclass
-class WorkloadIdentityArgs:
-    display_name: str
-    issuer: pulumi.Input[str]
-    task_role_arn: pulumi.Input[str]
-    #: The incident-response switch: False removes every federated credential.
-    federation_enabled: bool = True
-    additional: list[AdditionalFederatedCredential] = field(default_factory=list)
+from .config import IdentityConfig
 
 
 class WorkloadIdentity(pulumi.ComponentResource):
@@ -26,10 +15,13 @@ class WorkloadIdentity(pulumi.ComponentResource):
     object_id: pulumi.Output[str]
     tenant_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkloadIdentityArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: IdentityConfig, *, issuer: pulumi.Input[str],
+                 task_role_arn: pulumi.Input[str], federation_enabled: bool = True,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`federation_enabled` is the incident-response switch: False removes every federated credential."""
         super().__init__("cosmos-s3-export:azure:WorkloadIdentity", name, None, opts)
-        if 1 + len(args.additional) > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
-            raise ValueError(f"{1 + len(args.additional)} federated credentials exceed Entra's limit of "
+        if 1 + len(args.additional_federated_credentials) > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
+            raise ValueError(f"{1 + len(args.additional_federated_credentials)} federated credentials exceed Entra's limit of "
                              f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application")
         child = pulumi.ResourceOptions(parent=self)
         deployer = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
@@ -38,29 +30,29 @@ class WorkloadIdentity(pulumi.ComponentResource):
         owners = [deployer.object_id]
         app = azuread.Application(
             f"{name}-app",
-            display_name=args.display_name,
+            display_name=args.entra_app_display_name,
             sign_in_audience="AzureADMyOrg",
             owners=owners,
             opts=child,
         )
         sp = azuread.ServicePrincipal(f"{name}-sp", client_id=app.client_id, owners=owners, opts=child)
-        if args.federation_enabled:
+        if federation_enabled:
             azuread.ApplicationFederatedIdentityCredential(
                 f"{name}-fic-ecs-task",
                 application_id=app.id,  # the resource id, not client_id
                 display_name="ecs-task",
                 description="ECS task role of the Cosmos DB export worker",
-                issuer=args.issuer,
-                subject=args.task_role_arn,
+                issuer=issuer,
+                subject=task_role_arn,
                 audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],
                 opts=child,
             )
-            for extra in args.additional:
+            for extra in args.additional_federated_credentials:
                 azuread.ApplicationFederatedIdentityCredential(
                     f"{name}-fic-{extra.name}",
                     application_id=app.id,
                     display_name=extra.name,
-                    issuer=extra.issuer or args.issuer,
+                    issuer=extra.issuer or issuer,
                     subject=extra.subject,
                     audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],
                     opts=child,

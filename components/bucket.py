@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from . import policies
-from .config import ObjectLock
+from .config import BucketConfig
 
 AUDIT_PREFIX = "audit-trail"
-
-
-@dataclass
-class ExportBucketArgs:
-    bucket_name: str
-    export_prefix: str
-    account_id: str
-    region: str
-    retention_days: int
-    noncurrent_version_expiration_days: int
-    abort_incomplete_multipart_days: int
-    transition_days: int | None = None
-    transition_storage_class: str = "STANDARD_IA"
-    object_lock: ObjectLock | None = None
-    audit_trail: bool = True
-    force_destroy: bool = False
 
 
 class ExportBucket(pulumi.ComponentResource):
@@ -35,20 +18,21 @@ class ExportBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: ExportBucketArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: BucketConfig, *, account_id: str, region: str,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("cosmos-s3-export:storage:ExportBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
         trail_name = f"{a.bucket_name}-writes"
         # Known before the trail exists, so the key and bucket policies can name it.
-        trail_arn = f"arn:aws:cloudtrail:{a.region}:{a.account_id}:trail/{trail_name}" if a.audit_trail else None
+        trail_arn = f"arn:aws:cloudtrail:{region}:{account_id}:trail/{trail_name}" if a.audit_trail else None
 
         key = aws.kms.Key(
             f"{name}-key",
             description=f"Encrypts Cosmos DB exports in s3://{a.bucket_name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=json.dumps(policies.kms_key_policy(account_id=a.account_id, trail_arn=trail_arn)),
+            policy=json.dumps(policies.kms_key_policy(account_id=account_id, trail_arn=trail_arn)),
             opts=child,
         )
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{a.bucket_name}", target_key_id=key.key_id, opts=child)

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+import types
+import typing
 import zoneinfo
+
+import annotated_types
 from typing import Any, Callable, Iterable, Literal
 
 from cosmos_export import contract
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 PROJECT = "cosmos-s3-export"
 
@@ -36,27 +41,10 @@ class ConfigError(Exception):
 
 # --- Pure validators (also used directly by tests) ---------------------------
 
-_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-
-
-def bucket_name_problem(name: str) -> str | None:
-    """Why S3 would refuse this general-purpose bucket name, or None."""
-    if not 3 <= len(name) <= 63:
-        return f"must be 3-63 characters long (it has {len(name)})"
-    if not _BUCKET_CHARS.match(name):
-        return "may contain only lowercase letters, digits, '.' and '-', and must start and end with a letter or digit"
-    if ".." in name or ".-" in name or "-." in name:
-        return "must not contain '..', '.-' or '-.'"
-    if _IPV4.match(name):
-        return "must not be formatted as an IP address"
-    for prefix in ("xn--", "sthree-", "amzn-s3-demo-"):
-        if name.startswith(prefix):
-            return f"must not start with the reserved prefix '{prefix}'"
-    for suffix in ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap"):
-        if name.endswith(suffix):
-            return f"must not end with the reserved suffix '{suffix}'"
-    return None
+# The name rules both halves enforce live in the contract; re-exported for the tests and policies.
+bucket_name_problem = contract.bucket_name_problem
+cosmos_name_problem = contract.cosmos_id_problem
+prefix_problem = contract.prefix_problem
 
 
 # EventBridge Scheduler: at(yyyy-mm-ddThh:mm:ss), rate(value unit), cron(6 fields).
@@ -87,26 +75,6 @@ def schedule_problem(expr: str) -> str | None:
             return "exactly one of day-of-month (3rd field) and day-of-week (5th field) must be '?'"
         return None
     return "must be cron(...), rate(...) or at(...)"
-
-
-def cosmos_name_problem(name: str) -> str | None:
-    """Why Cosmos DB would refuse this database/container id, or None."""
-    if not 1 <= len(name) <= 255:
-        return "must be 1-255 characters long"
-    bad = sorted({c for c in name if c in "/\\#?"})
-    if bad:
-        return f"must not contain {', '.join(repr(c) for c in bad)}"
-    if name != name.rstrip():
-        return "must not end with a space"
-    return None
-
-
-def prefix_problem(prefix: str) -> str | None:
-    if not prefix or prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
-        return "must be non-empty, without leading, trailing or doubled '/'"
-    if not re.match(r"^[A-Za-z0-9!_.*'()/-]+$", prefix):
-        return "may contain only letters, digits, '/' and !_.*'()-"
-    return None
 
 
 # --- The model ---------------------------------------------------------------
@@ -144,19 +112,21 @@ class AdditionalFederatedCredential(BaseModel):
         return v
 
 
-class StackConfig(BaseModel):
-    """Everything one stack deploys, already checked."""
+class _Section(BaseModel):
+    """One concern of the stack. Field names are the config keys in snake_case (bucketName -> bucket_name)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
-    # Where
-    stack: str
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    # Federation
-    federation: Literal["create", "adopt"] = "adopt"
-    # Bucket
+
+def _bounded(bound: contract.Bound, default: int) -> Any:
+    return Field(default=default, ge=bound.lo, le=bound.hi)
+
+
+class BucketConfig(_Section):
+    """The export bucket: the ExportBucket component's input."""
+
     bucket_name: str
-    export_prefix: str = "cosmos"
+    export_prefix: str = contract.DEFAULT_PREFIX
     retention_days: int = Field(ge=1, le=36500)
     transition_days: int | None = Field(default=None, ge=30)
     transition_storage_class: Literal["STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER"] = "STANDARD_IA"
@@ -165,40 +135,6 @@ class StackConfig(BaseModel):
     object_lock: ObjectLock | None = None
     audit_trail: bool = True
     force_destroy: bool = False
-    # Azure / Cosmos
-    entra_app_display_name: str
-    additional_federated_credentials: list[AdditionalFederatedCredential] = []
-    cosmos_access_enabled: bool = True
-    cosmos_account_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]$")
-    cosmos_resource_group: str = Field(pattern=r"^[\w().-]{1,90}$")
-    cosmos_database: str
-    cosmos_containers: list[str] = Field(min_length=1)
-    export_containers: list[str] | None = None
-    cosmos_role: Literal["custom", "builtinReader"] = "custom"
-    cosmos_role_scope: Literal["container", "database"] = "container"
-    log_analytics_workspace_id: str | None = None
-    log_analytics_retention_days: int = Field(default=30, ge=30, le=730)
-    # Worker
-    schedule: str
-    schedule_time_zone: str = "UTC"
-    schedule_enabled: bool = True
-    schedule_retry_attempts: int = Field(default=2, ge=0, le=185)
-    schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
-    export_mode: Literal["incremental", "snapshot"] = "incremental"
-    min_consistency: str = "Session"
-    change_feed_mode: Literal["LatestVersion", "AllVersionsAndDeletes"] = "LatestVersion"
-    priority: Literal["Low", "High"] = "Low"
-    concurrency: int = Field(default=4, ge=1, le=64)
-    part_size_mb: int = Field(default=64, ge=5, le=5120)
-    compression: Literal["gzip", "zstd"] = "zstd"
-    token_duration_seconds: int = contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS
-    cpu: int = 1024
-    memory: int = 2048
-    architecture: Literal["ARM64", "X86_64"] = "ARM64"
-    log_retention_days: int = 30
-    vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
-    subnet_ids: list[str] = Field(min_length=1)
-    assign_public_ip: bool = False
 
     @field_validator("bucket_name")
     @classmethod
@@ -215,6 +151,138 @@ class StackConfig(BaseModel):
         if problem:
             raise ValueError(f"the export prefix {problem}, e.g. 'cosmos/orders'")
         return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> BucketConfig:
+        problems: list[tuple[str, Any, str]] = []
+        if self.object_lock and self.retention_days < self.object_lock.days:
+            problems.append(("retentionDays", self.retention_days,
+                             f"shorter than objectLock.days ({self.object_lock.days}): expiry would fight the lock; "
+                             f"set retentionDays >= {self.object_lock.days} or lower objectLock.days"))
+        if self.transition_days is not None and self.transition_days >= self.retention_days:
+            problems.append(("transitionDays", self.transition_days,
+                             f"not before retentionDays ({self.retention_days}); lower it or unset it"))
+        _raise(problems)
+        return self
+
+    @property
+    def uses_object_lock(self) -> bool:
+        return self.object_lock is not None
+
+
+class IdentityConfig(_Section):
+    """Outbound federation, the Entra application and the token it exchanges."""
+
+    federation: Literal["create", "adopt"] = "adopt"
+    entra_app_display_name: str
+    additional_federated_credentials: list[AdditionalFederatedCredential] = []
+    token_duration_seconds: int = contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS
+
+    @field_validator("token_duration_seconds")
+    @classmethod
+    def _duration(cls, v: int) -> int:
+        if not contract.TOKEN_DURATION_SECONDS.lo <= v <= contract.TOKEN_DURATION_SECONDS.hi:
+            raise ValueError(f"sts:GetWebIdentityToken accepts {contract.TOKEN_DURATION_SECONDS} seconds; use e.g. 300")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> IdentityConfig:
+        problems: list[tuple[str, Any, str]] = []
+        total = 1 + len(self.additional_federated_credentials)
+        if total > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
+            problems.append(("additionalFederatedCredentials", f"{len(self.additional_federated_credentials)} entries",
+                             f"the app would hold {total} federated credentials, Entra allows "
+                             f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP}; remove some or use a second app"))
+        names = [c.name for c in self.additional_federated_credentials]
+        if len(set(names)) != len(names) or "ecs-task" in names:
+            problems.append(("additionalFederatedCredentials", names, "names must be unique and not 'ecs-task'; rename the duplicates"))
+        _raise(problems)
+        return self
+
+
+class CosmosConfig(_Section):
+    """The existing account, what is exported from it, and the role the worker gets on it."""
+
+    cosmos_access_enabled: bool = True
+    cosmos_account_name: str
+    cosmos_resource_group: str = Field(pattern=r"^[\w().-]{1,90}$")
+    cosmos_database: str
+    cosmos_containers: list[str] = Field(min_length=1)
+    export_containers: list[str] | None = None
+    cosmos_role: Literal["custom", "builtinReader"] = "custom"
+    cosmos_role_scope: Literal["container", "database"] = "container"
+    log_analytics_workspace_id: str | None = None
+    log_analytics_retention_days: int = Field(default=30, ge=30, le=730)
+
+    @field_validator("cosmos_account_name")
+    @classmethod
+    def _account(cls, v: str) -> str:
+        problem = contract.cosmos_account_problem(v)
+        if problem:
+            raise ValueError(f"a Cosmos DB account name {problem}")
+        return v
+
+    @field_validator("cosmos_database")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        problem = cosmos_name_problem(v)
+        if problem:
+            raise ValueError(f"a Cosmos DB database id {problem}")
+        return v
+
+    @field_validator("cosmos_containers", "export_containers")
+    @classmethod
+    def _containers(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        bad = [f"{c!r} ({p})" for c in v if (p := cosmos_name_problem(c))]
+        if bad:
+            raise ValueError(f"invalid Cosmos DB container id(s): {', '.join(bad)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a container is listed twice; list each once")
+        return v
+
+    @field_validator("log_analytics_workspace_id")
+    @classmethod
+    def _workspace(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(
+            rf"^/subscriptions/{_UUID}/resourceGroups/[^/]+/providers/Microsoft\.OperationalInsights/workspaces/[^/]+$",
+            v, re.IGNORECASE,
+        ):
+            raise ValueError(
+                "must be a full workspace resource id "
+                "(/subscriptions/<uuid>/resourceGroups/<rg>/providers/Microsoft.OperationalInsights/workspaces/<name>), "
+                "or leave it unset to create one"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> CosmosConfig:
+        problems: list[tuple[str, Any, str]] = []
+        if self.export_containers is not None:
+            unknown = [c for c in self.export_containers if c not in self.cosmos_containers]
+            if unknown:
+                problems.append(("exportContainers", unknown,
+                                 f"{', '.join(map(repr, unknown))} not in cosmosContainers {self.cosmos_containers}; "
+                                 "add them to cosmosContainers or fix the spelling"))
+            if not self.export_containers:
+                problems.append(("exportContainers", [], "exports nothing; list at least one container or unset it to export all of cosmosContainers"))
+        _raise(problems)
+        return self
+
+    @property
+    def exported(self) -> list[str]:
+        return list(self.export_containers if self.export_containers is not None else self.cosmos_containers)
+
+
+class ScheduleConfig(_Section):
+    """When EventBridge Scheduler starts the task, and how it retries."""
+
+    schedule: str
+    schedule_time_zone: str = "UTC"
+    schedule_enabled: bool = True
+    schedule_retry_attempts: int = Field(default=2, ge=0, le=185)
+    schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
 
     @field_validator("schedule")
     @classmethod
@@ -235,39 +303,41 @@ class StackConfig(BaseModel):
             raise ValueError("unknown IANA time zone; use a name like 'UTC' or 'Europe/Berlin'") from None
         return v
 
-    @field_validator("cosmos_database")
-    @classmethod
-    def _db(cls, v: str) -> str:
-        problem = cosmos_name_problem(v)
-        if problem:
-            raise ValueError(f"a Cosmos DB database id {problem}")
-        return v
 
-    @field_validator("cosmos_containers", "export_containers")
-    @classmethod
-    def _containers(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        bad = [f"{c!r} ({p})" for c in v if (p := cosmos_name_problem(c))]
-        if bad:
-            raise ValueError(f"invalid Cosmos DB container id(s): {', '.join(bad)}")
-        if len(set(v)) != len(v):
-            raise ValueError("lists a container more than once; list each once")
-        return v
+#: WorkerConfig fields for the task definition itself; every other field is a worker setting of the same name.
+TASK_FIELDS = frozenset({"export_mode", "cpu", "memory", "architecture", "log_retention_days", "vpc_id", "subnet_ids",
+                         "assign_public_ip"})
+
+
+class WorkerConfig(_Section):
+    """The Fargate task and the worker's tuning.
+
+    Fields not in TASK_FIELDS are passed to the worker as is: each is named like
+    the `WorkerSettings` field it sets, typed and bounded by the same contract
+    values (components/program.py derives the environment from them).
+    """
+
+    export_mode: contract.RunMode = "incremental"
+    min_consistency: str = contract.DEFAULT_MIN_CONSISTENCY
+    change_feed_mode: contract.ChangeFeedMode = contract.DEFAULT_CHANGE_FEED_MODE
+    priority: contract.Priority = "Low"
+    concurrency: int = _bounded(contract.CONCURRENCY, contract.DEFAULT_CONCURRENCY)
+    part_size_mb: int = _bounded(contract.PART_SIZE_MB, contract.DEFAULT_PART_SIZE_MB)
+    compression: contract.Compression = contract.DEFAULT_COMPRESSION
+    cpu: int = 1024
+    memory: int = 2048
+    architecture: Literal["ARM64", "X86_64"] = "ARM64"
+    log_retention_days: int = 30
+    vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
+    subnet_ids: list[str] = Field(min_length=1)
+    assign_public_ip: bool = False
 
     @field_validator("min_consistency")
     @classmethod
     def _consistency(cls, v: str) -> str:
+        # A str checked here, not a Literal: the message lists the levels weakest first.
         if v not in contract.CONSISTENCY_LEVELS:
             raise ValueError(f"not a Cosmos DB consistency level; use one of {', '.join(contract.CONSISTENCY_LEVELS)}")
-        return v
-
-    @field_validator("token_duration_seconds")
-    @classmethod
-    def _duration(cls, v: int) -> int:
-        lo, hi = contract.WEB_IDENTITY_TOKEN_MIN_SECONDS, contract.WEB_IDENTITY_TOKEN_MAX_SECONDS
-        if not lo <= v <= hi:
-            raise ValueError(f"sts:GetWebIdentityToken accepts {lo}..{hi} seconds; use e.g. 300")
         return v
 
     @field_validator("log_retention_days")
@@ -286,46 +356,9 @@ class StackConfig(BaseModel):
             raise ValueError(f"not subnet ids: {', '.join(map(repr, bad))}; use ids like 'subnet-0a1b2c3d4e5f60718'")
         return v
 
-    @field_validator("log_analytics_workspace_id")
-    @classmethod
-    def _workspace(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(
-            rf"^/subscriptions/{_UUID}/resourceGroups/[^/]+/providers/Microsoft\.OperationalInsights/workspaces/[^/]+$",
-            v, re.IGNORECASE,
-        ):
-            raise ValueError(
-                "must be a full workspace resource id "
-                "(/subscriptions/<uuid>/resourceGroups/<rg>/providers/Microsoft.OperationalInsights/workspaces/<name>), "
-                "or leave it unset to create one"
-            )
-        return v
-
     @model_validator(mode="after")
-    def _cross_field(self) -> "StackConfig":
+    def _cross_field(self) -> WorkerConfig:
         problems: list[tuple[str, Any, str]] = []
-        if self.export_containers is not None:
-            unknown = [c for c in self.export_containers if c not in self.cosmos_containers]
-            if unknown:
-                problems.append(("exportContainers", unknown,
-                                 f"{', '.join(map(repr, unknown))} not in cosmosContainers {self.cosmos_containers}; "
-                                 "add them to cosmosContainers or fix the spelling"))
-            if not self.export_containers:
-                problems.append(("exportContainers", [], "exports nothing; list at least one container or unset it to export all of cosmosContainers"))
-        if self.object_lock and self.retention_days < self.object_lock.days:
-            problems.append(("retentionDays", self.retention_days,
-                             f"shorter than objectLock.days ({self.object_lock.days}): expiry would fight the lock; "
-                             f"set retentionDays >= {self.object_lock.days} or lower objectLock.days"))
-        if self.transition_days is not None and self.transition_days >= self.retention_days:
-            problems.append(("transitionDays", self.transition_days,
-                             f"not before retentionDays ({self.retention_days}); lower it or unset it"))
-        total = 1 + len(self.additional_federated_credentials)
-        if total > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
-            problems.append(("additionalFederatedCredentials", f"{len(self.additional_federated_credentials)} entries",
-                             f"the app would hold {total} federated credentials, Entra allows "
-                             f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP}; remove some or use a second app"))
-        names = [c.name for c in self.additional_federated_credentials]
-        if len(set(names)) != len(names) or "ecs-task" in names:
-            problems.append(("additionalFederatedCredentials", names, "names must be unique and not 'ecs-task'; rename the duplicates"))
         if self.change_feed_mode == "AllVersionsAndDeletes" and self.export_mode == "snapshot":
             problems.append(("changeFeedMode", self.change_feed_mode,
                              "AllVersionsAndDeletes can only start from now or a continuation, not replay a snapshot; "
@@ -337,17 +370,43 @@ class StackConfig(BaseModel):
             problems.append(("memory", self.memory,
                              f"Fargate with cpu {self.cpu} accepts {valid_memory[0]}..{valid_memory[-1]} MiB "
                              f"in steps of {valid_memory[1] - valid_memory[0]}"))
-        if problems:
-            raise _CrossFieldError(problems)
+        _raise(problems)
         return self
 
-    @property
-    def exported(self) -> list[str]:
-        return list(self.export_containers if self.export_containers is not None else self.cosmos_containers)
+    def worker_settings(self) -> dict[str, Any]:
+        """The fields the worker reads, by their WorkerSettings field name."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name not in TASK_FIELDS}
 
-    @property
-    def uses_object_lock(self) -> bool:
-        return self.object_lock is not None
+
+class StackConfig(BaseModel):
+    """Everything one stack deploys, already checked, one section per concern (each a component's input)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: str
+    region: str = Field(alias="aws:region")
+    # Errors are listed in this order, then in each section's field order.
+    bucket: BucketConfig
+    cosmos: CosmosConfig
+    schedule: ScheduleConfig
+    worker: WorkerConfig
+    identity: IdentityConfig
+
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        problem = contract.aws_region_problem(v)
+        if problem:
+            raise ValueError(f"{problem}; use a name like eu-west-1")
+        return v
+
+
+#: Section name -> model; the config keys are the sections' field aliases, flat in the stack file.
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation for name, field in StackConfig.model_fields.items()  # type: ignore[misc]
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+}
 
 
 def _fargate_memory(cpu: int) -> list[int] | None:
@@ -369,61 +428,33 @@ class _CrossFieldError(ValueError):
         super().__init__("; ".join(p[2] for p in problems))
 
 
-# --- Loading -----------------------------------------------------------------
+def _raise(problems: list[tuple[str, Any, str]]) -> None:
+    if problems:
+        raise _CrossFieldError(problems)
 
-# config key -> (model field, kind); kind "json" values are parsed from JSON.
-_KEYS: dict[str, tuple[str, str]] = {
-    "aws:region": ("region", "str"),
-    "federation": ("federation", "str"),
-    "bucketName": ("bucket_name", "str"),
-    "exportPrefix": ("export_prefix", "str"),
-    "retentionDays": ("retention_days", "str"),
-    "transitionDays": ("transition_days", "str"),
-    "transitionStorageClass": ("transition_storage_class", "str"),
-    "noncurrentVersionExpirationDays": ("noncurrent_version_expiration_days", "str"),
-    "abortIncompleteMultipartDays": ("abort_incomplete_multipart_days", "str"),
-    "objectLock": ("object_lock", "json"),
-    "auditTrail": ("audit_trail", "str"),
-    "forceDestroy": ("force_destroy", "str"),
-    "entraAppDisplayName": ("entra_app_display_name", "str"),
-    "additionalFederatedCredentials": ("additional_federated_credentials", "json"),
-    "cosmosAccessEnabled": ("cosmos_access_enabled", "str"),
-    "cosmosAccountName": ("cosmos_account_name", "str"),
-    "cosmosResourceGroup": ("cosmos_resource_group", "str"),
-    "cosmosDatabase": ("cosmos_database", "str"),
-    "cosmosContainers": ("cosmos_containers", "json"),
-    "exportContainers": ("export_containers", "json"),
-    "cosmosRole": ("cosmos_role", "str"),
-    "cosmosRoleScope": ("cosmos_role_scope", "str"),
-    "logAnalyticsWorkspaceId": ("log_analytics_workspace_id", "str"),
-    "logAnalyticsRetentionDays": ("log_analytics_retention_days", "str"),
-    "schedule": ("schedule", "str"),
-    "scheduleTimeZone": ("schedule_time_zone", "str"),
-    "scheduleEnabled": ("schedule_enabled", "str"),
-    "scheduleRetryAttempts": ("schedule_retry_attempts", "str"),
-    "scheduleMaxEventAgeSeconds": ("schedule_max_event_age_seconds", "str"),
-    "exportMode": ("export_mode", "str"),
-    "minConsistency": ("min_consistency", "str"),
-    "changeFeedMode": ("change_feed_mode", "str"),
-    "priority": ("priority", "str"),
-    "concurrency": ("concurrency", "str"),
-    "partSizeMb": ("part_size_mb", "str"),
-    "compression": ("compression", "str"),
-    "tokenDurationSeconds": ("token_duration_seconds", "str"),
-    "cpu": ("cpu", "str"),
-    "memory": ("memory", "str"),
-    "architecture": ("architecture", "str"),
-    "logRetentionDays": ("log_retention_days", "str"),
-    "vpcId": ("vpc_id", "str"),
-    "subnetIds": ("subnet_ids", "json"),
-    "assignPublicIp": ("assign_public_ip", "str"),
-}
-_FIELD_TO_KEY = {field: key for key, (field, _) in _KEYS.items()}
+
+# --- Keys --------------------------------------------------------------------
+
+
+def _structured(annotation: Any) -> bool:
+    """Lists and mappings arrive from `pulumi.Config` as JSON text."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else [annotation]
+    return any(typing.get_origin(a) is list or (isinstance(a, type) and issubclass(a, BaseModel)) for a in args)
+
+
+#: config key -> (section, field name); from the models' aliases.
+_FIELDS: dict[str, tuple[str, str]] = {"aws:region": ("", "region")}
+for _section, _model in SECTIONS.items():
+    for _name, _field in _model.model_fields.items():
+        _FIELDS[_field.alias or _name] = (_section, _name)
+CONFIG_KEYS: tuple[str, ...] = tuple(_FIELDS)
+_FIELD_TO_KEY = {field: key for key, (_, field) in _FIELDS.items()}
 #: Keys without a default: the message for a missing one says so.
 REQUIRED_KEYS = tuple(
-    k for k, (f, _) in _KEYS.items() if f not in ("stack", "entra_app_display_name") and StackConfig.model_fields[f].is_required()
+    k for k in CONFIG_KEYS if k != "entraAppDisplayName"
+    and (StackConfig.model_fields["region"] if k == "aws:region" else SECTIONS[_FIELDS[k][0]].model_fields[_FIELDS[k][1]]).is_required()
 )
-CONFIG_KEYS = tuple(_KEYS)
 
 
 def full_key(key: str) -> str:
@@ -437,52 +468,70 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
     project fail instead of being silently ignored. Raises ConfigError listing
     every problem at once.
     """
-    raw: dict[str, Any] = {"stack": stack, "entra_app_display_name": f"{PROJECT}-{stack}"}
-    known = {full_key(k) for k in _KEYS}
+    raw: dict[str, Any] = {"stack": stack, **{section: {} for section in SECTIONS}}
+    raw["identity"]["entraAppDisplayName"] = f"{PROJECT}-{stack}"
+    known = {full_key(k) for k in CONFIG_KEYS}
     problems: list[str] = [
         f"{k} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
         for k in sorted(present_keys) if k.startswith(f"{PROJECT}:") and k not in known
     ]
     unparsed: set[str] = set()
-    for key, (field, kind) in _KEYS.items():
+    for key in CONFIG_KEYS:
         value = get(full_key(key))
         if value is None:
             continue
-        if kind == "json" and isinstance(value, str):
+        section, field = _FIELDS[key]
+        if section and _structured(SECTIONS[section].model_fields[field].annotation) and isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as e:
                 problems.append(f"{full_key(key)} = {value!r}: not valid YAML/JSON structure ({e.msg}); "
                                 "write it as a YAML list or mapping in the stack file")
-                unparsed.add(field)
+                unparsed.add(key)
                 continue
-        raw[field] = value
+        (raw[section] if section else raw)[key] = value
     try:
         config = StackConfig(**raw)
     except ValidationError as e:
+        found = []
         for err in e.errors():
-            if err["type"] == "missing" and err["loc"] and err["loc"][0] in unparsed:
+            if err["type"] == "missing" and _key_of(err["loc"]) in unparsed:
                 continue  # already reported as unparseable
-            problems.extend(_describe(err))
-        raise ConfigError(problems) from None
+            found.extend(_describe(err))
+        raise ConfigError(problems + found) from None
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def _describe(err: dict[str, Any]) -> list[str]:
-    loc = [str(p) for p in err["loc"]]
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """The config key an error location points at: ("bucket", "bucketName", ...) -> "bucketName"."""
+    return str(loc[1] if loc and loc[0] in SECTIONS and len(loc) > 1 else loc[0]) if loc else ""
+
+
+def _describe(err: Any) -> list[str]:
     if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), _CrossFieldError):
         return [f"{full_key(k)} = {json.dumps(v)}: {msg}" for k, v, msg in err["ctx"]["error"].problems]
-    return [_describe_one(err, loc)]
-
-
-def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
-    key = full_key(_FIELD_TO_KEY.get(loc[0], loc[0])) if loc else "(stack)"
+    loc = [str(p) for p in err["loc"]]
+    if loc and loc[0] in SECTIONS:
+        loc = loc[1:]
+    key = full_key(loc[0]) if loc else "(stack)"
     sub = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     if err["type"] == "missing":
-        return f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see 'Config keys' in README.md)"
+        return [f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see 'Config keys' in README.md)"]
     if err["type"] == "extra_forbidden":
-        return f"{key}{sub} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
+        return [f"{key}{sub} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"]
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{key}{sub} = {json.dumps(err.get('input'), default=str)}: {msg}"
+    if err["type"] in ("greater_than_equal", "less_than_equal") and (bound := _bound_of(err["loc"])):
+        msg += f"; use {bound[0]}..{bound[1]}"  # as the worker says it (settings.py)
+    return [f"{key}{sub} = {json.dumps(err.get('input'), default=str)}: {msg}"]
+
+
+def _bound_of(loc: tuple[Any, ...]) -> tuple[int, int] | None:
+    """(lo, hi) of a field bounded on both sides, for the fix of an out-of-range value."""
+    if len(loc) != 2 or loc[0] not in SECTIONS or loc[1] not in _FIELDS:
+        return None
+    info = SECTIONS[str(loc[0])].model_fields[_FIELDS[str(loc[1])][1]]
+    lo = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+    hi = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+    return (lo, hi) if lo is not None and hi is not None else None

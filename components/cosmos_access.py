@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
 
 import pulumi
 import pulumi_azure_native.cosmosdb as cosmosdb
@@ -12,25 +10,7 @@ import pulumi_azure_native.operationalinsights as operationalinsights
 from cosmos_export import contract
 
 from . import policies
-
-
-@dataclass
-class CosmosAccessArgs:
-    account_id: str  # full ARM id of the existing account
-    account_name: str
-    resource_group: str
-    location: str
-    database: str
-    containers: list[str]
-    principal_object_id: pulumi.Input[str]
-    #: Stable key of the principal (known at plan time) for deterministic GUIDs.
-    principal_key: str
-    role: Literal["custom", "builtinReader"] = "custom"
-    scope_level: Literal["container", "database"] = "container"
-    #: The incident-response switch: False removes every role assignment.
-    access_enabled: bool = True
-    workspace_id: str | None = None
-    workspace_retention_days: int = 30
+from .config import CosmosConfig
 
 
 class CosmosAccess(pulumi.ComponentResource):
@@ -38,60 +18,65 @@ class CosmosAccess(pulumi.ComponentResource):
     assignment_scopes: list[str]
     workspace_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: CosmosAccessArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: CosmosConfig, *, account_id: str, location: str,
+                 principal_object_id: pulumi.Input[str], principal_key: str,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`account_id` is the existing account's full ARM id; `principal_key` a stable key of the
+        principal (known at plan time) for deterministic GUIDs. `args.cosmos_access_enabled` is the
+        incident-response switch: False removes every role assignment."""
         super().__init__("cosmos-s3-export:azure:CosmosAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
-        if a.role == "custom":
+        if a.cosmos_role == "custom":
             definition = cosmosdb.SqlResourceSqlRoleDefinition(
                 f"{name}-role",
-                account_name=a.account_name,
-                resource_group_name=a.resource_group,
-                role_definition_id=policies.deterministic_guid(a.account_id.lower(), "role", a.principal_key),
-                role_name=f"{a.principal_key} export reader",
+                account_name=a.cosmos_account_name,
+                resource_group_name=a.cosmos_resource_group,
+                role_definition_id=policies.deterministic_guid(account_id.lower(), "role", principal_key),
+                role_name=f"{principal_key} export reader",
                 type=cosmosdb.RoleDefinitionType.CUSTOM_ROLE,
-                assignable_scopes=[f"{a.account_id}/dbs/{a.database}"],
+                assignable_scopes=[f"{account_id}/dbs/{a.cosmos_database}"],
                 permissions=[{"data_actions": list(contract.COSMOS_DATA_ACTIONS)}],
                 opts=child,
             )
             role_definition_id: pulumi.Output[str] = definition.id
         else:
             role_definition_id = pulumi.Output.from_input(
-                f"{a.account_id}/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"
+                f"{account_id}/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"
             )
 
-        self.assignment_scopes = policies.cosmos_scopes(a.account_id, a.database, a.containers, a.scope_level)
-        if a.access_enabled:
+        self.assignment_scopes = policies.cosmos_scopes(account_id, a.cosmos_database, a.exported, a.cosmos_role_scope)
+        if a.cosmos_access_enabled:
             for scope in self.assignment_scopes:
-                relative = scope[len(a.account_id):]  # /dbs/<db>[/colls/<c>]
-                guid = policies.deterministic_guid(a.account_id.lower(), relative, a.principal_key)
+                relative = scope[len(account_id):]  # /dbs/<db>[/colls/<c>]
+                guid = policies.deterministic_guid(account_id.lower(), relative, principal_key)
                 cosmosdb.SqlResourceSqlRoleAssignment(
                     f"{name}-assignment-{guid[:8]}",
-                    account_name=a.account_name,
-                    resource_group_name=a.resource_group,
+                    account_name=a.cosmos_account_name,
+                    resource_group_name=a.cosmos_resource_group,
                     role_assignment_id=guid,
                     role_definition_id=role_definition_id,
-                    principal_id=a.principal_object_id,
+                    principal_id=principal_object_id,
                     scope=scope,
                     opts=child,
                 )
 
-        if a.workspace_id:
-            workspace_id = pulumi.Output.from_input(a.workspace_id)
+        if a.log_analytics_workspace_id:
+            workspace_id = pulumi.Output.from_input(a.log_analytics_workspace_id)
         else:
             workspace = operationalinsights.Workspace(
                 f"{name}-logs",
-                resource_group_name=a.resource_group,
-                location=a.location,
+                resource_group_name=a.cosmos_resource_group,
+                location=location,
                 sku={"name": "PerGB2018"},
-                retention_in_days=a.workspace_retention_days,
+                retention_in_days=a.log_analytics_retention_days,
                 opts=child,
             )
             workspace_id = workspace.id
         monitor.DiagnosticSetting(
             f"{name}-diagnostics",
             name="cosmos-s3-export-requests",
-            resource_uri=a.account_id,
+            resource_uri=account_id,
             workspace_id=workspace_id,
             log_analytics_destination_type="Dedicated",
             logs=[

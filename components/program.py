@@ -5,16 +5,16 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native.cosmosdb as cosmosdb
-from cosmos_export import contract
-from cosmos_export.contract import Env, Output
+from cosmos_export import settings
+from cosmos_export.contract import Output
 
-from .azure_identity import WorkloadIdentity, WorkloadIdentityArgs
-from .bucket import ExportBucket, ExportBucketArgs
+from .azure_identity import WorkloadIdentity
+from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
-from .cosmos_access import CosmosAccess, CosmosAccessArgs
+from .cosmos_access import CosmosAccess
 from .federation import OutboundFederation
 from .task_role import TaskRole, TaskRoleArgs
-from .worker_service import WorkerService, WorkerServiceArgs
+from .worker_service import WorkerService
 
 
 def read_config() -> StackConfig:
@@ -29,72 +29,54 @@ def read_config() -> StackConfig:
 
 
 def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint, kms_key_arn) -> dict:
-    """The task definition's environment: plain settings, never a secret."""
-    return {
-        Env.IDENTITY_MODE: "workload",
-        Env.AWS_REGION: c.region,
-        Env.AZURE_TENANT_ID: tenant_id,
-        Env.AZURE_CLIENT_ID: client_id,
-        Env.COSMOS_ENDPOINT: cosmos_endpoint,
-        Env.COSMOS_DATABASE: c.cosmos_database,
-        Env.COSMOS_CONTAINERS: ",".join(c.exported),
-        Env.BUCKET: c.bucket_name,
-        Env.PREFIX: c.export_prefix,
-        Env.KMS_KEY_ARN: kms_key_arn,
-        Env.MIN_CONSISTENCY: c.min_consistency,
-        Env.CHANGE_FEED_MODE: c.change_feed_mode,
-        Env.PRIORITY: c.priority,
-        Env.CONCURRENCY: str(c.concurrency),
-        Env.PART_SIZE_MB: str(c.part_size_mb),
-        Env.COMPRESSION: c.compression,
-        Env.TOKEN_DURATION_SECONDS: str(c.token_duration_seconds),
-    }
+    """The task definition's environment: plain settings, never a secret.
+
+    Keyed by the worker's own field names (`settings.environment` turns them into
+    the `contract.Env` variables and refuses a name the worker does not have);
+    the worker section's tuning passes through under the same names.
+    """
+    return settings.environment(
+        identity_mode="workload",
+        aws_region=c.region,
+        azure_tenant_id=tenant_id,
+        azure_client_id=client_id,
+        token_duration_seconds=c.identity.token_duration_seconds,
+        cosmos_endpoint=cosmos_endpoint,
+        cosmos_database=c.cosmos.cosmos_database,
+        cosmos_containers=c.cosmos.exported,
+        bucket=c.bucket.bucket_name,
+        prefix=c.bucket.export_prefix,
+        kms_key_arn=kms_key_arn,
+        **c.worker.worker_settings(),
+    )
 
 
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
-    account = cosmosdb.get_database_account(account_name=c.cosmos_account_name,
-                                            resource_group_name=c.cosmos_resource_group)
+    account = cosmosdb.get_database_account(account_name=c.cosmos.cosmos_account_name,
+                                            resource_group_name=c.cosmos.cosmos_resource_group)
     name = f"export-{c.stack}"
 
-    bucket = ExportBucket(name, ExportBucketArgs(
-        bucket_name=c.bucket_name, export_prefix=c.export_prefix, account_id=account_id, region=c.region,
-        retention_days=c.retention_days, noncurrent_version_expiration_days=c.noncurrent_version_expiration_days,
-        abort_incomplete_multipart_days=c.abort_incomplete_multipart_days, transition_days=c.transition_days,
-        transition_storage_class=c.transition_storage_class, object_lock=c.object_lock,
-        audit_trail=c.audit_trail, force_destroy=c.force_destroy,
-    ))
-    federation = OutboundFederation(name, c.federation)
+    bucket = ExportBucket(name, c.bucket, account_id=account_id, region=c.region)
+    federation = OutboundFederation(name, c.identity.federation)
     task_role = TaskRole(name, TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket_name, export_prefix=c.export_prefix,
-        kms_key_arn=bucket.key_arn, max_token_seconds=c.token_duration_seconds,
+        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
+        max_token_seconds=c.identity.token_duration_seconds,
     ))
-    identity = WorkloadIdentity(name, WorkloadIdentityArgs(
-        display_name=c.entra_app_display_name, issuer=federation.issuer, task_role_arn=task_role.arn,
-        federation_enabled=c.cosmos_access_enabled, additional=c.additional_federated_credentials,
-    ))
-    cosmos = CosmosAccess(name, CosmosAccessArgs(
-        account_id=account.id, account_name=c.cosmos_account_name, resource_group=c.cosmos_resource_group,
-        location=account.location or "", database=c.cosmos_database, containers=c.exported,
-        principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}",
-        role=c.cosmos_role, scope_level=c.cosmos_role_scope, access_enabled=c.cosmos_access_enabled,
-        workspace_id=c.log_analytics_workspace_id, workspace_retention_days=c.log_analytics_retention_days,
-    ))
+    identity = WorkloadIdentity(name, c.identity, issuer=federation.issuer, task_role_arn=task_role.arn,
+                                federation_enabled=c.cosmos.cosmos_access_enabled)
+    cosmos = CosmosAccess(name, c.cosmos, account_id=account.id, location=account.location or "",
+                          principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}")
     cosmos_endpoint = account.document_endpoint.rstrip("/") + "/"
     environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
-    service = WorkerService(name, WorkerServiceArgs(
-        account_id=account_id, region=c.region, task_role_arn=task_role.arn, environment=environment,
-        command=["run", "--mode", c.export_mode], cpu=c.cpu, memory=c.memory, architecture=c.architecture,
-        log_retention_days=c.log_retention_days, vpc_id=c.vpc_id, subnet_ids=c.subnet_ids,
-        assign_public_ip=c.assign_public_ip, schedule=c.schedule, schedule_time_zone=c.schedule_time_zone,
-        schedule_enabled=c.schedule_enabled, retry_attempts=c.schedule_retry_attempts,
-        max_event_age_seconds=c.schedule_max_event_age_seconds,
-    ))
+    service = WorkerService(name, c.worker, c.schedule, account_id=account_id, region=c.region,
+                            task_role_arn=task_role.arn, environment=environment)
     return {
         Output.BUCKET: bucket.bucket_name,
-        Output.PREFIX: c.export_prefix,
+        Output.PREFIX: c.bucket.export_prefix,
         Output.KMS_KEY_ARN: bucket.key_arn,
         Output.TASK_ROLE_ARN: task_role.arn,
         Output.EXECUTION_ROLE_ARN: service.execution_role_arn,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -13,6 +12,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from . import policies
+from .config import ScheduleConfig, WorkerConfig
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 CONTAINER_NAME = "worker"
@@ -42,27 +42,6 @@ def run_task_command(*, region: str, cluster: str, task_definition_arn: str, sub
     ])
 
 
-@dataclass
-class WorkerServiceArgs:
-    account_id: str
-    region: str
-    task_role_arn: pulumi.Input[str]
-    environment: dict[str, pulumi.Input[str]]
-    command: list[str]
-    cpu: int
-    memory: int
-    architecture: str
-    log_retention_days: int
-    vpc_id: str
-    subnet_ids: list[str]
-    assign_public_ip: bool
-    schedule: str
-    schedule_time_zone: str
-    schedule_enabled: bool
-    retry_attempts: int
-    max_event_age_seconds: int
-
-
 class WorkerService(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     task_definition_arn: pulumi.Output[str]
@@ -70,10 +49,13 @@ class WorkerService(pulumi.ComponentResource):
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkerServiceArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, account_id: str, region: str,
+                 task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
+        command = ["run", "--mode", a.export_mode]
         family = name
 
         repo = aws.ecr.Repository(
@@ -101,7 +83,7 @@ class WorkerService(pulumi.ComponentResource):
         execution_role = aws.iam.Role(
             f"{name}-execution",
             path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(a.account_id, a.region)),
+            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(account_id, region)),
             description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
             opts=child,
         )
@@ -129,7 +111,7 @@ class WorkerService(pulumi.ComponentResource):
                 "name": CONTAINER_NAME,
                 "image": image_ref,
                 "essential": True,
-                "command": a.command,
+                "command": command,
                 "user": WORKER_USER,
                 "readonlyRootFilesystem": True,
                 # The only writable path: spill space for multipart buffers.
@@ -137,7 +119,7 @@ class WorkerService(pulumi.ComponentResource):
                 "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
                 "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
                 "logConfiguration": {"logDriver": "awslogs", "options": {
-                    "awslogs-group": log_group_name, "awslogs-region": a.region, "awslogs-stream-prefix": "export"}},
+                    "awslogs-group": log_group_name, "awslogs-region": region, "awslogs-stream-prefix": "export"}},
             }])
 
         task_definition = aws.ecs.TaskDefinition(
@@ -148,10 +130,10 @@ class WorkerService(pulumi.ComponentResource):
             cpu=str(a.cpu),
             memory=str(a.memory),
             runtime_platform={"cpu_architecture": a.architecture, "operating_system_family": "LINUX"},
-            task_role_arn=a.task_role_arn,
+            task_role_arn=task_role_arn,
             execution_role_arn=execution_role.arn,
             volumes=[{"name": "tmp"}],
-            container_definitions=pulumi.Output.all(image.ref, log_group.name, a.environment).apply(container_definitions),
+            container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(container_definitions),
             opts=child,
         )
 
@@ -160,24 +142,24 @@ class WorkerService(pulumi.ComponentResource):
         scheduler_role = aws.iam.Role(
             f"{name}-scheduler",
             path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.scheduler_trust_policy(a.account_id)),
+            assume_role_policy=json.dumps(policies.scheduler_trust_policy(account_id)),
             description="EventBridge Scheduler: run the export task",
             opts=child,
         )
-        family_arn = f"arn:aws:ecs:{a.region}:{a.account_id}:task-definition/{family}"
+        family_arn = f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}"
         aws.iam.RolePolicy(
             f"{name}-scheduler-policy",
             role=scheduler_role.id,
-            policy=pulumi.Output.all(cluster.arn, a.task_role_arn, execution_role.arn, dlq.arn).apply(
+            policy=pulumi.Output.all(cluster.arn, task_role_arn, execution_role.arn, dlq.arn).apply(
                 lambda v: json.dumps(policies.scheduler_role_policy(
                     task_definition_family_arn=family_arn, cluster_arn=v[0], pass_role_arns=[v[1], v[2]], dlq_arn=v[3]))),
             opts=child,
         )
         aws.scheduler.Schedule(
             f"{name}-schedule",
-            schedule_expression=a.schedule,
-            schedule_expression_timezone=a.schedule_time_zone,
-            state="ENABLED" if a.schedule_enabled else "DISABLED",
+            schedule_expression=schedule.schedule,
+            schedule_expression_timezone=schedule.schedule_time_zone,
+            state="ENABLED" if schedule.schedule_enabled else "DISABLED",
             flexible_time_window={"mode": "OFF"},
             target={
                 "arn": cluster.arn,
@@ -192,8 +174,8 @@ class WorkerService(pulumi.ComponentResource):
                         "assign_public_ip": a.assign_public_ip,
                     },
                 },
-                "retry_policy": {"maximum_retry_attempts": a.retry_attempts,
-                                 "maximum_event_age_in_seconds": a.max_event_age_seconds},
+                "retry_policy": {"maximum_retry_attempts": schedule.schedule_retry_attempts,
+                                 "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds},
                 "dead_letter_config": {"arn": dlq.arn},
             },
             opts=child,
@@ -204,7 +186,7 @@ class WorkerService(pulumi.ComponentResource):
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
         self.run_task_command = pulumi.Output.all(cluster.name, task_definition.arn, security_group.id).apply(
-            lambda v: run_task_command(region=a.region, cluster=v[0], task_definition_arn=v[1], subnets=a.subnet_ids,
+            lambda v: run_task_command(region=region, cluster=v[0], task_definition_arn=v[1], subnets=a.subnet_ids,
                                        security_group=v[2], assign_public_ip=a.assign_public_ip))
         self.register_outputs({
             "clusterName": self.cluster_name, "taskDefinitionArn": self.task_definition_arn,

@@ -13,7 +13,7 @@ from pathlib import Path
 import annotated_types
 import pytest
 
-from components.config import _FIELD_TO_KEY, CONFIG_KEYS, REQUIRED_KEYS, ObjectLock, StackConfig
+from components.config import _FIELD_TO_KEY, CONFIG_KEYS, REQUIRED_KEYS, SECTIONS, ObjectLock
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -55,7 +55,7 @@ def _literal_fields(model) -> list[tuple[str, tuple]]:
     return out
 
 
-@pytest.mark.parametrize(("field", "choices"), _literal_fields(StackConfig))
+@pytest.mark.parametrize(("field", "choices"), [f for section in SECTIONS.values() for f in _literal_fields(section)])
 def test_every_choice_is_listed(field, choices):
     text = " ".join(rows(_FIELD_TO_KEY[field]))
     assert [c for c in choices if c not in text] == []
@@ -76,7 +76,8 @@ def _bounds(model, prefix: str = "") -> list[tuple[str, int | None, int | None]]
     return out
 
 
-@pytest.mark.parametrize(("key", "lo", "hi"), _bounds(StackConfig) + _bounds(ObjectLock, "objectLock."))
+@pytest.mark.parametrize(("key", "lo", "hi"),
+                         [b for section in SECTIONS.values() for b in _bounds(section)] + _bounds(ObjectLock, "objectLock."))
 def test_every_numeric_bound_is_listed(key, lo, hi):
     expected = f"`{key}` {lo}..{hi}" if hi is not None else f"`{key}` >= {lo}"
     assert expected in RULES

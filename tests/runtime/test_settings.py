@@ -50,10 +50,10 @@ def test_defaults_and_derived_values(env):
 
 def test_tuning_defaults_match_the_stack_defaults(env):
     """A worker started without the tuning variables behaves like one deployed with the stack's defaults."""
-    from components.config import StackConfig
+    from components.config import WorkerConfig
 
     s = load_settings()
-    stack = StackConfig.model_fields
+    stack = WorkerConfig.model_fields
     assert s.compression == "zstd"
     assert (s.compression, s.concurrency, s.part_size_mb) == (
         stack["compression"].default, stack["concurrency"].default, stack["part_size_mb"].default)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from cosmos_export import audit
+from cosmos_export import audit, contract
 from cosmos_export.settings import SettingsError, WorkerSettings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -24,14 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 EXIT_FAILED, EXIT_SETTINGS, EXIT_STOPPED = 1, 2, 143
 
 
-class Mode(str, Enum):
-    snapshot = "snapshot"
-    incremental = "incremental"
-
-
-class IdentityMode(str, Enum):
-    workload = "workload"
-    laptop = "laptop"
+# typer takes an Enum for a choice; these are built from the contract's Literals.
+Mode = Enum("Mode", {m: m for m in contract.RUN_MODES}, type=str)  # type: ignore[misc]  # functional Enum API
+IdentityMode = Enum("IdentityMode", {m: m for m in contract.IDENTITY_MODES}, type=str)  # type: ignore[misc]
 
 
 def _fail(reason: str, code: int = EXIT_FAILED) -> None:

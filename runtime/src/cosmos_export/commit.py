@@ -19,16 +19,16 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_export import layout
+from cosmos_export import contract, layout
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION
 from cosmos_export.schema import SchemaInfo
 
-Mode = Literal["snapshot", "incremental", "query-snapshot"]
+Mode = contract.ManifestMode
 #: Parts whose last write is this close to a live run's start are never deleted (clock skew).
 ORPHAN_SAFETY_MARGIN = timedelta(minutes=10)
 

@@ -8,7 +8,9 @@ Nothing here may depend on anything but the standard library.
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
 
 # --- Chain of trust -------------------------------------------------------
 
@@ -60,13 +62,158 @@ COSMOS_RESTORE_DATA_ACTIONS: Final = (
     # executeQuery and readChangeFeed (Microsoft's data-plane actions reference). Still only on the targets.
     f"{_SQL}/sqlDatabases/containers/readChangeFeed",
 )
-#: Consistency levels from weakest to strongest.
-CONSISTENCY_LEVELS: Final = ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
 
 
 def cosmos_scope(account_endpoint_host: str) -> str:
     """Token scope the Cosmos SDK asks Entra for."""
     return f"https://{account_endpoint_host}/.default"
+
+
+# --- Choices, bounds and name rules (one home for both halves) --------------
+#
+# The stack config (components/config.py) and the worker settings
+# (cosmos_export/settings.py) are typed with these Literals and check names with
+# these functions, so a value the stack accepts is a value the worker accepts.
+
+Compression = Literal["gzip", "zstd"]
+ConsistencyLevel = Literal["Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong"]
+ChangeFeedMode = Literal["LatestVersion", "AllVersionsAndDeletes"]
+#: What the task's command asks for (`cosmos-export run --mode ...`).
+RunMode = Literal["snapshot", "incremental"]
+#: What a manifest records: a run mode, or a snapshot read by query instead of the change feed.
+ManifestMode = Literal["snapshot", "incremental", "query-snapshot"]
+IdentityMode = Literal["workload", "laptop"]
+Priority = Literal["Low", "High"]
+SnapshotSource = Literal["changefeed", "query"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+COMPRESSIONS: Final = get_args(Compression)
+#: Consistency levels from weakest to strongest.
+CONSISTENCY_LEVELS: Final = get_args(ConsistencyLevel)
+CHANGE_FEED_MODES: Final = get_args(ChangeFeedMode)
+RUN_MODES: Final = get_args(RunMode)
+IDENTITY_MODES: Final = get_args(IdentityMode)
+PRIORITIES: Final = get_args(Priority)
+SNAPSHOT_SOURCES: Final = get_args(SnapshotSource)
+LOG_LEVELS: Final = get_args(LogLevel)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An inclusive integer range; str() is how both halves print it ("1..64")."""
+
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return f"{self.lo}..{self.hi}"
+
+
+#: Feed ranges read in parallel.
+CONCURRENCY: Final = Bound(1, 64)
+#: Multipart part size in MB: S3's part limits (5 MiB minimum, 5 GiB maximum).
+PART_SIZE_MB: Final = Bound(5, 5120)
+#: Items per Cosmos page.
+PAGE_SIZE: Final = Bound(1, 10_000)
+#: What sts:GetWebIdentityToken accepts as DurationSeconds.
+TOKEN_DURATION_SECONDS: Final = Bound(WEB_IDENTITY_TOKEN_MIN_SECONDS, WEB_IDENTITY_TOKEN_MAX_SECONDS)
+#: Documents a restore upserts between two progress checkpoints (at most this many are redone after a kill).
+RESTORE_BATCH_DOCUMENTS: Final = Bound(1, 10_000)
+
+# Defaults of the worker's tuning, which are also the stack's defaults.
+DEFAULT_COMPRESSION: Final[Compression] = "zstd"  # smaller and several times cheaper than gzip
+DEFAULT_CONCURRENCY: Final = 4
+DEFAULT_PART_SIZE_MB: Final = 64
+DEFAULT_PAGE_SIZE: Final = 1000
+DEFAULT_MIN_CONSISTENCY: Final[ConsistencyLevel] = "Session"
+DEFAULT_CHANGE_FEED_MODE: Final[ChangeFeedMode] = "LatestVersion"
+DEFAULT_PREFIX: Final = "cosmos"
+DEFAULT_RESTORE_BATCH_DOCUMENTS: Final = 500
+
+AWS_REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-\d$"
+#: Cosmos DB account names (Azure's naming rules for Microsoft.DocumentDB/databaseAccounts):
+#: 3-44 characters, lowercase letters, digits and '-', starting and ending with a letter or digit.
+COSMOS_ACCOUNT_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]$"
+#: Separators of the worker's list variables (COSMOS_CONTAINERS, RESTORE_TARGETS "source=target" pairs).
+_LIST_SEPARATORS = ",="
+
+
+def aws_region_problem(name: str) -> str | None:
+    """Why this is not an AWS region name such as eu-west-1, or None."""
+    return None if re.match(AWS_REGION_PATTERN, name) else "is not an AWS region name"
+
+
+def cosmos_account_problem(name: str) -> str | None:
+    """Why Azure would refuse this Cosmos DB account name, or None."""
+    if not 3 <= len(name) <= 44:
+        return f"must be 3-44 characters long (it has {len(name)})"
+    if not re.match(COSMOS_ACCOUNT_PATTERN, name):
+        return "may contain only lowercase letters, digits and '-', and must start and end with a letter or digit"
+    return None
+
+
+def cosmos_id_problem(name: str) -> str | None:
+    """Why this database or container id cannot be exported, or None.
+
+    Cosmos DB's own rules (1-255 characters; no '/', '\\\\', '#', '?'; no trailing
+    space), plus what the export needs: printable characters with no leading
+    space (the id is an S3 key segment and an environment value), no ',' or '='
+    (the worker's environment lists ids comma-separated, restore targets as
+    source=target pairs), and not '.' or '..' (a path segment of its own).
+    Dots and inner spaces are fine: 'orders.v2', 'order lines'.
+    """
+    if not 1 <= len(name) <= 255:
+        return "must be 1-255 characters long"
+    bad = sorted({c for c in name if c in "/\\#?"})
+    if bad:
+        return f"must not contain {', '.join(repr(c) for c in bad)}"
+    if name.endswith(" "):
+        return "must not end with a space"
+    if name != name.strip():
+        return "must not start or end with whitespace"
+    if not (name.isascii() and name.isprintable()):
+        return "must contain only printable ASCII characters: each part's S3 metadata names it, and S3 metadata is ASCII"
+    separators = sorted({c for c in name if c in _LIST_SEPARATORS})
+    if separators:
+        return (f"must not contain {', '.join(repr(c) for c in separators)}: the worker's environment lists ids "
+                "separated by ',' and restore targets as source=target pairs")
+    if name in (".", ".."):
+        return f"must not be {name!r}: it is a path segment in the S3 keys"
+    return None
+
+
+_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why S3 would refuse this general-purpose bucket name, or None."""
+    if not 3 <= len(name) <= 63:
+        return f"must be 3-63 characters long (it has {len(name)})"
+    if not _BUCKET_CHARS.match(name):
+        return "may contain only lowercase letters, digits, '.' and '-', and must start and end with a letter or digit"
+    if ".." in name or ".-" in name or "-." in name:
+        return "must not contain '..', '.-' or '-.'"
+    if _IPV4.match(name):
+        return "must not be formatted as an IP address"
+    for prefix in ("xn--", "sthree-", "amzn-s3-demo-"):
+        if name.startswith(prefix):
+            return f"must not start with the reserved prefix '{prefix}'"
+    for suffix in ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap"):
+        if name.endswith(suffix):
+            return f"must not end with the reserved suffix '{suffix}'"
+    return None
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why this export prefix is refused, or None (S3's safe key characters, no empty segment)."""
+    if not prefix or prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        return "must be non-empty with no leading, trailing or double '/'"
+    if not re.match(r"^[A-Za-z0-9!_.*'()/-]+$", prefix):
+        return "may contain only letters, digits, '/' and !_.*'()-"
+    if any(part in (".", "..") for part in prefix.split("/")):
+        return "must not have a '.' or '..' segment"
+    return None
 
 
 # --- Worker environment (set by the ECS task definition) -------------------

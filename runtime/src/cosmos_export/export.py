@@ -18,20 +18,20 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, identity, layout, source
+from cosmos_export import audit, contract, identity, layout, source
 from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart, SchemaModel
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.sink import FeedRangeSink, PartRecord, s3_client_config
 
-RunMode = Literal["snapshot", "incremental"]
+RunMode = contract.RunMode
 
 
 class ExportError(Exception):
@@ -88,8 +88,8 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
 
     Everything external can be injected for in-process tests: `credential` (Entra), `session` (AWS), `s3`.
     """
-    if mode not in ("snapshot", "incremental"):
-        raise ExportError(f"mode {mode!r} is not supported: use snapshot or incremental")
+    if mode not in contract.RUN_MODES:
+        raise ExportError(f"mode {mode!r} is not supported: use {' or '.join(contract.RUN_MODES)}")
     if mode == "incremental" and settings.query_filter:
         raise ExportError(f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
                           f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot")

@@ -17,13 +17,13 @@ import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Protocol
 
 import orjson
 import zstandard
 
-Compression = Literal["gzip", "zstd"]
-COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd")
+from cosmos_export.contract import COMPRESSIONS, Compression  # re-exported: their home is contract.py
+
 
 #: Defaults chosen from bench/serialization.py (see the README / report):
 #: gzip level 1 costs a fraction of level 6's CPU for ~10% larger output;

@@ -17,9 +17,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from cosmos_export import jsonl
+from cosmos_export import contract, jsonl
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._=-]+$")
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _RUN_IN_KEY = re.compile(r"/run=(\d{8}T\d{6}Z-[0-9a-f]{8})/")
 
@@ -36,12 +35,14 @@ class ExportTarget:
         if not self.bucket:
             raise ValueError("bucket is empty: set the export bucket name")
         parts = [p for p in self.prefix.strip("/").split("/") if p] if self.prefix else []
-        for name in ("account", "database", "container"):
+        # The same rules the stack config and the worker settings apply (contract.py).
+        checks = (("account", contract.cosmos_account_problem), ("database", contract.cosmos_id_problem),
+                  ("container", contract.cosmos_id_problem))
+        for name, problem_of in checks:
             value = getattr(self, name)
-            if not value or not _SEGMENT.match(value):
-                raise ValueError(
-                    f"{name}={value!r} cannot be used in an S3 key: use letters, digits, '.', '_', '-' only"
-                )
+            problem = problem_of(value)
+            if problem:
+                raise ValueError(f"{name}={value!r} cannot be used in an S3 key: it {problem}")
         for part in parts:
             if part in (".", ".."):
                 raise ValueError(f"prefix={self.prefix!r} has a '{part}' segment: use a plain path like 'exports'")

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -20,18 +20,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from cosmos_export import contract
 from cosmos_export.contract import Env
 
-IdentityMode = Literal["workload", "laptop"]
-ChangeFeedMode = Literal["LatestVersion", "AllVersionsAndDeletes"]
-Consistency = Literal["Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong"]
-
 #: Set by the ECS agent inside every task: its presence means "running in ECS".
 ECS_METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KMS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 
 class SettingsError(Exception):
@@ -42,44 +35,21 @@ class SettingsError(Exception):
         super().__init__("invalid worker settings:\n  - " + "\n  - ".join(problems))
 
 
-def _env(name: str, default: Any = ..., **kw: Any) -> Any:
-    return Field(default, validation_alias=AliasChoices(name), **kw)
+def _env(name: str, default: Any = ..., *, fix: str, bound: contract.Bound | None = None, **kw: Any) -> Any:
+    """A field read from environment variable `name`; `fix` is shown with a bad value."""
+    if bound is not None:
+        kw.update(ge=bound.lo, le=bound.hi)
+    return Field(default, validation_alias=AliasChoices(name), json_schema_extra={"fix": fix}, **kw)
 
 
-#: The fix shown with a bad value, by field.
-_FIXES: dict[str, str] = {
-    "identity_mode": "use 'workload' (ECS task role + Entra federation) or 'laptop' (your az login + AWS profile)",
-    "aws_region": "set it to the AWS region of the task, e.g. eu-west-1",
-    "azure_tenant_id": "set it to the Entra tenant id (stack output azureTenantId)",
-    "azure_client_id": "set it to the Entra application's client id (stack output azureClientId)",
-    "azure_authority_host": "use an https URL such as https://login.microsoftonline.com, or unset it",
-    "token_duration_seconds": (f"use {contract.WEB_IDENTITY_TOKEN_MIN_SECONDS}..{contract.WEB_IDENTITY_TOKEN_MAX_SECONDS}"
-                               f" (Pulumi config cosmos-s3-export:tokenDurationSeconds)"),
-    "sts_endpoint": "use an https URL, or unset it to use https://sts.<region>.amazonaws.com",
-    "cosmos_endpoint": "use the account URL, e.g. https://<account>.documents.azure.com:443/ (stack output cosmosEndpoint)",
-    "cosmos_account": "use the Cosmos account name (lowercase letters, digits, '-')",
-    "cosmos_database": "set it to the Cosmos database name (Pulumi config cosmos-s3-export:cosmosDatabase)",
-    "cosmos_containers": "list container names separated by commas, e.g. orders,customers",
-    "cosmos_tls_verify": "use 'true', 'false' (local emulators only) or the path of a CA bundle file",
-    "min_consistency": f"use one of {', '.join(contract.CONSISTENCY_LEVELS)}",
-    "change_feed_mode": "use 'LatestVersion' or 'AllVersionsAndDeletes'",
-    "priority": "use 'Low' or 'High', or unset it",
-    "query_filter": "give only the condition after WHERE, e.g. c.status = 'open'",
-    "snapshot_source": "use 'changefeed' or 'query'",
-    "page_size": "use 1..10000",
-    "bucket": "set it to the export bucket name (stack output bucketName)",
-    "prefix": "use the key prefix without leading or trailing '/', e.g. cosmos (stack output exportPrefix)",
-    "kms_key_arn": "use the full KMS key ARN (stack output kmsKeyArn), or unset it",
-    "s3_endpoint": "use an http(s) URL, or unset it to use the regional S3 endpoint",
-    "concurrency": "use 1..64",
-    "part_size_mb": "use 5..5120",
-    "compression": "use 'gzip' or 'zstd'",
-    "log_level": "use DEBUG, INFO, WARNING or ERROR",
-    "restore_target_database": "set it to the database of the restore targets (Pulumi config restore.targetDatabase)",
-    "restore_targets": "list source=target container pairs separated by commas, e.g. orders=orders-restore",
-    "max_ru_per_second": "use a positive number of request units per second, or unset it for no budget",
-    "restore_batch_documents": "use 1..10000 (default 500)",
-}
+def _choices(values: tuple[str, ...]) -> str:
+    return " or ".join(f"'{v}'" for v in values) if len(values) == 2 else ", ".join(values)
+
+
+def fix_for(field: str) -> str:
+    """The fix shown with a bad value of `field`."""
+    extra = WorkerSettings.model_fields[field].json_schema_extra
+    return str(extra["fix"]) if isinstance(extra, dict) and "fix" in extra else "see runtime/README.md"
 
 
 class WorkerSettings(BaseSettings):
@@ -89,45 +59,76 @@ class WorkerSettings(BaseSettings):
                                       env_ignore_empty=True)
 
     # Identity
-    identity_mode: IdentityMode = _env(Env.IDENTITY_MODE, "workload")
-    aws_region: str = _env(Env.AWS_REGION)
-    azure_tenant_id: str | None = _env(Env.AZURE_TENANT_ID, None)
-    azure_client_id: str | None = _env(Env.AZURE_CLIENT_ID, None)
-    azure_authority_host: str | None = _env(Env.AZURE_AUTHORITY_HOST, None)
-    token_duration_seconds: int = _env(Env.TOKEN_DURATION_SECONDS, contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS,
-                                       ge=contract.WEB_IDENTITY_TOKEN_MIN_SECONDS,
-                                       le=contract.WEB_IDENTITY_TOKEN_MAX_SECONDS)
-    sts_endpoint: str | None = _env(Env.STS_ENDPOINT, None)
+    identity_mode: contract.IdentityMode = _env(
+        Env.IDENTITY_MODE, "workload",
+        fix="use 'workload' (ECS task role + Entra federation) or 'laptop' (your az login + AWS profile)")
+    aws_region: str = _env(Env.AWS_REGION, fix="set it to the AWS region of the task, e.g. eu-west-1")
+    azure_tenant_id: str | None = _env(Env.AZURE_TENANT_ID, None,
+                                       fix="set it to the Entra tenant id (stack output azureTenantId)")
+    azure_client_id: str | None = _env(Env.AZURE_CLIENT_ID, None,
+                                       fix="set it to the Entra application's client id (stack output azureClientId)")
+    azure_authority_host: str | None = _env(Env.AZURE_AUTHORITY_HOST, None,
+                                            fix="use an https URL such as https://login.microsoftonline.com, or unset it")
+    token_duration_seconds: int = _env(
+        Env.TOKEN_DURATION_SECONDS, contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS, bound=contract.TOKEN_DURATION_SECONDS,
+        fix=f"use {contract.TOKEN_DURATION_SECONDS} (Pulumi config cosmos-s3-export:tokenDurationSeconds)")
+    sts_endpoint: str | None = _env(Env.STS_ENDPOINT, None,
+                                    fix="use an https URL, or unset it to use https://sts.<region>.amazonaws.com")
     # Source
-    cosmos_endpoint: str = _env(Env.COSMOS_ENDPOINT)
-    cosmos_account: str | None = _env(Env.COSMOS_ACCOUNT, None)
-    cosmos_database: str = _env(Env.COSMOS_DATABASE)
-    cosmos_containers: Annotated[tuple[str, ...], NoDecode] = _env(Env.COSMOS_CONTAINERS)
-    cosmos_tls_verify: bool | str = _env(Env.COSMOS_TLS_VERIFY, True)
-    min_consistency: Consistency = _env(Env.MIN_CONSISTENCY, "Session")
-    change_feed_mode: ChangeFeedMode = _env(Env.CHANGE_FEED_MODE, "LatestVersion")
-    priority: Literal["Low", "High"] | None = _env(Env.PRIORITY, None)
-    query_filter: str | None = _env(Env.QUERY_FILTER, None)
-    snapshot_source: Literal["changefeed", "query"] = _env(Env.SNAPSHOT_SOURCE, "changefeed")
-    page_size: int = _env(Env.PAGE_SIZE, 1000, ge=1, le=10_000)
+    cosmos_endpoint: str = _env(
+        Env.COSMOS_ENDPOINT,
+        fix="use the account URL, e.g. https://<account>.documents.azure.com:443/ (stack output cosmosEndpoint)")
+    cosmos_account: str | None = _env(Env.COSMOS_ACCOUNT, None,
+                                      fix="use the Cosmos account name (lowercase letters, digits, '-')")
+    cosmos_database: str = _env(
+        Env.COSMOS_DATABASE,
+        fix="set it to the Cosmos database name (Pulumi config cosmos-s3-export:cosmosDatabase)")
+    cosmos_containers: Annotated[tuple[str, ...], NoDecode] = _env(
+        Env.COSMOS_CONTAINERS, fix="list container names separated by commas, e.g. orders,customers")
+    cosmos_tls_verify: bool | str = _env(
+        Env.COSMOS_TLS_VERIFY, True, fix="use 'true', 'false' (local emulators only) or the path of a CA bundle file")
+    min_consistency: contract.ConsistencyLevel = _env(Env.MIN_CONSISTENCY, contract.DEFAULT_MIN_CONSISTENCY,
+                                                      fix=f"use one of {', '.join(contract.CONSISTENCY_LEVELS)}")
+    change_feed_mode: contract.ChangeFeedMode = _env(Env.CHANGE_FEED_MODE, contract.DEFAULT_CHANGE_FEED_MODE,
+                                                     fix=f"use {_choices(contract.CHANGE_FEED_MODES)}")
+    priority: contract.Priority | None = _env(Env.PRIORITY, None,
+                                              fix=f"use {_choices(contract.PRIORITIES)}, or unset it")
+    query_filter: str | None = _env(Env.QUERY_FILTER, None,
+                                    fix="give only the condition after WHERE, e.g. c.status = 'open'")
+    snapshot_source: contract.SnapshotSource = _env(Env.SNAPSHOT_SOURCE, "changefeed",
+                                                    fix=f"use {_choices(contract.SNAPSHOT_SOURCES)}")
+    page_size: int = _env(Env.PAGE_SIZE, contract.DEFAULT_PAGE_SIZE, bound=contract.PAGE_SIZE,
+                          fix=f"use {contract.PAGE_SIZE}")
     # Destination
-    bucket: str = _env(Env.BUCKET)
-    prefix: str = _env(Env.PREFIX, "cosmos")
-    kms_key_arn: str | None = _env(Env.KMS_KEY_ARN, None)
-    s3_endpoint: str | None = _env(Env.S3_ENDPOINT, None)
-    # Tuning
-    concurrency: int = _env(Env.CONCURRENCY, 4, ge=1, le=64)
-    part_size_mb: int = _env(Env.PART_SIZE_MB, 64, ge=5, le=5120)
-    # zstd, like the stack default (components/config.py): smaller and several times cheaper than gzip.
-    compression: Literal["gzip", "zstd"] = _env(Env.COMPRESSION, "zstd")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env(Env.LOG_LEVEL, "INFO")
+    bucket: str = _env(Env.BUCKET, fix="set it to the export bucket name (stack output bucketName)")
+    prefix: str = _env(
+        Env.PREFIX, contract.DEFAULT_PREFIX,
+        fix="use the key prefix without leading or trailing '/', e.g. cosmos (stack output exportPrefix)")
+    kms_key_arn: str | None = _env(Env.KMS_KEY_ARN, None,
+                                   fix="use the full KMS key ARN (stack output kmsKeyArn), or unset it")
+    s3_endpoint: str | None = _env(Env.S3_ENDPOINT, None,
+                                   fix="use an http(s) URL, or unset it to use the regional S3 endpoint")
+    # Tuning (the stack's defaults are the same contract values)
+    concurrency: int = _env(Env.CONCURRENCY, contract.DEFAULT_CONCURRENCY, bound=contract.CONCURRENCY,
+                            fix=f"use {contract.CONCURRENCY}")
+    part_size_mb: int = _env(Env.PART_SIZE_MB, contract.DEFAULT_PART_SIZE_MB, bound=contract.PART_SIZE_MB,
+                             fix=f"use {contract.PART_SIZE_MB}")
+    compression: contract.Compression = _env(Env.COMPRESSION, contract.DEFAULT_COMPRESSION,
+                                             fix=f"use {_choices(contract.COMPRESSIONS)}")
+    log_level: contract.LogLevel = _env(Env.LOG_LEVEL, "INFO", fix="use DEBUG, INFO, WARNING or ERROR")
     # Restore and drills (the restore task); CLI flags override
-    restore_target_database: str | None = _env(Env.RESTORE_TARGET_DATABASE, None)
+    restore_target_database: str | None = _env(
+        Env.RESTORE_TARGET_DATABASE, None,
+        fix="set it to the database of the restore targets (Pulumi config restore.targetDatabase)")
     #: (source container, target container) pairs: where `drill` (and `restore` by default) writes each source.
-    restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(Env.RESTORE_TARGETS, ())
-    max_ru_per_second: float | None = _env(Env.MAX_RU_PER_SECOND, None, gt=0)
+    restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(
+        Env.RESTORE_TARGETS, (), fix="list source=target container pairs separated by commas, e.g. orders=orders-restore")
+    max_ru_per_second: float | None = _env(
+        Env.MAX_RU_PER_SECOND, None, gt=0, fix="use a positive number of request units per second, or unset it for no budget")
     #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
-    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, 500, ge=1, le=10_000)
+    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, contract.DEFAULT_RESTORE_BATCH_DOCUMENTS,
+                                        bound=contract.RESTORE_BATCH_DOCUMENTS,
+                                        fix=f"use {contract.RESTORE_BATCH_DOCUMENTS}")
 
     # --- field checks ------------------------------------------------------
 
@@ -140,9 +141,9 @@ class WorkerSettings(BaseSettings):
             names = [n for n in v if n]
             if not names:
                 raise ValueError("no container names")
-            bad = [n for n in names if not _NAME.match(n)]
+            bad = [f"{n!r} ({p})" for n in names if (p := contract.cosmos_id_problem(n))]
             if bad:
-                raise ValueError(f"{', '.join(map(repr, bad))} is not a Cosmos container name")
+                raise ValueError(f"{', '.join(bad)} is not a Cosmos container id")
             if len(set(names)) != len(names):
                 raise ValueError("a container is listed twice")
             return tuple(names)
@@ -163,9 +164,9 @@ class WorkerSettings(BaseSettings):
             v = pairs
         if isinstance(v, (list, tuple)):
             pairs = [tuple(p) for p in v]
-            bad = [n for p in pairs for n in p if not _NAME.match(n)]
+            bad = [f"{n!r} ({p})" for pair in pairs for n in pair if (p := contract.cosmos_id_problem(n))]
             if bad:
-                raise ValueError(f"{', '.join(map(repr, bad))} is not a Cosmos container name")
+                raise ValueError(f"{', '.join(bad)} is not a Cosmos container id")
             sources = [s for s, _ in pairs]
             if len(set(sources)) != len(sources):
                 raise ValueError("a source container is mapped twice")
@@ -189,8 +190,9 @@ class WorkerSettings(BaseSettings):
     @field_validator("aws_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if not _REGION.match(v):
-            raise ValueError("is not an AWS region name")
+        problem = contract.aws_region_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("azure_tenant_id", "azure_client_id")
@@ -229,29 +231,33 @@ class WorkerSettings(BaseSettings):
     @field_validator("cosmos_account")
     @classmethod
     def _account(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$", v):
-            raise ValueError("is not a Cosmos account name")
+        problem = None if v is None else contract.cosmos_account_problem(v)
+        if problem:
+            raise ValueError(f"is not a Cosmos account name: it {problem}")
         return v
 
     @field_validator("cosmos_database", "restore_target_database")
     @classmethod
     def _database(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME.match(v):
-            raise ValueError("is not a Cosmos database name")
+        problem = None if v is None else contract.cosmos_id_problem(v)
+        if problem:
+            raise ValueError(f"is not a Cosmos database id: it {problem}")
         return v
 
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not _BUCKET.match(v) or ".." in v:
-            raise ValueError("is not a valid S3 bucket name")
+        problem = contract.bucket_name_problem(v)
+        if problem:
+            raise ValueError(f"is not a valid S3 bucket name: it {problem}")
         return v
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or v.startswith("/") or v.endswith("/") or "//" in v:
-            raise ValueError("must be non-empty with no leading, trailing or double '/'")
+        problem = contract.prefix_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("kms_key_arn")
@@ -284,7 +290,7 @@ class WorkerSettings(BaseSettings):
         if self.identity_mode == "workload":
             for name in ("azure_tenant_id", "azure_client_id"):
                 if getattr(self, name) is None:
-                    problems.append((name, None, f"is required in workload identity mode; {_FIXES[name]}"))
+                    problems.append((name, None, f"is required in workload identity mode; {fix_for(name)}"))
         if self.query_filter and self.snapshot_source != "query":
             problems.append(("snapshot_source", self.snapshot_source,
                              f"{Env.QUERY_FILTER} only applies to query snapshots; "
@@ -311,7 +317,7 @@ class WorkerSettings(BaseSettings):
         except ValueError:
             pass
         label = host.split(".")[0]
-        return label if re.match(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$", label) else None
+        return label if contract.cosmos_account_problem(label) is None else None
 
     def restore_target_for(self, container: str) -> str | None:
         """The restore target (scratch) container mapped to `container` in EXPORT_RESTORE_TARGETS, if any."""
@@ -339,6 +345,30 @@ class _CrossFieldError(ValueError):
 def env_name(field: str) -> str:
     alias = WorkerSettings.model_fields[field].validation_alias
     return alias.choices[0] if isinstance(alias, AliasChoices) else field  # type: ignore[return-value]
+
+
+def environment(**values: Any) -> dict[str, Any]:
+    """The environment variables that give the worker these settings (keyword = WorkerSettings field name).
+
+    What the Pulumi program puts in the task definition. None leaves a variable
+    out; lists and tuples become comma-separated text, booleans 'true'/'false',
+    numbers text; anything else (a string, a Pulumi output) is passed as is.
+    """
+    unknown = sorted(set(values) - set(WorkerSettings.model_fields))
+    if unknown:
+        raise ValueError(f"not worker settings: {', '.join(unknown)}; add the field to WorkerSettings first")
+    env: dict[str, Any] = {}
+    for field, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int):
+            value = str(value)
+        env[env_name(field)] = value
+    return env
 
 
 def _shown(value: Any) -> str:
@@ -382,5 +412,5 @@ def _describe(error: ValidationError, overrides: dict[str, Any]) -> list[str]:
             what = str(cause) if cause else err["msg"]
         else:
             what = err["msg"][0].lower() + err["msg"][1:]
-        problems.append(f"{name}={_shown(value)}: {what}; {_FIXES.get(field, 'see runtime/README.md')}")
+        problems.append(f"{name}={_shown(value)}: {what}; {fix_for(field) if field in WorkerSettings.model_fields else 'see runtime/README.md'}")
     return problems
