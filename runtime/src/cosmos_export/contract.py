@@ -291,8 +291,15 @@ class Output:
 
 # --- Export format ----------------------------------------------------------
 
-#: Version of the manifest / checkpoint documents this worker writes.
-MANIFEST_FORMAT_VERSION: Final = 1
+#: Version of the manifest / checkpoint documents this worker writes. 2 added the container's definition,
+#: the change-feed mode and the query filter to each manifest. The number moved (rather than adding optional
+#: fields under 1) because manifests are parsed strictly: a worker that knows only 1 would reject a version-2
+#: manifest with "extra inputs are not permitted" and the advice to restore the object from its version
+#: history; with 2 it says plainly "newer than this worker's 1: upgrade the worker image".
+MANIFEST_FORMAT_VERSION: Final = 2
+#: Older versions stay readable: format 1 manifests simply have no container definition.
+#: Properties Cosmos DB sets on every document; a materialized state drops them unless asked to keep them.
+SYSTEM_PROPERTIES: Final = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 #: Folders under each container's prefix ({prefix}/{account}/{db}/{container}/...) beside data/,
 #: manifests/ and checkpoint.json: drill reports, and restore progress (the restore role writes only these).
 DRILLS_DIR: Final = "drills"
