@@ -34,6 +34,7 @@ test: deps
 
 bench: deps
 	$(PY) -m bench --docs 100000 1000000 --repeat 3
+	$(PY) -m bench.restore --docs 100000 1000000
 	$(PY) docs/sync_readme.py
 
 reliability-report: deps

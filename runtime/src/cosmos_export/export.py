@@ -25,7 +25,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
 from cosmos_export import audit, contract, identity, layout, source
-from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart, SchemaModel
+from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart, SchemaModel
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
@@ -168,7 +168,8 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
     log = log.bind(container=name)
     store = CommitStore(s3, target, log)
     loaded: LoadedState = store.load()
-    container = source.container_client(client, settings.cosmos_database, name)
+    container, properties = source.container_and_properties(client, settings.cosmos_database, name)
+    definition = ContainerDefinition.of(properties)
     checkpoint = loaded.checkpoint
     effective = mode
     if mode == "incremental" and checkpoint is None:
@@ -252,7 +253,9 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         parts=[ManifestPart.of(r) for r in records],
                         continuations={key: cont for key, cont, _ in results},
                         schema_previous=SchemaModel.of(previous) if previous else None, schema=SchemaModel.of(schema),
-                        timings={"seconds": round(time.monotonic() - began, 3)})
+                        timings={"seconds": round(time.monotonic() - began, 3)},
+                        container_definition=definition, change_feed_mode=settings.change_feed_mode,
+                        query_filter=settings.query_filter if manifest_mode == "query-snapshot" else None)
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
     result = ContainerResult(container=name, run_id=run_id, mode=manifest_mode, sequence=committed.sequence,

@@ -124,11 +124,11 @@ class WorkerSettings(BaseSettings):
     restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(
         Env.RESTORE_TARGETS, (), fix="list source=target container pairs separated by commas, e.g. orders=orders-restore")
     max_ru_per_second: float | None = _env(
-        Env.MAX_RU_PER_SECOND, None, gt=0,
-        fix="use a positive number of request units per second, or unset it for no budget")
+        Env.MAX_RU_PER_SECOND, None, gt=0, fix="use a positive number of request units per second, or unset it for no budget")
     #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
-    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, 500, ge=1, le=10_000,
-                                        fix="use 1..10000 (default 500)")
+    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, contract.DEFAULT_RESTORE_BATCH_DOCUMENTS,
+                                        bound=contract.RESTORE_BATCH_DOCUMENTS,
+                                        fix=f"use {contract.RESTORE_BATCH_DOCUMENTS}")
 
     # --- field checks ------------------------------------------------------
 
@@ -164,9 +164,9 @@ class WorkerSettings(BaseSettings):
             v = pairs
         if isinstance(v, (list, tuple)):
             pairs = [tuple(p) for p in v]
-            bad = [n for p in pairs for n in p if contract.cosmos_id_problem(n)]
+            bad = [f"{n!r} ({p})" for pair in pairs for n in pair if (p := contract.cosmos_id_problem(n))]
             if bad:
-                raise ValueError(f"{', '.join(map(repr, bad))} is not a Cosmos container name")
+                raise ValueError(f"{', '.join(bad)} is not a Cosmos container id")
             sources = [s for s, _ in pairs]
             if len(set(sources)) != len(sources):
                 raise ValueError("a source container is mapped twice")
