@@ -225,7 +225,8 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
         "verified": verified,
         "drills": {c: {"key": d["key"], **{k: d["report"].get(k) for k in (
             "ok", "sequence", "target", "documents_expected", "documents_found", "documents_mismatched",
-            "deletes_applied", "unknown_delete_incrementals", "definition_matches", "restore_seconds",
+            "deletes_applied", "state_deletes_applied", "unknown_delete_incrementals", "definition_matches",
+            "restore_seconds",
             "verify_seconds", "request_charge")}} for c, d in (drills or {}).items()},
         "deletes": deletes,
         "steps": [{"name": s.name, "seconds": round(s.seconds, 2)} for s in demo.steps],
