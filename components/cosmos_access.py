@@ -14,6 +14,7 @@ import pulumi
 import pulumi_azure_native.cosmosdb as cosmosdb
 import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.operationalinsights as operationalinsights
+
 from cosmos_export import contract
 
 from . import policies
@@ -23,7 +24,8 @@ from .config import CosmosConfig
 class CosmosAccess(pulumi.ComponentResource):
     role_definition_id: pulumi.Output[str]
     assignment_scopes: list[str]
-    workspace_id: pulumi.Output[str]
+    #: None for a component without diagnostics (the restore identity's).
+    workspace_id: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: CosmosConfig, *, account_id: str, location: str,
                  principal_object_id: pulumi.Input[str], principal_key: str,

@@ -244,7 +244,7 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
             print(f"{run['mode']:<12} {container:<10} {r['run_id']:<26} {r['documents']:>6} {r['bytes']:>9} "
                   f"{r['objects']:>7}")
     print("verify: " + "; ".join(verified))
-    for container, d in (drills or {}).items():
+    for d in (drills or {}).values():
         print(f"drill: {d['line']}")
     if deletes is not None:
         first = state["containers"][0]
@@ -283,7 +283,7 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
     try:
         state = demo.step(f"start sandbox (stack {stack}, Cosmos {cosmos}"
                           f"{', AllVersionsAndDeletes' if all_versions else ''})",
-                          lambda: sb.up(directory, stack, cosmos, all_versions=all_versions))
+                          lambda: sb.up(directory, stack, cosmos, all_versions=all_versions))  # type: ignore[arg-type]
         seeded = demo.step("seed sample documents", seed, state, docs)
         second = "snapshot" if cosmos == "vercel" else "incremental"
         first_run = demo.step("export: snapshot", run_worker, demo, state, "snapshot")
@@ -298,7 +298,7 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
     except KeyboardInterrupt:
         print("\ndemo interrupted: stopping what it started", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the reason goes on the last line
+    except Exception as exc:
         print(f"\ndemo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:

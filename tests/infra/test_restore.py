@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from cosmos_export import contract
-from cosmos_export.contract import Env, Output
 
 from components import policies
 from components.config import ConfigError, load_stack_config
+from cosmos_export import contract
+from cosmos_export.contract import Env, Output
 from sandbox import mocked_stack
-from tests.infra.conftest import cached_run
 from sandbox.mocked_stack import (
-    DEFAULT_DEFINITION, DEFAULT_PARTITION_KEY, SOURCE_DEFINITIONS, SOURCE_PARTITION_KEYS, WITHOUT_RESTORE, run_stack,
+    DEFAULT_DEFINITION,
+    DEFAULT_PARTITION_KEY,
+    SOURCE_DEFINITIONS,
+    SOURCE_PARTITION_KEYS,
+    WITHOUT_RESTORE,
+    run_stack,
     stack_config,
 )
+from tests.infra.conftest import cached_run
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"

@@ -9,7 +9,6 @@ import pytest
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from cosmos_export import contract
-
 from policy import rules
 from sandbox.mocked_stack import run_stack, stack_names
 from tests.policy.policy_engine import camel_keys, from_mocked_run, policy_resource, violations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
@@ -40,7 +41,9 @@ def sandbox(local_ca, monkeypatch):
     started: list[Running] = []
 
     def start(plan, *, cosmos: bool = False):
-        running = Running(plan=plan, cosmos_kind="gateway", ca=local_ca, moto=SimpleNamespace(url="http://127.0.0.1:1"))
+        # No moto: the identity chain needs no S3; worker_environment only reads its url.
+        no_moto: Any = SimpleNamespace(url="http://127.0.0.1:1")
+        running = Running(plan=plan, cosmos_kind="gateway", ca=local_ca, moto=no_moto)
         running.credentials, running.restore_credentials = EXPORT_CREDENTIALS, RESTORE_CREDENTIALS
         started.append(running)
         start_identity(plan, local_ca, EXPORT_CREDENTIALS, running)
