@@ -406,3 +406,33 @@ def test_bad_restore_config_fails_before_any_resource_is_declared(monkeypatch):
     assert declared == []
     run_stack("dev")  # the same hook does see what a good config declares
     assert "export-dev-restore-container-orders-drill" in declared
+
+
+def test_restore_components_declare_exactly_their_children():
+    """The restore identity is the export's components again (same types), under export-<stack>-restore."""
+    run = cached_run("dev")
+    n = "export-dev-restore"
+
+    def children(component_type: str) -> list[tuple[str, str]]:
+        return sorted((r.type_.split(":")[-1], r.name) for r in run.children(component_type, n))
+
+    assignments = sorted(("SqlResourceSqlRoleAssignment", r.name) for r in run.of_type(ASSIGNMENT)
+                         if r.inputs["principalId"] == run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID])
+    assert len(assignments) == 2
+    assert children("cosmos-s3-export:aws:TaskRole") == [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")]
+    assert children("cosmos-s3-export:azure:WorkloadIdentity") == [
+        ("Application", f"{n}-app"), ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
+        ("ServicePrincipal", f"{n}-sp")]
+    # No second workspace or diagnostic setting: the account's request logs are the export component's.
+    assert children("cosmos-s3-export:azure:CosmosAccess") == sorted(
+        [("SqlResourceSqlRoleDefinition", f"{n}-role"), *assignments])
+    assert children("cosmos-s3-export:azure:RestoreTargets") == [
+        ("SqlResourceSqlContainer", f"{n}-container-customers-drill"),
+        ("SqlResourceSqlContainer", f"{n}-container-orders-drill"), ("SqlResourceSqlDatabase", f"{n}-database")]
+    service = sorted((r.type_.split(":")[-1], r.name) for r in run.children("cosmos-s3-export:aws:WorkerService")
+                     if "restore" in r.name or "drill" in r.name or "snapshot" in r.name)
+    assert service == sorted([
+        ("TaskDefinition", "export-dev-restore-task-definition"), ("TaskDefinition", "export-dev-snapshot-task-definition"),
+        ("Role", "export-dev-restore-scheduler"), ("RolePolicy", "export-dev-restore-scheduler-policy"),
+        ("Schedule", "export-dev-drill-schedule-orders"), ("Schedule", "export-dev-drill-schedule-customers"),
+        ("Schedule", "export-dev-snapshot-schedule")])
