@@ -29,8 +29,13 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 demo: deps
 	$(PY) -m sandbox demo
 
-test: deps
+test: deps lint
 	$(PY) -m pytest
+
+# ruff (lint + import order) and mypy, configured in pyproject.toml; a few seconds with a warm cache.
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: deps
 	$(PY) -m bench --docs 100000 1000000 --repeat 3

@@ -53,6 +53,7 @@ def run_client(name: str, state_file: Path, log_dir: Path, profile: Path | None 
     with open(log_dir / f"bench-{name}.log", "wb") as log:
         process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
                                    env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert process.stdout is not None  # stdout=PIPE
         out = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
     code = os.waitstatus_to_exitcode(status)

@@ -16,6 +16,7 @@ import json
 import random
 import string
 import time
+from typing import Any
 
 from cosmos_export import jsonl, sdk_json
 from cosmos_export.schema import SchemaTracker
@@ -59,7 +60,7 @@ def make_docs(n: int, seed: int = 7) -> list[dict]:
     return docs
 
 
-def cpu(fn) -> tuple[float, float, object]:
+def cpu(fn) -> tuple[float, float, Any]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = fn()
     return time.process_time() - cpu0, time.perf_counter() - wall0, result
@@ -94,7 +95,7 @@ def main() -> None:
     # As the worker reads: the SDK hands its parser str, each page is dropped before the next one.
     texts = [b.decode() for b in bodies]
     for name, parse in (("SDK parse, json.loads", json.loads), ("SDK parse, sdk_json (worker)", sdk_json.loads)):
-        c, w, _ = cpu(lambda: sum(len(parse(t)["Documents"]) for t in texts))
+        c, w, _ = cpu(lambda: sum(len(parse(t)["Documents"]) for t in texts))  # noqa: B023  # run in this iteration
         report(name, c, w)
     c, w, ref = cpu(lambda: [jsonl.encode_lines_stdlib(p) for p in pages])
     report("serialize stdlib json", c, w)
@@ -122,7 +123,7 @@ def main() -> None:
     serialize, schema_cost = c, 0.0
     for comp, level in (("gzip", 1), ("gzip", 6), ("zstd", 1), ("zstd", 3)):
         def run():
-            comp_obj = jsonl.new_compressor(comp, level)
+            comp_obj = jsonl.new_compressor(comp, level)  # noqa: B023  # run() is called in this iteration
             n = 0
             for b in page_bytes:
                 n += len(comp_obj.compress(b))

@@ -5,10 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import pulumi  # noqa: E402
-
-from deployer import BootstrapConfig  # noqa: E402
-from identities import build  # noqa: E402
+import pulumi
+from deployer import BootstrapConfig
+from identities import build
 
 _cfg = pulumi.Config()
 config = BootstrapConfig(

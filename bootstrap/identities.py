@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+import deployer as d
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native as azure_native
 import pulumi_azuread as azuread
-
-import deployer as d
 
 
 def build(config: d.BootstrapConfig) -> dict[str, pulumi.Output]:

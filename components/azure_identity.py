@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 import pulumi
 import pulumi_azuread as azuread
+
 from cosmos_export import contract
 
 from .config import IdentityConfig

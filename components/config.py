@@ -14,13 +14,13 @@ import re
 import types
 import typing
 import zoneinfo
-
-import annotated_types
 from typing import Any, Callable, Iterable, Literal
 
-from cosmos_export import contract
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from cosmos_export import contract
 
 PROJECT = "cosmos-s3-export"
 
@@ -404,7 +404,7 @@ class StackConfig(BaseModel):
 
 #: Section name -> model; the config keys are the sections' field aliases, flat in the stack file.
 SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation for name, field in StackConfig.model_fields.items()  # type: ignore[misc]
+    name: field.annotation for name, field in StackConfig.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
 }
 
@@ -534,4 +534,4 @@ def _bound_of(loc: tuple[Any, ...]) -> tuple[int, int] | None:
     info = SECTIONS[str(loc[0])].model_fields[_FIELDS[str(loc[1])][1]]
     lo = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
     hi = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
-    return (lo, hi) if lo is not None and hi is not None else None
+    return (int(lo), int(hi)) if isinstance(lo, int) and isinstance(hi, int) else None

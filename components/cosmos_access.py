@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import pulumi
 import pulumi_azure_native.cosmosdb as cosmosdb
 import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.operationalinsights as operationalinsights
+
 from cosmos_export import contract
 
 from . import policies

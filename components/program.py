@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native.cosmosdb as cosmosdb
+
 from cosmos_export import settings
 from cosmos_export.contract import Output
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeGuard
 
 from cosmos_export import contract
 
@@ -74,7 +74,8 @@ class Resource:
     deps: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
-def known(value: Any) -> bool:
+def known(value: Any) -> TypeGuard[Any]:
+    """Set and resolved (a preview leaves outputs unknown); narrows away None for the type checker."""
     return value is not UNKNOWN and value is not None
 
 
@@ -359,7 +360,7 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
 
 def check_federation_chain(stack: Stack) -> list[tuple[str, str]]:
     """Each federated credential's subject is the task role ARN and its issuer the account issuer."""
-    out = []
+    out: list[tuple[str, str]] = []
     fics = stack.of_type(T_FIC)
     if not fics:
         return out
@@ -417,7 +418,7 @@ def check_buckets(stack: Stack) -> list[tuple[str, str]]:
     sses = stack.of_type(T_BUCKET_SSE, T_BUCKET_SSE_V2)
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     for b in stack.of_type(T_BUCKET):
-        mine = lambda rs: [r for r in rs if stack.refers_to(r, "bucket", b, "bucket", "id")]  # noqa: E731
+        mine = lambda rs: [r for r in rs if stack.refers_to(r, "bucket", b, "bucket", "id")]  # noqa: E731, B023  # used in this iteration only
         my_pabs = mine(pabs)
         if not my_pabs:
             out.append((b.key, f"{_s(b)} has no BucketPublicAccessBlock; add one with all four blocks true"))
@@ -431,7 +432,7 @@ def check_buckets(stack: Stack) -> list[tuple[str, str]]:
         if not my_policies:
             out.append((b.key, f"{_s(b)} has no bucket policy; add one denying aws:SecureTransport=false"))
         elif all(d is not None for d in documents) and not any(
-            check_bucket_policy_denies_insecure_transport(d) for d in documents
+            check_bucket_policy_denies_insecure_transport(d) for d in documents if d is not None
         ):
             out.append((b.key, f"{_s(b)} bucket policy does not deny requests with aws:SecureTransport=false"))
         inline = b.props.get("serverSideEncryptionConfiguration")
@@ -464,7 +465,7 @@ def _export_scope(stack: Stack) -> ExportScope | None:
 
 
 def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     task_roles = stack.task_roles()
     if not task_roles:
         return out

@@ -67,7 +67,7 @@ def up(directory: Path = DirOption, stack: str = StackOption, cosmos: str = Cosm
         state = sb.up(directory, stack, cosmos)  # type: ignore[arg-type]
     except sb.SandboxError as exc:
         typer.echo(f"sandbox up failed: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(how_to_use(state, directory.resolve()))
 
 

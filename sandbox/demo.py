@@ -234,7 +234,7 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
     except KeyboardInterrupt:
         print("\ndemo interrupted: stopping what it started", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the reason goes on the last line
+    except Exception as exc:
         print(f"\ndemo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -327,7 +327,7 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "azure-native:monitor:DiagnosticSetting":
             rid = f"{inputs['resourceUri']}/providers/Microsoft.Insights/diagnosticSettings/{inputs['name']}"
         out.setdefault("id", rid)
-        self.registered.append(Registered(t, name, inputs, out, custom=args.custom,
+        self.registered.append(Registered(t, name, inputs, out, custom=bool(args.custom),
                                           urn=getattr(self.placement, "urn", ""),
                                           parent_urn=getattr(self.placement, "parent", "")))
         return rid, out
@@ -381,7 +381,7 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
     region = config.get("aws:region", "eu-west-1")
     with _lock:
         mocks = _Mocks(stack, region)
-        set_root_resource(None)  # a fresh root Stack per run: outputs never leak between runs
+        set_root_resource(None)  # type: ignore[arg-type]  # None: a fresh root Stack per run (outputs never leak)
         pulumi.runtime.set_all_config(config)
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_Monitor(mocks))
         root = pulumi.runtime.settings.get_root_resource()
@@ -392,7 +392,8 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
             await pulumi.runtime.stack.wait_for_rpcs()
 
         _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: _sync_await(_run())))
-        outputs = {k: _sync_await(pulumi.Output.from_input(v).future()) for k, v in root.outputs.items()}
+        outputs = {k: _sync_await(pulumi.Output.from_input(v).future())
+                   for k, v in root.outputs.items()}  # type: ignore[union-attr]  # the root is a Stack, which has outputs
         resources = [r for r in mocks.registered]
     return StackRun(stack=stack, config=config, resources=resources, outputs=outputs)
 

@@ -110,7 +110,7 @@ def _token_policy(policy: dict) -> TokenPolicy:
         condition = statement.get("Condition", {})
 
         def values(operator: str, key: str) -> list:
-            value = condition.get(operator, {}).get(key)
+            value = condition.get(operator, {}).get(key)  # noqa: B023  # called in this iteration only
             if value is None:
                 return []
             return value if isinstance(value, list) else [value]

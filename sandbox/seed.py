@@ -40,7 +40,7 @@ def sample_document(i: int, rng: random.Random, *, revision: int = 0) -> dict[st
     """One order: about 1 KB of JSON, nested and mixed-type."""
     city, country = _CITIES[rng.randrange(len(_CITIES))]
     placed = _EPOCH + timedelta(seconds=rng.randrange(0, 365 * 86400))
-    items = []
+    items: list[dict[str, Any]] = []
     for line in range(rng.randint(2, 4)):
         qty = rng.randint(1, 5)
         price = round(rng.uniform(2.5, 89.0), 2)

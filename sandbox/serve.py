@@ -69,7 +69,7 @@ class Running:
             stop = self.stoppers.pop()
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 - report, then stop the rest
+            except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,13 @@ from sandbox.services import Service, start_cosmosdb_server, start_moto
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Service:
+def moto_server() -> Iterator[Service]:
     with start_moto() as service:
         yield service
 
 
 @pytest.fixture(scope="session")
-def cosmosdb_server() -> Service:
+def cosmosdb_server() -> Iterator[Service]:
     with start_cosmosdb_server() as service:
         yield service
 

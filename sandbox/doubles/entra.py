@@ -46,14 +46,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Iterable
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
 from sandbox.doubles.jwt_keys import KeySet, SignatureError, unverified, verify_signature
-from sandbox.doubles.server import ServedDouble
+from sandbox.doubles.server import DoubleHandler, ServedDouble
 from sandbox.doubles.tls import LocalCA
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -374,7 +373,7 @@ _OIDC_PATH = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 _KEYS_PATH = re.compile(r"^/([^/]+)/discovery/v2\.0/keys$")
 
 
-class EntraHandler(BaseHTTPRequestHandler):
+class EntraHandler(DoubleHandler):
     server_version = "EntraDouble"
     protocol_version = "HTTP/1.1"
 

@@ -23,6 +23,12 @@ class DoubleHTTPServer(ThreadingHTTPServer):
         self.state = state  # handlers reach their double's state as self.server.state
 
 
+class DoubleHandler(BaseHTTPRequestHandler):
+    """Base of the doubles' handlers: `self.server.state` is the double's state."""
+
+    server: DoubleHTTPServer
+
+
 class ServedDouble:
     """Start `handler` on 127.0.0.1 in a thread; TLS when a LocalCA is given."""
 

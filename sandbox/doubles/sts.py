@@ -35,7 +35,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Iterable
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
@@ -43,7 +42,7 @@ from xml.sax.saxutils import escape
 import jwt
 
 from sandbox.doubles.jwt_keys import SUPPORTED_ALGORITHMS, KeySet, verify_signature
-from sandbox.doubles.server import ServedDouble
+from sandbox.doubles.server import DoubleHandler, ServedDouble
 from sandbox.doubles.tls import LocalCA
 
 XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -80,14 +79,19 @@ class Caller:
     session_expires_at: float | None  # epoch seconds; None = no session limit known
     secret_access_key: str | None = None  # when known, the SigV4 signature is checked
 
+    def _role_parts(self) -> tuple[str, ...]:
+        match = _ROLE_ARN.match(self.role_arn)
+        assert match is not None, f"{self.role_arn!r} is not a role ARN"  # checked when the caller is set up
+        return match.groups()
+
     @property
     def account(self) -> str:
-        return _ROLE_ARN.match(self.role_arn).group(2)
+        return self._role_parts()[1]
 
     @property
     def assumed_role_arn(self) -> str:
         # Assumed-role ARNs drop the role path: arn:aws:sts::<acct>:assumed-role/<name>/<session>.
-        partition, account, _path, name = _ROLE_ARN.match(self.role_arn).groups()
+        partition, account, _path, name = self._role_parts()
         return f"arn:{partition}:sts::{account}:assumed-role/{name}/{self.session_name}"
 
 
@@ -236,7 +240,7 @@ class StsDoubleState:
         try:
             duration = int(raw_duration)
         except ValueError:
-            raise StsError(400, "ValidationError", f"Value '{raw_duration}' at 'durationSeconds' is not an integer")
+            raise StsError(400, "ValidationError", f"Value '{raw_duration}' at 'durationSeconds' is not an integer") from None
         if duration < MIN_DURATION_SECONDS:
             errors.append(f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
                           f"Member must have value greater than or equal to {MIN_DURATION_SECONDS}")
@@ -334,7 +338,7 @@ def _xml_fields(fields: dict) -> str:
     return "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in fields.items())
 
 
-class StsHandler(BaseHTTPRequestHandler):
+class StsHandler(DoubleHandler):
     server_version = "AmazonSTSDouble"
     protocol_version = "HTTP/1.1"
 

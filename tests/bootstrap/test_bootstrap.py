@@ -69,7 +69,7 @@ def run(stack: str) -> list[tuple[str, str, dict]]:
     config = config_of(stack)
     with _lock:
         mocks = Mocks()
-        set_root_resource(None)
+        set_root_resource(None)  # type: ignore[arg-type]  # None: a fresh root Stack per run
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
 
         async def body():

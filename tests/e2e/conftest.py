@@ -96,7 +96,7 @@ class Chain:
         body = self.s3.get_object(Bucket=target.bucket, Key=checkpoint_key(target))["Body"].read()
         return Checkpoint.model_validate_json(body)
 
-    def part_documents(self, key: str, compression: str) -> tuple[bytes, bytes, list[dict]]:
+    def part_documents(self, key: str, compression: jsonl.Compression) -> tuple[bytes, bytes, list[dict]]:
         """(object bytes, decompressed bytes, decoded documents) of one part."""
         body = self.s3.get_object(Bucket=self.plan.bucket, Key=key)["Body"].read()
         raw = jsonl.decompress(body, compression)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from cosmos_export import contract
 
+from cosmos_export import contract
 from sandbox import mocked_stack
 from sandbox.mocked_stack import run_stack
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from components.config import (
-    ConfigError, bucket_name_problem, cosmos_name_problem, load_stack_config, schedule_problem,
+    ConfigError,
+    bucket_name_problem,
+    cosmos_name_problem,
+    load_stack_config,
+    schedule_problem,
 )
 from sandbox.mocked_stack import run_stack, stack_config
 

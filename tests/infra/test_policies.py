@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from cosmos_export import contract
-
 from components import policies
+from cosmos_export import contract
 
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21"
 

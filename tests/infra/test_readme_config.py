@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
+from typing import Any
 
 import annotated_types
 import pytest
@@ -66,7 +67,7 @@ def test_object_lock_modes_are_listed():
     assert all(c in " ".join(rows("objectLock")) for c in choices)
 
 
-def _bounds(model, prefix: str = "") -> list[tuple[str, int | None, int | None]]:
+def _bounds(model, prefix: str = "") -> list[tuple[str, Any, Any]]:
     out = []
     for name, field in model.model_fields.items():
         lo = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)

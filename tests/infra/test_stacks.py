@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from cosmos_export import contract
-
 from components import policies
+from cosmos_export import contract
 from sandbox.mocked_stack import run_stack
 
 FIC = "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"

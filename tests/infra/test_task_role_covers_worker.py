@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-from pathlib import Path
 
 import boto3
 import botocore
@@ -49,7 +48,7 @@ def worker_s3_calls() -> set[tuple[str, bool, str]]:
                 continue
             name = node.func.attr
             if name == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
-                name = node.args[0].value
+                name = str(node.args[0].value)
             if name not in ops:
                 continue
             # `**kwargs` may carry a VersionId: count it as versioned (the stricter reading).

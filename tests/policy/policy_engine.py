@@ -12,6 +12,7 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -41,7 +42,7 @@ def urn(stack: str, type_: str, name: str) -> str:
 
 def policy_resource(stack: str, type_: str, name: str, props: dict,
                     property_dependencies: dict[str, list[PolicyResource]] | None = None) -> PolicyResource:
-    opts = PolicyResourceOptions(False, [], None, [], None, [], None)
+    opts = PolicyResourceOptions(False, [], None, [], None, [], None)  # type: ignore[arg-type]  # no timeouts in mocks
     return PolicyResource(type_, unknown_checking_proxy(camel_keys(props)), urn(stack, type_, name), name, opts,
                           None, None, [], property_dependencies or {})
 
@@ -52,17 +53,24 @@ def from_mocked_run(run) -> list[PolicyResource]:
             for r in run.resources if r.custom]
 
 
-def violations(resources: Iterable[PolicyResource]) -> list[tuple[str, str, str]]:
+def violations(resources: Iterable[PolicyResource]) -> list[tuple[str, Any, str]]:
     """(policy name, resource name, message) for every violation the pack reports."""
     resources = list(resources)
     by_urn = {r.urn: r.name for r in resources}
-    found: list[tuple[str, str, str]] = []
+    found: list[tuple[str, Any, str]] = []
     for policy in pack.POLICIES:
         if isinstance(policy, ResourceValidationPolicy):
             for r in resources:
                 args = ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None)
-                policy.validate(args, lambda msg, _urn=None, name=r.name, p=policy.name: found.append((p, name, msg)))
-        else:
-            policy.validate(StackValidationArgs(resources),
-                            lambda msg, u=None, p=policy.name: found.append((p, by_urn.get(u, u), msg)))
+
+                def on_resource(msg: str, _urn: Any = None, name: str = r.name, p: str = policy.name) -> None:
+                    found.append((p, name, msg))
+
+                policy.validate(args, on_resource)
+        elif isinstance(policy, StackValidationPolicy):
+
+            def on_stack(msg: str, u: Any = None, p: str = policy.name) -> None:
+                found.append((p, by_urn.get(u, u), msg))
+
+            policy.validate(StackValidationArgs(resources), on_stack)
     return found

@@ -9,7 +9,6 @@ import pytest
 from cosmos_export import contract
 from policy import rules
 from policy.rules import UNKNOWN, Resource, check_stack
-
 from tests.policy import policy_fixtures as fx
 from tests.policy.policy_fixtures import good_stack, replace
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -43,7 +44,7 @@ def gateway(local_ca, token_issuer):
 
 
 @pytest.fixture()
-def world(gateway, moto_server, rel_session, rel_bucket, local_ca, token_issuer) -> World:
+def world(gateway, moto_server, rel_session, rel_bucket, local_ca, token_issuer) -> Iterator[World]:
     state, url = gateway
     state.clear_faults()
     w = World(state=state, cosmos_url=url, s3=rel_session.client("s3", endpoint_url=moto_server.url),

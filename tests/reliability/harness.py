@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 
-from cosmos_export import export, jsonl
+from cosmos_export import contract, export, jsonl
 from cosmos_export.commit import CommitStore
 from cosmos_export.layout import ExportTarget
 from cosmos_export.settings import WorkerSettings
@@ -126,7 +126,7 @@ class World:
     def seed(self, docs: list[dict]) -> None:
         self.state.upsert_many(DB, self.container, docs)
 
-    def run(self, mode: str = "incremental", *, s3: Any = None, credential: Any = None,
+    def run(self, mode: contract.RunMode = "incremental", *, s3: Any = None, credential: Any = None,
             stop: threading.Event | None = None, **overrides: Any) -> export.RunSummary:
         return export.run_export(self.settings(**overrides), mode, credential=credential or self.credential,
                                  session=self.session, s3=s3 or self.s3, stop=stop)
@@ -136,6 +136,7 @@ class World:
 
     def checkpoint_bytes(self) -> bytes | None:
         from botocore.exceptions import ClientError
+
         from cosmos_export.layout import checkpoint_key
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=checkpoint_key(self.target))["Body"].read()

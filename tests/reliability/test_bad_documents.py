@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cosmos_export import jsonl, sdk_json
-from tests.reliability.harness import DB, record, user
+from tests.reliability.harness import record, user
 
 # One character from every Unicode plane (0-16), astral ones included; planes 3-13 are mostly unassigned
 # but still valid scalar values that JSON and UTF-8 carry.
@@ -23,7 +23,7 @@ def deep(levels: int) -> dict:
 
 
 def awkward_docs() -> list[dict]:
-    docs = [
+    docs: list[dict] = [
         {"id": "big", "pk": "big", "blob": "é" * ((TWO_MB - 4096) // 2)},  # ~2 MB of UTF-8, under the limit
         {"id": "deep", "pk": "deep", "tree": deep(120)},
         {"id": "planes", "pk": "planes", "text": PLANES, "emoji": "👩‍👩‍👧‍👦🏳️‍🌈", "rtl": "שלום عربى",

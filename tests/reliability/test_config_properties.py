@@ -7,7 +7,9 @@ import subprocess
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from components.config import CONFIG_KEYS, ConfigError, full_key, load_stack_config
 from cosmos_export.contract import Env
@@ -28,7 +30,7 @@ GOOD_ENV = {
 ENV_NAMES = sorted({v for k, v in vars(Env).items() if k.isupper()})
 
 # Anything an environment variable can hold (no NUL, no lone surrogates).
-env_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+env_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
 
 # Values that are certainly invalid, per variable.
 INVALID = {

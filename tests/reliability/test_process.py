@@ -118,8 +118,9 @@ def manifests_after(sandbox, target, sequence: int):
 
 
 def snapshot_counts(sandbox, target, manifest) -> Counter:
-    from cosmos_export import jsonl
     import json
+
+    from cosmos_export import jsonl
     counts: Counter = Counter()
     for part in manifest.parts:
         body = sandbox.s3.get_object(Bucket=target.bucket, Key=part.key)["Body"].read()
@@ -171,8 +172,8 @@ def test_query_snapshot_killed_anywhere_is_redone_whole_and_exact(sandbox):
     (last,) = manifests_after(sandbox, target, sequence)
     assert last.mode == "incremental" and snapshot_counts(sandbox, target, last) == versions(changes)
     got = committed(sandbox.s3, target)  # every manifest verifies
-    record(f"Process: query snapshot killed (SIGKILL/SIGTERM) at random points, each followed by a rerun, then "
-           f"an incremental", trials=trials, documents=len(got.docs),
+    record("Process: query snapshot killed (SIGKILL/SIGTERM) at random points, each followed by a rerun, then "
+           "an incremental", trials=trials, documents=len(got.docs),
            outcome=(f"each of the {snapshots} committed query snapshots holds every document exactly once; the "
                     f"incremental holds exactly the later changes; {dict(sorted(outcomes.items()))}"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError
 
 from cosmos_export import export
 from cosmos_export.commit import CommitStore

@@ -10,7 +10,15 @@ import botocore.exceptions
 import pytest
 
 from cosmos_export import layout
-from cosmos_export.commit import Checkpoint, CheckpointError, CommitStore, ConcurrentRunError, Manifest, ManifestPart, SchemaModel
+from cosmos_export.commit import (
+    Checkpoint,
+    CheckpointError,
+    CommitStore,
+    ConcurrentRunError,
+    Manifest,
+    ManifestPart,
+    SchemaModel,
+)
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.sink import FeedRangeSink, s3_client_config
 from cosmos_export.verify import RunNotCommittedError, verify_run

@@ -76,7 +76,7 @@ def exported(env, container: str, run_id: str) -> list[dict]:
     """Every document of a committed run, decoded from the bytes in S3."""
     target = ExportTarget(env["bucket"], "exports/test", "acct", DB, container)
     manifest = next(m for m in CommitStore(env["s3"], target).committed_manifests() if m.run_id == run_id)
-    docs = []
+    docs: list[dict] = []
     for part in manifest.parts:
         body = env["s3"].get_object(Bucket=env["bucket"], Key=part.key)["Body"].read()
         docs.extend(json.loads(line) for line in jsonl.decompress(body, "zstd").splitlines())

@@ -7,7 +7,8 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cosmos_export.schema import SchemaTracker
 from sandbox.seed import sample_documents
@@ -55,7 +56,7 @@ def test_float_flags_point_at_the_right_document(value: float, fast: bool) -> No
 
 
 def test_map_like_objects_take_the_per_object_walk() -> None:
-    docs = [{"id": str(i), "scores": {f"user{i}-{k}": k * 0.5 for k in range(20)}} for i in range(50)]
+    docs: list[dict] = [{"id": str(i), "scores": {f"user{i}-{k}": k * 0.5 for k in range(20)}} for i in range(50)]
     docs[7]["scores"]["tiny"] = 1e-9
     pairs, flags = per_page(docs)
     assert (pairs, flags) == per_document(docs)
@@ -104,6 +105,7 @@ def test_sink_part_schemas_hold_exactly_their_own_documents(moto_server) -> None
     assert len(records) > 3
     read_back, versions = [], set()
     for record in records:
+        assert record.version_id is not None  # the bucket is versioned
         body = s3.get_object(Bucket=bucket, Key=record.key, VersionId=record.version_id)["Body"].read()
         lines = jsonl.decompress(body, "zstd")
         assert lines == jsonl.encode_lines_stdlib(json.loads(line) for line in lines.splitlines())

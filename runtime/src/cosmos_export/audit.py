@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -27,7 +28,7 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-def _redact_event(_logger: Any, _name: str, event: dict) -> dict:
+def _redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
     return {k: redact(v) if isinstance(v, str) and "eyJ" in v else v for k, v in event.items()}
 
 
@@ -85,8 +86,15 @@ class Progress:
         self._task = None
         if getattr(self._stream, "isatty", lambda: False)():
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                ProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
             from rich.text import Text
 
             class Rate(ProgressColumn):
@@ -103,7 +111,7 @@ class Progress:
         return self._bar is not None
 
     def advance(self, documents: int) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, documents)
 
     def __enter__(self) -> "Progress":

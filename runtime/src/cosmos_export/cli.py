@@ -8,7 +8,6 @@ after its last checkpointed batch). On failure the last line on stderr is the re
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from enum import Enum
 from typing import Any, Optional
@@ -44,7 +43,7 @@ def _settings(**flags: Any) -> WorkerSettings:
         for problem in e.problems[:-1]:
             typer.echo(f"  - {problem}", err=True)
         _fail(f"invalid setting: {e.problems[-1]}", EXIT_SETTINGS)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
 
 
 # Flags shared by the commands (None = take the environment's value).
@@ -325,4 +324,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -162,6 +162,10 @@ class Checkpoint(BaseModel):
     committed_at: datetime
 
 
+#: Either stored document (both name their container, checked on load).
+_Document = TypeVar("_Document", Manifest, Checkpoint)
+
+
 @dataclass(frozen=True)
 class LoadedState:
     checkpoint: Checkpoint | None
@@ -211,7 +215,7 @@ class CommitStore:
             raise
         return response["Body"].read(), response["ETag"]
 
-    def _parse(self, model: type[BaseModel], key: str, body: bytes, what: str) -> Any:
+    def _parse(self, model: type[_Document], key: str, body: bytes, what: str) -> _Document:
         url = f"s3://{self._target.bucket}/{key}"
         try:
             raw = json.loads(body)
@@ -305,7 +309,7 @@ class CommitStore:
             mode=manifest.mode,
             manifest_key=layout.manifest_key(self._target, manifest.sequence),
             continuations=manifest.continuations,
-            schema=manifest.schema_,
+            schema_=manifest.schema_,
             committed_at=datetime.now(timezone.utc),
         )
         condition = {"IfMatch": state.etag} if state.etag else {"IfNoneMatch": "*"}

@@ -176,6 +176,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
         effective = "snapshot"
     if effective == "incremental":
+        assert checkpoint is not None  # incremental only with a checkpoint (above)
         work = [_RangeWork(i, key, json.loads(key), cont)
                 for i, (key, cont) in enumerate(sorted(checkpoint.continuations.items()))]
         manifest_mode = "incremental"
@@ -238,7 +239,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
         if any(f.done() and f.exception() for f in futures):
             stop.set()  # let the other ranges stop at their next page
         wait(futures)
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [e for f in futures if (e := f.exception()) is not None]
     if stop.is_set() or errors:
         real = [e for e in errors if not isinstance(e, ExportInterrupted)]
         if real:
@@ -252,7 +253,7 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         container=name, started_at=started_at, finished_at=clock(),
                         parts=[ManifestPart.of(r) for r in records],
                         continuations={key: cont for key, cont, _ in results},
-                        schema_previous=SchemaModel.of(previous) if previous else None, schema=SchemaModel.of(schema),
+                        schema_previous=SchemaModel.of(previous) if previous else None, schema_=SchemaModel.of(schema),
                         timings={"seconds": round(time.monotonic() - began, 3)},
                         container_definition=definition, change_feed_mode=settings.change_feed_mode,
                         query_filter=settings.query_filter if manifest_mode == "query-snapshot" else None)

@@ -8,17 +8,19 @@ only its decoded claims are ever shown.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import jwt
-from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmos_export import contract
 from cosmos_export.contract import Env
 from cosmos_export.settings import WorkerSettings
+
+if TYPE_CHECKING:  # typed clients (mypy-boto3-sts, a test-time dependency)
+    from mypy_boto3_sts import STSClient
 
 _CONFIG = "cosmos-s3-export"  # Pulumi project: stack config keys are "<project>:<key>"
 
@@ -33,13 +35,13 @@ def aws_session(settings: WorkerSettings) -> boto3.Session:
     return boto3.Session(region_name=settings.aws_region)
 
 
-def sts_client(session: boto3.Session, settings: WorkerSettings) -> BaseClient:
+def sts_client(session: boto3.Session, settings: WorkerSettings) -> STSClient:
     # GetWebIdentityToken is regional only: never the global endpoint.
     return session.client("sts", region_name=settings.aws_region, endpoint_url=settings.sts_url,
                           config=Config(retries={"mode": "standard", "max_attempts": 5}))
 
 
-def web_identity_token(sts: BaseClient, settings: WorkerSettings) -> str:
+def web_identity_token(sts: STSClient, settings: WorkerSettings) -> str:
     """A fresh AWS-signed JWT for Entra (RS256, audience api://AzureADTokenExchange)."""
     try:
         response = sts.get_web_identity_token(
@@ -116,7 +118,7 @@ def explain_aadsts(message: str) -> str | None:
 class _AssertionFunc:
     """Callback for ClientAssertionCredential: a fresh AWS token on every call."""
 
-    def __init__(self, sts: BaseClient, settings: WorkerSettings):
+    def __init__(self, sts: STSClient, settings: WorkerSettings):
         self._sts, self._settings = sts, settings
 
     def __call__(self) -> str:
@@ -144,6 +146,8 @@ def azure_credential(settings: WorkerSettings, session: boto3.Session | None = N
         kwargs.pop("disable_instance_discovery", None)
         return DefaultAzureCredential(exclude_interactive_browser_credential=True, **kwargs)
     sts = sts_client(session or aws_session(settings), settings)
+    # Workload mode requires both ids (WorkerSettings refuses to load without them).
+    assert settings.azure_tenant_id is not None and settings.azure_client_id is not None
     return ClientAssertionCredential(settings.azure_tenant_id, settings.azure_client_id,
                                      _AssertionFunc(sts, settings), **kwargs)
 

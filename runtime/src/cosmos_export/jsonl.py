@@ -17,13 +17,12 @@ import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import orjson
 import zstandard
 
 from cosmos_export.contract import COMPRESSIONS, Compression  # re-exported: their home is contract.py
-
 
 #: Defaults chosen from bench/serialization.py (see the README / report):
 #: gzip level 1 costs a fraction of level 6's CPU for ~10% larger output;
@@ -58,11 +57,11 @@ def needs_stdlib(obj: object) -> bool:
     """True when orjson would not write ``obj`` byte-identically to the canonical form."""
     cls = type(obj)
     if cls is float:
-        return not float_is_fast(obj)  # type: ignore[arg-type]
+        return not float_is_fast(obj)  # type: ignore[arg-type]  # exact type checked above (faster than isinstance)
     if cls is dict:
-        return any(needs_stdlib(v) for v in obj.values())  # type: ignore[union-attr]
+        return any(needs_stdlib(v) for v in obj.values())  # type: ignore[attr-defined]  # as above
     if cls is list:
-        return any(needs_stdlib(v) for v in obj)  # type: ignore[union-attr]
+        return any(needs_stdlib(v) for v in obj)  # type: ignore[attr-defined]  # as above
     return False
 
 
@@ -154,7 +153,13 @@ def new_compressor(compression: Compression, level: int | None = None) -> Compre
     return _ZstdCompressor(level)
 
 
-def iter_decompressed(stream: BinaryIO, compression: Compression, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+class Readable(Protocol):
+    """What a part is read from: a file, an S3 StreamingBody, a wrapper that hashes what it reads."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def iter_decompressed(stream: Readable, compression: Compression, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Decompressed bytes of a part read from ``stream`` chunk by chunk (bounded memory)."""
     check_compression(compression)
     if compression == "gzip":
@@ -167,7 +172,8 @@ def iter_decompressed(stream: BinaryIO, compression: Compression, chunk_size: in
         if not obj.eof:
             raise ValueError("gzip stream is truncated (no end of member)")
         return
-    reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    # zstandard reads from any object with read(); its stubs ask for IO[bytes].
+    reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)  # type: ignore[arg-type]
     while chunk := reader.read(chunk_size):
         yield chunk
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from itertools import chain, repeat
 from operator import itemgetter
+from typing import Any
 
 from cosmos_export.jsonl import FLOAT_FAST_MIN, float_is_fast
 
@@ -49,7 +50,7 @@ _INF = float("inf")
 _NEEDS_OWNERS = frozenset((dict, list, float))
 
 
-def _floats_fast(values: list[float]) -> bool:
+def _floats_fast(values: Sequence[float]) -> bool:
     """``float_is_fast`` for every value, checked in C: a NaN or infinity makes the sum non-finite,
     zeros (always fast) are skipped by ``filter``. False also when the sum overflows; the caller
     then checks value by value."""
@@ -111,7 +112,7 @@ class SchemaTracker:
             self._columns(docs, range(len(docs)), "", slow)
         return [i not in slow for i in range(len(docs))] if slow else [True] * len(docs)
 
-    def _columns(self, objs: list[dict], owners: Any, prefix: str, slow: set[int]) -> None:
+    def _columns(self, objs: Sequence[dict], owners: Any, prefix: str, slow: set[int]) -> None:
         """Record the paths of `objs` (dicts at `prefix`); add to `slow` the owners (document
         indexes, aligned with `objs`) of floats orjson would not write canonically."""
         fields = sum(map(len, objs))
@@ -124,8 +125,8 @@ class SchemaTracker:
             except KeyError:
                 pass
             else:
-                for key, column in zip(first, zip(*rows)):
-                    self._column(column, owners, prefix + key, slow)
+                for key, values in zip(first, zip(*rows)):
+                    self._column(values, owners, prefix + key, slow)
                 return
         keys = set().union(*objs)
         if len(keys) * len(objs) > 4 * fields + 64:
@@ -142,7 +143,7 @@ class SchemaTracker:
                 column = list(map(dict.get, objs, repeat(key), repeat(_MISSING)))
             self._column(column, owners, prefix + key, slow)
 
-    def _column(self, values: list, owners: Any, path: str, slow: set[int]) -> None:
+    def _column(self, values: Sequence[Any], owners: Any, path: str, slow: set[int]) -> None:
         kinds = set(map(type, values))
         pure = len(kinds) == 1  # every value has the same type: no need to pick them out
         kinds.discard(_Missing)
@@ -153,7 +154,7 @@ class SchemaTracker:
                 name = _type_name(next(v for v in values if type(v) is cls))  # raises the clear TypeError
             add((path, name))
 
-        def of(cls: type) -> tuple[list, Any]:
+        def of(cls: type) -> tuple[Sequence[Any], Any]:
             if pure:
                 return values, owners
             picked = [i for i, v in enumerate(values) if type(v) is cls]

@@ -152,10 +152,10 @@ class FeedRangeSink:
         lines: list[bytes] = []
         size = 0
         for index, doc in enumerate(docs):
-            if self._part is None:
-                self._open_part()
-                first = index
             part = self._part
+            if part is None:
+                part = self._open_part()
+                first = index
             line = jsonl.line_bytes(doc, fast[index])
             lines.append(line)
             size += len(line) + 1
@@ -182,8 +182,13 @@ class FeedRangeSink:
         else:  # the page spans two parts (once per part): observe each share on its own
             part.schema.observe_page(docs[first:end])
 
+    def _open(self) -> _OpenPart:
+        """The part being written (writing a document opens one first)."""
+        assert self._part is not None, "no part is open"
+        return self._part
+
     def _feed(self, lines: list[bytes], size: int) -> None:
-        part = self._part
+        part = self._open()
         lines.append(b"")
         out = part.compressor.compress(b"\n".join(lines))
         part.uncompressed += size
@@ -208,7 +213,7 @@ class FeedRangeSink:
         )
         part.etags.append({"PartNumber": number, "ETag": response["ETag"]})
 
-    def _open_part(self) -> None:
+    def _open_part(self) -> _OpenPart:
         key = layout.part_key(
             self._target,
             run_id=self._run_id,
@@ -235,9 +240,10 @@ class FeedRangeSink:
         upload = self._s3.create_multipart_upload(**params)
         self._part = _OpenPart(key, upload["UploadId"], jsonl.new_compressor(self._compression, self._level))
         self._next_number += 1
+        return self._part
 
     def _finish_part(self) -> None:
-        part = self._part
+        part = self._open()
         self._buffer(part, part.compressor.flush())
         if part.buffer or not part.etags:
             self._upload(part, bytes(part.buffer))

@@ -89,7 +89,7 @@ def check_consistency(client: CosmosClient, minimum: str) -> str:
     """The account's default consistency; SourceError when it is weaker than `minimum`."""
     policy = client.get_database_account().ConsistencyPolicy or {}
     level = policy.get("defaultConsistencyLevel")
-    if level not in contract.CONSISTENCY_LEVELS:
+    if not isinstance(level, str) or level not in contract.CONSISTENCY_LEVELS:
         raise SourceError(f"the account reports an unknown consistency level {level!r}")
     if contract.CONSISTENCY_LEVELS.index(level) < contract.CONSISTENCY_LEVELS.index(minimum):
         raise SourceError(

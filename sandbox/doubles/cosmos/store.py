@@ -28,7 +28,7 @@ from azure.cosmos.partition_key import PartitionKey, _Undefined
 try:  # C MurmurHash3; checked against the SDK's pure-Python EPK in the tests.
     import mmh3
 except ImportError:  # pragma: no cover - still correct, only ~20x slower
-    mmh3 = None
+    mmh3 = None  # type: ignore[assignment]  # the pure-Python fallback checks for None
 
 MIN_EPK = ""
 MAX_EPK = "FF"
@@ -150,6 +150,7 @@ class PhysicalRange:
         if self._by_lsn is None:
             self._by_lsn = list(self.docs.values())
             self._lsns = [e.lsn for e in self._by_lsn]
+        assert self._lsns is not None  # built together with _by_lsn
         return itertools.islice(self._by_lsn, bisect.bisect_right(self._lsns, lsn), None)
 
     def entries_by_seq(self) -> list[Entry]:
