@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import boto3
 import pytest
 from azure.cosmos import exceptions as cosmos_exceptions
 
 from cosmos_export import contract, export, restore
-from cosmos_export.layout import ExportTarget
 from cosmos_export.restore import RestoreRefused, RestoreRequest, run_drill, run_restore
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.source import cosmos_client
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
 from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
-from tests.runtime.interim_materialize import install
 
 DB, TARGET_DB = "shop", "restore"
 EXPORT_OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"
@@ -81,11 +79,6 @@ def world(moto_server, local_ca, monkeypatch):
                    bucket=bucket, export_credential=export_credential,
                    restore_client=cosmos_client(restore_settings, restore_credential),
                    export_client=cosmos_client(settings, export_credential))
-
-
-@pytest.fixture(autouse=True)
-def interim_materialize(monkeypatch, world):
-    install(monkeypatch, lambda target: world["state"].container(target.database, target.container).partition_key_path)
 
 
 def export_run(world, mode="snapshot", containers=("orders",)):

@@ -28,13 +28,12 @@ DOCS = 800
 
 
 def cli(args, env, **kw):
-    # The CLI itself; with the materialize stand-in installed until cosmos_export.materialize lands.
-    return subprocess.run([sys.executable, "-m", "tests.runtime.interim_materialize", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=180, **kw)
 
 
 def start(args, env):
-    return subprocess.Popen([sys.executable, "-m", "tests.runtime.interim_materialize", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -47,7 +46,7 @@ def docs_of(state, db, container):
 
 
 @pytest.fixture()
-def restore_env(chain):  # noqa: F811
+def restore_env(chain):
     cosmos = chain.cosmos
     cosmos.create_container("restore", "orders-restore", feed_ranges=2)
     cosmos.create_container("restore", "orders-scratch", feed_ranges=2)

@@ -161,7 +161,7 @@ def _parse_time(value: str | None) -> Any:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         _fail(f"--as-of={value!r} is not an ISO 8601 time; use e.g. 2026-12-01T06:00:00Z", EXIT_SETTINGS)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
     if parsed.tzinfo is None:
         _fail(f"--as-of={value!r} has no time zone; add one, e.g. {value}Z for UTC", EXIT_SETTINGS)
     return parsed

@@ -49,7 +49,7 @@ from cosmos_export.contract import Env
 from cosmos_export.settings import WorkerSettings
 
 #: System properties Cosmos adds to every document: never compared, never written back.
-SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
+SYSTEM_PROPERTIES = contract.SYSTEM_PROPERTIES
 PROGRESS_FORMAT_VERSION = 1
 _NAMESPACE = uuid.UUID("5d0f1f4e-3c1b-5c55-9a57-7b1a3c0e9d21")  # restore ids: uuid5 under this namespace
 
@@ -155,35 +155,21 @@ def document_hash(doc: dict) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-_MISSING = {}  # the wire form of an undefined partition key component ([{}]): never a real key value
-
-
-def partition_key_of(doc: dict, paths: list[str]) -> list[Any]:
-    """The document's partition key components at `paths` (missing component: {})."""
-    values = []
-    for path in paths:
-        node: Any = doc
-        for part in path.strip("/").split("/"):
-            if not isinstance(node, dict) or part not in node:
-                node = _MISSING
-                break
-            node = node[part]
-        values.append(node)
-    return values
-
-
 def document_key(doc: dict, paths: list[str]) -> str:
-    """(partition key, id) of a document as one canonical string: the identity of a document in a container."""
-    return json.dumps([partition_key_of(doc, paths), doc.get("id")], separators=(",", ":"), ensure_ascii=True,
-                      sort_keys=True)
+    """(partition key, id) of a document as one canonical string, the same as the materialized state's keys."""
+    from cosmos_export.materialize import partition_key_of, state_key
+
+    return state_key(partition_key_of(doc, paths), str(doc.get("id")))
 
 
 def sdk_partition_key(doc: dict, paths: list[str]) -> Any:
-    """The partition key argument the SDK's point operations take for this document."""
+    """The partition key argument the SDK's point operations take for this document ({} = undefined)."""
+    from cosmos_export.materialize import partition_key_of
+
     values = partition_key_of(doc, paths)
     if len(paths) == 1:
-        return NonePartitionKeyValue if values[0] is _MISSING else values[0]
-    return [None if v is _MISSING else v for v in values]
+        return NonePartitionKeyValue if values[0] == {} else values[0]
+    return values
 
 
 class StateIndex:
@@ -394,12 +380,14 @@ class StateView:
 
     sequence: int
     manifest_keys: list[str]
-    #: The source container's definition as the manifest recorded it (partitionKey, indexingPolicy, ...).
+    #: The source container's definition as the manifest recorded it (Cosmos JSON: partitionKey, ...).
     container_definition: dict[str, Any] | None
     #: The materialize report (JSON-able): deletes applied, what it cannot know, ...
     report: dict[str, Any]
-    #: Bodies less system properties, each (partition key, id) once, in a deterministic order.
-    documents: Callable[[], Iterator[dict]]
+    #: documents(start): bodies less system properties, each (partition key, id) once, in a deterministic
+    #: order, the first `start` skipped.
+    documents: Callable[[int], Iterable[dict]]
+    close: Callable[[], None] = lambda: None
 
 
 def open_state(s3: Any, source_target: layout.ExportTarget, *, sequence: int | None,
@@ -412,11 +400,13 @@ def open_state(s3: Any, source_target: layout.ExportTarget, *, sequence: int | N
     except materialize.MaterializeError as e:
         raise RestoreRefused(str(e)) from None
     report = state.report
-    as_dict = report.to_dict() if hasattr(report, "to_dict") else (
-        report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(vars(report)))
+
+    def documents(start: int = 0) -> Iterator[dict]:
+        return (d.body for d in state.documents(start))
+
     return StateView(sequence=report.sequence, manifest_keys=list(report.manifest_keys),
-                     container_definition=getattr(report, "container_definition", None), report=as_dict,
-                     documents=lambda: (d.body if hasattr(d, "body") else d for d in state.documents()))
+                     container_definition=report.container_definition, report=report.to_dict(),
+                     documents=documents, close=state.close)
 
 
 # --- restore -------------------------------------------------------------------
@@ -499,9 +489,13 @@ def plan_restore(settings: WorkerSettings, request: RestoreRequest, *, client: A
     source_target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
                                         settings.cosmos_database, request.container)
     state = open_state(s3, source_target, sequence=request.sequence, as_of=request.as_of)
-    container, definition = _target_container(client, target_db, target)
-    paths = _check_partition_key(state.container_definition, definition, f"{target_db}/{target}",
-                                 state.manifest_keys)
+    try:
+        container, definition = _target_container(client, target_db, target)
+        paths = _check_partition_key(state.container_definition, definition, f"{target_db}/{target}",
+                                     state.manifest_keys)
+    except BaseException:
+        state.close()
+        raise
     rid = restore_id(source_target.account, source_target.database, source_target.container, state.sequence,
                      target_db, target)
     store = ProgressStore(s3, settings.bucket, progress_key(source_target, rid))
@@ -548,6 +542,14 @@ def run_restore(settings: WorkerSettings, request: RestoreRequest, *, client: An
     stop = stop or threading.Event()
     began = time.monotonic()
     ctx = plan_restore(settings, request, client=client, s3=s3)
+    try:
+        return _restore(ctx, settings, request, stop, log, keep_index, began)
+    finally:
+        ctx.state.close()
+
+
+def _restore(ctx: "_Context", settings: WorkerSettings, request: RestoreRequest, stop: threading.Event, log: Any,
+             keep_index: bool, began: float) -> tuple[RestoreResult, StateIndex | None]:
     progress, resumed = _start_progress(ctx, log)
     resumed_from = progress.documents_committed
     log.info("restore_start", restore_id=ctx.rid, sequence=ctx.state.sequence,
@@ -560,6 +562,7 @@ def run_restore(settings: WorkerSettings, request: RestoreRequest, *, client: An
         with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="restore") as pool:
             upserted = _upsert_all(ctx, progress, pool, index, stop, log)
             if request.exact:
+                assert index is not None
                 _delete_unknown(ctx, progress, pool, index, stop, log)
         progress.status = "complete"
         progress.finished_at = progress.updated_at = _now()
@@ -620,7 +623,7 @@ def _run_batch(ctx: _Context, pool: ThreadPoolExecutor, work: list[Any], call: C
         for f in futures:
             f.cancel()  # the rest of the batch is redone by the next run
     wait(futures)
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, RestoreInterrupted)]
         raise real[0] if real else errors[0]
@@ -631,7 +634,6 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
                 stop: threading.Event, log: Any) -> int:
     skip = progress.documents_committed
     upserted = 0
-    position = 0
     batch: list[dict] = []
     batch_last_key: str | None = None
 
@@ -656,7 +658,9 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
                 f"stopped after {progress.documents_committed} document(s) (batch {progress.batches_committed}); "
                 f"rerun the same restore to continue from there")
 
-    for doc in ctx.state.documents():
+    # Without an index to fill, a resumed restore reads only what is left; with one, it reads every document.
+    position = 0 if index is not None else max(skip - 1, 0)
+    for doc in ctx.state.documents(position):
         doc = user_properties(doc)
         key = document_key(doc, ctx.paths)
         if index is not None:
