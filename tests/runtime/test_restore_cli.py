@@ -139,3 +139,13 @@ def test_drill_exits_0_with_a_report_then_1_on_a_definition_mismatch(restore_env
     bad = cli(["drill", "-c", "orders"], env)
     assert bad.returncode == 1
     assert bad.stderr.splitlines()[-1] == "error: drill of orders failed: defaultTtl: source null, target 60"
+
+
+def test_as_of_without_a_time_zone_is_refused_before_anything(chain):
+    env = {**os.environ, **chain.env(), contract.Env.PREFIX: "exports"}
+    result = cli(["restore", "-c", "orders", "--target-container", "orders-restore", "--as-of", "2026-12-01T06:00:00"],
+                 env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("error: --as-of='2026-12-01T06:00:00' has no time zone; add one, e.g. "
+                                              "2026-12-01T06:00:00Z for UTC")
+    assert not chain.cosmos.stats  # not one request reached Cosmos
