@@ -345,6 +345,20 @@ def test_drill_detects_a_target_definition_that_differs(world):
     assert report["definition_differences"] == ["defaultTtl: source null, target 3600"]
 
 
+def test_a_drill_that_cannot_restore_is_reported_as_failed(world):
+    world["state"].upsert_many(DB, "orders", make_docs(10))
+    export_run(world)
+    settings = world["restore_settings"].model_copy(update={"restore_targets": (("orders", "wrong-pk"),)})
+    with pytest.raises(RestoreRefused, match="partition key"):
+        run_drill(settings, "orders", client=world["restore_client"], s3=world["s3"])
+    listed = world["s3"].list_objects_v2(Bucket=world["bucket"], Prefix=f"exports/test/acct/{DB}/orders/drills/")
+    (key,) = [o["Key"] for o in listed["Contents"]]
+    report = json.loads(world["s3"].get_object(Bucket=world["bucket"], Key=key)["Body"].read())
+    assert report["ok"] is False and "partition key" in report["error"]
+    assert report["target"] == {"database": TARGET_DB, "container": "wrong-pk"}
+    assert restore_objects(world) == [] and target_docs(world, "wrong-pk") == {}  # the target was not touched
+
+
 def test_drill_without_a_scratch_mapping_is_refused(world):
     world["state"].upsert_many(DB, "orders", make_docs(10))
     export_run(world)

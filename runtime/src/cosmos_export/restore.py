@@ -815,6 +815,14 @@ def worker_version() -> str:
         return "unknown"
 
 
+def _put_report(s3: Any, bucket: str, key: str, report: dict[str, Any]) -> str:
+    # No retention header: the bucket's default Object Lock retention (where configured) applies to the
+    # report, and the restore role needs no s3:PutObjectRetention. The checksum is what Object Lock requires.
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(report, indent=2).encode(), ContentType="application/json",
+                  ChecksumAlgorithm="SHA256", IfNoneMatch="*")
+    return key
+
+
 def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any, stop: threading.Event | None = None,
               log: Any = None, clock: Callable[[], datetime] = _now) -> dict[str, Any]:
     """Restore the latest committed state into the container's scratch target exactly, read it back, compare
@@ -835,7 +843,26 @@ def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any,
     request = RestoreRequest(container=container, target_container=target,
                              target_database=settings.restore_target_database, exact=True)
     restore_began = time.monotonic()
-    result, index = run_restore(settings, request, client=client, s3=s3, stop=stop, log=log, keep_index=True)
+    try:
+        result, index = run_restore(settings, request, client=client, s3=s3, stop=stop, log=log, keep_index=True)
+    except (RestoreRefused, RestoreError, cosmos_exceptions.CosmosHttpResponseError) as e:
+        if isinstance(e, RestoreInterrupted):
+            raise  # stopped (ECS stop): no verdict; the next drill continues the restore
+        # A drill that cannot restore is a failed drill: that is evidence too.
+        reason = explain_restore_error(e, settings, f"{request.target_database}/{target}") if isinstance(
+            e, cosmos_exceptions.CosmosHttpResponseError) else str(e)
+        failed = {"format_version": 1, "ok": False, "drill_started_at": started_at.isoformat(),
+                  "drill_finished_at": clock().isoformat(), "error": reason,
+                  "source": {"account": source_target.account, "database": source_target.database,
+                             "container": container},
+                  "target": {"database": request.target_database or settings.cosmos_database, "container": target},
+                  "restore_seconds": round(time.monotonic() - restore_began, 3),
+                  "identity": {"mode": settings.identity_mode, "tenant_id": settings.azure_tenant_id,
+                               "client_id": settings.azure_client_id},
+                  "worker_version": worker_version()}
+        key = _put_report(s3, settings.bucket, drill_key(source_target, clock()), failed)
+        log.error("drill_done", ok=False, report_key=key, error=reason)
+        raise
     assert index is not None
     try:
         restore_seconds = time.monotonic() - restore_began
@@ -885,11 +912,7 @@ def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any,
         "worker_version": worker_version(),
         "materialize_report": state,
     }
-    key = drill_key(source_target, finished_at)
-    # No retention header: the bucket's default Object Lock retention (where configured) applies to the
-    # report, and the restore role needs no s3:PutObjectRetention. The checksum is what Object Lock requires.
-    s3.put_object(Bucket=settings.bucket, Key=key, Body=json.dumps(report, indent=2).encode(),
-                  ContentType="application/json", ChecksumAlgorithm="SHA256", IfNoneMatch="*")
+    key = _put_report(s3, settings.bucket, drill_key(source_target, finished_at), report)
     report["report_key"] = key
     log.info("drill_done", ok=ok, report_key=key, sequence=result.sequence,
              documents_expected=compared["expected"], documents_found=compared["found"],
