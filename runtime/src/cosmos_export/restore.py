@@ -8,8 +8,8 @@ Protocol
 2. The restore id is a uuid5 of (account, database, container, sequence, target database, target
    container), so a rerun finds its progress at
    ``<container prefix>/restores/<restore id>/progress.json`` (`contract.RESTORES_DIR`).
-3. The state's documents come in a deterministic order. They are upserted `EXPORT_RESTORE_BATCH_DOCUMENTS` (500) at a time,
-   `concurrency` requests in flight, Low priority, within the RU/s budget (RuBudget); after each batch the
+3. The state's documents come in a deterministic order. They are upserted EXPORT_RESTORE_BATCH_DOCUMENTS
+   (500) at a time, `concurrency` requests in flight, Low priority, within the RU/s budget (RuBudget); after each batch the
    progress moves (S3 conditional write: If-Match the etag it was read with), so a killed restore redoes at
    most the batch it was in (upserts are idempotent) and two restores of the same id cannot both advance.
    The progress remembers the key of the last committed document: if a rerun's order differs (another
@@ -20,6 +20,9 @@ Protocol
    however large the container is.
 5. The progress is marked complete; a later run of the same id starts a new attempt (a drill restores
    again and again into its scratch container).
+
+One point write per document: the SDK has no bulk executor in Python, and transactional batches (up to 100
+operations of one partition key value) are not used yet: neither local double serves them.
 """
 
 from __future__ import annotations
