@@ -12,6 +12,7 @@ to bench/results/restore-<N>.json and a "Restore" section of docs/performance.md
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -53,22 +55,27 @@ class _AnyToken:
 
 def client(docs: int, cosmos_url: str, ca_bundle: str, s3_url: str, bucket: str) -> None:
     """The restore, as the worker runs it; prints {"documents", "seconds", ...} as the last line."""
+    import boto3
+
     from cosmos_export import restore
     from cosmos_export.export import bulk_gc
     from cosmos_export.settings import WorkerSettings
     from cosmos_export.source import cosmos_client
     from sandbox.seed import sample_documents
 
-    import boto3
-
     settings = WorkerSettings(identity_mode="laptop", aws_region="us-east-1", cosmos_endpoint=cosmos_url,
                               cosmos_account="bench", cosmos_database=DB, cosmos_containers=SOURCE,
                               cosmos_tls_verify=ca_bundle, bucket=bucket, prefix="bench", s3_endpoint=s3_url,
                               concurrency=8, log_level="WARNING")
     definition = {"partitionKey": {"paths": ["/pk"], "kind": "Hash", "version": 2}}
-    restore.open_state = lambda *a, **k: restore.StateView(  # type: ignore[assignment]
-        sequence=1, manifest_keys=["bench/manifests/0000000001.json"], container_definition=definition,
-        report={}, documents=lambda: sample_documents(docs))
+    def documents(start: int = 0) -> Iterator[dict]:
+        return itertools.islice(sample_documents(docs), start, None)
+
+    def open_state(*_args: Any, **_kwargs: Any) -> restore.StateView:
+        return restore.StateView(sequence=1, manifest_keys=["bench/manifests/0000000001.json"],
+                                 container_definition=definition, report={}, documents=documents)
+
+    restore.open_state = open_state
     s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
     from cosmos_export import audit
 
@@ -124,6 +131,7 @@ def measure(docs: int, directory: Path) -> dict:
             load = os.getloadavg()[0]
             with open(directory / f"restore-client-{docs}.log", "wb") as log:
                 process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
+                assert process.stdout is not None
                 out = process.stdout.read()
                 _, status, usage = os.wait4(process.pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:

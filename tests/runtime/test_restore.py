@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import boto3
 import pytest
 from azure.cosmos import exceptions as cosmos_exceptions
 
 from cosmos_export import contract, export, restore
-from cosmos_export.layout import ExportTarget
 from cosmos_export.restore import RestoreRefused, RestoreRequest, run_drill, run_restore
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.source import cosmos_client
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
 from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
-from tests.runtime.interim_materialize import install
 
 DB, TARGET_DB = "shop", "restore"
 EXPORT_OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"
@@ -81,11 +79,6 @@ def world(moto_server, local_ca, monkeypatch):
                    bucket=bucket, export_credential=export_credential,
                    restore_client=cosmos_client(restore_settings, restore_credential),
                    export_client=cosmos_client(settings, export_credential))
-
-
-@pytest.fixture(autouse=True)
-def interim_materialize(monkeypatch, world):
-    install(monkeypatch, lambda target: world["state"].container(target.database, target.container).partition_key_path)
 
 
 def export_run(world, mode="snapshot", containers=("orders",)):
@@ -350,6 +343,20 @@ def test_drill_detects_a_target_definition_that_differs(world):
     report = drill(world)
     assert report["ok"] is False and report["documents_mismatched"] == 0
     assert report["definition_differences"] == ["defaultTtl: source null, target 3600"]
+
+
+def test_a_drill_that_cannot_restore_is_reported_as_failed(world):
+    world["state"].upsert_many(DB, "orders", make_docs(10))
+    export_run(world)
+    settings = world["restore_settings"].model_copy(update={"restore_targets": (("orders", "wrong-pk"),)})
+    with pytest.raises(RestoreRefused, match="partition key"):
+        run_drill(settings, "orders", client=world["restore_client"], s3=world["s3"])
+    listed = world["s3"].list_objects_v2(Bucket=world["bucket"], Prefix=f"exports/test/acct/{DB}/orders/drills/")
+    (key,) = [o["Key"] for o in listed["Contents"]]
+    report = json.loads(world["s3"].get_object(Bucket=world["bucket"], Key=key)["Body"].read())
+    assert report["ok"] is False and "partition key" in report["error"]
+    assert report["target"] == {"database": TARGET_DB, "container": "wrong-pk"}
+    assert restore_objects(world) == [] and target_docs(world, "wrong-pk") == {}  # the target was not touched
 
 
 def test_drill_without_a_scratch_mapping_is_refused(world):

@@ -28,13 +28,12 @@ DOCS = 800
 
 
 def cli(args, env, **kw):
-    # The CLI itself; with the materialize stand-in installed until cosmos_export.materialize lands.
-    return subprocess.run([sys.executable, "-m", "tests.runtime.interim_materialize", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=180, **kw)
 
 
 def start(args, env):
-    return subprocess.Popen([sys.executable, "-m", "tests.runtime.interim_materialize", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -47,7 +46,7 @@ def docs_of(state, db, container):
 
 
 @pytest.fixture()
-def restore_env(chain):  # noqa: F811
+def restore_env(chain):
     cosmos = chain.cosmos
     cosmos.create_container("restore", "orders-restore", feed_ranges=2)
     cosmos.create_container("restore", "orders-scratch", feed_ranges=2)
@@ -140,3 +139,13 @@ def test_drill_exits_0_with_a_report_then_1_on_a_definition_mismatch(restore_env
     bad = cli(["drill", "-c", "orders"], env)
     assert bad.returncode == 1
     assert bad.stderr.splitlines()[-1] == "error: drill of orders failed: defaultTtl: source null, target 60"
+
+
+def test_as_of_without_a_time_zone_is_refused_before_anything(chain):
+    env = {**os.environ, **chain.env(), contract.Env.PREFIX: "exports"}
+    result = cli(["restore", "-c", "orders", "--target-container", "orders-restore", "--as-of", "2026-12-01T06:00:00"],
+                 env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("error: --as-of='2026-12-01T06:00:00' has no time zone; add one, e.g. "
+                                              "2026-12-01T06:00:00Z for UTC")
+    assert not chain.cosmos.stats  # not one request reached Cosmos

@@ -1,7 +1,7 @@
-"""`cosmos-export run|doctor|verify|restore|drill`: settings from the environment, flags on top.
+"""`cosmos-export run|doctor|verify|materialize|restore|drill`: settings from the environment, flags on top.
 
-Exit codes: 0 ok, 1 export/verify/doctor/restore failure or a drill mismatch, 2 invalid settings or usage
-(and a restore refused before writing anything), 143 stopped by SIGTERM (ECS stop) before commit (a restore:
+Exit codes: 0 ok, 1 export/verify/doctor/restore failure (materialize: a corrupted part) or a drill mismatch, 2 invalid settings or usage
+(and a restore or materialize refused before writing anything), 143 stopped by SIGTERM (ECS stop) before commit (a restore:
 after its last checkpointed batch). On failure the last line on stderr is the reason.
 """
 
@@ -161,10 +161,57 @@ def _parse_time(value: str | None) -> Any:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         _fail(f"--as-of={value!r} is not an ISO 8601 time; use e.g. 2026-12-01T06:00:00Z", EXIT_SETTINGS)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
     if parsed.tzinfo is None:
         _fail(f"--as-of={value!r} has no time zone; add one, e.g. {value}Z for UTC", EXIT_SETTINGS)
     return parsed
+
+
+@app.command()
+def materialize(
+    container: str = typer.Option(..., "--container", "-c", help="Exported container whose state to rebuild"),
+    to: str = typer.Option(..., "--to", help="Local path or s3://bucket/key ending in .jsonl, .jsonl.gz or "
+                           ".jsonl.zst (compression by suffix), or a folder/prefix ending in /"),
+    sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence (default: the latest)"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="The state of the last run finished at or before "
+                                        "this ISO 8601 time"),
+    keep_system_properties: bool = typer.Option(False, "--keep-system-properties",
+                                                help="Keep _rid, _self, _etag, _attachments, _ts, _lsn"),
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Rebuild a container's state as of a committed point into JSON Lines, with a report of what it cannot know."""
+    from cosmos_export import identity, layout
+    from cosmos_export import materialize as mat
+    from cosmos_export.export import s3_client
+
+    settings = _settings(bucket=bucket, prefix=prefix, log_level=log_level)
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    when = _parse_time(as_of)
+    try:
+        target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
+                                     settings.cosmos_database, container)
+    except ValueError as e:
+        _fail(f"--container {container!r}: {e}", EXIT_SETTINGS)
+    try:
+        dest = mat.destination(to, container)
+        report = mat.materialize_to(s3_client(settings, identity.aws_session(settings)), target, dest,
+                                    sequence=sequence, as_of=when, keep_system_properties=keep_system_properties)
+    except mat.CorruptPartError as e:
+        log.error("materialize_failed", reason=str(e))
+        _fail(str(e))
+    except mat.MaterializeError as e:
+        log.error("materialize_refused", reason=str(e))
+        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"wrote {dest.url} ({report.documents} document(s)); report {dest.report_url}")
+    log.info("materialized", output=dest.url, report=dest.report_url, sequence=report.sequence,
+             documents=report.documents, deletes_applied=report.deletes_applied,
+             ttl_expiries_applied=report.ttl_expiries_applied,
+             unknown_delete_incrementals=report.unknown_delete_incrementals)
 
 
 def _restore_session(settings: WorkerSettings, work: Any) -> Any:

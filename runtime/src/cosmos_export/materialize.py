@@ -205,16 +205,14 @@ def plan(manifests: list[Manifest], *, where: str, sequence: int | None = None,
 
 
 def _ranges(values: list[int]) -> str:
-    spans: list[str] = []
-    start = prev = values[0]
-    for v in values[1:] + [None]:  # type: ignore[list-item]
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        spans.append(f"{start}" if start == prev else f"{start}..{prev}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(spans)
+    """1, 2, 3, 5 -> "1..3, 5"."""
+    spans: list[list[int]] = []
+    for v in values:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in spans)
 
 
 def _unknown_delete_runs(chain: list[Manifest]) -> int:
@@ -367,7 +365,7 @@ def open_state(s3: Any, target: layout.ExportTarget, *, sequence: int | None = N
         system_properties_kept=keep_system_properties, container_definition=definition,
         container_definition_sequence=definition_sequence)
     owned = workdir is None
-    directory = tempfile.mkdtemp(prefix="cosmos-materialize-") if owned else workdir
+    directory = tempfile.mkdtemp(prefix="cosmos-materialize-") if workdir is None else workdir
     db_path = os.path.join(directory, f"state-{os.getpid()}-{id(report):x}.sqlite")
     try:
         _load(s3, target, chain, paths, db_path, report)
