@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native.cosmosdb as cosmosdb
@@ -123,12 +125,15 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
     return outputs
 
 
+@dataclass
 class Restore:
     """The restore identity and its targets (declared only when `restore.enabled`)."""
 
-    def __init__(self, task_role: TaskRole, identity: WorkloadIdentity, cosmos: CosmosAccess,
-                 targets: RestoreTargets, task: RestoreTaskArgs):
-        self.task_role, self.identity, self.cosmos, self.targets, self.task = task_role, identity, cosmos, targets, task
+    task_role: TaskRole
+    identity: WorkloadIdentity
+    cosmos: CosmosAccess
+    targets: RestoreTargets
+    task: RestoreTaskArgs
 
 
 def restore_task_role(c: StackConfig, export_name: str, *, account_id: str, bucket: ExportBucket) -> TaskRole:
