@@ -11,7 +11,7 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import contract, settings
 from cosmos_export.contract import Output
 
-from . import policies
+from . import naming, policies
 from .azure_identity import WorkloadIdentity
 from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -66,6 +66,22 @@ def restore_environment(c: StackConfig, export_environment: dict, *, client_id) 
     )}
 
 
+#: The restore task role's fixed name suffix: export-<stack>-restore-task (naming.role_name).
+RESTORE_ROLE_KIND = "restore-task"
+
+
+def export_access(c: StackConfig, account_id: str, task_role_arn: str,
+                  restore_role_arn: str | None = None) -> policies.ExportAccess:
+    """Who may read, write and delete the exports: the worker's task role, and the restore role (read, and
+    write: its IAM policy narrows that to drills/ and restores/; never delete)."""
+    deleters = [task_role_arn]
+    if c.bucket.force_destroy:
+        # forceDestroy empties the bucket on `pulumi destroy`: the CI deployer may delete (never read).
+        deleters.append(f"arn:aws:iam::{account_id}:role/{naming.deployer_role_name(c.stack)}")
+    users = (task_role_arn, *((restore_role_arn,) if restore_role_arn else ()))
+    return policies.ExportAccess(read=users, write=users, delete=tuple(deleters))
+
+
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
@@ -73,10 +89,18 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                                             resource_group_name=c.cosmos.cosmos_resource_group)
     name = f"export-{c.stack}"
 
-    bucket = ExportBucket(name, c.bucket, account_id=account_id, region=c.region)
+    if not account.disable_local_auth:
+        pulumi.log.warn(
+            f"Cosmos DB account {c.cosmos.cosmos_account_name} still accepts account keys (disableLocalAuth is false): "
+            "this worker uses none, but anyone holding a key reads every container. Disable key auth on the "
+            "account (az cosmosdb update --disable-local-auth true) once no client uses keys.")
+    task_role_arn = naming.role_arn(account_id, c.stack, "task")  # fixed: the bucket and key policies name it
+    bucket = ExportBucket(name, c.bucket, stack=c.stack, account_id=account_id, region=c.region,
+                          access=export_access(c, account_id, task_role_arn, restore_role_arn=(
+                              naming.role_arn(account_id, c.stack, RESTORE_ROLE_KIND) if c.restore.enabled else None)))
     federation = OutboundFederation(name, c.identity.federation)
     task_role = TaskRole(name, TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        stack=c.stack, account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
         export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
         max_token_seconds=c.identity.token_duration_seconds,
     ))
@@ -91,7 +115,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
     restore = build_restore(c, name, task_role=restore_role, account=account, issuer=federation.issuer,
                             export_environment=environment) if restore_role else None
-    service = WorkerService(name, c.worker, c.schedule, account_id=account_id, region=c.region,
+    service = WorkerService(name, c.worker, c.schedule, stack=c.stack, account_id=account_id, region=c.region,
                             task_role_arn=task_role.arn, environment=environment,
                             restore=restore.task if restore else None)
     outputs: dict[str, pulumi.Input] = {
@@ -110,6 +134,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.COSMOS_ENDPOINT: cosmos_endpoint,
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
+        Output.COSMOS_LOCAL_AUTH_DISABLED: bool(account.disable_local_auth),
     }
     if restore is not None:
         outputs.update({
@@ -139,7 +164,7 @@ class Restore:
 def restore_task_role(c: StackConfig, export_name: str, *, account_id: str, bucket: ExportBucket) -> TaskRole:
     """The restore identity's ECS task role: reads the export, writes only drills/ and restores/."""
     return TaskRole(f"{export_name}-restore", TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        stack=c.stack, kind=RESTORE_ROLE_KIND, account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
         export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
         max_token_seconds=c.identity.token_duration_seconds,
         write_prefixes=policies.restore_write_prefixes(

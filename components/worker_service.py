@@ -19,8 +19,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from . import policies
+from . import naming, policies
 from .config import ScheduleConfig, WorkerConfig
+from .task_role import program_role
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 CONTAINER_NAME = "worker"
@@ -109,7 +110,7 @@ class WorkerService(pulumi.ComponentResource):
     run_restore_command: pulumi.Output[str] | None = None
     run_drill_command: pulumi.Output[str] | None = None
 
-    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, account_id: str, region: str,
+    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, stack: str, account_id: str, region: str,
                  task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
                  restore: RestoreTaskArgs | None = None, opts: pulumi.ResourceOptions | None = None):
         """`schedule.snapshot_schedule` adds the scheduled full snapshots; `restore` the restore task."""
@@ -141,12 +142,10 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        execution_role = aws.iam.Role(
-            f"{name}-execution",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(account_id, region)),
-            description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
-            opts=child,
+        execution_role = program_role(
+            f"{name}-execution", account_id=account_id, stack=stack, kind="execution",
+            trust=policies.ecs_tasks_trust_policy(account_id, region),
+            description="Cosmos DB export worker (ECS execution role: pull image, write logs)", opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
@@ -161,6 +160,7 @@ class WorkerService(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=a.vpc_id,
             description="Cosmos DB export worker: no ingress, HTTPS out (STS, S3, Entra, Cosmos DB)",
+            tags={naming.STACK_TAG: stack},  # the deployer manages only security groups with its stack's tag
             egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
                      "description": "HTTPS"}],
             opts=child,
@@ -179,6 +179,7 @@ class WorkerService(pulumi.ComponentResource):
                 task_role_arn=task_role_arn,
                 execution_role_arn=execution_role.arn,
                 volumes=[{"name": "tmp"}],
+                tags={naming.STACK_TAG: stack},  # the deployer registers only task definitions with its stack's tag
                 container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(
                     lambda v: container_definitions(image_ref=v[0], log_group=v[1], region=region,
                                                     environment=v[2], command=command,
@@ -202,12 +203,11 @@ class WorkerService(pulumi.ComponentResource):
 
         def scheduler(suffix: str, what: str, families: list[str], task_role_arn: pulumi.Input[str]) -> aws.iam.Role:
             """A scheduler role that may run only these families and pass only their task role."""
-            role = aws.iam.Role(
-                f"{name}{suffix}-scheduler",
-                path="/cosmos-s3-export/",
-                assume_role_policy=json.dumps(policies.scheduler_trust_policy(account_id)),
-                description=f"EventBridge Scheduler: run the {what} task",
-                opts=child,
+            role = program_role(
+                f"{name}{suffix}-scheduler", account_id=account_id, stack=stack,
+                kind=f"{suffix.lstrip('-')}-scheduler" if suffix else "scheduler",
+                trust=policies.scheduler_trust_policy(account_id, region),
+                description=f"EventBridge Scheduler: run the {what} task", opts=child,
             )
             aws.iam.RolePolicy(
                 f"{name}{suffix}-scheduler-policy",

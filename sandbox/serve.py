@@ -157,7 +157,7 @@ def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running,
         for target in restore_targets(plan):
             seeder.create_container(target.database, target.container, partition_key_path=target.partition_key_paths[0])
         return
-    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
+    from sandbox.doubles.cosmos.gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
 
     verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
     state = running.cosmos_state = CosmosGatewayState(

@@ -64,7 +64,9 @@ def test_restore_task_role_trust_is_the_export_roles(every_stack):
     export_role = run.named(ROLE, f"export-{run.stack}-task")
     restore_role = run.named(ROLE, f"export-{run.stack}-restore-task")
     assert restore_role.outputs["arn"] == run.outputs[Output.RESTORE_TASK_ROLE_ARN] != run.task_role_arn
-    assert restore_role.inputs["path"] == "/cosmos-s3-export/"
+    assert restore_role.inputs["path"] == export_role.inputs["path"] == f"/cosmos-s3-export/{run.stack}/"
+    assert restore_role.inputs["name"] == f"export-{run.stack}-restore-task"
+    assert restore_role.inputs["permissionsBoundary"] == export_role.inputs["permissionsBoundary"]
     assert json.loads(restore_role.inputs["assumeRolePolicy"]) == json.loads(export_role.inputs["assumeRolePolicy"]) \
         == policies.ecs_tasks_trust_policy(mocked_stack._ACCOUNTS[run.stack], run.config["aws:region"])
 
