@@ -38,7 +38,7 @@ def _with_system(doc: dict, lsn: int) -> dict:
 def seed(s3: Any, bucket: str, docs: int) -> None:
     """Snapshot (sequence 1) of `docs` documents, then an incremental (2) replacing 10% of them."""
     from cosmos_export import layout
-    from cosmos_export.commit import CommitStore, ContainerDefinition, Manifest, ManifestPart, SchemaModel
+    from cosmos_export.commit import CommitStore, ContainerDefinition, Manifest
     from cosmos_export.schema import SchemaTracker, next_schema
     from cosmos_export.sink import FeedRangeSink
     from sandbox.seed import sample_document, sample_documents
@@ -61,12 +61,12 @@ def seed(s3: Any, bucket: str, docs: int) -> None:
             sinks[index].write_page(page)
         records = [r for sink in sinks for r in sink.close()]
         previous = loaded.checkpoint.schema_ if loaded.checkpoint else None
-        schema = next_schema(previous.info() if previous else None, tracker)
+        schema = next_schema(previous, tracker)
         store.commit(loaded, Manifest(
             run_id=run_id, mode=mode, account="bench", database=DB, container=CONTAINER, started_at=now,
-            finished_at=datetime.now(timezone.utc), parts=[ManifestPart.of(r) for r in records],
+            finished_at=datetime.now(timezone.utc), parts=records,
             continuations={f'{{"r":{i}}}': f"c{i}" for i in range(RANGES)}, schema_previous=previous,
-            schema_=SchemaModel.of(schema), container_definition=definition, change_feed_mode="LatestVersion"))
+            schema_=schema, container_definition=definition, change_feed_mode="LatestVersion"))
 
     def snapshot_pages() -> Any:
         page: list[dict] = []

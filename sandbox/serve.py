@@ -136,7 +136,7 @@ def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running,
         for container in plan.cosmos_containers:
             seeder.create_container(plan.cosmos_database, container)
         return
-    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
+    from sandbox.doubles.cosmos.gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
 
     verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
     state = running.cosmos_state = CosmosGatewayState(

@@ -9,9 +9,9 @@ import boto3
 import pytest
 
 from cosmos_export import contract
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 from tests.reliability.harness import ACCOUNT, DB, OID, World
 
 

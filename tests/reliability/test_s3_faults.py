@@ -6,7 +6,7 @@ import pytest
 
 from cosmos_export import export
 from cosmos_export.commit import CommitStore
-from cosmos_export.sink import s3_client_config
+from cosmos_export.storage import client_config as s3_client_config
 from tests.reliability.faulty_proxy import Fault, FaultyProxy
 from tests.reliability.harness import make_docs, record, versions
 

@@ -15,7 +15,6 @@ import pytest
 from cosmos_export import contract
 from cosmos_export.commit import CommitStore
 from cosmos_export.layout import ExportTarget
-from tests.runtime.test_identity import chain  # noqa: F401  (fixture)
 
 
 def cli(args, env, **kw):

@@ -16,11 +16,10 @@ from cosmos_export.commit import (
     CommitStore,
     ConcurrentRunError,
     Manifest,
-    ManifestPart,
-    SchemaModel,
 )
 from cosmos_export.schema import SchemaTracker, next_schema
-from cosmos_export.sink import FeedRangeSink, s3_client_config
+from cosmos_export.sink import FeedRangeSink
+from cosmos_export.storage import client_config as s3_client_config
 from cosmos_export.verify import RunNotCommittedError, verify_run
 
 
@@ -49,11 +48,11 @@ def run_parts(s3, target, started, docs, index=0):
 
 def manifest_for(target, run_id, records, schema, previous=None, continuation="c1"):
     now = datetime.now(timezone.utc)
-    new = next_schema(previous.schema_.info() if previous else None, schema)
+    new = next_schema(previous.schema_ if previous else None, schema)
     return Manifest(run_id=run_id, mode="snapshot", account=target.account, database=target.database,
                     container=target.container, started_at=now, finished_at=now,
-                    parts=[ManifestPart.of(r) for r in records], continuations={'{"r":0}': continuation},
-                    schema_previous=previous.schema_ if previous else None, schema=SchemaModel.of(new),
+                    parts=records, continuations={'{"r":0}': continuation},
+                    schema_previous=previous.schema_ if previous else None, schema=new,
                     timings={"read_s": 1.0})
 
 
@@ -171,7 +170,7 @@ def test_bad_checkpoint_is_refused_and_left_unchanged(s3, target, body, problem)
     key = layout.checkpoint_key(target)
     if body is None:
         other = Checkpoint(account="acct", database="db", container="customers", sequence=1, run_id="r", mode="snapshot",
-                           manifest_key="m", continuations={}, schema=SchemaModel.of(next_schema(None, {})),
+                           manifest_key="m", continuations={}, schema=next_schema(None, {}),
                            committed_at=datetime.now(timezone.utc))
         body = other.model_dump_json(by_alias=True).encode()
     s3.put_object(Bucket=target.bucket, Key=key, Body=body)

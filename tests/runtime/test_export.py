@@ -20,9 +20,9 @@ from cosmos_export.commit import CommitStore
 from cosmos_export.layout import ExportTarget
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.verify import verify_run
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 DB = "shop"
 CONTAINERS = ("orders", "customers")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import uuid
 
 import boto3
 import pytest
@@ -13,71 +12,9 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from cosmos_export import audit, contract, identity
 from cosmos_export.settings import WorkerSettings
-from sandbox.doubles.cosmos.rbac import RoleAssignment
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.entra import EntraDoubleState, serve_entra
-from sandbox.doubles.sts import StsDoubleState, assume_role_and_register, serve_sts
-
-ISSUER = "https://7b3e9d21-4c6a-4f8e-b0d2-5a1c9e8f7d63.tokens.sts.global.api.aws"
-ROLE_ARN = "arn:aws:iam::210987654321:role/workloads/CosmosExportTask"
-TENANT = "c0ffee00-1234-4abc-9def-0123456789ab"
-CLIENT_ID = "a11ce000-5678-4abc-8def-0123456789ab"
-SP_OBJECT_ID = "b0b00000-9abc-4def-8123-0123456789ab"
-
-
-class Chain:
-    """STS + Entra + Cosmos doubles configured the way the Pulumi program configures the real ones."""
-
-    def __init__(self, sts, entra, cosmos, urls, session, ca_bundle, bucket):
-        self.sts, self.entra, self.cosmos, self.urls, self.session, self.ca_bundle, self.bucket = \
-            sts, entra, cosmos, urls, session, ca_bundle, bucket
-
-    def settings(self, **overrides) -> WorkerSettings:
-        values = dict(identity_mode="workload", aws_region="us-east-1", azure_tenant_id=TENANT,
-                      azure_client_id=CLIENT_ID, azure_authority_host=self.urls["entra"],
-                      sts_endpoint=self.urls["sts"], cosmos_endpoint=self.urls["cosmos"], cosmos_account="acct",
-                      cosmos_database="shop", cosmos_containers="orders", cosmos_tls_verify=self.ca_bundle,
-                      bucket=self.bucket, s3_endpoint=self.urls["s3"])
-        values.update(overrides)
-        return WorkerSettings(**values)
-
-    def env(self) -> dict[str, str]:
-        """The same configuration as environment variables, as an ECS task would see it."""
-        s = self.settings()
-        creds = self.session.get_credentials()
-        return {contract.Env.IDENTITY_MODE: "workload", contract.Env.AWS_REGION: "us-east-1",
-                contract.Env.AZURE_TENANT_ID: TENANT, contract.Env.AZURE_CLIENT_ID: CLIENT_ID,
-                contract.Env.AZURE_AUTHORITY_HOST: s.azure_authority_host, contract.Env.STS_ENDPOINT: s.sts_endpoint,
-                contract.Env.COSMOS_ENDPOINT: s.cosmos_endpoint, contract.Env.COSMOS_ACCOUNT: "acct",
-                contract.Env.COSMOS_DATABASE: "shop", contract.Env.COSMOS_CONTAINERS: "orders",
-                contract.Env.COSMOS_TLS_VERIFY: self.ca_bundle, contract.Env.BUCKET: self.bucket,
-                contract.Env.S3_ENDPOINT: s.s3_endpoint, "AWS_ACCESS_KEY_ID": creds.access_key,
-                "AWS_SECRET_ACCESS_KEY": creds.secret_key, "AWS_SESSION_TOKEN": creds.token}
-
-
-@pytest.fixture()
-def chain(local_ca, moto_server, monkeypatch):
-    bundle = str(local_ca.bundle_file)
-    monkeypatch.setenv("AWS_CA_BUNDLE", bundle)  # boto3 -> STS double over TLS
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)  # azure-identity -> Entra double
-    sts = StsDoubleState(ISSUER)
-    entra = EntraDoubleState(TENANT)
-    entra.trust_issuer(ISSUER, sts.jwks())
-    entra.add_application(CLIENT_ID, SP_OBJECT_ID)
-    entra.add_federated_credential(CLIENT_ID, ISSUER, ROLE_ARN, [contract.TOKEN_EXCHANGE_AUDIENCE])
-    cosmos = CosmosGatewayState("acct", token_verifier=entra.verify_access_token,
-                                role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/shop", contract.COSMOS_DATA_ACTIONS)])
-    cosmos.create_container("shop", "orders")
-    creds = assume_role_and_register(sts, moto_server.url, ROLE_ARN)
-    session = boto3.Session(region_name="us-east-1", **creds)
-    s3 = session.client("s3", endpoint_url=moto_server.url)
-    bucket = f"export-{uuid.uuid4().hex[:12]}"  # moto lives for the session: a bucket per test
-    s3.create_bucket(Bucket=bucket)
-    # Versioned like the stack's bucket (moto answers HEAD ?versionId=null on an unversioned bucket with 400).
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    with serve_sts(sts, local_ca) as s, serve_entra(entra, local_ca) as e, serve_cosmos(cosmos, local_ca) as c:
-        yield Chain(sts, entra, cosmos, {"sts": s.url, "entra": e.url, "cosmos": c.url, "s3": moto_server.url},
-                    session, bundle, bucket)
+from sandbox.doubles.sts import assume_role_and_register
+from tests.runtime.trust_chain import CLIENT_ID, ISSUER, ROLE_ARN, SP_OBJECT_ID, TENANT
 
 
 def test_token_is_fresh_per_call_and_carries_the_contract_values(chain):

@@ -11,6 +11,7 @@ import json
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -23,13 +24,12 @@ from cosmos_export.commit import (
     CommitStore,
     ConcurrentRunError,
     Manifest,
-    ManifestPart,
-    SchemaModel,
 )
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.settings import SettingsError, load_settings
-from cosmos_export.sink import FeedRangeSink, s3_client_config
+from cosmos_export.sink import FeedRangeSink
+from cosmos_export.storage import client_config as s3_client_config
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def commit_run(s3, target, started: datetime, docs: list[dict]):
     store = CommitStore(s3, target)
     loaded = store.load()
     run_id, records, tracker = write_run(s3, target, started, docs)
-    previous = loaded.checkpoint.schema_.info() if loaded.checkpoint else None
+    previous = loaded.checkpoint.schema_ if loaded.checkpoint else None
     now = datetime.now(timezone.utc)
     manifest = Manifest(
         run_id=run_id,
@@ -90,16 +90,16 @@ def commit_run(s3, target, started: datetime, docs: list[dict]):
         container=target.container,
         started_at=now,
         finished_at=now,
-        parts=[ManifestPart.of(r) for r in records],
+        parts=records,
         continuations={'{"r":0}': "c"},
-        schema_previous=SchemaModel.of(previous) if previous else None,
-        schema=SchemaModel.of(next_schema(previous, tracker)),
+        schema_previous=previous,
+        schema_=next_schema(previous, tracker),
     )
     return run_id, records, store.commit(loaded, manifest)
 
 
 def keys(s3, bucket: str, prefix: str = "") -> set[str]:
-    found = set()
+    found: set[str] = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         found.update(o["Key"] for o in page.get("Contents", []))
     return found
@@ -230,9 +230,8 @@ class Failing:
 
     def __init__(self, real, operation: str, suffix: str, code: str, status: int):
         self._real, self._operation, self._suffix = real, operation, suffix
-        self._error = botocore.exceptions.ClientError(
-            {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
-        )
+        response: Any = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        self._error = botocore.exceptions.ClientError(response, operation)
         self.calls = 0
 
     def __getattr__(self, name):
@@ -278,10 +277,10 @@ def test_a_failed_manifest_write_is_not_a_lost_race(s3, bucket, code, status):
         container="orders",
         started_at=now,
         finished_at=now,
-        parts=[ManifestPart.of(r) for r in records],
+        parts=records,
         continuations={},
         schema_previous=None,
-        schema=SchemaModel.of(next_schema(None, tracker)),
+        schema=next_schema(None, tracker),
     )
     with pytest.raises(botocore.exceptions.ClientError) as err:
         store.commit(loaded, manifest)
@@ -304,10 +303,10 @@ def test_a_conflicting_manifest_of_another_run_is_a_lost_race(s3, bucket):
         container="orders",
         started_at=now,
         finished_at=now,
-        parts=[ManifestPart.of(r) for r in records],
+        parts=records,
         continuations={},
         schema_previous=None,
-        schema=SchemaModel.of(next_schema(None, tracker)),
+        schema=next_schema(None, tracker),
     )
     with pytest.raises(ConcurrentRunError, match="committed sequence 1 .* first"):
         store.commit(loaded, manifest)

@@ -79,7 +79,8 @@ def test_sink_part_schemas_hold_exactly_their_own_documents(moto_server) -> None
     from cosmos_export import jsonl, layout
     from cosmos_export.contract import Meta
     from cosmos_export.schema import SchemaInfo, next_schema
-    from cosmos_export.sink import FeedRangeSink, s3_client_config
+    from cosmos_export.sink import FeedRangeSink
+    from cosmos_export.storage import client_config as s3_client_config
 
     s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="testing",
                       aws_secret_access_key="testing", config=s3_client_config())

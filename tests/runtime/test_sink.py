@@ -13,7 +13,8 @@ import pytest
 from cosmos_export import jsonl, layout
 from cosmos_export.contract import Meta
 from cosmos_export.schema import SchemaTracker, next_schema
-from cosmos_export.sink import MIN_CHUNK_BYTES, FeedRangeSink, s3_client_config
+from cosmos_export.sink import MIN_CHUNK_BYTES, FeedRangeSink
+from cosmos_export.storage import client_config as s3_client_config
 
 START = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 RANGE = '{"Range":{"min":"","max":"05C1DFFFFFFFFC"}}'

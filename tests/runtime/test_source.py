@@ -10,9 +10,9 @@ from azure.cosmos import CosmosClient
 
 from cosmos_export import contract, source
 from cosmos_export.settings import WorkerSettings
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 DB, COLL = "shop", "orders"
 OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"

@@ -10,10 +10,10 @@ from azure.cosmos import exceptions
 from azure.cosmos.partition_key import PartitionKey
 
 from cosmos_export import contract
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.rbac import ITEMS, READ_CHANGE_FEED, RoleAssignment
 from sandbox.doubles.cosmos.store import effective_partition_key
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer, sdk_client
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 DB, COLL = "shop", "orders"
 OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"

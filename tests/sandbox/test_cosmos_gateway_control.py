@@ -8,8 +8,8 @@ import time
 
 import requests
 
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.testing import sdk_client
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 PAD = "x" * 900  # ~1 KB documents, as in the benchmark
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from azure.cosmos import CosmosClient, PartitionKey, exceptions
 
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.testing import sdk_client
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 DB, COLL = "shop", "orders"
 DOCS = [{"id": f"o-{i}", "pk": f"c-{i % 23}", "n": i, "kind": ["book", "toy", "food"][i % 3],

@@ -1,7 +1,7 @@
 """The Entra double against the unmodified azure-identity / MSAL clients.
 
 Assertions here are signed by a stand-in AWS issuer key (fast, no STS); the
-full chain through the STS double is in test_identity_chain.py.
+full chain through the STS double is in test_doubles_identity_chain.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -66,6 +66,34 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+class Logger(Protocol):
+    """What the worker's parts log through: structlog's bound logger (keyword fields), or as_logger()'s adapter."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+class _StdlibLogger:
+    """A stdlib logger behind the Logger interface: the fields travel as `extra`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._logger.info(event, extra={"fields": fields})
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._logger.warning(event, extra={"fields": fields})
+
+
+def as_logger(log: Logger | logging.Logger | None, name: str) -> Logger:
+    """`log` as a Logger; None: the stdlib logger `name` (silent unless logging is configured)."""
+    if log is None:
+        log = logging.getLogger(name)
+    return _StdlibLogger(log) if isinstance(log, logging.Logger) else log
 
 
 def get_logger(**bound: Any) -> Any:

@@ -127,7 +127,7 @@ def verify(
 ) -> None:
     """Re-read a committed run's parts and compare count, bytes and sha256 with its manifest."""
     from cosmos_export import identity, layout
-    from cosmos_export.export import s3_client
+    from cosmos_export.storage import client as s3_client
     from cosmos_export.verify import RunNotCommittedError, verify_run
 
     settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix)

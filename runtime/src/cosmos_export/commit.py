@@ -16,17 +16,19 @@ A run that dies before 2 committed nothing: its parts are orphans, never read
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_export import contract, layout
+from cosmos_export import audit, contract, layout, storage
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION
 from cosmos_export.schema import SchemaInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 Mode = contract.ManifestMode
 #: Parts whose last write is this close to a live run's start are never deleted (clock skew).
@@ -41,22 +43,10 @@ class ConcurrentRunError(RuntimeError):
     """Another run committed the sequence this run wanted."""
 
 
-class SchemaModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
-    fields: dict[str, list[str]]
-
-    @classmethod
-    def of(cls, info: SchemaInfo) -> "SchemaModel":
-        return cls(version=info.version, fingerprint=info.fingerprint, fields=info.fields)
-
-    def info(self) -> SchemaInfo:
-        return SchemaInfo(version=self.version, fingerprint=self.fingerprint, fields=self.fields)
-
-
 class ManifestPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One completed part object, as the sink records it and the manifest lists it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     key: str
     version_id: str | None
     bytes: int = Field(ge=0)
@@ -66,10 +56,6 @@ class ManifestPart(BaseModel):
     feed_range: str
     part_number: int = Field(ge=1)
     schema_version: int = Field(ge=0)
-
-    @classmethod
-    def of(cls, record: Any) -> "ManifestPart":
-        return cls(**{name: getattr(record, name) for name in cls.model_fields})
 
 
 class PartitionKeyDefinition(BaseModel):
@@ -126,8 +112,8 @@ class Manifest(BaseModel):
     parts: list[ManifestPart]
     #: Continuation per feed range (key: the feed range's JSON), where the next run resumes.
     continuations: dict[str, str | None]
-    schema_previous: SchemaModel | None
-    schema_: SchemaModel = Field(alias="schema")
+    schema_previous: SchemaInfo | None
+    schema_: SchemaInfo = Field(alias="schema")
     timings: dict[str, float] = Field(default_factory=dict)
     #: Format 2 on (None in format 1 manifests): the container as read when the run started, the change-feed
     #: mode the run read (AllVersionsAndDeletes runs record deletes) and a query snapshot's WHERE filter
@@ -158,7 +144,7 @@ class Checkpoint(BaseModel):
     mode: Mode
     manifest_key: str
     continuations: dict[str, str | None]
-    schema_: SchemaModel = Field(alias="schema")
+    schema_: SchemaInfo = Field(alias="schema")
     committed_at: datetime
 
 
@@ -180,40 +166,17 @@ def _dump(model: BaseModel) -> bytes:
     return model.model_dump_json(by_alias=True, indent=2).encode("utf-8")
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _precondition_failed(exc: ClientError) -> bool:
-    # 409 ConditionalRequestConflict: S3 saw a concurrent conditional write to the key.
-    return _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
-
-
-def _missing(exc: ClientError) -> bool:
-    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")
-
-
 class CommitStore:
-    def __init__(self, s3_client: Any, target: layout.ExportTarget, log: Any = None) -> None:
-        self._s3 = s3_client
+    def __init__(self, s3_client: S3Client, target: layout.ExportTarget, log: audit.Logger | None = None) -> None:
+        self._bucket = storage.Bucket(s3_client, target.bucket)
         self._target = target
-        self._log = log if log is not None else logging.getLogger(__name__)
+        self._log = audit.as_logger(log, __name__)
         self._where = f"{target.account}/{target.database}/{target.container}"
 
     # -- reading ---------------------------------------------------------
 
     def _get(self, key: str) -> tuple[bytes, str] | None:
-        try:
-            response = self._s3.get_object(Bucket=self._target.bucket, Key=key)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return response["Body"].read(), response["ETag"]
+        return self._bucket.get(key)
 
     def _parse(self, model: type[_Document], key: str, body: bytes, what: str) -> _Document:
         url = f"s3://{self._target.bucket}/{key}"
@@ -271,12 +234,12 @@ class CommitStore:
             manifest = self._manifest(state.next_sequence)
             if manifest is None:
                 return state
-            _log(self._log, "warning", "checkpoint_roll_forward", sequence=manifest.sequence, run_id=manifest.run_id,
+            self._log.warning("checkpoint_roll_forward", sequence=manifest.sequence, run_id=manifest.run_id,
                  reason="a previous run committed its manifest but stopped before moving the checkpoint")
             try:
                 self._put_checkpoint(state, manifest)
             except ClientError as exc:
-                if not _precondition_failed(exc):
+                if not storage.is_precondition_failed(exc):
                     raise
             # Re-read either way: someone else may have rolled forward concurrently.
 
@@ -292,10 +255,7 @@ class CommitStore:
         return sorted(manifests, key=lambda m: m.sequence)
 
     def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._target.bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
+        return [obj.key for obj in self._bucket.objects(prefix)]
 
     # -- writing ---------------------------------------------------------
 
@@ -312,15 +272,12 @@ class CommitStore:
             schema_=manifest.schema_,
             committed_at=datetime.now(timezone.utc),
         )
-        condition = {"IfMatch": state.etag} if state.etag else {"IfNoneMatch": "*"}
-        response = self._s3.put_object(
-            Bucket=self._target.bucket,
-            Key=layout.checkpoint_key(self._target),
-            Body=_dump(checkpoint),
-            ContentType="application/json",
-            **condition,
-        )
-        return checkpoint, response["ETag"]
+        key, body = layout.checkpoint_key(self._target), _dump(checkpoint)
+        if state.etag:
+            etag = self._bucket.put_if_match(key, body, "application/json", state.etag)
+        else:
+            etag = self._bucket.put_if_absent(key, body, "application/json")
+        return checkpoint, etag
 
     def commit(self, loaded: LoadedState, manifest: Manifest) -> Checkpoint:
         sequence = loaded.next_sequence
@@ -334,31 +291,28 @@ class CommitStore:
         manifest = manifest.model_copy(update={"sequence": sequence})
         key = layout.manifest_key(self._target, sequence)
         try:
-            self._s3.put_object(
-                Bucket=self._target.bucket, Key=key, Body=_dump(manifest), ContentType="application/json",
-                IfNoneMatch="*",
-            )
+            self._bucket.put_if_absent(key, _dump(manifest), "application/json")
         except ClientError as exc:
-            if not _precondition_failed(exc):
+            if not storage.is_precondition_failed(exc):
                 raise
             # botocore retries a PUT whose response was lost; if the first attempt was applied, the
             # retry's If-None-Match fails on our own manifest. Only another run's manifest is a lost race.
             stored = self._manifest(sequence)
             if stored is None or stored.run_id != manifest.run_id:
                 raise ConcurrentRunError(self._lost_message(sequence, manifest.run_id)) from None
-            _log(self._log, "warning", "manifest_already_written", sequence=sequence, run_id=manifest.run_id,
+            self._log.warning("manifest_already_written", sequence=sequence, run_id=manifest.run_id,
                  reason="the manifest PUT was applied but its response was lost; the retry saw our own manifest")
         # Committed. Moving the checkpoint is bookkeeping: if it fails, the next load rolls forward.
         try:
             checkpoint, _ = self._put_checkpoint(loaded, manifest)
         except ClientError as exc:
-            if not _precondition_failed(exc):
+            if not storage.is_precondition_failed(exc):
                 raise
             current = self.load().checkpoint  # someone rolled forward to our manifest, or beyond
             if current is None or current.sequence < sequence:
                 raise
             checkpoint = current
-        _log(self._log, "info", "run_committed", sequence=sequence, run_id=manifest.run_id, manifest_key=key,
+        self._log.info("run_committed", sequence=sequence, run_id=manifest.run_id, manifest_key=key,
              documents=manifest.documents, bytes=manifest.bytes, parts=len(manifest.parts))
         return checkpoint
 
@@ -383,33 +337,31 @@ class CommitStore:
             raise ValueError("keep_run_ids is empty: pass at least the current run's id")
         cutoff = min(layout.run_started_at(r) for r in keep) - ORPHAN_SAFETY_MARGIN
         committed = {m.run_id for m in self.committed_manifests()} | keep
-        bucket = self._target.bucket
 
         def orphan(key: str) -> bool:
             run_id = layout.run_id_of_key(key)
             return run_id is not None and run_id not in committed and layout.run_started_at(run_id) < cutoff
 
         deleted: list[str] = []
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=self._target.data_prefix):
-            batch = [o["Key"] for o in page.get("Contents", []) if orphan(o["Key"]) and o["LastModified"] < cutoff]
-            if batch:
-                response = self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-                if response.get("Errors"):
-                    first = response["Errors"][0]
-                    raise RuntimeError(f"deleting orphan part {first.get('Key')} failed: {first.get('Code')} {first.get('Message')}")
-                deleted.extend(batch)
-        for page in self._s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=self._target.data_prefix):
-            for upload in page.get("Uploads", []):
-                if orphan(upload["Key"]) and upload["Initiated"] < cutoff:
-                    self._s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        batch: list[str] = []
+        for obj in self._bucket.objects(self._target.data_prefix):
+            if orphan(obj.key) and obj.last_modified < cutoff:
+                batch.append(obj.key)
+            if len(batch) == 1000:  # DeleteObjects' limit
+                self._delete_orphans(batch, deleted)
+        self._delete_orphans(batch, deleted)
+        for upload in self._bucket.uploads(self._target.data_prefix):
+            if orphan(upload.key) and upload.initiated < cutoff:
+                self._bucket.abort_upload(upload.key, upload.upload_id)
         for key in deleted:
-            _log(self._log, "info", "orphan_part_deleted", key=key, run_id=layout.run_id_of_key(key))
+            self._log.info("orphan_part_deleted", key=key, run_id=layout.run_id_of_key(key))
         return deleted
 
-
-def _log(log: Any, level: str, event: str, **fields: Any) -> None:
-    method = getattr(log, level)
-    if isinstance(log, logging.Logger):
-        method(event, extra={"fields": fields})
-    else:
-        method(event, **fields)
+    def _delete_orphans(self, batch: list[str], deleted: list[str]) -> None:
+        if batch:
+            failed = self._bucket.delete_many(batch)
+            if failed:
+                key, code, message = failed[0]
+                raise RuntimeError(f"deleting orphan part {key} failed: {code} {message}")
+            deleted.extend(batch)
+            batch.clear()

@@ -14,22 +14,23 @@ import gc
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Literal
 
 import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, contract, identity, layout, source
-from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart, SchemaModel
+from cosmos_export import audit, contract, identity, layout, source, storage
+from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart
 from cosmos_export.contract import Env
-from cosmos_export.schema import SchemaTracker, next_schema
+from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
-from cosmos_export.sink import FeedRangeSink, PartRecord, s3_client_config
+from cosmos_export.sink import FeedRangeSink
 
 RunMode = contract.RunMode
 
@@ -76,9 +77,7 @@ def feed_range_key(feed_range: dict) -> str:
     return json.dumps(feed_range, sort_keys=True, separators=(",", ":"))
 
 
-def s3_client(settings: WorkerSettings, session: boto3.Session) -> Any:
-    return session.client("s3", region_name=settings.aws_region, endpoint_url=settings.s3_endpoint,
-                          config=s3_client_config())
+s3_client = storage.client
 
 
 def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = None, session: boto3.Session | None = None,
@@ -102,12 +101,9 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
         credential = credential or identity.azure_credential(settings, session)
         client = source.cosmos_client(settings, credential)
         level = source.check_consistency(client, settings.min_consistency)
-    except (identity.IdentityError, ClientAuthenticationError) as e:
-        raise ExportError(identity.explain_auth_error(e)) from None
-    except cosmos_exceptions.CosmosHttpResponseError as e:
-        raise ExportError(source.explain_cosmos_error(e, settings)) from None
-    except source.SourceError as e:
-        raise ExportError(str(e)) from None
+    except (identity.IdentityError, ClientAuthenticationError, cosmos_exceptions.CosmosHttpResponseError,
+            source.SourceError) as e:
+        raise explain(e, settings) from None
     log.info("export_start", mode=mode, containers=list(settings.cosmos_containers), consistency=level,
              database=settings.cosmos_database, account=settings.account_name)
     summary = RunSummary(mode=mode)
@@ -116,12 +112,11 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
             summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
         except ExportError:
             raise
-        except cosmos_exceptions.CosmosHttpResponseError as e:
-            raise ExportError(f"{name}: {source.explain_cosmos_error(e, settings)}") from None
-        except (identity.IdentityError, ClientAuthenticationError) as e:
-            raise ExportError(f"{name}: {identity.explain_auth_error(e)}") from None
-        except Exception as e:
-            raise ExportError(f"{name}: {type(e).__name__}: {e}") from e
+        except (identity.IdentityError, ClientAuthenticationError, cosmos_exceptions.CosmosHttpResponseError,
+                source.SourceError) as e:
+            raise explain(e, settings, name) from None
+        except Exception as e:  # anything else keeps its traceback as the cause
+            raise explain(e, settings, name) from e
     summary.seconds = time.monotonic() - began
     log.info("export_done", mode=mode, containers=len(summary.containers), documents=summary.documents,
              bytes=summary.bytes, seconds=round(summary.seconds, 3),
@@ -152,12 +147,161 @@ def bulk_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-@dataclass
-class _RangeWork:
+# --- The plan: what each feed range reads (pure, tested without I/O) ----------
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """What one feed range reads in this run."""
+
     index: int
+    #: feed_range_key(feed_range): the checkpoint's key for this range's continuation.
     key: str
     feed_range: dict
+    #: "change_feed" reads the feed from `continuation`; "query" runs the snapshot query.
+    read: Literal["change_feed", "query"]
+    #: Where the change feed resumes; None: from the beginning.
     continuation: str | None
+    change_feed_mode: contract.ChangeFeedMode
+    #: Take the feed's "now" before reading and save it as the range's continuation, so changes made while a
+    #: query (or an AllVersionsAndDeletes snapshot, which cannot start from the beginning) runs are in the next run.
+    end_at_now: bool
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    #: What runs: an incremental run of a container without a checkpoint is its first snapshot.
+    mode: RunMode
+    manifest_mode: contract.ManifestMode
+    ranges: tuple[RangePlan, ...]
+    #: Incremental was asked for, but there is no checkpoint to continue from.
+    first_run: bool
+
+
+def plan_container(mode: RunMode, continuations: Mapping[str, str | None] | None,
+                   feed_ranges: Callable[[], Iterable[dict]], *, snapshot_source: contract.SnapshotSource,
+                   change_feed_mode: contract.ChangeFeedMode) -> ContainerPlan:
+    """Decide, per feed range, where to start, where to end and the manifest's mode.
+
+    `continuations` are the checkpoint's (None: no checkpoint yet); `feed_ranges` lists the container's
+    current feed ranges and is only called for a snapshot (an incremental run keeps the checkpoint's ranges).
+    """
+    if mode == "incremental" and continuations is not None:
+        ranges = tuple(RangePlan(i, key, json.loads(key), "change_feed", cont, change_feed_mode, end_at_now=False)
+                       for i, (key, cont) in enumerate(sorted(continuations.items())))
+        return ContainerPlan("incremental", "incremental", ranges, first_run=False)
+    query = snapshot_source == "query"
+    all_versions = change_feed_mode == "AllVersionsAndDeletes"
+    ranges = tuple(
+        RangePlan(i, feed_range_key(fr), fr, "query" if query else "change_feed", None,
+                  # AllVersionsAndDeletes cannot start from the beginning: a snapshot reads the current versions.
+                  "LatestVersion" if all_versions else change_feed_mode,
+                  end_at_now=query or all_versions)
+        for i, fr in enumerate(feed_ranges()))
+    return ContainerPlan("snapshot", "query-snapshot" if query else "snapshot", ranges,
+                         first_run=mode == "incremental")
+
+
+# --- The steps ------------------------------------------------------------------
+
+
+def explain(error: BaseException, settings: WorkerSettings, container: str | None = None) -> ExportError:
+    """The one mapping from a failure to the ExportError an operator reads (naming the container, if any)."""
+    where = f"{container}: " if container else ""
+    if isinstance(error, ExportError):
+        return error
+    if isinstance(error, (identity.IdentityError, ClientAuthenticationError)):
+        return ExportError(where + identity.explain_auth_error(error))
+    if isinstance(error, cosmos_exceptions.CosmosHttpResponseError):
+        return ExportError(where + source.explain_cosmos_error(error, settings))
+    if isinstance(error, source.SourceError):
+        return ExportError(where + str(error))
+    return ExportError(f"{where}{type(error).__name__}: {error}")
+
+
+@dataclass
+class ContainerRun:
+    """What every feed range of one container's run shares."""
+
+    settings: WorkerSettings
+    container: Any  # the SDK's ContainerProxy
+    s3: Any
+    target: layout.ExportTarget
+    run_id: str
+    started_at: datetime
+    #: The whole run's schema (each range's sink merges its parts' schemas into it).
+    schema: SchemaTracker
+    previous_schema: SchemaInfo | None
+    stop: threading.Event
+    log: Any
+    progress: audit.Progress
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    key: str
+    #: Where the next run continues this range.
+    continuation: str | None
+    records: list[ManifestPart]
+    request_charge: float
+
+
+def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
+    """Read one feed range as planned into its own sink; aborts its uploads on any failure or stop."""
+    settings = run.settings
+    sink = FeedRangeSink(run.s3, run.target, run_id=run.run_id, started_at=run.started_at, feed_range=plan.key,
+                         feed_range_index=plan.index, compression=settings.compression,
+                         part_size_bytes=settings.part_size_bytes, kms_key_arn=settings.kms_key_arn,
+                         schema=run.schema, log=run.log, previous_schema=run.previous_schema)
+    reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop)
+    charge = 0.0
+    try:
+        end: str | None = None
+        if plan.end_at_now:
+            # Take the feed's "now" first: changes made while the range is read are in the next run.
+            end = reader.now_continuation()
+            if end is None:
+                raise ExportInterrupted("stop requested")
+        if plan.read == "query":
+            pages = reader.query(settings.query_filter)
+        elif plan.continuation:
+            pages = reader.change_feed(continuation=plan.continuation, mode=plan.change_feed_mode)
+        else:
+            # A reader of its own when "now" was taken: its continuation must not replace `end`.
+            feed = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop) if end else reader
+            pages = feed.change_feed(start_time="Beginning", mode=plan.change_feed_mode)
+        for page in pages:
+            sink.write_page(page.docs)
+            charge += page.request_charge
+            run.log.info("cosmos_page", feed_range_index=plan.index, activity_id=page.activity_id,
+                         request_charge=page.request_charge, items=len(page.docs))
+            run.progress.advance(len(page.docs))
+        if run.stop.is_set():
+            raise ExportInterrupted("stop requested")
+        records = sink.close()
+        return RangeResult(plan.key, end or reader.continuation, records, charge)
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def _read_all(plan: ContainerPlan, run: ContainerRun, concurrency: int, name: str,
+              next_sequence: int) -> list[RangeResult]:
+    """Every range, `concurrency` at a time; the first failure stops the others at their next page."""
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"range-{name}") as pool:
+        futures = [pool.submit(read_range, r, run) for r in plan.ranges]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.done() and f.exception() for f in futures):
+            run.stop.set()  # let the other ranges stop at their next page
+        wait(futures)
+    errors = [e for f in futures if (e := f.exception()) is not None]
+    if run.stop.is_set() or errors:
+        real = [e for e in errors if not isinstance(e, ExportInterrupted)]
+        if real:
+            raise real[0]
+        raise ExportInterrupted(f"{name}: stopped before commit (run {run.run_id}); nothing was committed, the next "
+                                f"run starts again from checkpoint sequence {next_sequence - 1}")
+    return [f.result() for f in futures]
 
 
 def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: Any, name: str,
@@ -171,97 +315,38 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
     container, properties = source.container_and_properties(client, settings.cosmos_database, name)
     definition = ContainerDefinition.of(properties)
     checkpoint = loaded.checkpoint
-    effective = mode
-    if mode == "incremental" and checkpoint is None:
+    plan = plan_container(mode, checkpoint.continuations if checkpoint else None,
+                          lambda: source.feed_ranges(container), snapshot_source=settings.snapshot_source,
+                          change_feed_mode=settings.change_feed_mode)
+    if plan.first_run:
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
-        effective = "snapshot"
-    if effective == "incremental":
-        assert checkpoint is not None  # incremental only with a checkpoint (above)
-        work = [_RangeWork(i, key, json.loads(key), cont)
-                for i, (key, cont) in enumerate(sorted(checkpoint.continuations.items()))]
-        manifest_mode = "incremental"
-    else:
-        work = [_RangeWork(i, feed_range_key(fr), fr, None) for i, fr in enumerate(source.feed_ranges(container))]
-        manifest_mode = "query-snapshot" if settings.snapshot_source == "query" else "snapshot"
     started_at = clock()
     run_id = layout.new_run_id(started_at)
-    previous = checkpoint.schema_.info() if checkpoint else None
+    previous = checkpoint.schema_ if checkpoint else None
     tracker = SchemaTracker()
-    charges: dict[int, float] = {}
-    log.info("container_start", run_id=run_id, mode=manifest_mode, feed_ranges=len(work),
+    log.info("container_start", run_id=run_id, mode=plan.manifest_mode, feed_ranges=len(plan.ranges),
              sequence=loaded.next_sequence)
-
-    def read_range(w: _RangeWork) -> tuple[str, str | None, list[PartRecord]]:
-        sink = FeedRangeSink(s3, target, run_id=run_id, started_at=started_at, feed_range=w.key,
-                             feed_range_index=w.index, compression=settings.compression,
-                             part_size_bytes=settings.part_size_bytes, kms_key_arn=settings.kms_key_arn,
-                             schema=tracker, log=log, previous_schema=previous)
-        reader = source.FeedRangeReader(container, w.feed_range, settings, stop)
-        try:
-            end: str | None = None
-            if effective == "incremental":
-                pages = reader.change_feed(continuation=w.continuation) if w.continuation else \
-                    reader.change_feed(start_time="Beginning")
-            elif settings.snapshot_source == "query" or settings.change_feed_mode == "AllVersionsAndDeletes":
-                # Take the feed's "now" first: changes made while the snapshot is read are in the next run.
-                end = reader.now_continuation()
-                if end is None:
-                    raise ExportInterrupted("stop requested")
-                if settings.snapshot_source == "query":
-                    pages = reader.query(settings.query_filter)
-                else:  # AllVersionsAndDeletes cannot start from Beginning: read current versions instead
-                    pages = source.FeedRangeReader(container, w.feed_range, settings, stop).change_feed(
-                        start_time="Beginning", mode="LatestVersion")
-            else:
-                pages = reader.change_feed(start_time="Beginning")
-            for page in pages:
-                sink.write_page(page.docs)
-                charges[w.index] = charges.get(w.index, 0.0) + page.request_charge
-                log.info("cosmos_page", feed_range_index=w.index, activity_id=page.activity_id,
-                         request_charge=page.request_charge, items=len(page.docs))
-                progress.advance(len(page.docs))
-            if stop.is_set():
-                raise ExportInterrupted("stop requested")
-            records = sink.close()
-            return w.key, end or reader.continuation, records
-        except BaseException:
-            sink.abort()
-            raise
-
-    results: list[tuple[str, str | None, list[PartRecord]]] = []
     # A snapshot's size is known up front (the container's document count): the bar's total, hence its ETA.
     total = source.document_count(container) if (
-        effective == "snapshot" and not settings.query_filter and audit.progress_wanted()) else None
-    with bulk_gc(), audit.Progress(f"{name} ({manifest_mode})", total=total) as progress, \
-            ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"range-{name}") as pool:
-        futures = [pool.submit(read_range, w) for w in work]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.done() and f.exception() for f in futures):
-            stop.set()  # let the other ranges stop at their next page
-        wait(futures)
-    errors = [e for f in futures if (e := f.exception()) is not None]
-    if stop.is_set() or errors:
-        real = [e for e in errors if not isinstance(e, ExportInterrupted)]
-        if real:
-            raise real[0]
-        raise ExportInterrupted(f"{name}: stopped before commit (run {run_id}); nothing was committed, the next run "
-                                f"starts again from checkpoint sequence {loaded.next_sequence - 1}")
-    results = [f.result() for f in futures]
-    records = [r for _, _, rs in results for r in rs]
+        plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted()) else None
+    with bulk_gc(), audit.Progress(f"{name} ({plan.manifest_mode})", total=total) as progress:
+        run = ContainerRun(settings, container, s3, target, run_id, started_at, tracker, previous, stop, log, progress)
+        results = _read_all(plan, run, settings.concurrency, name, loaded.next_sequence)
+    records = [r for result in results for r in result.records]
     schema = next_schema(previous, tracker)
-    manifest = Manifest(run_id=run_id, mode=manifest_mode, account=target.account, database=target.database,
+    manifest = Manifest(run_id=run_id, mode=plan.manifest_mode, account=target.account, database=target.database,
                         container=name, started_at=started_at, finished_at=clock(),
-                        parts=[ManifestPart.of(r) for r in records],
-                        continuations={key: cont for key, cont, _ in results},
-                        schema_previous=SchemaModel.of(previous) if previous else None, schema_=SchemaModel.of(schema),
+                        parts=records,
+                        continuations={r.key: r.continuation for r in results},
+                        schema_previous=previous, schema_=schema,
                         timings={"seconds": round(time.monotonic() - began, 3)},
                         container_definition=definition, change_feed_mode=settings.change_feed_mode,
-                        query_filter=settings.query_filter if manifest_mode == "query-snapshot" else None)
+                        query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None)
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
-    result = ContainerResult(container=name, run_id=run_id, mode=manifest_mode, sequence=committed.sequence,
+    result = ContainerResult(container=name, run_id=run_id, mode=plan.manifest_mode, sequence=committed.sequence,
                              documents=manifest.documents, bytes=manifest.bytes, parts=len(records),
-                             feed_ranges=len(work), request_charge=round(sum(charges.values()), 2),
+                             feed_ranges=len(plan.ranges), request_charge=round(sum(r.request_charge for r in results), 2),
                              seconds=round(time.monotonic() - began, 3))
     log.info("container_committed", run_id=run_id, sequence=committed.sequence, documents=result.documents,
              bytes=result.bytes, parts=result.parts, request_charge=result.request_charge,

@@ -16,10 +16,11 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cosmos_export.jsonl import FLOAT_FAST_MIN, float_is_fast
 
@@ -213,11 +214,13 @@ def fingerprint(fields: dict[str, list[str]]) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-@dataclass(frozen=True)
-class SchemaInfo:
-    version: int
-    fingerprint: str
-    fields: dict[str, list[str]] = field(default_factory=dict)
+class SchemaInfo(BaseModel):
+    """A run's schema: what manifests and checkpoints store, and what the next run compares against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    fields: dict[str, list[str]] = Field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"version": self.version, "fingerprint": self.fingerprint, "fields": self.fields}

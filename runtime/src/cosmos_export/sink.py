@@ -12,16 +12,16 @@ partial object is never completed.
 from __future__ import annotations
 
 import hashlib
-import logging
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from botocore.config import Config
-
-from cosmos_export import jsonl, layout
+from cosmos_export import audit, jsonl, layout, storage
+from cosmos_export.commit import ManifestPart
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION, Meta
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 MIN_CHUNK_BYTES = 5 * 1024 * 1024
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
@@ -29,33 +29,14 @@ DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 BATCH_BYTES = 256 * 1024
 
 
-def s3_client_config(max_attempts: int = 10) -> Config:
-    """Client config for export writes: standard retries cover 5xx, SlowDown and resets."""
-    return Config(retries={"mode": "standard", "max_attempts": max_attempts}, tcp_keepalive=True)
-
-
-@dataclass(frozen=True)
-class PartRecord:
-    key: str
-    version_id: str | None
-    bytes: int
-    uncompressed_bytes: int
-    documents: int
-    sha256: str
-    feed_range: str
-    part_number: int
-    schema_version: int = 0
-
-
 class _OpenPart:
     """One object being written: its multipart upload and running totals."""
 
-    def __init__(self, key: str, upload_id: str, compressor: jsonl.Compressor) -> None:
-        self.key = key
-        self.upload_id = upload_id
+    def __init__(self, upload: storage.MultipartUpload, compressor: jsonl.Compressor) -> None:
+        self.upload = upload
+        self.key = upload.key
         self.compressor = compressor
         self.buffer = bytearray()
-        self.etags: list[dict[str, Any]] = []
         self.sha256 = hashlib.sha256()
         self.bytes = 0  # compressed bytes produced so far (uploaded + buffered)
         self.uncompressed = 0
@@ -66,7 +47,7 @@ class _OpenPart:
 class FeedRangeSink:
     def __init__(
         self,
-        s3_client: Any,
+        s3_client: S3Client,
         target: layout.ExportTarget,
         *,
         run_id: str,
@@ -77,7 +58,7 @@ class FeedRangeSink:
         part_size_bytes: int,
         kms_key_arn: str | None,
         schema: SchemaTracker,
-        log: Any,
+        log: audit.Logger | None,
         previous_schema: SchemaInfo | None = None,
         compression_level: int | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -88,7 +69,7 @@ class FeedRangeSink:
         if chunk_bytes < MIN_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes={chunk_bytes} is below the S3 minimum part size {MIN_CHUNK_BYTES} (5 MiB)")
         jsonl.new_compressor(compression, compression_level)  # validate the level now, not mid-run
-        self._s3 = s3_client
+        self._bucket = storage.Bucket(s3_client, target.bucket)
         self._target = target
         self._run_id = run_id
         self._started_at = started_at
@@ -101,10 +82,10 @@ class FeedRangeSink:
         self._kms = kms_key_arn
         self._schema = schema
         self._previous_schema = previous_schema
-        self._log = log if log is not None else logging.getLogger(__name__)
+        self._log = audit.as_logger(log, __name__)
         self._part: _OpenPart | None = None
         self._next_number = 1
-        self._records: list[PartRecord] = []
+        self._records: list[ManifestPart] = []
         self._closed = False
         #: Largest number of compressed bytes held in memory at once (for tests/metrics).
         self.peak_buffered_bytes = 0
@@ -120,7 +101,7 @@ class FeedRangeSink:
             self.abort()
             raise
 
-    def close(self) -> list[PartRecord]:
+    def close(self) -> list[ManifestPart]:
         if not self._closed:
             try:
                 if self._part is not None:
@@ -138,9 +119,9 @@ class FeedRangeSink:
         if part is None:
             return
         try:
-            self._s3.abort_multipart_upload(Bucket=self._target.bucket, Key=part.key, UploadId=part.upload_id)
+            part.upload.abort()
         except Exception as exc:  # the original failure matters more; lifecycle cleans the rest
-            _log(self._log, "warning", "abort_multipart_upload_failed", key=part.key, error=str(exc))
+            self._log.warning("abort_multipart_upload_failed", key=part.key, error=str(exc))
 
     # -- internals -------------------------------------------------------
 
@@ -207,11 +188,7 @@ class FeedRangeSink:
             self._upload(part, chunk)
 
     def _upload(self, part: _OpenPart, chunk: bytes) -> None:
-        number = len(part.etags) + 1
-        response = self._s3.upload_part(
-            Bucket=self._target.bucket, Key=part.key, UploadId=part.upload_id, PartNumber=number, Body=chunk
-        )
-        part.etags.append({"PartNumber": number, "ETag": response["ETag"]})
+        part.upload.upload(chunk)
 
     def _open_part(self) -> _OpenPart:
         key = layout.part_key(
@@ -222,11 +199,10 @@ class FeedRangeSink:
             part_number=self._next_number,
             compression=self._compression,
         )
-        params: dict[str, Any] = {
-            "Bucket": self._target.bucket,
-            "Key": key,
-            "ContentType": jsonl.content_type(self._compression),
-            "Metadata": {
+        upload = self._bucket.start_upload(
+            key,
+            content_type=jsonl.content_type(self._compression),
+            metadata={
                 Meta.RUN_ID: self._run_id,
                 Meta.ACCOUNT: self._target.account,
                 Meta.DATABASE: self._target.database,
@@ -234,37 +210,27 @@ class FeedRangeSink:
                 Meta.FEED_RANGE: self._feed_range,
                 Meta.FORMAT_VERSION: str(MANIFEST_FORMAT_VERSION),
             },
-        }
-        if self._kms:
-            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self._kms, BucketKeyEnabled=True)
-        upload = self._s3.create_multipart_upload(**params)
-        self._part = _OpenPart(key, upload["UploadId"], jsonl.new_compressor(self._compression, self._level))
+            kms_key_arn=self._kms,
+        )
+        self._part = _OpenPart(upload, jsonl.new_compressor(self._compression, self._level))
         self._next_number += 1
         return self._part
 
     def _finish_part(self) -> None:
         part = self._open()
         self._buffer(part, part.compressor.flush())
-        if part.buffer or not part.etags:
+        if part.buffer or not part.upload.parts:
             self._upload(part, bytes(part.buffer))
             part.buffer.clear()
-        # Refuse to complete an object whose uploaded parts do not add up: never a short object.
-        response = self._s3.complete_multipart_upload(
-            Bucket=self._target.bucket,
-            Key=part.key,
-            UploadId=part.upload_id,
-            MultipartUpload={"Parts": part.etags},
-        )
-        self._part = None
         # An unversioned (or versioning-suspended) bucket has only the "null" version: record no version id.
-        # Part keys are unique per run, so the key alone names the object (and moto refuses VersionId=null).
-        version_id = response.get("VersionId")
-        if version_id == "null":
-            version_id = None
-        head = self._s3.head_object(Bucket=self._target.bucket, Key=part.key, **({"VersionId": version_id} if version_id else {}))
-        if head["ContentLength"] != part.bytes:
+        # Part keys are unique per run, so the key alone names the object.
+        version_id = part.upload.complete()
+        self._part = None
+        # Refuse to commit an object whose uploaded parts do not add up: never a short object.
+        size = self._bucket.size(part.key, version_id)
+        if size != part.bytes:
             raise RuntimeError(
-                f"s3://{self._target.bucket}/{part.key} has {head['ContentLength']} bytes after upload, "
+                f"s3://{self._target.bucket}/{part.key} has {size} bytes after upload, "
                 f"expected {part.bytes}: the object is left uncommitted; rerun the export"
             )
         digest = part.sha256.hexdigest()
@@ -274,12 +240,9 @@ class FeedRangeSink:
             Meta.SHA256: digest,
             Meta.SCHEMA_VERSION: str(schema_version),
         }
-        tagging = {"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
-        self._s3.put_object_tagging(
-            Bucket=self._target.bucket, Key=part.key, Tagging=tagging, **({"VersionId": version_id} if version_id else {})
-        )
+        self._bucket.set_tags(part.key, tags, version_id)
         self._schema.merge(part.schema)
-        record = PartRecord(
+        record = ManifestPart(
             key=part.key,
             version_id=version_id,
             bytes=part.bytes,
@@ -291,9 +254,7 @@ class FeedRangeSink:
             schema_version=schema_version,
         )
         self._records.append(record)
-        _log(
-            self._log,
-            "info",
+        self._log.info(
             "object_written",
             key=record.key,
             version_id=record.version_id,
@@ -304,11 +265,3 @@ class FeedRangeSink:
             feed_range_index=self._index,
         )
 
-
-def _log(log: Any, level: str, event: str, **fields: Any) -> None:
-    """structlog loggers take keyword fields; a stdlib logger gets them as `extra`."""
-    method = getattr(log, level)
-    if isinstance(log, logging.Logger):
-        method(event, extra={"fields": fields})
-    else:
-        method(event, **fields)

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cosmos_export import jsonl, layout
+from cosmos_export import jsonl, layout, storage
 from cosmos_export.commit import CommitStore, Manifest
 from cosmos_export.contract import Meta
 
@@ -63,6 +63,7 @@ def _count_lines(body: Any, compression: jsonl.Compression, sha: "hashlib._Hash"
 
 def verify_run(s3_client: Any, target: layout.ExportTarget, run_id: str, *, check_tags: bool = True) -> VerifyReport:
     store = CommitStore(s3_client, target)
+    bucket = storage.Bucket(s3_client, target.bucket)
     manifests = [m for m in store.committed_manifests() if m.run_id == run_id]
     if not manifests:
         raise RunNotCommittedError(
@@ -72,12 +73,10 @@ def verify_run(s3_client: Any, target: layout.ExportTarget, run_id: str, *, chec
     manifest: Manifest = manifests[0]
     report = VerifyReport(run_id=run_id, sequence=manifest.sequence)
     for part in manifest.parts:
-        version = {"VersionId": part.version_id} if part.version_id else {}
         try:
-            response = s3_client.get_object(Bucket=target.bucket, Key=part.key, **version)
+            response = bucket.open(part.key, part.version_id)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            report.mismatches.append(Mismatch(part.key, "missing", "object present", str(code)))
+            report.mismatches.append(Mismatch(part.key, "missing", "object present", storage.error_code(exc) or "error"))
             continue
         sha = hashlib.sha256()
         try:
@@ -96,7 +95,7 @@ def verify_run(s3_client: Any, target: layout.ExportTarget, run_id: str, *, chec
         if not complete:
             report.mismatches.append(Mismatch(part.key, "last-line", "ends with newline", "truncated line"))
         if check_tags:
-            tags = {t["Key"]: t["Value"] for t in s3_client.get_object_tagging(Bucket=target.bucket, Key=part.key, **version)["TagSet"]}
+            tags = bucket.tags(part.key, part.version_id)
             for name, expected in ((Meta.DOCUMENT_COUNT, str(part.documents)), (Meta.SHA256, part.sha256),
                                    (Meta.SCHEMA_VERSION, str(part.schema_version))):
                 if tags.get(name) != expected:

@@ -7,7 +7,6 @@ import io
 import pytest
 
 from cosmos_export import audit, export
-from tests.runtime.test_identity import SP_OBJECT_ID, chain  # noqa: F401  (fixture)
 
 
 def test_export_through_the_chain_of_trust(chain):

@@ -151,9 +151,9 @@ def test_a_cached_assertion_string_breaks_after_it_expires(served, local_ca, mot
 
 def test_the_exchanged_token_reads_cosmos_with_rbac_on_the_service_principal(served, local_ca, moto_server):
     """Last link: the Cosmos gateway double verifies the Entra double's token and checks RBAC on its `oid`."""
+    from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
     from sandbox.doubles.cosmos.rbac import RoleAssignment
     from sandbox.doubles.cosmos.testing import sdk_client
-    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
     chain = make_chain(served, local_ca, moto_server)
     cosmos = CosmosGatewayState(

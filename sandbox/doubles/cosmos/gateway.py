@@ -1,0 +1,769 @@
+"""A project-owned Cosmos DB (NoSQL API) gateway double.
+
+Speaks the REST protocol the unmodified azure-cosmos SDK uses (account read,
+database/container read, the /pkranges change feed, the document change feed
+with `A-IM: Incremental Feed`, point operations, queries with the query-plan
+round trip), with several physical ranges owned by real V2 partition-key
+hashing, splits (410/1002), AAD auth with data-plane RBAC and fault knobs.
+Served over HTTPS by `serve_cosmos(state, ca)`.
+
+Token audience: the SDK asks Entra for `<scheme>://<hostname>/.default` built
+from the endpoint URL *without the port* (azure/cosmos/_base.py
+create_scope_from_url), so against https://127.0.0.1:PORT the access token's
+`aud` is "https://127.0.0.1". `CosmosGatewayState.audience_for(host)` derives
+it the same way and passes it to `token_verifier(token, audience)`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox.doubles.cosmos import rbac, sql
+from sandbox.doubles.cosmos.rbac import RoleAssignment
+from sandbox.doubles.cosmos.store import (
+    Container,
+    Database,
+    RangeGoneError,
+    effective_partition_key,
+    parse_pk_header,
+)
+from sandbox.doubles.server import DoubleHandler, ServedDouble
+from sandbox.doubles.tls import LocalCA
+
+__all__ = ["CosmosGatewayState", "RoleAssignment", "CosmosError", "serve_cosmos", "effective_partition_key"]
+
+CONSISTENCY_LEVELS = ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 10_000
+
+
+#: Cosmos's answer (400) to an all-versions change feed read on an account that does not have it enabled.
+ALL_VERSIONS_NOT_ENABLED = "Change Feed 'All Versions and Deletes' mode must be enabled."
+
+
+class CosmosError(Exception):
+    """An error response: HTTP status, Cosmos substatus and the service's code/message."""
+
+    def __init__(self, status: int, code: str, message: str, substatus: int = 0,
+                 headers: dict[str, str] | None = None, body: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.substatus = status, code, message, substatus
+        self.headers = headers or {}
+        self.body = body
+
+
+@dataclass
+class _Timed:
+    until: float
+    value: Any = None
+
+    def active(self) -> bool:
+        return time.monotonic() < self.until
+
+
+class CosmosGatewayState:
+    """Accounts' databases, containers, documents, auth config, faults and stats."""
+
+    def __init__(self, account_name: str, *, consistency: str = "Session",
+                 token_verifier: Callable[[str, str], dict] | None = None,
+                 role_assignments: Iterable[RoleAssignment] = (),
+                 rbac_propagation_seconds: float = 0.0,
+                 record_all_versions: bool = False):
+        if consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"consistency {consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
+        self.account_name = account_name
+        self.consistency = consistency
+        self.token_verifier = token_verifier
+        self.role_assignments: list[RoleAssignment] = list(role_assignments)
+        # A new assignment answers 403/5300 until it is this old (propagation delay).
+        self.rbac_propagation_seconds = rbac_propagation_seconds
+        # AllVersionsAndDeletes needs every version kept (continuous backup on a real account).
+        self.record_all_versions = record_all_versions
+        self.databases: dict[str, Database] = {}
+        self.lock = threading.RLock()
+        self.stats: Counter[tuple[str, int]] = Counter()
+        # (operation, x-ms-cosmos-priority-level or None) of every data-plane request: priority-based execution.
+        self.priorities: Counter[tuple[str, str | None]] = Counter()
+        # Seconds each request of an operation is held before it is answered, and how many were in flight at
+        # most: lets a test see how many requests a client really runs at once.
+        self.response_delay: dict[str, float] = {}
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
+        # When a list: (arrival time.monotonic(), operation, status, request charge, path) of every data-plane
+        # request, for tests that check RU budgets and retry-after spacing. Off by default (bench sizes).
+        self.request_log: list[tuple[float, str, int, float, str]] | None = None
+        self._faults: list[dict] = []  # countdown faults, in order
+        self._not_modified: dict[tuple[str, str, str], _Timed] = {}
+        self._not_propagated: _Timed | None = None
+
+    # --- setup -----------------------------------------------------------
+    def create_container(self, db: str, container: str, partition_key_path: str = "/pk",
+                         feed_ranges: int = 4) -> Container:
+        with self.lock:
+            database = self.databases.get(db)
+            if database is None:
+                database = self.databases[db] = Database(db, len(self.databases) + 1)
+            if container in database.containers:
+                raise ValueError(f"container {db}/{container} already exists")
+            created = database.containers[container] = Container(
+                database, container, partition_key_path, feed_ranges,
+                number=sum(len(d.containers) for d in self.databases.values()) + 1)
+            return created
+
+    def container(self, db: str, container: str) -> Container:
+        try:
+            return self.databases[db].containers[container]
+        except KeyError:
+            raise KeyError(f"container {db}/{container} does not exist: call create_container first") from None
+
+    def add_role_assignment(self, assignment: RoleAssignment) -> None:
+        with self.lock:
+            self.role_assignments.append(assignment)
+
+    # --- data ------------------------------------------------------------
+    def upsert_many(self, db: str, container: str, docs: Iterable[dict]) -> int:
+        """Fast in-process bulk load (no HTTP); returns the number of documents written."""
+        return self.container(db, container).bulk_load(docs, record_versions=self.record_all_versions)
+
+    def upsert(self, db: str, container: str, doc: dict) -> dict:
+        entry = self.container(db, container).upsert(doc, record_versions=self.record_all_versions)
+        return json.loads(entry.body)
+
+    def delete(self, db: str, container: str, id: str, partition_key: Any) -> bool:
+        return self.container(db, container).delete(id, partition_key, record_versions=self.record_all_versions)
+
+    def split(self, db: str, container: str, range_id: str | None = None) -> list[str]:
+        """Split a range (default: the fullest); returns the new range ids."""
+        return [r.id for r in self.container(db, container).split(range_id)]
+
+    # --- faults ------------------------------------------------------------
+    def throttle_next(self, n: int, *, retry_after_ms: int = 10, operation: str | None = None) -> None:
+        """The next n matching requests get 429/3200 with x-ms-retry-after-ms."""
+        self._add_fault("throttle", n, operation, retry_after_ms=retry_after_ms)
+
+    def unavailable_next(self, n: int, *, operation: str | None = None) -> None:
+        """The next n matching requests get 503."""
+        self._add_fault("unavailable", n, operation)
+
+    def reset_next(self, n: int, *, operation: str | None = None) -> None:
+        """The next n matching responses are cut off mid-body and the connection is reset."""
+        self._add_fault("reset", n, operation)
+
+    def not_modified_for(self, db: str, container: str, range_id: str, seconds: float) -> None:
+        """For `seconds`, that range's change feed shows nothing written after this call (a lagging range).
+
+        Readers whose continuation is at the range's LSN of now get 304 with their own etag back, however
+        much is written meanwhile; documents already there stay visible (a from-Beginning read returns them).
+        """
+        with self.lock:
+            head = self.container(db, container).range_by_id(range_id).lsn
+            self._not_modified[(db, container, range_id)] = _Timed(time.monotonic() + seconds, head)
+
+    def not_propagated_for(self, seconds: float) -> None:
+        """Every authenticated request gets 403/5300 (assignment not propagated yet) for `seconds`."""
+        self._not_propagated = _Timed(time.monotonic() + seconds)
+
+    def _add_fault(self, kind: str, n: int, operation: str | None, **extra: Any) -> None:
+        if n < 1:
+            raise ValueError(f"n={n} must be at least 1")
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"operation {operation!r} is not one of {', '.join(sorted(OPERATIONS))}")
+        with self.lock:
+            self._faults.append({"kind": kind, "remaining": n, "operation": operation, **extra})
+
+    def _take_fault(self, operation: str) -> dict | None:
+        with self.lock:
+            for fault in self._faults:
+                if fault["operation"] in (None, operation):
+                    fault["remaining"] -= 1
+                    if fault["remaining"] == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+            self._not_modified.clear()
+            self._not_propagated = None
+
+    def count(self, operation: str, status: int) -> None:
+        with self.lock:
+            self.stats[(operation, status)] += 1
+
+    def priority_levels(self, operation: str) -> Counter:
+        """How many `operation` requests came with each x-ms-cosmos-priority-level (None: header absent)."""
+        with self.lock:
+            return Counter({level: n for (op, level), n in self.priorities.items() if op == operation})
+
+    def stats_dict(self) -> dict[str, dict[str, int]]:
+        with self.lock:
+            out: dict[str, dict[str, int]] = {}
+            for (operation, status), n in sorted(self.stats.items()):
+                out.setdefault(operation, {})[str(status)] = n
+            return out
+
+    # --- auth ----------------------------------------------------------------
+    @staticmethod
+    def audience_for(host_header: str) -> str:
+        """Audience the SDK requests for an endpoint on this Host (scheme://hostname, no port)."""
+        hostname = urlsplit(f"//{host_header}").hostname or host_header
+        return f"https://{hostname}"
+
+    def authorize(self, authorization: str | None, host: str, action: str, scope: str) -> None:
+        if self.token_verifier is None:
+            return
+        if not authorization:
+            raise CosmosError(401, "Unauthorized", "Required Header authorization is missing. Ensure a valid "
+                              "Authorization token is passed.")
+        fields = parse_qs(unquote(authorization), keep_blank_values=True)
+        if fields.get("type") != ["aad"] or not fields.get("sig") or not fields["sig"][0]:
+            raise CosmosError(401, "Unauthorized", "The input authorization token can't serve the request. "
+                              "Only AAD tokens (type=aad&ver=1.0&sig=<jwt>) are accepted: local "
+                              "authorization is disabled on this account.")
+        audience = self.audience_for(host)
+        try:
+            claims = self.token_verifier(fields["sig"][0], audience)
+        except Exception as exc:  # the verifier's reason, never the token
+            raise CosmosError(401, "Unauthorized", f"The input authorization token can't serve the request. "
+                              f"The AAD token was rejected for audience {audience}: {exc}") from None
+        principal = claims.get("oid")
+        if not principal:
+            raise CosmosError(401, "Unauthorized", "The AAD token has no oid claim: it does not identify a "
+                              "principal.")
+        if self._not_propagated is not None and self._not_propagated.active():
+            raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
+        # The account read (scope "/") only needs readMetadata somewhere: a container-scoped
+        # assignment is enough for the SDK to start, as on a real account.
+        matching = [a for a in self.role_assignments
+                    if a.principal_id == principal and (scope == "/" or a.covers_scope(scope)) and a.allows(action)]
+        if not matching:
+            raise CosmosError(403, "Forbidden", rbac.forbidden_message(self.account_name, principal, action, scope),
+                              substatus=5301)
+        now = time.monotonic()
+        if all(now - a.created_at < self.rbac_propagation_seconds for a in matching):
+            raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
+
+    def _not_propagated_message(self, principal: str) -> str:
+        return (f"Request blocked by Auth {self.account_name} : The role assignments of principal [{principal}] "
+                "are not yet propagated to this account. Retry after a few minutes. "
+                "Learn more: https://aka.ms/cosmos-native-rbac.")
+
+
+OPERATIONS = {
+    "account.read", "database.read", "container.read", "pkranges.read", "changefeed.read", "query",
+    "queryplan", "item.read", "item.create", "item.upsert", "item.replace", "item.delete", "items.readfeed",
+}
+
+_ACTIONS = {
+    "account.read": rbac.READ_METADATA, "database.read": rbac.READ_METADATA,
+    "container.read": rbac.READ_METADATA, "pkranges.read": rbac.READ_METADATA,
+    "changefeed.read": rbac.READ_CHANGE_FEED, "query": rbac.EXECUTE_QUERY, "queryplan": rbac.EXECUTE_QUERY,
+    "items.readfeed": rbac.EXECUTE_QUERY, "item.read": rbac.ITEM_READ, "item.create": rbac.ITEM_CREATE,
+    "item.upsert": rbac.ITEM_UPSERT, "item.replace": rbac.ITEM_REPLACE, "item.delete": rbac.ITEM_DELETE,
+}
+
+
+def _write_charge(body: bytes) -> str:
+    """Request units of an item write, shaped like the service's: about 5.7 RU per started KB."""
+    return f"{5.71 * max(1, -(-len(body) // 1024)):.2f}"
+
+
+def _http_date(ts: float | None = None) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def _etag_lsn(value: str | None, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value.strip('"'))
+    except ValueError:
+        raise CosmosError(400, "BadRequest", f"{what} {value!r} is not an LSN etag issued by this account") from None
+
+
+class CosmosGatewayHandler(DoubleHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
+    # Headers and body go out as two writes: with Nagle on, the body waits for the client's delayed ACK
+    # (~20-40 ms per response; measured 65 ms per point write, 2 ms without).
+    disable_nagle_algorithm = True
+    server_version = "CosmosGatewayDouble/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet; the tests read stats instead
+        pass
+
+    @property
+    def state(self) -> CosmosGatewayState:
+        return self.server.state
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # --- plumbing ------------------------------------------------------------
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes | None, headers: dict[str, str], *, reset: bool = False) -> None:
+        self.send_response(status)
+        base = {
+            "x-ms-activity-id": self.headers.get("x-ms-activity-id") or str(uuid.uuid4()),
+            "x-ms-request-charge": headers.pop("x-ms-request-charge", "1.0"),
+            "x-ms-gatewayversion": "version=2.14.0",
+            "Date": _http_date(),
+        }
+        if body is not None:
+            base["Content-Type"] = "application/json"
+        base["Content-Length"] = str(len(body or b""))
+        for name, value in {**base, **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if reset:
+            # Half a body, then an RST: the client sees the connection die mid-response.
+            self.wfile.write((body or b"{}")[: max(1, len(body or b"") // 2)])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.close_connection = True
+            self.connection.close()
+            return
+        if body:
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload, separators=(",", ":")).encode(), headers or {})
+
+    def _dispatch(self, method: str) -> None:
+        body = self._body()
+        url = urlsplit(self.path)
+        parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
+        if parts[:1] == ["_double"]:
+            from sandbox.doubles.cosmos.control import handle_control
+            status, payload = handle_control(self.state, method, parts[1:], parse_qs(url.query), body)
+            self._send_json(status, payload)
+            return
+        operation = "unknown"
+        arrived = time.monotonic()
+        try:
+            operation, action, scope, handler = self._route(method, parts)
+            with self.state.lock:
+                self.state.priorities[(operation, self.headers.get("x-ms-cosmos-priority-level"))] += 1
+            self.state.authorize(self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"),
+                                 action, scope)
+            fault = self.state._take_fault(operation)
+            if fault is not None and fault["kind"] == "throttle":
+                raise CosmosError(429, "TooManyRequests", "Request rate is large. More Request Units may be needed, "
+                                  "so no changes were made. Please retry this request later.", substatus=3200,
+                                  headers={"x-ms-retry-after-ms": str(fault["retry_after_ms"]),
+                                           "x-ms-request-charge": "0"})
+            if fault is not None and fault["kind"] == "unavailable":
+                raise CosmosError(503, "ServiceUnavailable", "Service is currently unavailable. Please retry.")
+            status, payload, headers = self._serve(operation, handler, body)
+            if fault is not None and fault["kind"] == "reset":
+                self.state.count(operation, 0)
+                self._send(status, payload, headers, reset=True)
+                return
+        except CosmosError as err:
+            self.state.count(operation, err.status)
+            headers = {"x-ms-substatus": str(err.substatus), **err.headers}
+            self._log_request(arrived, operation, err.status, headers.get("x-ms-request-charge", "1.0"))
+            payload_obj = err.body or {"code": err.code, "message": err.message}
+            self._send(err.status, json.dumps(payload_obj).encode(), headers)
+            return
+        self.state.count(operation, status)
+        self._log_request(arrived, operation, status, headers.get("x-ms-request-charge", "1.0"))
+        self._send(status, payload, headers)
+
+    def _log_request(self, arrived: float, operation: str, status: int, charge: str) -> None:
+        log = self.state.request_log
+        if log is not None:
+            with self.state.lock:
+                log.append((arrived, operation, status, float(charge), urlsplit(self.path).path))
+
+    def _serve(self, operation: str, handler: Callable[[bytes], Any], body: bytes):
+        state = self.state
+        with state.lock:
+            state.in_flight[operation] += 1
+            state.max_in_flight[operation] = max(state.max_in_flight[operation], state.in_flight[operation])
+        try:
+            delay = state.response_delay.get(operation, 0.0)
+            if delay:
+                time.sleep(delay)
+            return handler(body)
+        finally:
+            with state.lock:
+                state.in_flight[operation] -= 1
+
+    # --- routing ---------------------------------------------------------------
+    def _route(self, method: str, parts: list[str]):
+        h = self.headers
+        n = len(parts)
+        if n == 0 and method == "GET":
+            return "account.read", rbac.READ_METADATA, "/", lambda _b: self._account()
+        if n < 2 or parts[0] != "dbs":
+            raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
+        db = parts[1]
+        database = self.state.databases.get(db)
+        if database is None:
+            raise CosmosError(404, "NotFound", f"Database {db} does not exist.")
+        if n == 2 and method == "GET":
+            return "database.read", rbac.READ_METADATA, f"/dbs/{db}", lambda _b: self._database(database)
+        if n < 4 or parts[2] != "colls":
+            raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
+        container = database.containers.get(parts[3])
+        if container is None:
+            raise CosmosError(404, "NotFound", f"Container {db}/{parts[3]} does not exist.")
+        scope = f"/dbs/{db}/colls/{container.id}"
+        if n == 4 and method == "GET":
+            return "container.read", rbac.READ_METADATA, scope, lambda _b: self._container(container)
+        if n == 5 and parts[4] == "pkranges" and method == "GET":
+            return "pkranges.read", rbac.READ_METADATA, scope, lambda _b: self._pkranges(container)
+        if n == 5 and parts[4] == "docs":
+            if method == "GET" and h.get("A-IM"):
+                return "changefeed.read", rbac.READ_CHANGE_FEED, scope, lambda _b: self._change_feed(container)
+            if method == "POST" and (h.get("x-ms-cosmos-is-query-plan-request") or "").lower() == "true":
+                return "queryplan", rbac.EXECUTE_QUERY, scope, lambda b: self._query_plan(container, b)
+            if method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true":
+                return "query", rbac.EXECUTE_QUERY, scope, lambda b: self._query(container, b)
+            if method == "POST" and (h.get("Content-Type") or "").startswith("application/query+json"):
+                return "query", rbac.EXECUTE_QUERY, scope, lambda b: self._query(container, b)
+            if method == "POST":
+                upsert = (h.get("x-ms-documentdb-is-upsert") or "").lower() == "true"
+                op, action = ("item.upsert", rbac.ITEM_UPSERT) if upsert else ("item.create", rbac.ITEM_CREATE)
+                return op, action, scope, lambda b: self._write(container, b, upsert=upsert)
+            if method == "GET":
+                return "items.readfeed", rbac.EXECUTE_QUERY, scope, lambda b: self._query(container, b, read_feed=True)
+        if n == 6 and parts[4] == "docs":
+            doc_id = parts[5]
+            if method == "GET":
+                return "item.read", rbac.ITEM_READ, scope, lambda _b: self._read(container, doc_id)
+            if method == "PUT":
+                return "item.replace", rbac.ITEM_REPLACE, scope, lambda b: self._write(container, b, replace_id=doc_id)
+            if method == "DELETE":
+                return "item.delete", rbac.ITEM_DELETE, scope, lambda _b: self._delete(container, doc_id)
+        raise CosmosError(405, "MethodNotAllowed", f"{method} /{'/'.join(parts)} is not served by this double.")
+
+    # --- metadata ----------------------------------------------------------------
+    def _account(self):
+        host = self.headers.get("Host", "127.0.0.1")
+        endpoint = f"https://{host}/"
+        location = [{"name": "Local", "databaseAccountEndpoint": endpoint}]
+        payload = {
+            "_self": "", "id": self.state.account_name, "_rid": f"{self.state.account_name}.documents.azure.com",
+            "media": "//media/", "addresses": "//addresses/", "_dbs": "//dbs/",
+            "writableLocations": location, "readableLocations": location,
+            "enableMultipleWriteLocations": False, "continuousBackupEnabled": self.state.record_all_versions,
+            "enableNRegionSynchronousCommit": False,
+            "userReplicationPolicy": {"asyncReplication": False, "minReplicaSetSize": 3, "maxReplicasetSize": 4},
+            "userConsistencyPolicy": {"defaultConsistencyLevel": self.state.consistency},
+            "systemReplicationPolicy": {"minReplicaSetSize": 3, "maxReplicasetSize": 4},
+            "readPolicy": {"primaryReadCoefficient": 1, "secondaryReadCoefficient": 1},
+            "queryEngineConfiguration": json.dumps({
+                "maxSqlQueryInputLength": 262144, "maxJoinsPerSqlQuery": 5, "maxLogicalAndPerSqlQuery": 500,
+                "maxLogicalOrPerSqlQuery": 500, "maxUdfRefPerSqlQuery": 10, "maxInExpressionItemsCount": 16000,
+                "queryMaxInMemorySortDocumentCount": 500, "maxQueryRequestTimeoutFraction": 0.9,
+                "sqlAllowNonFiniteNumbers": False, "sqlAllowAggregateFunctions": True,
+                "sqlAllowSubQuery": True, "sqlAllowScalarSubQuery": True, "allowNewKeywords": True,
+                "sqlAllowLike": True, "sqlAllowGroupByClause": True, "maxSpatialQueryCells": 12,
+                "spatialMaxGeometryPointCount": 256, "sqlDisableOptimizationFlags": 0,
+                "sqlAllowTop": True, "enableSpatialIndexing": True,
+            }),
+        }
+        return 200, json.dumps(payload).encode(), {}
+
+    def _database(self, database: Database):
+        payload = {"id": database.id, "_rid": database.rid, "_self": f"dbs/{database.rid}/",
+                   "_etag": f'"{database.rid}"', "_colls": "colls/", "_users": "users/", "_ts": database.created_ts}
+        return 200, json.dumps(payload).encode(), {}
+
+    def _container(self, container: Container):
+        payload = {
+            "id": container.id,
+            "indexingPolicy": {"indexingMode": "consistent", "automatic": True,
+                               "includedPaths": [{"path": "/*"}], "excludedPaths": [{"path": '/"_etag"/?'}]},
+            "partitionKey": {"paths": [container.partition_key_path], "kind": "Hash", "version": 2},
+            "conflictResolutionPolicy": {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts",
+                                         "conflictResolutionProcedure": ""},
+            "geospatialConfig": {"type": "Geography"},
+            "_rid": container.rid, "_ts": container.created_ts,
+            "_self": f"dbs/{container.database.rid}/colls/{container.rid}/", "_etag": f'"{container.rid}"',
+            "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
+            "_conflicts": "conflicts/",
+            **container.properties,
+        }
+        headers = {"x-ms-alt-content-path": f"dbs/{container.database.id}"}
+        if (self.headers.get("x-ms-documentdb-populatequotainfo") or "").lower() == "true":
+            # Usage as the service reports it (sizes in KB); clients estimate progress from documentsCount.
+            count = container.document_count()
+            headers["x-ms-resource-usage"] = (f"documentSize=0;documentsSize={count};documentsCount={count};"
+                                              f"collectionSize={count}")
+        return 200, json.dumps(payload).encode(), headers
+
+    def _pkranges(self, container: Container):
+        """The routing map, itself read as a change feed (If-None-Match = last etag; 304 when unchanged)."""
+        since = _etag_lsn(self.headers.get("If-None-Match"), "If-None-Match")
+        with container.lock:
+            etag = f'"{container.range_etag}"'
+            if since is not None and since >= container.range_etag:
+                return 304, None, {"etag": etag}
+            ranges = container.ranges_changed_since(since)
+        payload = {"_rid": container.rid,
+                   "PartitionKeyRanges": [r.as_resource(container.rid) for r in ranges], "_count": len(ranges)}
+        return 200, json.dumps(payload).encode(), {"etag": etag, "x-ms-item-count": str(len(ranges))}
+
+    # --- change feed -------------------------------------------------------------
+    def _page_size(self) -> int:
+        raw = self.headers.get("x-ms-max-item-count")
+        if raw is None or raw.strip() in ("", "-1"):
+            return DEFAULT_PAGE_SIZE
+        try:
+            value = int(raw)
+        except ValueError:
+            raise CosmosError(400, "BadRequest", f"x-ms-max-item-count {raw!r} is not an integer") from None
+        if value < 1:
+            raise CosmosError(400, "BadRequest", f"x-ms-max-item-count {value} must be positive or -1")
+        return min(value, MAX_PAGE_SIZE)
+
+    def _target_range(self, container: Container):
+        """The physical range a feed/query request addresses, plus its optional EPK sub-range filter."""
+        range_id = self.headers.get("x-ms-documentdb-partitionkeyrangeid")
+        if range_id is None:
+            return None, None
+        range_id = range_id.split(",")[-1]
+        try:
+            rng = container.range_by_id(range_id)
+        except RangeGoneError:
+            raise CosmosError(410, "Gone", f"The target partition key range {range_id} is gone (split). "
+                              "Refresh the routing map.", substatus=1002) from None
+        except KeyError:
+            raise CosmosError(400, "BadRequest", f"x-ms-documentdb-partitionkeyrangeid {range_id!r} "
+                              f"does not exist in {container.database.id}/{container.id}") from None
+        epk_filter = None
+        if (self.headers.get("x-ms-read-key-type") or "") == "EffectivePartitionKeyRange":
+            # No start/end headers = the whole physical range (the SDK omits them then).
+            lo = self.headers.get("x-ms-start-epk", rng.min)
+            hi = self.headers.get("x-ms-end-epk", rng.max)
+            if lo < rng.min or (rng.max != "FF" and (hi > rng.max or hi == "FF")):
+                # EPK range no longer inside one physical range: the range split under the caller.
+                raise CosmosError(410, "Gone", f"EPK range [{lo}, {hi}) spans more than range {rng.id}.",
+                                  substatus=1002)
+            epk_filter = (lo, hi)
+        return rng, epk_filter
+
+    def _change_feed(self, container: Container):
+        h = self.headers
+        a_im = h.get("A-IM") or ""
+        full_fidelity = a_im.lower() == "full-fidelity feed"
+        if not full_fidelity and a_im.lower() != "incremental feed":
+            raise CosmosError(400, "BadRequest", f"A-IM {a_im!r} must be 'Incremental Feed' or 'Full-Fidelity Feed'")
+        if full_fidelity and not self.state.record_all_versions:
+            # Refused on every read, "now" (If-None-Match: *) included, as Cosmos answers an account without
+            # continuous backup and the all-versions opt-in (record_all_versions=True stands for both).
+            raise CosmosError(400, "BadRequest", ALL_VERSIONS_NOT_ENABLED)
+        with container.lock:
+            rng, epk_filter = self._target_range(container)
+            if rng is None:
+                if len(container.ranges) != 1:
+                    raise CosmosError(400, "BadRequest", "A change feed request on a container with several "
+                                      "partition key ranges must name one (x-ms-documentdb-partitionkeyrangeid).")
+                rng = container.ranges[0]
+            if_none_match = h.get("If-None-Match")
+            frozen = self.state._not_modified.get((container.database.id, container.id, rng.id))
+            # A frozen (lagging) range shows nothing written after its freeze: its head is the LSN of then.
+            head = frozen.value if frozen is not None and frozen.active() else rng.lsn
+            current = f'"{head}"'
+            session = {"x-ms-session-token": f"{rng.id}:-1#{head}", "lsn": str(head),
+                       "x-ms-documentdb-partitionkeyrangeid": rng.id}
+            if if_none_match == "*":
+                return 304, None, {"etag": current, **session}
+            since = _etag_lsn(if_none_match, "If-None-Match") or 0
+            if since >= head:
+                return 304, None, {"etag": f'"{since}"' if if_none_match else current, **session}
+            modified_since = h.get("If-Modified-Since")
+            min_ts = int(email.utils.parsedate_to_datetime(modified_since).timestamp()) if modified_since else None
+            limit = self._page_size()
+            if full_fidelity:
+                return self._full_fidelity(container, rng, since, head, epk_filter, limit, session)
+            picked = []
+            for entry in rng.entries_after(since):
+                if entry.lsn > head:
+                    break
+                if epk_filter and not (epk_filter[0] <= entry.epk and (epk_filter[1] == "FF" or entry.epk < epk_filter[1])):
+                    continue
+                if min_ts is not None and entry.ts < min_ts:
+                    continue
+                picked.append(entry)
+                if len(picked) == limit:
+                    break
+        if not picked:
+            # Nothing new: 304 and an etag at the range's current LSN (a later read starts from here).
+            return 304, None, {"etag": current, **session}
+        documents = b",".join(e.body[:-1] + b',"_lsn":%d}' % e.lsn for e in picked)
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), documents, len(picked))
+        return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
+
+    def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int,
+                       session: dict):
+        if not self.state.record_all_versions:
+            raise CosmosError(400, "BadRequest", ALL_VERSIONS_NOT_ENABLED)
+        if not self.headers.get("If-None-Match"):
+            raise CosmosError(400, "BadRequest", "AllVersionsAndDeletes can only start from now or a "
+                              "continuation, not from the beginning.")
+        picked = []
+        for version in rng.versions:
+            if version.lsn <= since:
+                continue
+            if version.lsn > head:
+                break
+            if epk_filter and not (epk_filter[0] <= version.epk and (epk_filter[1] == "FF" or version.epk < epk_filter[1])):
+                continue
+            picked.append(version)
+            if len(picked) == limit:
+                break
+        if not picked:
+            return 304, None, {"etag": f'"{head}"', **session}
+        documents = []
+        for v in picked:
+            metadata = {"lsn": v.lsn, "crts": v.ts, "operationType": v.operation}
+            if v.previous_lsn is not None:
+                metadata["previousImageLSN"] = v.previous_lsn
+            if v.body is None:
+                metadata["id"] = v.id
+                # Wire format: {"<partition key property>": value}; nothing for a document without one.
+                (value,) = json.loads(v.pk)
+                metadata["partitionKey"] = {} if value == {} else {container.partition_key_path.lstrip("/"): value}
+                documents.append(json.dumps({"metadata": metadata, "current": {}}).encode())
+            else:
+                documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
+            container.rid.encode(), b",".join(documents), len(documents))
+        return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
+
+    # --- point operations ----------------------------------------------------------
+    def _pk_from_header(self):
+        raw = self.headers.get("x-ms-documentdb-partitionkey")
+        if raw is None:
+            raise CosmosError(400, "BadRequest", "x-ms-documentdb-partitionkey is required for a point operation "
+                              "on a partitioned container.")
+        try:
+            return parse_pk_header(raw)
+        except ValueError as exc:
+            raise CosmosError(400, "BadRequest", str(exc)) from None
+
+    def _session_headers(self, container: Container, epk: str) -> dict[str, str]:
+        rng = container.range_for(epk)
+        return {"x-ms-session-token": f"{rng.id}:-1#{rng.lsn}", "lsn": str(rng.lsn),
+                "x-ms-documentdb-partitionkeyrangeid": rng.id}
+
+    def _read(self, container: Container, doc_id: str):
+        pk = self._pk_from_header()
+        entry = container.read(doc_id, pk)
+        if entry is None:
+            raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+        return 200, entry.body, {"etag": json.loads(entry.body)["_etag"], **self._session_headers(container, entry.epk)}
+
+    def _write(self, container: Container, body: bytes, *, upsert: bool = False, replace_id: str | None = None):
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise CosmosError(400, "BadRequest", "The request body is not valid JSON.") from None
+        if replace_id is not None and isinstance(doc, dict) and doc.get("id") != replace_id:
+            raise CosmosError(400, "BadRequest", f"Body id {doc.get('id')!r} differs from the URL id {replace_id!r}.")
+        must_exist = True if replace_id is not None else (None if upsert else False)
+        try:
+            entry = container.upsert(doc, must_exist=must_exist, record_versions=self.state.record_all_versions)
+        except ValueError as exc:
+            raise CosmosError(400, "BadRequest", str(exc)) from None
+        except FileExistsError:
+            raise CosmosError(409, "Conflict", "Entity with the specified id already exists in the system.") from None
+        except KeyError:
+            raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.") from None
+        status = 201 if entry.created else 200
+        return status, entry.body, {"etag": json.loads(entry.body)["_etag"], "x-ms-request-charge": _write_charge(body),
+                                    **self._session_headers(container, entry.epk)}
+
+    def _delete(self, container: Container, doc_id: str):
+        pk = self._pk_from_header()
+        if not container.delete(doc_id, pk, record_versions=self.state.record_all_versions):
+            raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+        return 204, None, {"x-ms-request-charge": _write_charge(b""), **self._session_headers(container, effective_partition_key(pk))}
+
+    # --- queries ---------------------------------------------------------------------
+    def _parse_query_body(self, body: bytes) -> sql.Query:
+        try:
+            spec = json.loads(body)
+            text = spec["query"] if isinstance(spec, dict) else spec
+            params = {p["name"]: p["value"] for p in (spec.get("parameters") or [])} if isinstance(spec, dict) else {}
+            return sql.parse(text, params)
+        except sql.QueryError as exc:
+            raise CosmosError(400, "BadRequest", f"Syntax error or unsupported query: {exc}") from None
+        except (ValueError, KeyError, TypeError):
+            raise CosmosError(400, "BadRequest", "The query body must be {\"query\": ..., \"parameters\": [...]}.") from None
+
+    def _query_plan(self, container: Container, body: bytes):
+        query = self._parse_query_body(body)
+        return 200, json.dumps(sql.query_plan(query)).encode(), {}
+
+    def _query(self, container: Container, body: bytes, *, read_feed: bool = False):
+        query = sql.parse("SELECT * FROM c", {}) if read_feed else self._parse_query_body(body)
+        with container.lock:
+            rng, epk_filter = self._target_range(container)
+            if rng is None:
+                pk_header = self.headers.get("x-ms-documentdb-partitionkey")
+                if pk_header is not None:
+                    try:
+                        pk_value = parse_pk_header(pk_header)
+                    except ValueError as exc:
+                        raise CosmosError(400, "BadRequest", str(exc)) from None
+                    epk = effective_partition_key(pk_value)
+                    rng, epk_filter = container.range_for(epk), (epk, epk + "\x00")
+                elif len(container.ranges) == 1:
+                    rng = container.ranges[0]
+                else:
+                    # Like the real gateway: a cross-partition query it cannot serve answers with the plan.
+                    plan = sql.query_plan(query)
+                    raise CosmosError(400, "BadRequest", "Cross partition query is required but disabled or "
+                                      "cannot be served by the gateway.", substatus=1004,
+                                      body={"code": "BadRequest", "message": "Cross partition query can not be "
+                                            "directly served by the gateway.",
+                                            "additionalErrorInfo": json.dumps(plan)})
+            entries = rng.entries_by_seq()
+            session = {"x-ms-session-token": f"{rng.id}:-1#{rng.lsn}", "lsn": str(rng.lsn),
+                       "x-ms-documentdb-partitionkeyrangeid": rng.id}
+        if epk_filter:
+            entries = [e for e in entries if epk_filter[0] <= e.epk and (epk_filter[1] == "FF" or e.epk < epk_filter[1])]
+        continuation = self.headers.get("x-ms-continuation")
+        try:
+            after_seq = int(json.loads(continuation)["seq"]) if continuation else 0
+        except (ValueError, KeyError, TypeError):
+            raise CosmosError(400, "BadRequest", f"x-ms-continuation {continuation!r} was not issued by this "
+                              "account for this query.") from None
+        results, next_seq = sql.execute(query, entries, after_seq, self._page_size())
+        headers = {"x-ms-item-count": str(len(results)), **session}
+        if next_seq is not None:
+            headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
+            container.rid.encode(), b",".join(results), len(results))
+        return 200, payload, headers
+
+
+def serve_cosmos(state: CosmosGatewayState, ca: LocalCA | None) -> ServedDouble:
+    """The gateway on 127.0.0.1 (HTTPS with `ca`; the SDK refuses AAD tokens over HTTP). Call .start()."""
+    return ServedDouble(CosmosGatewayHandler, state, ca)
