@@ -282,7 +282,7 @@ def test_ttl_expiries_are_applied_and_counted_apart(env):
     from datetime import datetime, timezone
 
     from cosmos_export import layout
-    from cosmos_export.commit import Manifest, ManifestPart, SchemaModel
+    from cosmos_export.commit import Manifest
     from cosmos_export.schema import SchemaTracker, next_schema
     from cosmos_export.sink import FeedRangeSink
 
@@ -306,8 +306,8 @@ def test_ttl_expiries_are_applied_and_counted_apart(env):
     previous = loaded.checkpoint.schema_
     store.commit(loaded, Manifest(
         run_id=run_id, mode="incremental", account="acct", database=DB, container="orders", started_at=now,
-        finished_at=now, parts=[ManifestPart.of(r) for r in records], continuations=loaded.checkpoint.continuations,
-        schema_previous=previous, schema=SchemaModel.of(next_schema(previous.info(), {})),
+        finished_at=now, parts=records, continuations=loaded.checkpoint.continuations,
+        schema_previous=previous, schema_=next_schema(previous, {}),
         change_feed_mode="AllVersionsAndDeletes"))
     got, report, _ = materialized(env)
     assert {d["id"] for d in got.values()} == {d["id"] for d in docs} - {"o-1", "o-2"}

@@ -10,7 +10,6 @@ import zstandard
 
 from cosmos_export import contract, jsonl
 from tests.runtime.test_cli import cli, worker_env  # noqa: F401  (fixture)
-from tests.runtime.test_identity import chain  # noqa: F401  (fixture)
 
 SYSTEM = set(contract.SYSTEM_PROPERTIES)
 

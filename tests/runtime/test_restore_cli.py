@@ -19,7 +19,7 @@ import pytest
 
 from cosmos_export import contract
 from sandbox.doubles.cosmos.rbac import RoleAssignment
-from tests.runtime.test_identity import SP_OBJECT_ID, chain  # noqa: F401  (fixture)
+from tests.runtime.trust_chain import SP_OBJECT_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")

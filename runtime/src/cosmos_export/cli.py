@@ -113,7 +113,9 @@ def doctor(
     if not checks.run():
         broken = checks.results[-1]
         _fail(f"{broken.step}: {broken.detail}")
-    typer.echo("all checks passed")
+    for warning in checks.warnings:
+        typer.echo(f"WARNING: {warning}")
+    typer.echo(f"all checks passed{f' with {len(checks.warnings)} warning(s)' if checks.warnings else ''}")
 
 
 @app.command()

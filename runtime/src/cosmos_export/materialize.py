@@ -611,9 +611,13 @@ def materialize_to(s3: Any, target: layout.ExportTarget, dest: Destination, *, s
             folder = os.path.dirname(os.path.abspath(dest.key))
             os.makedirs(folder, exist_ok=True)
             partial = f"{dest.key}.partial"
-            with open(partial, "wb") as out:
-                write_jsonl(state, out, dest.compression)
-            os.replace(partial, dest.key)
+            try:
+                with open(partial, "wb") as out:
+                    write_jsonl(state, out, dest.compression)
+                os.replace(partial, dest.key)
+            except BaseException:
+                _remove(partial, False)  # never a half-written state under the final name, nor a leftover
+                raise
             with open(dest.report_key, "wb") as out:
                 out.write(payload)
             return report

@@ -46,6 +46,10 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10_000
 
 
+#: Cosmos's answer (400) to an all-versions change feed read on an account that does not have it enabled.
+ALL_VERSIONS_NOT_ENABLED = "Change Feed 'All Versions and Deletes' mode must be enabled."
+
+
 class CosmosError(Exception):
     """An error response: HTTP status, Cosmos substatus and the service's code/message."""
 
@@ -569,6 +573,10 @@ class CosmosGatewayHandler(DoubleHandler):
         full_fidelity = a_im.lower() == "full-fidelity feed"
         if not full_fidelity and a_im.lower() != "incremental feed":
             raise CosmosError(400, "BadRequest", f"A-IM {a_im!r} must be 'Incremental Feed' or 'Full-Fidelity Feed'")
+        if full_fidelity and not self.state.record_all_versions:
+            # Refused on every read, "now" (If-None-Match: *) included, as Cosmos answers an account without
+            # continuous backup and the all-versions opt-in (record_all_versions=True stands for both).
+            raise CosmosError(400, "BadRequest", ALL_VERSIONS_NOT_ENABLED)
         with container.lock:
             rng, epk_filter = self._target_range(container)
             if rng is None:
@@ -614,8 +622,7 @@ class CosmosGatewayHandler(DoubleHandler):
     def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int,
                        session: dict):
         if not self.state.record_all_versions:
-            raise CosmosError(400, "BadRequest", "AllVersionsAndDeletes (Full-Fidelity Feed) needs continuous "
-                              "backup on the account: create the double with record_all_versions=True.")
+            raise CosmosError(400, "BadRequest", ALL_VERSIONS_NOT_ENABLED)
         if not self.headers.get("If-None-Match"):
             raise CosmosError(400, "BadRequest", "AllVersionsAndDeletes can only start from now or a "
                               "continuation, not from the beginning.")
