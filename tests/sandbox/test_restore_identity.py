@@ -79,8 +79,8 @@ def test_plan_takes_the_restore_identity_from_the_declared_resources(dev_run):
     fics = {f.client_id: f for f in plan.federated_credentials}
     assert (fics[plan.restore.client_id].subject, fics[plan.restore.client_id].issuer) == (
         plan.restore.task_role_arn, plan.issuer)
-    assert [(t.database, t.container, t.partition_key_paths) for t in plan.restore.targets] == [
-        ("restore-drills", "orders-drill", ("/customerId",)), ("restore-drills", "customers-drill", ("/customerId",))]
+    assert sorted((t.database, t.container, t.partition_key_paths) for t in plan.restore.targets) == [
+        ("restore-drills", "customers-drill", ("/customerId",)), ("restore-drills", "orders-drill", ("/customerId",))]
     writer = [a for a in plan.cosmos_assignments if a.principal_id == restore_sp.outputs["objectId"]]
     assert sorted(a.scope for a in writer) == ["/dbs/restore-drills/colls/customers-drill",
                                               "/dbs/restore-drills/colls/orders-drill"]
