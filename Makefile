@@ -53,6 +53,8 @@ lint: deps
 
 bench: deps
 	$(PY) -m bench --docs 100000 1000000 --repeat 3
+	$(PY) -m bench.restore --docs 100000 1000000
+	$(PY) -m bench.materialize --docs 100000 1000000
 	$(PY) docs/sync_readme.py
 
 reliability-report: deps

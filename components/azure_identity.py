@@ -17,8 +17,11 @@ class WorkloadIdentity(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: IdentityConfig, *, issuer: pulumi.Input[str],
                  task_role_arn: pulumi.Input[str], federation_enabled: bool = True,
+                 description: str = "ECS task role of the Cosmos DB export worker",
                  opts: pulumi.ResourceOptions | None = None):
-        """`federation_enabled` is the incident-response switch: False removes every federated credential."""
+        """`federation_enabled` is the incident-response switch: False removes every federated credential.
+        `description` says what the task role's credential is for (shown in Entra); the restore identity
+        is this component again, with its own app name and role."""
         super().__init__("cosmos-s3-export:azure:WorkloadIdentity", name, None, opts)
         if 1 + len(args.additional_federated_credentials) > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
             raise ValueError(f"{1 + len(args.additional_federated_credentials)} federated credentials exceed Entra's limit of "
@@ -48,7 +51,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 f"{name}-fic-ecs-task",
                 application_id=app.id,  # the resource id, not client_id
                 display_name="ecs-task",
-                description="ECS task role of the Cosmos DB export worker",
+                description=description,
                 issuer=issuer,
                 subject=task_role_arn,
                 audiences=[contract.TOKEN_EXCHANGE_AUDIENCE],

@@ -115,6 +115,92 @@ class AdditionalFederatedCredential(BaseModel):
         return v
 
 
+class RestoreConfig(BaseModel):
+    """The `restore:` block: a separate writer identity, its target containers and the drill schedule.
+
+    Self-contained: its own field rules here, and `problems(...)` for the rules that need the source
+    database and exported containers (CosmosConfig's cross-field check calls it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    enabled: bool = False
+    #: Where the target containers are declared (a scratch database, or the source one).
+    target_database: str | None = None
+    #: Exported source container -> restore target container (one per exported container).
+    target_containers: dict[str, str] = {}
+    #: EventBridge Scheduler expression of the scheduled drill; unset: drills run only by hand.
+    drill_schedule: str | None = None
+
+    @field_validator("target_database")
+    @classmethod
+    def _db(cls, v: str | None) -> str | None:
+        problem = v is not None and cosmos_name_problem(v)
+        if problem:
+            raise ValueError(f"a Cosmos DB database id {problem}")
+        return v
+
+    @field_validator("target_containers")
+    @classmethod
+    def _targets(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [f"{t!r} ({p})" for t in v.values() if (p := cosmos_name_problem(t))]
+        if bad:
+            raise ValueError(f"invalid Cosmos DB container id(s): {', '.join(bad)}")
+        return v
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        problem = v is not None and schedule_problem(v)
+        if problem:
+            raise ValueError(
+                f"EventBridge Scheduler would refuse it: {problem}; e.g. 'cron(0 5 ? * SUN *)' or 'rate(7 days)'"
+            )
+        return v
+
+    def problems(self, *, source_database: str, source_containers: list[str], exported: list[str],
+                 reader_scope: str = "container") -> list[tuple[str, Any, str]]:
+        """(key under `restore.`, value, fix) for every rule that needs the stack's sources."""
+        if not self.enabled:
+            return []
+        out: list[tuple[str, Any, str]] = []
+        if self.target_database is None:
+            out.append(("restore.targetDatabase", None,
+                        "restore is enabled but names no target database; set it to a scratch database, "
+                        "e.g. 'restore-drills' (the program creates it)"))
+        missing = [c for c in exported if c not in self.target_containers]
+        if missing:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"no target for exported container(s) {', '.join(map(repr, missing))}; add one entry "
+                        f"per exported container, e.g. {{{', '.join(f'{c}: {c}-restore' for c in missing)}}}"))
+        unknown = [c for c in self.target_containers if c not in exported]
+        if unknown:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"{', '.join(map(repr, unknown))} not exported (exported: {exported}); "
+                        "remove them or fix the spelling"))
+        targets = list(self.target_containers.values())
+        duplicates = sorted({t for t in targets if targets.count(t) > 1})
+        if duplicates:
+            out.append(("restore.targetContainers", self.target_containers,
+                        f"target(s) {', '.join(map(repr, duplicates))} named for more than one source; "
+                        "give each exported container its own target"))
+        if self.target_database == source_database:
+            clash = [t for t in targets if t in source_containers]
+            if clash:
+                out.append(("restore.targetContainers", self.target_containers,
+                            f"target(s) {', '.join(map(repr, clash))} are source containers of database "
+                            f"{source_database!r}: a restore must never write a source; choose other names "
+                            "or another targetDatabase"))
+            if reader_scope == "database":
+                out.append(("restore.targetDatabase", self.target_database,
+                            "is the source database, where cosmosRoleScope 'database' would let the export "
+                            "identity read the restore targets too; use another targetDatabase or "
+                            "cosmosRoleScope 'container'"))
+        return out
+
+    def target_of(self, source: str) -> str:
+        return self.target_containers[source]
+
+
 class _Section(BaseModel):
     """One concern of the stack. Field names are the config keys in snake_case (bucketName -> bucket_name)."""
 
@@ -240,6 +326,8 @@ class CosmosConfig(_Section):
     cosmos_role_scope: Literal["container", "database"] = "container"
     log_analytics_workspace_id: str | None = None
     log_analytics_retention_days: int = Field(default=30, ge=30, le=730)
+    #: The restore identity and its targets in this account (off by default).
+    restore: RestoreConfig = RestoreConfig()
 
     @field_validator("cosmos_account_name")
     @classmethod
@@ -294,6 +382,8 @@ class CosmosConfig(_Section):
                                  "add them to cosmosContainers or fix the spelling"))
             if not self.export_containers:
                 problems.append(("exportContainers", [], "exports nothing; list at least one container or unset it to export all of cosmosContainers"))
+        problems += self.restore.problems(source_database=self.cosmos_database, source_containers=self.cosmos_containers,
+                                          exported=self.exported, reader_scope=self.cosmos_role_scope)
         _raise(problems)
         return self
 
@@ -310,11 +400,13 @@ class ScheduleConfig(_Section):
     schedule_enabled: bool = True
     schedule_retry_attempts: int = Field(default=2, ge=0, le=185)
     schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
+    #: Periodic full snapshots beside the incremental schedule (bounds stale deletes in LatestVersion mode).
+    snapshot_schedule: str | None = None
 
-    @field_validator("schedule")
+    @field_validator("schedule", "snapshot_schedule")
     @classmethod
-    def _schedule(cls, v: str) -> str:
-        problem = schedule_problem(v)
+    def _schedule(cls, v: str | None) -> str | None:
+        problem = v is not None and schedule_problem(v)
         if problem:
             raise ValueError(
                 f"EventBridge Scheduler would refuse it: {problem}; e.g. 'cron(15 2 * * ? *)' or 'rate(6 hours)'"
@@ -431,14 +523,24 @@ class StackConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _alerting_against_schedule(self) -> StackConfig:
-        _raise(self.alerting.problems(schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode))
+    def _across_sections(self) -> StackConfig:
+        problems: list[tuple[str, Any, str]] = []
+        if self.schedule.snapshot_schedule is not None and self.worker.export_mode == "snapshot":
+            problems.append(("snapshotSchedule", self.schedule.snapshot_schedule,
+                             "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
+                             "unset snapshotSchedule or use exportMode 'incremental'"))
+        problems += self.alerting.problems(schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode)
+        _raise(problems)
         return self
 
     @property
     def freshness_minutes(self) -> int:
         """freshnessMinutes, or 2 x the schedule's interval."""
         return self.alerting.effective_freshness_minutes(self.schedule.schedule)
+
+    @property
+    def restore(self) -> RestoreConfig:
+        return self.cosmos.restore
 
 
 #: Section name -> model; the config keys are the sections' field aliases, flat in the stack file.

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cosmos_export import contract
+from cosmos_export import contract, layout
 
 Doc = dict[str, Any]
 
@@ -105,17 +105,66 @@ def task_role_policy(*, bucket: str, prefix: str, kms_key_arn: str, region: str,
             "Resource": kms_key_arn,
             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
         },
-        {
-            "Sid": "MintAzureFederationToken",
-            "Effect": "Allow",
-            "Action": "sts:GetWebIdentityToken",
-            "Resource": "*",
-            "Condition": {
-                "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
-                "NumericLessThanEquals": {"sts:DurationSeconds": max_token_seconds},
-                "StringEquals": {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM},
-            },
+        _mint_token_statement(max_token_seconds),
+    )
+
+
+def _mint_token_statement(max_token_seconds: int) -> Doc:
+    """The web identity token for Entra: one audience, bounded lifetime, RS256 only (export and restore roles)."""
+    return {
+        "Sid": "MintAzureFederationToken",
+        "Effect": "Allow",
+        "Action": "sts:GetWebIdentityToken",
+        "Resource": "*",
+        "Condition": {
+            "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+            "NumericLessThanEquals": {"sts:DurationSeconds": max_token_seconds},
+            "StringEquals": {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM},
         },
+    }
+
+
+def restore_write_prefixes(*, prefix: str, account: str, database: str, containers: list[str]) -> list[str]:
+    """The only keys the restore role may write: each exported container's drills/ and restores/ folders."""
+    out = []
+    for container in containers:
+        root = layout.ExportTarget("bucket", prefix, account, database, container).container_prefix
+        out += [f"{root}/{contract.DRILLS_DIR}/", f"{root}/{contract.RESTORES_DIR}/"]
+    return out
+
+
+def restore_task_role_policy(*, bucket: str, prefix: str, write_prefixes: list[str], kms_key_arn: str,
+                             region: str, max_token_seconds: int) -> Doc:
+    """What the restore/drill task may do: read the export, write only drill reports and restore progress."""
+    return _doc(
+        {
+            "Sid": "ListExportPrefix",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+        },
+        {
+            "Sid": "ReadExportObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
+            "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
+        },
+        {
+            # Drill reports and restore checkpoints only; never data/, manifests/ or checkpoint.json, never a delete.
+            "Sid": "WriteDrillReportsAndRestoreProgress",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{p}*" for p in write_prefixes],
+        },
+        {
+            "Sid": "ExportKeyThroughS3Only",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": kms_key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+        _mint_token_statement(max_token_seconds),
     )
 
 
@@ -138,14 +187,15 @@ def execution_role_policy(*, repository_arn: str, log_group_arn: str) -> Doc:
     )
 
 
-def scheduler_role_policy(*, task_definition_family_arn: str, cluster_arn: str, pass_role_arns: list[str], dlq_arn: str) -> Doc:
-    """Run this task definition (any revision) on this cluster, pass exactly its two roles."""
+def scheduler_role_policy(*, task_definition_family_arns: list[str], cluster_arn: str, pass_role_arns: list[str],
+                          dlq_arn: str) -> Doc:
+    """Run these task definitions (any revision) on this cluster, pass exactly their roles."""
     return _doc(
         {
             "Sid": "RunWorkerTask",
             "Effect": "Allow",
             "Action": "ecs:RunTask",
-            "Resource": [task_definition_family_arn, f"{task_definition_family_arn}:*"],
+            "Resource": [arn for family in task_definition_family_arns for arn in (family, f"{family}:*")],
             "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
         },
         {

@@ -1,4 +1,9 @@
-"""The worker's IAM task role: its prefix, its key via S3, and its web identity token."""
+"""An ECS task role of the worker: its prefix, its key via S3, and its web identity token.
+
+The export task role reads and writes the export prefix. The restore task role
+(`write_prefixes` set) is a second, separate identity: it reads the export and
+writes only drill reports and restore progress.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,11 @@ class TaskRoleArgs:
     export_prefix: str
     kms_key_arn: pulumi.Input[str]
     max_token_seconds: int
+    #: Restore role: the only key prefixes it may write (drills/, restores/). None: the export role.
+    write_prefixes: list[str] | None = None
+    description: str = "Cosmos DB export worker (ECS task role)"
+    #: The fixed role name's suffix (naming.role_name): "task", or "restore-task" for the restore role.
+    kind: str = "task"
 
 
 class TaskRole(pulumi.ComponentResource):
@@ -51,19 +61,25 @@ class TaskRole(pulumi.ComponentResource):
         super().__init__("cosmos-s3-export:aws:TaskRole", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role = program_role(
-            f"{name}-task", account_id=args.account_id, stack=args.stack, kind="task",
+            f"{name}-task", account_id=args.account_id, stack=args.stack, kind=args.kind,
             trust=policies.ecs_tasks_trust_policy(args.account_id, args.region),
-            description="Cosmos DB export worker (ECS task role)", opts=child,
+            description=args.description, opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-task-policy",
             role=role.id,
-            policy=pulumi.Output.from_input(args.kms_key_arn).apply(lambda key: json.dumps(policies.task_role_policy(
-                bucket=args.bucket_name, prefix=args.export_prefix, kms_key_arn=key,
-                region=args.region, max_token_seconds=args.max_token_seconds,
-            ))),
+            policy=pulumi.Output.from_input(args.kms_key_arn).apply(lambda key: json.dumps(self._policy(args, key))),
             opts=child,
         )
         self.arn = role.arn
         self.name = role.name
         self.register_outputs({"arn": role.arn, "name": role.name})
+
+    @staticmethod
+    def _policy(args: TaskRoleArgs, kms_key_arn: str) -> dict:
+        if args.write_prefixes is None:
+            return policies.task_role_policy(bucket=args.bucket_name, prefix=args.export_prefix, kms_key_arn=kms_key_arn,
+                                             region=args.region, max_token_seconds=args.max_token_seconds)
+        return policies.restore_task_role_policy(
+            bucket=args.bucket_name, prefix=args.export_prefix, write_prefixes=args.write_prefixes,
+            kms_key_arn=kms_key_arn, region=args.region, max_token_seconds=args.max_token_seconds)

@@ -102,7 +102,8 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="cosmos-role-read-only",
-        description="Cosmos SQL role definitions grant only the worker's read data actions.",
+        description="Cosmos SQL role definitions grant only the worker's read data actions, or the restore "
+        "writer's item actions (assignable only on restore targets, see the stack policy).",
         validate=_cosmos_role_definition,
     ),
     ResourceValidationPolicy(
@@ -113,7 +114,9 @@ POLICIES = [
     StackValidationPolicy(
         name="chain-of-trust-and-data-guardrails",
         description="FIC subject/issuer are the task role ARN and the account issuer; Cosmos assignments go to the "
-        "service principal with a read-only role; buckets block public access, deny non-TLS, use SSE-KMS; "
+        "service principal; the export reader never on a restore target, a writer role only on the restore targets "
+        "(never a source container, its database or the account) and never to the export principal; "
+        "buckets block public access, deny non-TLS, use SSE-KMS; "
         "the task role stays within the export prefix and key; every role under its stack's path with the bootstrap's "
         "permissions boundary, no wildcard action, role changes only under the boundary; KMS keys used only by named "
         "roles or source-bound services; alert topics are KMS-encrypted and only CloudWatch and EventBridge of this "

@@ -154,14 +154,20 @@ def cosmos_role_data_actions(props: Mapping[str, Any]) -> list[Any]:
 
 
 def check_cosmos_role_definition(props: Mapping[str, Any]) -> list[str]:
-    """A custom Cosmos SQL role may grant only the data actions the worker needs."""
-    allowed = set(contract.COSMOS_DATA_ACTIONS)
-    bad = [a for a in cosmos_role_data_actions(props) if known(a) and a not in allowed]
-    if not bad:
+    """A custom Cosmos SQL role is the export reader or the restore writer: no action beyond either set.
+
+    Where a writer role may be assigned (only on the restore targets) is the stack rule
+    `check_restore_assignments`.
+    """
+    actions = [a for a in cosmos_role_data_actions(props) if known(a)]
+    reader, writer = set(contract.COSMOS_DATA_ACTIONS), set(contract.COSMOS_RESTORE_DATA_ACTIONS)
+    if set(actions) <= reader or set(actions) <= writer:
         return []
+    bad = [a for a in actions if a not in reader]
     return [
         f"Cosmos SQL role definition grants {bad!r}, outside the worker's read-only actions; "
-        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r}"
+        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r} (the export reader) or a subset of "
+        f"{list(contract.COSMOS_RESTORE_DATA_ACTIONS)!r} (the restore writer, assignable only on restore targets)"
     ]
 
 
@@ -347,20 +353,22 @@ class Stack:
 
     def task_roles(self) -> list[Resource]:
         roles = self.of_type(T_ROLE)
-        return [
+        found = [
             role
             for td in self.of_type(T_TASK_DEFINITION)
             for role in roles
             if self.refers_to(td, "taskRoleArn", role, "arn")
         ]
+        # Several task definitions may share a role (the export and the scheduled-snapshot ones).
+        return [r for i, r in enumerate(found) if all(r.key != f.key for f in found[:i])]
 
 
 def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
     """All cross-resource rules; returns (resource key, message) pairs."""
     stack = Stack(resources)
     violations: list[tuple[str, str]] = []
-    for rule in (check_federation_chain, check_cosmos_assignments, check_buckets, check_task_role_scope,
-                 check_program_roles, check_alerting):
+    for rule in (check_federation_chain, check_cosmos_assignments, check_restore_assignments, check_buckets,
+                 check_task_role_scope, check_program_roles, check_alerting):
         violations.extend(rule(stack))
     return violations
 
@@ -505,6 +513,114 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
         parsed = parse_policy(document)
         if parsed is not None:
             out.extend((owner.key, msg) for msg in check_task_role_policy(parsed, scope, where))
+    return out
+
+
+# --- The restore identity ------------------------------------------------------------------
+
+
+def _environments(stack: Stack) -> list[dict[str, Any]] | None:
+    """Every container environment of every task definition; None while one is unknown (preview)."""
+    out = []
+    for td in stack.of_type(T_TASK_DEFINITION):
+        raw = td.props.get("containerDefinitions")
+        if not known(raw):
+            return None
+        for c in json.loads(raw) if isinstance(raw, str) else raw:
+            out.append({e.get("name"): e.get("value") for e in c.get("environment") or []})
+    return out
+
+
+def _source_and_target_containers(envs: list[dict[str, Any]]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(database, container) of every exported source, and of every restore target, as the tasks are told."""
+    sources, targets = set(), set()
+    for env in envs:
+        db = env.get(contract.Env.COSMOS_DATABASE)
+        for c in str(env.get(contract.Env.COSMOS_CONTAINERS) or "").split(","):
+            if db and c.strip():
+                sources.add((db, c.strip()))
+        target_db = env.get(contract.Env.RESTORE_TARGET_DATABASE)
+        for pair in str(env.get(contract.Env.RESTORE_TARGETS) or "").split(","):
+            _, sep, target = pair.partition("=")
+            if target_db and sep and target.strip():
+                targets.add((target_db, target.strip()))
+    return sources, targets
+
+
+def _assigned_actions(stack: Stack, assignment: Resource) -> list[str] | None:
+    """The data actions of the role an assignment grants; None when they cannot be known (yet)."""
+    role_id = assignment.props.get("roleDefinitionId")
+    if known(role_id) and str(role_id).rstrip("/").endswith(
+            f"/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"):
+        return list(contract.COSMOS_BUILTIN_DATA_READER_ACTIONS)
+    for definition in stack.of_type(T_COSMOS_ROLE_DEFINITION):
+        if stack.refers_to(assignment, "roleDefinitionId", definition, "id"):
+            actions = cosmos_role_data_actions(definition.props)
+            return [str(a) for a in actions] if all(known(a) for a in actions) else None
+    if known(role_id) and str(role_id).rstrip("/").endswith("/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"):
+        return ["Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/*"]  # built-in Data Contributor
+    return None
+
+
+_SCOPE = re.compile(r"/databaseAccounts/[^/]+(?:/dbs/(?P<db>[^/]+)(?:/colls/(?P<coll>[^/]+))?)?/?$")
+
+
+def _scope_of(assignment: Resource) -> tuple[str | None, str | None] | None:
+    """(database, container) of an assignment scope; (None, None) is the account; None when unknown."""
+    scope = assignment.props.get("scope")
+    if not known(scope):
+        return None
+    m = _SCOPE.search(str(scope))
+    if not m:
+        return None
+    return m.group("db"), m.group("coll")
+
+
+def check_restore_assignments(stack: Stack) -> list[tuple[str, str]]:
+    """The export identity only reads and never on a restore target; the writer only on the restore targets.
+
+    Sources and targets are what the task definitions tell the worker (EXPORT_COSMOS_DATABASE/CONTAINERS and
+    EXPORT_RESTORE_TARGET_DATABASE/TARGETS). A role granting any action beyond the read-only set is a writer.
+    """
+    envs = _environments(stack)
+    if envs is None:
+        return []  # judged again during `pulumi up`, when the task definitions are known
+    sources, targets = _source_and_target_containers(envs)
+    target_dbs = {db for db, _ in targets}
+    reader = set(contract.COSMOS_DATA_ACTIONS) | set(contract.COSMOS_BUILTIN_DATA_READER_ACTIONS)
+    out: list[tuple[str, str]] = []
+    readers, writers = set(), set()
+    for a in stack.of_type(T_COSMOS_ROLE_ASSIGNMENT):
+        actions, scope = _assigned_actions(stack, a), _scope_of(a)
+        if actions is None or scope is None:
+            continue
+        db, coll = scope
+        where = "the account" if db is None else (f"database {db!r}" if coll is None else f"container {db}/{coll}")
+        principal = a.props.get("principalId")
+        if set(actions) <= reader:
+            readers.add(principal)
+            if (coll is not None and (db, coll) in targets) or (coll is None and (db is None or db in target_dbs)):
+                out.append((a.key, f"{_s(a)} gives the export reader {where}, which holds restore target "
+                                   f"container(s) {sorted(f'{d}/{c}' for d, c in targets)}; assign it on the "
+                                   "exported source containers only"))
+            continue
+        writers.add(principal)
+        if coll is None:
+            out.append((a.key, f"{_s(a)} gives a writer role (data actions {sorted(set(actions) - reader)!r}) on "
+                               f"{where}; assign it only on each restore target container"))
+        elif (db, coll) in sources:
+            out.append((a.key, f"{_s(a)} gives a writer role on the exported source {where}; a restore identity "
+                               "may write only its target containers"))
+        elif (db, coll) not in targets:
+            out.append((a.key, f"{_s(a)} gives a writer role on {where}, which is not a restore target "
+                               f"({sorted(f'{d}/{c}' for d, c in targets) or 'none declared'}); assign it only "
+                               "on the targets a restore task definition names in "
+                               f"{contract.Env.RESTORE_TARGETS}"))
+    for a in stack.of_type(T_COSMOS_ROLE_ASSIGNMENT):
+        principal = a.props.get("principalId")
+        if known(principal) and principal in readers and principal in writers:
+            out.append((a.key, f"{_s(a)}: principal {principal!r} holds both the export reader and a writer role; "
+                               "the export identity stays read-only, the restore identity is a separate principal"))
     return out
 
 

@@ -18,11 +18,17 @@ StackOption = typer.Option("dev", "--stack", help="Stack whose Pulumi program co
 CosmosOption = typer.Option("gateway", "--cosmos",
                             help="gateway: the project's gateway double (change feed, RBAC); "
                                  "vercel: @vercel/cosmosdb-server (query snapshots only).")
+AllVersionsOption = typer.Option(False, "--all-versions",
+                                 help="The account has continuous backup (every version kept) and the stack runs "
+                                      "changeFeedMode AllVersionsAndDeletes, so deletes are exported (gateway only).")
 
 
-def _check_cosmos(cosmos: str) -> None:
+def _check_cosmos(cosmos: str, all_versions: bool = False) -> None:
     if cosmos not in ("gateway", "vercel"):
         typer.echo(f"--cosmos={cosmos!r} is not supported: use 'gateway' or 'vercel'", err=True)
+        raise typer.Exit(2)
+    if all_versions and cosmos != "gateway":
+        typer.echo("--all-versions needs --cosmos gateway: @vercel/cosmosdb-server has no change feed", err=True)
         raise typer.Exit(2)
 
 
@@ -36,7 +42,9 @@ def _running(directory: Path) -> dict:
 
 def how_to_use(state: dict, directory: Path) -> str:
     lines = [
-        f"Sandbox for stack '{state['stack']}' is up (Cosmos: {state['cosmos']}). State: {directory / sb.STATE_FILE}",
+        f"Sandbox for stack '{state['stack']}' is up (Cosmos: {state['cosmos']}"
+        f"{', continuous backup: AllVersionsAndDeletes' if state.get('all_versions') else ''}). "
+        f"State: {directory / sb.STATE_FILE}",
         "",
         "  S3 (moto)     " + state["endpoints"]["s3"],
         "  STS double    " + state["endpoints"]["sts"],
@@ -50,6 +58,13 @@ def how_to_use(state: dict, directory: Path) -> str:
         "The worker, with the stack's task-definition environment and the local endpoints:",
         f"  eval \"$(python -m sandbox env --dir {directory})\"",
         "  cosmos-export doctor && cosmos-export run --mode snapshot",
+        *([
+            "",
+            "The restore identity (its own role session and Entra app; writes only the restore targets):",
+            f"  eval \"$(python -m sandbox env --dir {directory} --restore)\"",
+            f"  cosmos-export drill -c {state['containers'][0]}   # restores into "
+            f"{state['restore_database']}/{state['restore_targets'].get(state['containers'][0])}, compares, reports",
+        ] if state.get("restore_env") else []),
         "",
         "Sample documents (the demo's): seed them, then change some and run the worker with --mode incremental:",
         f"  python -m sandbox seed --dir {directory} --docs 1000",
@@ -60,11 +75,12 @@ def how_to_use(state: dict, directory: Path) -> str:
 
 
 @app.command()
-def up(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption) -> None:
+def up(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption,
+       all_versions: bool = AllVersionsOption) -> None:
     """Start the sandbox in the background and print how to use it."""
-    _check_cosmos(cosmos)
+    _check_cosmos(cosmos, all_versions)
     try:
-        state = sb.up(directory, stack, cosmos)  # type: ignore[arg-type]
+        state = sb.up(directory, stack, cosmos, all_versions=all_versions)  # type: ignore[arg-type]
     except sb.SandboxError as exc:
         typer.echo(f"sandbox up failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -94,10 +110,20 @@ def status(directory: Path = DirOption) -> None:
 
 @app.command("env")
 def env_cmd(directory: Path = DirOption,
-            aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs.")) -> None:
-    """Print `export` lines for the worker's environment (or the AWS CLI's) of the running sandbox."""
+            aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs."),
+            restore: bool = typer.Option(False, "--restore", help="The restore identity's task environment "
+                                         "(its own role session and Entra app) for `cosmos-export restore|drill`.")
+            ) -> None:
+    """Print `export` lines for the worker's environment (or the restore task's, or the AWS CLI's)."""
     state = _running(directory)
-    values = state["aws_cli_env"] if aws else state["worker_env"]
+    if aws and restore:
+        typer.echo("--aws and --restore are exclusive: choose one", err=True)
+        raise typer.Exit(2)
+    if restore and not state.get("restore_env"):
+        typer.echo(f"stack {state['stack']!r} declares no restore identity: set restore.enabled in "
+                   f"stacks/Pulumi.{state['stack']}.yaml", err=True)
+        raise typer.Exit(1)
+    values = state["aws_cli_env"] if aws else state["restore_env"] if restore else state["worker_env"]
     typer.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items()))
 
 
@@ -123,21 +149,23 @@ def change(directory: Path = DirOption,
 
 
 @app.command("serve", hidden=True)
-def serve_cmd(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption) -> None:
+def serve_cmd(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption,
+              all_versions: bool = AllVersionsOption) -> None:
     """Foreground server process (what `up` starts)."""
-    _check_cosmos(cosmos)
-    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos))  # type: ignore[arg-type]
+    _check_cosmos(cosmos, all_versions)
+    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions))  # type: ignore[arg-type]
 
 
 @app.command()
-def demo(stack: str = StackOption, cosmos: str = CosmosOption,
+def demo(stack: str = StackOption, cosmos: str = CosmosOption, all_versions: bool = AllVersionsOption,
          docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
          directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo.")) -> None:
-    """Up, seed, snapshot, change, incremental, verify, summary, down."""
+    """Up, seed, snapshot, change, incremental, verify, drill, summary, down."""
     from sandbox.demo import run_demo
 
-    _check_cosmos(cosmos)
-    raise typer.Exit(run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve()))
+    _check_cosmos(cosmos, all_versions)
+    raise typer.Exit(run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve(),
+                              all_versions=all_versions))
 
 
 if __name__ == "__main__":

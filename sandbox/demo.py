@@ -3,7 +3,15 @@
 up -> seed the exported containers -> `cosmos-export run --mode snapshot` (the
 real worker, a subprocess with the stack's task-definition environment) ->
 update, insert and delete documents -> `run --mode incremental` -> `verify`
-both runs -> summary -> down. Everything started is stopped on success, on
+both runs -> `cosmos-export drill` per exported container (the restore task's
+environment: its own identity, writing only the scratch targets) -> summary,
+with how many deletes the export could not see -> down.
+
+With `--all-versions` the account keeps every version (continuous backup) and
+the stack runs changeFeedMode AllVersionsAndDeletes: the incremental run
+carries the deletes and the drill's restored state has none of the deleted
+documents. In LatestVersion mode it keeps them until the next full snapshot,
+and the summary says how many. Everything started is stopped on success, on
 failure and on Ctrl-C/SIGTERM. Exits non-zero with the reason on failure.
 
 With `--cosmos vercel` the source is @vercel/cosmosdb-server, which has no
@@ -59,12 +67,12 @@ class Demo:
         print(f"    done in {self.steps[-1].seconds:.1f}s", flush=True)
         return result
 
-    def worker_cmd(self, state: dict, *args: str) -> str:
-        """Run the real worker CLI with the sandbox's worker environment; returns its stdout."""
+    def worker_cmd(self, state: dict, *args: str, identity: str = "worker_env") -> str:
+        """Run the real worker CLI with the sandbox's worker (or `restore_env`) environment; returns its stdout."""
         exe = Path(sys.executable).parent / "cosmos-export"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cosmos_export.cli"]
         log_path = self.directory / f"worker-{'-'.join(args[:3]).replace('--', '')}.log"
-        env = {**os.environ, **state["worker_env"], "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **state[identity], "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as log:
             self.worker = subprocess.Popen(argv + list(args), env=env, stdout=subprocess.PIPE, stderr=log,
                                            stdin=subprocess.DEVNULL)
@@ -182,6 +190,36 @@ def status_table(state: dict) -> str:
     return console.export_text()
 
 
+def drill(demo: Demo, state: dict) -> dict[str, dict[str, Any]]:
+    """`cosmos-export drill -c <container>` as the restore identity, for every exported container; the reports."""
+    if not state.get("restore_env"):
+        raise DemoError(f"stack {state['stack']!r} declares no restore identity: set restore.enabled in its stack file")
+    s3, reports = _s3(state), {}
+    for container in state["containers"]:
+        out = demo.worker_cmd(state, "drill", "-c", container, identity="restore_env").strip()
+        line = out.splitlines()[-1] if out else ""
+        key = line.rsplit(f"s3://{state['bucket']}/", 1)[-1] if f"s3://{state['bucket']}/" in line else None
+        if key is None:
+            raise DemoError(f"`cosmos-export drill -c {container}` printed no report location: {line!r}")
+        report = json.loads(s3.get_object(Bucket=state["bucket"], Key=key)["Body"].read())
+        reports[container] = {"line": line, "key": key, "report": report}
+    return reports
+
+
+def unseen_deletes(state: dict, seeded: dict[str, int], changed: dict[str, int],
+                   drills: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Deleted documents still in the restored state: what the export could not see (LatestVersion mode).
+
+    The source's true count is known (seeded + inserted - deleted); the drill's expected count is what the
+    export's committed state holds.
+    """
+    first = state["containers"][0]
+    source_now = seeded[first] + changed["inserted"] - changed["deleted"]
+    restored = drills[first]["report"]["documents_expected"]
+    return {"deleted": changed["deleted"], "unseen": restored - source_now,
+            "restored": restored, "source": source_now}
+
+
 def _keys(state: dict) -> list[str]:
     s3, keys = _s3(state), []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=state["bucket"], Prefix=state["prefix"] + "/"):
@@ -190,14 +228,23 @@ def _keys(state: dict) -> list[str]:
 
 
 def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str, int],
-              runs: list[tuple[str, dict[str, Any]]], verified: list[str]) -> dict[str, Any]:
+              runs: list[tuple[str, dict[str, Any]]], verified: list[str],
+              drills: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    deletes = unseen_deletes(state, seeded, changed, drills) if drills else None
     summary = {
-        "ok": True, "stack": state["stack"], "cosmos": state["cosmos"], "seeded": seeded, "changed": changed,
+        "ok": True, "stack": state["stack"], "cosmos": state["cosmos"],
+        "change_feed_mode": state["worker_env"].get("EXPORT_CHANGE_FEED_MODE"), "seeded": seeded, "changed": changed,
         "runs": [{"mode": mode, "containers": {c: {"run_id": m.run_id, "sequence": m.sequence,
                                                    "documents": m.documents, "bytes": m.bytes,
                                                    "objects": len(m.parts)} for c, m in run.items()}}
                  for mode, run in runs],
         "verified": verified,
+        "drills": {c: {"key": d["key"], **{k: d["report"].get(k) for k in (
+            "ok", "sequence", "target", "documents_expected", "documents_found", "documents_mismatched",
+            "deletes_applied", "state_deletes_applied", "unknown_delete_incrementals", "definition_matches",
+            "restore_seconds",
+            "verify_seconds", "request_charge")}} for c, d in (drills or {}).items()},
+        "deletes": deletes,
         "steps": [{"name": s.name, "seconds": round(s.seconds, 2)} for s in demo.steps],
         "keys": _keys(state),
         "pids": state["pids"],  # what the sandbox started (all stopped when the demo returns)
@@ -213,6 +260,18 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
             print(f"{run['mode']:<12} {container:<10} {r['run_id']:<26} {r['documents']:>6} {r['bytes']:>9} "
                   f"{r['objects']:>7}")
     print("verify: " + "; ".join(verified))
+    for d in (drills or {}).values():
+        print(f"drill: {d['line']}")
+    if deletes is not None:
+        first = state["containers"][0]
+        if deletes["unseen"] > 0:
+            print(f"DELETES THE EXPORT COULD NOT SEE: {deletes['unseen']} of the {deletes['deleted']} documents deleted "
+                  f"from {first} (changeFeedMode {summary['change_feed_mode']} carries no deletes): the restored state "
+                  f"holds {deletes['restored']} documents, the source {deletes['source']}. They stay until the next full "
+                  "snapshot (snapshotSchedule), or use changeFeedMode AllVersionsAndDeletes (`demo --all-versions`).")
+        else:
+            print(f"deletes the export could not see: 0 of the {deletes['deleted']} deleted from {first}: the restored "
+                  f"state holds {deletes['restored']} documents, exactly the source's {deletes['source']}.")
     print("steps: " + ", ".join(f"{s.name} {s.seconds:.1f}s" for s in demo.steps))
     print(f"S3 keys ({len(summary['keys'])}):")
     for key in summary["keys"]:
@@ -231,7 +290,7 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
-             directory: Path = Path(".sandbox/demo")) -> int:
+             directory: Path = Path(".sandbox/demo"), all_versions: bool = False) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)
     demo = Demo(directory)
@@ -239,14 +298,19 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
     if cosmos == "vercel":
         docs = min(docs, 1000)  # its query cost grows with the square of the container size
     try:
-        state = demo.step(f"start sandbox (stack {stack}, Cosmos {cosmos})", sb.up, directory, stack, cosmos)
+        state = demo.step(f"start sandbox (stack {stack}, Cosmos {cosmos}"
+                          f"{', AllVersionsAndDeletes' if all_versions else ''})",
+                          lambda: sb.up(directory, stack, cosmos, all_versions=all_versions))  # type: ignore[arg-type]
         seeded = demo.step("seed sample documents", seed, state, docs)
         second = "snapshot" if cosmos == "vercel" else "incremental"
         first_run = demo.step("export: snapshot", run_worker, demo, state, "snapshot")
         changed = demo.step("change documents", change, state, docs)
         second_run = demo.step(f"export: {second}", run_worker, demo, state, second)
         verified = demo.step("verify both runs", verify, demo, state, [first_run, second_run])
-        summarize(demo, state, seeded, changed, [("snapshot", first_run), (second, second_run)], verified)
+        # A drill reads the target back through its change feed: the vercel server's is a stub.
+        drills = demo.step("drill: restore into the scratch containers and compare", drill, demo, state) \
+            if state.get("restore_env") and cosmos == "gateway" else None
+        summarize(demo, state, seeded, changed, [("snapshot", first_run), (second, second_run)], verified, drills)
         return 0
     except KeyboardInterrupt:
         print("\ndemo interrupted: stopping what it started", file=sys.stderr)

@@ -39,6 +39,8 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
+from sandbox.seed import PARTITION_KEY_PATH
+
 REPO = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO / "stacks"
 PROJECT = "cosmos-s3-export"
@@ -48,6 +50,28 @@ _ACCOUNTS = {"dev": "111122223333", "staging": "111122223333", "prod": "44445555
 _TENANT = "72f988bf-0000-4c3a-9d1e-2b7c6f5e4d3a"
 _SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 _NS = uuid.UUID("0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21")
+#: Partition keys the mocked source containers report (getSqlResourceSqlContainer): the sandbox's own
+#: key path, except `events`, which has a hierarchical (MultiHash) key.
+DEFAULT_PARTITION_KEY = {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2}
+SOURCE_PARTITION_KEYS = {"events": {"paths": ["/tenantId", "/deviceId"], "kind": "MultiHash", "version": 2}}
+#: The rest of each source's definition (what a target must share for a drill to pass): `orders` has a tuned
+#: indexing policy and TTL on, `customers` a unique key; the others Cosmos's defaults. The sandbox's gateway
+#: double creates its source containers with these too (it plays the same account).
+DEFAULT_DEFINITION = {"indexingPolicy": {"indexingMode": "consistent", "automatic": True,
+                                         "includedPaths": [{"path": "/*"}], "excludedPaths": [{"path": '/"_etag"/?'}]}}
+SOURCE_DEFINITIONS = {
+    "orders": {
+        "indexingPolicy": {"indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
+                           "excludedPaths": [{"path": "/items/*"}, {"path": '/"_etag"/?'}],
+                           "compositeIndexes": [[{"path": "/customerId", "order": "ascending"},
+                                                 {"path": "/placedAt", "order": "descending"}]]},
+        "defaultTtl": -1,
+    },
+    "customers": {**DEFAULT_DEFINITION, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}},
+}
+
+#: Overrides that turn a stack's restore block and snapshot schedule off (the export-only shape).
+WITHOUT_RESTORE: dict[str, Any] = {"restore": None, "snapshotSchedule": None}
 
 _lock = threading.Lock()  # the Pulumi runtime settings are process-global
 
@@ -129,9 +153,9 @@ class StackRun:
     def components(self) -> list[Registered]:
         return [r for r in self.resources if not r.custom]
 
-    def children(self, component_type: str) -> list[Registered]:
-        """Custom resources declared directly by the (single) component of this type."""
-        component = self.one(component_type)
+    def children(self, component_type: str, name: str | None = None) -> list[Registered]:
+        """Custom resources declared directly by the component of this type (and name, when there are several)."""
+        component = self.one(component_type) if name is None else self.named(component_type, name)
         return [r for r in self.resources if r.custom and r.parent_urn == component.urn]
 
     def counts(self) -> dict[str, int]:
@@ -224,10 +248,17 @@ class StackRun:
             raise AssertionError(f"expected one inline policy on the task role, found {len(policies)}")
         return json.loads(policies[0].inputs["policy"])
 
-    def task_definition_environment(self) -> dict[str, str]:
-        td = self.one("aws:ecs/taskDefinition:TaskDefinition")
-        (container,) = json.loads(td.inputs["containerDefinitions"])
+    def task_definition(self, suffix: str = "") -> Registered:
+        """The export task definition; suffix "-restore" (restore/drill) or "-snapshot" (scheduled snapshots)."""
+        return self.named("aws:ecs/taskDefinition:TaskDefinition", f"export-{self.stack}{suffix}-task-definition")
+
+    def task_definition_environment(self, suffix: str = "") -> dict[str, str]:
+        (container,) = json.loads(self.task_definition(suffix).inputs["containerDefinitions"])
         return {e["name"]: e["value"] for e in container["environment"]}
+
+    @property
+    def has_restore(self) -> bool:
+        return "restoreTaskRoleArn" in self.outputs
 
 
 class _Monitor(MockMonitor):
@@ -340,6 +371,13 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "azure-native:cosmosdb:SqlResourceSqlRoleAssignment":
             rid = f"{self._cosmos_account_id(inputs)}/sqlRoleAssignments/{inputs['roleAssignmentId']}"
             out["name"] = inputs["roleAssignmentId"]
+        elif t == "azure-native:cosmosdb:SqlResourceSqlDatabase":
+            rid = f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
+            out["name"] = inputs["databaseName"]
+        elif t == "azure-native:cosmosdb:SqlResourceSqlContainer":
+            rid = (f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
+                   f"/containers/{inputs['containerName']}")
+            out["name"] = inputs["containerName"]
         elif t == "azure-native:operationalinsights:Workspace":
             rid = (f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
                    f"/providers/Microsoft.OperationalInsights/workspaces/{physical}")
@@ -387,6 +425,16 @@ class _Mocks(pulumi.runtime.Mocks):
                 "databaseAccountOfferType": "Standard",
                 "locations": [], "readLocations": [], "writeLocations": [], "failoverPolicies": [],
                 "privateEndpointConnections": [], "provisioningState": "Succeeded",
+            }
+        if tok == "azure-native:cosmosdb:getSqlResourceSqlContainer":
+            db, container = a["databaseName"], a["containerName"]
+            account_id = self._cosmos_account_id(a)
+            return {
+                "id": f"{account_id}/sqlDatabases/{db}/containers/{container}", "name": container,
+                "type": "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers", "location": "westeurope",
+                "resource": {"id": container, "partitionKey": SOURCE_PARTITION_KEYS.get(container, DEFAULT_PARTITION_KEY),
+                             **SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION),
+                             "rid": _hex(8, container), "ts": 1764633600, "etag": f'"{_hex(16, container)}"'},
             }
         raise NotImplementedError(f"mocked_stack: no mock for invoke {tok}; add one in sandbox/mocked_stack.py")
 

@@ -64,6 +64,34 @@ class TokenPolicy:
 
 
 @dataclass(frozen=True)
+class RestoreTarget:
+    """A restore target container as the program declares it (azure-native SqlResourceSqlContainer)."""
+
+    database: str
+    container: str
+    partition_key_paths: tuple[str, ...]
+    partition_key_kind: str
+    #: The rest of the declared definition, by ARM name: indexingPolicy, defaultTtl, uniqueKeyPolicy.
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """The restore identity and its targets (a stack with `restore.enabled`)."""
+
+    task_role_arn: str
+    task_role_max_session_seconds: int
+    token_policy: TokenPolicy
+    targets: tuple[RestoreTarget, ...]
+    #: The restore task definition's environment.
+    worker_environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def client_id(self) -> str:
+        return self.worker_environment[Env.AZURE_CLIENT_ID]
+
+
+@dataclass(frozen=True)
 class SandboxPlan:
     stack: str
     region: str
@@ -83,6 +111,7 @@ class SandboxPlan:
     prefix: str
     kms_key_arn: str
     worker_environment: dict[str, str] = field(default_factory=dict)
+    restore: RestorePlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +202,11 @@ def plan_from_run(run: Any) -> SandboxPlan:
         raise PlanError(f"stack output {contract.Output.TASK_ROLE_ARN}={run.task_role_arn!r} matches "
                         f"{len(roles)} declared IAM roles; it must be the task role's ARN")
     task_role = roles[0]
+    restore = _restore_plan(run)
+    token_policy = _token_policy(_inline_policy(run, task_role))
+    if restore is not None and restore.token_policy != token_policy:
+        raise PlanError(f"the restore task role's sts:GetWebIdentityToken conditions {restore.token_policy} differ "
+                        f"from the export task role's {token_policy}; the sandbox's STS double enforces one set")
     account_names = {_account_name_from_scope(r.inputs["scope"])
                      for r in run.of_type("azure-native:cosmosdb:SqlResourceSqlRoleAssignment")}
     config_account = run.config.get("cosmos-s3-export:cosmosAccountName", "")
@@ -183,7 +217,7 @@ def plan_from_run(run: Any) -> SandboxPlan:
         issuer=run.issuer,
         task_role_arn=task_role.outputs["arn"],
         task_role_max_session_seconds=int(task_role.inputs.get("maxSessionDuration", 3600)),
-        token_policy=_token_policy(_inline_policy(run, task_role)),
+        token_policy=token_policy,
         tenant_id=run.tenant_id,
         applications=tuple(applications),
         federated_credentials=tuple(credentials),
@@ -194,6 +228,48 @@ def plan_from_run(run: Any) -> SandboxPlan:
         bucket=env[Env.BUCKET],
         prefix=env.get(Env.PREFIX, "cosmos"),
         kms_key_arn=env.get(Env.KMS_KEY_ARN) or run.kms_key_arn,
+        worker_environment=env,
+        restore=restore,
+    )
+
+
+CONTAINER = "azure-native:cosmosdb:SqlResourceSqlContainer"
+
+
+def _integral(value: Any) -> Any:
+    """Numbers came back from the engine as floats (protobuf); Cosmos reports defaultTtl as an integer."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _restore_plan(run: Any) -> RestorePlan | None:
+    """The restore role, its token policy, its task's environment and the declared target containers."""
+    arn = run.outputs.get(contract.Output.RESTORE_TASK_ROLE_ARN)
+    if arn is None:
+        return None
+    roles = [r for r in run.of_type(ROLE) if r.outputs["arn"] == arn]
+    if len(roles) != 1:
+        raise PlanError(f"stack output {contract.Output.RESTORE_TASK_ROLE_ARN}={arn!r} matches {len(roles)} "
+                        "declared IAM roles; it must be the restore task role's ARN")
+    targets = []
+    for r in run.of_type(CONTAINER):
+        key = r.inputs["resource"].get("partitionKey") or {}
+        properties = {k: v for k, v in r.inputs["resource"].items() if k not in ("id", "partitionKey")}
+        targets.append(RestoreTarget(r.inputs["databaseName"], r.inputs["containerName"],
+                                     tuple(key.get("paths") or ()), key.get("kind", "Hash"), _integral(properties)))
+    env = run.task_definition_environment("-restore")
+    missing = [name for name in (Env.AZURE_CLIENT_ID, Env.RESTORE_TARGET_DATABASE, Env.RESTORE_TARGETS)
+               if not env.get(name)]
+    if missing:
+        raise PlanError(f"the restore task definition's environment lacks {', '.join(missing)}: `drill` cannot start")
+    return RestorePlan(
+        task_role_arn=arn,
+        task_role_max_session_seconds=int(roles[0].inputs.get("maxSessionDuration", 3600)),
+        token_policy=_token_policy(_inline_policy(run, roles[0])),
+        targets=tuple(targets),
         worker_environment=env,
     )
 

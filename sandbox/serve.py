@@ -56,6 +56,10 @@ class Running:
     entra_state: Any = None
     cosmos_state: Any = None
     credentials: dict[str, str] = field(default_factory=dict)
+    #: The restore task role's session (stacks with `restore.enabled`).
+    restore_credentials: dict[str, str] = field(default_factory=dict)
+    #: The account keeps every version (continuous backup): AllVersionsAndDeletes works.
+    all_versions: bool = False
     stoppers: list = field(default_factory=list)
 
     @property
@@ -75,14 +79,22 @@ class Running:
             raise errors[0]
 
 
-def _assume_task_role(moto_url: str, plan: SandboxPlan) -> dict[str, str]:
-    """The task role's temporary credentials, as ECS would hand them to the container."""
+def _assume_task_role(moto_url: str, plan: SandboxPlan, *, restore: bool = False) -> dict[str, str]:
+    """The (restore) task role's temporary credentials, as ECS would hand them to the container."""
     sts = boto3.client("sts", endpoint_url=moto_url, region_name=plan.region,
                        aws_access_key_id="sandbox-bootstrap", aws_secret_access_key="sandbox-bootstrap")
-    creds = sts.assume_role(RoleArn=plan.task_role_arn, RoleSessionName="ecs-task-sandbox",
-                            DurationSeconds=plan.task_role_max_session_seconds)["Credentials"]
+    role_arn, seconds = plan.task_role_arn, plan.task_role_max_session_seconds
+    if restore:
+        assert plan.restore is not None
+        role_arn, seconds = plan.restore.task_role_arn, plan.restore.task_role_max_session_seconds
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=_session_name(restore),
+                            DurationSeconds=seconds)["Credentials"]
     return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
             "AWS_SESSION_TOKEN": creds["SessionToken"]}
+
+
+def _session_name(restore: bool) -> str:
+    return "ecs-restore-task-sandbox" if restore else "ecs-task-sandbox"
 
 
 def _create_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]) -> None:
@@ -111,6 +123,13 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
         credentials["AWS_ACCESS_KEY_ID"], plan.task_role_arn, session_name="ecs-task-sandbox",
         session_token=credentials["AWS_SESSION_TOKEN"],
         session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds))
+    if plan.restore is not None and running.restore_credentials:
+        # The restore task's own session: its token's subject is the restore role, which only the restore FIC trusts.
+        running.sts_state.register_credentials(
+            running.restore_credentials["AWS_ACCESS_KEY_ID"], plan.restore.task_role_arn,
+            session_name=_session_name(True), session_token=running.restore_credentials["AWS_SESSION_TOKEN"],
+            session_expires_at=datetime.now(timezone.utc) + timedelta(
+                seconds=plan.restore.task_role_max_session_seconds))
     running.sts = serve_sts(running.sts_state, ca).start()
     running.stoppers.append(running.sts.stop)
 
@@ -135,23 +154,48 @@ def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running,
         seeder = SdkSeeder(running.cosmos.url)
         for container in plan.cosmos_containers:
             seeder.create_container(plan.cosmos_database, container)
+        for target in restore_targets(plan):
+            seeder.create_container(target.database, target.container, partition_key_path=target.partition_key_paths[0])
         return
     from sandbox.doubles.cosmos.gateway import CosmosGatewayState, RoleAssignment, serve_cosmos
 
     verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
     state = running.cosmos_state = CosmosGatewayState(
         plan.cosmos_account, token_verifier=verifier,
-        role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments])
+        role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments],
+        record_all_versions=running.all_versions)
+    from sandbox.mocked_stack import DEFAULT_DEFINITION, SOURCE_DEFINITIONS
+
     for container in plan.cosmos_containers:
-        state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
+        # The sources as the mocked account reports them to the program (definitions the targets copy).
+        created = state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
+        created.properties.update(SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION))
+    # The targets as the program declares them (the worker never creates a container).
+    for target in restore_targets(plan):
+        created = state.create_container(target.database, target.container, target.partition_key_paths[0],
+                                         FEED_RANGES)
+        created.properties.update(target.properties)
     running.cosmos = serve_cosmos(state, ca).start()
     running.stoppers.append(running.cosmos.stop)
 
 
-def worker_environment(running: Running) -> dict[str, str]:
-    """The task definition's environment with the local endpoints and the sandbox-only session."""
+def restore_targets(plan: SandboxPlan) -> list:
+    """The declared restore targets; the local Cosmos endpoints take one partition key path per container."""
+    targets = list(plan.restore.targets) if plan.restore else []
+    for t in targets:
+        if len(t.partition_key_paths) != 1:
+            raise SandboxError(f"restore target {t.database}/{t.container} has the {t.partition_key_kind} partition "
+                               f"key {list(t.partition_key_paths)}: the sandbox's Cosmos endpoints serve single-path "
+                               "keys only; use a stack whose exported containers have one")
+    return targets
+
+
+def worker_environment(running: Running, *, restore: bool = False) -> dict[str, str]:
+    """The (restore) task definition's environment with the local endpoints and the sandbox-only session."""
     plan, ca = running.plan, running.ca
-    env = dict(plan.worker_environment)
+    if restore and plan.restore is None:
+        raise SandboxError(f"stack {plan.stack!r} has no restore block (Pulumi config restore.enabled)")
+    env = dict(plan.restore.worker_environment if restore and plan.restore else plan.worker_environment)
     env.update({
         Env.S3_ENDPOINT: running.moto.url,
         Env.STS_ENDPOINT: running.sts.url,
@@ -163,7 +207,7 @@ def worker_environment(running: Running) -> dict[str, str]:
         "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
         "AWS_CA_BUNDLE": str(ca.bundle_file),
         "AWS_DEFAULT_REGION": plan.region,
-        **running.credentials,
+        **(running.restore_credentials if restore else running.credentials),
     })
     if running.cosmos_kind == "vercel":
         # Its bundled certificate expired in 2021 and it has no change feed: query snapshots only.
@@ -174,19 +218,31 @@ def worker_environment(running: Running) -> dict[str, str]:
     return env
 
 
+#: The stack override that `--all-versions` applies: the program then declares the AllVersionsAndDeletes task.
+ALL_VERSIONS = {"changeFeedMode": "AllVersionsAndDeletes"}
+
+
 def start_all(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", *,
-              plan: SandboxPlan | None = None, auth: bool = True) -> Running:
-    """Start everything for `plan` (default: the stack's); on any failure stop what already started."""
+              plan: SandboxPlan | None = None, auth: bool = True, all_versions: bool = False) -> Running:
+    """Start everything for `plan` (default: the stack's); on any failure stop what already started.
+
+    `all_versions`: the account has continuous backup (the double keeps every version) and the stack runs
+    with changeFeedMode AllVersionsAndDeletes, so deletes are exported.
+    """
     from sandbox.doubles.tls import create_local_ca
 
+    if all_versions and cosmos == "vercel":
+        raise SandboxError("--all-versions needs the gateway double: @vercel/cosmosdb-server has no change feed")
     directory.mkdir(parents=True, exist_ok=True)
-    plan = plan or plan_from_stack(stack)
+    plan = plan or plan_from_stack(stack, ALL_VERSIONS if all_versions else None)
     ca = create_local_ca(directory / "ca")
     moto = start_moto(log_dir=directory)
-    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto)
+    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto, all_versions=all_versions)
     running.stoppers.append(moto.stop)
     try:
         running.credentials = _assume_task_role(moto.url, plan)
+        if plan.restore is not None:
+            running.restore_credentials = _assume_task_role(moto.url, plan, restore=True)
         _create_bucket(moto.url, plan, running.credentials)
         start_identity(plan, ca, running.credentials, running)
         start_cosmos(plan, ca, cosmos, running, directory, auth=auth)
@@ -207,6 +263,7 @@ def describe(running: Running) -> dict[str, Any]:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stack": plan.stack,
         "cosmos": running.cosmos_kind,
+        "all_versions": running.all_versions,
         "endpoints": {"s3": running.moto.url, "sts": running.sts.url, "entra": running.entra.url,
                       "cosmos": running.cosmos_url},
         "ca_bundle": str(running.ca.bundle_file),
@@ -219,6 +276,12 @@ def describe(running: Running) -> dict[str, Any]:
         "partition_key_path": PARTITION_KEY_PATH,
         # Throwaway values of this sandbox only (moto session, local doubles); never real secrets.
         "worker_env": worker_environment(running),
+        # The restore identity's task environment (its own session and client id): `env --restore`.
+        "restore_env": worker_environment(running, restore=True) if plan.restore else None,
+        "restore_targets": {s: t for s, _, t in (p.partition("=") for p in
+                                                (plan.restore.worker_environment[Env.RESTORE_TARGETS].split(",")
+                                                 if plan.restore else []))},
+        "restore_database": plan.restore.worker_environment[Env.RESTORE_TARGET_DATABASE] if plan.restore else None,
         "seed": {"control_url": control, "kind": "gateway-control" if control else "cosmos-sdk-any-key",
                  "cosmos_endpoint": running.cosmos_url},
         "aws_cli_env": {k: v for k, v in running.credentials.items()} | {"AWS_DEFAULT_REGION": plan.region},
@@ -234,7 +297,7 @@ def write_state(directory: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway") -> int:
+def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", all_versions: bool = False) -> int:
     """Foreground: start, write sandbox.json, serve until SIGTERM/SIGINT, stop everything."""
     stop = threading.Event()
 
@@ -249,7 +312,7 @@ def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway") -
     state_path.unlink(missing_ok=True)
     running = None
     try:
-        running = start_all(directory, stack, cosmos)
+        running = start_all(directory, stack, cosmos, all_versions=all_versions)
         write_state(directory, describe(running))
         print(f"sandbox ready: {state_path}", flush=True)
         while not stop.wait(1.0):
@@ -309,7 +372,8 @@ def _serve_pid(directory: Path) -> int | None:
     return pid if _alive(pid) and "sandbox" in _cmdline(pid) and "serve" in _cmdline(pid) else None
 
 
-def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", timeout: float = 120.0) -> dict:
+def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", timeout: float = 120.0,
+       all_versions: bool = False) -> dict:
     """Start `python -m sandbox serve` detached (own session) and wait until sandbox.json is written."""
     import subprocess
     import sys
@@ -322,7 +386,8 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
     (directory / STATE_FILE).unlink(missing_ok=True)
     log = open(directory / "serve.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", "--dir", str(directory), "--stack", stack, "--cosmos", cosmos],
+        [sys.executable, "-m", "sandbox", "serve", "--dir", str(directory), "--stack", stack, "--cosmos", cosmos,
+         *(["--all-versions"] if all_versions else [])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + timeout

@@ -39,20 +39,25 @@ def steps(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith(("ok   ", "FAIL "))]
 
 
+def _export_fic(run):
+    """The export app's federated credential (the restore app has its own)."""
+    return run.named(FIC, f"export-{run.stack}-fic-ecs-task")
+
+
 def _break_subject(run):
-    (fic,) = run.of_type(FIC)
+    fic = _export_fic(run)
     fic.inputs["subject"] = run.outputs[Output.EXECUTION_ROLE_ARN]  # wired to the wrong role
     return "700213", ["FIC subject to the task role ARN exactly (stack output taskRoleArn"]
 
 
 def _break_issuer(run):
-    (fic,) = run.of_type(FIC)
+    fic = _export_fic(run)
     fic.inputs["issuer"] = fic.inputs["issuer"] + "/"  # the classic trailing slash
     return "700211", ["FIC issuer to this account's issuer exactly (stack output awsIssuer, no trailing slash)"]
 
 
 def _break_audience(run):
-    (fic,) = run.of_type(FIC)
+    fic = _export_fic(run)
     fic.inputs["audiences"] = ["api://AzureADTokenExchange/"]
     return "700212", [f"Its audiences must be ['{contract.TOKEN_EXCHANGE_AUDIENCE}']"]
 
@@ -102,7 +107,7 @@ def test_role_without_read_change_feed_gets_a_403_naming_the_action(chain, fresh
     assert all(READ_CHANGE_FEED not in a.data_actions for a in c.plan.cosmos_assignments)
     c.gateway.upsert_many(c.plan.cosmos_database, "orders", list(sample_documents(20)))
     audit.configure_logging("INFO")
-    principal = c.plan.applications[0].service_principal_object_id
+    (principal,) = [a.service_principal_object_id for a in c.plan.applications if a.client_id == c.plan.client_id]
 
     with pytest.raises(ExportError) as failed:
         run_export(c.settings(), "snapshot")

@@ -6,12 +6,18 @@ import functools
 
 import pytest
 
-from sandbox.mocked_stack import StackRun, run_stack, stack_names
+from sandbox.mocked_stack import WITHOUT_RESTORE, StackRun, run_stack, stack_names
 
 
 @functools.lru_cache(maxsize=None)
 def cached_run(stack: str) -> StackRun:
     return run_stack(stack)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_export_only_run(stack: str) -> StackRun:
+    """The stack file with its restore block and snapshot schedule removed."""
+    return run_stack(stack, WITHOUT_RESTORE)
 
 
 @pytest.fixture(params=stack_names())
@@ -28,3 +34,13 @@ def dev() -> StackRun:
 @pytest.fixture
 def prod() -> StackRun:
     return cached_run("prod")
+
+
+@pytest.fixture
+def dev_export_only() -> StackRun:
+    return cached_export_only_run("dev")
+
+
+@pytest.fixture(params=stack_names())
+def every_stack_export_only(request) -> StackRun:
+    return cached_export_only_run(request.param)

@@ -8,7 +8,7 @@ import pytest
 
 from cosmos_export import contract
 from sandbox import mocked_stack
-from sandbox.mocked_stack import run_stack
+from sandbox.mocked_stack import WITHOUT_RESTORE, run_stack
 
 ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
 
@@ -80,7 +80,8 @@ def test_prod_bucket_has_object_lock_and_transition(prod):
     assert rules["expire-exports"]["expiration"] == {"days": 400}
 
 
-def test_workload_identity_has_no_secret_and_one_fic(dev):
+def test_workload_identity_has_no_secret_and_one_fic(dev_export_only):
+    dev = dev_export_only
     got = names(dev, ("azuread",))
     assert got == sorted([("Application", "export-dev-app"), ("ServicePrincipal", "export-dev-sp"),
                           ("ApplicationFederatedIdentityCredential", "export-dev-fic-ecs-task")])
@@ -93,8 +94,10 @@ def test_workload_identity_has_no_secret_and_one_fic(dev):
 def test_deployer_owns_the_app_and_service_principal(every_stack):
     # Application.ReadWrite.OwnedBy (the CI deployer's Graph permission) reaches only owned applications.
     deployer = mocked_stack._uuid("deployer-object")  # what the getClientConfig mock answers
-    assert every_stack.one("azuread:index/application:Application").inputs["owners"] == [deployer]
-    assert every_stack.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == [deployer]
+    apps = every_stack.of_type("azuread:index/application:Application")
+    sps = every_stack.of_type("azuread:index/servicePrincipal:ServicePrincipal")
+    assert len(apps) == len(sps) == 2  # the export identity and the restore identity
+    assert [r.inputs["owners"] for r in apps + sps] == [[deployer]] * 4
 
 
 def test_configured_owners_own_the_app_whoever_deploys():
@@ -102,8 +105,9 @@ def test_configured_owners_own_the_app_whoever_deploys():
     owners = ["1c8e8a69-3b75-4a9f-8b1d-7d2a8e4f6c32", "0B7D7F58-2A64-4F8E-9A0C-6C1F7D3E5B21"]
     run = run_stack("prod", {"entraAppOwners": owners})
     expected = sorted(owners, key=str.lower)
-    assert run.one("azuread:index/application:Application").inputs["owners"] == expected
-    assert run.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == expected
+    # Both identities' apps and service principals (the export's and the restore's).
+    for type_ in ("azuread:index/application:Application", "azuread:index/servicePrincipal:ServicePrincipal"):
+        assert [r.inputs["owners"] for r in run.of_type(type_)] == [expected, expected]
     assert mocked_stack._uuid("deployer-object") not in expected
 
 
@@ -117,7 +121,7 @@ def test_additional_federated_credentials_default_to_account_issuer():
 
 
 def test_cosmos_custom_role_has_exactly_the_four_actions(dev):
-    role = dev.one("azure-native:cosmosdb:SqlResourceSqlRoleDefinition")
+    role = dev.named("azure-native:cosmosdb:SqlResourceSqlRoleDefinition", "export-dev-role")
     assert role.inputs["permissions"] == [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}]
     assert role.inputs["type"] == "CustomRole"
     assert role.inputs["assignableScopes"] == [dev.outputs["cosmosRoleDefinitionId"].split("/sqlRoleDefinitions/")[0] + "/dbs/orders"]
@@ -127,7 +131,7 @@ def test_cosmos_custom_role_has_exactly_the_four_actions(dev):
 
 
 def test_builtin_reader_at_database_scope():
-    run = run_stack("staging", {"cosmosRole": "builtinReader", "cosmosRoleScope": "database"})
+    run = run_stack("staging", {"cosmosRole": "builtinReader", "cosmosRoleScope": "database", **WITHOUT_RESTORE})
     assert not run.of_type("azure-native:cosmosdb:SqlResourceSqlRoleDefinition")
     (a,) = run.cosmos_role_assignments()
     assert a["relative_scope"] == "/dbs/orders"
@@ -146,7 +150,8 @@ def test_adopt_mode_declares_no_federation_resource():
     assert run.federated_credentials()[0]["issuer"] == run.issuer
 
 
-def test_worker_service_children_and_image(dev):
+def test_worker_service_children_and_image(dev_export_only):
+    dev = dev_export_only
     got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
                  if r.type_.startswith(("aws:ecr", "aws:ecs", "aws:cloudwatch/logGroup", "aws:ec2", "aws:sqs", "aws:scheduler",
                                         "docker-build")))
@@ -170,20 +175,24 @@ def test_worker_service_children_and_image(dev):
 
 
 def test_snapshot_mode_reaches_the_command():
-    run = run_stack("dev", {"exportMode": "snapshot"})
-    import json
-    (container,) = json.loads(run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"])
+    run = run_stack("dev", {"exportMode": "snapshot", "snapshotSchedule": None})
+    (container,) = json.loads(run.named("aws:ecs/taskDefinition:TaskDefinition", "export-dev-task-definition")
+                              .inputs["containerDefinitions"])
     assert container["command"] == ["run", "--mode", "snapshot"]
 
 
 def _children(run):
-    return {c.type_: sorted((r.type_.split(":")[-1], r.name) for r in run.children(c.type_)) for c in run.components()}
+    return {(c.type_, c.name): sorted((r.type_.split(":")[-1], r.name) for r in run.children(c.type_, c.name))
+            for c in run.components()}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_each_component_declares_exactly_its_children(stack):
-    """Children by parent (the URN the engine records), so a resource moved to the wrong component shows up."""
-    run = run_stack(stack)
+    """Children by parent (the URN the engine records), so a resource moved to the wrong component shows up.
+
+    The stack without its restore block: none of the restore identity, targets or tasks exist.
+    """
+    run = run_stack(stack, WITHOUT_RESTORE)
     n = f"export-{stack}"
     bucket = [c for c in _bucket_children(n, locked=stack == "prod")]
     assignments = [("SqlResourceSqlRoleAssignment", r.name) for r in run.of_type(ASSIGNMENT)]
@@ -192,14 +201,14 @@ def test_each_component_declares_exactly_its_children(stack):
     if stack == "dev":  # prod is given a workspace
         cosmos.append(("Workspace", f"{n}-logs"))
     assert _children(run) == {
-        "cosmos-s3-export:storage:ExportBucket": sorted(bucket),
-        "cosmos-s3-export:aws:OutboundFederation": [("OutboundWebIdentityFederation", f"{n}-federation")],
-        "cosmos-s3-export:aws:TaskRole": [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")],
-        "cosmos-s3-export:azure:WorkloadIdentity": [
+        ("cosmos-s3-export:storage:ExportBucket", n): sorted(bucket),
+        ("cosmos-s3-export:aws:OutboundFederation", n): [("OutboundWebIdentityFederation", f"{n}-federation")],
+        ("cosmos-s3-export:aws:TaskRole", n): [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")],
+        ("cosmos-s3-export:azure:WorkloadIdentity", n): [
             ("Application", f"{n}-app"), ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
             ("ServicePrincipal", f"{n}-sp")],
-        "cosmos-s3-export:azure:CosmosAccess": sorted(cosmos),
-        "cosmos-s3-export:aws:WorkerService": sorted([
+        ("cosmos-s3-export:azure:CosmosAccess", n): sorted(cosmos),
+        ("cosmos-s3-export:aws:WorkerService", n): sorted([
             ("Cluster", f"{n}-cluster"), ("Image", f"{n}-image"), ("LogGroup", f"{n}-logs"),
             ("Queue", f"{n}-schedule-dlq"), ("Repository", f"{n}-repo"), ("Role", f"{n}-execution"),
             ("Role", f"{n}-scheduler"), ("RolePolicy", f"{n}-execution-policy"),

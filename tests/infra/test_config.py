@@ -70,7 +70,7 @@ def test_retention_shorter_than_object_lock():
 
 
 def test_unknown_exported_container():
-    assert problems(exportContainers=["orders", "ordrs"]) == [
+    assert problems(exportContainers=["orders", "ordrs"], restore=None) == [
         "cosmos-s3-export:exportContainers = [\"ordrs\"]: 'ordrs' not in cosmosContainers "
         "['orders', 'customers', 'events', 'invoices']; add them to cosmosContainers or fix the spelling"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import annotated_types
 import pytest
 
-from components.config import _FIELD_TO_KEY, CONFIG_KEYS, REQUIRED_KEYS, SECTIONS, ObjectLock
+from components.config import _FIELD_TO_KEY, CONFIG_KEYS, REQUIRED_KEYS, SECTIONS, ObjectLock, RestoreConfig
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -83,3 +83,9 @@ def test_every_numeric_bound_is_listed(key, lo, hi):
     expected = f"`{key}` {lo}..{hi}" if hi is not None else f"`{key}` >= {lo}"
     assert expected in RULES
 
+
+@pytest.mark.parametrize("field", list(RestoreConfig.model_fields))
+def test_every_restore_field_has_a_row(field):
+    """The `restore` block's fields (its own model) each have a `restore.<key>` row."""
+    key = f"restore.{RestoreConfig.model_fields[field].alias or field}"
+    assert rows(key), f"README 'Config keys' has no row for `{key}`"

@@ -7,6 +7,7 @@ import re
 
 from components import policies
 from cosmos_export import contract
+from cosmos_export.contract import Output
 from sandbox.mocked_stack import run_stack
 
 FIC = "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"
@@ -17,13 +18,16 @@ ROLE = "aws:iam/role:Role"
 def test_fic_subject_is_task_role_arn_and_issuer_is_federation_issuer(every_stack):
     run = every_stack
     task_role = run.named(ROLE, f"export-{run.stack}-task")
-    (fic,) = run.federated_credentials()
+    fic = run.named(FIC, f"export-{run.stack}-fic-ecs-task").inputs
     assert fic["subject"] == task_role.outputs["arn"] == run.outputs[contract.Output.TASK_ROLE_ARN]
     assert fic["issuer"] == run.outputs[contract.Output.ISSUER]
     assert re.match(contract.AWS_ISSUER_PATTERN, fic["issuer"])
     assert fic["audiences"] == [contract.TOKEN_EXCHANGE_AUDIENCE]
-    app = run.one("azuread:index/application:Application")
-    assert run.one(FIC).inputs["applicationId"] == app.outputs["id"]  # app.id, not client_id
+    app = run.named("azuread:index/application:Application", f"export-{run.stack}-app")
+    assert fic["applicationId"] == app.outputs["id"]  # app.id, not client_id
+    # The export app trusts the export task role only (the restore role has its own app).
+    assert [f.inputs["subject"] for f in run.of_type(FIC) if f.inputs["applicationId"] == app.outputs["id"]] == [
+        task_role.outputs["arn"]]
 
 
 def test_issuer_comes_from_the_federation_the_config_chose(every_stack):
@@ -37,8 +41,8 @@ def test_issuer_comes_from_the_federation_the_config_chose(every_stack):
 
 def test_every_cosmos_assignment_targets_the_sp_with_a_read_only_role(every_stack):
     run = every_stack
-    sp = run.one("azuread:index/servicePrincipal:ServicePrincipal")
-    assignments = run.cosmos_role_assignments()
+    sp = run.named("azuread:index/servicePrincipal:ServicePrincipal", f"export-{run.stack}-sp")
+    assignments = [a for a in run.cosmos_role_assignments() if a["principal_id"] == sp.outputs["objectId"]]
     exported = run.worker_environment[contract.Env.COSMOS_CONTAINERS].split(",")
     assert len(assignments) == len(exported)
     db = run.worker_environment[contract.Env.COSMOS_DATABASE]
@@ -119,7 +123,7 @@ def test_task_role_trust_and_task_definition_hardening(every_stack):
     (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
     assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     assert set(trust["Condition"]) == {"StringEquals", "ArnLike"}
-    td = run.one("aws:ecs/taskDefinition:TaskDefinition")
+    td = run.task_definition()
     assert td.inputs["taskRoleArn"] == run.task_role_arn
     assert td.inputs["executionRoleArn"] == run.outputs[contract.Output.EXECUTION_ROLE_ARN] != run.task_role_arn
     (container,) = json.loads(td.inputs["containerDefinitions"])
@@ -153,7 +157,7 @@ def test_every_contract_output_is_exported(every_stack):
 
 def test_schedule_has_retry_dlq_and_scoped_role(every_stack):
     run = every_stack
-    sched = run.one("aws:scheduler/schedule:Schedule")
+    sched = run.named("aws:scheduler/schedule:Schedule", f"export-{run.stack}-schedule")
     target = sched.inputs["target"]
     dlq = run.one("aws:sqs/queue:Queue")
     assert target["deadLetterConfig"] == {"arn": dlq.outputs["arn"]}
@@ -171,8 +175,8 @@ def test_environments_really_differ(dev, prod):
     lock = prod.named("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "export-prod-object-lock")
     assert lock.inputs["rule"]["defaultRetention"] == {"mode": "COMPLIANCE", "days": 365}
     assert not dev.of_type("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
-    assert dev.one("aws:scheduler/schedule:Schedule").inputs["scheduleExpression"] != \
-        prod.one("aws:scheduler/schedule:Schedule").inputs["scheduleExpression"]
+    assert dev.named("aws:scheduler/schedule:Schedule", "export-dev-schedule").inputs["scheduleExpression"] != \
+        prod.named("aws:scheduler/schedule:Schedule", "export-prod-schedule").inputs["scheduleExpression"]
 
 
 def test_revoke_switch_removes_fic_and_assignments_only():
@@ -213,13 +217,16 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
     policy = run.named("aws:s3/bucketPolicy:BucketPolicy", f"export-{run.stack}-policy")
     s = {st["Sid"]: st for st in json.loads(policy.inputs["policy"])["Statement"]}
     allowed = lambda sid: s[sid]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]  # noqa: E731
-    assert allowed("OnlyReadersReadObjects") == [task] and allowed("OnlyWritersWriteObjects") == [task]
+    # The restore task role reads the export and writes drill reports / restore progress (its IAM policy
+    # narrows the writes to drills/ and restores/); it never deletes.
+    users = sorted([task, run.outputs[Output.RESTORE_TASK_ROLE_ARN]]) if run.has_restore else [task]
+    assert sorted(allowed("OnlyReadersReadObjects")) == users and sorted(allowed("OnlyWritersWriteObjects")) == users
     account = task.split(":")[4]
     deployer = f"arn:aws:iam::{account}:role/gh-{run.stack}-deploy"
     assert allowed("OnlyDeletersDeleteObjects") == (sorted([deployer, task]) if run.stack == "dev" else [task])
     key = {st["Sid"]: st for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]}
-    assert key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"] == [task]
-    assert key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"] == [task]
+    assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
+    assert sorted(key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
     assert not any(st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"]
                    for st in key.values())
 

@@ -66,6 +66,8 @@ def container(**overrides) -> dict:
             {"name": contract.Env.KMS_KEY_ARN, "value": KEY_ARN},
             {"name": contract.Env.TOKEN_DURATION_SECONDS, "value": "300"},
             {"name": contract.Env.AZURE_CLIENT_ID, "value": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c"},
+            {"name": contract.Env.COSMOS_DATABASE, "value": "app"},
+            {"name": contract.Env.COSMOS_CONTAINERS, "value": "orders"},
         ],
     }
     c.update(overrides)
@@ -126,3 +128,46 @@ def good_stack() -> list[Resource]:
 def replace(stack: list[Resource], key: str, **props) -> list[Resource]:
     """A copy of `stack` with resource `key`'s props updated."""
     return [Resource(r.type, r.key, {**r.props, **props}, r.deps) if r.key == key else r for r in stack]
+
+
+RESTORE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/export-restore-task-1b2c3d4"
+RESTORE_SP_OBJECT_ID = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
+RESTORE_ROLE_DEF_ID = f"{COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/6c4e7d2f-2d3e-5f4a-8b5c-7d8e9f0a1b2c"
+
+
+def restore_task_role_policy() -> dict:
+    root = f"arn:aws:s3:::{BUCKET}/{PREFIX}/acme-cosmos/app/orders"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadExportObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"},
+        {"Sid": "WriteDrillReportsAndRestoreProgress", "Effect": "Allow", "Action": ["s3:PutObject"],
+         "Resource": [f"{root}/drills/*", f"{root}/restores/*"]},
+        task_role_policy()["Statement"][-1],
+    ]}
+
+
+def restore_stack() -> list[Resource]:
+    """good_stack() plus a compliant restore identity: its own role, task, SP, writer role on one target."""
+    R = Resource
+    env = container()["environment"] + [
+        {"name": contract.Env.RESTORE_TARGET_DATABASE, "value": "restore-drills"},
+        {"name": contract.Env.RESTORE_TARGETS, "value": "orders=orders-drill"},
+    ]
+    return good_stack() + copy.deepcopy([
+        R("aws:iam/role:Role", "restore-role", {"arn": RESTORE_ROLE_ARN, "name": "export-restore-task-1b2c3d4",
+                                                "id": "export-restore-task-1b2c3d4"}),
+        R("aws:iam/rolePolicy:RolePolicy", "restore-role-policy",
+          {"role": "export-restore-task-1b2c3d4", "policy": json.dumps(restore_task_role_policy())}),
+        R("aws:ecs/taskDefinition:TaskDefinition", "restore-task",
+          {"taskRoleArn": RESTORE_ROLE_ARN, "executionRoleArn": EXEC_ROLE_ARN,
+           "containerDefinitions": json.dumps([container(command=["drill"], environment=env)])}),
+        R("azuread:index/servicePrincipal:ServicePrincipal", "restore-sp", {"objectId": RESTORE_SP_OBJECT_ID}),
+        R("azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential", "restore-fic",
+          {"issuer": ISSUER, "subject": RESTORE_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}),
+        R("azure-native:cosmosdb:SqlResourceSqlRoleDefinition", "restore-role-def",
+          {"id": RESTORE_ROLE_DEF_ID, "type": "CustomRole",
+           "permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]}),
+        R("azure-native:cosmosdb:SqlResourceSqlRoleAssignment", "restore-assignment",
+          {"principalId": RESTORE_SP_OBJECT_ID, "roleDefinitionId": RESTORE_ROLE_DEF_ID,
+           "scope": f"{COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill"}),
+    ])

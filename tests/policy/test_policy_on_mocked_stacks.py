@@ -8,6 +8,7 @@ import json
 import pytest
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
+from cosmos_export import contract
 from policy import rules
 from sandbox.mocked_stack import run_stack, stack_names
 from tests.policy.policy_engine import camel_keys, from_mocked_run, policy_resource, violations
@@ -22,9 +23,9 @@ def _resources(stack: str):
     return from_mocked_run(mocked(stack))
 
 
-def _edit(resources, type_: str, **props):
-    """Copy with the (single) resource of `type_` given new props."""
-    [target] = [r for r in resources if r.resource_type == type_]
+def _edit(resources, type_: str, name: str | None = None, **props):
+    """Copy with the resource of `type_` (named `name` when there are several) given new props."""
+    [target] = [r for r in resources if r.resource_type == type_ and name in (None, r.name)]
     out = []
     for r in resources:
         if r is target:
@@ -55,17 +56,18 @@ def test_program_passes_every_policy(stack):
 def test_fic_subject_changed_is_rejected(stack):
     run = mocked(stack)
     execution_role = run.named(rules.T_ROLE, f"export-{stack}-execution").outputs["arn"]
-    found = violations(_edit(_resources(stack), rules.T_FIC, subject=execution_role))
+    found = violations(_edit(_resources(stack), rules.T_FIC, f"export-{stack}-fic-ecs-task", subject=execution_role))
+    restore_role = run.outputs[contract.Output.RESTORE_TASK_ROLE_ARN]
     assert found == [(
         "chain-of-trust-and-data-guardrails", f"export-{stack}-fic-ecs-task",
         f"ApplicationFederatedIdentityCredential '{policy_resource(stack, rules.T_FIC, f'export-{stack}-fic-ecs-task', {}).urn}' "
-        f"subject {execution_role!r} is not the task role ARN [{run.task_role_arn!r}]; "
+        f"subject {execution_role!r} is not the task role ARN [{run.task_role_arn!r}, {restore_role!r}]; "
         "take it from the task role's arn output",
     )]
 
 
 def test_fic_wildcard_and_issuer_rejected():
-    found = violations(_edit(_resources("dev"), rules.T_FIC, subject="arn:aws:iam::111122223333:role/*",
+    found = violations(_edit(_resources("dev"), rules.T_FIC, "export-dev-fic-ecs-task", subject="arn:aws:iam::111122223333:role/*",
                              issuer="https://token.actions.githubusercontent.com"))
     policies = sorted({p for p, _, _ in found})
     assert policies == ["chain-of-trust-and-data-guardrails", "federated-credential-shape"]
@@ -80,14 +82,20 @@ def test_static_credential_added_is_rejected():
 
 
 def test_write_action_and_container_secret_rejected():
-    td = mocked("staging").one(rules.T_TASK_DEFINITION)
+    td = mocked("staging").task_definition()
     containers = json.loads(td.inputs["containerDefinitions"])
     containers[0]["secrets"] = [{"name": "COSMOS_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:111122223333:parameter/k"}]
-    resources = _edit(_resources("staging"), rules.T_TASK_DEFINITION, containerDefinitions=json.dumps(containers))
-    resources = _edit(resources, rules.T_COSMOS_ROLE_DEFINITION, permissions=[{"dataActions": [
+    resources = _edit(_resources("staging"), rules.T_TASK_DEFINITION, td.name,
+                      containerDefinitions=json.dumps(containers))
+    resources = _edit(resources, rules.T_COSMOS_ROLE_DEFINITION, "export-staging-role", permissions=[{"dataActions": [
         "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*"]}])
-    assert sorted(p for p, _, _ in violations(resources)) == ["cosmos-role-read-only",
-                                                               "task-definition-no-secrets-non-root"]
+    found = violations(resources)
+    assert sorted(p for p, _, _ in found if p != "chain-of-trust-and-data-guardrails") == [
+        "cosmos-role-read-only", "task-definition-no-secrets-non-root"]
+    # The export reader turned writer is now a writer on every exported source container.
+    writer_on_source = sorted(n for p, n, m in found if p == "chain-of-trust-and-data-guardrails"
+                              and "gives a writer role on the exported source container orders/" in m)
+    assert len(writer_on_source) == 3 == len(found) - 2
 
 
 def test_preview_unknowns_are_judged_by_dependencies():
@@ -96,7 +104,7 @@ def test_preview_unknowns_are_judged_by_dependencies():
     by_name = {(r.resource_type, r.name): r for r in resources}
 
     def fic_from(subject_source: str):
-        fic = next(r for r in resources if r.resource_type == rules.T_FIC)
+        fic = next(r for r in resources if r.resource_type == rules.T_FIC and r.name == "export-dev-fic-ecs-task")
         raw = {k: fic.props["__target"][k] for k in fic.props}
         raw.update(subject=UNKNOWN_STRING_VALUE, issuer=UNKNOWN_STRING_VALUE)
         deps = {"subject": [by_name[(rules.T_ROLE, subject_source)]],

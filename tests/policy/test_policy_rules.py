@@ -119,7 +119,8 @@ def test_cosmos_role_with_write_action_is_refused():
     props = {"permissions": [{"dataActions": [*contract.COSMOS_DATA_ACTIONS, write]}]}
     assert rules.check_cosmos_role_definition(props) == [
         f"Cosmos SQL role definition grants [{write!r}], outside the worker's read-only actions; "
-        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r}"
+        f"allowed are only {list(contract.COSMOS_DATA_ACTIONS)!r} (the export reader) or a subset of "
+        f"{list(contract.COSMOS_RESTORE_DATA_ACTIONS)!r} (the restore writer, assignable only on restore targets)"
     ]
 
 
@@ -132,6 +133,80 @@ def test_cosmos_role_subset_is_allowed():
     assert rules.check_cosmos_role_definition({"permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS[:2])}]}) == []
 
 
+def test_cosmos_restore_writer_role_is_allowed_as_a_role():
+    assert rules.check_cosmos_role_definition(
+        {"permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]}) == []
+
+
+def test_cosmos_role_mixing_queries_and_writes_is_refused():
+    query = "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery"
+    props = {"permissions": [{"dataActions": [*contract.COSMOS_RESTORE_DATA_ACTIONS, query]}]}
+    [msg] = rules.check_cosmos_role_definition(props)
+    assert "outside the worker's read-only actions" in msg
+
+
+# --- the restore identity ------------------------------------------------------------------------
+
+def test_compliant_restore_stack_has_no_violation():
+    assert check_stack(fx.restore_stack()) == []
+
+
+def _restore_msgs(**props) -> list[str]:
+    return messages(replace(fx.restore_stack(), "restore-assignment", **props))
+
+
+def test_writer_on_an_exported_source_container_is_refused():
+    assert _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/app/colls/orders") == [
+        "SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role on the exported source container "
+        "app/orders; a restore identity may write only its target containers"]
+
+
+@pytest.mark.parametrize(("scope", "where"), [
+    ("/dbs/app", "database 'app'"), ("/dbs/restore-drills", "database 'restore-drills'"), ("", "the account"),
+    ("/", "the account")])
+def test_writer_on_a_database_or_the_account_is_refused(scope, where):
+    writes = sorted(set(contract.COSMOS_RESTORE_DATA_ACTIONS) - set(contract.COSMOS_DATA_ACTIONS))
+    assert _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}{scope}") == [
+        f"SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role (data actions {writes!r}) on "
+        f"{where}; assign it only on each restore target container"]
+
+
+def test_writer_on_a_container_that_is_no_target_is_refused():
+    [msg] = _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/other")
+    assert msg.startswith("SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role on container "
+                          "restore-drills/other, which is not a restore target (['restore-drills/orders-drill'])")
+
+
+def test_writer_without_any_restore_task_is_refused():
+    stack = [r for r in fx.restore_stack() if r.key != "restore-task"]
+    assert any("which is not a restore target (none declared)" in m for m in messages(stack))
+
+
+def test_export_reader_on_a_restore_target_is_refused():
+    stack = replace(fx.restore_stack(), "assignment", scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill")
+    assert messages(stack) == [
+        "SqlResourceSqlRoleAssignment 'assignment' gives the export reader container restore-drills/orders-drill, "
+        "which holds restore target container(s) ['restore-drills/orders-drill']; assign it on the exported source "
+        "containers only"]
+
+
+def test_export_reader_on_the_target_database_is_refused():
+    stack = replace(fx.restore_stack(), "assignment", scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills")
+    [msg] = messages(stack)
+    assert "gives the export reader database 'restore-drills', which holds restore target" in msg
+
+
+def test_export_principal_holding_the_writer_role_is_refused():
+    found = _restore_msgs(principalId=fx.SP_OBJECT_ID)
+    assert any(f"principal {fx.SP_OBJECT_ID!r} holds both the export reader and a writer role" in m for m in found)
+
+
+def test_restore_rules_wait_for_unknown_task_definitions():
+    stack = replace(fx.restore_stack(), "restore-task", containerDefinitions=UNKNOWN)
+    stack = replace(stack, "restore-assignment", scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/app/colls/orders")
+    assert not any("writer role" in m for m in messages(stack))
+
+
 def test_cosmos_assignment_to_another_principal_is_refused():
     stranger = "11111111-2222-3333-4444-555555555555"
     assert messages(replace(good_stack(), "assignment", principalId=stranger)) == [
@@ -142,8 +217,9 @@ def test_cosmos_assignment_to_another_principal_is_refused():
 
 def test_cosmos_assignment_to_builtin_contributor_is_refused():
     contributor = f"{fx.COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
-    [msg] = messages(replace(good_stack(), "assignment", roleDefinitionId=contributor))
+    msg, writer = messages(replace(good_stack(), "assignment", roleDefinitionId=contributor))
     assert msg.startswith("SqlResourceSqlRoleAssignment 'assignment' roleDefinitionId") and "built-in Data Reader" in msg
+    assert "gives a writer role on the exported source container app/orders" in writer
 
 
 def test_cosmos_assignment_to_builtin_reader_is_allowed():

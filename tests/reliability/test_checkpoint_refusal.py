@@ -23,15 +23,15 @@ def _other_container(body: bytes, world) -> bytes:
 
 def _newer_format(body: bytes, world) -> bytes:
     doc = json.loads(body)
-    doc["format_version"] = 2
-    doc["new_field_of_v2"] = {"x": 1}
+    doc["format_version"] = 3
+    doc["new_field_of_v3"] = {"x": 1}
     return json.dumps(doc).encode()
 
 
 CASES = {
     "corrupt (truncated JSON)": (_corrupt, "is not valid JSON"),
     "from another container": (_other_container, "belongs to relacct/rel/someone-else, not relacct/rel/"),
-    "from a newer format": (_newer_format, "has format_version 2, newer than this worker's 1; it was left unchanged: "
+    "from a newer format": (_newer_format, "has format_version 3, newer than this worker's 2; it was left unchanged: "
                                            "upgrade the worker image"),
 }
 

@@ -74,7 +74,7 @@ def test_commit_writes_manifest_then_checkpoint(s3, target):
     cp = store.commit(loaded, manifest_for(target, run_id, records, schema))
     assert (cp.sequence, cp.run_id, cp.continuations) == (1, run_id, {'{"r":0}': "c1"})
     body = json.loads(s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/manifests/0000000001.json")["Body"].read())
-    assert body["sequence"] == 1 and body["format_version"] == 1 and body["run_id"] == run_id
+    assert body["sequence"] == 1 and body["format_version"] == 2 and body["run_id"] == run_id
     assert body["parts"][0]["documents"] == 2 and body["parts"][0]["sha256"] == records[0].sha256
     assert body["parts"][0]["bytes"] == records[0].bytes and body["schema"]["version"] == 1 and body["schema_previous"] is None
     assert body["schema"]["fields"] == {"id": ["string"], "n": ["integer"]}
@@ -164,7 +164,7 @@ def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, 
     (b"{not json", "is not valid JSON"),
     (json.dumps({"format_version": 1, "sequence": 1}).encode(), "is not a valid checkpoint (account: Field required"),
     (None, "belongs to acct/db/customers, not acct/db/orders"),
-    (json.dumps({"format_version": 99}).encode(), "has format_version 99, newer than this worker's 1; it was left unchanged: upgrade the worker image"),
+    (json.dumps({"format_version": 99}).encode(), "has format_version 99, newer than this worker's 2; it was left unchanged: upgrade the worker image"),
 ])
 def test_bad_checkpoint_is_refused_and_left_unchanged(s3, target, body, problem):
     key = layout.checkpoint_key(target)

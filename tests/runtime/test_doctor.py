@@ -23,13 +23,15 @@ def test_healthy_chain_every_step_ok(chain):
     assert ok, lines
     steps = [line.split(":")[0] for line in lines]
     assert steps == ["ok   aws identity", "ok   aws web identity token", "ok   entra token exchange",
-                     "ok   cosmos account", "ok   cosmos key auth", "ok   cosmos container orders", "ok   s3 write probe"]
+                     "ok   cosmos account", "ok   cosmos key auth", "ok   cosmos container orders",
+                     "ok   change feed mode", "ok   s3 write probe"]
     assert "assumed-role/CosmosExportTask" in lines[0]
     assert f"iss={ISSUER} sub={ROLE_ARN} aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256" in lines[1]
     assert "consistency Session (minimum Session)" in lines[3]
     assert lines[4] == "ok   cosmos key auth: account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
     assert "4 feed range(s), change feed page read (1 item(s))" in lines[5]
-    assert "written and deleted" in lines[6]
+    assert lines[6] == "ok   change feed mode: LatestVersion (no deletes between snapshots; see the warning below)"
+    assert "written and deleted" in lines[7]
     assert not any("eyJ" in line for line in lines)
 
 
@@ -61,13 +63,36 @@ def test_cli_doctor_from_environment(chain, monkeypatch):
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(cli.app, ["doctor"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == "all checks passed"
+    assert result.output.splitlines()[-2:] == [
+        "WARNING: EXPORT_CHANGE_FEED_MODE=LatestVersion: deletes are not captured between snapshots; a state rebuilt "
+        "from incrementals (materialize, restore) keeps documents deleted since the last snapshot. Schedule periodic "
+        "snapshots, or use AllVersionsAndDeletes (needs continuous backup)",
+        "all checks passed with 1 warning(s)"]
 
     monkeypatch.setenv(contract.Env.MIN_CONSISTENCY, "Strong")
     result = CliRunner().invoke(cli.app, ["doctor"])
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith(
         "error: cosmos account: account consistency Session is weaker than the required minimum Strong")
+
+
+def test_all_versions_mode_needs_an_account_that_serves_it(chain):
+    """Without continuous backup (the double started without record_all_versions) Cosmos answers 400."""
+    ok, lines = walk(chain, change_feed_mode="AllVersionsAndDeletes")
+    assert not ok
+    assert lines[-1] == (
+        "FAIL change feed mode: EXPORT_CHANGE_FEED_MODE=AllVersionsAndDeletes but the account refuses an "
+        "all-versions change feed read on orders (400: (BadRequest) Change Feed 'All Versions and Deletes' mode must be "
+        "enabled.): it needs continuous backup (7 or 30 days) and the all-versions-and-deletes change feed enabled "
+        "on the account. Enable them, or set EXPORT_CHANGE_FEED_MODE=LatestVersion (deletes are then not "
+        "captured between snapshots)")
+    chain.cosmos.record_all_versions = True
+    doctor = Doctor(chain.settings(change_feed_mode="AllVersionsAndDeletes"), session=chain.session,
+                    echo=lambda _line: None)
+    assert doctor.run(), doctor.results
+    assert doctor.results[-2].detail == ("AllVersionsAndDeletes: the account serves an all-versions change feed "
+                                         "read (orders)")
+    assert doctor.warnings == []
 
 
 def test_an_account_still_accepting_keys_is_a_warning_and_the_walk_goes_on(chain, monkeypatch):

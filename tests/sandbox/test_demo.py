@@ -56,7 +56,26 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     assert len(summary["verified"]) == 4
     parts = [k for k in summary["keys"] if "/data/" in k]
     assert parts and all(k.startswith("cosmos/acme-orders-dev/orders/") for k in summary["keys"])
-    assert [s["name"] for s in summary["steps"]][-1] == "verify both runs"
+    assert [s["name"] for s in summary["steps"]][-2:] == ["verify both runs",
+                                                           "drill: restore into the scratch containers and compare"]
+    assert summary["change_feed_mode"] == "LatestVersion"
+
+    # The drill, as the restore identity, into each exported container's scratch target.
+    drills = summary["drills"]
+    assert set(drills) == {"orders", "customers"}
+    for container, target in (("orders", "orders-drill"), ("customers", "customers-drill")):
+        d = drills[container]
+        assert d["ok"] is True and d["definition_matches"] is True and d["documents_mismatched"] == 0
+        assert d["target"] == {"database": "restore-drills", "container": target}
+        assert d["sequence"] == 2 and d["key"].startswith(f"cosmos/acme-orders-dev/orders/{container}/drills/")
+        assert d["key"] in summary["keys"]
+    # LatestVersion: the 10 deleted orders are still in the restored state, and the summary says so.
+    assert drills["orders"]["documents_expected"] == drills["orders"]["documents_found"] == DOCS + INSERTED
+    assert drills["orders"]["unknown_delete_incrementals"] == 1
+    assert summary["deletes"] == {"deleted": DELETED, "unseen": DELETED, "restored": DOCS + INSERTED,
+                                  "source": DOCS + INSERTED - DELETED}
+    assert f"DELETES THE EXPORT COULD NOT SEE: {DELETED} of the {DELETED} documents deleted from orders" in out
+    assert out.count("\ndrill: drill ") == 2
     # The demo ends with on-call's view: `cosmos-export status`, a row per container at sequence 2.
     table = out[out.index("cosmos-export status: acme-orders-dev/orders"):]
     rows = {c: next(line for line in table.splitlines() if line.startswith(f"│ {c} ")) for c in ("orders", "customers")}
@@ -70,6 +89,27 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     time.sleep(0.5)
     assert [name for name, pid in summary["pids"].items() if _alive(pid)] == []
     assert not (tmp_path / "sandbox.json").exists()
+
+
+@pytest.mark.timeout(300)
+def test_demo_all_versions_exports_the_deletes_and_the_drill_restores_the_exact_source(tmp_path):
+    process = _demo(tmp_path, "--all-versions")
+    out, err = process.communicate(timeout=280)
+    assert process.returncode == 0, f"demo failed:\n{out[-3000:]}\n{err[-3000:]}"
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert summary["change_feed_mode"] == "AllVersionsAndDeletes"
+    snapshot, incremental = summary["runs"]
+    # AllVersionsAndDeletes: the incremental run carries the 10 deletes beside the updates and inserts.
+    assert snapshot["containers"]["orders"]["documents"] == DOCS
+    assert incremental["containers"]["orders"]["documents"] == UPDATED + INSERTED + DELETED
+    orders = summary["drills"]["orders"]
+    assert orders["ok"] is True and orders["documents_mismatched"] == 0
+    assert orders["documents_expected"] == orders["documents_found"] == DOCS + INSERTED - DELETED
+    assert orders["state_deletes_applied"] == DELETED and orders["unknown_delete_incrementals"] == 0
+    assert summary["deletes"]["unseen"] == 0
+    assert f"deletes the export could not see: 0 of the {DELETED} deleted from orders" in out
+    time.sleep(0.5)
+    assert [name for name, pid in summary["pids"].items() if _alive(pid)] == []
 
 
 @pytest.mark.timeout(120)

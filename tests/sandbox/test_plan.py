@@ -36,18 +36,21 @@ def _fresh(run):
 
 def test_plan_takes_every_value_from_the_declared_resources(dev_run):
     plan = plan_from_run(dev_run)
-    (fic,) = [r for r in dev_run.of_type(FIC)]
+    fic = dev_run.named(FIC, "export-dev-fic-ecs-task")
     task_role = [r for r in dev_run.of_type("aws:iam/role:Role") if r.name == "export-dev-task"][0]
-    app = dev_run.one("azuread:index/application:Application")
-    sp = dev_run.one("azuread:index/servicePrincipal:ServicePrincipal")
+    app = dev_run.named("azuread:index/application:Application", "export-dev-app")
+    sp = dev_run.named("azuread:index/servicePrincipal:ServicePrincipal", "export-dev-sp")
 
     assert plan.task_role_arn == task_role.outputs["arn"] == dev_run.outputs[contract.Output.TASK_ROLE_ARN]
     assert plan.task_role_arn == "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-task"
-    assert [(f.issuer, f.subject, f.audiences, f.client_id) for f in plan.federated_credentials] == [
+    assert [(f.issuer, f.subject, f.audiences, f.client_id) for f in plan.federated_credentials
+            if f.client_id == plan.client_id] == [
         (fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])]
     assert plan.issuer == dev_run.outputs[contract.Output.ISSUER]
-    assert [(a.client_id, a.service_principal_object_id) for a in plan.applications] == [
-        (app.outputs["clientId"], sp.outputs["objectId"])]
+    # The export app and the restore app (tests/sandbox/test_restore_identity.py covers the latter).
+    assert (app.outputs["clientId"], sp.outputs["objectId"]) in [
+        (a.client_id, a.service_principal_object_id) for a in plan.applications]
+    assert len(plan.applications) == 2
     assert plan.tenant_id == dev_run.outputs[contract.Output.TENANT_ID]
     # The task role policy's conditions, as IAM would evaluate them.
     assert plan.token_policy.audiences == (contract.TOKEN_EXCHANGE_AUDIENCE,)
@@ -56,14 +59,13 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
     # Cosmos: one read-only assignment per exported container, to the service principal.
     assert plan.cosmos_account == "acme-orders-dev"
     assert plan.cosmos_database == "orders" and plan.cosmos_containers == ("orders", "customers")
-    assert sorted(a.scope for a in plan.cosmos_assignments) == ["/dbs/orders/colls/customers",
-                                                                "/dbs/orders/colls/orders"]
-    for assignment in plan.cosmos_assignments:
+    export_assignments = [a for a in plan.cosmos_assignments if a.principal_id == sp.outputs["objectId"]]
+    assert sorted(a.scope for a in export_assignments) == ["/dbs/orders/colls/customers", "/dbs/orders/colls/orders"]
+    for assignment in export_assignments:
         assert assignment.principal_id == sp.outputs["objectId"]
         assert set(assignment.data_actions) == set(contract.COSMOS_DATA_ACTIONS)
     # The worker environment is the task definition's, unchanged.
-    container_definitions = json.loads(dev_run.one("aws:ecs/taskDefinition:TaskDefinition").inputs[
-        "containerDefinitions"])
+    container_definitions = json.loads(dev_run.task_definition().inputs["containerDefinitions"])
     assert plan.worker_environment == {e["name"]: e["value"] for e in container_definitions[0]["environment"]}
     assert plan.bucket == "acme-cosmos-export-dev-euw1" and plan.prefix == "cosmos"
     assert plan.kms_key_arn == dev_run.outputs[contract.Output.KMS_KEY_ARN]
@@ -71,8 +73,8 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
 
 def test_plan_refuses_a_fic_bound_to_the_client_id_instead_of_the_application_id(dev_run):
     run = _fresh(dev_run)
-    (fic,) = run.of_type(FIC)
-    client_id = run.one("azuread:index/application:Application").outputs["clientId"]
+    fic = run.named(FIC, "export-dev-fic-ecs-task")
+    client_id = run.named("azuread:index/application:Application", "export-dev-app").outputs["clientId"]
     fic.inputs["applicationId"] = client_id
     with pytest.raises(PlanError, match=rf"application_id='{client_id}' is not the id of any declared "
                                         r"application; pass app.id \(not app.client_id\)"):
@@ -120,10 +122,11 @@ def test_declared_chain_yields_a_cosmos_token_for_the_service_principal(dev_run,
 
 def test_fic_subject_wired_to_the_execution_role_fails_with_aadsts700213(dev_run, identity_chain):
     run = _fresh(dev_run)
-    (fic,) = run.of_type(FIC)
+    fic = run.named(FIC, "export-dev-fic-ecs-task")
     fic.inputs["subject"] = run.outputs[contract.Output.EXECUTION_ROLE_ARN]  # the infrastructure mistake
     plan = plan_from_run(run)
-    assert plan.federated_credentials[0].subject == run.outputs[contract.Output.EXECUTION_ROLE_ARN] != plan.task_role_arn
+    (declared,) = [f for f in plan.federated_credentials if f.client_id == plan.client_id]
+    assert declared.subject == run.outputs[contract.Output.EXECUTION_ROLE_ARN] != plan.task_role_arn
     _, credential = identity_chain(plan)
     with pytest.raises(ClientAuthenticationError) as caught:
         credential.get_token("https://127.0.0.1/.default")
@@ -132,7 +135,7 @@ def test_fic_subject_wired_to_the_execution_role_fails_with_aadsts700213(dev_run
 
 def test_fic_issuer_with_a_trailing_slash_fails_with_aadsts700211(dev_run, identity_chain):
     run = _fresh(dev_run)
-    (fic,) = run.of_type(FIC)
+    fic = run.named(FIC, "export-dev-fic-ecs-task")
     fic.inputs["issuer"] = fic.inputs["issuer"] + "/"
     _, credential = identity_chain(plan_from_run(run))
     with pytest.raises(ClientAuthenticationError) as caught:

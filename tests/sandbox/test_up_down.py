@@ -84,6 +84,17 @@ def test_up_seed_run_change_run_down(tmp_path):
                     .strip("│ ").split("│")] for c in ("orders", "customers")}
         assert [(r[1], r[4], r[5], r[9]) for r in rows.values()] == [
             ("2", "incremental", str(UPDATED + INSERTED), "current"), ("2", "incremental", "0", "current")]
+        # `env --restore`: the restore task's environment, its own session and Entra app, same endpoints.
+        restore_env = _exports(_sandbox(tmp_path, "env", "--restore").stdout)
+        assert restore_env == state["restore_env"]
+        assert restore_env["EXPORT_RESTORE_TARGETS"] == "orders=orders-drill,customers=customers-drill"
+        assert restore_env["EXPORT_RESTORE_TARGET_DATABASE"] == "restore-drills"
+        assert restore_env["EXPORT_AZURE_CLIENT_ID"] != worker_env["EXPORT_AZURE_CLIENT_ID"]
+        assert restore_env["AWS_ACCESS_KEY_ID"] != worker_env["AWS_ACCESS_KEY_ID"]
+        assert {k: restore_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")} == {
+            k: worker_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")}
+        assert f"eval \"$(python -m sandbox env --dir {tmp_path} --restore)\"" in up.stdout
+        assert _sandbox(tmp_path, "env", "--restore", "--aws").returncode == 2
     finally:
         down = _sandbox(tmp_path, "down")
     assert down.returncode == 0 and down.stdout.startswith("stopped ")
@@ -92,6 +103,13 @@ def test_up_seed_run_change_run_down(tmp_path):
                  and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert survivors == []
     assert _sandbox(tmp_path, "status").returncode == 1
+
+
+def test_all_versions_needs_the_gateway_double(tmp_path):
+    result = _sandbox(tmp_path, "up", "--all-versions", "--cosmos", "vercel")
+    assert result.returncode == 2
+    assert "--all-versions needs --cosmos gateway: @vercel/cosmosdb-server has no change feed" in result.stderr
+    assert not (tmp_path / "sandbox.json").exists()
 
 
 def test_commands_need_a_running_sandbox(tmp_path):

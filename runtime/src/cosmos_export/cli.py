@@ -1,9 +1,9 @@
-"""`cosmos-export run|doctor|verify|status`: settings from the environment, flags on top.
+"""`cosmos-export run|doctor|verify|status|materialize|restore|drill`: settings from the environment, flags on top.
 
-Exit codes: 0 ok, 1 export/verify/doctor failure (status: a container older than --max-age or never
-committed), 2 invalid settings or usage,
-143 stopped by SIGTERM (ECS stop) before commit. On failure the last line on
-stderr is the reason.
+Exit codes: 0 ok, 1 export/verify/doctor/restore failure (materialize: a corrupted part), a drill mismatch, or
+(status) a container older than --max-age or never committed; 2 invalid settings or usage (and a restore or
+materialize refused before writing anything); 143 stopped by SIGTERM (ECS stop) before commit (a restore: after
+its last checkpointed batch). On failure the last line on stderr is the reason.
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def doctor(
     if not checks.run():
         broken = checks.results[-1]
         _fail(f"{broken.step}: {broken.detail}")
-    typer.echo("all checks passed")
+    for warning in checks.warnings:
+        typer.echo(f"WARNING: {warning}")
+    typer.echo(f"all checks passed{f' with {len(checks.warnings)} warning(s)' if checks.warnings else ''}")
 
 
 @app.command()
@@ -208,6 +210,173 @@ def status(
                 console.print(f"[red]{s.container}: {problem}[/red]")
     if stale:
         _fail(f"older than --max-age {max_age} (or never committed): {', '.join(stale)}")
+
+
+def _parse_time(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--as-of={value!r} is not an ISO 8601 time; use e.g. 2026-12-01T06:00:00Z", EXIT_SETTINGS)
+        raise AssertionError("unreachable") from None
+    if parsed.tzinfo is None:
+        _fail(f"--as-of={value!r} has no time zone; add one, e.g. {value}Z for UTC", EXIT_SETTINGS)
+    return parsed
+
+
+@app.command()
+def materialize(
+    container: str = typer.Option(..., "--container", "-c", help="Exported container whose state to rebuild"),
+    to: str = typer.Option(..., "--to", help="Local path or s3://bucket/key ending in .jsonl, .jsonl.gz or "
+                           ".jsonl.zst (compression by suffix), or a folder/prefix ending in /"),
+    sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence (default: the latest)"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="The state of the last run finished at or before "
+                                        "this ISO 8601 time"),
+    keep_system_properties: bool = typer.Option(False, "--keep-system-properties",
+                                                help="Keep _rid, _self, _etag, _attachments, _ts, _lsn"),
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Rebuild a container's state as of a committed point into JSON Lines, with a report of what it cannot know."""
+    from cosmos_export import identity, layout
+    from cosmos_export import materialize as mat
+    from cosmos_export.export import s3_client
+
+    settings = _settings(bucket=bucket, prefix=prefix, log_level=log_level)
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    when = _parse_time(as_of)
+    try:
+        target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
+                                     settings.cosmos_database, container)
+    except ValueError as e:
+        _fail(f"--container {container!r}: {e}", EXIT_SETTINGS)
+    try:
+        dest = mat.destination(to, container)
+        report = mat.materialize_to(s3_client(settings, identity.aws_session(settings)), target, dest,
+                                    sequence=sequence, as_of=when, keep_system_properties=keep_system_properties)
+    except mat.CorruptPartError as e:
+        log.error("materialize_failed", reason=str(e))
+        _fail(str(e))
+    except mat.MaterializeError as e:
+        log.error("materialize_refused", reason=str(e))
+        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"wrote {dest.url} ({report.documents} document(s)); report {dest.report_url}")
+    log.info("materialized", output=dest.url, report=dest.report_url, sequence=report.sequence,
+             documents=report.documents, deletes_applied=report.deletes_applied,
+             ttl_expiries_applied=report.ttl_expiries_applied,
+             unknown_delete_incrementals=report.unknown_delete_incrementals)
+
+
+def _restore_session(settings: WorkerSettings, work: Any) -> Any:
+    """Entra credential, Cosmos client and S3 client for a restore or drill; SIGTERM stops after a batch."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.cosmos import exceptions as cosmos_exceptions
+
+    from cosmos_export import identity, restore, source
+    from cosmos_export.export import s3_client
+
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        session = identity.aws_session(settings)
+        s3 = s3_client(settings, session)
+        client = source.cosmos_client(settings, identity.azure_credential(settings, session))
+        return work(client=client, s3=s3, stop=stop, log=log)
+    except restore.RestoreRefused as e:
+        log.error("restore_refused", reason=str(e))
+        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+    except restore.RestoreInterrupted as e:
+        reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
+        log.error("restore_failed", reason=reason)
+        _fail(reason, EXIT_STOPPED)
+    except restore.RestoreError as e:
+        log.error("restore_failed", reason=str(e))
+        _fail(str(e))
+    except (identity.IdentityError, ClientAuthenticationError) as e:
+        log.error("restore_failed", reason=identity.explain_auth_error(e))
+        _fail(identity.explain_auth_error(e))
+    except cosmos_exceptions.CosmosHttpResponseError as e:
+        reason = restore.explain_restore_error(e, settings, "the target")
+        log.error("restore_failed", reason=reason)
+        _fail(reason)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@app.command()
+def restore(
+    container: str = typer.Option(..., "--container", "-c", help="Exported (source) container to restore"),
+    target_container: Optional[str] = typer.Option(None, "--target-container",
+                                                   help="Existing container to write into; default from EXPORT_RESTORE_TARGETS"),
+    target_database: Optional[str] = typer.Option(None, "--target-database",
+                                                  help="Its database; default EXPORT_RESTORE_TARGET_DATABASE"),
+    sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence to restore (default: latest)"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Restore the state as of this ISO 8601 time"),
+    exact: bool = typer.Option(False, "--exact", help="Also delete target documents the state does not have"),
+    max_ru_per_second: Optional[float] = typer.Option(None, "--max-ru-per-second",
+                                                      help="Request-unit budget; default EXPORT_MAX_RU_PER_SECOND"),
+    allow_source_target: bool = typer.Option(False, "--allow-source-target",
+                                             help="Allow writing into an exported source container (never deletes)"),
+    identity_mode: Optional[IdentityMode] = _IDENTITY,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Write a committed state into an existing container (upserts; --exact also deletes); resumable."""
+    from cosmos_export.restore import RestoreRequest, run_restore
+
+    if max_ru_per_second is not None and max_ru_per_second <= 0:
+        _fail(f"--max-ru-per-second={max_ru_per_second}: must be positive", EXIT_SETTINGS)
+    settings = _settings(identity_mode=identity_mode, bucket=bucket, prefix=prefix, log_level=log_level)
+    request = RestoreRequest(container=container, target_container=target_container, target_database=target_database,
+                             sequence=sequence, as_of=_parse_time(as_of), exact=exact,
+                             max_ru_per_second=max_ru_per_second, allow_source_target=allow_source_target)
+    result, _ = _restore_session(settings, lambda **kw: run_restore(settings, request, **kw))
+    typer.echo(f"{container} sequence {result.sequence} -> {result.target['database']}/{result.target['container']}: "
+               f"{result.documents} document(s) ({result.documents_upserted} upserted by this run, resumed at "
+               f"{result.resumed_from}), {result.deletes_applied} deleted, {result.request_charge} RU, "
+               f"{result.seconds}s; progress s3://{settings.bucket}/{result.progress_key}")
+
+
+@app.command()
+def drill(
+    container: str = typer.Option(..., "--container", "-c", help="Exported container to drill"),
+    identity_mode: Optional[IdentityMode] = _IDENTITY,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Restore the latest state into the scratch container exactly, read it back, compare, write the report."""
+    from cosmos_export.restore import run_drill
+
+    settings = _settings(identity_mode=identity_mode, bucket=bucket, prefix=prefix, log_level=log_level)
+    report = _restore_session(settings, lambda **kw: run_drill(settings, container, **kw))
+    typer.echo(f"drill {container} sequence {report['sequence']} -> {report['target']['database']}/"
+               f"{report['target']['container']}: {report['documents_found']}/{report['documents_expected']} "
+               f"document(s) found, {report['documents_mismatched']} mismatched, definition "
+               f"{'matches' if report['definition_matches'] else 'differs'}, {report['restore_seconds']}s to "
+               f"restore; report s3://{settings.bucket}/{report['report_key']}")
+    if not report["ok"]:
+        problems = report["definition_differences"] + [
+            f"{report[k]} {k.removeprefix('documents_')}" for k in
+            ("documents_missing", "documents_unexpected", "documents_differing") if report[k]]
+        _fail(f"drill of {container} failed: {'; '.join(problems) or 'document count differs'}")
 
 
 def main(argv: list[str] | None = None) -> None:

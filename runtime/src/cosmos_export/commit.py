@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,6 +58,47 @@ class ManifestPart(BaseModel):
     schema_version: int = Field(ge=0)
 
 
+class PartitionKeyDefinition(BaseModel):
+    """The container's partition key as Cosmos reports it (Hash: one path; MultiHash: up to 3, hierarchical)."""
+
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, max_length=3)
+    kind: Literal["Hash", "MultiHash", "Range"] = "Hash"
+    #: 2 = large partition keys (hash of the whole value); absent on old containers (1).
+    version: int | None = None
+    #: Set on containers created without a partition key (the system-assigned /_partitionKey).
+    systemKey: bool | None = None
+
+
+class ContainerDefinition(BaseModel):
+    """What a restore target must be declared with, as read from Cosmos at export time (container read).
+
+    Field names are Cosmos's own, so a target's `container.read()` compares key by key. Indexing and
+    unique-key policies are kept verbatim (Cosmos JSON); throughput, stored procedures, triggers, UDFs and
+    role assignments are not part of it (a restore does not bring them back).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    partitionKey: PartitionKeyDefinition
+    indexingPolicy: dict[str, Any] | None = None
+    #: Seconds; -1 = TTL on without a default; None = TTL off.
+    defaultTtl: int | None = None
+    uniqueKeyPolicy: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, properties: dict[str, Any]) -> "ContainerDefinition":
+        """From a container's properties (`ContainerProxy.read()`); unknown Cosmos fields are left out."""
+        pk = properties.get("partitionKey") or {}
+        return cls(partitionKey=PartitionKeyDefinition(**{k: pk[k] for k in PartitionKeyDefinition.model_fields
+                                                          if k in pk}),
+                   indexingPolicy=properties.get("indexingPolicy"), defaultTtl=properties.get("defaultTtl"),
+                   uniqueKeyPolicy=properties.get("uniqueKeyPolicy"))
+
+    def to_cosmos(self) -> dict[str, Any]:
+        """Cosmos JSON (what `ContainerProxy.read()` returns for these fields), None fields left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class Manifest(BaseModel):
     format_version: int = MANIFEST_FORMAT_VERSION
     sequence: int = Field(default=0, ge=0, description="set by CommitStore.commit")
@@ -77,6 +118,12 @@ class Manifest(BaseModel):
     #: Newest Cosmos `_ts` (epoch s) committed so far, this run or before (None: nothing yet); `status` and
     #: the LagSeconds metric measure lag from it. Optional, so manifests written before it still load.
     newest_ts: int | None = None
+    #: Format 2 on (None in format 1 manifests): the container as read when the run started, the change-feed
+    #: mode the run read (AllVersionsAndDeletes runs record deletes) and a query snapshot's WHERE filter
+    #: (a filtered snapshot is not the container's full state).
+    container_definition: ContainerDefinition | None = None
+    change_feed_mode: contract.ChangeFeedMode | None = None
+    query_filter: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

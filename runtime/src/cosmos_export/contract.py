@@ -56,6 +56,11 @@ COSMOS_RESTORE_DATA_ACTIONS: Final = (
     f"{_SQL}/sqlDatabases/containers/items/upsert",
     f"{_SQL}/sqlDatabases/containers/items/replace",
     f"{_SQL}/sqlDatabases/containers/items/delete",
+    # `restore --exact` and drills must list what the target holds (documents the state does not have are
+    # deleted or reported), and point reads cannot find unknown ids. The target's LatestVersion change feed
+    # from the beginning lists every live document with this one action; an SDK query would need both
+    # executeQuery and readChangeFeed (Microsoft's data-plane actions reference). Still only on the targets.
+    f"{_SQL}/sqlDatabases/containers/readChangeFeed",
 )
 
 
@@ -112,6 +117,8 @@ PART_SIZE_MB: Final = Bound(5, 5120)
 PAGE_SIZE: Final = Bound(1, 10_000)
 #: What sts:GetWebIdentityToken accepts as DurationSeconds.
 TOKEN_DURATION_SECONDS: Final = Bound(WEB_IDENTITY_TOKEN_MIN_SECONDS, WEB_IDENTITY_TOKEN_MAX_SECONDS)
+#: Documents a restore upserts between two progress checkpoints (at most this many are redone after a kill).
+RESTORE_BATCH_DOCUMENTS: Final = Bound(1, 10_000)
 
 # Defaults of the worker's tuning, which are also the stack's defaults.
 DEFAULT_COMPRESSION: Final[Compression] = "zstd"  # smaller and several times cheaper than gzip
@@ -121,6 +128,7 @@ DEFAULT_PAGE_SIZE: Final = 1000
 DEFAULT_MIN_CONSISTENCY: Final[ConsistencyLevel] = "Session"
 DEFAULT_CHANGE_FEED_MODE: Final[ChangeFeedMode] = "LatestVersion"
 DEFAULT_PREFIX: Final = "cosmos"
+DEFAULT_RESTORE_BATCH_DOCUMENTS: Final = 500
 
 AWS_REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-\d$"
 #: Cosmos DB account names (Azure's naming rules for Microsoft.DocumentDB/databaseAccounts):
@@ -249,6 +257,7 @@ class Env:
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
     MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget (restore; later the export too)
+    RESTORE_BATCH_DOCUMENTS = "EXPORT_RESTORE_BATCH_DOCUMENTS"  # documents per restore progress checkpoint
 
 
 # --- Stack outputs (read by the sandbox, the README and CI) ----------------
@@ -289,8 +298,15 @@ class Output:
 
 # --- Export format ----------------------------------------------------------
 
-#: Version of the manifest / checkpoint documents this worker writes.
-MANIFEST_FORMAT_VERSION: Final = 1
+#: Version of the manifest / checkpoint documents this worker writes. 2 added the container's definition,
+#: the change-feed mode and the query filter to each manifest. The number moved (rather than adding optional
+#: fields under 1) because manifests are parsed strictly: a worker that knows only 1 would reject a version-2
+#: manifest with "extra inputs are not permitted" and the advice to restore the object from its version
+#: history; with 2 it says plainly "newer than this worker's 1: upgrade the worker image".
+MANIFEST_FORMAT_VERSION: Final = 2
+#: Older versions stay readable: format 1 manifests simply have no container definition.
+#: Properties Cosmos DB sets on every document; a materialized state drops them unless asked to keep them.
+SYSTEM_PROPERTIES: Final = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 #: Folders under each container's prefix ({prefix}/{account}/{db}/{container}/...) beside data/,
 #: manifests/ and checkpoint.json: drill reports, and restore progress (the restore role writes only these).
 DRILLS_DIR: Final = "drills"

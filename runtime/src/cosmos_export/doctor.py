@@ -56,6 +56,8 @@ class Doctor:
         self.session = session or identity.aws_session(settings)
         self._credential, self._s3 = credential, s3
         self.results: list[StepResult] = []
+        #: Passed checks that still need the operator's attention (printed after the steps).
+        self.warnings: list[str] = []
 
     def run(self) -> bool:
         steps: list[tuple[str, Callable[[], str]]] = [
@@ -68,6 +70,7 @@ class Doctor:
             ("cosmos account", self.cosmos_account),
             ("cosmos key auth", self.cosmos_key_auth),
             *[(f"cosmos container {name}", self._container_step(name)) for name in self.settings.cosmos_containers],
+            ("change feed mode", self.change_feed_mode),
             ("s3 write probe", self.s3_probe),
         ]
         for name, step in steps:
@@ -192,6 +195,36 @@ class Doctor:
             got = f"{len(page.docs)} item(s)" if page else "no items yet"
             return f"metadata read, {len(ranges)} feed range(s), change feed page read ({got})"
         return step
+
+    def change_feed_mode(self) -> str:
+        """AllVersionsAndDeletes: one read from now on one feed range, which Cosmos refuses (400) on an account
+        without continuous backup and the all-versions opt-in. LatestVersion: passes with a warning."""
+        mode = self.settings.change_feed_mode
+        if mode == "LatestVersion":
+            self.warnings.append(
+                f"{contract.Env.CHANGE_FEED_MODE}=LatestVersion: deletes are not captured between snapshots; a "
+                f"state rebuilt from incrementals (materialize, restore) keeps documents deleted since the last "
+                f"snapshot. Schedule periodic snapshots, or use AllVersionsAndDeletes (needs continuous backup)")
+            return "LatestVersion (no deletes between snapshots; see the warning below)"
+        name = self.settings.cosmos_containers[0]
+        try:
+            container = source.container_client(self._client, self.settings.cosmos_database, name)
+            reader = source.FeedRangeReader(container, source.feed_ranges(container)[0],
+                                            self.settings.model_copy(update={"page_size": 1}))
+            list(reader.change_feed(start_time="Now", mode="AllVersionsAndDeletes"))
+        except cosmos_exceptions.CosmosHttpResponseError as e:
+            if e.status_code == 400:
+                first = (e.message or "").splitlines()[0] if e.message else ""
+                raise _Broken(
+                    f"{contract.Env.CHANGE_FEED_MODE}=AllVersionsAndDeletes but the account refuses an "
+                    f"all-versions change feed read on {name} (400: {first}): it needs continuous backup (7 or "
+                    f"30 days) and the all-versions-and-deletes change feed enabled on the account. Enable "
+                    f"them, or set {contract.Env.CHANGE_FEED_MODE}=LatestVersion (deletes are then not "
+                    f"captured between snapshots)") from None
+            raise _Broken(source.explain_cosmos_error(e, self.settings)) from None
+        except source.SourceError as e:
+            raise _Broken(str(e)) from None
+        return f"AllVersionsAndDeletes: the account serves an all-versions change feed read ({name})"
 
     def s3_probe(self) -> str:
         bucket = Bucket(self._s3 or s3_client(self.settings, self.session), self.settings.bucket)

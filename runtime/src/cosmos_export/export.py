@@ -26,7 +26,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
 from cosmos_export import audit, contract, identity, layout, metrics, source, storage
-from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart
+from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
@@ -320,7 +320,8 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
     log = log.bind(container=name)
     store = CommitStore(s3, target, log)
     loaded: LoadedState = store.load()
-    container = source.container_client(client, settings.cosmos_database, name)
+    container, properties = source.container_and_properties(client, settings.cosmos_database, name)
+    definition = ContainerDefinition.of(properties)
     checkpoint = loaded.checkpoint
     plan = plan_container(mode, checkpoint.continuations if checkpoint else None,
                           lambda: source.feed_ranges(container), snapshot_source=settings.snapshot_source,
@@ -349,7 +350,9 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         timings={"seconds": round(time.monotonic() - began, 3)},
                         newest_ts=max([r.newest_ts for r in results if r.newest_ts is not None]
                                       + ([checkpoint.newest_ts] if checkpoint and checkpoint.newest_ts else []),
-                                      default=None))
+                                      default=None),
+                        container_definition=definition, change_feed_mode=settings.change_feed_mode,
+                        query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None)
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
     result = ContainerResult(container=name, run_id=run_id, mode=plan.manifest_mode, sequence=committed.sequence,

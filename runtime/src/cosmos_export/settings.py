@@ -119,6 +119,19 @@ class WorkerSettings(BaseSettings):
     # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
     stack: str = _env(Env.STACK, "local", pattern=r"^[A-Za-z0-9._-]{1,255}$",
                       fix="use the Pulumi stack name (letters, digits, '.', '_', '-'), or unset it")
+    # Restore and drills (the restore task); CLI flags override
+    restore_target_database: str | None = _env(
+        Env.RESTORE_TARGET_DATABASE, None,
+        fix="set it to the database of the restore targets (Pulumi config restore.targetDatabase)")
+    #: (source container, target container) pairs: where `drill` (and `restore` by default) writes each source.
+    restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(
+        Env.RESTORE_TARGETS, (), fix="list source=target container pairs separated by commas, e.g. orders=orders-restore")
+    max_ru_per_second: float | None = _env(
+        Env.MAX_RU_PER_SECOND, None, gt=0, fix="use a positive number of request units per second, or unset it for no budget")
+    #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
+    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, contract.DEFAULT_RESTORE_BATCH_DOCUMENTS,
+                                        bound=contract.RESTORE_BATCH_DOCUMENTS,
+                                        fix=f"use {contract.RESTORE_BATCH_DOCUMENTS}")
 
     # --- field checks ------------------------------------------------------
 
@@ -137,6 +150,30 @@ class WorkerSettings(BaseSettings):
             if len(set(names)) != len(names):
                 raise ValueError("a container is listed twice")
             return tuple(names)
+        return v
+
+    @field_validator("restore_targets", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = []
+            for item in (part.strip() for part in v.split(",")):
+                if not item:
+                    continue
+                source, sep, target = (x.strip() for x in item.partition("="))
+                if not sep or not source or not target:
+                    raise ValueError(f"{item!r} is not a source=target pair")
+                pairs.append((source, target))
+            v = pairs
+        if isinstance(v, (list, tuple)):
+            pairs = [tuple(p) for p in v]
+            bad = [f"{n!r} ({p})" for pair in pairs for n in pair if (p := contract.cosmos_id_problem(n))]
+            if bad:
+                raise ValueError(f"{', '.join(bad)} is not a Cosmos container id")
+            sources = [s for s, _ in pairs]
+            if len(set(sources)) != len(sources):
+                raise ValueError("a source container is mapped twice")
+            return tuple(pairs)
         return v
 
     @field_validator("cosmos_tls_verify", mode="before")
@@ -202,10 +239,10 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"is not a Cosmos account name: it {problem}")
         return v
 
-    @field_validator("cosmos_database")
+    @field_validator("cosmos_database", "restore_target_database")
     @classmethod
-    def _database(cls, v: str) -> str:
-        problem = contract.cosmos_id_problem(v)
+    def _database(cls, v: str | None) -> str | None:
+        problem = None if v is None else contract.cosmos_id_problem(v)
         if problem:
             raise ValueError(f"is not a Cosmos database id: it {problem}")
         return v
@@ -284,6 +321,10 @@ class WorkerSettings(BaseSettings):
             pass
         label = host.split(".")[0]
         return label if contract.cosmos_account_problem(label) is None else None
+
+    def restore_target_for(self, container: str) -> str | None:
+        """The restore target (scratch) container mapped to `container` in EXPORT_RESTORE_TARGETS, if any."""
+        return dict(self.restore_targets).get(container)
 
     @property
     def sts_url(self) -> str:

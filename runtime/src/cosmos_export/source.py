@@ -237,15 +237,20 @@ def is_whole_container(feed_range: dict) -> bool:
 
 
 def container_client(client: CosmosClient, database: str, container: str) -> ContainerProxy:
+    return container_and_properties(client, database, container)[0]
+
+
+def container_and_properties(client: CosmosClient, database: str, container: str) -> tuple[ContainerProxy, dict]:
+    """The container and its properties (partition key, indexing policy, TTL, ...): a readMetadata call."""
     proxy = client.get_database_client(database).get_container_client(container)
     for attempt in retrying():
         with attempt:
             try:
-                proxy.read()
+                return proxy, proxy.read()
             except exceptions.CosmosResourceNotFoundError:
                 raise SourceError(f"container {database}/{container} does not exist at this account; check "
                                   f"{contract.Env.COSMOS_DATABASE} / {contract.Env.COSMOS_CONTAINERS}") from None
-    return proxy
+    raise AssertionError("unreachable")
 
 
 def document_count(container: ContainerProxy) -> int | None:

@@ -193,6 +193,8 @@ class Container:
         self.database = database
         self.id = container_id
         self.partition_key_path = partition_key_path
+        #: Extra container properties the double reports as declared (defaultTtl, uniqueKeyPolicy, ...).
+        self.properties: dict[str, Any] = {}
         self._rid_bytes = database.rid_bytes + struct.pack(">I", number | 0x80000000)
         self.rid = _rid(self._rid_bytes)
         self.created_ts = int(time.time())
