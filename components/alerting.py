@@ -37,10 +37,11 @@ Doc = dict[str, Any]
 # --- Pure builders -------------------------------------------------------------
 
 
-def task_failed_pattern(*, region: str, account_id: str, family: str) -> Doc:
-    """ECS Task State Change of exactly `family` (any revision), stopped, a container exit code not 0.
+def task_failed_pattern(*, region: str, account_id: str, families: list[str]) -> Doc:
+    """ECS Task State Change of exactly one of `families` (any revision), stopped, a container exit code not 0.
 
-    The trailing ':' keeps a family that merely starts with this one (export-dev-restore) out. A task that
+    The stack's families are its export task, its snapshot task and its restore/drill task, where declared.
+    The trailing ':' keeps a family that merely starts with one of them (export-dev-other) out. A task that
     never started has no exit code and is not matched here: the stale alarm catches it.
     """
     return {
@@ -50,7 +51,8 @@ def task_failed_pattern(*, region: str, account_id: str, family: str) -> Doc:
         "region": [region],
         "detail": {
             "lastStatus": ["STOPPED"],
-            "taskDefinitionArn": [{"prefix": f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}:"}],
+            "taskDefinitionArn": [{"prefix": f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}:"}
+                                  for family in families],
             "containers": {"exitCode": [{"anything-but": 0}]},
         },
     }
@@ -200,7 +202,7 @@ class AlertingArgs:
     cosmos_account: str
     database: str
     containers: list[str]
-    task_family: str
+    task_families: list[str]
     dlq_name: pulumi.Input[str]
     dlq_arn: pulumi.Input[str]
     freshness_minutes: int
@@ -248,7 +250,7 @@ class Alerting(pulumi.ComponentResource):
             f"{name}-task-failed",
             description=f"cosmos-export {a.stack}: an export task stopped with a non-zero exit code",
             event_pattern=json.dumps(task_failed_pattern(region=a.region, account_id=a.account_id,
-                                                         family=a.task_family)),
+                                                         families=a.task_families)),
             opts=child,
         )
         aws.cloudwatch.EventTarget(f"{name}-task-failed-target", rule=rule.name, arn=topic.arn, opts=child)

@@ -122,7 +122,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                             restore=restore.task if restore else None)
     alerting = Alerting(name, AlertingArgs(
         stack=c.stack, account_id=account_id, region=c.region, cosmos_account=c.cosmos.cosmos_account_name,
-        database=c.cosmos.cosmos_database, containers=c.cosmos.exported, task_family=service.task_family,
+        database=c.cosmos.cosmos_database, containers=c.cosmos.exported, task_families=service.task_families,
         dlq_name=service.dlq_name, dlq_arn=service.dlq_arn, freshness_minutes=c.freshness_minutes,
         change_feed_mode=c.worker.change_feed_mode, backup_window_days=c.alerting.continuous_backup_days,
         backup_window_alarm_minutes=c.alerting.backup_window_alarm_minutes,

@@ -106,7 +106,7 @@ class WorkerService(pulumi.ComponentResource):
     execution_role_arn: pulumi.Output[str]
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
-    task_family: str
+    task_families: list[str]
     dlq_name: pulumi.Output[str]
     dlq_arn: pulumi.Output[str]
     restore_task_definition_arn: pulumi.Output[str] | None = None
@@ -281,7 +281,9 @@ class WorkerService(pulumi.ComponentResource):
         self.task_definition_arn = task_definition.arn
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
-        self.task_family = family
+        #: Every task family this stack runs (export, snapshot, restore/drill): the task-failed rule watches them all.
+        self.task_families = [family] + ([f"{family}-snapshot"] if snapshot_definition is not None else []) + (
+            [f"{family}-restore"] if restore_definition is not None else [])
         self.dlq_name, self.dlq_arn = dlq.name, dlq.arn
         self.run_task_command = run_command(task_definition)
         self.register_outputs({

@@ -85,14 +85,16 @@ def ecs_stop_event(*, family: str = "export-dev", exit_codes: tuple = (1,), stat
 
 
 def test_pattern_matches_exactly_this_familys_stops_with_a_non_zero_exit():
-    pattern = task_failed_pattern(region="eu-west-1", account_id="111122223333", family="export-dev")
+    pattern = task_failed_pattern(region="eu-west-1", account_id="111122223333",
+                                  families=["export-dev", "export-dev-restore"])
     assert event_matches(pattern, ecs_stop_event(exit_codes=(1,)))
     assert event_matches(pattern, ecs_stop_event(exit_codes=(143,)))  # SIGTERM before commit
     assert event_matches(pattern, ecs_stop_event(exit_codes=(0, 2)))  # any container non-zero
     assert not event_matches(pattern, ecs_stop_event(exit_codes=(0,)))  # a clean run
     assert not event_matches(pattern, ecs_stop_event(exit_codes=(None,)))  # never started: no exit code
     assert not event_matches(pattern, ecs_stop_event(status="RUNNING"))
-    assert not event_matches(pattern, ecs_stop_event(family="export-dev-restore"))  # a family sharing the prefix
+    assert event_matches(pattern, ecs_stop_event(family="export-dev-restore"))  # a failed drill task
+    assert not event_matches(pattern, ecs_stop_event(family="export-dev-other"))  # a family sharing the prefix
     assert not event_matches(pattern, ecs_stop_event(family="export-staging"))
     assert not event_matches(pattern, ecs_stop_event(account="444455556666"))
     assert not event_matches(pattern, ecs_stop_event(region="eu-central-1"))
@@ -188,14 +190,17 @@ def test_all_versions_and_deletes_alarms_before_the_backup_window(days, period, 
 def test_task_failed_rule_targets_the_topic_with_the_familys_pattern(every_stack):
     run = every_stack
     rule = run.one("aws:cloudwatch/eventRule:EventRule")
-    family = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["family"]
+    families = [d.inputs["family"] for d in run.of_type("aws:ecs/taskDefinition:TaskDefinition")]
+    assert families[0] == f"export-{run.stack}" and len(families) >= 2  # export + restore (+ snapshot)
     account = run.task_role_arn.split(":")[4]
     region = run.task_definition_environment()[contract.Env.AWS_REGION]
     assert json.loads(rule.inputs["eventPattern"]) == task_failed_pattern(region=region, account_id=account,
-                                                                          family=family)
+                                                                          families=families)
     pattern = json.loads(rule.inputs["eventPattern"])
-    assert event_matches(pattern, ecs_stop_event(family=family, account=account, region=region))
-    assert not event_matches(pattern, ecs_stop_event(family=family, account=account, region=region, exit_codes=(0,)))
+    for family in families:  # every task the stack runs: export, snapshot, restore/drill
+        assert event_matches(pattern, ecs_stop_event(family=family, account=account, region=region))
+        assert not event_matches(pattern, ecs_stop_event(family=family, account=account, region=region,
+                                                         exit_codes=(0,)))
     target = run.one("aws:cloudwatch/eventTarget:EventTarget").inputs
     assert target["rule"] == rule.outputs["name"] and target["arn"] == run.one(TOPIC).outputs["arn"]
 

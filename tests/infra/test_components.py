@@ -214,7 +214,7 @@ def test_each_component_declares_exactly_its_children(stack):
             ("Role", f"{n}-scheduler"), ("RolePolicy", f"{n}-execution-policy"),
             ("RolePolicy", f"{n}-scheduler-policy"), ("Schedule", f"{n}-schedule"), ("SecurityGroup", f"{n}-sg"),
             ("TaskDefinition", f"{n}-task-definition")]),
-        "cosmos-s3-export:aws:Alerting": sorted(
+        ("cosmos-s3-export:aws:Alerting", n): sorted(
             [("Key", f"{n}-alerts-key"), ("Topic", f"{n}-alerts"), ("TopicPolicy", f"{n}-alerts-policy"),
              ("EventRule", f"{n}-task-failed"), ("EventTarget", f"{n}-task-failed-target"),
              ("MetricAlarm", f"{n}-schedule-dlq"), ("Dashboard", f"{n}-dashboard")]
