@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 from cosmos_export import contract
 
@@ -443,18 +444,26 @@ def _structured(annotation: Any) -> bool:
     return any(typing.get_origin(a) is list or (isinstance(a, type) and issubclass(a, BaseModel)) for a in args)
 
 
-#: config key -> (section, field name); from the models' aliases.
-_FIELDS: dict[str, tuple[str, str]] = {"aws:region": ("", "region")}
-for _section, _model in SECTIONS.items():
-    for _name, _field in _model.model_fields.items():
-        _FIELDS[_field.alias or _name] = (_section, _name)
+def _key_table() -> dict[str, tuple[str, str]]:
+    """config key -> (section, field name), from the models' aliases ("" for StackConfig's own aws:region)."""
+    table = {"aws:region": ("", "region")}
+    for section, model in SECTIONS.items():
+        table.update({info.alias or name: (section, name) for name, info in model.model_fields.items()})
+    return table
+
+
+_FIELDS = _key_table()
 CONFIG_KEYS: tuple[str, ...] = tuple(_FIELDS)
 _FIELD_TO_KEY = {field: key for key, (_, field) in _FIELDS.items()}
-#: Keys without a default: the message for a missing one says so.
-REQUIRED_KEYS = tuple(
-    k for k in CONFIG_KEYS if k != "entraAppDisplayName"
-    and (StackConfig.model_fields["region"] if k == "aws:region" else SECTIONS[_FIELDS[k][0]].model_fields[_FIELDS[k][1]]).is_required()
-)
+
+
+def _info(key: str) -> FieldInfo:
+    section, name = _FIELDS[key]
+    return (SECTIONS[section] if section else StackConfig).model_fields[name]
+
+
+#: Keys without a default: the message for a missing one says so (the app's display name defaults per stack).
+REQUIRED_KEYS = tuple(k for k in CONFIG_KEYS if k != "entraAppDisplayName" and _info(k).is_required())
 
 
 def full_key(key: str) -> str:
@@ -480,8 +489,8 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
         value = get(full_key(key))
         if value is None:
             continue
-        section, field = _FIELDS[key]
-        if section and _structured(SECTIONS[section].model_fields[field].annotation) and isinstance(value, str):
+        section, _ = _FIELDS[key]
+        if _structured(_info(key).annotation) and isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as e:
@@ -531,7 +540,7 @@ def _bound_of(loc: tuple[Any, ...]) -> tuple[int, int] | None:
     """(lo, hi) of a field bounded on both sides, for the fix of an out-of-range value."""
     if len(loc) != 2 or loc[0] not in SECTIONS or loc[1] not in _FIELDS:
         return None
-    info = SECTIONS[str(loc[0])].model_fields[_FIELDS[str(loc[1])][1]]
+    info = _info(str(loc[1]))
     lo = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
     hi = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
     return (int(lo), int(hi)) if isinstance(lo, int) and isinstance(hi, int) else None
