@@ -6,15 +6,29 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := sandbox/node_modules/.installed
 TOOLS_STAMP := tools/node_modules/.installed
 
-.PHONY: deps demo test bench reliability-report lint clean
+.PHONY: deps lock demo test bench reliability-report lint clean
 
 deps: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
+# Third-party packages only from the hashed lock (pip checks every hash); then the worker package,
+# editable, without its dependencies (all in the lock) and without fetching build tools.
 $(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./runtime
 	touch $@
+
+# Refresh every lock from its .in file (newest versions within the ranges), with hashes for every
+# platform: requirements-test.txt (make deps), requirements.txt (the deploy path, a subset at the same
+# versions) and runtime/requirements.txt (the worker image). Commit all three; tests/ci checks them.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--no-header --annotation-style line
+lock: $(STAMP)
+	$(UV_COMPILE) --upgrade requirements-test.in runtime/pyproject.toml -o requirements-test.txt
+	cp requirements-test.txt requirements.txt  # the subsets start from the same versions
+	$(UV_COMPILE) requirements.in runtime/pyproject.toml -o requirements.txt
+	cp requirements-test.txt runtime/requirements.txt
+	$(UV_COMPILE) runtime/pyproject.toml runtime/requirements.in -o runtime/requirements.txt
 
 # @vercel/cosmosdb-server: an independent Cosmos DB implementation (query path only).
 $(NODE_STAMP): sandbox/package.json sandbox/package-lock.json

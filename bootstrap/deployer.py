@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cosmos_export import contract
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the program's components (shared names)
+from components import naming
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 AWS_AUDIENCE = "sts.amazonaws.com"
-#: Path of every IAM role the main program creates (components/*): the deployer may manage only these.
-PROGRAM_ROLE_PATH = "/cosmos-s3-export/"
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
 
 _ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
@@ -80,70 +85,350 @@ def github_trust_policy(provider_arn: str, subject: str) -> dict:
     }]}
 
 
-#: Services the main program declares resources in (see components/).
-_SERVICES = ["s3", "kms", "ecs", "ecr", "logs", "scheduler", "sqs", "cloudtrail", "ec2"]
+@dataclass(frozen=True)
+class StackScope:
+    """What one environment's deployer may touch: the facts of its main-program stack."""
+
+    account_id: str
+    region: str
+    stack: str
+    bucket: str
+    vpc_id: str
+    create_federation: bool = False
+    force_destroy: bool = False
+
+    @property
+    def boundary_arn(self) -> str:
+        return naming.boundary_arn(self.account_id, self.stack)
+
+    @property
+    def roles(self) -> str:
+        """Every role of this stack (and of no other: the path ends in '/<stack>/')."""
+        return f"arn:aws:iam::{self.account_id}:role{naming.role_path(self.stack)}*"
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
+
+    @property
+    def named(self) -> str:
+        """Name prefix of the stack's auto-named resources: 'export-<stack>-'."""
+        return f"{naming.prefix(self.stack)}-"
+
+    @property
+    def buckets(self) -> list[str]:
+        return [f"arn:aws:s3:::{self.bucket}", f"arn:aws:s3:::{naming.audit_bucket_name(self.bucket)}"]
+
+    @property
+    def own_tag(self) -> dict:
+        return {f"aws:ResourceTag/{naming.STACK_TAG}": self.stack}
+
+    @property
+    def request_tag(self) -> dict:
+        return {f"aws:RequestTag/{naming.STACK_TAG}": self.stack}
 
 
-def deploy_policy(account_id: str, region: str) -> dict:
-    """What `pulumi up` of the main program needs: its services, and IAM only under its role path.
+def scope_of(account_id: str, region: str, environment: str) -> StackScope:
+    """The deployer's scope, from the main program's own stack file (validated by its own config loader)."""
+    c = program_stack_config(environment)
+    return StackScope(account_id=account_id, region=region, stack=environment, bucket=c.bucket.bucket_name,
+                      vpc_id=c.worker.vpc_id, create_federation=c.identity.federation == "create",
+                      force_destroy=c.bucket.force_destroy)
 
-    Least privilege *-ish*: service-level actions are broad (Pulumi creates,
-    updates and deletes every kind of resource it declares), but IAM, the
-    powerful one, is confined to roles under /cosmos-s3-export/, PassRole only
-    to ECS tasks and the scheduler, and no user, access key or login profile.
+
+def program_stack_config(environment: str):
+    from components.config import load_stack_config
+
+    data = yaml.safe_load((STACKS_DIR / f"Pulumi.{environment}.yaml").read_text())["config"]
+    raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+    return load_stack_config(raw.get, environment, raw)
+
+
+#: IAM actions that change what a role may do; each statement granting one must require the boundary
+#: (the actions AWS evaluates iam:PermissionsBoundary for).
+BOUNDARY_CONDITIONED_ACTIONS = frozenset({
+    "iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+})
+#: Read-only calls AWS authorises only on Resource "*" (no resource-level permission exists), which
+#: `pulumi preview`/`up` make; every other action of the deployer and preview policies names the
+#: stack's resources or requires its tag.
+ACCOUNT_READS = frozenset({
+    "sts:GetCallerIdentity", "iam:GetOutboundWebIdentityFederationInfo", "ecs:DescribeTaskDefinition",
+    "logs:DescribeLogGroups", "kms:ListAliases", "cloudtrail:DescribeTrails", "s3:ListAllMyBuckets",
+    "ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeVpcs", "ec2:DescribeTags",
+    "ec2:DescribeNetworkInterfaces", "ec2:DescribeAccountAttributes",
+})
+#: Every action that exists only on "*": the reads above, and these (each granted with a condition or
+#: to the one identity that needs it).
+STAR_ONLY_ACTIONS = ACCOUNT_READS | {
+    "iam:EnableOutboundWebIdentityFederation", "ecr:GetAuthorizationToken", "ecs:DeregisterTaskDefinition",
+    "sts:GetWebIdentityToken",
+}
+#: Bucket configuration Pulumi reads back on every refresh (aws.s3.Bucket and its sub-resources).
+S3_BUCKET_READ = [
+    "s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketWebsite",
+    "s3:GetBucketVersioning", "s3:GetAccelerateConfiguration", "s3:GetBucketRequestPayment", "s3:GetBucketLogging",
+    "s3:GetLifecycleConfiguration", "s3:GetReplicationConfiguration", "s3:GetEncryptionConfiguration",
+    "s3:GetBucketObjectLockConfiguration", "s3:GetBucketTagging", "s3:GetBucketPolicy", "s3:GetBucketPolicyStatus",
+    "s3:GetBucketPublicAccessBlock", "s3:GetBucketOwnershipControls", "s3:GetBucketNotification",
+]
+S3_BUCKET_WRITE = [
+    "s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketOwnershipControls", "s3:PutBucketPolicy", "s3:PutLifecycleConfiguration",
+    "s3:PutBucketObjectLockConfiguration", "s3:PutBucketTagging",
+]
+KMS_KEY_READ = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags"]
+KMS_KEY_ADMIN = ["kms:PutKeyPolicy", "kms:EnableKeyRotation", "kms:UpdateKeyDescription", "kms:CreateAlias",
+                 "kms:DeleteAlias", "kms:ScheduleKeyDeletion"]
+ROLE_READ = ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
+             "iam:ListRoleTags", "iam:ListInstanceProfilesForRole"]
+#: Role changes that alter no permission (name, description, session length, tags, and the trust:
+#: no IAM condition key constrains a trust policy's content, see README "Security").
+ROLE_LIFECYCLE = ["iam:DeleteRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
+                  "iam:TagRole", "iam:UntagRole"]
+
+
+def _allow(sid: str, actions: list[str], resources, condition: dict | None = None) -> dict:
+    st = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+    if condition:
+        st["Condition"] = condition
+    return st
+
+
+def boundary_self_protection(s: StackScope) -> list[dict]:
+    """Nobody holding these policies may edit, replace or detach the boundary."""
+    return [
+        {"Sid": "DenyBoundaryChanges", "Effect": "Deny", "Resource": s.boundary_arn,
+         "Action": ["iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
+                    "iam:SetDefaultPolicyVersion", "iam:TagPolicy", "iam:UntagPolicy"]},
+        {"Sid": "DenyBoundaryRemoval", "Effect": "Deny", "Resource": "*",
+         "Action": ["iam:DeleteRolePermissionsBoundary", "iam:DeleteUserPermissionsBoundary"]},
+    ]
+
+
+def deploy_policy(s: StackScope) -> dict:
+    """What `pulumi up` of one stack needs, on that stack's resources only.
+
+    Explicit actions per service; resources by the stack's names (export-<stack>-..., the configured
+    bucket and its audit bucket, role path /cosmos-s3-export/<stack>/) or, where an ARN carries no name
+    (KMS keys, security groups, task definitions), by the stack tag. Every permission-changing role
+    action requires this stack's boundary; the audit trail, its bucket and key cannot be deleted or stopped.
     """
-    roles = f"arn:aws:iam::{account_id}:role{PROGRAM_ROLE_PATH}*"
+    tag, own = naming.STACK_TAG, s.own_tag
+    audit_bucket = f"arn:aws:s3:::{naming.audit_bucket_name(s.bucket)}"
+    statements = [
+        # --- IAM: the stack's roles, always under the boundary ---
+        _allow("RolePermissionsUnderBoundary", ["iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+                                                "iam:PutRolePermissionsBoundary"], s.roles,
+               {"ArnEquals": {"iam:PermissionsBoundary": s.boundary_arn}}),
+        _allow("RoleLifecycle", ROLE_READ + ROLE_LIFECYCLE, s.roles),
+        _allow("PassRolesToTheirServices", ["iam:PassRole"], s.roles,
+               {"StringEquals": {"iam:PassedToService": ["ecs-tasks.amazonaws.com", "scheduler.amazonaws.com"]}}),
+        _allow("EcsServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+               f"arn:aws:iam::{s.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*",
+               {"StringEquals": {"iam:AWSServiceName": "ecs.amazonaws.com"}}),
+        *boundary_self_protection(s),
+        # The deployer sets the roles' trust; it may never become one of them.
+        {"Sid": "DenyAssumingProgramRoles", "Effect": "Deny",
+         "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"],
+         "Resource": f"arn:aws:iam::{s.account_id}:role{naming.ROLE_PATH_ROOT}*"},
+        # --- S3: the export bucket and the audit bucket, configuration only (no object access) ---
+        _allow("BucketConfiguration", S3_BUCKET_READ + S3_BUCKET_WRITE, s.buckets),
+        _allow("DeleteExportBucketPolicy", ["s3:DeleteBucketPolicy", "s3:DeleteBucket"], f"arn:aws:s3:::{s.bucket}"),
+        # --- KMS: keys carrying this stack's tag ---
+        _allow("CreateTaggedKeys", ["kms:CreateKey"], "*",
+               {"StringEquals": s.request_tag, "ForAllValues:StringEquals": {"aws:TagKeys": [tag, naming.PURPOSE_TAG]}}),
+        # Tag-on-create: only keys no stack owns yet can get this stack's tag.
+        _allow("TagNewKeys", ["kms:TagResource"], s.arn("kms", "key/*"),
+               {"StringEquals": s.request_tag, "Null": {f"aws:ResourceTag/{tag}": "true"}}),
+        _allow("ManageOwnKeys", KMS_KEY_READ + KMS_KEY_ADMIN, s.arn("kms", "key/*"), {"StringEquals": own}),
+        # Other tags may change; the stack and purpose tags stay as created.
+        _allow("RetagOwnKeys", ["kms:TagResource", "kms:UntagResource"], s.arn("kms", "key/*"),
+               {"StringEquals": own, "ForAllValues:StringNotEquals": {"aws:TagKeys": [tag, naming.PURPOSE_TAG]}}),
+        _allow("OwnKeyAliases", ["kms:CreateAlias", "kms:DeleteAlias"],
+               [s.arn("kms", f"alias/{s.bucket}"), s.arn("kms", f"alias/{naming.audit_bucket_name(s.bucket)}")]),
+        {"Sid": "DenyAuditKeyDeletion", "Effect": "Deny",
+         "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey"], "Resource": s.arn("kms", "key/*"),
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{naming.PURPOSE_TAG}": "audit"}}},
+        # ECR repositories with KMS encryption take a grant on the AWS-managed aws/ecr key, and no other key.
+        _allow("EcrRepositoryEncryptionGrant", ["kms:CreateGrant"], s.arn("kms", "key/*"),
+               {"StringEquals": {"kms:ViaService": f"ecr.{s.region}.amazonaws.com"}, "Bool": {"kms:GrantIsForAWSResource": "true"},
+                "ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/aws/ecr"}}),
+        _allow("EcrRepositoryEncryptionKey", ["kms:DescribeKey", "kms:RetireGrant"], s.arn("kms", "key/*"),
+               {"StringEquals": {"kms:ViaService": f"ecr.{s.region}.amazonaws.com"},
+                "ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/aws/ecr"}}),
+        # --- CloudTrail: the audit trail; never deleted or stopped by the deployer ---
+        _allow("AuditTrail", ["cloudtrail:CreateTrail", "cloudtrail:UpdateTrail", "cloudtrail:StartLogging",
+                              "cloudtrail:GetTrail", "cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors",
+                              "cloudtrail:PutEventSelectors", "cloudtrail:GetInsightSelectors", "cloudtrail:AddTags",
+                              "cloudtrail:RemoveTags", "cloudtrail:ListTags"],
+               s.arn("cloudtrail", f"trail/{naming.trail_name(s.bucket)}")),
+        # --- The worker: image repository, logs, cluster, task definition, network, schedule ---
+        _allow("WorkerImageRepository", ["ecr:CreateRepository", "ecr:DeleteRepository", "ecr:DescribeRepositories",
+                                         "ecr:PutImageScanningConfiguration", "ecr:PutImageTagMutability",
+                                         "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy", "ecr:ListTagsForResource",
+                                         "ecr:DescribeImages", "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                         "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
+                                         "ecr:PutImage", "ecr:GetDownloadUrlForLayer"],
+               s.arn("ecr", f"repository/{s.named}*")),
+        _allow("WorkerLogGroup", ["logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:PutRetentionPolicy",
+                                  "logs:DeleteRetentionPolicy", "logs:ListTagsForResource", "logs:ListTagsLogGroup"],
+               [s.arn("logs", f"log-group:{s.named}*")]),
+        _allow("WorkerCluster", ["ecs:CreateCluster", "ecs:DeleteCluster", "ecs:DescribeClusters", "ecs:UpdateCluster",
+                                 "ecs:UpdateClusterSettings", "ecs:ListTagsForResource"],
+               s.arn("ecs", f"cluster/{s.named}*")),
+        _allow("RegisterTaggedTaskDefinitions", ["ecs:RegisterTaskDefinition"], "*", {"StringEquals": s.request_tag}),
+        _allow("TagOwnTaskDefinitions", ["ecs:TagResource"],
+               s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*"), {"StringEquals": s.request_tag}),
+        _allow("ReadOwnTaskDefinitionTags", ["ecs:ListTagsForResource"],
+               s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*")),
+        # aws:RequestTag is the request's, so it holds for both resources the call names.
+        _allow("CreateTaggedSecurityGroupInTheStackVpc", ["ec2:CreateSecurityGroup"],
+               [s.arn("ec2", f"vpc/{s.vpc_id}"), s.arn("ec2", "security-group/*")], {"StringEquals": s.request_tag}),
+        _allow("TagSecurityGroupOnCreate", ["ec2:CreateTags"], s.arn("ec2", "security-group/*"),
+               {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup", **s.request_tag}}),
+        _allow("ManageOwnSecurityGroup", ["ec2:DeleteSecurityGroup", "ec2:AuthorizeSecurityGroupEgress",
+                                          "ec2:RevokeSecurityGroupEgress"],
+               s.arn("ec2", "security-group/*"), {"StringEquals": own}),
+        _allow("ScheduleDeadLetterQueue", ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueAttributes",
+                                           "sqs:SetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueueTags"],
+               s.arn("sqs", f"{s.named}*")),
+        _allow("WorkerSchedule", ["scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:DeleteSchedule",
+                                  "scheduler:GetSchedule"], s.arn("scheduler", f"schedule/default/{s.named}*")),
+        # --- Read-only calls AWS authorises only on "*" ---
+        _allow("AccountLevelReads", sorted(ACCOUNT_READS | {"ecr:GetAuthorizationToken"}), "*"),
+        _allow("DeregisterTaskDefinitions", ["ecs:DeregisterTaskDefinition"], "*",
+               {"StringEquals": {"aws:RequestedRegion": s.region}}),
+    ]
+    if s.create_federation:
+        statements.append(_allow("EnableOutboundFederation", ["iam:EnableOutboundWebIdentityFederation"], "*"))
+    if s.force_destroy:
+        # forceDestroy empties the export bucket on `pulumi destroy`: deletes, never reads (the bucket
+        # policy lists this role among the deleters only on such stacks).
+        statements.append(_allow("EmptyExportBucketOnDestroy", ["s3:ListBucketVersions", "s3:DeleteObject",
+                                                                "s3:DeleteObjectVersion"],
+                                 [f"arn:aws:s3:::{s.bucket}", f"arn:aws:s3:::{s.bucket}/*"]))
+    statements.append({"Sid": "DenyAuditTrailDestruction", "Effect": "Deny",
+                       "Action": ["s3:DeleteBucket", "s3:DeleteBucketPolicy", "s3:DeleteObject", "s3:DeleteObjectVersion",
+                                  "cloudtrail:DeleteTrail", "cloudtrail:StopLogging"],
+                       "Resource": [audit_bucket, f"{audit_bucket}/*",
+                                    s.arn("cloudtrail", f"trail/{naming.trail_name(s.bucket)}")]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def boundary_policy(s: StackScope) -> dict:
+    """The most any role of the stack may ever do, whatever its own policy says.
+
+    The union of what the program's roles need (task, execution, scheduler; a restore role reads the
+    export prefix and writes drills/ and restores/ in the same bucket): objects of the export bucket,
+    its key through S3 only, the Entra token, the worker's image, logs, task and dead-letter queue.
+    No IAM, no bucket or key configuration, nothing of another stack.
+    """
+    bucket = f"arn:aws:s3:::{s.bucket}"
     return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ProgramServices", "Effect": "Allow", "Action": [f"{s}:*" for s in _SERVICES], "Resource": "*",
-         "Condition": {"StringEquals": {"aws:RequestedRegion": region}}},
-        {"Sid": "ProgramRoles", "Effect": "Allow", "Resource": roles, "Action": [
-            "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy",
-            "iam:TagRole", "iam:UntagRole", "iam:ListRoleTags", "iam:PutRolePolicy", "iam:GetRolePolicy",
-            "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
-            "iam:ListInstanceProfilesForRole"]},
-        {"Sid": "PassProgramRoles", "Effect": "Allow", "Action": "iam:PassRole", "Resource": roles,
-         "Condition": {"StringEquals": {"iam:PassedToService": ["ecs-tasks.amazonaws.com", "scheduler.amazonaws.com"]}}},
-        {"Sid": "OutboundFederationAndIdentity", "Effect": "Allow", "Resource": "*", "Action": [
-            "iam:EnableOutboundWebIdentityFederation", "iam:GetOutboundWebIdentityFederationInfo",
-            "iam:CreateServiceLinkedRole", "sts:GetCallerIdentity"]},
+        _allow("ExportBucketList", ["s3:ListBucket", "s3:ListBucketMultipartUploads"], bucket),
+        _allow("ExportObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload",
+                                 "s3:ListMultipartUploadParts", "s3:GetObjectTagging", "s3:PutObjectTagging",
+                                 "s3:GetObjectVersionTagging", "s3:PutObjectVersionTagging", "s3:DeleteObject"],
+               f"{bucket}/*"),
+        _allow("ExportKeyThroughS3", ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], s.arn("kms", "key/*"),
+               {"StringEquals": {"kms:ViaService": f"s3.{s.region}.amazonaws.com", **s.own_tag}}),
+        _allow("AzureFederationToken", ["sts:GetWebIdentityToken"], "*",
+               {"ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+                "StringEquals": {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM}}),
+        _allow("PullWorkerImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+               s.arn("ecr", f"repository/{s.named}*")),
+        _allow("EcrAuth", ["ecr:GetAuthorizationToken"], "*"),
+        _allow("WorkerLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], s.arn("logs", f"log-group:{s.named}*:log-stream:*")),
+        _allow("RunWorkerTask", ["ecs:RunTask"], s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*"),
+               {"ArnLike": {"ecs:cluster": s.arn("ecs", f"cluster/{s.named}*")}}),
+        _allow("PassWorkerRoles", ["iam:PassRole"], s.roles, {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+        _allow("DeadLetters", ["sqs:SendMessage"], s.arn("sqs", f"{s.named}*")),
+        *boundary_self_protection(s),
     ]}
 
 
-def preview_policy(account_id: str) -> dict:
-    """Read-only for `pulumi preview`: describe/list/get on the program's services, no object reads."""
-    read = [f"{s}:{verb}*" for s in _SERVICES if s != "s3" for verb in ("Describe", "List", "Get")]
+def preview_policy(s: StackScope) -> dict:
+    """Read-only for `pulumi preview` of one stack: the configuration of its resources, no object reads."""
+    bucket_reads = [a for a in S3_BUCKET_READ if a != "s3:ListBucket"]  # ListBucket lists object keys
     return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadProgramServices", "Effect": "Allow", "Action": read, "Resource": "*"},
-        # Bucket ARNs only (no /*): bucket configuration yes, object contents no.
-        {"Sid": "ReadBucketConfiguration", "Effect": "Allow", "Action": ["s3:GetBucket*", "s3:GetEncryptionConfiguration",
-         "s3:GetLifecycleConfiguration", "s3:GetBucketObjectLockConfiguration", "s3:ListAllMyBuckets"],
-         "Resource": "arn:aws:s3:::*"},
-        {"Sid": "ReadProgramRoles", "Effect": "Allow", "Resource": f"arn:aws:iam::{account_id}:role{PROGRAM_ROLE_PATH}*",
-         "Action": ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
-                    "iam:ListRoleTags"]},
-        {"Sid": "Identity", "Effect": "Allow", "Resource": "*",
-         "Action": ["sts:GetCallerIdentity", "iam:GetOutboundWebIdentityFederationInfo"]},
+        _allow("ReadRoles", ROLE_READ, s.roles),
+        _allow("ReadBucketConfiguration", bucket_reads, s.buckets),
+        _allow("ReadOwnKeys", KMS_KEY_READ, s.arn("kms", "key/*"), {"StringEquals": s.own_tag}),
+        _allow("ReadAuditTrail", ["cloudtrail:GetTrail", "cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors",
+                                  "cloudtrail:GetInsightSelectors", "cloudtrail:ListTags"],
+               s.arn("cloudtrail", f"trail/{naming.trail_name(s.bucket)}")),
+        _allow("ReadWorkerResources", ["ecr:DescribeRepositories", "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy",
+                                       "ecr:ListTagsForResource"], s.arn("ecr", f"repository/{s.named}*")),
+        _allow("ReadLogGroup", ["logs:ListTagsForResource", "logs:ListTagsLogGroup"], s.arn("logs", f"log-group:{s.named}*")),
+        _allow("ReadCluster", ["ecs:DescribeClusters", "ecs:ListTagsForResource"], s.arn("ecs", f"cluster/{s.named}*")),
+        _allow("ReadQueue", ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueueTags"], s.arn("sqs", f"{s.named}*")),
+        _allow("ReadSchedule", ["scheduler:GetSchedule"], s.arn("scheduler", f"schedule/default/{s.named}*")),
+        _allow("AccountLevelReads", sorted(ACCOUNT_READS), "*"),
     ]}
 
 
-#: Azure actions the deployer needs on the Cosmos account's resource group.
-AZURE_DEPLOY_ACTIONS = [
-    "Microsoft.Resources/subscriptions/resourceGroups/read",
+#: Azure actions of the deployer on the one Cosmos account (assigned at the account, not the group):
+#: the worker's (and restore's) SQL role definitions and assignments, the request-log diagnostic
+#: setting. No delete of diagnostic settings: the request logs outlive the stack (retained on destroy).
+AZURE_ACCOUNT_ACTIONS = [
     "Microsoft.DocumentDB/databaseAccounts/read",
     "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/read",
     "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/read",
-    "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions/*",
-    "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/*",
-    "Microsoft.Insights/diagnosticSettings/*",
-    "Microsoft.OperationalInsights/workspaces/*",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions/read",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions/write",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions/delete",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/read",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/write",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/delete",
+    "Microsoft.Insights/diagnosticSettings/read",
+    "Microsoft.Insights/diagnosticSettings/write",
 ]
-#: Never: account keys or connection strings (the worker uses none).
+#: On the Log Analytics workspace: read (to send the diagnostic setting there) and, where the program
+#: creates the workspace, write at the resource group. Never delete, never its shared keys.
+AZURE_WORKSPACE_READ = ["Microsoft.OperationalInsights/workspaces/read"]
+AZURE_WORKSPACE_CREATE = ["Microsoft.Resources/subscriptions/resourceGroups/read",
+                          "Microsoft.OperationalInsights/workspaces/read", "Microsoft.OperationalInsights/workspaces/write"]
+#: Never: account keys or connection strings (the worker uses none), the workspace's shared keys.
 AZURE_DEPLOY_NOT_ACTIONS = [
     "Microsoft.DocumentDB/databaseAccounts/listKeys/action",
     "Microsoft.DocumentDB/databaseAccounts/readonlykeys/action",
     "Microsoft.DocumentDB/databaseAccounts/listConnectionStrings/action",
+    "Microsoft.DocumentDB/databaseAccounts/regenerateKey/action",
     "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
 ]
+
+
+@dataclass(frozen=True)
+class AzureScope:
+    """Where the Azure deployer acts: the Cosmos account and the request-log workspace."""
+
+    account_id: str
+    #: The workspace the stack names (logAnalyticsWorkspaceId), or None: the program creates one in the group.
+    workspace_id: str | None
+    resource_group_id: str
+
+    @property
+    def workspace_scope(self) -> str:
+        return self.workspace_id or self.resource_group_id
+
+    @property
+    def workspace_actions(self) -> list[str]:
+        return AZURE_WORKSPACE_READ if self.workspace_id else AZURE_WORKSPACE_CREATE
+
+
+def azure_scope_of(config: "BootstrapConfig") -> AzureScope:
+    c = program_stack_config(config.environment)
+    rg = config.azure_resource_group_id
+    if rg.rsplit("/", 1)[1].lower() != c.cosmos.cosmos_resource_group.lower():
+        raise BootstrapConfigError(
+            f"cosmos-s3-export-bootstrap:azureResourceGroupId={rg!r} is not the group of the Cosmos account "
+            f"(stacks/Pulumi.{config.environment}.yaml cosmosResourceGroup={c.cosmos.cosmos_resource_group!r}): use "
+            f"/subscriptions/{config.subscription_id}/resourceGroups/{c.cosmos.cosmos_resource_group}")
+    return AzureScope(account_id=f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{c.cosmos.cosmos_account_name}",
+                      workspace_id=c.cosmos.log_analytics_workspace_id, resource_group_id=rg)
+
+
 #: Built-in Azure "Reader" role (previews).
 AZURE_READER_ROLE = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 #: Microsoft Graph and its application permission Application.ReadWrite.OwnedBy: the deployer

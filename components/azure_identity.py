@@ -25,9 +25,16 @@ class WorkloadIdentity(pulumi.ComponentResource):
                              f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application")
         child = pulumi.ResourceOptions(parent=self)
         deployer = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        # The deployer owns what it creates: a CI deployer holding only Graph's
-        # Application.ReadWrite.OwnedBy can manage (and revoke) only applications it owns.
-        owners = [deployer.object_id]
+        # A CI deployer holding only Graph's Application.ReadWrite.OwnedBy manages (and revokes) only
+        # applications it owns. Fixed owners (entraAppOwners: the CI deployer and the people who deploy
+        # from laptops) keep the owner list the same whoever runs `pulumi up`.
+        if args.entra_app_owners:
+            owners: pulumi.Input[list[str]] = sorted(args.entra_app_owners, key=str.lower)
+        else:
+            pulumi.log.warn("entraAppOwners is not set: the Entra app is owned by whoever deploys, so the owner "
+                            "changes between laptop and CI deploys; set it to the CI deployer's object id "
+                            "(bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the users who deploy", resource=self)
+            owners = deployer.object_id.apply(lambda o: [o])
         app = azuread.Application(
             f"{name}-app",
             display_name=args.entra_app_display_name,

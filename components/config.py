@@ -23,6 +23,8 @@ from pydantic.fields import FieldInfo
 
 from cosmos_export import contract
 
+from . import naming
+
 PROJECT = "cosmos-s3-export"
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -135,6 +137,8 @@ class BucketConfig(_Section):
     abort_incomplete_multipart_days: int = Field(default=2, ge=1)
     object_lock: ObjectLock | None = None
     audit_trail: bool = True
+    #: Days the audit trail is kept in its own bucket (at least objectLock.days where the stack locks).
+    audit_retention_days: int = Field(default=365, ge=1, le=36500)
     force_destroy: bool = False
 
     @field_validator("bucket_name")
@@ -143,6 +147,9 @@ class BucketConfig(_Section):
         problem = bucket_name_problem(v)
         if problem:
             raise ValueError(f"S3 would refuse this bucket name: it {problem}")
+        if len(v) + naming.AUDIT_BUCKET_SUFFIX_LENGTH > 63:
+            raise ValueError(f"leaves no room for the audit trail's bucket {naming.audit_bucket_name(v)!r} "
+                             f"(63 characters at most): shorten it to {63 - naming.AUDIT_BUCKET_SUFFIX_LENGTH} or fewer")
         return v
 
     @field_validator("export_prefix")
@@ -160,6 +167,10 @@ class BucketConfig(_Section):
             problems.append(("retentionDays", self.retention_days,
                              f"shorter than objectLock.days ({self.object_lock.days}): expiry would fight the lock; "
                              f"set retentionDays >= {self.object_lock.days} or lower objectLock.days"))
+        if self.object_lock and self.audit_trail and self.audit_retention_days < self.object_lock.days:
+            problems.append(("auditRetentionDays", self.audit_retention_days,
+                             f"shorter than objectLock.days ({self.object_lock.days}), which also locks the audit "
+                             f"trail: set auditRetentionDays >= {self.object_lock.days}"))
         if self.transition_days is not None and self.transition_days >= self.retention_days:
             problems.append(("transitionDays", self.transition_days,
                              f"not before retentionDays ({self.retention_days}); lower it or unset it"))
@@ -176,8 +187,23 @@ class IdentityConfig(_Section):
 
     federation: Literal["create", "adopt"] = "adopt"
     entra_app_display_name: str
+    #: Object ids of the Entra app's owners: the CI deployer's service principal and the people who
+    #: deploy from laptops (Entra lets users and service principals own apps, not groups).
+    entra_app_owners: list[str] = []
     additional_federated_credentials: list[AdditionalFederatedCredential] = []
     token_duration_seconds: int = contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS
+
+    @field_validator("entra_app_owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        bad = [o for o in v if not re.fullmatch(_UUID, o)]
+        if bad:
+            raise ValueError(f"not Entra object ids: {', '.join(map(repr, bad))}; list the object ids (GUIDs) of the "
+                             "CI deployer's service principal (bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the "
+                             "users who deploy")
+        if len({o.lower() for o in v}) != len(v):
+            raise ValueError("lists an owner more than once; list each once")
+        return v
 
     @field_validator("token_duration_seconds")
     @classmethod

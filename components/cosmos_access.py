@@ -61,6 +61,9 @@ class CosmosAccess(pulumi.ComponentResource):
                     opts=child,
                 )
 
+        # The request logs outlive the stack: `pulumi destroy` leaves the workspace and the diagnostic
+        # setting in place, and the Azure deployer holds no delete on either (bootstrap/deployer.py).
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         if a.log_analytics_workspace_id:
             workspace_id = pulumi.Output.from_input(a.log_analytics_workspace_id)
         else:
@@ -70,7 +73,7 @@ class CosmosAccess(pulumi.ComponentResource):
                 location=location,
                 sku={"name": "PerGB2018"},
                 retention_in_days=a.log_analytics_retention_days,
-                opts=child,
+                opts=kept,
             )
             workspace_id = workspace.id
         monitor.DiagnosticSetting(
@@ -84,7 +87,7 @@ class CosmosAccess(pulumi.ComponentResource):
                 {"category": "DataPlaneRequests", "enabled": True},
                 {"category": "ControlPlaneRequests", "enabled": True},
             ],
-            opts=child,
+            opts=kept,
         )
         self.role_definition_id = role_definition_id
         self.workspace_id = workspace_id

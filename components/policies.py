@@ -8,6 +8,7 @@ call them directly.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from cosmos_export import contract
@@ -41,13 +42,18 @@ def ecs_tasks_trust_policy(account_id: str, region: str) -> Doc:
     })
 
 
-def scheduler_trust_policy(account_id: str) -> Doc:
+def scheduler_trust_policy(account_id: str, region: str) -> Doc:
+    """Only schedules of this account's default group in this region (confused deputy guard)."""
     return _doc({
         "Sid": "EventBridgeSchedulerOfThisAccount",
         "Effect": "Allow",
         "Principal": {"Service": "scheduler.amazonaws.com"},
         "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account_id},
+            # Scheduler sets aws:SourceArn to the schedule group's ARN.
+            "ArnEquals": {"aws:SourceArn": f"arn:aws:scheduler:{region}:{account_id}:schedule-group/default"},
+        },
     })
 
 
@@ -153,18 +159,56 @@ def scheduler_role_policy(*, task_definition_family_arn: str, cluster_arn: str, 
     )
 
 
-def bucket_policy(*, bucket: str, kms_key_arn: str, trail_arn: str | None = None, trail_prefix: str | None = None) -> Doc:
-    """Deny anything without TLS and any put not encrypted under the export key."""
+@dataclass(frozen=True)
+class ExportAccess:
+    """The IAM role ARNs allowed each kind of object access to the export bucket, and the key's use.
+
+    Everyone else is denied by the bucket policy (whatever their IAM policies say) and gets no
+    cryptographic use of the key. Adding a role (say a restore role) is one ARN in a list here.
+    """
+
+    #: s3:GetObject* and kms:Decrypt.
+    read: tuple[str, ...] = ()
+    #: s3:PutObject and kms:GenerateDataKey/Encrypt (and kms:Decrypt: multipart uploads need it).
+    write: tuple[str, ...] = ()
+    #: s3:DeleteObject* (a delete marker on the versioned bucket).
+    delete: tuple[str, ...] = ()
+
+    def decrypt(self) -> list[str]:
+        return sorted(set(self.read) | set(self.write))
+
+
+#: Object actions each access kind guards (what the bucket policy denies everyone else).
+OBJECT_READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes",
+                       "s3:GetObjectVersionAttributes", "s3:RestoreObject"]
+OBJECT_WRITE_ACTIONS = ["s3:PutObject"]
+OBJECT_DELETE_ACTIONS = ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
+                         "s3:BypassGovernanceRetention", "s3:PutLifecycleConfiguration"]
+
+
+def _deny_all_but(sid: str, actions: list[str], resource: str, principals: list[str] | tuple[str, ...]) -> Doc:
+    st: Doc = {"Sid": sid, "Effect": "Deny", "Principal": "*", "Action": actions, "Resource": resource}
+    if principals:  # no one listed: denied to everyone
+        st["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": sorted(principals)}}
+    return st
+
+
+def _deny_insecure_transport(arn: str) -> Doc:
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def bucket_policy(*, bucket: str, kms_key_arn: str, access: ExportAccess) -> Doc:
+    """TLS only, puts only under the export key, object reads/writes/deletes only by the listed roles."""
     arn = f"arn:aws:s3:::{bucket}"
-    statements: list[Doc] = [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [arn, f"{arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        },
+    return _doc(
+        _deny_insecure_transport(arn),
         # UploadPart requests never carry SSE headers, so the header is only
         # judged when present; default encryption puts header-less writes
         # under the export key anyway. Another key or SSE-S3 is refused.
@@ -190,46 +234,120 @@ def bucket_policy(*, bucket: str, kms_key_arn: str, trail_arn: str | None = None
                 "Null": {"s3:x-amz-server-side-encryption": "false"},
             },
         },
-    ]
-    if trail_arn and trail_prefix:
-        statements += [
-            {
-                "Sid": "CloudTrailAclCheck",
-                "Effect": "Allow",
-                "Principal": {"Service": "cloudtrail.amazonaws.com"},
-                "Action": "s3:GetBucketAcl",
-                "Resource": arn,
-                "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
-            },
-            {
-                "Sid": "CloudTrailWrite",
-                "Effect": "Allow",
-                "Principal": {"Service": "cloudtrail.amazonaws.com"},
-                "Action": "s3:PutObject",
-                "Resource": f"{arn}/{trail_prefix}/*",
-                "Condition": {"StringEquals": {"aws:SourceArn": trail_arn, "s3:x-amz-acl": "bucket-owner-full-control"}},
-            },
-        ]
+        _deny_all_but("OnlyReadersReadObjects", OBJECT_READ_ACTIONS, f"{arn}/*", access.read),
+        _deny_all_but("OnlyWritersWriteObjects", OBJECT_WRITE_ACTIONS, f"{arn}/*", access.write),
+        # PutLifecycleConfiguration is a bucket action; expiring objects is deleting them.
+        _deny_all_but("OnlyDeletersDeleteObjects", [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
+                      f"{arn}/*", access.delete),
+    )
+
+
+def audit_bucket_policy(*, bucket: str, trail_arn: str, trail_prefix: str) -> Doc:
+    """CloudTrail writes the trail; nobody deletes it (lifecycle expiry and Object Lock still apply)."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return _doc(
+        _deny_insecure_transport(arn),
+        {
+            "Sid": "CloudTrailAclCheck",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "s3:GetBucketAcl",
+            "Resource": arn,
+            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+        },
+        {
+            "Sid": "CloudTrailWrite",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{arn}/{trail_prefix}/*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn, "s3:x-amz-acl": "bucket-owner-full-control"}},
+        },
+        _deny_all_but("NobodyDeletesTheTrail", [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
+                      f"{arn}/*", ()),
+    )
+
+
+#: Key administration (through IAM: the deployer's policy grants it on the stack's keys); no
+#: cryptographic action and no kms:CreateGrant (a grant would hand out decryption).
+KEY_ADMIN_ACTIONS = [
+    "kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey", "kms:DisableKey",
+    "kms:DisableKeyRotation", "kms:EnableKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
+    "kms:ListGrants", "kms:ListKeyPolicies", "kms:ListResourceTags", "kms:PutKeyPolicy", "kms:RetireGrant",
+    "kms:RevokeGrant", "kms:ScheduleKeyDeletion", "kms:TagResource", "kms:UntagResource", "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+]
+
+
+def _key_admin(account_id: str) -> Doc:
+    return {
+        "Sid": "KeyAdministrationThroughIam",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+        "Action": KEY_ADMIN_ACTIONS,
+        "Resource": "*",
+    }
+
+
+def _key_use(sid: str, account_id: str, region: str, actions: list[str], principals: list[str],
+             context: dict | None = None) -> Doc:
+    """Use by the listed roles (their own IAM policy must allow it too), through S3 only."""
+    condition: Doc = {
+        "ArnEquals": {"aws:PrincipalArn": sorted(principals)},
+        "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com", "kms:CallerAccount": account_id},
+    }
+    if context:
+        condition["StringLike"] = context
+    return {"Sid": sid, "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+            "Action": actions, "Resource": "*", "Condition": condition}
+
+
+def kms_key_policy(*, account_id: str, region: str, bucket: str, access: ExportAccess) -> Doc:
+    """Administered through IAM; used (encrypt/decrypt) only by the listed roles, through S3, for this bucket."""
+    # With S3 bucket keys the encryption context is the bucket ARN, without them the object's ARN.
+    context = {"kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}
+    statements: list[Doc] = [_key_admin(account_id)]
+    if access.decrypt():
+        statements.append(_key_use("ReadersAndWritersDecrypt", account_id, region, ["kms:Decrypt"], access.decrypt(), context))
+    if access.write:
+        statements.append(_key_use("WritersEncrypt", account_id, region, ["kms:Encrypt", "kms:GenerateDataKey"],
+                                   list(access.write), context))
     return _doc(*statements)
 
 
-def kms_key_policy(*, account_id: str, trail_arn: str | None = None) -> Doc:
-    """Account admins manage the key (IAM policies grant use); CloudTrail may encrypt its own logs."""
-    statements: list[Doc] = [{
-        "Sid": "AccountAdministers",
-        "Effect": "Allow",
-        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-        "Action": "kms:*",
-        "Resource": "*",
-    }]
-    if trail_arn:
-        statements.append({
-            "Sid": "CloudTrailEncryptsLogs",
+def audit_key_policy(*, account_id: str, trail_arn: str, readers: tuple[str, ...] = ()) -> Doc:
+    """CloudTrail encrypts this trail's logs (bound by source and encryption context); listed readers decrypt."""
+    statements: list[Doc] = [
+        _key_admin(account_id),
+        {
+            "Sid": "CloudTrailEncryptsThisTrail",
             "Effect": "Allow",
             "Principal": {"Service": "cloudtrail.amazonaws.com"},
-            "Action": ["kms:GenerateDataKey*", "kms:DescribeKey"],
+            "Action": "kms:GenerateDataKey*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:SourceArn": trail_arn},
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{account_id}:trail/*"},
+            },
+        },
+        {
+            "Sid": "CloudTrailDescribesKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:DescribeKey",
             "Resource": "*",
             "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+        },
+    ]
+    if readers:
+        statements.append({
+            "Sid": "AuditReadersDecrypt",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(readers)},
+                          "Null": {"kms:EncryptionContext:aws:cloudtrail:arn": "false"}},
         })
     return _doc(*statements)
 

@@ -9,6 +9,7 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import settings
 from cosmos_export.contract import Output
 
+from . import naming, policies
 from .azure_identity import WorkloadIdentity
 from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -52,6 +53,15 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
     )
 
 
+def export_access(c: StackConfig, account_id: str, task_role_arn: str) -> policies.ExportAccess:
+    """Who may read, write and delete the exports: the worker's task role (a restore role joins here)."""
+    deleters = [task_role_arn]
+    if c.bucket.force_destroy:
+        # forceDestroy empties the bucket on `pulumi destroy`: the CI deployer may delete (never read).
+        deleters.append(f"arn:aws:iam::{account_id}:role/{naming.deployer_role_name(c.stack)}")
+    return policies.ExportAccess(read=(task_role_arn,), write=(task_role_arn,), delete=tuple(deleters))
+
+
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
@@ -59,10 +69,17 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                                             resource_group_name=c.cosmos.cosmos_resource_group)
     name = f"export-{c.stack}"
 
-    bucket = ExportBucket(name, c.bucket, account_id=account_id, region=c.region)
+    if not account.disable_local_auth:
+        pulumi.log.warn(
+            f"Cosmos DB account {c.cosmos.cosmos_account_name} still accepts account keys (disableLocalAuth is false): "
+            "this worker uses none, but anyone holding a key reads every container. Disable key auth on the "
+            "account (az cosmosdb update --disable-local-auth true) once no client uses keys.")
+    task_role_arn = naming.role_arn(account_id, c.stack, "task")  # fixed: the bucket and key policies name it
+    bucket = ExportBucket(name, c.bucket, stack=c.stack, account_id=account_id, region=c.region,
+                          access=export_access(c, account_id, task_role_arn))
     federation = OutboundFederation(name, c.identity.federation)
     task_role = TaskRole(name, TaskRoleArgs(
-        account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
+        stack=c.stack, account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
         export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
         max_token_seconds=c.identity.token_duration_seconds,
     ))
@@ -73,7 +90,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
     cosmos_endpoint = account.document_endpoint.rstrip("/") + "/"
     environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
                                      cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
-    service = WorkerService(name, c.worker, c.schedule, account_id=account_id, region=c.region,
+    service = WorkerService(name, c.worker, c.schedule, stack=c.stack, account_id=account_id, region=c.region,
                             task_role_arn=task_role.arn, environment=environment)
     return {
         Output.BUCKET: bucket.bucket_name,
@@ -91,6 +108,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.COSMOS_ENDPOINT: cosmos_endpoint,
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
+        Output.COSMOS_LOCAL_AUTH_DISABLED: bool(account.disable_local_auth),
     }
 
 

@@ -11,8 +11,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from . import policies
+from . import naming, policies
 from .config import ScheduleConfig, WorkerConfig
+from .task_role import program_role
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 CONTAINER_NAME = "worker"
@@ -49,7 +50,7 @@ class WorkerService(pulumi.ComponentResource):
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, account_id: str, region: str,
+    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, stack: str, account_id: str, region: str,
                  task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
@@ -80,12 +81,10 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        execution_role = aws.iam.Role(
-            f"{name}-execution",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.ecs_tasks_trust_policy(account_id, region)),
-            description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
-            opts=child,
+        execution_role = program_role(
+            f"{name}-execution", account_id=account_id, stack=stack, kind="execution",
+            trust=policies.ecs_tasks_trust_policy(account_id, region),
+            description="Cosmos DB export worker (ECS execution role: pull image, write logs)", opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
@@ -100,6 +99,7 @@ class WorkerService(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=a.vpc_id,
             description="Cosmos DB export worker: no ingress, HTTPS out (STS, S3, Entra, Cosmos DB)",
+            tags={naming.STACK_TAG: stack},  # the deployer manages only security groups with its stack's tag
             egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
                      "description": "HTTPS"}],
             opts=child,
@@ -133,18 +133,17 @@ class WorkerService(pulumi.ComponentResource):
             task_role_arn=task_role_arn,
             execution_role_arn=execution_role.arn,
             volumes=[{"name": "tmp"}],
+            tags={naming.STACK_TAG: stack},  # the deployer registers only task definitions with its stack's tag
             container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(container_definitions),
             opts=child,
         )
 
         dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
                             sqs_managed_sse_enabled=True, opts=child)
-        scheduler_role = aws.iam.Role(
-            f"{name}-scheduler",
-            path="/cosmos-s3-export/",
-            assume_role_policy=json.dumps(policies.scheduler_trust_policy(account_id)),
-            description="EventBridge Scheduler: run the export task",
-            opts=child,
+        scheduler_role = program_role(
+            f"{name}-scheduler", account_id=account_id, stack=stack, kind="scheduler",
+            trust=policies.scheduler_trust_policy(account_id, region),
+            description="EventBridge Scheduler: run the export task", opts=child,
         )
         family_arn = f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}"
         aws.iam.RolePolicy(

@@ -63,6 +63,8 @@ def _report(report_violation: ReportViolation, messages: list[str]) -> None:
 
 def _no_static_credentials(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     _report(report_violation, rules.check_static_credential(args.resource_type))
+    if args.resource_type == rules.T_APPLICATION:
+        _report(report_violation, rules.check_application_secret(plain(args.props)))
 
 
 def _federated_credential(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -88,7 +90,8 @@ def _stack(args: StackValidationArgs, report_violation: ReportViolation) -> None
 POLICIES = [
     ResourceValidationPolicy(
         name="no-static-credentials",
-        description="No Entra password/certificate, service principal password/certificate or AWS access key.",
+        description="No Entra password/certificate, service principal password/certificate or AWS access key, "
+        "and no Entra application holding a password.",
         validate=_no_static_credentials,
     ),
     ResourceValidationPolicy(
@@ -111,7 +114,9 @@ POLICIES = [
         name="chain-of-trust-and-data-guardrails",
         description="FIC subject/issuer are the task role ARN and the account issuer; Cosmos assignments go to the "
         "service principal with a read-only role; buckets block public access, deny non-TLS, use SSE-KMS; "
-        "the task role stays within the export prefix and key.",
+        "the task role stays within the export prefix and key; every role under its stack's path with the bootstrap's "
+        "permissions boundary, no wildcard action, role changes only under the boundary; KMS keys used only by named "
+        "roles or source-bound services.",
         validate=_stack,
     ),
 ]

@@ -353,7 +353,8 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
     """All cross-resource rules; returns (resource key, message) pairs."""
     stack = Stack(resources)
     violations: list[tuple[str, str]] = []
-    for rule in (check_federation_chain, check_cosmos_assignments, check_buckets, check_task_role_scope):
+    for rule in (check_federation_chain, check_cosmos_assignments, check_buckets, check_task_role_scope,
+                 check_program_roles):
         violations.extend(rule(stack))
     return violations
 
@@ -498,4 +499,131 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
         parsed = parse_policy(document)
         if parsed is not None:
             out.extend((owner.key, msg) for msg in check_task_role_policy(parsed, scope, where))
+    return out
+
+
+# --- Least privilege of the program's own roles and keys ----------------------------
+
+#: Every program role lives under /cosmos-s3-export/<stack>/ with the bootstrap's boundary
+#: (components/naming.py; the deployer may create roles only so).
+ROLE_PATH_ROOT = "/cosmos-s3-export/"
+T_APPLICATION = "azuread:index/application:Application"
+#: IAM actions that change what a role may do: a statement granting one must require the boundary.
+BOUNDARY_CONDITIONED_ACTIONS = frozenset({
+    "iam:createrole", "iam:putrolepolicy", "iam:deleterolepolicy", "iam:attachrolepolicy", "iam:detachrolepolicy",
+    "iam:putrolepermissionsboundary",
+})
+_KMS_USE = ("kms:decrypt", "kms:encrypt", "kms:generatedatakey", "kms:reencrypt", "kms:creategrant")
+
+
+def stack_of_urn(urn: str) -> str | None:
+    """urn:pulumi:<stack>::<project>::<type>::<name> -> <stack>."""
+    parts = urn.split(":")
+    return parts[2] if len(parts) > 2 and urn.startswith("urn:pulumi:") else None
+
+
+def check_application_secret(props: Mapping[str, Any]) -> list[str]:
+    """An Entra application declared (or refreshed) holding a password: a static secret, whoever added it."""
+    password = props.get("password")
+    if known(password) and password:
+        return ["Entra application holds a password (client secret); the worker federates its identity and needs "
+                "none: remove it (and every secret or certificate added in the portal: `az ad app credential list`)"]
+    return []
+
+
+def check_program_role(props: Mapping[str, Any], stack: str) -> list[str]:
+    """A program role: under its stack's path, capped by the bootstrap's boundary, trusting a service only
+    for this account (and, for the scheduler, its schedule group)."""
+    errors = []
+    path, boundary = props.get("path"), props.get("permissionsBoundary")
+    if known(path) and path != f"{ROLE_PATH_ROOT}{stack}/":
+        errors.append(f"role path {path!r} is not {ROLE_PATH_ROOT}{stack}/: the deployer may manage only its "
+                      "stack's path, and another stack's deployer could change a role outside it")
+    if boundary is not UNKNOWN and (not boundary or not str(boundary).endswith(f":policy/cosmos-s3-export-{stack}-boundary")):
+        errors.append(f"role has permissionsBoundary {boundary!r}; every program role carries the bootstrap's "
+                      f"boundary arn:aws:iam::<account>:policy/cosmos-s3-export-{stack}-boundary")
+    trust = parse_policy(props.get("assumeRolePolicy"))
+    for st in _as_list((trust or {}).get("Statement")):
+        services = _as_list((st.get("Principal") or {}).get("Service")) if isinstance(st.get("Principal"), dict) else []
+        if st.get("Effect") != "Allow" or not services:
+            continue
+        keys = {k for c in (st.get("Condition") or {}).values() for k in c}
+        if "aws:SourceAccount" not in keys:
+            errors.append(f"trust of {services!r} has no aws:SourceAccount condition (confused deputy): add it")
+        if "scheduler.amazonaws.com" in services and "aws:SourceArn" not in keys:
+            errors.append("trust of scheduler.amazonaws.com has no aws:SourceArn condition: bind it to the schedule group")
+    return errors
+
+
+def check_identity_policy(document: Mapping[str, Any], where: str) -> list[str]:
+    """No wildcard or service-wide action, no NotAction, role-changing IAM only under the boundary."""
+    errors = []
+    for i, st in enumerate(_as_list(document.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        label = f"{where} statement {st.get('Sid') or i}"
+        if "NotAction" in st:
+            errors.append(f"{label} uses NotAction; list the allowed actions instead")
+        actions = [str(a) for a in _as_list(st.get("Action"))]
+        wild = [a for a in actions if a == "*" or a.endswith(":*")]
+        if wild:
+            errors.append(f"{label} allows whole services {wild!r}; name the exact actions")
+        changing = sorted(a for a in actions if a.lower() in BOUNDARY_CONDITIONED_ACTIONS)
+        conditions = st.get("Condition") or {}
+        bounded = any("iam:PermissionsBoundary" in (conditions.get(op) or {}) for op in ("ArnEquals", "StringEquals"))
+        if changing and not bounded:
+            errors.append(f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
+                          "creates or edits could exceed the boundary")
+    return errors
+
+
+def check_kms_key_policy(document: Mapping[str, Any], where: str) -> list[str]:
+    """No kms:*; a key's use (decrypt, encrypt, grants) goes to named roles or a service bound to its source."""
+    errors = []
+    for i, st in enumerate(_as_list(document.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        label = f"{where} statement {st.get('Sid') or i}"
+        actions = [str(a).lower() for a in _as_list(st.get("Action"))]
+        if "kms:*" in actions or "*" in actions:
+            errors.append(f"{label} allows kms:*: split key administration from key use, and grant use to the "
+                          "roles that need it only (the default key policy hands every IAM principal the key)")
+            continue
+        use = sorted(a for a in actions if a.startswith(_KMS_USE) or a in ("kms:generatedatakey*", "kms:reencrypt*"))
+        if not use:
+            continue
+        principal = st.get("Principal") or {}
+        keys = {k for c in (st.get("Condition") or {}).values() for k in c}
+        if isinstance(principal, dict) and principal.get("Service"):
+            if "aws:SourceArn" not in keys:
+                errors.append(f"{label} lets {principal['Service']!r} use the key without an aws:SourceArn condition")
+        elif "aws:PrincipalArn" not in keys:
+            errors.append(f"{label} allows {use!r} to {principal!r} without an aws:PrincipalArn condition: name the "
+                          "roles that may use the key")
+    return errors
+
+
+def check_program_roles(stack: Stack) -> list[tuple[str, str]]:
+    """Every role of the stack, every identity policy document and every KMS key policy."""
+    out: list[tuple[str, str]] = []
+    for role in stack.of_type(T_ROLE):
+        name = stack_of_urn(role.key)
+        if name:
+            out.extend((role.key, f"{_s(role)}: {m}") for m in check_program_role(role.props, name))
+        for inline in (role.props.get("inlinePolicies") if known(role.props.get("inlinePolicies")) else None) or []:
+            parsed = parse_policy(inline.get("policy"))
+            if parsed is not None:
+                out.extend((role.key, m) for m in check_identity_policy(parsed, f"{_s(role)} inline policy"))
+    for p in stack.of_type(T_ROLE_POLICY, T_POLICY):
+        parsed = parse_policy(p.props.get("policy"))
+        if parsed is not None:
+            out.extend((p.key, m) for m in check_identity_policy(parsed, _s(p)))
+    for key in stack.of_type(T_KMS_KEY):
+        parsed = parse_policy(key.props.get("policy"))
+        if parsed is None:
+            if key.props.get("policy") is None:
+                out.append((key.key, f"{_s(key)} has no key policy: the default one hands every IAM principal of "
+                                     "the account the key; set an explicit policy"))
+            continue
+        out.extend((key.key, m) for m in check_kms_key_policy(parsed, _s(key)))
     return out

@@ -99,6 +99,8 @@ class Registered:
     urn: str = ""
     #: URN of the resource (component or stack) that declared it.
     parent_urn: str = ""
+    #: ResourceOptions(retain_on_delete=True): `pulumi destroy` leaves the cloud object in place.
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -239,6 +241,7 @@ class _Monitor(MockMonitor):
         # new_resource runs synchronously inside this call, on this thread.
         self._mocks.placement.urn = self.make_urn(request.parent, request.type, request.name)
         self._mocks.placement.parent = request.parent
+        self._mocks.placement.retain_on_delete = bool(getattr(request, "retainOnDelete", False))
         return super().RegisterResource(request)
 
 
@@ -331,7 +334,8 @@ class _Mocks(pulumi.runtime.Mocks):
         out.setdefault("id", rid)
         self.registered.append(Registered(t, name, inputs, out, custom=bool(args.custom),
                                           urn=getattr(self.placement, "urn", ""),
-                                          parent_urn=getattr(self.placement, "parent", "")))
+                                          parent_urn=getattr(self.placement, "parent", ""),
+                                          retain_on_delete=getattr(self.placement, "retain_on_delete", False)))
         return rid, out
 
     def _cosmos_account_id(self, inputs: dict) -> str:

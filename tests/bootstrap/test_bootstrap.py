@@ -1,87 +1,45 @@
-"""The bootstrap program under mocks, for every bootstrap stack file: trust pinned to repo + environment."""
+"""The bootstrap program under mocks, for every bootstrap stack file: trust pinned to repo + environment,
+deployer policies that cannot escalate or reach another stack's resources."""
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import json
 import sys
-import threading
 from pathlib import Path
 
-import pulumi
 import pytest
-import yaml
-from pulumi.runtime.settings import set_root_resource
-from pulumi.runtime.sync_await import _sync_await
 
 BOOTSTRAP = Path(__file__).resolve().parents[2] / "bootstrap"
 sys.path.insert(0, str(BOOTSTRAP))
 
 import deployer as d  # noqa: E402
-import identities  # noqa: E402
+import mocked  # noqa: E402
+from mocked import ACCOUNTS, STACKS, config_of, of  # noqa: E402
 
-PROJECT = "cosmos-s3-export-bootstrap"
-STACKS = sorted(p.name[7:-5] for p in BOOTSTRAP.glob("Pulumi.*.yaml"))
-ACCOUNT = "111122223333"
-_lock = threading.Lock()
+from components import naming  # noqa: E402
+from sandbox import mocked_stack  # noqa: E402
 
+# Each run takes ~0.5 s; results are read, never changed.
+run = functools.lru_cache(maxsize=None)(mocked.run)
+run_stack = functools.lru_cache(maxsize=None)(mocked_stack.run_stack)
 
-class Mocks(pulumi.runtime.Mocks):
-    def __init__(self):
-        self.registered: list[tuple[str, str, dict]] = []
-
-    def new_resource(self, args):
-        out = dict(args.inputs)
-        rid = f"{args.name}-id"
-        if args.typ == "aws:iam/role:Role":
-            out.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{args.name}", name=args.name)
-            rid = args.name
-        elif args.typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
-            out["arn"] = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
-        elif args.typ == "azuread:index/application:Application":
-            rid = f"/applications/{args.name}-object"
-            out.update(clientId=f"{args.name}-client")
-        elif args.typ == "azuread:index/servicePrincipal:ServicePrincipal":
-            rid = f"{args.name}-object"
-            out["objectId"] = rid
-        elif args.typ == "azure-native:authorization:RoleDefinition":
-            rid = f"{args.inputs['scope']}/providers/Microsoft.Authorization/roleDefinitions/{args.name}"
-        self.registered.append((args.typ, args.name, out))
-        return rid, out
-
-    def call(self, args):
-        return {
-            "aws:index/getCallerIdentity:getCallerIdentity": {"accountId": ACCOUNT, "arn": "arn", "userId": "u", "id": ACCOUNT},
-            "aws:index/getRegion:getRegion": {"name": "eu-west-1", "region": "eu-west-1", "id": "eu-west-1"},
-            "azuread:index/getClientConfig:getClientConfig": {"tenantId": "t", "clientId": "c", "objectId": "o", "id": "t"},
-            "azuread:index/getServicePrincipal:getServicePrincipal": {"objectId": "graph-sp-object", "id": "graph-sp-object",
-                                                                      "clientId": d.MS_GRAPH_APP_ID},
-        }[args.token]
+ACCOUNT = "111122223333"  # dev and staging (shared); prod has its own
 
 
-def config_of(stack: str) -> d.BootstrapConfig:
-    raw = yaml.safe_load((BOOTSTRAP / f"Pulumi.{stack}.yaml").read_text())["config"]
-    get = lambda k: raw.get(f"{PROJECT}:{k}", "")  # noqa: E731
-    return d.BootstrapConfig(github_org=get("githubOrg"), github_repo=get("githubRepo"), environment=get("environment"),
-                             azure_resource_group_id=get("azureResourceGroupId"), oidc_provider_arn=get("oidcProviderArn"))
+def policy_of(registered, role: str) -> dict:
+    (policy,) = [p for n, p in of(registered, "aws:iam/rolePolicy:RolePolicy") if n == f"{role}-policy"]
+    return json.loads(policy["policy"])
 
 
-def run(stack: str) -> list[tuple[str, str, dict]]:
-    config = config_of(stack)
-    with _lock:
-        mocks = Mocks()
-        set_root_resource(None)  # type: ignore[arg-type]  # None: a fresh root Stack per run
-        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
-
-        async def body():
-            identities.build(config)
-            await pulumi.runtime.stack.wait_for_rpcs()
-
-        _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: _sync_await(body())))
-        return mocks.registered
+def boundary_of(registered) -> dict:
+    (boundary,) = [p for _, p in of(registered, "aws:iam/policy:Policy")]
+    return boundary
 
 
-def of(registered, type_):
-    return [(n, props) for t, n, props in registered if t == type_]
+def _list(v):
+    return v if isinstance(v, list) else [v]
 
 
 def test_every_environment_has_a_bootstrap_stack():
@@ -96,7 +54,7 @@ def test_aws_roles_trust_only_this_repo_environment(stack):
     for name, suffix in ((f"gh-{stack}-deploy", ""), (f"gh-{stack}-preview", "-preview")):
         [statement] = json.loads(roles[name]["assumeRolePolicy"])["Statement"]
         assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
-        assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"}
+        assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNTS[stack]}:oidc-provider/token.actions.githubusercontent.com"}
         assert statement["Condition"] == {"StringEquals": {
             "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
             "token.actions.githubusercontent.com:sub": f"repo:acme/cosmos-s3-export:environment:{stack}{suffix}",
@@ -119,18 +77,38 @@ def test_entra_credentials_pinned_and_no_secret(stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_azure_assignments_scoped_to_cosmos_resource_group(stack):
+def test_azure_deployer_is_scoped_to_the_cosmos_account_and_log_workspace(stack):
     registered = run(stack)
     rg = config_of(stack).azure_resource_group_id
+    program = d.program_stack_config(stack)
+    account = f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{program.cosmos.cosmos_account_name}"
+    workspace = program.cosmos.log_analytics_workspace_id or rg  # prod names a workspace; dev/staging create one in the group
     assignments = dict(of(registered, "azure-native:authorization:RoleAssignment"))
     assert {n: (a["scope"], a["principalId"]) for n, a in assignments.items()} == {
-        f"gh-{stack}-deployer-assignment": (rg, f"gh-{stack}-deployer-sp-object"),
-        f"gh-{stack}-previewer-assignment": (rg, f"gh-{stack}-previewer-sp-object"),
+        f"gh-{stack}-deployer-account-assignment": (account, f"gh-{stack}-deployer-sp-object"),
+        f"gh-{stack}-deployer-workspace-assignment": (workspace, f"gh-{stack}-deployer-sp-object"),
+        f"gh-{stack}-previewer-account-assignment": (account, f"gh-{stack}-previewer-sp-object"),
+        f"gh-{stack}-previewer-workspace-assignment": (workspace, f"gh-{stack}-previewer-sp-object"),
     }
-    [(_, definition)] = of(registered, "azure-native:authorization:RoleDefinition")
-    assert definition["assignableScopes"] == [rg]
-    assert "Microsoft.DocumentDB/databaseAccounts/listKeys/action" in definition["permissions"][0]["notActions"]
-    assert not any(a == "*" or a.startswith("Microsoft.Authorization") for a in definition["permissions"][0]["actions"])
+    definitions = dict(of(registered, "azure-native:authorization:RoleDefinition"))
+    assert definitions[f"gh-{stack}-deployer-account-role"]["assignableScopes"] == [account]
+    assert definitions[f"gh-{stack}-deployer-workspace-role"]["assignableScopes"] == [workspace]
+    for definition in definitions.values():
+        (permissions,) = definition["permissions"]
+        assert "Microsoft.DocumentDB/databaseAccounts/listKeys/action" in permissions["notActions"]
+        for action in permissions["actions"]:
+            # Explicit actions only; no delete of logs; nothing of Microsoft.Authorization.
+            assert "*" not in action and not action.startswith("Microsoft.Authorization"), action
+            assert not (action.endswith("/delete") and ("diagnosticSettings" in action or "workspaces" in action)), action
+    workspace_actions = definitions[f"gh-{stack}-deployer-workspace-role"]["permissions"][0]["actions"]
+    assert ("Microsoft.OperationalInsights/workspaces/write" in workspace_actions) == (program.cosmos.log_analytics_workspace_id is None)
+
+
+def test_bootstrap_refuses_a_resource_group_that_is_not_the_cosmos_accounts():
+    bad = d.BootstrapConfig(**{**GOOD, "azure_resource_group_id": GOOD["azure_resource_group_id"].replace("rg-orders-dev", "rg-other")})
+    with pytest.raises(d.BootstrapConfigError, match=r"azureResourceGroupId=.*rg-other.* is not the group of the Cosmos "
+                                                      r"account \(stacks/Pulumi.dev.yaml cosmosResourceGroup='rg-orders-dev'\)"):
+        d.azure_scope_of(bad)
 
 
 def test_staging_adopts_the_shared_account_provider_dev_creates():
@@ -141,20 +119,193 @@ def test_staging_adopts_the_shared_account_provider_dev_creates():
     assert provider["clientIdLists"] == ["sts.amazonaws.com"]
 
 
-def test_deploy_policy_confines_iam_to_program_roles():
-    doc = d.deploy_policy(ACCOUNT, "eu-west-1")
-    iam = [s for s in doc["Statement"] if any(str(a).startswith("iam:") for a in s["Action"] if isinstance(s["Action"], list))
-           or str(s["Action"]).startswith("iam:")]
-    role_statements = [s for s in iam if s["Sid"] in ("ProgramRoles", "PassProgramRoles")]
-    assert all(s["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/*" for s in role_statements)
-    everything = json.dumps(doc)
-    for forbidden in ("iam:CreateUser", "iam:CreateAccessKey", "iam:*", '"*:*"', "iam:AttachRolePolicy"):
-        assert forbidden not in everything
+def _documents(stack: str) -> dict[str, dict]:
+    registered = run(stack)
+    return {"deploy": policy_of(registered, f"gh-{stack}-deploy"), "preview": policy_of(registered, f"gh-{stack}-preview"),
+            "boundary": json.loads(boundary_of(registered)["policy"])}
 
 
-def test_preview_policy_reads_no_objects():
-    doc = json.dumps(d.preview_policy(ACCOUNT))
-    assert "s3:GetObject\"" not in doc and "arn:aws:s3:::*/*" not in doc and ":Put" not in doc and ":Create" not in doc
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_permission_changing_role_statement_requires_the_boundary(stack):
+    boundary = naming.boundary_arn(ACCOUNTS[stack], stack)
+    assert boundary_of(run(stack))["name"] == f"cosmos-s3-export-{stack}-boundary"
+    found = 0
+    for kind, doc in _documents(stack).items():
+        for st in doc["Statement"]:
+            if st["Effect"] == "Allow" and set(_list(st["Action"])) & d.BOUNDARY_CONDITIONED_ACTIONS:
+                found += 1
+                assert st["Condition"] == {"ArnEquals": {"iam:PermissionsBoundary": boundary}}, (kind, st["Sid"])
+                assert st["Resource"] == f"arn:aws:iam::{ACCOUNTS[stack]}:role/cosmos-s3-export/{stack}/*"
+    assert found == 1  # the deployer's, and only its
+    deploy = _documents(stack)["deploy"]
+    assert "iam:CreateRole" in next(s for s in deploy["Statement"] if s["Sid"] == "RolePermissionsUnderBoundary")["Action"]
+    granted = {a for s in deploy["Statement"] if s["Effect"] == "Allow" for a in _list(s["Action"])}
+    assert not granted & {"iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRolePermissionsBoundary",
+                          "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:CreateUser", "iam:CreateAccessKey"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_service_wide_or_wildcard_action(stack):
+    for kind, doc in _documents(stack).items():
+        for st in doc["Statement"]:
+            for action in _list(st["Action"]):
+                assert "*" not in action, (kind, st["Sid"], action)
+                assert action.split(":")[0] in {"iam", "sts", "s3", "kms", "ecr", "ecs", "logs", "ec2", "sqs",
+                                                "scheduler", "cloudtrail"}, action
+
+
+def _scoped(resource: str, stack: str, scope: d.StackScope) -> bool:
+    """An ARN that names this stack: its role path, 'export-<stack>-' names, its buckets, trail, boundary."""
+    return (f"/cosmos-s3-export/{stack}/" in resource or f":export-{stack}-" in resource or f"/export-{stack}-" in resource
+            or f"/export-{stack}:" in resource or resource in scope.buckets or resource.rstrip("/*") in scope.buckets
+            or resource.endswith((f"trail/{naming.trail_name(scope.bucket)}", f"alias/{scope.bucket}",
+                                  f"alias/{naming.audit_bucket_name(scope.bucket)}", f"vpc/{scope.vpc_id}"))
+            or resource == scope.boundary_arn
+            or resource == f"arn:aws:iam::{scope.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*")
+
+
+def _tag_conditioned(st: dict) -> bool:
+    conditions = {k for c in (st.get("Condition") or {}).values() for k in c}
+    return bool(conditions & {f"aws:ResourceTag/{naming.STACK_TAG}", f"aws:RequestTag/{naming.STACK_TAG}",
+                              "kms:ViaService", "aws:RequestedRegion"})
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_allowed_resource_is_scoped_to_the_stack(stack):
+    scope = d.scope_of(ACCOUNTS[stack], "eu-central-1" if stack == "prod" else "eu-west-1", stack)
+    for kind, doc in _documents(stack).items():
+        for st in doc["Statement"]:
+            if st["Effect"] != "Allow":
+                continue
+            for resource in _list(st["Resource"]):
+                if resource == "*":
+                    assert set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS or _tag_conditioned(st), (kind, st["Sid"])
+                elif not _scoped(resource, stack, scope):
+                    # A name-less ARN (key/*, security-group/*): only with this stack's tag (or via a service).
+                    assert _tag_conditioned(st), (kind, st["Sid"], resource)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_boundary_and_the_deployer_deny_changing_the_boundary(stack):
+    boundary_arn = naming.boundary_arn(ACCOUNTS[stack], stack)
+    for kind in ("deploy", "boundary"):
+        denies = [st for st in _documents(stack)[kind]["Statement"] if st["Effect"] == "Deny"]
+        on_boundary = {a for st in denies if boundary_arn in _list(st["Resource"]) for a in _list(st["Action"])}
+        assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
+                "iam:DeletePolicyVersion"} <= on_boundary, kind
+        anywhere = {a for st in denies if st["Resource"] == "*" for a in _list(st["Action"])}
+        assert "iam:DeleteRolePermissionsBoundary" in anywhere, kind
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_deployer_can_never_assume_the_roles_it_defines(stack):
+    deploy = _documents(stack)["deploy"]
+    (deny,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAssumingProgramRoles"]
+    assert deny["Effect"] == "Deny" and "sts:AssumeRole" in deny["Action"]
+    assert deny["Resource"] == f"arn:aws:iam::{ACCOUNTS[stack]}:role/cosmos-s3-export/*"
+
+
+def test_the_boundary_caps_what_the_program_roles_are_given():
+    """Every action the program's roles are granted is inside the boundary (or a role would fail at run time)."""
+    boundary = _documents("dev")["boundary"]
+    capped = {a for st in boundary["Statement"] if st["Effect"] == "Allow" for a in _list(st["Action"])}
+    program = run_stack("dev")
+    granted = {a for p in program.of_type("aws:iam/rolePolicy:RolePolicy")
+               for st in json.loads(p.inputs["policy"])["Statement"] for a in _list(st["Action"])}
+    assert granted <= capped, granted - capped
+    assert not {a for a in capped if a.startswith("iam:") and a != "iam:PassRole"}
+
+
+def _arn_matches(pattern: str, arn: str) -> bool:
+    return fnmatch.fnmatchcase(arn, pattern)
+
+
+def _resources_of(program) -> list[tuple[str, dict]]:
+    """(ARN, tags) of every AWS resource the program declares, as the mocks return them."""
+    out = []
+    for r in program.resources:
+        if r.custom and r.type_.startswith("aws:") and r.outputs.get("arn"):
+            out.append((r.outputs["arn"], r.inputs.get("tags") or {}))
+    return out
+
+
+def _allows(st: dict, arn: str, tags: dict) -> bool:
+    if st["Effect"] != "Allow" or not any(_arn_matches(p, arn) for p in _list(st["Resource"])):
+        return False
+    for op, keys in (st.get("Condition") or {}).items():
+        for key, want in keys.items():
+            if key == "kms:ResourceAliases" and all(str(a).startswith("alias/aws/") for a in _list(want)):
+                return False  # AWS-managed keys only; the program's keys are customer managed
+            if key in (f"aws:ResourceTag/{naming.STACK_TAG}", f"aws:RequestTag/{naming.STACK_TAG}") and op == "StringEquals":
+                if tags.get(naming.STACK_TAG) not in _list(want):
+                    return False
+    return True
+
+
+def test_dev_deployer_touches_no_staging_resource_in_the_shared_account():
+    assert ACCOUNTS["dev"] == ACCOUNTS["staging"]
+    dev_docs = _documents("dev")
+    staging = _resources_of(run_stack("staging"))
+    dev = _resources_of(run_stack("dev"))
+    assert len(staging) >= 15 and {a.split(":")[2] for a, _ in staging} >= {"iam", "s3", "kms", "ecr", "ecs", "logs",
+                                                                              "sqs", "scheduler", "cloudtrail", "ec2"}
+    for kind in ("deploy", "preview"):
+        for arn, tags in staging:
+            hits = [st["Sid"] for st in dev_docs[kind]["Statement"] if _allows(st, arn, tags)
+                    and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS]
+            assert hits == [], (kind, arn, hits)
+    # The matcher is not blind: dev's deployer does reach every dev resource.
+    unreached = [arn for arn, tags in dev if not any(_allows(st, arn, tags) for st in dev_docs["deploy"]["Statement"])]
+    assert unreached == []
+    # The staging role path and boundary are out of reach too (not only the resources that exist).
+    assert not [st["Sid"] for st in dev_docs["deploy"]["Statement"]
+                if _allows(st, f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/staging/anything", {})
+                and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_preview_role_is_read_only_and_reads_no_object(stack):
+    preview = _documents(stack)["preview"]
+    for st in preview["Statement"]:
+        assert st["Effect"] == "Allow"
+        for action in _list(st["Action"]):
+            verb = action.split(":")[1]
+            assert verb.startswith(("Get", "List", "Describe")), action
+            assert not verb.startswith("GetObject") and action not in ("s3:ListBucket", "s3:ListBucketVersions"), action
+        assert not any(r.endswith("/*") and r.startswith("arn:aws:s3") for r in _list(st["Resource"]))
+
+
+def test_only_force_destroy_stacks_let_the_deployer_delete_exports():
+    dev, prod = _documents("dev")["deploy"], _documents("prod")["deploy"]
+    assert [st["Sid"] for st in dev["Statement"] if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"] \
+        == ["EmptyExportBucketOnDestroy"]
+    assert not [st for st in prod["Statement"] if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"]
+    for doc in (dev, prod):  # never an object read
+        assert not any(a.startswith("s3:GetObject") for st in doc["Statement"] if st["Effect"] == "Allow"
+                       for a in _list(st["Action"]))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_deployer_cannot_destroy_the_audit_trail(stack):
+    deploy = _documents(stack)["deploy"]
+    (deny,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditTrailDestruction"]
+    bucket = d.program_stack_config(stack).bucket.bucket_name
+    assert {"s3:DeleteBucket", "s3:DeleteObjectVersion", "cloudtrail:DeleteTrail", "cloudtrail:StopLogging"} <= set(deny["Action"])
+    assert f"arn:aws:s3:::{bucket}-audit" in deny["Resource"] and f"arn:aws:s3:::{bucket}-audit/*" in deny["Resource"]
+    (keys,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditKeyDeletion"]
+    assert keys["Condition"] == {"StringEquals": {f"aws:ResourceTag/{naming.PURPOSE_TAG}": "audit"}}
+
+
+def test_outbound_federation_is_enabled_only_by_the_stack_that_owns_it():
+    for stack in STACKS:
+        granted = {a for st in _documents(stack)["deploy"]["Statement"] for a in _list(st["Action"]) if st["Effect"] == "Allow"}
+        owner = d.program_stack_config(stack).identity.federation == "create"
+        assert ("iam:EnableOutboundWebIdentityFederation" in granted) == owner, stack
+
+
+def test_service_linked_role_is_ecs_only():
+    (st,) = [st for st in _documents("dev")["deploy"]["Statement"] if "iam:CreateServiceLinkedRole" in _list(st["Action"])]
+    assert st["Condition"] == {"StringEquals": {"iam:AWSServiceName": "ecs.amazonaws.com"}}
 
 
 def test_wildcard_subject_is_refused():
@@ -180,3 +331,17 @@ def test_bad_config_is_refused_with_the_key_value_and_fix(field, value, message)
     with pytest.raises(d.BootstrapConfigError) as err:
         d.BootstrapConfig(**{**GOOD, field: value})
     assert str(err.value).startswith(message)
+
+
+def test_the_scanner_export_writes_every_policy_document(tmp_path):
+    """tools/iam_documents.py (what parliament and policy_sentry read) writes each identity policy as built."""
+    sys.path.insert(0, str(BOOTSTRAP.parent / "tools"))
+    import iam_documents
+
+    iam_documents.main(tmp_path)
+    identity = sorted(p.name for p in (tmp_path / "identity").glob("*.json"))
+    assert len(identity) == 18  # per stack: 3 program role policies, deploy, preview, boundary
+    assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
+    written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
+    assert written == _documents("dev")["deploy"]
+    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 6  # export and audit key per stack

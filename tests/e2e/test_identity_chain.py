@@ -115,7 +115,7 @@ def test_role_without_read_change_feed_gets_a_403_naming_the_action(chain, fresh
     doctor = c.cli("doctor")
     assert doctor.returncode == 1
     lines = steps(doctor.stdout)
-    assert [line[:4] for line in lines] == ["ok  ", "ok  ", "ok  ", "ok  ", "FAIL"]
+    assert [line[:4] for line in lines] == ["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "FAIL"]  # ... cosmos key auth
     assert lines[-1].startswith("FAIL cosmos container orders: Cosmos refused the request (403/5301): ")
     assert f"perform action [{READ_CHANGE_FEED}]" in lines[-1]
     out = capsys.readouterr()

@@ -18,31 +18,64 @@ def names(run, prefix_types):
                   and not r.type_.startswith("cosmos-s3-export"))
 
 
+def _bucket_children(n: str, *, locked: bool) -> list[tuple[str, str]]:
+    """An export bucket and, beside it, the audit trail's own bucket and key."""
+    children = []
+    for b in (n, f"{n}-audit"):
+        children += [("Key", f"{b}-key"), ("Alias", f"{b}-key-alias"), ("Bucket", f"{b}-bucket"),
+                     ("BucketVersioning", f"{b}-versioning"), ("BucketServerSideEncryptionConfiguration", f"{b}-encryption"),
+                     ("BucketPublicAccessBlock", f"{b}-public-access-block"), ("BucketOwnershipControls", f"{b}-ownership"),
+                     ("BucketPolicy", f"{b}-policy"), ("BucketLifecycleConfiguration", f"{b}-lifecycle")]
+        if locked:
+            children.append(("BucketObjectLockConfiguration", f"{b}-object-lock"))
+    return sorted(children + [("Trail", f"{n}-trail")])
+
+
 def test_export_bucket_children_dev(dev):
     got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
                  if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail")))
     n = "export-dev"
-    assert got == sorted([
-        ("Key", f"{n}-key"), ("Alias", f"{n}-key-alias"), ("Bucket", f"{n}-bucket"),
-        ("BucketVersioning", f"{n}-versioning"), ("BucketServerSideEncryptionConfiguration", f"{n}-encryption"),
-        ("BucketPublicAccessBlock", f"{n}-public-access-block"), ("BucketOwnershipControls", f"{n}-ownership"),
-        ("BucketPolicy", f"{n}-policy"), ("BucketLifecycleConfiguration", f"{n}-lifecycle"), ("Trail", f"{n}-trail"),
-    ])
-    rules = {r["id"]: r for r in dev.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    assert got == _bucket_children(n, locked=False)
+    lifecycle = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+    rules = {r["id"]: r for r in dev.named(lifecycle, f"{n}-lifecycle").inputs["rules"]}
+    assert list(rules) == ["expire-exports"]
     export = rules["expire-exports"]
     assert export["filter"] == {"prefix": "cosmos/"}
     assert export["expiration"] == {"days": 14}
     assert export["noncurrentVersionExpiration"] == {"noncurrentDays": 3}
     assert export["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 2}
+    (audit_rule,) = dev.named(lifecycle, f"{n}-audit-lifecycle").inputs["rules"]
+    assert audit_rule["filter"] == {"prefix": "audit-trail/"} and audit_rule["expiration"] == {"days": 365}
+    # The trail writes into its own bucket under its own key, never the export bucket or key.
+    audit_key = dev.named("aws:kms/key:Key", f"{n}-audit-key").outputs["arn"]
     trail = dev.one("aws:cloudtrail/trail:Trail").inputs
-    assert trail["kmsKeyId"] == dev.kms_key_arn and trail["s3KeyPrefix"] == "audit-trail"
+    assert trail["kmsKeyId"] == audit_key != dev.kms_key_arn and trail["s3KeyPrefix"] == "audit-trail"
+    assert trail["s3BucketName"] == f"{dev.bucket}-audit"
     assert {"field": "resources.ARN", "startsWiths": [f"arn:aws:s3:::{dev.bucket}/cosmos/"]} in \
         trail["advancedEventSelectors"][0]["fieldSelectors"]
 
 
+def test_audit_trail_outlives_the_stack_and_forceDestroy(dev):
+    """dev's forceDestroy empties the export bucket only; every audit resource is retained on destroy."""
+    audit = [r for r in dev.resources if r.custom and ("-audit-" in r.name or r.type_ == "aws:cloudtrail/trail:Trail")]
+    assert len(audit) == 10
+    assert dev.named("aws:s3/bucket:Bucket", "export-dev-bucket").inputs["forceDestroy"] is True
+    assert dev.named("aws:s3/bucket:Bucket", "export-dev-audit-bucket").inputs["forceDestroy"] is False
+    assert {r.name for r in audit if r.retain_on_delete} == {r.name for r in audit}
+    assert not dev.named("aws:s3/bucket:Bucket", "export-dev-bucket").retain_on_delete
+
+
+def test_prod_locks_the_audit_trail_like_the_exports(prod):
+    lock = "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration"
+    for name in ("export-prod-object-lock", "export-prod-audit-object-lock"):
+        assert prod.named(lock, name).inputs["rule"]["defaultRetention"] == {"mode": "COMPLIANCE", "days": 365}
+    assert prod.named("aws:s3/bucket:Bucket", "export-prod-audit-bucket").inputs["objectLockEnabled"] is True
+
+
 def test_prod_bucket_has_object_lock_and_transition(prod):
-    assert prod.one("aws:s3/bucket:Bucket").inputs["objectLockEnabled"] is True
-    rules = {r["id"]: r for r in prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    assert prod.named("aws:s3/bucket:Bucket", "export-prod-bucket").inputs["objectLockEnabled"] is True
+    lifecycle = prod.named("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "export-prod-lifecycle")
+    rules = {r["id"]: r for r in lifecycle.inputs["rules"]}
     assert rules["expire-exports"]["transitions"] == [{"days": 35, "storageClass": "GLACIER_IR"}]
     assert rules["expire-exports"]["expiration"] == {"days": 400}
 
@@ -62,6 +95,16 @@ def test_deployer_owns_the_app_and_service_principal(every_stack):
     deployer = mocked_stack._uuid("deployer-object")  # what the getClientConfig mock answers
     assert every_stack.one("azuread:index/application:Application").inputs["owners"] == [deployer]
     assert every_stack.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == [deployer]
+
+
+def test_configured_owners_own_the_app_whoever_deploys():
+    """entraAppOwners (the CI deployer and the laptop deployers) replace 'whoever runs pulumi up'."""
+    owners = ["1c8e8a69-3b75-4a9f-8b1d-7d2a8e4f6c32", "0B7D7F58-2A64-4F8E-9A0C-6C1F7D3E5B21"]
+    run = run_stack("prod", {"entraAppOwners": owners})
+    expected = sorted(owners, key=str.lower)
+    assert run.one("azuread:index/application:Application").inputs["owners"] == expected
+    assert run.one("azuread:index/servicePrincipal:ServicePrincipal").inputs["owners"] == expected
+    assert mocked_stack._uuid("deployer-object") not in expected
 
 
 def test_additional_federated_credentials_default_to_account_issuer():
@@ -142,13 +185,7 @@ def test_each_component_declares_exactly_its_children(stack):
     """Children by parent (the URN the engine records), so a resource moved to the wrong component shows up."""
     run = run_stack(stack)
     n = f"export-{stack}"
-    bucket = [("Alias", f"{n}-key-alias"), ("Bucket", f"{n}-bucket"), ("BucketLifecycleConfiguration", f"{n}-lifecycle"),
-              ("BucketOwnershipControls", f"{n}-ownership"), ("BucketPolicy", f"{n}-policy"),
-              ("BucketPublicAccessBlock", f"{n}-public-access-block"),
-              ("BucketServerSideEncryptionConfiguration", f"{n}-encryption"), ("BucketVersioning", f"{n}-versioning"),
-              ("Key", f"{n}-key"), ("Trail", f"{n}-trail")]
-    if stack == "prod":
-        bucket.append(("BucketObjectLockConfiguration", f"{n}-object-lock"))
+    bucket = [c for c in _bucket_children(n, locked=stack == "prod")]
     assignments = [("SqlResourceSqlRoleAssignment", r.name) for r in run.of_type(ASSIGNMENT)]
     assert len(assignments) == {"dev": 2, "prod": 3}[stack]  # one per exported container
     cosmos = [("DiagnosticSetting", f"{n}-diagnostics"), ("SqlResourceSqlRoleDefinition", f"{n}-role"), *assignments]

@@ -163,3 +163,28 @@ def test_cosmos_names():
     assert cosmos_name_problem("orders") is None
     assert cosmos_name_problem("a#b?") == "must not contain '#', '?'"
     assert cosmos_name_problem("trailing ") == "must not end with a space"
+
+
+def test_audit_retention_shorter_than_object_lock():
+    assert problems(auditRetentionDays=30) == [
+        "cosmos-s3-export:auditRetentionDays = 30: shorter than objectLock.days (365), which also locks the audit "
+        "trail: set auditRetentionDays >= 365"]
+    assert load("dev", auditRetentionDays=30).bucket.audit_retention_days == 30  # dev has no lock
+
+
+def test_bucket_name_leaves_room_for_the_audit_bucket():
+    name = "a" * 58
+    [problem] = problems(bucketName=name)
+    assert problem == (f"cosmos-s3-export:bucketName = \"{name}\": leaves no room for the audit trail's bucket "
+                       f"'{name}-audit' (63 characters at most): shorten it to 57 or fewer")
+    assert load(bucketName="a" * 57).bucket.bucket_name == "a" * 57
+
+
+def test_entra_app_owners_are_object_ids():
+    good = ["0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21", "1c8e8a69-3b75-4a9f-8b1d-7d2a8e4f6c32"]
+    assert load(entraAppOwners=good).identity.entra_app_owners == good
+    [problem] = problems(entraAppOwners=["alice@acme.com", good[0]])
+    assert problem.startswith("cosmos-s3-export:entraAppOwners = [\"alice@acme.com\", ") and \
+        "not Entra object ids: 'alice@acme.com'; list the object ids (GUIDs) of the CI deployer's service principal" in problem
+    [problem] = problems(entraAppOwners=[good[0], good[0].upper()])
+    assert problem.endswith("lists an owner more than once; list each once")

@@ -85,9 +85,15 @@ def test_scheduler_may_run_only_this_family_and_pass_only_two_roles():
     assert s["PassWorkerRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
 
 
+TASK = "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-task"
+RESTORE = "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-restore"
+ACCESS = policies.ExportAccess(read=(TASK,), write=(TASK,), delete=(TASK,))
+
+
 def test_bucket_policy_denies_plain_http_and_foreign_encryption():
-    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY))
-    assert set(s) == {"DenyInsecureTransport", "DenyPutWithOtherKey", "DenyPutNotKms"}
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=ACCESS))
+    assert set(s) == {"DenyInsecureTransport", "DenyPutWithOtherKey", "DenyPutNotKms", "OnlyReadersReadObjects",
+                      "OnlyWritersWriteObjects", "OnlyDeletersDeleteObjects"}
     tls = s["DenyInsecureTransport"]
     assert (tls["Effect"], tls["Principal"], tls["Action"]) == ("Deny", "*", "s3:*")
     assert tls["Resource"] == ["arn:aws:s3:::b-1", "arn:aws:s3:::b-1/*"]
@@ -97,12 +103,75 @@ def test_bucket_policy_denies_plain_http_and_foreign_encryption():
     assert s["DenyPutNotKms"]["Condition"]["StringNotEquals"] == {"s3:x-amz-server-side-encryption": "aws:kms"}
 
 
-def test_bucket_policy_lets_only_its_trail_write_only_under_audit_prefix():
-    trail = "arn:aws:cloudtrail:eu-west-1:1:trail/t"
-    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, trail_arn=trail, trail_prefix="audit-trail"))
-    assert s["CloudTrailWrite"]["Resource"] == "arn:aws:s3:::b-1/audit-trail/*"
+def test_bucket_policy_denies_object_reads_writes_deletes_to_all_but_the_listed_roles():
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=ACCESS))
+    for sid, actions in (("OnlyReadersReadObjects", {"s3:GetObject", "s3:GetObjectVersion"}),
+                         ("OnlyWritersWriteObjects", {"s3:PutObject"}),
+                         ("OnlyDeletersDeleteObjects", {"s3:DeleteObject", "s3:DeleteObjectVersion"})):
+        st = s[sid]
+        assert (st["Effect"], st["Principal"], st["Resource"]) == ("Deny", "*", "arn:aws:s3:::b-1/*")
+        assert actions <= set(st["Action"])
+        assert st["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [TASK]}}
+
+
+def test_adding_a_restore_role_is_one_arn_per_access_kind():
+    access = policies.ExportAccess(read=(TASK, RESTORE), write=(TASK, RESTORE), delete=(TASK,))
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=access))
+    assert s["OnlyReadersReadObjects"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == sorted([TASK, RESTORE])
+    assert s["OnlyDeletersDeleteObjects"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == [TASK]
+    k = _by_sid(policies.kms_key_policy(account_id="111122223333", region="eu-west-1", bucket="b-1", access=access))
+    assert k["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"] == sorted([TASK, RESTORE])
+
+
+def test_nobody_listed_means_denied_to_everyone():
+    s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=policies.ExportAccess(read=(TASK,))))
+    assert "Condition" not in s["OnlyDeletersDeleteObjects"] and "Condition" not in s["OnlyWritersWriteObjects"]
+    assert s["OnlyReadersReadObjects"]["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [TASK]}}
+
+
+def test_key_policy_delegates_administration_but_not_use():
+    doc = policies.kms_key_policy(account_id="111122223333", region="eu-west-1", bucket="b-1", access=ACCESS)
+    s = _by_sid(doc)
+    assert set(s) == {"KeyAdministrationThroughIam", "ReadersAndWritersDecrypt", "WritersEncrypt"}
+    admin = s["KeyAdministrationThroughIam"]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
+    assert "kms:*" not in admin["Action"] and "kms:PutKeyPolicy" in admin["Action"]
+    # No cryptographic action and no grant (a grant would hand out decryption) through IAM.
+    assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:CreateGrant"} & set(admin["Action"])
+    assert not any(a.endswith("*") for a in admin["Action"])
+    for sid, actions in (("ReadersAndWritersDecrypt", ["kms:Decrypt"]), ("WritersEncrypt", ["kms:Encrypt", "kms:GenerateDataKey"])):
+        st = s[sid]
+        assert st["Action"] == actions
+        assert st["Condition"] == {
+            "ArnEquals": {"aws:PrincipalArn": [TASK]},
+            "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com", "kms:CallerAccount": "111122223333"},
+            "StringLike": {"kms:EncryptionContext:aws:s3:arn": ["arn:aws:s3:::b-1", "arn:aws:s3:::b-1/*"]},
+        }
+
+
+def test_audit_trail_bucket_and_key_serve_only_their_trail():
+    trail = "arn:aws:cloudtrail:eu-west-1:111122223333:trail/t"
+    s = _by_sid(policies.audit_bucket_policy(bucket="b-1-audit", trail_arn=trail, trail_prefix="audit-trail"))
+    assert s["CloudTrailWrite"]["Resource"] == "arn:aws:s3:::b-1-audit/audit-trail/*"
     assert s["CloudTrailWrite"]["Condition"]["StringEquals"]["aws:SourceArn"] == trail
     assert s["CloudTrailAclCheck"]["Action"] == "s3:GetBucketAcl"
+    nobody = s["NobodyDeletesTheTrail"]
+    assert (nobody["Effect"], nobody["Principal"], "Condition" in nobody) == ("Deny", "*", False)
+    assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"} <= set(nobody["Action"])
+    k = _by_sid(policies.audit_key_policy(account_id="111122223333", trail_arn=trail))
+    assert set(k) == {"KeyAdministrationThroughIam", "CloudTrailEncryptsThisTrail", "CloudTrailDescribesKey"}
+    assert k["CloudTrailEncryptsThisTrail"]["Condition"] == {
+        "StringEquals": {"aws:SourceArn": trail},
+        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": "arn:aws:cloudtrail:*:111122223333:trail/*"}}
+    reader = "arn:aws:iam::111122223333:role/security-audit"
+    k = _by_sid(policies.audit_key_policy(account_id="111122223333", trail_arn=trail, readers=(reader,)))
+    assert k["AuditReadersDecrypt"]["Condition"]["ArnEquals"] == {"aws:PrincipalArn": [reader]}
+
+
+def test_scheduler_trust_is_bound_to_the_schedule_group():
+    (st,) = policies.scheduler_trust_policy("111122223333", "eu-west-1")["Statement"]
+    assert st["Condition"] == {"StringEquals": {"aws:SourceAccount": "111122223333"},
+                               "ArnEquals": {"aws:SourceArn": "arn:aws:scheduler:eu-west-1:111122223333:schedule-group/default"}}
 
 
 def test_cosmos_scopes_per_container_or_database():

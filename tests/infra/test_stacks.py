@@ -59,9 +59,12 @@ def test_no_static_secret_resource(every_stack):
 
 def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_stack):
     run = every_stack
-    key_arn = run.one("aws:kms/key:Key").outputs["arn"]
+    keys = {"export-" + run.stack: run.named("aws:kms/key:Key", f"export-{run.stack}-key").outputs["arn"],
+            f"export-{run.stack}-audit": run.named("aws:kms/key:Key", f"export-{run.stack}-audit-key").outputs["arn"]}
+    assert keys[f"export-{run.stack}"] == run.kms_key_arn
     for bucket in run.of_type("aws:s3/bucket:Bucket"):
         bid = bucket.outputs["id"]
+        key_arn = keys[bucket.name.removesuffix("-bucket")]  # each bucket under its own key
         (pab,) = [r for r in run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock") if r.inputs["bucket"] == bid]
         assert all(pab.inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
         (sse,) = [r for r in run.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
@@ -72,13 +75,14 @@ def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_
         (pol,) = [r for r in run.of_type("aws:s3/bucketPolicy:BucketPolicy") if r.inputs["bucket"] == bid]
         statements = {s["Sid"]: s for s in json.loads(pol.inputs["policy"])["Statement"]}
         assert statements["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        assert statements["DenyPutWithOtherKey"]["Condition"]["StringNotEquals"] == {
-            "s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
+        if bucket.name == f"export-{run.stack}-bucket":
+            assert statements["DenyPutWithOtherKey"]["Condition"]["StringNotEquals"] == {
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
         (own,) = [r for r in run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls") if r.inputs["bucket"] == bid]
         assert own.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
         (ver,) = [r for r in run.of_type("aws:s3/bucketVersioning:BucketVersioning") if r.inputs["bucket"] == bid]
         assert ver.inputs["versioningConfiguration"]["status"] == "Enabled"
-    assert run.one("aws:kms/key:Key").inputs["enableKeyRotation"] is True
+    assert all(k.inputs["enableKeyRotation"] is True for k in run.of_type("aws:kms/key:Key"))
 
 
 def test_task_role_grants_nothing_outside_prefix_and_key(every_stack):
@@ -162,9 +166,9 @@ def test_schedule_has_retry_dlq_and_scoped_role(every_stack):
 
 
 def test_environments_really_differ(dev, prod):
-    assert dev.one("aws:s3/bucket:Bucket").inputs["objectLockEnabled"] is False
-    assert prod.one("aws:s3/bucket:Bucket").inputs["objectLockEnabled"] is True
-    lock = prod.one("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    assert dev.named("aws:s3/bucket:Bucket", "export-dev-bucket").inputs["objectLockEnabled"] is False
+    assert prod.named("aws:s3/bucket:Bucket", "export-prod-bucket").inputs["objectLockEnabled"] is True
+    lock = prod.named("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "export-prod-object-lock")
     assert lock.inputs["rule"]["defaultRetention"] == {"mode": "COMPLIANCE", "days": 365}
     assert not dev.of_type("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
     assert dev.one("aws:scheduler/schedule:Schedule").inputs["scheduleExpression"] != \
@@ -198,3 +202,59 @@ def test_assignment_guids_are_deterministic_and_distinct(every_stack):
     assert len(set(guids)) == len(guids)
     again = run_stack(every_stack.stack)
     assert guids == [r.inputs["roleAssignmentId"] for r in again.of_type(ASSIGNMENT)]
+
+
+def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
+    """The bucket and key policies name the real task role (its exported ARN), and nobody else but,
+    on forceDestroy stacks (dev), the CI deployer as a deleter only."""
+    run = every_stack
+    task = run.task_role_arn
+    assert task == f"arn:aws:iam::{run.outputs['taskRoleArn'].split(':')[4]}:role/cosmos-s3-export/{run.stack}/export-{run.stack}-task"
+    policy = run.named("aws:s3/bucketPolicy:BucketPolicy", f"export-{run.stack}-policy")
+    s = {st["Sid"]: st for st in json.loads(policy.inputs["policy"])["Statement"]}
+    allowed = lambda sid: s[sid]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]  # noqa: E731
+    assert allowed("OnlyReadersReadObjects") == [task] and allowed("OnlyWritersWriteObjects") == [task]
+    account = task.split(":")[4]
+    deployer = f"arn:aws:iam::{account}:role/gh-{run.stack}-deploy"
+    assert allowed("OnlyDeletersDeleteObjects") == (sorted([deployer, task]) if run.stack == "dev" else [task])
+    key = {st["Sid"]: st for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]}
+    assert key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"] == [task]
+    assert key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"] == [task]
+    assert not any(st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"]
+                   for st in key.values())
+
+
+def test_every_role_sits_under_its_stack_path_with_the_bootstrap_boundary(every_stack):
+    run = every_stack
+    account = run.task_role_arn.split(":")[4]
+    roles = run.of_type(ROLE)
+    names = {r.inputs["name"] for r in roles}
+    assert names >= {f"export-{run.stack}-{k}" for k in ("task", "execution", "scheduler")}
+    assert all(n.startswith(f"export-{run.stack}-") for n in names)  # a restore role joins the same way
+    for role in roles:
+        assert role.inputs["path"] == f"/cosmos-s3-export/{run.stack}/"
+        assert role.inputs["permissionsBoundary"] == f"arn:aws:iam::{account}:policy/cosmos-s3-export-{run.stack}-boundary"
+
+
+def test_name_less_resources_carry_the_stack_tag(every_stack):
+    """KMS keys, the security group and the task definition: the deployer's policy matches this tag."""
+    run = every_stack
+    for type_ in ("aws:kms/key:Key", "aws:ec2/securityGroup:SecurityGroup", "aws:ecs/taskDefinition:TaskDefinition"):
+        for r in run.of_type(type_):
+            assert r.inputs["tags"]["cosmos-s3-export-stack"] == run.stack, (type_, r.name)
+    purposes = {r.name: r.inputs["tags"]["cosmos-s3-export-purpose"] for r in run.of_type("aws:kms/key:Key")}
+    assert purposes == {f"export-{run.stack}-key": "export", f"export-{run.stack}-audit-key": "audit"}
+
+
+def test_key_auth_on_the_cosmos_account_is_reported(monkeypatch):
+    from sandbox import mocked_stack
+
+    assert run_stack("dev").outputs[contract.Output.COSMOS_LOCAL_AUTH_DISABLED] is True
+    original = mocked_stack._Mocks.call
+
+    def keys_allowed(self, args):
+        out = original(self, args)
+        return {**out, "disableLocalAuth": False} if args.token == "azure-native:cosmosdb:getDatabaseAccount" else out
+
+    monkeypatch.setattr(mocked_stack._Mocks, "call", keys_allowed)
+    assert run_stack("dev").outputs[contract.Output.COSMOS_LOCAL_AUTH_DISABLED] is False

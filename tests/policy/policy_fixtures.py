@@ -40,6 +40,14 @@ def task_role_policy() -> dict:
     ]}
 
 
+def key_policy() -> dict:
+    """The program's own key policy builder: administration through IAM, use by the task role only."""
+    from components import policies
+
+    access = policies.ExportAccess(read=(TASK_ROLE_ARN,), write=(TASK_ROLE_ARN,), delete=(TASK_ROLE_ARN,))
+    return policies.kms_key_policy(account_id=ACCOUNT, region="eu-west-1", bucket=BUCKET, access=access)
+
+
 def bucket_policy() -> dict:
     arn = f"arn:aws:s3:::{BUCKET}"
     return {"Version": "2012-10-17", "Statement": [
@@ -67,7 +75,7 @@ def container(**overrides) -> dict:
 def good_stack() -> list[Resource]:
     R = Resource
     return copy.deepcopy([
-        R("aws:kms/key:Key", "key", {"arn": KEY_ARN, "enableKeyRotation": True}),
+        R("aws:kms/key:Key", "key", {"arn": KEY_ARN, "enableKeyRotation": True, "policy": json.dumps(key_policy())}),
         R("aws:s3/bucket:Bucket", "bucket", {"bucket": BUCKET, "id": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}),
         R("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "pab",
           {"bucket": BUCKET, "blockPublicAcls": True, "blockPublicPolicy": True,

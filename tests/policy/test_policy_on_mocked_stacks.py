@@ -114,3 +114,43 @@ def test_camel_keys_converter():
                                                             {"sse_algorithm": "aws:kms"}}], "taskRoleArn": "a"}) == {
         "blockPublicAcls": True, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
         "taskRoleArn": "a"}
+
+
+def _edit_named(resources, type_: str, name: str, **props):
+    out = []
+    for r in resources:
+        if r.resource_type == type_ and r.name == name:
+            raw = {k: r.props["__target"][k] for k in r.props}
+            r = policy_resource(stack_of(r), r.resource_type, r.name, {**raw, **props})
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_role_without_boundary_or_on_another_stacks_path_is_rejected(stack):
+    other = "staging" if stack != "staging" else "dev"
+    resources = _edit_named(_resources(stack), rules.T_ROLE, f"export-{stack}-scheduler", permissionsBoundary=None)
+    resources = _edit_named(resources, rules.T_ROLE, f"export-{stack}-execution", path=f"/cosmos-s3-export/{other}/")
+    found = sorted((p, n, m.split("': ", 1)[1]) for p, n, m in violations(resources))
+    assert [(p, n) for p, n, _ in found] == [("chain-of-trust-and-data-guardrails", f"export-{stack}-execution"),
+                                             ("chain-of-trust-and-data-guardrails", f"export-{stack}-scheduler")]
+    assert found[0][2].startswith(f"role path '/cosmos-s3-export/{other}/' is not /cosmos-s3-export/{stack}/")
+    assert found[1][2].startswith("role has permissionsBoundary None; every program role carries the bootstrap's boundary")
+
+
+def test_default_key_policy_and_wildcard_role_policy_are_rejected():
+    resources = _edit_named(_resources("prod"), rules.T_KMS_KEY, "export-prod-key", policy=json.dumps({"Statement": [
+        {"Sid": "Default", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
+         "Action": "kms:*", "Resource": "*"}]}))
+    resources = _edit_named(resources, rules.T_ROLE_POLICY, "export-prod-scheduler-policy", policy=json.dumps({"Statement": [
+        {"Sid": "All", "Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}))
+    found = sorted((n, m) for _, n, m in violations(resources))
+    assert [n for n, _ in found] == ["export-prod-key", "export-prod-scheduler-policy"]
+    assert "statement Default allows kms:*: split key administration from key use" in found[0][1]
+    assert "statement All allows whole services ['ecs:*']; name the exact actions" in found[1][1]
+
+
+def test_entra_app_holding_a_password_is_rejected():
+    resources = _edit_named(_resources("dev"), "azuread:index/application:Application", "export-dev-app",
+                            password={"displayName": "added-by-hand", "keyId": "3c1b"})
+    assert [(p, n) for p, n, _ in violations(resources)] == [("no-static-credentials", "export-dev-app")]

@@ -205,9 +205,13 @@ def test_task_role_star_resource_is_refused():
 
 
 def test_task_role_wildcard_action_is_refused():
-    [msg] = messages(_with_statement({"Sid": "All", "Effect": "Allow", "Action": "s3:*",
+    found = messages(_with_statement({"Sid": "All", "Effect": "Allow", "Action": "s3:*",
                                       "Resource": f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/*"}))
-    assert msg == "RolePolicy 'task-role-policy' statement All allows wildcard actions ['s3:*']; name the exact actions"
+    # The task-role scope rule and the every-role least-privilege rule both refuse it.
+    assert sorted(found) == [
+        "RolePolicy 'task-role-policy' statement All allows whole services ['s3:*']; name the exact actions",
+        "RolePolicy 'task-role-policy' statement All allows wildcard actions ['s3:*']; name the exact actions",
+    ]
 
 
 def test_task_role_other_prefix_is_refused():
@@ -299,3 +303,92 @@ def test_writable_root_filesystem_is_refused():
     assert rules.check_task_definition(_td(readonlyRootFilesystem=False)) == [
         "container 'worker' has readonlyRootFilesystem=False; it must be true"
     ]
+
+
+# --- Least privilege of every program role and key ---------------------------------------
+
+TASK_ROLE_URN = "urn:pulumi:dev::cosmos-s3-export::cosmos-s3-export:aws:TaskRole$aws:iam/role:Role::export-dev-task"
+GOOD_ROLE = {
+    "path": "/cosmos-s3-export/dev/",
+    "permissionsBoundary": f"arn:aws:iam::{fx.ACCOUNT}:policy/cosmos-s3-export-dev-boundary",
+    "assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                                                   "Action": "sts:AssumeRole",
+                                                   "Condition": {"StringEquals": {"aws:SourceAccount": fx.ACCOUNT}}}]}),
+}
+
+
+def test_program_role_under_its_stack_path_with_the_boundary_passes():
+    assert rules.check_program_role(GOOD_ROLE, "dev") == []
+    assert rules.stack_of_urn(TASK_ROLE_URN) == "dev"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"path": "/cosmos-s3-export/"}, "role path '/cosmos-s3-export/' is not /cosmos-s3-export/dev/"),
+    ({"path": "/cosmos-s3-export/staging/"}, "role path '/cosmos-s3-export/staging/' is not /cosmos-s3-export/dev/"),
+    ({"permissionsBoundary": None}, "role has permissionsBoundary None; every program role carries the bootstrap's boundary"),
+    ({"permissionsBoundary": f"arn:aws:iam::{fx.ACCOUNT}:policy/cosmos-s3-export-staging-boundary"},
+     "role has permissionsBoundary 'arn:aws:iam::123456789012:policy/cosmos-s3-export-staging-boundary'"),
+    ({"assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
+                                                     "Action": "sts:AssumeRole",
+                                                     "Condition": {"StringEquals": {"aws:SourceAccount": "1"}}}]})},
+     "trust of scheduler.amazonaws.com has no aws:SourceArn condition"),
+    ({"assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                                                     "Action": "sts:AssumeRole"}]})},
+     "trust of ['ecs-tasks.amazonaws.com'] has no aws:SourceAccount condition"),
+])
+def test_program_role_off_its_path_boundary_or_trust_is_refused(change, message):
+    [found] = rules.check_program_role({**GOOD_ROLE, **change}, "dev")
+    assert found.startswith(message), found
+
+
+def test_unknown_boundary_during_preview_is_not_guessed():
+    assert rules.check_program_role({**GOOD_ROLE, "permissionsBoundary": UNKNOWN, "path": UNKNOWN}, "dev") == []
+
+
+@pytest.mark.parametrize("statement,message", [
+    ({"Effect": "Allow", "Action": "*", "Resource": "*"}, "allows whole services ['*']"),
+    ({"Effect": "Allow", "Action": ["ec2:*"], "Resource": "*"}, "allows whole services ['ec2:*']"),
+    ({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "uses NotAction"),
+    ({"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy"], "Resource": "*"},
+     "allows ['iam:CreateRole', 'iam:PutRolePolicy'] without the iam:PermissionsBoundary condition"),
+])
+def test_identity_policy_wildcards_and_unbounded_role_changes_are_refused(statement, message):
+    [found] = rules.check_identity_policy({"Statement": [{"Sid": "X", **statement}]}, "RolePolicy 'p'")
+    assert found.startswith("RolePolicy 'p' statement X ") and message in found, found
+
+
+def test_role_changes_under_the_boundary_are_allowed():
+    st = {"Effect": "Allow", "Action": ["iam:CreateRole"], "Resource": "arn:aws:iam::1:role/cosmos-s3-export/dev/*",
+          "Condition": {"ArnEquals": {"iam:PermissionsBoundary": "arn:aws:iam::1:policy/b"}}}
+    assert rules.check_identity_policy({"Statement": [st]}, "p") == []
+
+
+@pytest.mark.parametrize("statement,message", [
+    ({"Sid": "Default", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": "kms:*", "Resource": "*"},
+     "allows kms:*"),
+    ({"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": ["kms:Decrypt"], "Resource": "*"},
+     "allows ['kms:decrypt'] to {'AWS': 'arn:aws:iam::1:root'} without an aws:PrincipalArn condition"),
+    ({"Sid": "Grant", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": ["kms:CreateGrant"], "Resource": "*"},
+     "allows ['kms:creategrant']"),
+    ({"Sid": "Trail", "Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"},
+      "Action": "kms:GenerateDataKey*", "Resource": "*"}, "without an aws:SourceArn condition"),
+])
+def test_key_policy_handing_out_use_is_refused(statement, message):
+    [found] = rules.check_kms_key_policy({"Statement": [statement]}, "Key 'k'")
+    assert message in found, found
+
+
+def test_stack_with_default_key_policy_is_refused():
+    found = messages(replace(good_stack(), "key", policy=json.dumps(
+        {"Statement": [{"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"},
+                        "Action": "kms:*", "Resource": "*"}]})))
+    assert found == ["Key 'key' statement Enable IAM User Permissions allows kms:*: split key administration from key "
+                     "use, and grant use to the roles that need it only (the default key policy hands every IAM "
+                     "principal the key)"]
+
+
+def test_application_with_a_password_is_refused():
+    assert rules.check_application_secret({"displayName": "x"}) == []
+    assert rules.check_application_secret({"password": UNKNOWN}) == []
+    [found] = rules.check_application_secret({"password": {"displayName": "ci", "keyId": "k"}})
+    assert found.startswith("Entra application holds a password (client secret)")

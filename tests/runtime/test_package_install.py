@@ -25,14 +25,15 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
         instruction, _, args = line.partition(" ")
         if instruction.upper() == "FROM":
             stages.append([])
-        stages[-1].append((instruction.upper(), args.strip()))
+        if stages:  # global ARGs before the first FROM (the base image) belong to no stage
+            stages[-1].append((instruction.upper(), args.strip()))
     return stages
 
 
 def test_dockerfile_runs_as_numeric_non_root_user_with_the_cli_entrypoint():
     build, final = dockerfile_stages()
-    assert [a for i, a in build if i == "FROM"] == ["python:3.11-slim AS build"]
-    assert [a for i, a in final if i == "FROM"] == ["python:3.11-slim"]
+    assert [a for i, a in build if i == "FROM"] == ["${BASE_IMAGE} AS build"]  # a digest: tests/ci/test_supply_chain.py
+    assert [a for i, a in final if i == "FROM"] == ["${BASE_IMAGE}"]
     [user] = [a for i, a in final if i == "USER"]
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0)
@@ -46,22 +47,27 @@ def test_dockerfile_runs_as_numeric_non_root_user_with_the_cli_entrypoint():
 def test_dockerfile_installs_the_package_from_its_own_pyproject():
     build, _ = dockerfile_stages()
     copies = [a for i, a in build if i == "COPY"]
-    assert copies == ["pyproject.toml ./", "src ./src"]
+    assert copies == ["requirements.txt pyproject.toml ./", "src ./src"]
     [install] = [a for i, a in build if i == "RUN"]
-    assert "/opt/venv/bin/pip install --no-compile ." in install
-    assert not re.search(r"\[(dev|test)\]|requirements", install)
+    # The runtime lock (runtime dependencies only, hashed), then the package itself with nothing fetched.
+    assert "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements.txt" in install
+    assert "/opt/venv/bin/pip install --no-compile --no-deps --no-build-isolation --no-index ." in install
+    assert not re.search(r"\[(dev|test)\]|requirements-test", install)
 
 
 @pytest.mark.slow
 def test_fresh_virtualenv_pip_install_runtime_gives_the_cli(tmp_path):
-    """`pip install ./runtime` (the Dockerfile's step) into an empty venv, then `cosmos-export --help` from it."""
+    """The Dockerfile's two pip steps (the hashed lock, then the package offline) into an empty venv,
+    then `cosmos-export --help` from it."""
     source = tmp_path / "runtime"
     shutil.copytree(RUNTIME, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check",
-                          str(source)], capture_output=True, text=True, timeout=600)
-    assert pip.returncode == 0, pip.stderr[-3000:]
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check"]
+    for args in (["--require-hashes", "-r", str(source / "requirements.txt")],
+                 ["--no-deps", "--no-build-isolation", "--no-index", str(source)]):
+        proc = subprocess.run(pip + args, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     result = subprocess.run([str(venv / "bin" / "cosmos-export"), "--help"], capture_output=True, text=True,
                             timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr

@@ -42,7 +42,7 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
     sp = dev_run.one("azuread:index/servicePrincipal:ServicePrincipal")
 
     assert plan.task_role_arn == task_role.outputs["arn"] == dev_run.outputs[contract.Output.TASK_ROLE_ARN]
-    assert plan.task_role_arn.startswith("arn:aws:iam::111122223333:role/cosmos-s3-export/export-dev-task-")
+    assert plan.task_role_arn == "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-task"
     assert [(f.issuer, f.subject, f.audiences, f.client_id) for f in plan.federated_credentials] == [
         (fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])]
     assert plan.issuer == dev_run.outputs[contract.Output.ISSUER]

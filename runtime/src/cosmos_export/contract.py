@@ -269,6 +269,9 @@ class Output:
     COSMOS_ENDPOINT = "cosmosEndpoint"
     WORKER_ENVIRONMENT = "workerEnvironment"
     COSMOS_ROLE_DEFINITION_ID = "cosmosRoleDefinitionId"
+    #: False while the Cosmos account still accepts account keys (disableLocalAuth false): then "no static
+    #: secret" holds for this worker only, not for the account.
+    COSMOS_LOCAL_AUTH_DISABLED = "cosmosLocalAuthDisabled"
     # Restore identity and tasks (only when the stack's restore block is enabled)
     RESTORE_TASK_ROLE_ARN = "restoreTaskRoleArn"
     RESTORE_CLIENT_ID = "restoreClientId"

@@ -1,12 +1,17 @@
 """`cosmos-export doctor`: walk the chain of trust one link at a time.
 
 Each step prints `ok   <step>: <detail>` or `FAIL <step>: <reason>`; the walk
-stops at the first broken link, whose reason is the last line printed. Tokens
-are never printed: only the AWS token's decoded claims.
+stops at the first broken link, whose reason is the last line printed. A `warn`
+line is a finding that breaks no link (the account still accepting account
+keys) and the walk goes on. Tokens are never printed: only the AWS token's
+decoded claims.
 """
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import os
 import re
 import time
 import uuid
@@ -16,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import requests
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,9 +37,15 @@ class StepResult:
     step: str
     ok: bool
     detail: str
+    #: A finding that breaks no link of the chain (printed `warn`, the walk goes on).
+    warning: bool = False
 
 
 class _Broken(Exception):
+    pass
+
+
+class _Warn(Exception):
     pass
 
 
@@ -54,6 +66,7 @@ class Doctor:
         steps += [
             ("entra token exchange", self.entra_exchange),
             ("cosmos account", self.cosmos_account),
+            ("cosmos key auth", self.cosmos_key_auth),
             *[(f"cosmos container {name}", self._container_step(name)) for name in self.settings.cosmos_containers],
             ("s3 write probe", self.s3_probe),
         ]
@@ -63,15 +76,18 @@ class Doctor:
             except _Broken as e:
                 self._record(name, False, str(e))
                 return False
+            except _Warn as e:
+                self._record(name, True, str(e), warning=True)
+                continue
             except Exception as e:  # an unexpected failure is still reported as this step's reason
                 self._record(name, False, f"{type(e).__name__}: {e}")
                 return False
             self._record(name, True, detail)
         return True
 
-    def _record(self, step: str, ok: bool, detail: str) -> None:
-        self.results.append(StepResult(step, ok, detail))
-        self.echo(f"{'ok  ' if ok else 'FAIL'} {step}: {detail}")
+    def _record(self, step: str, ok: bool, detail: str, warning: bool = False) -> None:
+        self.results.append(StepResult(step, ok, detail, warning))
+        self.echo(f"{'warn' if warning else 'ok  ' if ok else 'FAIL'} {step}: {detail}")
 
     # --- steps ---------------------------------------------------------------
 
@@ -128,6 +144,39 @@ class Doctor:
         except source.SourceError as e:
             raise _Broken(str(e)) from None
         return f"{self.settings.cosmos_endpoint} consistency {level} (minimum {self.settings.min_consistency})"
+
+    def cosmos_key_auth(self) -> str:
+        """Whether the account still accepts account keys, seen from here without any key.
+
+        An account read signed with a made-up master key: an account with key auth
+        disabled refuses it with "Local Authorization is disabled"; one that still
+        accepts keys refuses the signature itself (401, wrong key). No key is read,
+        used or printed; the worker has no management access to ask Azure directly.
+        """
+        fake = base64.b64encode(os.urandom(32)).decode()
+        headers = {
+            "x-ms-date": email.utils.formatdate(usegmt=True).lower(),
+            "x-ms-version": "2020-07-15",
+            "authorization": requests.utils.quote(f"type=master&ver=1.0&sig={fake}", safe=""),
+        }
+        try:
+            response = requests.get(self.settings.cosmos_endpoint, headers=headers, timeout=30,
+                                    verify=self.settings.cosmos_tls_verify)
+        except requests.RequestException as e:
+            raise _Warn(f"could not tell ({type(e).__name__}: {e})") from None
+        body = response.text.lower()
+        if response.status_code == 401 and "local authorization is disabled" in body:
+            return "account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
+        if response.status_code == 401:  # a 403 (firewall, ...) says nothing about keys
+            account = self.settings.account_name
+            raise _Warn(f"the account still accepts account keys (disableLocalAuth false; HTTP "
+                        f"{response.status_code} to a made-up key, not 'Local Authorization is disabled'): this "
+                        "worker uses none, but anyone holding a key reads every container. Disable key auth: "
+                        f"az cosmosdb update --name {account} --resource-group <group> --disable-local-auth true")
+        if response.ok:
+            raise _Warn(f"the endpoint answered HTTP {response.status_code} to a request signed with a made-up key: "
+                        "it checks no authorization at all (an emulator?)")
+        raise _Warn(f"could not tell (HTTP {response.status_code})")
 
     def _container_step(self, name: str) -> Callable[[], str]:
         def step() -> str:
