@@ -18,9 +18,17 @@ class CosmosAccess(pulumi.ComponentResource):
     assignment_scopes: list[str]
     workspace_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: CosmosConfig, *, account_id: str, location: str,
-                 principal_object_id: pulumi.Input[str], principal_key: str,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: CosmosConfig,
+        *,
+        account_id: str,
+        location: str,
+        principal_object_id: pulumi.Input[str],
+        principal_key: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`account_id` is the existing account's full ARM id; `principal_key` a stable key of the
         principal (known at plan time) for deterministic GUIDs. `args.cosmos_access_enabled` is the
         incident-response switch: False removes every role assignment."""
@@ -48,7 +56,7 @@ class CosmosAccess(pulumi.ComponentResource):
         self.assignment_scopes = policies.cosmos_scopes(account_id, a.cosmos_database, a.exported, a.cosmos_role_scope)
         if a.cosmos_access_enabled:
             for scope in self.assignment_scopes:
-                relative = scope[len(account_id):]  # /dbs/<db>[/colls/<c>]
+                relative = scope[len(account_id) :]  # /dbs/<db>[/colls/<c>]
                 guid = policies.deterministic_guid(account_id.lower(), relative, principal_key)
                 cosmosdb.SqlResourceSqlRoleAssignment(
                     f"{name}-assignment-{guid[:8]}",

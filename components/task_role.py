@@ -11,8 +11,17 @@ import pulumi_aws as aws
 from . import naming, policies
 
 
-def program_role(logical_name: str, *, account_id: str, stack: str, kind: str, trust: dict, description: str,
-                 opts: pulumi.ResourceOptions, max_session_duration: int = 3600) -> aws.iam.Role:
+def program_role(
+    logical_name: str,
+    *,
+    account_id: str,
+    stack: str,
+    kind: str,
+    trust: dict,
+    description: str,
+    opts: pulumi.ResourceOptions,
+    max_session_duration: int = 3600,
+) -> aws.iam.Role:
     """A role of this stack: fixed name, per-stack path, and the bootstrap's permissions boundary.
 
     The deployer may create and change roles only under /cosmos-s3-export/<stack>/ and only with the
@@ -51,17 +60,28 @@ class TaskRole(pulumi.ComponentResource):
         super().__init__("cosmos-s3-export:aws:TaskRole", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role = program_role(
-            f"{name}-task", account_id=args.account_id, stack=args.stack, kind="task",
+            f"{name}-task",
+            account_id=args.account_id,
+            stack=args.stack,
+            kind="task",
             trust=policies.ecs_tasks_trust_policy(args.account_id, args.region),
-            description="Cosmos DB export worker (ECS task role)", opts=child,
+            description="Cosmos DB export worker (ECS task role)",
+            opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-task-policy",
             role=role.id,
-            policy=pulumi.Output.from_input(args.kms_key_arn).apply(lambda key: json.dumps(policies.task_role_policy(
-                bucket=args.bucket_name, prefix=args.export_prefix, kms_key_arn=key,
-                region=args.region, max_token_seconds=args.max_token_seconds,
-            ))),
+            policy=pulumi.Output.from_input(args.kms_key_arn).apply(
+                lambda key: json.dumps(
+                    policies.task_role_policy(
+                        bucket=args.bucket_name,
+                        prefix=args.export_prefix,
+                        kms_key_arn=key,
+                        region=args.region,
+                        max_token_seconds=args.max_token_seconds,
+                    )
+                )
+            ),
             opts=child,
         )
         self.arn = role.arn

@@ -32,15 +32,29 @@ def source_tag(root: Path = RUNTIME_DIR) -> str:
     return "src-" + digest.hexdigest()[:16]
 
 
-def run_task_command(*, region: str, cluster: str, task_definition_arn: str, subnets: list[str],
-                     security_group: str, assign_public_ip: bool) -> str:
-    network = (f"awsvpcConfiguration={{subnets=[{','.join(subnets)}],securityGroups=[{security_group}],"
-               f"assignPublicIp={'ENABLED' if assign_public_ip else 'DISABLED'}}}")
-    return " ".join([
-        "aws ecs run-task", f"--region {region}", f"--cluster {shlex.quote(cluster)}",
-        "--launch-type FARGATE", f"--task-definition {shlex.quote(task_definition_arn)}",
-        f"--network-configuration {shlex.quote(network)}",
-    ])
+def run_task_command(
+    *,
+    region: str,
+    cluster: str,
+    task_definition_arn: str,
+    subnets: list[str],
+    security_group: str,
+    assign_public_ip: bool,
+) -> str:
+    network = (
+        f"awsvpcConfiguration={{subnets=[{','.join(subnets)}],securityGroups=[{security_group}],"
+        f"assignPublicIp={'ENABLED' if assign_public_ip else 'DISABLED'}}}"
+    )
+    return " ".join(
+        [
+            "aws ecs run-task",
+            f"--region {region}",
+            f"--cluster {shlex.quote(cluster)}",
+            "--launch-type FARGATE",
+            f"--task-definition {shlex.quote(task_definition_arn)}",
+            f"--network-configuration {shlex.quote(network)}",
+        ]
+    )
 
 
 class WorkerService(pulumi.ComponentResource):
@@ -50,9 +64,19 @@ class WorkerService(pulumi.ComponentResource):
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, stack: str, account_id: str, region: str,
-                 task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: WorkerConfig,
+        schedule: ScheduleConfig,
+        *,
+        stack: str,
+        account_id: str,
+        region: str,
+        task_role_arn: pulumi.Input[str],
+        environment: dict[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
@@ -69,7 +93,9 @@ class WorkerService(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=a.log_retention_days, opts=child)
 
         platform = docker_build.Platform.LINUX_ARM64 if a.architecture == "ARM64" else docker_build.Platform.LINUX_AMD64
-        auth = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self))
+        auth = aws.ecr.get_authorization_token_output(
+            registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
         image = docker_build.Image(
             f"{name}-image",
             context={"location": str(RUNTIME_DIR)},
@@ -82,45 +108,69 @@ class WorkerService(pulumi.ComponentResource):
         )
 
         execution_role = program_role(
-            f"{name}-execution", account_id=account_id, stack=stack, kind="execution",
+            f"{name}-execution",
+            account_id=account_id,
+            stack=stack,
+            kind="execution",
             trust=policies.ecs_tasks_trust_policy(account_id, region),
-            description="Cosmos DB export worker (ECS execution role: pull image, write logs)", opts=child,
+            description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
+            opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
             role=execution_role.id,
             policy=pulumi.Output.all(repo.arn, log_group.arn).apply(
-                lambda v: json.dumps(policies.execution_role_policy(repository_arn=v[0], log_group_arn=v[1]))),
+                lambda v: json.dumps(policies.execution_role_policy(repository_arn=v[0], log_group_arn=v[1]))
+            ),
             opts=child,
         )
 
-        cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=child)
+        cluster = aws.ecs.Cluster(
+            f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=child
+        )
         security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=a.vpc_id,
             description="Cosmos DB export worker: no ingress, HTTPS out (STS, S3, Entra, Cosmos DB)",
             tags={naming.STACK_TAG: stack},  # the deployer manages only security groups with its stack's tag
-            egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
-                     "description": "HTTPS"}],
+            egress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "description": "HTTPS",
+                }
+            ],
             opts=child,
         )
 
         def container_definitions(v: list) -> str:
             image_ref, log_group_name, env = v
-            return json.dumps([{
-                "name": CONTAINER_NAME,
-                "image": image_ref,
-                "essential": True,
-                "command": command,
-                "user": WORKER_USER,
-                "readonlyRootFilesystem": True,
-                # The only writable path: spill space for multipart buffers.
-                "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
-                "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
-                "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-                "logConfiguration": {"logDriver": "awslogs", "options": {
-                    "awslogs-group": log_group_name, "awslogs-region": region, "awslogs-stream-prefix": "export"}},
-            }])
+            return json.dumps(
+                [
+                    {
+                        "name": CONTAINER_NAME,
+                        "image": image_ref,
+                        "essential": True,
+                        "command": command,
+                        "user": WORKER_USER,
+                        "readonlyRootFilesystem": True,
+                        # The only writable path: spill space for multipart buffers.
+                        "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
+                        "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
+                        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+                        "logConfiguration": {
+                            "logDriver": "awslogs",
+                            "options": {
+                                "awslogs-group": log_group_name,
+                                "awslogs-region": region,
+                                "awslogs-stream-prefix": "export",
+                            },
+                        },
+                    }
+                ]
+            )
 
         task_definition = aws.ecs.TaskDefinition(
             f"{name}-task-definition",
@@ -134,24 +184,38 @@ class WorkerService(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             volumes=[{"name": "tmp"}],
             tags={naming.STACK_TAG: stack},  # the deployer registers only task definitions with its stack's tag
-            container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(container_definitions),
+            container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(
+                container_definitions
+            ),
             opts=child,
         )
 
-        dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
-                            sqs_managed_sse_enabled=True, opts=child)
+        dlq = aws.sqs.Queue(
+            f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600, sqs_managed_sse_enabled=True, opts=child
+        )
         scheduler_role = program_role(
-            f"{name}-scheduler", account_id=account_id, stack=stack, kind="scheduler",
+            f"{name}-scheduler",
+            account_id=account_id,
+            stack=stack,
+            kind="scheduler",
             trust=policies.scheduler_trust_policy(account_id, region),
-            description="EventBridge Scheduler: run the export task", opts=child,
+            description="EventBridge Scheduler: run the export task",
+            opts=child,
         )
         family_arn = f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}"
         aws.iam.RolePolicy(
             f"{name}-scheduler-policy",
             role=scheduler_role.id,
             policy=pulumi.Output.all(cluster.arn, task_role_arn, execution_role.arn, dlq.arn).apply(
-                lambda v: json.dumps(policies.scheduler_role_policy(
-                    task_definition_family_arn=family_arn, cluster_arn=v[0], pass_role_arns=[v[1], v[2]], dlq_arn=v[3]))),
+                lambda v: json.dumps(
+                    policies.scheduler_role_policy(
+                        task_definition_family_arn=family_arn,
+                        cluster_arn=v[0],
+                        pass_role_arns=[v[1], v[2]],
+                        dlq_arn=v[3],
+                    )
+                )
+            ),
             opts=child,
         )
         aws.scheduler.Schedule(
@@ -173,8 +237,10 @@ class WorkerService(pulumi.ComponentResource):
                         "assign_public_ip": a.assign_public_ip,
                     },
                 },
-                "retry_policy": {"maximum_retry_attempts": schedule.schedule_retry_attempts,
-                                 "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds},
+                "retry_policy": {
+                    "maximum_retry_attempts": schedule.schedule_retry_attempts,
+                    "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds,
+                },
                 "dead_letter_config": {"arn": dlq.arn},
             },
             opts=child,
@@ -185,9 +251,20 @@ class WorkerService(pulumi.ComponentResource):
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
         self.run_task_command = pulumi.Output.all(cluster.name, task_definition.arn, security_group.id).apply(
-            lambda v: run_task_command(region=region, cluster=v[0], task_definition_arn=v[1], subnets=a.subnet_ids,
-                                       security_group=v[2], assign_public_ip=a.assign_public_ip))
-        self.register_outputs({
-            "clusterName": self.cluster_name, "taskDefinitionArn": self.task_definition_arn,
-            "executionRoleArn": self.execution_role_arn, "runTaskCommand": self.run_task_command,
-        })
+            lambda v: run_task_command(
+                region=region,
+                cluster=v[0],
+                task_definition_arn=v[1],
+                subnets=a.subnet_ids,
+                security_group=v[2],
+                assign_public_ip=a.assign_public_ip,
+            )
+        )
+        self.register_outputs(
+            {
+                "clusterName": self.cluster_name,
+                "taskDefinitionArn": self.task_definition_arn,
+                "executionRoleArn": self.execution_role_arn,
+                "runTaskCommand": self.run_task_command,
+            }
+        )

@@ -209,9 +209,7 @@ def check_task_definition(props: Mapping[str, Any]) -> list[str]:
                     break
         user = c.get("user")
         if not user or str(user).split(":")[0] in _ROOT_USERS:
-            errors.append(
-                f"container '{name}' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")"
-            )
+            errors.append(f"container '{name}' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")")
         if c.get("readonlyRootFilesystem") is not True:
             errors.append(
                 f"container '{name}' has readonlyRootFilesystem={c.get('readonlyRootFilesystem')!r}; it must be true"
@@ -289,13 +287,15 @@ def check_task_role_policy(document: Mapping[str, Any], scope: ExportScope, wher
                         f"ForAllValues:StringEquals sts:IdentityTokenAudience = {contract.TOKEN_EXCHANGE_AUDIENCE!r}"
                     )
             else:
-                errors.append(f"{label} allows {actions!r} on Resource \"*\"; scope it to the export prefix and key")
+                errors.append(f'{label} allows {actions!r} on Resource "*"; scope it to the export prefix and key')
             resources = [r for r in resources if r != "*"]
         bucket_arn = f"arn:aws:s3:::{scope.bucket}"
         bucket_actions = sorted(set(a for a in actions if a.startswith("s3:")) - BUCKET_LEVEL_ACTIONS)
         if bucket_arn in resources and bucket_actions:
-            errors.append(f"{label} allows {bucket_actions!r} on the bucket {bucket_arn} itself; "
-                          f"only {sorted(BUCKET_LEVEL_ACTIONS)!r} belong there, object actions go on the prefix")
+            errors.append(
+                f"{label} allows {bucket_actions!r} on the bucket {bucket_arn} itself; "
+                f"only {sorted(BUCKET_LEVEL_ACTIONS)!r} belong there, object actions go on the prefix"
+            )
         outside = [r for r in resources if not scope.allows(r)]
         if outside:
             errors.append(
@@ -353,8 +353,13 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
     """All cross-resource rules; returns (resource key, message) pairs."""
     stack = Stack(resources)
     violations: list[tuple[str, str]] = []
-    for rule in (check_federation_chain, check_cosmos_assignments, check_buckets, check_task_role_scope,
-                 check_program_roles):
+    for rule in (
+        check_federation_chain,
+        check_cosmos_assignments,
+        check_buckets,
+        check_task_role_scope,
+        check_program_roles,
+    ):
         violations.extend(rule(stack))
     return violations
 
@@ -369,18 +374,33 @@ def check_federation_chain(stack: Stack) -> list[tuple[str, str]]:
     federations = stack.of_type(T_OUTBOUND_FEDERATION)
     for fic in fics:
         if not task_roles:
-            out.append((fic.key, f"{_s(fic)} exists but no ECS task definition's taskRoleArn names a role of this stack: "
-                                 "its subject cannot be checked against the task role"))
+            out.append(
+                (
+                    fic.key,
+                    f"{_s(fic)} exists but no ECS task definition's taskRoleArn names a role of this stack: "
+                    "its subject cannot be checked against the task role",
+                )
+            )
         elif not any(stack.refers_to(fic, "subject", role, "arn") for role in task_roles):
             if known(fic.props.get("subject")) or fic.deps.get("subject"):
                 arns = [r.props.get("arn") for r in task_roles]
-                out.append((fic.key, f"{_s(fic)} subject {fic.props.get('subject')!r} is not the task role ARN "
-                                     f"{arns!r}; take it from the task role's arn output"))
+                out.append(
+                    (
+                        fic.key,
+                        f"{_s(fic)} subject {fic.props.get('subject')!r} is not the task role ARN "
+                        f"{arns!r}; take it from the task role's arn output",
+                    )
+                )
         if federations and not any(stack.refers_to(fic, "issuer", f, "issuerIdentifier") for f in federations):
             if known(fic.props.get("issuer")) or fic.deps.get("issuer"):
                 issuers = [f.props.get("issuerIdentifier") for f in federations]
-                out.append((fic.key, f"{_s(fic)} issuer {fic.props.get('issuer')!r} is not the account's outbound "
-                                     f"federation issuer {issuers!r}; take it from issuerIdentifier"))
+                out.append(
+                    (
+                        fic.key,
+                        f"{_s(fic)} issuer {fic.props.get('issuer')!r} is not the account's outbound "
+                        f"federation issuer {issuers!r}; take it from issuerIdentifier",
+                    )
+                )
     return out
 
 
@@ -394,14 +414,24 @@ def check_cosmos_assignments(stack: Stack) -> list[tuple[str, str]]:
         if not any(stack.refers_to(a, "principalId", sp, "objectId") for sp in sps):
             if known(a.props.get("principalId")) or a.deps.get("principalId"):
                 ids = [sp.props.get("objectId") for sp in sps]
-                out.append((a.key, f"{_s(a)} principalId {a.props.get('principalId')!r} is not the service "
-                                   f"principal's object id {ids!r}"))
+                out.append(
+                    (
+                        a.key,
+                        f"{_s(a)} principalId {a.props.get('principalId')!r} is not the service "
+                        f"principal's object id {ids!r}",
+                    )
+                )
         role_id = a.props.get("roleDefinitionId")
         ours = any(stack.refers_to(a, "roleDefinitionId", d, "id") for d in definitions)
         builtin_reader = known(role_id) and str(role_id).rstrip("/").endswith(f"/sqlRoleDefinitions/{reader}")
         if not ours and not builtin_reader and (known(role_id) or a.deps.get("roleDefinitionId")):
-            out.append((a.key, f"{_s(a)} roleDefinitionId {role_id!r} is neither this stack's read-only role "
-                               f"definition nor the built-in Data Reader ({reader})"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)} roleDefinitionId {role_id!r} is neither this stack's read-only role "
+                    f"definition nor the built-in Data Reader ({reader})",
+                )
+            )
     return out
 
 
@@ -443,8 +473,12 @@ def check_buckets(stack: Stack) -> list[tuple[str, str]]:
             rules = sse.props.get("rules")
             separate.extend(_as_list(rules) if known(rules) else [UNKNOWN])
         if not inline_kms and not any(_sse_is_kms(r) or r is UNKNOWN for r in separate):
-            out.append((b.key, f"{_s(b)} is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' "
-                               "with the export KMS key"))
+            out.append(
+                (
+                    b.key,
+                    f"{_s(b)} is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' with the export KMS key",
+                )
+            )
     return out
 
 
@@ -475,8 +509,13 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
         if stack.of_type(T_TASK_DEFINITION) and all(
             known(td.props.get("containerDefinitions")) for td in stack.of_type(T_TASK_DEFINITION)
         ):
-            out.append((task_roles[0].key, f"the task definition does not set {contract.Env.BUCKET} and "
-                                           f"{contract.Env.PREFIX}: the task role's scope cannot be checked"))
+            out.append(
+                (
+                    task_roles[0].key,
+                    f"the task definition does not set {contract.Env.BUCKET} and "
+                    f"{contract.Env.PREFIX}: the task role's scope cannot be checked",
+                )
+            )
         return out
     documents: list[tuple[Resource, str, Any]] = []
     for role in task_roles:
@@ -493,8 +532,13 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
             if managed:
                 documents.extend((att, _s(p), p.props.get("policy")) for p in managed)
             elif known(att.props.get("policyArn")) or att.deps.get("policyArn"):
-                out.append((att.key, f"{_s(att)} attaches {att.props.get('policyArn')!r} to the task role; "
-                                     "only this stack's own export policy may be attached"))
+                out.append(
+                    (
+                        att.key,
+                        f"{_s(att)} attaches {att.props.get('policyArn')!r} to the task role; "
+                        "only this stack's own export policy may be attached",
+                    )
+                )
     for owner, where, document in documents:
         parsed = parse_policy(document)
         if parsed is not None:
@@ -509,10 +553,16 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
 ROLE_PATH_ROOT = "/cosmos-s3-export/"
 T_APPLICATION = "azuread:index/application:Application"
 #: IAM actions that change what a role may do: a statement granting one must require the boundary.
-BOUNDARY_CONDITIONED_ACTIONS = frozenset({
-    "iam:createrole", "iam:putrolepolicy", "iam:deleterolepolicy", "iam:attachrolepolicy", "iam:detachrolepolicy",
-    "iam:putrolepermissionsboundary",
-})
+BOUNDARY_CONDITIONED_ACTIONS = frozenset(
+    {
+        "iam:createrole",
+        "iam:putrolepolicy",
+        "iam:deleterolepolicy",
+        "iam:attachrolepolicy",
+        "iam:detachrolepolicy",
+        "iam:putrolepermissionsboundary",
+    }
+)
 _KMS_USE = ("kms:decrypt", "kms:encrypt", "kms:generatedatakey", "kms:reencrypt", "kms:creategrant")
 
 
@@ -526,8 +576,10 @@ def check_application_secret(props: Mapping[str, Any]) -> list[str]:
     """An Entra application declared (or refreshed) holding a password: a static secret, whoever added it."""
     password = props.get("password")
     if known(password) and password:
-        return ["Entra application holds a password (client secret); the worker federates its identity and needs "
-                "none: remove it (and every secret or certificate added in the portal: `az ad app credential list`)"]
+        return [
+            "Entra application holds a password (client secret); the worker federates its identity and needs "
+            "none: remove it (and every secret or certificate added in the portal: `az ad app credential list`)"
+        ]
     return []
 
 
@@ -537,11 +589,17 @@ def check_program_role(props: Mapping[str, Any], stack: str) -> list[str]:
     errors = []
     path, boundary = props.get("path"), props.get("permissionsBoundary")
     if known(path) and path != f"{ROLE_PATH_ROOT}{stack}/":
-        errors.append(f"role path {path!r} is not {ROLE_PATH_ROOT}{stack}/: the deployer may manage only its "
-                      "stack's path, and another stack's deployer could change a role outside it")
-    if boundary is not UNKNOWN and (not boundary or not str(boundary).endswith(f":policy/cosmos-s3-export-{stack}-boundary")):
-        errors.append(f"role has permissionsBoundary {boundary!r}; every program role carries the bootstrap's "
-                      f"boundary arn:aws:iam::<account>:policy/cosmos-s3-export-{stack}-boundary")
+        errors.append(
+            f"role path {path!r} is not {ROLE_PATH_ROOT}{stack}/: the deployer may manage only its "
+            "stack's path, and another stack's deployer could change a role outside it"
+        )
+    if boundary is not UNKNOWN and (
+        not boundary or not str(boundary).endswith(f":policy/cosmos-s3-export-{stack}-boundary")
+    ):
+        errors.append(
+            f"role has permissionsBoundary {boundary!r}; every program role carries the bootstrap's "
+            f"boundary arn:aws:iam::<account>:policy/cosmos-s3-export-{stack}-boundary"
+        )
     trust = parse_policy(props.get("assumeRolePolicy"))
     for st in _as_list((trust or {}).get("Statement")):
         services = _as_list((st.get("Principal") or {}).get("Service")) if isinstance(st.get("Principal"), dict) else []
@@ -551,7 +609,9 @@ def check_program_role(props: Mapping[str, Any], stack: str) -> list[str]:
         if "aws:SourceAccount" not in keys:
             errors.append(f"trust of {services!r} has no aws:SourceAccount condition (confused deputy): add it")
         if "scheduler.amazonaws.com" in services and "aws:SourceArn" not in keys:
-            errors.append("trust of scheduler.amazonaws.com has no aws:SourceArn condition: bind it to the schedule group")
+            errors.append(
+                "trust of scheduler.amazonaws.com has no aws:SourceArn condition: bind it to the schedule group"
+            )
     return errors
 
 
@@ -572,8 +632,10 @@ def check_identity_policy(document: Mapping[str, Any], where: str) -> list[str]:
         conditions = st.get("Condition") or {}
         bounded = any("iam:PermissionsBoundary" in (conditions.get(op) or {}) for op in ("ArnEquals", "StringEquals"))
         if changing and not bounded:
-            errors.append(f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
-                          "creates or edits could exceed the boundary")
+            errors.append(
+                f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
+                "creates or edits could exceed the boundary"
+            )
     return errors
 
 
@@ -586,8 +648,10 @@ def check_kms_key_policy(document: Mapping[str, Any], where: str) -> list[str]:
         label = f"{where} statement {st.get('Sid') or i}"
         actions = [str(a).lower() for a in _as_list(st.get("Action"))]
         if "kms:*" in actions or "*" in actions:
-            errors.append(f"{label} allows kms:*: split key administration from key use, and grant use to the "
-                          "roles that need it only (the default key policy hands every IAM principal the key)")
+            errors.append(
+                f"{label} allows kms:*: split key administration from key use, and grant use to the "
+                "roles that need it only (the default key policy hands every IAM principal the key)"
+            )
             continue
         use = sorted(a for a in actions if a.startswith(_KMS_USE) or a in ("kms:generatedatakey*", "kms:reencrypt*"))
         if not use:
@@ -598,8 +662,10 @@ def check_kms_key_policy(document: Mapping[str, Any], where: str) -> list[str]:
             if "aws:SourceArn" not in keys:
                 errors.append(f"{label} lets {principal['Service']!r} use the key without an aws:SourceArn condition")
         elif "aws:PrincipalArn" not in keys:
-            errors.append(f"{label} allows {use!r} to {principal!r} without an aws:PrincipalArn condition: name the "
-                          "roles that may use the key")
+            errors.append(
+                f"{label} allows {use!r} to {principal!r} without an aws:PrincipalArn condition: name the "
+                "roles that may use the key"
+            )
     return errors
 
 
@@ -622,8 +688,13 @@ def check_program_roles(stack: Stack) -> list[tuple[str, str]]:
         parsed = parse_policy(key.props.get("policy"))
         if parsed is None:
             if key.props.get("policy") is None:
-                out.append((key.key, f"{_s(key)} has no key policy: the default one hands every IAM principal of "
-                                     "the account the key; set an explicit policy"))
+                out.append(
+                    (
+                        key.key,
+                        f"{_s(key)} has no key policy: the default one hands every IAM principal of "
+                        "the account the key; set an explicit policy",
+                    )
+                )
             continue
         out.extend((key.key, m) for m in check_kms_key_policy(parsed, _s(key)))
     return out

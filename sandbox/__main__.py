@@ -10,14 +10,20 @@ import typer
 
 from sandbox import serve as sb
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run the export's whole chain of trust on 127.0.0.1, configured from a Pulumi stack.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run the export's whole chain of trust on 127.0.0.1, configured from a Pulumi stack.",
+)
 
 DirOption = typer.Option(sb.DEFAULT_DIR, "--dir", help="State directory (sandbox.json, CA, logs).")
 StackOption = typer.Option("dev", "--stack", help="Stack whose Pulumi program configures the doubles.")
-CosmosOption = typer.Option("gateway", "--cosmos",
-                            help="gateway: the project's gateway double (change feed, RBAC); "
-                                 "vercel: @vercel/cosmosdb-server (query snapshots only).")
+CosmosOption = typer.Option(
+    "gateway",
+    "--cosmos",
+    help="gateway: the project's gateway double (change feed, RBAC); "
+    "vercel: @vercel/cosmosdb-server (query snapshots only).",
+)
 
 
 def _check_cosmos(cosmos: str) -> None:
@@ -44,11 +50,11 @@ def how_to_use(state: dict, directory: Path) -> str:
         "  Cosmos        " + state["endpoints"]["cosmos"],
         "",
         "AWS CLI (a sandbox-only session of the task role; the values are in sandbox.json):",
-        f"  eval \"$(python -m sandbox env --dir {directory} --aws)\"",
+        f'  eval "$(python -m sandbox env --dir {directory} --aws)"',
         f"  aws --endpoint-url {state['endpoints']['s3']} s3 ls s3://{state['bucket']}/ --recursive",
         "",
         "The worker, with the stack's task-definition environment and the local endpoints:",
-        f"  eval \"$(python -m sandbox env --dir {directory})\"",
+        f'  eval "$(python -m sandbox env --dir {directory})"',
         "  cosmos-export doctor && cosmos-export run --mode snapshot",
         "",
         "Sample documents (the demo's): seed them, then change some and run the worker with --mode incremental:",
@@ -89,8 +95,9 @@ def status(directory: Path = DirOption) -> None:
 
 
 @app.command("env")
-def env_cmd(directory: Path = DirOption,
-            aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs.")) -> None:
+def env_cmd(
+    directory: Path = DirOption, aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs.")
+) -> None:
     """Print `export` lines for the worker's environment (or the AWS CLI's) of the running sandbox."""
     state = _running(directory)
     values = state["aws_cli_env"] if aws else state["worker_env"]
@@ -98,9 +105,12 @@ def env_cmd(directory: Path = DirOption,
 
 
 @app.command()
-def seed(directory: Path = DirOption,
-         docs: int = typer.Option(1000, "--docs", min=1, max=2_000_000,
-                                  help="Sample documents for the first exported container.")) -> None:
+def seed(
+    directory: Path = DirOption,
+    docs: int = typer.Option(
+        1000, "--docs", min=1, max=2_000_000, help="Sample documents for the first exported container."
+    ),
+) -> None:
     """Seed the running sandbox's containers with the demo's sample documents (upserts: rerunning is safe)."""
     from sandbox.demo import seed as seed_containers
 
@@ -109,8 +119,10 @@ def seed(directory: Path = DirOption,
 
 
 @app.command()
-def change(directory: Path = DirOption,
-           docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there).")) -> None:
+def change(
+    directory: Path = DirOption,
+    docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there)."),
+) -> None:
     """Update, insert and delete sample documents of the first container, as the demo does between its runs."""
     from sandbox.demo import change as change_documents
 
@@ -126,9 +138,12 @@ def serve_cmd(directory: Path = DirOption, stack: str = StackOption, cosmos: str
 
 
 @app.command()
-def demo(stack: str = StackOption, cosmos: str = CosmosOption,
-         docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
-         directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo.")) -> None:
+def demo(
+    stack: str = StackOption,
+    cosmos: str = CosmosOption,
+    docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
+    directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo."),
+) -> None:
     """Up, seed, snapshot, change, incremental, verify, summary, down."""
     from sandbox.demo import run_demo
 

@@ -77,19 +77,34 @@ class Running:
 
 def _assume_task_role(moto_url: str, plan: SandboxPlan) -> dict[str, str]:
     """The task role's temporary credentials, as ECS would hand them to the container."""
-    sts = boto3.client("sts", endpoint_url=moto_url, region_name=plan.region,
-                       aws_access_key_id="sandbox-bootstrap", aws_secret_access_key="sandbox-bootstrap")
-    creds = sts.assume_role(RoleArn=plan.task_role_arn, RoleSessionName="ecs-task-sandbox",
-                            DurationSeconds=plan.task_role_max_session_seconds)["Credentials"]
-    return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-            "AWS_SESSION_TOKEN": creds["SessionToken"]}
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_url,
+        region_name=plan.region,
+        aws_access_key_id="sandbox-bootstrap",
+        aws_secret_access_key="sandbox-bootstrap",
+    )
+    creds = sts.assume_role(
+        RoleArn=plan.task_role_arn,
+        RoleSessionName="ecs-task-sandbox",
+        DurationSeconds=plan.task_role_max_session_seconds,
+    )["Credentials"]
+    return {
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+    }
 
 
 def _create_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]) -> None:
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=plan.region,
-                      aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
-                      aws_session_token=credentials["AWS_SESSION_TOKEN"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name=plan.region,
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=credentials["AWS_SESSION_TOKEN"],
+    )
     kwargs: dict[str, Any] = {"Bucket": plan.bucket}
     if plan.region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": plan.region}
@@ -105,12 +120,19 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
 
     policy = plan.token_policy
     running.sts_state = StsDoubleState(
-        plan.issuer, allowed_audiences=policy.audiences, max_duration_seconds=policy.max_duration_seconds,
-        allowed_signing_algorithms=policy.signing_algorithms, region=plan.region)
+        plan.issuer,
+        allowed_audiences=policy.audiences,
+        max_duration_seconds=policy.max_duration_seconds,
+        allowed_signing_algorithms=policy.signing_algorithms,
+        region=plan.region,
+    )
     running.sts_state.register_credentials(
-        credentials["AWS_ACCESS_KEY_ID"], plan.task_role_arn, session_name="ecs-task-sandbox",
+        credentials["AWS_ACCESS_KEY_ID"],
+        plan.task_role_arn,
+        session_name="ecs-task-sandbox",
         session_token=credentials["AWS_SESSION_TOKEN"],
-        session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds))
+        session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds),
+    )
     running.sts = serve_sts(running.sts_state, ca).start()
     running.stoppers.append(running.sts.stop)
 
@@ -125,8 +147,9 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
     running.stoppers.append(running.entra.stop)
 
 
-def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running, log_dir: Path | None,
-                 *, auth: bool = True) -> None:
+def start_cosmos(
+    plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running, log_dir: Path | None, *, auth: bool = True
+) -> None:
     if kind == "vercel":
         from sandbox.seed import SdkSeeder
 
@@ -140,8 +163,10 @@ def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running,
 
     verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
     state = running.cosmos_state = CosmosGatewayState(
-        plan.cosmos_account, token_verifier=verifier,
-        role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments])
+        plan.cosmos_account,
+        token_verifier=verifier,
+        role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments],
+    )
     for container in plan.cosmos_containers:
         state.create_container(plan.cosmos_database, container, PARTITION_KEY_PATH, FEED_RANGES)
     running.cosmos = serve_cosmos(state, ca).start()
@@ -152,19 +177,21 @@ def worker_environment(running: Running) -> dict[str, str]:
     """The task definition's environment with the local endpoints and the sandbox-only session."""
     plan, ca = running.plan, running.ca
     env = dict(plan.worker_environment)
-    env.update({
-        Env.S3_ENDPOINT: running.moto.url,
-        Env.STS_ENDPOINT: running.sts.url,
-        Env.AZURE_AUTHORITY_HOST: running.entra.url,
-        Env.COSMOS_ENDPOINT: running.cosmos_url + "/",
-        # The endpoint is an IP address: the account name for S3 keys comes from the plan.
-        Env.COSMOS_ACCOUNT: plan.cosmos_account,
-        # azure-identity/requests and botocore each read their own variable.
-        "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
-        "AWS_CA_BUNDLE": str(ca.bundle_file),
-        "AWS_DEFAULT_REGION": plan.region,
-        **running.credentials,
-    })
+    env.update(
+        {
+            Env.S3_ENDPOINT: running.moto.url,
+            Env.STS_ENDPOINT: running.sts.url,
+            Env.AZURE_AUTHORITY_HOST: running.entra.url,
+            Env.COSMOS_ENDPOINT: running.cosmos_url + "/",
+            # The endpoint is an IP address: the account name for S3 keys comes from the plan.
+            Env.COSMOS_ACCOUNT: plan.cosmos_account,
+            # azure-identity/requests and botocore each read their own variable.
+            "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
+            "AWS_CA_BUNDLE": str(ca.bundle_file),
+            "AWS_DEFAULT_REGION": plan.region,
+            **running.credentials,
+        }
+    )
     if running.cosmos_kind == "vercel":
         # Its bundled certificate expired in 2021 and it has no change feed: query snapshots only.
         env[Env.COSMOS_TLS_VERIFY] = "false"
@@ -174,8 +201,14 @@ def worker_environment(running: Running) -> dict[str, str]:
     return env
 
 
-def start_all(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", *,
-              plan: SandboxPlan | None = None, auth: bool = True) -> Running:
+def start_all(
+    directory: Path,
+    stack: str = "dev",
+    cosmos: CosmosKind = "gateway",
+    *,
+    plan: SandboxPlan | None = None,
+    auth: bool = True,
+) -> Running:
     """Start everything for `plan` (default: the stack's); on any failure stop what already started."""
     from sandbox.doubles.tls import create_local_ca
 
@@ -202,13 +235,20 @@ def describe(running: Running) -> dict[str, Any]:
     return {
         "format": 1,
         "pid": os.getpid(),
-        "pids": {"serve": os.getpid(), "moto": running.moto.process.pid,
-                 **({"cosmosdb-server": running.cosmos.process.pid} if running.cosmos_kind == "vercel" else {})},
+        "pids": {
+            "serve": os.getpid(),
+            "moto": running.moto.process.pid,
+            **({"cosmosdb-server": running.cosmos.process.pid} if running.cosmos_kind == "vercel" else {}),
+        },
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stack": plan.stack,
         "cosmos": running.cosmos_kind,
-        "endpoints": {"s3": running.moto.url, "sts": running.sts.url, "entra": running.entra.url,
-                      "cosmos": running.cosmos_url},
+        "endpoints": {
+            "s3": running.moto.url,
+            "sts": running.sts.url,
+            "entra": running.entra.url,
+            "cosmos": running.cosmos_url,
+        },
         "ca_bundle": str(running.ca.bundle_file),
         "bucket": plan.bucket,
         "prefix": plan.prefix,
@@ -219,8 +259,11 @@ def describe(running: Running) -> dict[str, Any]:
         "partition_key_path": PARTITION_KEY_PATH,
         # Throwaway values of this sandbox only (moto session, local doubles); never real secrets.
         "worker_env": worker_environment(running),
-        "seed": {"control_url": control, "kind": "gateway-control" if control else "cosmos-sdk-any-key",
-                 "cosmos_endpoint": running.cosmos_url},
+        "seed": {
+            "control_url": control,
+            "kind": "gateway-control" if control else "cosmos-sdk-any-key",
+            "cosmos_endpoint": running.cosmos_url,
+        },
         "aws_cli_env": {k: v for k, v in running.credentials.items()} | {"AWS_DEFAULT_REGION": plan.region},
     }
 
@@ -316,15 +359,21 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
 
     directory = directory.resolve()
     if _serve_pid(directory) is not None:
-        raise SandboxError(f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
-                           f"run `python -m sandbox down --dir {directory}` first")
+        raise SandboxError(
+            f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
+            f"run `python -m sandbox down --dir {directory}` first"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / STATE_FILE).unlink(missing_ok=True)
     log = open(directory / "serve.log", "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "serve", "--dir", str(directory), "--stack", stack, "--cosmos", cosmos],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        cwd=Path(__file__).resolve().parent.parent)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(directory)
@@ -332,8 +381,9 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
             return state
         if process.poll() is not None:
             tail = (directory / "serve.log").read_text(errors="replace").strip().splitlines()[-15:]
-            raise SandboxError(f"the sandbox exited with code {process.returncode} while starting:\n  "
-                               + "\n  ".join(tail))
+            raise SandboxError(
+                f"the sandbox exited with code {process.returncode} while starting:\n  " + "\n  ".join(tail)
+            )
         time.sleep(0.2)
     down(directory)
     raise SandboxError(f"the sandbox did not become ready within {timeout:.0f}s; see {directory / 'serve.log'}")

@@ -31,8 +31,10 @@ def _newer_format(body: bytes, world) -> bytes:
 CASES = {
     "corrupt (truncated JSON)": (_corrupt, "is not valid JSON"),
     "from another container": (_other_container, "belongs to relacct/rel/someone-else, not relacct/rel/"),
-    "from a newer format": (_newer_format, "has format_version 2, newer than this worker's 1; it was left unchanged: "
-                                           "upgrade the worker image"),
+    "from a newer format": (
+        _newer_format,
+        "has format_version 2, newer than this worker's 1; it was left unchanged: upgrade the worker image",
+    ),
 }
 
 
@@ -55,5 +57,9 @@ def test_bad_checkpoint_refused_nothing_overwritten(world, case, mode):
     assert world.checkpoint_bytes() == bad  # byte for byte what was there
     assert world.all_keys() == before  # no part, manifest or checkpoint version written
     if mode == "incremental":
-        record(f"Checkpoint {case}", trials=2, documents=300,
-               outcome=f"refused (incremental and snapshot): '{message[:60]}...'; no object written")
+        record(
+            f"Checkpoint {case}",
+            trials=2,
+            documents=300,
+            outcome=f"refused (incremental and snapshot): '{message[:60]}...'; no object written",
+        )

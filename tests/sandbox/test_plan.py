@@ -21,8 +21,11 @@ from sandbox.mocked_stack import run_stack
 from sandbox.plan import FIC, PlanError, plan_from_run
 from sandbox.serve import Running, start_identity
 
-TASK_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ASIASANDBOXTESTKEY01", "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
-                    "AWS_SESSION_TOKEN": "sandbox-test-session"}
+TASK_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIASANDBOXTESTKEY01",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
+    "AWS_SESSION_TOKEN": "sandbox-test-session",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +47,12 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
     assert plan.task_role_arn == task_role.outputs["arn"] == dev_run.outputs[contract.Output.TASK_ROLE_ARN]
     assert plan.task_role_arn == "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-task"
     assert [(f.issuer, f.subject, f.audiences, f.client_id) for f in plan.federated_credentials] == [
-        (fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])]
+        (fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])
+    ]
     assert plan.issuer == dev_run.outputs[contract.Output.ISSUER]
     assert [(a.client_id, a.service_principal_object_id) for a in plan.applications] == [
-        (app.outputs["clientId"], sp.outputs["objectId"])]
+        (app.outputs["clientId"], sp.outputs["objectId"])
+    ]
     assert plan.tenant_id == dev_run.outputs[contract.Output.TENANT_ID]
     # The task role policy's conditions, as IAM would evaluate them.
     assert plan.token_policy.audiences == (contract.TOKEN_EXCHANGE_AUDIENCE,)
@@ -56,14 +61,17 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
     # Cosmos: one read-only assignment per exported container, to the service principal.
     assert plan.cosmos_account == "acme-orders-dev"
     assert plan.cosmos_database == "orders" and plan.cosmos_containers == ("orders", "customers")
-    assert sorted(a.scope for a in plan.cosmos_assignments) == ["/dbs/orders/colls/customers",
-                                                                "/dbs/orders/colls/orders"]
+    assert sorted(a.scope for a in plan.cosmos_assignments) == [
+        "/dbs/orders/colls/customers",
+        "/dbs/orders/colls/orders",
+    ]
     for assignment in plan.cosmos_assignments:
         assert assignment.principal_id == sp.outputs["objectId"]
         assert set(assignment.data_actions) == set(contract.COSMOS_DATA_ACTIONS)
     # The worker environment is the task definition's, unchanged.
-    container_definitions = json.loads(dev_run.one("aws:ecs/taskDefinition:TaskDefinition").inputs[
-        "containerDefinitions"])
+    container_definitions = json.loads(
+        dev_run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
     assert plan.worker_environment == {e["name"]: e["value"] for e in container_definitions[0]["environment"]}
     assert plan.bucket == "acme-cosmos-export-dev-euw1" and plan.prefix == "cosmos"
     assert plan.kms_key_arn == dev_run.outputs[contract.Output.KMS_KEY_ARN]
@@ -74,8 +82,11 @@ def test_plan_refuses_a_fic_bound_to_the_client_id_instead_of_the_application_id
     (fic,) = run.of_type(FIC)
     client_id = run.one("azuread:index/application:Application").outputs["clientId"]
     fic.inputs["applicationId"] = client_id
-    with pytest.raises(PlanError, match=rf"application_id='{client_id}' is not the id of any declared "
-                                        r"application; pass app.id \(not app.client_id\)"):
+    with pytest.raises(
+        PlanError,
+        match=rf"application_id='{client_id}' is not the id of any declared "
+        r"application; pass app.id \(not app.client_id\)",
+    ):
         plan_from_run(run)
 
 
@@ -89,9 +100,15 @@ def identity_chain(local_ca, monkeypatch):
         started.append(running)
         start_identity(plan, local_ca, TASK_CREDENTIALS, running)
         env = dict(plan.worker_environment)
-        env.update({Env.STS_ENDPOINT: running.sts.url, Env.AZURE_AUTHORITY_HOST: running.entra.url,
-                    "REQUESTS_CA_BUNDLE": str(local_ca.bundle_file), "AWS_CA_BUNDLE": str(local_ca.bundle_file),
-                    **TASK_CREDENTIALS})
+        env.update(
+            {
+                Env.STS_ENDPOINT: running.sts.url,
+                Env.AZURE_AUTHORITY_HOST: running.entra.url,
+                "REQUESTS_CA_BUNDLE": str(local_ca.bundle_file),
+                "AWS_CA_BUNDLE": str(local_ca.bundle_file),
+                **TASK_CREDENTIALS,
+            }
+        )
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         from cosmos_export import identity
@@ -123,7 +140,9 @@ def test_fic_subject_wired_to_the_execution_role_fails_with_aadsts700213(dev_run
     (fic,) = run.of_type(FIC)
     fic.inputs["subject"] = run.outputs[contract.Output.EXECUTION_ROLE_ARN]  # the infrastructure mistake
     plan = plan_from_run(run)
-    assert plan.federated_credentials[0].subject == run.outputs[contract.Output.EXECUTION_ROLE_ARN] != plan.task_role_arn
+    assert (
+        plan.federated_credentials[0].subject == run.outputs[contract.Output.EXECUTION_ROLE_ARN] != plan.task_role_arn
+    )
     _, credential = identity_chain(plan)
     with pytest.raises(ClientAuthenticationError) as caught:
         credential.get_token("https://127.0.0.1/.default")
