@@ -269,6 +269,40 @@ ROLE_LIFECYCLE = [
 ]
 
 
+SNS_MANAGE = [
+    "sns:CreateTopic",
+    "sns:DeleteTopic",
+    "sns:GetTopicAttributes",
+    "sns:SetTopicAttributes",
+    "sns:Subscribe",
+    "sns:Unsubscribe",
+    "sns:GetSubscriptionAttributes",
+    "sns:SetSubscriptionAttributes",
+    "sns:ListTagsForResource",
+    "sns:TagResource",
+    "sns:UntagResource",
+]
+CLOUDWATCH_ALARMS_MANAGE = [
+    "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DeleteAlarms",
+    "cloudwatch:DescribeAlarms",
+    "cloudwatch:ListTagsForResource",
+    "cloudwatch:TagResource",
+    "cloudwatch:UntagResource",
+]
+EVENTS_MANAGE = [
+    "events:PutRule",
+    "events:DeleteRule",
+    "events:DescribeRule",
+    "events:PutTargets",
+    "events:RemoveTargets",
+    "events:ListTargetsByRule",
+    "events:ListTagsForResource",
+    "events:TagResource",
+    "events:UntagResource",
+]
+
+
 def _allow(sid: str, actions: list[str], resources, condition: dict | None = None) -> dict:
     st = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
     if condition:
@@ -515,6 +549,15 @@ def deploy_policy(s: StackScope) -> dict:
             ],
             s.arn("scheduler", f"schedule/default/{s.named}*"),
         ),
+        # --- Alerting (components/alerting.py): topic and subscriptions, alarms, the task-failed rule, dashboard ---
+        _allow("AlertTopic", SNS_MANAGE, s.arn("sns", f"{s.named}*")),
+        _allow("Alarms", CLOUDWATCH_ALARMS_MANAGE, s.arn("cloudwatch", f"alarm:{s.named}*")),
+        _allow(
+            "Dashboard",
+            ["cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"],
+            f"arn:aws:cloudwatch::{s.account_id}:dashboard/{s.named}*",
+        ),
+        _allow("TaskFailedRule", EVENTS_MANAGE, s.arn("events", f"rule/{s.named}*")),
         # --- Read-only calls AWS authorises only on "*" ---
         _allow("AccountLevelReads", sorted(ACCOUNT_READS | {"ecr:GetAuthorizationToken"}), "*"),
         _allow(
@@ -675,6 +718,24 @@ def preview_policy(s: StackScope) -> dict:
                 s.arn("sqs", f"{s.named}*"),
             ),
             _allow("ReadSchedule", ["scheduler:GetSchedule"], s.arn("scheduler", f"schedule/default/{s.named}*")),
+            _allow(
+                "ReadAlertTopic",
+                ["sns:GetTopicAttributes", "sns:GetSubscriptionAttributes", "sns:ListTagsForResource"],
+                s.arn("sns", f"{s.named}*"),
+            ),
+            _allow(
+                "ReadAlarms",
+                ["cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"],
+                s.arn("cloudwatch", f"alarm:{s.named}*"),
+            ),
+            _allow(
+                "ReadDashboard", ["cloudwatch:GetDashboard"], f"arn:aws:cloudwatch::{s.account_id}:dashboard/{s.named}*"
+            ),
+            _allow(
+                "ReadTaskFailedRule",
+                ["events:DescribeRule", "events:ListTargetsByRule", "events:ListTagsForResource"],
+                s.arn("events", f"rule/{s.named}*"),
+            ),
             _allow("AccountLevelReads", sorted(ACCOUNT_READS), "*"),
         ],
     }

@@ -19,11 +19,11 @@ from typing import Any, Callable, Iterable, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic.fields import FieldInfo
 
 from cosmos_export import contract
 
 from . import naming
+from .alerting_config import AlertingConfig
 
 PROJECT = "cosmos-s3-export"
 
@@ -494,6 +494,8 @@ class StackConfig(BaseModel):
     schedule: ScheduleConfig
     worker: WorkerConfig
     identity: IdentityConfig
+    # Its own model (components/alerting_config.py): the keys alertEmails, alertHttpsEndpoints, ... all default.
+    alerting: AlertingConfig = AlertingConfig()
 
     @field_validator("region")
     @classmethod
@@ -503,12 +505,22 @@ class StackConfig(BaseModel):
             raise ValueError(f"{problem}; use a name like eu-west-1")
         return v
 
+    @model_validator(mode="after")
+    def _alerting_against_schedule(self) -> StackConfig:
+        _raise(self.alerting.problems(schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode))
+        return self
+
+    @property
+    def freshness_minutes(self) -> int:
+        """freshnessMinutes, or 2 x the schedule's interval."""
+        return self.alerting.effective_freshness_minutes(self.schedule.schedule)
+
 
 #: Section name -> model; the config keys are the sections' field aliases, flat in the stack file.
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation
     for name, field in StackConfig.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+    if isinstance(field.annotation, type) and issubclass(field.annotation, (_Section, AlertingConfig))
 }
 
 
@@ -549,26 +561,22 @@ def _structured(annotation: Any) -> bool:
     return any(typing.get_origin(a) is list or (isinstance(a, type) and issubclass(a, BaseModel)) for a in args)
 
 
-def _key_table() -> dict[str, tuple[str, str]]:
-    """config key -> (section, field name), from the models' aliases ("" for StackConfig's own aws:region)."""
-    table = {"aws:region": ("", "region")}
-    for section, model in SECTIONS.items():
-        table.update({info.alias or name: (section, name) for name, info in model.model_fields.items()})
-    return table
-
-
-_FIELDS = _key_table()
+#: config key -> (section, field name); from the models' aliases.
+_FIELDS: dict[str, tuple[str, str]] = {"aws:region": ("", "region")}
+for _section, _model in SECTIONS.items():
+    for _name, _field in _model.model_fields.items():
+        _FIELDS[_field.alias or _name] = (_section, _name)
 CONFIG_KEYS: tuple[str, ...] = tuple(_FIELDS)
 _FIELD_TO_KEY = {field: key for key, (_, field) in _FIELDS.items()}
-
-
-def _info(key: str) -> FieldInfo:
-    section, name = _FIELDS[key]
-    return (SECTIONS[section] if section else StackConfig).model_fields[name]
-
-
-#: Keys without a default: the message for a missing one says so (the app's display name defaults per stack).
-REQUIRED_KEYS = tuple(k for k in CONFIG_KEYS if k != "entraAppDisplayName" and _info(k).is_required())
+#: Keys without a default: the message for a missing one says so.
+REQUIRED_KEYS = tuple(
+    k
+    for k in CONFIG_KEYS
+    if k != "entraAppDisplayName"
+    and (
+        StackConfig.model_fields["region"] if k == "aws:region" else SECTIONS[_FIELDS[k][0]].model_fields[_FIELDS[k][1]]
+    ).is_required()
+)
 
 
 def full_key(key: str) -> str:
@@ -595,8 +603,8 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
         value = get(full_key(key))
         if value is None:
             continue
-        section, _ = _FIELDS[key]
-        if _structured(_info(key).annotation) and isinstance(value, str):
+        section, field = _FIELDS[key]
+        if section and _structured(SECTIONS[section].model_fields[field].annotation) and isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as e:
@@ -650,7 +658,7 @@ def _bound_of(loc: tuple[Any, ...]) -> tuple[int, int] | None:
     """(lo, hi) of a field bounded on both sides, for the fix of an out-of-range value."""
     if len(loc) != 2 or loc[0] not in SECTIONS or loc[1] not in _FIELDS:
         return None
-    info = _info(str(loc[1]))
+    info = SECTIONS[str(loc[0])].model_fields[_FIELDS[str(loc[1])][1]]
     lo = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
     hi = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
     return (int(lo), int(hi)) if isinstance(lo, int) and isinstance(hi, int) else None

@@ -10,6 +10,7 @@ from cosmos_export import settings
 from cosmos_export.contract import Output
 
 from . import naming, policies
+from .alerting import Alerting, AlertingArgs
 from .azure_identity import WorkloadIdentity
 from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -52,6 +53,7 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
         prefix=c.bucket.export_prefix,
         kms_key_arn=kms_key_arn,
         **c.worker.worker_settings(),
+        stack=c.stack,  # the Stack dimension of the worker's metrics
     )
 
 
@@ -133,6 +135,26 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         task_role_arn=task_role.arn,
         environment=environment,
     )
+    alerting = Alerting(
+        name,
+        AlertingArgs(
+            stack=c.stack,
+            account_id=account_id,
+            region=c.region,
+            cosmos_account=c.cosmos.cosmos_account_name,
+            database=c.cosmos.cosmos_database,
+            containers=c.cosmos.exported,
+            task_family=service.task_family,
+            dlq_name=service.dlq_name,
+            dlq_arn=service.dlq_arn,
+            freshness_minutes=c.freshness_minutes,
+            change_feed_mode=c.worker.change_feed_mode,
+            backup_window_days=c.alerting.continuous_backup_days,
+            backup_window_alarm_minutes=c.alerting.backup_window_alarm_minutes,
+            alert_emails=c.alerting.alert_emails,
+            alert_https_endpoints=c.alerting.alert_https_endpoints,
+        ),
+    )
     return {
         Output.BUCKET: bucket.bucket_name,
         Output.PREFIX: c.bucket.export_prefix,
@@ -150,6 +172,8 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
         Output.COSMOS_LOCAL_AUTH_DISABLED: bool(account.disable_local_auth),
+        Output.ALERT_TOPIC_ARN: alerting.topic_arn,
+        Output.DASHBOARD_NAME: alerting.dashboard_name,
     }
 
 

@@ -63,6 +63,9 @@ class WorkerService(pulumi.ComponentResource):
     execution_role_arn: pulumi.Output[str]
     run_task_command: pulumi.Output[str]
     image_ref: pulumi.Output[str]
+    task_family: str
+    dlq_name: pulumi.Output[str]
+    dlq_arn: pulumi.Output[str]
 
     def __init__(
         self,
@@ -250,6 +253,8 @@ class WorkerService(pulumi.ComponentResource):
         self.task_definition_arn = task_definition.arn
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
+        self.task_family = family
+        self.dlq_name, self.dlq_arn = dlq.name, dlq.arn
         self.run_task_command = pulumi.Output.all(cluster.name, task_definition.arn, security_group.id).apply(
             lambda v: run_task_command(
                 region=region,

@@ -116,7 +116,8 @@ POLICIES = [
         "service principal with a read-only role; buckets block public access, deny non-TLS, use SSE-KMS; "
         "the task role stays within the export prefix and key; every role under its stack's path with the bootstrap's "
         "permissions boundary, no wildcard action, role changes only under the boundary; KMS keys used only by named "
-        "roles or source-bound services.",
+        "roles or source-bound services; alert topics are KMS-encrypted and only CloudWatch and EventBridge of this "
+        "account publish; a stack running the worker alarms on stale containers and failed tasks.",
         validate=_stack,
     ),
 ]

@@ -48,6 +48,12 @@ T_FIC = "azuread:index/applicationFederatedIdentityCredential:ApplicationFederat
 T_SERVICE_PRINCIPAL = "azuread:index/servicePrincipal:ServicePrincipal"
 T_COSMOS_ROLE_DEFINITION = "azure-native:cosmosdb:SqlResourceSqlRoleDefinition"
 T_COSMOS_ROLE_ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
+T_SNS_TOPIC = "aws:sns/topic:Topic"
+T_SNS_TOPIC_POLICY = "aws:sns/topicPolicy:TopicPolicy"
+T_METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+T_EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+#: The only services that may publish to an alert topic.
+ALERT_PUBLISHERS = frozenset({"cloudwatch.amazonaws.com", "events.amazonaws.com"})
 
 #: Resources that are, or mint, a static credential. None may exist.
 STATIC_CREDENTIAL_TYPES: Mapping[str, str] = {
@@ -359,6 +365,7 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
         check_buckets,
         check_task_role_scope,
         check_program_roles,
+        check_alerting,
     ):
         violations.extend(rule(stack))
     return violations
@@ -697,4 +704,91 @@ def check_program_roles(stack: Stack) -> list[tuple[str, str]]:
                 )
             continue
         out.extend((key.key, m) for m in check_kms_key_policy(parsed, _s(key)))
+    return out
+
+
+# --- Alerting ---------------------------------------------------------------------
+
+
+def check_topic_policy(document: Mapping[str, Any]) -> list[str]:
+    """Only CloudWatch and EventBridge, each limited to this account by aws:SourceAccount, may use the topic."""
+    out = []
+    for st in _as_list(document.get("Statement")):
+        if st.get("Effect") != "Allow":
+            continue
+        principal = st.get("Principal")
+        services = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        others = set(principal) - {"Service"} if isinstance(principal, dict) else {"*"}
+        if others or not services or not set(services) <= ALERT_PUBLISHERS:
+            out.append(
+                f"statement {st.get('Sid', '?')!r} allows {principal!r}; only "
+                f"{sorted(ALERT_PUBLISHERS)} may publish alerts"
+            )
+        elif "aws:SourceAccount" not in (st.get("Condition") or {}).get("StringEquals", {}):
+            out.append(
+                f"statement {st.get('Sid', '?')!r} lets {services} of any account publish; add "
+                "Condition StringEquals aws:SourceAccount = this account"
+            )
+    return out
+
+
+def _alarm_watches_freshness(alarm: Resource) -> bool:
+    p = alarm.props
+    return (
+        p.get("namespace") == contract.METRICS_NAMESPACE
+        and p.get("metricName") == contract.Metric.SUCCESS
+        and p.get("treatMissingData") == "breaching"
+        and bool(_as_list(p.get("alarmActions")))
+    )
+
+
+def check_alerting(stack: Stack) -> list[tuple[str, str]]:
+    """Alert topics are KMS-encrypted and published to only by CloudWatch/EventBridge of this account; a stack
+    that runs the worker alarms when a container goes without a successful commit, and on failed tasks."""
+    out = []
+    policies = stack.of_type(T_SNS_TOPIC_POLICY)
+    for topic in stack.of_type(T_SNS_TOPIC):
+        key = topic.props.get("kmsMasterKeyId")
+        if key is not UNKNOWN and not key and not topic.deps.get("kmsMasterKeyId"):
+            out.append(
+                (
+                    topic.key,
+                    f"{_s(topic)} is not encrypted; set kmsMasterKeyId to a customer managed key "
+                    "whose policy lets cloudwatch.amazonaws.com and events.amazonaws.com use it",
+                )
+            )
+        mine = [p for p in policies if stack.refers_to(p, "arn", topic, "arn")]
+        if not mine:
+            out.append(
+                (
+                    topic.key,
+                    f"{_s(topic)} has no topic policy; add one allowing only CloudWatch and "
+                    "EventBridge of this account to publish",
+                )
+            )
+        for p in mine:
+            document = parse_policy(p.props.get("policy"))
+            if document is not None:
+                out.extend((p.key, f"{_s(p)}: {m}") for m in check_topic_policy(document))
+    for td in stack.of_type(T_TASK_DEFINITION):
+        if not any(_alarm_watches_freshness(a) for a in stack.of_type(T_METRIC_ALARM)):
+            out.append(
+                (
+                    td.key,
+                    f"{_s(td)} runs the export but no alarm watches {contract.METRICS_NAMESPACE} "
+                    f"{contract.Metric.SUCCESS} with missing data breaching: a stopped backup would go "
+                    "unnoticed; declare the Alerting component",
+                )
+            )
+        rules_ = [r for r in stack.of_type(T_EVENT_RULE) if known(r.props.get("eventPattern"))]
+        if not any(
+            "aws.ecs" in _as_list(json.loads(r.props["eventPattern"]).get("source")) for r in rules_
+        ) and not any(r.props.get("eventPattern") is UNKNOWN for r in stack.of_type(T_EVENT_RULE)):
+            out.append(
+                (
+                    td.key,
+                    f"{_s(td)} has no EventBridge rule on ECS task state changes: a failed task would "
+                    "go unnoticed; declare the Alerting component",
+                )
+            )
     return out

@@ -86,12 +86,16 @@ def down(directory: Path = DirOption) -> None:
 
 @app.command()
 def status(directory: Path = DirOption) -> None:
-    """Print whether a sandbox is running, and its endpoints."""
+    """Print whether a sandbox is running, its endpoints, and where each container's export stands."""
     state = sb.status(directory)
     if state is None:
         typer.echo("no sandbox is running")
         raise typer.Exit(1)
     typer.echo(how_to_use(state, directory.resolve()))
+    from sandbox.demo import status_table
+
+    typer.echo("")
+    typer.echo(status_table(state))
 
 
 @app.command("env")

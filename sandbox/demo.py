@@ -183,6 +183,27 @@ def verify(demo: Demo, state: dict, runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def status_table(state: dict) -> str:
+    """`cosmos-export status`'s per-container table for the sandbox's bucket (read-only)."""
+    import io
+
+    from rich.console import Console
+
+    from cosmos_export import status
+
+    statuses = status.collect(
+        _s3(state),
+        bucket=state["bucket"],
+        prefix=state["prefix"],
+        account=state["cosmos_account"],
+        database=state["database"],
+        containers=state["containers"],
+    )
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(status.table(statuses))
+    return console.export_text()
+
+
 def _keys(state: dict) -> list[str]:
     s3, keys = _s3(state), []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=state["bucket"], Prefix=state["prefix"] + "/"):
@@ -244,6 +265,7 @@ def summarize(
     print(f"S3 keys ({len(summary['keys'])}):")
     for key in summary["keys"]:
         print(f"  {key}")
+    print("\n" + demo.worker_cmd(state, "status").rstrip())  # on-call's view of the same bucket
     print("\nNext: `python -m sandbox up` keeps the services running (state in .sandbox/sandbox.json);")
     print('      `eval "$(python -m sandbox env)" && cosmos-export doctor` walks the chain step by step;')
     print(

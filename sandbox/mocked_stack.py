@@ -327,6 +327,21 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "aws:cloudtrail/trail:Trail":
             rid = f"arn:aws:cloudtrail:{region}:{acct}:trail/{inputs['name']}"
             out["arn"] = rid
+        elif t == "aws:sns/topic:Topic":
+            rid = f"arn:aws:sns:{region}:{acct}:{physical}"
+            out.update(name=physical, arn=rid)
+        elif t == "aws:sns/topicSubscription:TopicSubscription":
+            rid = f"{inputs['topic']}:{_uuid(self.stack, name, 'subscription')}"
+            out["arn"] = rid
+        elif t == "aws:cloudwatch/eventRule:EventRule":
+            rid = physical
+            out.update(name=physical, arn=f"arn:aws:events:{region}:{acct}:rule/{physical}")
+        elif t == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            rid = physical
+            out.update(name=physical, arn=f"arn:aws:cloudwatch:{region}:{acct}:alarm:{physical}")
+        elif t == "aws:cloudwatch/dashboard:Dashboard":
+            rid = inputs["dashboardName"]
+            out["dashboardArn"] = f"arn:aws:cloudwatch::{acct}:dashboard/{rid}"
         elif t == "azuread:index/application:Application":
             object_id = _uuid(self.stack, name, "app-object")
             rid = f"/applications/{object_id}"

@@ -204,6 +204,9 @@ def test_no_service_wide_or_wildcard_action(stack):
                     "sqs",
                     "scheduler",
                     "cloudtrail",
+                    "sns",
+                    "cloudwatch",
+                    "events",
                 }, action
 
 
@@ -481,4 +484,4 @@ def test_the_scanner_export_writes_every_policy_document(tmp_path):
     assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
     written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
     assert written == _documents("dev")["deploy"]
-    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 6  # export and audit key per stack
+    assert len(list((tmp_path / "resource").glob("*Key-*.json"))) == 9  # export, audit and alerts key per stack

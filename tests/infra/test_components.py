@@ -45,7 +45,7 @@ def test_export_bucket_children_dev(dev):
     got = sorted(
         (r.type_.split(":")[-1], r.name)
         for r in dev.resources
-        if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail"))
+        if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail")) and "-alerts" not in r.name
     )
     n = "export-dev"
     assert got == _bucket_children(n, locked=False)
@@ -180,7 +180,7 @@ def test_worker_service_children_and_image(dev):
         (r.type_.split(":")[-1], r.name)
         for r in dev.resources
         if r.type_.startswith(
-            ("aws:ecr", "aws:ecs", "aws:cloudwatch", "aws:ec2", "aws:sqs", "aws:scheduler", "docker-build")
+            ("aws:ecr", "aws:ecs", "aws:cloudwatch/logGroup", "aws:ec2", "aws:sqs", "aws:scheduler", "docker-build")
         )
     )
     n = "export-dev"
@@ -260,6 +260,22 @@ def test_each_component_declares_exactly_its_children(stack):
                 ("Schedule", f"{n}-schedule"),
                 ("SecurityGroup", f"{n}-sg"),
                 ("TaskDefinition", f"{n}-task-definition"),
+            ]
+        ),
+        "cosmos-s3-export:aws:Alerting": sorted(
+            [
+                ("Key", f"{n}-alerts-key"),
+                ("Topic", f"{n}-alerts"),
+                ("TopicPolicy", f"{n}-alerts-policy"),
+                ("EventRule", f"{n}-task-failed"),
+                ("EventTarget", f"{n}-task-failed-target"),
+                ("MetricAlarm", f"{n}-schedule-dlq"),
+                ("Dashboard", f"{n}-dashboard"),
+            ]
+            + [
+                ("MetricAlarm", f"{n}-{kind}-{c}")
+                for c in {"dev": ["orders", "customers"], "prod": ["orders", "customers", "invoices"]}[stack]
+                for kind in ("stale", "drill-failed")
             ]
         ),
     }

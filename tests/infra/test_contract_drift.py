@@ -243,10 +243,12 @@ SHARED = {
 }
 #: Set from other resources' outputs, not from a config key.
 FROM_RESOURCES = {Env.IDENTITY_MODE, Env.AZURE_TENANT_ID, Env.AZURE_CLIENT_ID, Env.COSMOS_ENDPOINT, Env.KMS_KEY_ARN}
+#: The stack's name itself (the Stack dimension of the worker's metrics).
+FROM_STACK_NAME = {Env.STACK}
 
 
 def test_the_property_covers_every_variable_the_program_sets():
-    assert set(env_of(load_stack())) == set(SHARED) | FROM_RESOURCES
+    assert set(env_of(load_stack())) == set(SHARED) | FROM_RESOURCES | FROM_STACK_NAME
 
 
 def reasons(var: str, value) -> list[str]:

@@ -286,7 +286,11 @@ def test_name_less_resources_carry_the_stack_tag(every_stack):
         for r in run.of_type(type_):
             assert r.inputs["tags"]["cosmos-s3-export-stack"] == run.stack, (type_, r.name)
     purposes = {r.name: r.inputs["tags"]["cosmos-s3-export-purpose"] for r in run.of_type("aws:kms/key:Key")}
-    assert purposes == {f"export-{run.stack}-key": "export", f"export-{run.stack}-audit-key": "audit"}
+    assert purposes == {
+        f"export-{run.stack}-key": "export",
+        f"export-{run.stack}-audit-key": "audit",
+        f"export-{run.stack}-alerts-key": "alerts",
+    }
 
 
 def test_key_auth_on_the_cosmos_account_is_reported(monkeypatch):

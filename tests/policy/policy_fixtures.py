@@ -106,6 +106,16 @@ def container(**overrides) -> dict:
     return c
 
 
+TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:export-alerts-1a2b3c4"
+ALERTS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/5c0c2d6e-1111-4a5b-9c8d-7e6f5a4b3c2d"
+
+
+def topic_policy() -> dict:
+    from components.alerting import topic_policy as build
+
+    return build(topic_arn=TOPIC_ARN, account_id="111122223333", region="eu-west-1")
+
+
 def good_stack() -> list[Resource]:
     R = Resource
     return copy.deepcopy(
@@ -196,6 +206,27 @@ def good_stack() -> list[Resource]:
                     "roleDefinitionId": ROLE_DEF_ID,
                     "scope": f"{COSMOS_ACCOUNT_ID}/dbs/app/colls/orders",
                 },
+            ),
+            R("aws:sns/topic:Topic", "alerts", {"arn": TOPIC_ARN, "kmsMasterKeyId": ALERTS_KEY_ARN}),
+            R(
+                "aws:sns/topicPolicy:TopicPolicy",
+                "alerts-policy",
+                {"arn": TOPIC_ARN, "policy": json.dumps(topic_policy())},
+            ),
+            R(
+                "aws:cloudwatch/metricAlarm:MetricAlarm",
+                "stale-orders",
+                {
+                    "namespace": "CosmosExport",
+                    "metricName": "Success",
+                    "treatMissingData": "breaching",
+                    "alarmActions": [TOPIC_ARN],
+                },
+            ),
+            R(
+                "aws:cloudwatch/eventRule:EventRule",
+                "task-failed",
+                {"eventPattern": json.dumps({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]})},
             ),
         ]
     )

@@ -210,3 +210,12 @@ def test_entra_app_holding_a_password_is_rejected():
         password={"displayName": "added-by-hand", "keyId": "3c1b"},
     )
     assert [(p, n) for p, n, _ in violations(resources)] == [("no-static-credentials", "export-dev-app")]
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_public_alert_topic_is_rejected(stack):
+    topic_policy = mocked(stack).one(rules.T_SNS_TOPIC_POLICY).inputs["policy"]
+    document = json.loads(topic_policy)
+    document["Statement"][0]["Principal"] = "*"
+    found = violations(_edit(_resources(stack), rules.T_SNS_TOPIC_POLICY, policy=json.dumps(document)))
+    assert [(p, n) for p, n, _ in found] == [("chain-of-trust-and-data-guardrails", f"export-{stack}-alerts-policy")]

@@ -571,3 +571,67 @@ def test_application_with_a_password_is_refused():
     assert rules.check_application_secret({"password": UNKNOWN}) == []
     [found] = rules.check_application_secret({"password": {"displayName": "ci", "keyId": "k"}})
     assert found.startswith("Entra application holds a password (client secret)")
+
+
+# --- alerting ---------------------------------------------------------------------------
+
+
+def test_unencrypted_topic_is_refused():
+    [msg] = messages(replace(good_stack(), "alerts", kmsMasterKeyId=None))
+    assert msg.startswith("Topic 'alerts' is not encrypted; set kmsMasterKeyId")
+    assert messages(replace(good_stack(), "alerts", kmsMasterKeyId=UNKNOWN)) == []  # preview: judged at up
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        (
+            "*",
+            "statement 'CloudWatchAlarmsPublish' allows '*'; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] "
+            "may publish alerts",
+        ),
+        (
+            {"AWS": "arn:aws:iam::999999999999:root"},
+            "statement 'CloudWatchAlarmsPublish' allows {'AWS': "
+            "'arn:aws:iam::999999999999:root'}; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts",
+        ),
+        (
+            {"Service": "s3.amazonaws.com"},
+            "statement 'CloudWatchAlarmsPublish' allows {'Service': 's3.amazonaws.com'}; "
+            "only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts",
+        ),
+    ],
+)
+def test_topic_policy_allows_only_cloudwatch_and_eventbridge(principal, expected):
+    document = fx.topic_policy()
+    document["Statement"][0]["Principal"] = principal
+    assert messages(replace(good_stack(), "alerts-policy", policy=json.dumps(document))) == [
+        f"TopicPolicy 'alerts-policy': {expected}"
+    ]
+
+
+def test_topic_policy_without_source_account_is_refused():
+    document = fx.topic_policy()
+    del document["Statement"][1]["Condition"]["StringEquals"]
+    assert messages(replace(good_stack(), "alerts-policy", policy=json.dumps(document))) == [
+        "TopicPolicy 'alerts-policy': statement 'EventBridgeRulesPublish' lets ['events.amazonaws.com'] of any account "
+        "publish; add Condition StringEquals aws:SourceAccount = this account"
+    ]
+
+
+def test_worker_without_freshness_alarm_or_task_rule_is_refused():
+    no_alarm = replace(good_stack(), "stale-orders", treatMissingData="notBreaching")
+    assert messages(no_alarm) == [
+        "TaskDefinition 'task' runs the export but no alarm watches CosmosExport Success with missing data breaching: "
+        "a stopped backup would go unnoticed; declare the Alerting component"
+    ]
+    no_rule = [r for r in good_stack() if r.key != "task-failed"]
+    assert messages(no_rule) == [
+        "TaskDefinition 'task' has no EventBridge rule on ECS task state changes: a failed task would go unnoticed; "
+        "declare the Alerting component"
+    ]
+    no_policy = [r for r in good_stack() if r.key != "alerts-policy"]
+    assert messages(no_policy) == [
+        "Topic 'alerts' has no topic policy; add one allowing only CloudWatch and "
+        "EventBridge of this account to publish"
+    ]

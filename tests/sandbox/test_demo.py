@@ -62,6 +62,13 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     parts = [k for k in summary["keys"] if "/data/" in k]
     assert parts and all(k.startswith("cosmos/acme-orders-dev/orders/") for k in summary["keys"])
     assert [s["name"] for s in summary["steps"]][-1] == "verify both runs"
+    # The demo ends with on-call's view: `cosmos-export status`, a row per container at sequence 2.
+    table = out[out.index("cosmos-export status: acme-orders-dev/orders") :]
+    rows = {c: next(line for line in table.splitlines() if line.startswith(f"│ {c} ")) for c in ("orders", "customers")}
+    for container, row in rows.items():
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        assert cells[1] == "2" and cells[4] == "incremental" and cells[9] == "current", row
+        assert cells[5] == f"{incremental['containers'][container]['documents']:,}", row
 
     # Nothing it started survives: the serve process and moto.
     assert set(summary["pids"]) == {"serve", "moto"}

@@ -89,6 +89,22 @@ def test_up_seed_run_change_run_down(tmp_path):
         )
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=state["bucket"])["Contents"]]
         assert sum("/orders/manifests/" in key for key in keys) == 2
+
+        # `sandbox status`: the endpoints, then cosmos-export status's table for the sandbox's bucket.
+        shown = _sandbox(tmp_path, "status")
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        table = shown.stdout[shown.stdout.index("cosmos-export status: acme-orders-dev/orders") :]
+        rows = {
+            c: [
+                x.strip()
+                for x in next(line for line in table.splitlines() if line.startswith(f"│ {c} ")).strip("│ ").split("│")
+            ]
+            for c in ("orders", "customers")
+        }
+        assert [(r[1], r[4], r[5], r[9]) for r in rows.values()] == [
+            ("2", "incremental", str(UPDATED + INSERTED), "current"),
+            ("2", "incremental", "0", "current"),
+        ]
     finally:
         down = _sandbox(tmp_path, "down")
     assert down.returncode == 0 and down.stdout.startswith("stopped ")

@@ -1,6 +1,7 @@
-"""`cosmos-export run|doctor|verify`: settings from the environment, flags on top.
+"""`cosmos-export run|doctor|verify|status`: settings from the environment, flags on top.
 
-Exit codes: 0 ok, 1 export/verify/doctor failure, 2 invalid settings or usage,
+Exit codes: 0 ok, 1 export/verify/doctor failure (status: a container older than --max-age or never
+committed), 2 invalid settings or usage,
 143 stopped by SIGTERM (ECS stop) before commit. On failure the last line on
 stderr is the reason.
 """
@@ -8,6 +9,7 @@ stderr is the reason.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from enum import Enum
 from typing import Any, Optional
@@ -171,6 +173,78 @@ def verify(
             f"run {run_id} is not committed for any of {', '.join(settings.cosmos_containers)} under "
             f"s3://{settings.bucket}/{settings.prefix}/"
         )
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '45m', '26h', '2d' (or plain seconds) -> seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"--max-age {text!r} is not a duration: use a positive number with s, m, h or d, e.g. 26h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+@app.command()
+def status(
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    identity_mode: Optional[IdentityMode] = _IDENTITY,
+    max_age: Optional[str] = typer.Option(
+        None, "--max-age", help="Exit 1 if a container's last commit is older (or it has none), e.g. 26h, 90m, 2d"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts instead of the table"),
+) -> None:
+    """Per container: last commit (sequence, time, age, documents, bytes), lag, schema, checkpoint, orphans, drill.
+
+    Reads the bucket only (ListObjectsV2, GetObject, ListMultipartUploads); never writes.
+    """
+    import json as json_module
+
+    from cosmos_export import identity
+    from cosmos_export import status as status_module
+    from cosmos_export.export import s3_client
+
+    try:
+        limit = parse_duration(max_age) if max_age is not None else None
+    except ValueError as e:
+        _fail(str(e), EXIT_SETTINGS)
+    settings = _settings(identity_mode=identity_mode, cosmos_containers=containers, bucket=bucket, prefix=prefix)
+    audit.configure_logging("WARNING")
+    s3 = s3_client(settings, identity.aws_session(settings))
+    statuses = status_module.collect(
+        s3,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        account=settings.account_name or "",
+        database=settings.cosmos_database,
+        containers=settings.cosmos_containers,
+    )
+    stale = [s.container for s in statuses if limit is not None and s.too_old(limit)]
+    if as_json:
+        typer.echo(
+            json_module.dumps(
+                {
+                    "bucket": settings.bucket,
+                    "prefix": settings.prefix,
+                    "max_age_seconds": limit,
+                    "stale": stale,
+                    "containers": [s.as_json() for s in statuses],
+                },
+                indent=2,
+            )
+        )
+    else:
+        from rich.console import Console
+
+        console = Console(width=None if sys.stdout.isatty() else 200)  # piped: the full table, not 80 columns
+        console.print(status_module.table(statuses, max_age_seconds=limit))
+        for s in statuses:
+            for problem in s.problems:
+                console.print(f"[red]{s.container}: {problem}[/red]")
+    if stale:
+        _fail(f"older than --max-age {max_age} (or never committed): {', '.join(stale)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,6 +74,9 @@ class Manifest(BaseModel):
     schema_previous: SchemaInfo | None
     schema_: SchemaInfo = Field(alias="schema")
     timings: dict[str, float] = Field(default_factory=dict)
+    #: Newest Cosmos `_ts` (epoch s) committed so far, this run or before (None: nothing yet); `status` and
+    #: the LagSeconds metric measure lag from it. Optional, so manifests written before it still load.
+    newest_ts: int | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -99,6 +102,7 @@ class Checkpoint(BaseModel):
     continuations: dict[str, str | None]
     schema_: SchemaInfo = Field(alias="schema")
     committed_at: datetime
+    newest_ts: int | None = None  # copied from the manifest
 
 
 #: Either stored document (both name their container, checked on load).
@@ -228,6 +232,7 @@ class CommitStore:
             continuations=manifest.continuations,
             schema_=manifest.schema_,
             committed_at=datetime.now(timezone.utc),
+            newest_ts=manifest.newest_ts,
         )
         key, body = layout.checkpoint_key(self._target), _dump(checkpoint)
         if state.etag:

@@ -250,6 +250,7 @@ class Env:
     PART_SIZE_MB = "EXPORT_PART_SIZE_MB"
     COMPRESSION = "EXPORT_COMPRESSION"  # gzip | zstd
     LOG_LEVEL = "EXPORT_LOG_LEVEL"
+    STACK = "EXPORT_STACK"  # the Pulumi stack's name: the Stack dimension of the worker's metrics
     # Restore and drills (the restore task only)
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
@@ -287,6 +288,9 @@ class Output:
     COSMOS_RESTORE_ROLE_DEFINITION_ID = "cosmosRestoreRoleDefinitionId"
     RUN_RESTORE_COMMAND = "runRestoreCommand"
     RUN_DRILL_COMMAND = "runDrillCommand"
+    # Alerting
+    ALERT_TOPIC_ARN = "alertTopicArn"
+    DASHBOARD_NAME = "dashboardName"
 
 
 # --- Export format ----------------------------------------------------------
@@ -297,6 +301,40 @@ MANIFEST_FORMAT_VERSION: Final = 1
 #: manifests/ and checkpoint.json: drill reports, and restore progress (the restore role writes only these).
 DRILLS_DIR: Final = "drills"
 RESTORES_DIR: Final = "restores"
+# --- Metrics (CloudWatch Embedded Metric Format in the worker's log lines; alarms read them) ---
+
+#: CloudWatch namespace of every metric the worker (and the restore drill) emits.
+METRICS_NAMESPACE: Final = "CosmosExport"
+
+
+class Metric:
+    """Metric names. Per container, one EMF line per run outcome (commit or failure)."""
+
+    DOCUMENTS = "Documents"
+    BYTES = "Bytes"
+    PARTS = "Parts"
+    REQUEST_UNITS = "RequestUnits"
+    SECONDS = "Seconds"
+    SUCCESS = "Success"  # 1 when the container's run committed
+    FAILURE = "Failure"  # 1 when it failed (nothing committed)
+    LAG = "LagSeconds"  # now minus the newest _ts committed so far
+    #: Emitted by `cosmos-export drill` (restore-worker): 1 when a drill fails, 0 when it passes,
+    #: with the container dimension set below. The drill-failure alarm reads it.
+    DRILL_FAILED = "DrillFailed"
+
+
+class Dimension:
+    STACK = "Stack"
+    ACCOUNT = "Account"
+    DATABASE = "Database"
+    CONTAINER = "Container"
+    MODE = "Mode"  # the run's mode: snapshot | incremental | query-snapshot
+
+
+#: Dimension sets of every metric: alarms use the first (a container, whatever the run mode; an alarm must
+#: name every dimension of the metric), dashboards may split by mode with the second.
+CONTAINER_DIMENSIONS: Final = (Dimension.STACK, Dimension.ACCOUNT, Dimension.DATABASE, Dimension.CONTAINER)
+MODE_DIMENSIONS: Final = CONTAINER_DIMENSIONS + (Dimension.MODE,)
 
 
 #: S3 object metadata keys (x-amz-meta-*) on every part.

@@ -25,7 +25,7 @@ import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, contract, identity, layout, source, storage
+from cosmos_export import audit, contract, identity, layout, metrics, source, storage
 from cosmos_export.commit import CommitStore, LoadedState, Manifest, ManifestPart
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
@@ -55,6 +55,7 @@ class ContainerResult:
     feed_ranges: int
     request_charge: float
     seconds: float
+    newest_ts: int | None = None  # the newest _ts committed so far (this run or before)
 
 
 @dataclass
@@ -108,9 +109,10 @@ def run_export(
     session = session or identity.aws_session(settings)
     s3 = s3 or s3_client(settings, session)
     try:
-        credential = credential or identity.azure_credential(settings, session)
-        client = source.cosmos_client(settings, credential)
-        level = source.check_consistency(client, settings.min_consistency)
+        with metrics.failure_recorded(log, settings, settings.cosmos_containers, mode, clock):
+            credential = credential or identity.azure_credential(settings, session)
+            client = source.cosmos_client(settings, credential)
+            level = source.check_consistency(client, settings.min_consistency)
     except (
         identity.IdentityError,
         ClientAuthenticationError,
@@ -129,7 +131,8 @@ def run_export(
     summary = RunSummary(mode=mode)
     for name in settings.cosmos_containers:
         try:
-            summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
+            with metrics.failure_recorded(log, settings, [name], mode, clock):
+                summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
         except ExportError:
             raise
         except (
@@ -287,6 +290,7 @@ class RangeResult:
     continuation: str | None
     records: list[ManifestPart]
     request_charge: float
+    newest_ts: int | None = None  # the newest _ts read
 
 
 def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
@@ -308,6 +312,7 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
     )
     reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop)
     charge = 0.0
+    newest: int | None = None
     try:
         end: str | None = None
         if plan.end_at_now:
@@ -326,6 +331,9 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         for page in pages:
             sink.write_page(page.docs)
             charge += page.request_charge
+            page_newest = metrics.newest_ts(page.docs)
+            if page_newest is not None and (newest is None or page_newest > newest):
+                newest = page_newest
             run.log.info(
                 "cosmos_page",
                 feed_range_index=plan.index,
@@ -337,7 +345,7 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         if run.stop.is_set():
             raise ExportInterrupted("stop requested")
         records = sink.close()
-        return RangeResult(plan.key, end or reader.continuation, records, charge)
+        return RangeResult(plan.key, end or reader.continuation, records, charge, newest)
     except BaseException:
         sink.abort()
         raise
@@ -432,6 +440,11 @@ def _export_container(
         schema_previous=previous,
         schema_=schema,
         timings={"seconds": round(time.monotonic() - began, 3)},
+        newest_ts=max(
+            [r.newest_ts for r in results if r.newest_ts is not None]
+            + ([checkpoint.newest_ts] if checkpoint and checkpoint.newest_ts else []),
+            default=None,
+        ),
     )
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
@@ -446,6 +459,24 @@ def _export_container(
         feed_ranges=len(plan.ranges),
         request_charge=round(sum(r.request_charge for r in results), 2),
         seconds=round(time.monotonic() - began, 3),
+        newest_ts=manifest.newest_ts,
+    )
+    at = clock()
+    metrics.emit(
+        log,
+        settings,
+        name,
+        plan.manifest_mode,
+        at,
+        metrics.committed_values(
+            documents=result.documents,
+            bytes=result.bytes,
+            parts=result.parts,
+            request_units=result.request_charge,
+            seconds=result.seconds,
+            newest=result.newest_ts,
+            at=at,
+        ),
     )
     log.info(
         "container_committed",

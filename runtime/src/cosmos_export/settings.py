@@ -143,6 +143,13 @@ class WorkerSettings(BaseSettings):
         Env.COMPRESSION, contract.DEFAULT_COMPRESSION, fix=f"use {_choices(contract.COMPRESSIONS)}"
     )
     log_level: contract.LogLevel = _env(Env.LOG_LEVEL, "INFO", fix="use DEBUG, INFO, WARNING or ERROR")
+    # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
+    stack: str = _env(
+        Env.STACK,
+        "local",
+        pattern=r"^[A-Za-z0-9._-]{1,255}$",
+        fix="use the Pulumi stack name (letters, digits, '.', '_', '-'), or unset it",
+    )
 
     # --- field checks ------------------------------------------------------
 
