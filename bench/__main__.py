@@ -51,8 +51,9 @@ def run_client(name: str, state_file: Path, log_dir: Path, profile: Path | None 
     if profile:
         argv += ["--profile", str(profile)]
     with open(log_dir / f"bench-{name}.log", "wb") as log:
-        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        process = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
         assert process.stdout is not None  # stdout=PIPE
         out = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
@@ -71,8 +72,9 @@ def median_run(runs: list[dict]) -> dict:
     out = dict(runs[-1])
     for key in ("seconds", "cpu_seconds", "load_1min_before"):
         out[key] = statistics.median(r[key] for r in runs)
-    out["server_cpu_seconds"] = {n: statistics.median(r["server_cpu_seconds"][n] for r in runs)
-                                 for n in runs[-1]["server_cpu_seconds"]}
+    out["server_cpu_seconds"] = {
+        n: statistics.median(r["server_cpu_seconds"][n] for r in runs) for n in runs[-1]["server_cpu_seconds"]
+    }
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     out["runs"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "peak_rss_mb", "load_1min_before")} for r in runs]
     return out
@@ -102,28 +104,37 @@ def measure(docs: int, profile: bool, directory: Path, repeat: int = 1) -> dict:
             load = os.getloadavg()[0]
             before = {n: process_cpu_seconds(pid) for n, pid in servers.items()}
             result = run_client(name, directory / sb.STATE_FILE, directory, prof)
-            result["server_cpu_seconds"] = {n: round(process_cpu_seconds(pid) - before[n], 2)
-                                            for n, pid in servers.items()}
+            result["server_cpu_seconds"] = {
+                n: round(process_cpu_seconds(pid) - before[n], 2) for n, pid in servers.items()
+            }
             result["load_1min_before"] = load
             if result["documents"] != seeded:
                 raise RuntimeError(f"{name} read {result['documents']} documents, {seeded} were seeded")
             runs[name].append(result)
             result = rates(result, seeded, dataset_bytes)
-            print(f"{name:<13} {result['seconds']:7.1f}s  {result['docs_per_s']:8.0f} docs/s  "
-                  f"{result['mb_per_s']:6.2f} MB/s  CPU {result['cpu_s_per_100k']:6.1f}s/100k  "
-                  f"peak RSS {result['peak_rss_mb']:6.0f} MB  servers' CPU {result['server_cpu_s_per_100k']:4.1f}s/100k  "
-                  f"(load {load:.2f} before)", flush=True)
+            print(
+                f"{name:<13} {result['seconds']:7.1f}s  {result['docs_per_s']:8.0f} docs/s  "
+                f"{result['mb_per_s']:6.2f} MB/s  CPU {result['cpu_s_per_100k']:6.1f}s/100k  "
+                f"peak RSS {result['peak_rss_mb']:6.0f} MB  servers' CPU {result['server_cpu_s_per_100k']:4.1f}s/100k  "
+                f"(load {load:.2f} before)",
+                flush=True,
+            )
     finally:
         sb.down(directory)
     clients = {name: rates(median_run(rs), seeded, dataset_bytes) for name, rs in runs.items()}
     return {
-        "docs": docs, "dataset_bytes": dataset_bytes, "seed_seconds": seed_seconds, "clients": clients,
-        "ratios": {"worker_over_floor_cpu": clients["worker"]["cpu_seconds"] / clients["floor"]["cpu_seconds"],
-                   "worker_over_floor_tuned_cpu": (clients["worker"]["cpu_seconds"]
-                                                   / clients["floor_tuned"]["cpu_seconds"]),
-                   "worker_over_naive_throughput": clients["worker"]["docs_per_s"] / clients["naive"]["docs_per_s"],
-                   "floor_over_naive_throughput": clients["floor"]["docs_per_s"] / clients["naive"]["docs_per_s"]},
-        "machine": machine(), "repeat": repeat,
+        "docs": docs,
+        "dataset_bytes": dataset_bytes,
+        "seed_seconds": seed_seconds,
+        "clients": clients,
+        "ratios": {
+            "worker_over_floor_cpu": clients["worker"]["cpu_seconds"] / clients["floor"]["cpu_seconds"],
+            "worker_over_floor_tuned_cpu": (clients["worker"]["cpu_seconds"] / clients["floor_tuned"]["cpu_seconds"]),
+            "worker_over_naive_throughput": clients["worker"]["docs_per_s"] / clients["naive"]["docs_per_s"],
+            "floor_over_naive_throughput": clients["floor"]["docs_per_s"] / clients["naive"]["docs_per_s"],
+        },
+        "machine": machine(),
+        "repeat": repeat,
         "command": f"python -m bench --docs {docs}" + (f" --repeat {repeat}" if repeat > 1 else ""),
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -138,15 +149,29 @@ def rates(result: dict, seeded: int, dataset_bytes: int) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    mem = next(
+        (
+            int(line.split()[1]) // 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
     return f"{cpu}, {os.cpu_count()} vCPU, {mem} MB RAM, Linux {platform.release()}, Python {platform.python_version()}"
 
 
 NOTES_MARKER = "<!-- Notes below are written by hand; `python -m bench` keeps them. -->"
-TARGETS = "worker CPU/doc <= 1.5x floor; worker throughput >= 2x naive; worker peak RSS at 1M <= 1.2x at 100k and < 300 MB"
+TARGETS = (
+    "worker CPU/doc <= 1.5x floor; worker throughput >= 2x naive; worker peak RSS at 1M <= 1.2x at 100k and < 300 MB"
+)
 
 
 def rss_ratio(results: dict[int, dict]) -> tuple[float, float, float] | None:
@@ -158,53 +183,80 @@ def rss_ratio(results: dict[int, dict]) -> tuple[float, float, float] | None:
 
 
 def render(results: dict[int, dict], notes: str) -> str:
-    lines = ["# Performance", "",
-             "Export benchmark (`make bench` runs 100k and 1M documents; `python -m bench --docs N [N ...]`",
-             "for other sizes): N realistic ~1 KB nested documents bulk-loaded into the Cosmos gateway double",
-             "(AAD auth and RBAC on, 4 feed ranges, dev stack settings: concurrency 2, 16 MB parts, zstd), then,",
-             "one after the other and each in its own process: **floor** = drain every feed range's change feed",
-             "with the SDK as shipped (threads, same page size and concurrency) and discard the documents;",
-             "**worker** = the worker's snapshot export (`run_export`: zstd JSON Lines, multipart to moto S3,",
-             "manifest + checkpoint); **naive** = `read_all_items`, `json.dumps` per document, buffered, one",
-             "`put_object`; **floor_tuned** (diagnostic) = the floor read the way the worker reads: its",
-             "garbage-collector setting (`export.bulk_gc`) and its SDK response parser (`sdk_json`: msgspec,",
-             "stdlib fallback). CPU seconds and peak RSS are the client process's own (`os.wait4`",
-             "rusage, `VmHWM`), not the local servers'; *servers' CPU* is what the gateway double (+ STS/Entra",
-             "doubles) and moto spent meanwhile. MB/s counts the documents' compact JSON bytes. *load* is the",
-             "1-minute load average just before the client started (2 vCPUs: 2.0 = busy). With `--repeat N`",
-             "the four clients run N rounds, interleaved; the tables show medians (peak RSS: the highest).", ""]
+    lines = [
+        "# Performance",
+        "",
+        "Export benchmark (`make bench` runs 100k and 1M documents; `python -m bench --docs N [N ...]`",
+        "for other sizes): N realistic ~1 KB nested documents bulk-loaded into the Cosmos gateway double",
+        "(AAD auth and RBAC on, 4 feed ranges, dev stack settings: concurrency 2, 16 MB parts, zstd), then,",
+        "one after the other and each in its own process: **floor** = drain every feed range's change feed",
+        "with the SDK as shipped (threads, same page size and concurrency) and discard the documents;",
+        "**worker** = the worker's snapshot export (`run_export`: zstd JSON Lines, multipart to moto S3,",
+        "manifest + checkpoint); **naive** = `read_all_items`, `json.dumps` per document, buffered, one",
+        "`put_object`; **floor_tuned** (diagnostic) = the floor read the way the worker reads: its",
+        "garbage-collector setting (`export.bulk_gc`) and its SDK response parser (`sdk_json`: msgspec,",
+        "stdlib fallback). CPU seconds and peak RSS are the client process's own (`os.wait4`",
+        "rusage, `VmHWM`), not the local servers'; *servers' CPU* is what the gateway double (+ STS/Entra",
+        "doubles) and moto spent meanwhile. MB/s counts the documents' compact JSON bytes. *load* is the",
+        "1-minute load average just before the client started (2 vCPUs: 2.0 = busy). With `--repeat N`",
+        "the four clients run N rounds, interleaved; the tables show medians (peak RSS: the highest).",
+        "",
+    ]
     for docs, r in sorted(results.items()):
-        lines += [f"## {docs:,} documents ({r['dataset_bytes'] / 1e6:.0f} MB of JSON)", "",
-                  f"Machine: {r['machine']}  ", f"Command: `{r['command']}` ({r['at']})", "",
-                  "| client | wall s | docs/s | MB/s | CPU s / 100k docs | peak RSS MB | servers' CPU s / 100k | load |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {docs:,} documents ({r['dataset_bytes'] / 1e6:.0f} MB of JSON)",
+            "",
+            f"Machine: {r['machine']}  ",
+            f"Command: `{r['command']}` ({r['at']})",
+            "",
+            "| client | wall s | docs/s | MB/s | CPU s / 100k docs | peak RSS MB | servers' CPU s / 100k | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, c in r["clients"].items():
             server = f"{c['server_cpu_s_per_100k']:.1f}" if "server_cpu_s_per_100k" in c else "-"
             load = f"{c['load_1min_before']:.2f}" if "load_1min_before" in c else "-"
-            lines.append(f"| {name} | {c['seconds']:.1f} | {c['docs_per_s']:,.0f} | {c['mb_per_s']:.2f} | "
-                         f"{c['cpu_s_per_100k']:.1f} | {c['peak_rss_mb']:.0f} | {server} | {load} |")
+            lines.append(
+                f"| {name} | {c['seconds']:.1f} | {c['docs_per_s']:,.0f} | {c['mb_per_s']:.2f} | "
+                f"{c['cpu_s_per_100k']:.1f} | {c['peak_rss_mb']:.0f} | {server} | {load} |"
+            )
         ratios = r["ratios"]
-        line = (f"worker/floor CPU: **{ratios['worker_over_floor_cpu']:.2f}x** (target <= 1.5x); "
-                f"worker/naive throughput: **{ratios['worker_over_naive_throughput']:.2f}x** (target >= 2x)")
+        line = (
+            f"worker/floor CPU: **{ratios['worker_over_floor_cpu']:.2f}x** (target <= 1.5x); "
+            f"worker/naive throughput: **{ratios['worker_over_naive_throughput']:.2f}x** (target >= 2x)"
+        )
         if "worker_over_floor_tuned_cpu" in ratios:
-            line += (f"; worker/floor_tuned CPU: {ratios['worker_over_floor_tuned_cpu']:.2f}x; "
-                     f"floor/naive throughput: {ratios['floor_over_naive_throughput']:.2f}x")
+            line += (
+                f"; worker/floor_tuned CPU: {ratios['worker_over_floor_tuned_cpu']:.2f}x; "
+                f"floor/naive throughput: {ratios['floor_over_naive_throughput']:.2f}x"
+            )
         lines += ["", line, ""]
     ratio = rss_ratio(results)
     if ratio:
         small, big, factor = ratio
-        lines += [f"Worker peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{factor:.2f}x** "
-                  "(target <= 1.2x and < 300 MB).", ""]
+        lines += [
+            f"Worker peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{factor:.2f}x** "
+            "(target <= 1.2x and < 300 MB).",
+            "",
+        ]
     lines += [NOTES_MARKER, "", notes.strip(), ""] if notes.strip() else [NOTES_MARKER, ""]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000],
-                        help="container sizes to measure, one sandbox each (default: 100000 1000000)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of the four clients per size; the table shows medians (peak RSS: the highest)")
+    parser.add_argument(
+        "--docs",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="container sizes to measure, one sandbox each (default: 100000 1000000)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the four clients per size; the table shows medians (peak RSS: the highest)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the worker client with pyinstrument")
     parser.add_argument("--dir", type=Path, default=REPO / ".sandbox" / "bench")
     args = parser.parse_args()
@@ -220,9 +272,11 @@ def main() -> int:
         notes = previous.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in previous else ""
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(render(results, notes))
-        print(f"{docs} docs: worker/floor CPU {result['ratios']['worker_over_floor_cpu']:.2f}x, "
-              f"worker/naive throughput {result['ratios']['worker_over_naive_throughput']:.2f}x; wrote {DOC}",
-              flush=True)
+        print(
+            f"{docs} docs: worker/floor CPU {result['ratios']['worker_over_floor_cpu']:.2f}x, "
+            f"worker/naive throughput {result['ratios']['worker_over_naive_throughput']:.2f}x; wrote {DOC}",
+            flush=True,
+        )
     ratio = rss_ratio(results)
     if ratio:
         small, big, factor = ratio

@@ -30,8 +30,12 @@ def _cosmos_container(settings, state: dict, container: str):
 
     from cosmos_export import identity
 
-    client = CosmosClient(state["endpoints"]["cosmos"], credential=identity.azure_credential(settings),
-                          connection_verify=state["ca_bundle"], ssl_config=documents.SSLConfiguration())
+    client = CosmosClient(
+        state["endpoints"]["cosmos"],
+        credential=identity.azure_credential(settings),
+        connection_verify=state["ca_bundle"],
+        ssl_config=documents.SSLConfiguration(),
+    )
     return client.get_database_client(settings.cosmos_database).get_container_client(container)
 
 
@@ -43,8 +47,9 @@ def floor(state: dict, container: str) -> int:
 
     def drain(feed_range) -> int:
         n = 0
-        for page in target.query_items_change_feed(feed_range=feed_range, start_time="Beginning",
-                                                   max_item_count=settings.page_size).by_page():
+        for page in target.query_items_change_feed(
+            feed_range=feed_range, start_time="Beginning", max_item_count=settings.page_size
+        ).by_page():
             n += sum(1 for _ in page)
         return n
 
@@ -111,8 +116,10 @@ def main() -> int:
     # Peak RSS of this program only: VmHWM starts afresh at exec, whereas the parent's ru_maxrss
     # would also count the forked copy of the (larger) benchmark driver before exec.
     hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"client": args.client, "documents": documents, "seconds": seconds,
-                      "peak_rss_mb": hwm_kb / 1024}), flush=True)
+    print(
+        json.dumps({"client": args.client, "documents": documents, "seconds": seconds, "peak_rss_mb": hwm_kb / 1024}),
+        flush=True,
+    )
     return 0
 
 

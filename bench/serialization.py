@@ -41,17 +41,25 @@ def make_docs(n: int, seed: int = 7) -> list[dict]:
             "customer": {
                 "name": " ".join(rng.choices(words, k=2)),
                 "email": f"{rng.choice(words)}@example.com",
-                "address": {"street": " ".join(rng.choices(words, k=3)), "city": rng.choice(words), "zip": f"{rng.randint(10000, 99999)}"},
+                "address": {
+                    "street": " ".join(rng.choices(words, k=3)),
+                    "city": rng.choice(words),
+                    "zip": f"{rng.randint(10000, 99999)}",
+                },
             },
             "items": [
-                {"sku": f"SKU-{rng.randint(0, 99999):05d}", "qty": rng.randint(1, 5), "price": round(rng.uniform(1, 500), 2)}
+                {
+                    "sku": f"SKU-{rng.randint(0, 99999):05d}",
+                    "qty": rng.randint(1, 5),
+                    "price": round(rng.uniform(1, 500), 2),
+                }
                 for _ in range(rng.randint(2, 6))
             ],
             "tags": rng.choices(words, k=rng.randint(1, 5)),
             "description": " ".join(rng.choices(words, k=40)),
             "_rid": "".join(rng.choices(string.ascii_letters + string.digits, k=20)) + "==",
             "_self": f"dbs/abc==/colls/def=/docs/{i}==/",
-            "_etag": f"\"{rng.getrandbits(64):016x}-0000-0000-0000-000000000000\"",
+            "_etag": f'"{rng.getrandbits(64):016x}-0000-0000-0000-000000000000"',
             "_attachments": "attachments/",
             "_ts": 1700000000 + i,
             "_lsn": i + 1,
@@ -103,6 +111,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(out, ref))
     report(f"serialize sink ({same}/{len(pages)} pages byte-equal)", c, w)
     serialize = c
+
     def observe_all():
         t = SchemaTracker()
         for d in docs:
@@ -122,6 +131,7 @@ def main() -> None:
     report(f"sink serialize+schema ({same}/{len(pages)} equal)", c, w)
     serialize, schema_cost = c, 0.0
     for comp, level in (("gzip", 1), ("gzip", 6), ("zstd", 1), ("zstd", 3)):
+
         def run():
             comp_obj = jsonl.new_compressor(comp, level)  # noqa: B023  # run() is called in this iteration
             n = 0
@@ -132,8 +142,10 @@ def main() -> None:
         c, w, n = cpu(run)
         report(f"{comp} level {level}", c, w, n)
         total = serialize + schema_cost + c
-        print(f"    sink total (serialize+schema+{comp}-{level}) = {total * per100k:.2f} CPU s/100k, "
-              f"{total / baseline:.2f}x of json.loads alone")
+        print(
+            f"    sink total (serialize+schema+{comp}-{level}) = {total * per100k:.2f} CPU s/100k, "
+            f"{total / baseline:.2f}x of json.loads alone"
+        )
 
 
 if __name__ == "__main__":

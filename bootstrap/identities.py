@@ -23,7 +23,9 @@ def build(config: d.BootstrapConfig) -> dict[str, pulumi.Output]:
         provider_arn: pulumi.Input[str] = config.oidc_provider_arn  # adopted: one provider per account and URL
     else:
         provider_arn = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc-provider", url=d.GITHUB_ISSUER, client_id_lists=[d.AWS_AUDIENCE],
+            f"{name}-oidc-provider",
+            url=d.GITHUB_ISSUER,
+            client_id_lists=[d.AWS_AUDIENCE],
         ).arn
 
     scope = pulumi.Output.all(caller.account_id, region.region).apply(lambda v: d.scope_of(v[0], v[1], env))
@@ -44,24 +46,28 @@ def build(config: d.BootstrapConfig) -> dict[str, pulumi.Output]:
             # Fixed names: the program's bucket policy names the CI deployer (forceDestroy stacks only).
             name=naming.deployer_role_name(env, kind),
             description=f"GitHub Actions {kind} for {config.github_org}/{config.github_repo} environment "
-                        f"{subject.rsplit(':', 1)[1]}",
+            f"{subject.rsplit(':', 1)[1]}",
             max_session_duration=3600,
             assume_role_policy=pulumi.Output.from_input(provider_arn).apply(
-                lambda arn: json.dumps(d.github_trust_policy(arn, subject))),
+                lambda arn: json.dumps(d.github_trust_policy(arn, subject))
+            ),
         )
         aws.iam.RolePolicy(f"{name}-{kind}-policy", role=r.id, policy=policy)
         return r
 
-    deploy_role = role("deploy", False, pulumi.Output.all(scope, boundary.arn).apply(
-        lambda v: json.dumps(d.deploy_policy(v[0]))))
+    deploy_role = role(
+        "deploy", False, pulumi.Output.all(scope, boundary.arn).apply(lambda v: json.dumps(d.deploy_policy(v[0])))
+    )
     preview_role = role("preview", True, scope.apply(lambda s: json.dumps(d.preview_policy(s))))
 
     # --- Azure: one deployer application, a federated credential per GitHub environment ---
-    app = azuread.Application(f"{name}-deployer", display_name=f"{config.github_repo}-deployer-{env}",
-                              sign_in_audience="AzureADMyOrg")
+    app = azuread.Application(
+        f"{name}-deployer", display_name=f"{config.github_repo}-deployer-{env}", sign_in_audience="AzureADMyOrg"
+    )
     sp = azuread.ServicePrincipal(f"{name}-deployer-sp", client_id=app.client_id)
-    preview_app = azuread.Application(f"{name}-previewer", display_name=f"{config.github_repo}-previewer-{env}",
-                                      sign_in_audience="AzureADMyOrg")
+    preview_app = azuread.Application(
+        f"{name}-previewer", display_name=f"{config.github_repo}-previewer-{env}", sign_in_audience="AzureADMyOrg"
+    )
     preview_sp = azuread.ServicePrincipal(f"{name}-previewer-sp", client_id=preview_app.client_id)
     for application, kind, preview in ((app, "deploy", False), (preview_app, "preview", True)):
         azuread.ApplicationFederatedIdentityCredential(
@@ -75,10 +81,16 @@ def build(config: d.BootstrapConfig) -> dict[str, pulumi.Output]:
 
     azure = d.azure_scope_of(config)
     definitions = {
-        "account": (azure.account_id, d.AZURE_ACCOUNT_ACTIONS,
-                    "Manage the export's Cosmos SQL RBAC and request-log setting; never keys, never deletes of logs"),
-        "workspace": (azure.workspace_scope, azure.workspace_actions,
-                      "Send the Cosmos request logs to the workspace (create it where the stack does); never delete"),
+        "account": (
+            azure.account_id,
+            d.AZURE_ACCOUNT_ACTIONS,
+            "Manage the export's Cosmos SQL RBAC and request-log setting; never keys, never deletes of logs",
+        ),
+        "workspace": (
+            azure.workspace_scope,
+            azure.workspace_actions,
+            "Send the Cosmos request logs to the workspace (create it where the stack does); never delete",
+        ),
     }
     for part, (scope_id, actions, description) in definitions.items():
         definition = azure_native.authorization.RoleDefinition(
@@ -103,7 +115,7 @@ def build(config: d.BootstrapConfig) -> dict[str, pulumi.Output]:
             principal_id=preview_sp.object_id,
             principal_type="ServicePrincipal",
             role_definition_id=f"/subscriptions/{config.subscription_id}/providers/Microsoft.Authorization/"
-                               f"roleDefinitions/{d.AZURE_READER_ROLE}",
+            f"roleDefinitions/{d.AZURE_READER_ROLE}",
         )
     # Entra: the deployer manages only applications it owns (admin consent happens by this assignment).
     graph = azuread.get_service_principal_output(client_id=d.MS_GRAPH_APP_ID)

@@ -1,6 +1,6 @@
 """Run the bootstrap program under `pulumi.runtime.set_mocks` (tests/bootstrap, tools/iam_documents.py).
 
-    registered = run("dev")   # [(type token, logical name, inputs+outputs)] for bootstrap/Pulumi.dev.yaml
+registered = run("dev")   # [(type token, logical name, inputs+outputs)] for bootstrap/Pulumi.dev.yaml
 """
 
 from __future__ import annotations
@@ -58,12 +58,24 @@ class Mocks(pulumi.runtime.Mocks):
 
     def call(self, args):
         return {
-            "aws:index/getCallerIdentity:getCallerIdentity": {"accountId": self.account, "arn": "arn", "userId": "u",
-                                                              "id": self.account},
+            "aws:index/getCallerIdentity:getCallerIdentity": {
+                "accountId": self.account,
+                "arn": "arn",
+                "userId": "u",
+                "id": self.account,
+            },
             "aws:index/getRegion:getRegion": {"name": self.region, "region": self.region, "id": self.region},
-            "azuread:index/getClientConfig:getClientConfig": {"tenantId": "t", "clientId": "c", "objectId": "o", "id": "t"},
-            "azuread:index/getServicePrincipal:getServicePrincipal": {"objectId": "graph-sp-object", "id": "graph-sp-object",
-                                                                      "clientId": d.MS_GRAPH_APP_ID},
+            "azuread:index/getClientConfig:getClientConfig": {
+                "tenantId": "t",
+                "clientId": "c",
+                "objectId": "o",
+                "id": "t",
+            },
+            "azuread:index/getServicePrincipal:getServicePrincipal": {
+                "objectId": "graph-sp-object",
+                "id": "graph-sp-object",
+                "clientId": d.MS_GRAPH_APP_ID,
+            },
         }[args.token]
 
 
@@ -74,8 +86,13 @@ def stack_file(stack: str) -> dict:
 def config_of(stack: str) -> d.BootstrapConfig:
     raw = stack_file(stack)
     get = lambda k: raw.get(f"{PROJECT}:{k}", "")  # noqa: E731
-    return d.BootstrapConfig(github_org=get("githubOrg"), github_repo=get("githubRepo"), environment=get("environment"),
-                             azure_resource_group_id=get("azureResourceGroupId"), oidc_provider_arn=get("oidcProviderArn"))
+    return d.BootstrapConfig(
+        github_org=get("githubOrg"),
+        github_repo=get("githubRepo"),
+        environment=get("environment"),
+        azure_resource_group_id=get("azureResourceGroupId"),
+        oidc_provider_arn=get("oidcProviderArn"),
+    )
 
 
 def run(stack: str) -> list[tuple[str, str, dict]]:

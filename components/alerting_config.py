@@ -34,6 +34,7 @@ _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
 _AWS_DOW_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 
+
 class AlertingConfig(BaseModel):
     """Like config.py's sections: field names are the config keys in snake_case (alertEmails -> alert_emails)."""
 
@@ -54,7 +55,9 @@ class AlertingConfig(BaseModel):
     def _emails(cls, v: list[str]) -> list[str]:
         bad = [e for e in v if not isinstance(e, str) or not _EMAIL.match(e)]
         if bad:
-            raise ValueError(f"not email addresses: {', '.join(map(repr, bad))}; use addresses like 'oncall@example.com'")
+            raise ValueError(
+                f"not email addresses: {', '.join(map(repr, bad))}; use addresses like 'oncall@example.com'"
+            )
         if len(set(v)) != len(v):
             raise ValueError("lists an address more than once; list each once")
         return v
@@ -65,11 +68,15 @@ class AlertingConfig(BaseModel):
         for url in v:
             parts = urlsplit(url) if isinstance(url, str) else None
             if parts is None or parts.scheme != "https" or not parts.hostname:
-                raise ValueError(f"{url!r} is not an https:// URL; SNS delivers alerts only to https endpoints here "
-                                 "(plain http would carry them unencrypted)")
+                raise ValueError(
+                    f"{url!r} is not an https:// URL; SNS delivers alerts only to https endpoints here "
+                    "(plain http would carry them unencrypted)"
+                )
             if parts.username or parts.password:
-                raise ValueError(f"{url!r} carries credentials (user:password@); no secret belongs in stack config: "
-                                 "use an endpoint that authenticates the SNS signature instead")
+                raise ValueError(
+                    f"{url!r} carries credentials (user:password@); no secret belongs in stack config: "
+                    "use an endpoint that authenticates the SNS signature instead"
+                )
         if len(set(v)) != len(v):
             raise ValueError("lists an endpoint more than once; list each once")
         return v
@@ -93,24 +100,47 @@ class AlertingConfig(BaseModel):
         interval = schedule_interval_minutes(schedule)
         if self.freshness_minutes is None:
             if interval is None:
-                out.append(("freshnessMinutes", None,
-                            f"cannot be derived from schedule {schedule!r} (a one-time or irregular schedule has no "
-                            f"interval); set freshnessMinutes to how long a container may go without a commit"))
+                out.append(
+                    (
+                        "freshnessMinutes",
+                        None,
+                        f"cannot be derived from schedule {schedule!r} (a one-time or irregular schedule has no "
+                        f"interval); set freshnessMinutes to how long a container may go without a commit",
+                    )
+                )
             elif 2 * interval > MAX_ALARM_RANGE_MINUTES:
-                out.append(("freshnessMinutes", None,
-                            f"the default, 2 x the schedule's interval ({interval} min), exceeds CloudWatch's 7-day "
-                            f"alarm range; set freshnessMinutes to at most {MAX_ALARM_RANGE_MINUTES}"))
+                out.append(
+                    (
+                        "freshnessMinutes",
+                        None,
+                        f"the default, 2 x the schedule's interval ({interval} min), exceeds CloudWatch's 7-day "
+                        f"alarm range; set freshnessMinutes to at most {MAX_ALARM_RANGE_MINUTES}",
+                    )
+                )
         elif interval is not None and self.freshness_minutes < interval:
-            out.append(("freshnessMinutes", self.freshness_minutes,
-                        f"shorter than the schedule's interval ({interval} min): the alarm would fire between any "
-                        f"two runs; set it to at least {interval} (the default is {2 * interval})"))
+            out.append(
+                (
+                    "freshnessMinutes",
+                    self.freshness_minutes,
+                    f"shorter than the schedule's interval ({interval} min): the alarm would fire between any "
+                    f"two runs; set it to at least {interval} (the default is {2 * interval})",
+                )
+            )
         # At least two runs before the window alarm, so one missed run is caught up before it fires.
-        if change_feed_mode == "AllVersionsAndDeletes" and interval is not None and \
-                2 * interval > self.backup_window_alarm_minutes:
-            out.append(("schedule", schedule,
-                        f"runs every {interval} min, but AllVersionsAndDeletes reads only the last "
-                        f"{self.continuous_backup_days} days (continuousBackupDays): run at least every "
-                        f"{self.backup_window_alarm_minutes // 2} min so a missed run can still be caught up"))
+        if (
+            change_feed_mode == "AllVersionsAndDeletes"
+            and interval is not None
+            and 2 * interval > self.backup_window_alarm_minutes
+        ):
+            out.append(
+                (
+                    "schedule",
+                    schedule,
+                    f"runs every {interval} min, but AllVersionsAndDeletes reads only the last "
+                    f"{self.continuous_backup_days} days (continuousBackupDays): run at least every "
+                    f"{self.backup_window_alarm_minutes // 2} min so a missed run can still be caught up",
+                )
+            )
         return out
 
 
@@ -155,8 +185,12 @@ def _cron_interval_minutes(fields: list[str], start: date) -> int | None:
         return None  # a year-bound or L/W/# schedule: freshnessMinutes must be given
     assert minutes is not None and hours is not None and months is not None
     times = sorted(h * 60 + m for h in hours for m in minutes)
-    matching = [d for d in (start + timedelta(days=i) for i in range(400)) if d.month in months and (
-        d.day in days if days is not None else (d.isoweekday() % 7 + 1) in (weekdays or set()))]
+    matching = [
+        d
+        for d in (start + timedelta(days=i) for i in range(400))
+        if d.month in months
+        and (d.day in days if days is not None else (d.isoweekday() % 7 + 1) in (weekdays or set()))
+    ]
     if not times or len(matching) < 2:
         return None
     within = max((b - a for a, b in zip(times, times[1:])), default=0)

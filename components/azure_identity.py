@@ -24,8 +24,10 @@ class WorkloadIdentity(pulumi.ComponentResource):
         is this component again, with its own app name and role."""
         super().__init__("cosmos-s3-export:azure:WorkloadIdentity", name, None, opts)
         if 1 + len(args.additional_federated_credentials) > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
-            raise ValueError(f"{1 + len(args.additional_federated_credentials)} federated credentials exceed Entra's limit of "
-                             f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application")
+            raise ValueError(
+                f"{1 + len(args.additional_federated_credentials)} federated credentials exceed Entra's limit of "
+                f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP} per application"
+            )
         child = pulumi.ResourceOptions(parent=self)
         deployer = azuread.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
         # A CI deployer holding only Graph's Application.ReadWrite.OwnedBy manages (and revokes) only
@@ -34,9 +36,12 @@ class WorkloadIdentity(pulumi.ComponentResource):
         if args.entra_app_owners:
             owners: pulumi.Input[list[str]] = sorted(args.entra_app_owners, key=str.lower)
         else:
-            pulumi.log.warn("entraAppOwners is not set: the Entra app is owned by whoever deploys, so the owner "
-                            "changes between laptop and CI deploys; set it to the CI deployer's object id "
-                            "(bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the users who deploy", resource=self)
+            pulumi.log.warn(
+                "entraAppOwners is not set: the Entra app is owned by whoever deploys, so the owner "
+                "changes between laptop and CI deploys; set it to the CI deployer's object id "
+                "(bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the users who deploy",
+                resource=self,
+            )
             owners = deployer.object_id.apply(lambda o: [o])
         app = azuread.Application(
             f"{name}-app",

@@ -234,8 +234,10 @@ class BucketConfig(_Section):
         if problem:
             raise ValueError(f"S3 would refuse this bucket name: it {problem}")
         if len(v) + naming.AUDIT_BUCKET_SUFFIX_LENGTH > 63:
-            raise ValueError(f"leaves no room for the audit trail's bucket {naming.audit_bucket_name(v)!r} "
-                             f"(63 characters at most): shorten it to {63 - naming.AUDIT_BUCKET_SUFFIX_LENGTH} or fewer")
+            raise ValueError(
+                f"leaves no room for the audit trail's bucket {naming.audit_bucket_name(v)!r} "
+                f"(63 characters at most): shorten it to {63 - naming.AUDIT_BUCKET_SUFFIX_LENGTH} or fewer"
+            )
         return v
 
     @field_validator("export_prefix")
@@ -250,16 +252,31 @@ class BucketConfig(_Section):
     def _cross_field(self) -> BucketConfig:
         problems: list[tuple[str, Any, str]] = []
         if self.object_lock and self.retention_days < self.object_lock.days:
-            problems.append(("retentionDays", self.retention_days,
-                             f"shorter than objectLock.days ({self.object_lock.days}): expiry would fight the lock; "
-                             f"set retentionDays >= {self.object_lock.days} or lower objectLock.days"))
+            problems.append(
+                (
+                    "retentionDays",
+                    self.retention_days,
+                    f"shorter than objectLock.days ({self.object_lock.days}): expiry would fight the lock; "
+                    f"set retentionDays >= {self.object_lock.days} or lower objectLock.days",
+                )
+            )
         if self.object_lock and self.audit_trail and self.audit_retention_days < self.object_lock.days:
-            problems.append(("auditRetentionDays", self.audit_retention_days,
-                             f"shorter than objectLock.days ({self.object_lock.days}), which also locks the audit "
-                             f"trail: set auditRetentionDays >= {self.object_lock.days}"))
+            problems.append(
+                (
+                    "auditRetentionDays",
+                    self.audit_retention_days,
+                    f"shorter than objectLock.days ({self.object_lock.days}), which also locks the audit "
+                    f"trail: set auditRetentionDays >= {self.object_lock.days}",
+                )
+            )
         if self.transition_days is not None and self.transition_days >= self.retention_days:
-            problems.append(("transitionDays", self.transition_days,
-                             f"not before retentionDays ({self.retention_days}); lower it or unset it"))
+            problems.append(
+                (
+                    "transitionDays",
+                    self.transition_days,
+                    f"not before retentionDays ({self.retention_days}); lower it or unset it",
+                )
+            )
         _raise(problems)
         return self
 
@@ -284,9 +301,11 @@ class IdentityConfig(_Section):
     def _owners(cls, v: list[str]) -> list[str]:
         bad = [o for o in v if not re.fullmatch(_UUID, o)]
         if bad:
-            raise ValueError(f"not Entra object ids: {', '.join(map(repr, bad))}; list the object ids (GUIDs) of the "
-                             "CI deployer's service principal (bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the "
-                             "users who deploy")
+            raise ValueError(
+                f"not Entra object ids: {', '.join(map(repr, bad))}; list the object ids (GUIDs) of the "
+                "CI deployer's service principal (bootstrap output AZURE_DEPLOYER_OBJECT_ID) and the "
+                "users who deploy"
+            )
         if len({o.lower() for o in v}) != len(v):
             raise ValueError("lists an owner more than once; list each once")
         return v
@@ -303,12 +322,23 @@ class IdentityConfig(_Section):
         problems: list[tuple[str, Any, str]] = []
         total = 1 + len(self.additional_federated_credentials)
         if total > contract.MAX_FEDERATED_CREDENTIALS_PER_APP:
-            problems.append(("additionalFederatedCredentials", f"{len(self.additional_federated_credentials)} entries",
-                             f"the app would hold {total} federated credentials, Entra allows "
-                             f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP}; remove some or use a second app"))
+            problems.append(
+                (
+                    "additionalFederatedCredentials",
+                    f"{len(self.additional_federated_credentials)} entries",
+                    f"the app would hold {total} federated credentials, Entra allows "
+                    f"{contract.MAX_FEDERATED_CREDENTIALS_PER_APP}; remove some or use a second app",
+                )
+            )
         names = [c.name for c in self.additional_federated_credentials]
         if len(set(names)) != len(names) or "ecs-task" in names:
-            problems.append(("additionalFederatedCredentials", names, "names must be unique and not 'ecs-task'; rename the duplicates"))
+            problems.append(
+                (
+                    "additionalFederatedCredentials",
+                    names,
+                    "names must be unique and not 'ecs-task'; rename the duplicates",
+                )
+            )
         _raise(problems)
         return self
 
@@ -362,7 +392,8 @@ class CosmosConfig(_Section):
     def _workspace(cls, v: str | None) -> str | None:
         if v is not None and not re.match(
             rf"^/subscriptions/{_UUID}/resourceGroups/[^/]+/providers/Microsoft\.OperationalInsights/workspaces/[^/]+$",
-            v, re.IGNORECASE,
+            v,
+            re.IGNORECASE,
         ):
             raise ValueError(
                 "must be a full workspace resource id "
@@ -377,9 +408,14 @@ class CosmosConfig(_Section):
         if self.export_containers is not None:
             unknown = [c for c in self.export_containers if c not in self.cosmos_containers]
             if unknown:
-                problems.append(("exportContainers", unknown,
-                                 f"{', '.join(map(repr, unknown))} not in cosmosContainers {self.cosmos_containers}; "
-                                 "add them to cosmosContainers or fix the spelling"))
+                problems.append(
+                    (
+                        "exportContainers",
+                        unknown,
+                        f"{', '.join(map(repr, unknown))} not in cosmosContainers {self.cosmos_containers}; "
+                        "add them to cosmosContainers or fix the spelling",
+                    )
+                )
             if not self.export_containers:
                 problems.append(("exportContainers", [], "exports nothing; list at least one container or unset it to export all of cosmosContainers"))
         problems += self.restore.problems(source_database=self.cosmos_database, source_containers=self.cosmos_containers,
@@ -424,8 +460,9 @@ class ScheduleConfig(_Section):
 
 
 #: WorkerConfig fields for the task definition itself; every other field is a worker setting of the same name.
-TASK_FIELDS = frozenset({"export_mode", "cpu", "memory", "architecture", "log_retention_days", "vpc_id", "subnet_ids",
-                         "assign_public_ip"})
+TASK_FIELDS = frozenset(
+    {"export_mode", "cpu", "memory", "architecture", "log_retention_days", "vpc_id", "subnet_ids", "assign_public_ip"}
+)
 
 
 class WorkerConfig(_Section):
@@ -462,7 +499,30 @@ class WorkerConfig(_Section):
     @field_validator("log_retention_days")
     @classmethod
     def _log_retention(cls, v: int) -> int:
-        allowed = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+        allowed = (
+            1,
+            3,
+            5,
+            7,
+            14,
+            30,
+            60,
+            90,
+            120,
+            150,
+            180,
+            365,
+            400,
+            545,
+            731,
+            1096,
+            1827,
+            2192,
+            2557,
+            2922,
+            3288,
+            3653,
+        )
         if v not in allowed:
             raise ValueError(f"CloudWatch Logs accepts only {', '.join(map(str, allowed))}")
         return v
@@ -479,16 +539,26 @@ class WorkerConfig(_Section):
     def _cross_field(self) -> WorkerConfig:
         problems: list[tuple[str, Any, str]] = []
         if self.change_feed_mode == "AllVersionsAndDeletes" and self.export_mode == "snapshot":
-            problems.append(("changeFeedMode", self.change_feed_mode,
-                             "AllVersionsAndDeletes can only start from now or a continuation, not replay a snapshot; "
-                             "use exportMode 'incremental' or changeFeedMode 'LatestVersion'"))
+            problems.append(
+                (
+                    "changeFeedMode",
+                    self.change_feed_mode,
+                    "AllVersionsAndDeletes can only start from now or a continuation, not replay a snapshot; "
+                    "use exportMode 'incremental' or changeFeedMode 'LatestVersion'",
+                )
+            )
         valid_memory = _fargate_memory(self.cpu)
         if valid_memory is None:
             problems.append(("cpu", self.cpu, "Fargate accepts 256, 512, 1024, 2048, 4096, 8192 or 16384"))
         elif self.memory not in valid_memory:
-            problems.append(("memory", self.memory,
-                             f"Fargate with cpu {self.cpu} accepts {valid_memory[0]}..{valid_memory[-1]} MiB "
-                             f"in steps of {valid_memory[1] - valid_memory[0]}"))
+            problems.append(
+                (
+                    "memory",
+                    self.memory,
+                    f"Fargate with cpu {self.cpu} accepts {valid_memory[0]}..{valid_memory[-1]} MiB "
+                    f"in steps of {valid_memory[1] - valid_memory[0]}",
+                )
+            )
         _raise(problems)
         return self
 
@@ -512,7 +582,6 @@ class StackConfig(BaseModel):
     identity: IdentityConfig
     # Its own model (components/alerting_config.py): the keys alertEmails, alertHttpsEndpoints, ... all default.
     alerting: AlertingConfig = AlertingConfig()
-
 
     @field_validator("region")
     @classmethod
@@ -545,7 +614,8 @@ class StackConfig(BaseModel):
 
 #: Section name -> model; the config keys are the sections' field aliases, flat in the stack file.
 SECTIONS: dict[str, type[BaseModel]] = {
-    name: field.annotation for name, field in StackConfig.model_fields.items()
+    name: field.annotation
+    for name, field in StackConfig.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, (_Section, AlertingConfig))
 }
 
@@ -579,8 +649,11 @@ def _raise(problems: list[tuple[str, Any, str]]) -> None:
 
 def _structured(annotation: Any) -> bool:
     """Lists and mappings arrive from `pulumi.Config` as JSON text."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_origin(annotation) in (
-        typing.Union, types.UnionType) else [annotation]
+    args = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else [annotation]
+    )
     return any(typing.get_origin(a) is list or (isinstance(a, type) and issubclass(a, BaseModel)) for a in args)
 
 
@@ -593,8 +666,12 @@ CONFIG_KEYS: tuple[str, ...] = tuple(_FIELDS)
 _FIELD_TO_KEY = {field: key for key, (_, field) in _FIELDS.items()}
 #: Keys without a default: the message for a missing one says so.
 REQUIRED_KEYS = tuple(
-    k for k in CONFIG_KEYS if k != "entraAppDisplayName"
-    and (StackConfig.model_fields["region"] if k == "aws:region" else SECTIONS[_FIELDS[k][0]].model_fields[_FIELDS[k][1]]).is_required()
+    k
+    for k in CONFIG_KEYS
+    if k != "entraAppDisplayName"
+    and (
+        StackConfig.model_fields["region"] if k == "aws:region" else SECTIONS[_FIELDS[k][0]].model_fields[_FIELDS[k][1]]
+    ).is_required()
 )
 
 
@@ -614,7 +691,8 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
     known = {full_key(k) for k in CONFIG_KEYS}
     problems: list[str] = [
         f"{k} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"
-        for k in sorted(present_keys) if k.startswith(f"{PROJECT}:") and k not in known
+        for k in sorted(present_keys)
+        if k.startswith(f"{PROJECT}:") and k not in known
     ]
     unparsed: set[str] = set()
     for key in CONFIG_KEYS:
@@ -626,8 +704,10 @@ def load_stack_config(get: Callable[[str], str | None], stack: str, present_keys
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as e:
-                problems.append(f"{full_key(key)} = {value!r}: not valid YAML/JSON structure ({e.msg}); "
-                                "write it as a YAML list or mapping in the stack file")
+                problems.append(
+                    f"{full_key(key)} = {value!r}: not valid YAML/JSON structure ({e.msg}); "
+                    "write it as a YAML list or mapping in the stack file"
+                )
                 unparsed.add(key)
                 continue
         (raw[section] if section else raw)[key] = value
@@ -659,7 +739,9 @@ def _describe(err: Any) -> list[str]:
     key = full_key(loc[0]) if loc else "(stack)"
     sub = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     if err["type"] == "missing":
-        return [f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see 'Config keys' in README.md)"]
+        return [
+            f"{key}{sub} is missing: set it with `pulumi config set {key} <value>` (see 'Config keys' in README.md)"
+        ]
     if err["type"] == "extra_forbidden":
         return [f"{key}{sub} is not a known setting: remove it or fix its spelling (see 'Config keys' in README.md)"]
     msg = err["msg"].removeprefix("Value error, ")

@@ -67,7 +67,7 @@ class CosmosAccess(pulumi.ComponentResource):
         assignment_opts = pulumi.ResourceOptions(parent=self, depends_on=assignments_depend_on or [])
         if a.cosmos_access_enabled:
             for scope in self.assignment_scopes:
-                relative = scope[len(account_id):]  # /dbs/<db>[/colls/<c>]
+                relative = scope[len(account_id) :]  # /dbs/<db>[/colls/<c>]
                 guid = policies.deterministic_guid(account_id.lower(), relative, principal_key)
                 cosmosdb.SqlResourceSqlRoleAssignment(
                     f"{name}-assignment-{guid[:8]}",

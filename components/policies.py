@@ -30,31 +30,35 @@ def _doc(*statements: Doc) -> Doc:
 
 def ecs_tasks_trust_policy(account_id: str, region: str) -> Doc:
     """Only ECS tasks of this account and region may assume the role (confused deputy guard)."""
-    return _doc({
-        "Sid": "EcsTasksOfThisAccount",
-        "Effect": "Allow",
-        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-        "Action": "sts:AssumeRole",
-        "Condition": {
-            "StringEquals": {"aws:SourceAccount": account_id},
-            "ArnLike": {"aws:SourceArn": f"arn:aws:ecs:{region}:{account_id}:*"},
-        },
-    })
+    return _doc(
+        {
+            "Sid": "EcsTasksOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:ecs:{region}:{account_id}:*"},
+            },
+        }
+    )
 
 
 def scheduler_trust_policy(account_id: str, region: str) -> Doc:
     """Only schedules of this account's default group in this region (confused deputy guard)."""
-    return _doc({
-        "Sid": "EventBridgeSchedulerOfThisAccount",
-        "Effect": "Allow",
-        "Principal": {"Service": "scheduler.amazonaws.com"},
-        "Action": "sts:AssumeRole",
-        "Condition": {
-            "StringEquals": {"aws:SourceAccount": account_id},
-            # Scheduler sets aws:SourceArn to the schedule group's ARN.
-            "ArnEquals": {"aws:SourceArn": f"arn:aws:scheduler:{region}:{account_id}:schedule-group/default"},
-        },
-    })
+    return _doc(
+        {
+            "Sid": "EventBridgeSchedulerOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "scheduler.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                # Scheduler sets aws:SourceArn to the schedule group's ARN.
+                "ArnEquals": {"aws:SourceArn": f"arn:aws:scheduler:{region}:{account_id}:schedule-group/default"},
+            },
+        }
+    )
 
 
 def task_role_policy(*, bucket: str, prefix: str, kms_key_arn: str, region: str, max_token_seconds: int) -> Doc:
@@ -229,11 +233,21 @@ class ExportAccess:
 
 
 #: Object actions each access kind guards (what the bucket policy denies everyone else).
-OBJECT_READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes",
-                       "s3:GetObjectVersionAttributes", "s3:RestoreObject"]
+OBJECT_READ_ACTIONS = [
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectAttributes",
+    "s3:GetObjectVersionAttributes",
+    "s3:RestoreObject",
+]
 OBJECT_WRITE_ACTIONS = ["s3:PutObject"]
-OBJECT_DELETE_ACTIONS = ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
-                         "s3:BypassGovernanceRetention", "s3:PutLifecycleConfiguration"]
+OBJECT_DELETE_ACTIONS = [
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectRetention",
+    "s3:BypassGovernanceRetention",
+    "s3:PutLifecycleConfiguration",
+]
 
 
 def _deny_all_but(sid: str, actions: list[str], resource: str, principals: list[str] | tuple[str, ...]) -> Doc:
@@ -287,8 +301,12 @@ def bucket_policy(*, bucket: str, kms_key_arn: str, access: ExportAccess) -> Doc
         _deny_all_but("OnlyReadersReadObjects", OBJECT_READ_ACTIONS, f"{arn}/*", access.read),
         _deny_all_but("OnlyWritersWriteObjects", OBJECT_WRITE_ACTIONS, f"{arn}/*", access.write),
         # PutLifecycleConfiguration is a bucket action; expiring objects is deleting them.
-        _deny_all_but("OnlyDeletersDeleteObjects", [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
-                      f"{arn}/*", access.delete),
+        _deny_all_but(
+            "OnlyDeletersDeleteObjects",
+            [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
+            f"{arn}/*",
+            access.delete,
+        ),
     )
 
 
@@ -313,18 +331,38 @@ def audit_bucket_policy(*, bucket: str, trail_arn: str, trail_prefix: str) -> Do
             "Resource": f"{arn}/{trail_prefix}/*",
             "Condition": {"StringEquals": {"aws:SourceArn": trail_arn, "s3:x-amz-acl": "bucket-owner-full-control"}},
         },
-        _deny_all_but("NobodyDeletesTheTrail", [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
-                      f"{arn}/*", ()),
+        _deny_all_but(
+            "NobodyDeletesTheTrail",
+            [a for a in OBJECT_DELETE_ACTIONS if a != "s3:PutLifecycleConfiguration"],
+            f"{arn}/*",
+            (),
+        ),
     )
 
 
 #: Key administration (through IAM: the deployer's policy grants it on the stack's keys); no
 #: cryptographic action and no kms:CreateGrant (a grant would hand out decryption).
 KEY_ADMIN_ACTIONS = [
-    "kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey", "kms:DisableKey",
-    "kms:DisableKeyRotation", "kms:EnableKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
-    "kms:ListGrants", "kms:ListKeyPolicies", "kms:ListResourceTags", "kms:PutKeyPolicy", "kms:RetireGrant",
-    "kms:RevokeGrant", "kms:ScheduleKeyDeletion", "kms:TagResource", "kms:UntagResource", "kms:UpdateAlias",
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:RetireGrant",
+    "kms:RevokeGrant",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
 ]
 
@@ -339,8 +377,9 @@ def _key_admin(account_id: str) -> Doc:
     }
 
 
-def _key_use(sid: str, account_id: str, region: str, actions: list[str], principals: list[str],
-             context: dict | None = None) -> Doc:
+def _key_use(
+    sid: str, account_id: str, region: str, actions: list[str], principals: list[str], context: dict | None = None
+) -> Doc:
     """Use by the listed roles (their own IAM policy must allow it too), through S3 only."""
     condition: Doc = {
         "ArnEquals": {"aws:PrincipalArn": sorted(principals)},
@@ -348,8 +387,14 @@ def _key_use(sid: str, account_id: str, region: str, actions: list[str], princip
     }
     if context:
         condition["StringLike"] = context
-    return {"Sid": sid, "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-            "Action": actions, "Resource": "*", "Condition": condition}
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+        "Action": actions,
+        "Resource": "*",
+        "Condition": condition,
+    }
 
 
 def kms_key_policy(*, account_id: str, region: str, bucket: str, access: ExportAccess) -> Doc:
@@ -358,10 +403,20 @@ def kms_key_policy(*, account_id: str, region: str, bucket: str, access: ExportA
     context = {"kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}
     statements: list[Doc] = [_key_admin(account_id)]
     if access.decrypt():
-        statements.append(_key_use("ReadersAndWritersDecrypt", account_id, region, ["kms:Decrypt"], access.decrypt(), context))
+        statements.append(
+            _key_use("ReadersAndWritersDecrypt", account_id, region, ["kms:Decrypt"], access.decrypt(), context)
+        )
     if access.write:
-        statements.append(_key_use("WritersEncrypt", account_id, region, ["kms:Encrypt", "kms:GenerateDataKey"],
-                                   list(access.write), context))
+        statements.append(
+            _key_use(
+                "WritersEncrypt",
+                account_id,
+                region,
+                ["kms:Encrypt", "kms:GenerateDataKey"],
+                list(access.write),
+                context,
+            )
+        )
     return _doc(*statements)
 
 
@@ -377,7 +432,9 @@ def audit_key_policy(*, account_id: str, trail_arn: str, readers: tuple[str, ...
             "Resource": "*",
             "Condition": {
                 "StringEquals": {"aws:SourceArn": trail_arn},
-                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{account_id}:trail/*"},
+                "StringLike": {
+                    "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{account_id}:trail/*"
+                },
             },
         },
         {
@@ -390,15 +447,19 @@ def audit_key_policy(*, account_id: str, trail_arn: str, readers: tuple[str, ...
         },
     ]
     if readers:
-        statements.append({
-            "Sid": "AuditReadersDecrypt",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-            "Action": "kms:Decrypt",
-            "Resource": "*",
-            "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(readers)},
-                          "Null": {"kms:EncryptionContext:aws:cloudtrail:arn": "false"}},
-        })
+        statements.append(
+            {
+                "Sid": "AuditReadersDecrypt",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {
+                    "ArnEquals": {"aws:PrincipalArn": sorted(readers)},
+                    "Null": {"kms:EncryptionContext:aws:cloudtrail:arn": "false"},
+                },
+            }
+        )
     return _doc(*statements)
 
 

@@ -25,9 +25,11 @@ from .worker_service import RestoreTaskArgs, WorkerService
 
 def read_config() -> StackConfig:
     """Read and validate every key; raises ConfigError before anything is declared."""
+
     def get(key: str) -> str | None:
         namespace, _, name = full_key(key).partition(":")
         return pulumi.Config(namespace).get(name)
+
     from pulumi.runtime.config import CONFIG, get_config_env
 
     present = set(CONFIG.get()) | set(get_config_env())
@@ -87,15 +89,17 @@ def export_access(c: StackConfig, account_id: str, task_role_arn: str,
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the stack outputs."""
     account_id = aws.get_caller_identity().account_id
-    account = cosmosdb.get_database_account(account_name=c.cosmos.cosmos_account_name,
-                                            resource_group_name=c.cosmos.cosmos_resource_group)
+    account = cosmosdb.get_database_account(
+        account_name=c.cosmos.cosmos_account_name, resource_group_name=c.cosmos.cosmos_resource_group
+    )
     name = f"export-{c.stack}"
 
     if not account.disable_local_auth:
         pulumi.log.warn(
             f"Cosmos DB account {c.cosmos.cosmos_account_name} still accepts account keys (disableLocalAuth is false): "
             "this worker uses none, but anyone holding a key reads every container. Disable key auth on the "
-            "account (az cosmosdb update --disable-local-auth true) once no client uses keys.")
+            "account (az cosmosdb update --disable-local-auth true) once no client uses keys."
+        )
     task_role_arn = naming.role_arn(account_id, c.stack, "task")  # fixed: the bucket and key policies name it
     bucket = ExportBucket(name, c.bucket, stack=c.stack, account_id=account_id, region=c.region,
                           access=export_access(c, account_id, task_role_arn, restore_role_arn=(

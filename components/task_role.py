@@ -16,8 +16,17 @@ import pulumi_aws as aws
 from . import naming, policies
 
 
-def program_role(logical_name: str, *, account_id: str, stack: str, kind: str, trust: dict, description: str,
-                 opts: pulumi.ResourceOptions, max_session_duration: int = 3600) -> aws.iam.Role:
+def program_role(
+    logical_name: str,
+    *,
+    account_id: str,
+    stack: str,
+    kind: str,
+    trust: dict,
+    description: str,
+    opts: pulumi.ResourceOptions,
+    max_session_duration: int = 3600,
+) -> aws.iam.Role:
     """A role of this stack: fixed name, per-stack path, and the bootstrap's permissions boundary.
 
     The deployer may create and change roles only under /cosmos-s3-export/<stack>/ and only with the

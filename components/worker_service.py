@@ -133,7 +133,9 @@ class WorkerService(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=a.log_retention_days, opts=child)
 
         platform = docker_build.Platform.LINUX_ARM64 if a.architecture == "ARM64" else docker_build.Platform.LINUX_AMD64
-        auth = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self))
+        auth = aws.ecr.get_authorization_token_output(
+            registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
         image = docker_build.Image(
             f"{name}-image",
             context={"location": str(RUNTIME_DIR)},
@@ -146,26 +148,40 @@ class WorkerService(pulumi.ComponentResource):
         )
 
         execution_role = program_role(
-            f"{name}-execution", account_id=account_id, stack=stack, kind="execution",
+            f"{name}-execution",
+            account_id=account_id,
+            stack=stack,
+            kind="execution",
             trust=policies.ecs_tasks_trust_policy(account_id, region),
-            description="Cosmos DB export worker (ECS execution role: pull image, write logs)", opts=child,
+            description="Cosmos DB export worker (ECS execution role: pull image, write logs)",
+            opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
             role=execution_role.id,
             policy=pulumi.Output.all(repo.arn, log_group.arn).apply(
-                lambda v: json.dumps(policies.execution_role_policy(repository_arn=v[0], log_group_arn=v[1]))),
+                lambda v: json.dumps(policies.execution_role_policy(repository_arn=v[0], log_group_arn=v[1]))
+            ),
             opts=child,
         )
 
-        cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=child)
+        cluster = aws.ecs.Cluster(
+            f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=child
+        )
         security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=a.vpc_id,
             description="Cosmos DB export worker: no ingress, HTTPS out (STS, S3, Entra, Cosmos DB)",
             tags={naming.STACK_TAG: stack},  # the deployer manages only security groups with its stack's tag
-            egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
-                     "description": "HTTPS"}],
+            egress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "description": "HTTPS",
+                }
+            ],
             opts=child,
         )
 

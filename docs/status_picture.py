@@ -44,21 +44,42 @@ def main() -> int:
         target = _target(state, first)
         # A run killed two hours ago left a part behind (the next commit's cleanup removes it).
         killed_at = datetime.now(timezone.utc) - timedelta(hours=2)
-        key = layout.part_key(target, run_id=layout.new_run_id(killed_at), started_at=killed_at, feed_range_index=0,
-                              part_number=1, compression="zstd")
+        key = layout.part_key(
+            target,
+            run_id=layout.new_run_id(killed_at),
+            started_at=killed_at,
+            feed_range_index=0,
+            part_number=1,
+            compression="zstd",
+        )
         s3.put_object(Bucket=state["bucket"], Key=key, Body=b"\0" * 48_000)
         drill_at = datetime.now(timezone.utc) - timedelta(minutes=5)
-        s3.put_object(Bucket=state["bucket"],
-                      Key=f"{target.container_prefix}/{contract.DRILLS_DIR}/{drill_at:%Y%m%dT%H%M%S%fZ}.json",
-                      Body=json.dumps({"ok": True, "drill_finished_at": drill_at.isoformat(timespec="seconds"),
-                                       "sequence": 2, "documents_mismatched": 0}).encode())
-        statuses = status.collect(s3, bucket=state["bucket"], prefix=state["prefix"], account=state["cosmos_account"],
-                                  database=state["database"], containers=state["containers"])
+        s3.put_object(
+            Bucket=state["bucket"],
+            Key=f"{target.container_prefix}/{contract.DRILLS_DIR}/{drill_at:%Y%m%dT%H%M%S%fZ}.json",
+            Body=json.dumps(
+                {
+                    "ok": True,
+                    "drill_finished_at": drill_at.isoformat(timespec="seconds"),
+                    "sequence": 2,
+                    "documents_mismatched": 0,
+                }
+            ).encode(),
+        )
+        statuses = status.collect(
+            s3,
+            bucket=state["bucket"],
+            prefix=state["prefix"],
+            account=state["cosmos_account"],
+            database=state["database"],
+            containers=state["containers"],
+        )
         console = Console(record=True, width=175, file=io.StringIO())
         console.print(status.table(statuses, max_age_seconds=26 * 3600))
         # rich asks for Fira Code (a web font); name a monospace font cairo has, so the box lines align.
         svg = console.export_svg(title="cosmos-export status (sandbox, stack dev)").replace(
-            "font-family: Fira Code, monospace", "font-family: DejaVu Sans Mono, monospace")
+            "font-family: Fira Code, monospace", "font-family: DejaVu Sans Mono, monospace"
+        )
         cairosvg.svg2png(bytestring=svg.encode(), write_to=str(OUT), output_width=1800)
         print(console.export_text())
         print(f"wrote {OUT}")

@@ -221,9 +221,7 @@ def check_task_definition(props: Mapping[str, Any]) -> list[str]:
                     break
         user = c.get("user")
         if not user or str(user).split(":")[0] in _ROOT_USERS:
-            errors.append(
-                f"container '{name}' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")"
-            )
+            errors.append(f"container '{name}' runs as user {user!r}; set a non-root user (e.g. \"10001:10001\")")
         if c.get("readonlyRootFilesystem") is not True:
             errors.append(
                 f"container '{name}' has readonlyRootFilesystem={c.get('readonlyRootFilesystem')!r}; it must be true"
@@ -301,13 +299,15 @@ def check_task_role_policy(document: Mapping[str, Any], scope: ExportScope, wher
                         f"ForAllValues:StringEquals sts:IdentityTokenAudience = {contract.TOKEN_EXCHANGE_AUDIENCE!r}"
                     )
             else:
-                errors.append(f"{label} allows {actions!r} on Resource \"*\"; scope it to the export prefix and key")
+                errors.append(f'{label} allows {actions!r} on Resource "*"; scope it to the export prefix and key')
             resources = [r for r in resources if r != "*"]
         bucket_arn = f"arn:aws:s3:::{scope.bucket}"
         bucket_actions = sorted(set(a for a in actions if a.startswith("s3:")) - BUCKET_LEVEL_ACTIONS)
         if bucket_arn in resources and bucket_actions:
-            errors.append(f"{label} allows {bucket_actions!r} on the bucket {bucket_arn} itself; "
-                          f"only {sorted(BUCKET_LEVEL_ACTIONS)!r} belong there, object actions go on the prefix")
+            errors.append(
+                f"{label} allows {bucket_actions!r} on the bucket {bucket_arn} itself; "
+                f"only {sorted(BUCKET_LEVEL_ACTIONS)!r} belong there, object actions go on the prefix"
+            )
         outside = [r for r in resources if not scope.allows(r)]
         if outside:
             errors.append(
@@ -383,18 +383,33 @@ def check_federation_chain(stack: Stack) -> list[tuple[str, str]]:
     federations = stack.of_type(T_OUTBOUND_FEDERATION)
     for fic in fics:
         if not task_roles:
-            out.append((fic.key, f"{_s(fic)} exists but no ECS task definition's taskRoleArn names a role of this stack: "
-                                 "its subject cannot be checked against the task role"))
+            out.append(
+                (
+                    fic.key,
+                    f"{_s(fic)} exists but no ECS task definition's taskRoleArn names a role of this stack: "
+                    "its subject cannot be checked against the task role",
+                )
+            )
         elif not any(stack.refers_to(fic, "subject", role, "arn") for role in task_roles):
             if known(fic.props.get("subject")) or fic.deps.get("subject"):
                 arns = [r.props.get("arn") for r in task_roles]
-                out.append((fic.key, f"{_s(fic)} subject {fic.props.get('subject')!r} is not the task role ARN "
-                                     f"{arns!r}; take it from the task role's arn output"))
+                out.append(
+                    (
+                        fic.key,
+                        f"{_s(fic)} subject {fic.props.get('subject')!r} is not the task role ARN "
+                        f"{arns!r}; take it from the task role's arn output",
+                    )
+                )
         if federations and not any(stack.refers_to(fic, "issuer", f, "issuerIdentifier") for f in federations):
             if known(fic.props.get("issuer")) or fic.deps.get("issuer"):
                 issuers = [f.props.get("issuerIdentifier") for f in federations]
-                out.append((fic.key, f"{_s(fic)} issuer {fic.props.get('issuer')!r} is not the account's outbound "
-                                     f"federation issuer {issuers!r}; take it from issuerIdentifier"))
+                out.append(
+                    (
+                        fic.key,
+                        f"{_s(fic)} issuer {fic.props.get('issuer')!r} is not the account's outbound "
+                        f"federation issuer {issuers!r}; take it from issuerIdentifier",
+                    )
+                )
     return out
 
 
@@ -408,14 +423,24 @@ def check_cosmos_assignments(stack: Stack) -> list[tuple[str, str]]:
         if not any(stack.refers_to(a, "principalId", sp, "objectId") for sp in sps):
             if known(a.props.get("principalId")) or a.deps.get("principalId"):
                 ids = [sp.props.get("objectId") for sp in sps]
-                out.append((a.key, f"{_s(a)} principalId {a.props.get('principalId')!r} is not the service "
-                                   f"principal's object id {ids!r}"))
+                out.append(
+                    (
+                        a.key,
+                        f"{_s(a)} principalId {a.props.get('principalId')!r} is not the service "
+                        f"principal's object id {ids!r}",
+                    )
+                )
         role_id = a.props.get("roleDefinitionId")
         ours = any(stack.refers_to(a, "roleDefinitionId", d, "id") for d in definitions)
         builtin_reader = known(role_id) and str(role_id).rstrip("/").endswith(f"/sqlRoleDefinitions/{reader}")
         if not ours and not builtin_reader and (known(role_id) or a.deps.get("roleDefinitionId")):
-            out.append((a.key, f"{_s(a)} roleDefinitionId {role_id!r} is neither this stack's read-only role "
-                               f"definition nor the built-in Data Reader ({reader})"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)} roleDefinitionId {role_id!r} is neither this stack's read-only role "
+                    f"definition nor the built-in Data Reader ({reader})",
+                )
+            )
     return out
 
 
@@ -457,8 +482,12 @@ def check_buckets(stack: Stack) -> list[tuple[str, str]]:
             rules = sse.props.get("rules")
             separate.extend(_as_list(rules) if known(rules) else [UNKNOWN])
         if not inline_kms and not any(_sse_is_kms(r) or r is UNKNOWN for r in separate):
-            out.append((b.key, f"{_s(b)} is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' "
-                               "with the export KMS key"))
+            out.append(
+                (
+                    b.key,
+                    f"{_s(b)} is not encrypted with SSE-KMS; configure sseAlgorithm 'aws:kms' with the export KMS key",
+                )
+            )
     return out
 
 
@@ -489,8 +518,13 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
         if stack.of_type(T_TASK_DEFINITION) and all(
             known(td.props.get("containerDefinitions")) for td in stack.of_type(T_TASK_DEFINITION)
         ):
-            out.append((task_roles[0].key, f"the task definition does not set {contract.Env.BUCKET} and "
-                                           f"{contract.Env.PREFIX}: the task role's scope cannot be checked"))
+            out.append(
+                (
+                    task_roles[0].key,
+                    f"the task definition does not set {contract.Env.BUCKET} and "
+                    f"{contract.Env.PREFIX}: the task role's scope cannot be checked",
+                )
+            )
         return out
     documents: list[tuple[Resource, str, Any]] = []
     for role in task_roles:
@@ -507,8 +541,13 @@ def check_task_role_scope(stack: Stack) -> list[tuple[str, str]]:
             if managed:
                 documents.extend((att, _s(p), p.props.get("policy")) for p in managed)
             elif known(att.props.get("policyArn")) or att.deps.get("policyArn"):
-                out.append((att.key, f"{_s(att)} attaches {att.props.get('policyArn')!r} to the task role; "
-                                     "only this stack's own export policy may be attached"))
+                out.append(
+                    (
+                        att.key,
+                        f"{_s(att)} attaches {att.props.get('policyArn')!r} to the task role; "
+                        "only this stack's own export policy may be attached",
+                    )
+                )
     for owner, where, document in documents:
         parsed = parse_policy(document)
         if parsed is not None:
@@ -631,10 +670,16 @@ def check_restore_assignments(stack: Stack) -> list[tuple[str, str]]:
 ROLE_PATH_ROOT = "/cosmos-s3-export/"
 T_APPLICATION = "azuread:index/application:Application"
 #: IAM actions that change what a role may do: a statement granting one must require the boundary.
-BOUNDARY_CONDITIONED_ACTIONS = frozenset({
-    "iam:createrole", "iam:putrolepolicy", "iam:deleterolepolicy", "iam:attachrolepolicy", "iam:detachrolepolicy",
-    "iam:putrolepermissionsboundary",
-})
+BOUNDARY_CONDITIONED_ACTIONS = frozenset(
+    {
+        "iam:createrole",
+        "iam:putrolepolicy",
+        "iam:deleterolepolicy",
+        "iam:attachrolepolicy",
+        "iam:detachrolepolicy",
+        "iam:putrolepermissionsboundary",
+    }
+)
 _KMS_USE = ("kms:decrypt", "kms:encrypt", "kms:generatedatakey", "kms:reencrypt", "kms:creategrant")
 
 
@@ -648,8 +693,10 @@ def check_application_secret(props: Mapping[str, Any]) -> list[str]:
     """An Entra application declared (or refreshed) holding a password: a static secret, whoever added it."""
     password = props.get("password")
     if known(password) and password:
-        return ["Entra application holds a password (client secret); the worker federates its identity and needs "
-                "none: remove it (and every secret or certificate added in the portal: `az ad app credential list`)"]
+        return [
+            "Entra application holds a password (client secret); the worker federates its identity and needs "
+            "none: remove it (and every secret or certificate added in the portal: `az ad app credential list`)"
+        ]
     return []
 
 
@@ -659,11 +706,17 @@ def check_program_role(props: Mapping[str, Any], stack: str) -> list[str]:
     errors = []
     path, boundary = props.get("path"), props.get("permissionsBoundary")
     if known(path) and path != f"{ROLE_PATH_ROOT}{stack}/":
-        errors.append(f"role path {path!r} is not {ROLE_PATH_ROOT}{stack}/: the deployer may manage only its "
-                      "stack's path, and another stack's deployer could change a role outside it")
-    if boundary is not UNKNOWN and (not boundary or not str(boundary).endswith(f":policy/cosmos-s3-export-{stack}-boundary")):
-        errors.append(f"role has permissionsBoundary {boundary!r}; every program role carries the bootstrap's "
-                      f"boundary arn:aws:iam::<account>:policy/cosmos-s3-export-{stack}-boundary")
+        errors.append(
+            f"role path {path!r} is not {ROLE_PATH_ROOT}{stack}/: the deployer may manage only its "
+            "stack's path, and another stack's deployer could change a role outside it"
+        )
+    if boundary is not UNKNOWN and (
+        not boundary or not str(boundary).endswith(f":policy/cosmos-s3-export-{stack}-boundary")
+    ):
+        errors.append(
+            f"role has permissionsBoundary {boundary!r}; every program role carries the bootstrap's "
+            f"boundary arn:aws:iam::<account>:policy/cosmos-s3-export-{stack}-boundary"
+        )
     trust = parse_policy(props.get("assumeRolePolicy"))
     for st in _as_list((trust or {}).get("Statement")):
         services = _as_list((st.get("Principal") or {}).get("Service")) if isinstance(st.get("Principal"), dict) else []
@@ -673,7 +726,9 @@ def check_program_role(props: Mapping[str, Any], stack: str) -> list[str]:
         if "aws:SourceAccount" not in keys:
             errors.append(f"trust of {services!r} has no aws:SourceAccount condition (confused deputy): add it")
         if "scheduler.amazonaws.com" in services and "aws:SourceArn" not in keys:
-            errors.append("trust of scheduler.amazonaws.com has no aws:SourceArn condition: bind it to the schedule group")
+            errors.append(
+                "trust of scheduler.amazonaws.com has no aws:SourceArn condition: bind it to the schedule group"
+            )
     return errors
 
 
@@ -694,8 +749,10 @@ def check_identity_policy(document: Mapping[str, Any], where: str) -> list[str]:
         conditions = st.get("Condition") or {}
         bounded = any("iam:PermissionsBoundary" in (conditions.get(op) or {}) for op in ("ArnEquals", "StringEquals"))
         if changing and not bounded:
-            errors.append(f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
-                          "creates or edits could exceed the boundary")
+            errors.append(
+                f"{label} allows {changing!r} without the iam:PermissionsBoundary condition: a role it "
+                "creates or edits could exceed the boundary"
+            )
     return errors
 
 
@@ -708,8 +765,10 @@ def check_kms_key_policy(document: Mapping[str, Any], where: str) -> list[str]:
         label = f"{where} statement {st.get('Sid') or i}"
         actions = [str(a).lower() for a in _as_list(st.get("Action"))]
         if "kms:*" in actions or "*" in actions:
-            errors.append(f"{label} allows kms:*: split key administration from key use, and grant use to the "
-                          "roles that need it only (the default key policy hands every IAM principal the key)")
+            errors.append(
+                f"{label} allows kms:*: split key administration from key use, and grant use to the "
+                "roles that need it only (the default key policy hands every IAM principal the key)"
+            )
             continue
         use = sorted(a for a in actions if a.startswith(_KMS_USE) or a in ("kms:generatedatakey*", "kms:reencrypt*"))
         if not use:
@@ -720,8 +779,10 @@ def check_kms_key_policy(document: Mapping[str, Any], where: str) -> list[str]:
             if "aws:SourceArn" not in keys:
                 errors.append(f"{label} lets {principal['Service']!r} use the key without an aws:SourceArn condition")
         elif "aws:PrincipalArn" not in keys:
-            errors.append(f"{label} allows {use!r} to {principal!r} without an aws:PrincipalArn condition: name the "
-                          "roles that may use the key")
+            errors.append(
+                f"{label} allows {use!r} to {principal!r} without an aws:PrincipalArn condition: name the "
+                "roles that may use the key"
+            )
     return errors
 
 
@@ -744,8 +805,13 @@ def check_program_roles(stack: Stack) -> list[tuple[str, str]]:
         parsed = parse_policy(key.props.get("policy"))
         if parsed is None:
             if key.props.get("policy") is None:
-                out.append((key.key, f"{_s(key)} has no key policy: the default one hands every IAM principal of "
-                                     "the account the key; set an explicit policy"))
+                out.append(
+                    (
+                        key.key,
+                        f"{_s(key)} has no key policy: the default one hands every IAM principal of "
+                        "the account the key; set an explicit policy",
+                    )
+                )
             continue
         out.extend((key.key, m) for m in check_kms_key_policy(parsed, _s(key)))
     return out
@@ -764,18 +830,26 @@ def check_topic_policy(document: Mapping[str, Any]) -> list[str]:
         services = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
         others = set(principal) - {"Service"} if isinstance(principal, dict) else {"*"}
         if others or not services or not set(services) <= ALERT_PUBLISHERS:
-            out.append(f"statement {st.get('Sid', '?')!r} allows {principal!r}; only "
-                       f"{sorted(ALERT_PUBLISHERS)} may publish alerts")
+            out.append(
+                f"statement {st.get('Sid', '?')!r} allows {principal!r}; only "
+                f"{sorted(ALERT_PUBLISHERS)} may publish alerts"
+            )
         elif "aws:SourceAccount" not in (st.get("Condition") or {}).get("StringEquals", {}):
-            out.append(f"statement {st.get('Sid', '?')!r} lets {services} of any account publish; add "
-                       "Condition StringEquals aws:SourceAccount = this account")
+            out.append(
+                f"statement {st.get('Sid', '?')!r} lets {services} of any account publish; add "
+                "Condition StringEquals aws:SourceAccount = this account"
+            )
     return out
 
 
 def _alarm_watches_freshness(alarm: Resource) -> bool:
     p = alarm.props
-    return (p.get("namespace") == contract.METRICS_NAMESPACE and p.get("metricName") == contract.Metric.SUCCESS
-            and p.get("treatMissingData") == "breaching" and bool(_as_list(p.get("alarmActions"))))
+    return (
+        p.get("namespace") == contract.METRICS_NAMESPACE
+        and p.get("metricName") == contract.Metric.SUCCESS
+        and p.get("treatMissingData") == "breaching"
+        and bool(_as_list(p.get("alarmActions")))
+    )
 
 
 def check_alerting(stack: Stack) -> list[tuple[str, str]]:
@@ -786,24 +860,45 @@ def check_alerting(stack: Stack) -> list[tuple[str, str]]:
     for topic in stack.of_type(T_SNS_TOPIC):
         key = topic.props.get("kmsMasterKeyId")
         if key is not UNKNOWN and not key and not topic.deps.get("kmsMasterKeyId"):
-            out.append((topic.key, f"{_s(topic)} is not encrypted; set kmsMasterKeyId to a customer managed key "
-                                   "whose policy lets cloudwatch.amazonaws.com and events.amazonaws.com use it"))
+            out.append(
+                (
+                    topic.key,
+                    f"{_s(topic)} is not encrypted; set kmsMasterKeyId to a customer managed key "
+                    "whose policy lets cloudwatch.amazonaws.com and events.amazonaws.com use it",
+                )
+            )
         mine = [p for p in policies if stack.refers_to(p, "arn", topic, "arn")]
         if not mine:
-            out.append((topic.key, f"{_s(topic)} has no topic policy; add one allowing only CloudWatch and "
-                                   "EventBridge of this account to publish"))
+            out.append(
+                (
+                    topic.key,
+                    f"{_s(topic)} has no topic policy; add one allowing only CloudWatch and "
+                    "EventBridge of this account to publish",
+                )
+            )
         for p in mine:
             document = parse_policy(p.props.get("policy"))
             if document is not None:
                 out.extend((p.key, f"{_s(p)}: {m}") for m in check_topic_policy(document))
     for td in stack.of_type(T_TASK_DEFINITION):
         if not any(_alarm_watches_freshness(a) for a in stack.of_type(T_METRIC_ALARM)):
-            out.append((td.key, f"{_s(td)} runs the export but no alarm watches {contract.METRICS_NAMESPACE} "
-                                f"{contract.Metric.SUCCESS} with missing data breaching: a stopped backup would go "
-                                "unnoticed; declare the Alerting component"))
+            out.append(
+                (
+                    td.key,
+                    f"{_s(td)} runs the export but no alarm watches {contract.METRICS_NAMESPACE} "
+                    f"{contract.Metric.SUCCESS} with missing data breaching: a stopped backup would go "
+                    "unnoticed; declare the Alerting component",
+                )
+            )
         rules_ = [r for r in stack.of_type(T_EVENT_RULE) if known(r.props.get("eventPattern"))]
-        if not any("aws.ecs" in _as_list(json.loads(r.props["eventPattern"]).get("source")) for r in rules_) and \
-                not any(r.props.get("eventPattern") is UNKNOWN for r in stack.of_type(T_EVENT_RULE)):
-            out.append((td.key, f"{_s(td)} has no EventBridge rule on ECS task state changes: a failed task would "
-                                "go unnoticed; declare the Alerting component"))
+        if not any(
+            "aws.ecs" in _as_list(json.loads(r.props["eventPattern"]).get("source")) for r in rules_
+        ) and not any(r.props.get("eventPattern") is UNKNOWN for r in stack.of_type(T_EVENT_RULE)):
+            out.append(
+                (
+                    td.key,
+                    f"{_s(td)} has no EventBridge rule on ECS task state changes: a failed task would "
+                    "go unnoticed; declare the Alerting component",
+                )
+            )
     return out

@@ -10,8 +10,11 @@ import typer
 
 from sandbox import serve as sb
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run the export's whole chain of trust on 127.0.0.1, configured from a Pulumi stack.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run the export's whole chain of trust on 127.0.0.1, configured from a Pulumi stack.",
+)
 
 DirOption = typer.Option(sb.DEFAULT_DIR, "--dir", help="State directory (sandbox.json, CA, logs).")
 StackOption = typer.Option("dev", "--stack", help="Stack whose Pulumi program configures the doubles.")
@@ -52,11 +55,11 @@ def how_to_use(state: dict, directory: Path) -> str:
         "  Cosmos        " + state["endpoints"]["cosmos"],
         "",
         "AWS CLI (a sandbox-only session of the task role; the values are in sandbox.json):",
-        f"  eval \"$(python -m sandbox env --dir {directory} --aws)\"",
+        f'  eval "$(python -m sandbox env --dir {directory} --aws)"',
         f"  aws --endpoint-url {state['endpoints']['s3']} s3 ls s3://{state['bucket']}/ --recursive",
         "",
         "The worker, with the stack's task-definition environment and the local endpoints:",
-        f"  eval \"$(python -m sandbox env --dir {directory})\"",
+        f'  eval "$(python -m sandbox env --dir {directory})"',
         "  cosmos-export doctor && cosmos-export run --mode snapshot",
         *([
             "",
@@ -128,9 +131,12 @@ def env_cmd(directory: Path = DirOption,
 
 
 @app.command()
-def seed(directory: Path = DirOption,
-         docs: int = typer.Option(1000, "--docs", min=1, max=2_000_000,
-                                  help="Sample documents for the first exported container.")) -> None:
+def seed(
+    directory: Path = DirOption,
+    docs: int = typer.Option(
+        1000, "--docs", min=1, max=2_000_000, help="Sample documents for the first exported container."
+    ),
+) -> None:
     """Seed the running sandbox's containers with the demo's sample documents (upserts: rerunning is safe)."""
     from sandbox.demo import seed as seed_containers
 
@@ -139,8 +145,10 @@ def seed(directory: Path = DirOption,
 
 
 @app.command()
-def change(directory: Path = DirOption,
-           docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there).")) -> None:
+def change(
+    directory: Path = DirOption,
+    docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there)."),
+) -> None:
     """Update, insert and delete sample documents of the first container, as the demo does between its runs."""
     from sandbox.demo import change as change_documents
 

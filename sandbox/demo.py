@@ -74,14 +74,18 @@ class Demo:
         log_path = self.directory / f"worker-{'-'.join(args[:3]).replace('--', '')}.log"
         env = {**os.environ, **state[identity], "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as log:
-            self.worker = subprocess.Popen(argv + list(args), env=env, stdout=subprocess.PIPE, stderr=log,
-                                           stdin=subprocess.DEVNULL)
+            self.worker = subprocess.Popen(
+                argv + list(args), env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
+            )
             out, _ = self.worker.communicate()
         code, self.worker = self.worker.returncode, None
         if code != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
-            raise DemoError(f"`cosmos-export {' '.join(args)}` exited with {code}:\n    " + "\n    ".join(tail)
-                            + f"\n  full log: {log_path}")
+            raise DemoError(
+                f"`cosmos-export {' '.join(args)}` exited with {code}:\n    "
+                + "\n    ".join(tail)
+                + f"\n  full log: {log_path}"
+            )
         return out.decode(errors="replace")
 
     def stop_worker(self) -> None:
@@ -96,10 +100,14 @@ class Demo:
 
 def _s3(state: dict) -> Any:
     creds = state["aws_cli_env"]
-    return boto3.client("s3", endpoint_url=state["endpoints"]["s3"], region_name=state["region"],
-                        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-                        aws_session_token=creds["AWS_SESSION_TOKEN"])
+    return boto3.client(
+        "s3",
+        endpoint_url=state["endpoints"]["s3"],
+        region_name=state["region"],
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=creds["AWS_SESSION_TOKEN"],
+    )
 
 
 def _target(state: dict, container: str) -> layout.ExportTarget:
@@ -107,10 +115,17 @@ def _target(state: dict, container: str) -> layout.ExportTarget:
 
 
 def _customer(i: int) -> dict:
-    return {"id": f"cust-{i:05d}", "customerId": f"cust-{i:05d}", "type": "customer", "name": f"Customer {i}",
-            "email": f"c{i}@example.com", "since": f"20{10 + i % 14:02d}-0{1 + i % 9}-15",
-            "address": {"city": ["Zürich", "Lyon", "Osaka"][i % 3], "country": ["CH", "FR", "JP"][i % 3]},
-            "marketing": {"email": i % 2 == 0, "sms": None}, "lifetimeValue": round(i * 13.37 % 5000, 2)}
+    return {
+        "id": f"cust-{i:05d}",
+        "customerId": f"cust-{i:05d}",
+        "type": "customer",
+        "name": f"Customer {i}",
+        "email": f"c{i}@example.com",
+        "since": f"20{10 + i % 14:02d}-0{1 + i % 9}-15",
+        "address": {"city": ["Zürich", "Lyon", "Osaka"][i % 3], "country": ["CH", "FR", "JP"][i % 3]},
+        "marketing": {"email": i % 2 == 0, "sms": None},
+        "lifetimeValue": round(i * 13.37 % 5000, 2),
+    }
 
 
 def _seeder(state: dict) -> GatewaySeeder | SdkSeeder:
@@ -159,8 +174,10 @@ def run_worker(demo: Demo, state: dict, mode: str) -> dict[str, Any]:
     out = {}
     for container, manifests in after.items():
         if len(manifests) != before[container] + 1:
-            raise DemoError(f"the {mode} run exited 0 but committed {len(manifests) - before[container]} "
-                            f"manifest(s) for {container} instead of 1")
+            raise DemoError(
+                f"the {mode} run exited 0 but committed {len(manifests) - before[container]} "
+                f"manifest(s) for {container} instead of 1"
+            )
         out[container] = manifests[-1]
     return out
 
@@ -182,9 +199,14 @@ def status_table(state: dict) -> str:
 
     from cosmos_export import status
 
-    statuses = status.collect(_s3(state), bucket=state["bucket"], prefix=state["prefix"],
-                              account=state["cosmos_account"], database=state["database"],
-                              containers=state["containers"])
+    statuses = status.collect(
+        _s3(state),
+        bucket=state["bucket"],
+        prefix=state["prefix"],
+        account=state["cosmos_account"],
+        database=state["database"],
+        containers=state["containers"],
+    )
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(status.table(statuses))
     return console.export_text()
@@ -252,13 +274,17 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
     (demo.directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     print("\n=== Demo summary ===")
     print(f"stack {state['stack']}, Cosmos {state['cosmos']}, bucket s3://{state['bucket']}/{state['prefix']}/")
-    print(f"seeded: {', '.join(f'{c}={n}' for c, n in seeded.items())};  changed {state['containers'][0]}: "
-          f"{changed['updated']} updated, {changed['inserted']} inserted, {changed['deleted']} deleted")
+    print(
+        f"seeded: {', '.join(f'{c}={n}' for c, n in seeded.items())};  changed {state['containers'][0]}: "
+        f"{changed['updated']} updated, {changed['inserted']} inserted, {changed['deleted']} deleted"
+    )
     print(f"{'run':<12} {'container':<10} {'run id':<26} {'docs':>6} {'bytes':>9} {'objects':>7}")
     for run in summary["runs"]:
         for container, r in run["containers"].items():
-            print(f"{run['mode']:<12} {container:<10} {r['run_id']:<26} {r['documents']:>6} {r['bytes']:>9} "
-                  f"{r['objects']:>7}")
+            print(
+                f"{run['mode']:<12} {container:<10} {r['run_id']:<26} {r['documents']:>6} {r['bytes']:>9} "
+                f"{r['objects']:>7}"
+            )
     print("verify: " + "; ".join(verified))
     for d in (drills or {}).values():
         print(f"drill: {d['line']}")
@@ -278,8 +304,10 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
         print(f"  {key}")
     print("\n" + demo.worker_cmd(state, "status").rstrip())  # on-call's view of the same bucket
     print("\nNext: `python -m sandbox up` keeps the services running (state in .sandbox/sandbox.json);")
-    print("      `eval \"$(python -m sandbox env)\" && cosmos-export doctor` walks the chain step by step;")
-    print("      README.md, section \"The local sandbox\", shows how a broken stack (wrong FIC subject) fails here as in Azure.")
+    print('      `eval "$(python -m sandbox env)" && cosmos-export doctor` walks the chain step by step;')
+    print(
+        '      README.md, section "The local sandbox", shows how a broken stack (wrong FIC subject) fails here as in Azure.'
+    )
     print(f"      Full summary: {demo.directory / SUMMARY_FILE}; worker logs: {demo.directory}/worker-*.log")
     print("DEMO OK")
     return summary

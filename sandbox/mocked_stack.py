@@ -86,7 +86,7 @@ def _hex(n: int, *parts: str) -> str:
 
 def stack_names() -> list[str]:
     """Every stack with a file in stacks/."""
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
 
 
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
@@ -207,9 +207,15 @@ class StackRun:
     def federated_credentials(self) -> list[dict]:
         """[{issuer, subject, audiences, display_name}] of every FIC declared."""
         return [
-            {"issuer": r.inputs["issuer"], "subject": r.inputs["subject"],
-             "audiences": list(r.inputs["audiences"]), "display_name": r.inputs["displayName"]}
-            for r in self.of_type("azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential")
+            {
+                "issuer": r.inputs["issuer"],
+                "subject": r.inputs["subject"],
+                "audiences": list(r.inputs["audiences"]),
+                "display_name": r.inputs["displayName"],
+            }
+            for r in self.of_type(
+                "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"
+            )
         ]
 
     def cosmos_role_assignments(self) -> list[dict]:
@@ -228,9 +234,15 @@ class StackRun:
                 raise AssertionError(f"assignment {r.name} uses an unknown role {role_id}")
             scope = r.inputs["scope"]
             account_id = scope.split("/dbs/")[0]
-            out.append({"principal_id": r.inputs["principalId"], "scope": scope,
-                        "relative_scope": scope[len(account_id):] or "/", "data_actions": actions,
-                        "role_definition_id": role_id})
+            out.append(
+                {
+                    "principal_id": r.inputs["principalId"],
+                    "scope": scope,
+                    "relative_scope": scope[len(account_id) :] or "/",
+                    "data_actions": actions,
+                    "role_definition_id": role_id,
+                }
+            )
         return out
 
     def task_role(self) -> Registered:
@@ -302,8 +314,11 @@ class _Mocks(pulumi.runtime.Mocks):
             out.update(arn=f"arn:aws:s3:::{rid}", bucketDomainName=f"{rid}.s3.amazonaws.com")
         elif t == "aws:iam/role:Role":
             rid = physical
-            out.update(name=physical, arn=f"arn:aws:iam::{acct}:role{inputs.get('path', '/')}{physical}",
-                       uniqueId="AROA" + _hex(17, name).upper())
+            out.update(
+                name=physical,
+                arn=f"arn:aws:iam::{acct}:role{inputs.get('path', '/')}{physical}",
+                uniqueId="AROA" + _hex(17, name).upper(),
+            )
         elif t == "aws:iam/rolePolicy:RolePolicy":
             rid = f"{inputs['role']}:{physical}"
         elif t == "aws:iam/outboundWebIdentityFederation:OutboundWebIdentityFederation":
@@ -311,8 +326,12 @@ class _Mocks(pulumi.runtime.Mocks):
             out["issuerIdentifier"] = self.issuer
         elif t == "aws:ecr/repository:Repository":
             rid = physical
-            out.update(name=physical, arn=f"arn:aws:ecr:{region}:{acct}:repository/{physical}", registryId=acct,
-                       repositoryUrl=f"{acct}.dkr.ecr.{region}.amazonaws.com/{physical}")
+            out.update(
+                name=physical,
+                arn=f"arn:aws:ecr:{region}:{acct}:repository/{physical}",
+                registryId=acct,
+                repositoryUrl=f"{acct}.dkr.ecr.{region}.amazonaws.com/{physical}",
+            )
         elif t == "docker-build:index:Image":
             tag = inputs["tags"][0]
             digest = "sha256:" + (_hex(32, tag) * 2)
@@ -379,39 +398,64 @@ class _Mocks(pulumi.runtime.Mocks):
                    f"/containers/{inputs['containerName']}")
             out["name"] = inputs["containerName"]
         elif t == "azure-native:operationalinsights:Workspace":
-            rid = (f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
-                   f"/providers/Microsoft.OperationalInsights/workspaces/{physical}")
+            rid = (
+                f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
+                f"/providers/Microsoft.OperationalInsights/workspaces/{physical}"
+            )
             out.update(name=physical, customerId=_uuid(self.stack, name, "workspace"))
         elif t == "azure-native:monitor:DiagnosticSetting":
             rid = f"{inputs['resourceUri']}/providers/Microsoft.Insights/diagnosticSettings/{inputs['name']}"
         out.setdefault("id", rid)
-        self.registered.append(Registered(t, name, inputs, out, custom=bool(args.custom),
-                                          urn=getattr(self.placement, "urn", ""),
-                                          parent_urn=getattr(self.placement, "parent", ""),
-                                          retain_on_delete=getattr(self.placement, "retain_on_delete", False)))
+        self.registered.append(
+            Registered(
+                t,
+                name,
+                inputs,
+                out,
+                custom=bool(args.custom),
+                urn=getattr(self.placement, "urn", ""),
+                parent_urn=getattr(self.placement, "parent", ""),
+                retain_on_delete=getattr(self.placement, "retain_on_delete", False),
+            )
+        )
         return rid, out
 
     def _cosmos_account_id(self, inputs: dict) -> str:
-        return (f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
-                f"/providers/Microsoft.DocumentDB/databaseAccounts/{inputs['accountName']}")
+        return (
+            f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{inputs['resourceGroupName']}"
+            f"/providers/Microsoft.DocumentDB/databaseAccounts/{inputs['accountName']}"
+        )
 
     # Invokes ---------------------------------------------------------------
     def call(self, args: pulumi.runtime.MockCallArgs):
         tok, a = args.token, args.args
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": self.account, "arn": f"arn:aws:iam::{self.account}:user/deployer",
-                    "userId": "AIDA" + _hex(17, self.account).upper(), "id": self.account}
+            return {
+                "accountId": self.account,
+                "arn": f"arn:aws:iam::{self.account}:user/deployer",
+                "userId": "AIDA" + _hex(17, self.account).upper(),
+                "id": self.account,
+            }
         if tok == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if tok == "aws:iam/getOutboundWebIdentityFederation:getOutboundWebIdentityFederation":
             return {"issuerIdentifier": self.issuer}
         if tok == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return {"userName": "AWS", "password": "mock-ecr-password", "authorizationToken": "bW9jaw==",
-                    "proxyEndpoint": f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com",
-                    "expiresAt": "2030-01-01T00:00:00Z", "id": self.region}
+            return {
+                "userName": "AWS",
+                "password": "mock-ecr-password",
+                "authorizationToken": "bW9jaw==",
+                "proxyEndpoint": f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com",
+                "expiresAt": "2030-01-01T00:00:00Z",
+                "id": self.region,
+            }
         if tok == "azuread:index/getClientConfig:getClientConfig":
-            return {"tenantId": _TENANT, "clientId": _uuid("deployer-client"), "objectId": _uuid("deployer-object"),
-                    "id": _TENANT}
+            return {
+                "tenantId": _TENANT,
+                "clientId": _uuid("deployer-client"),
+                "objectId": _uuid("deployer-object"),
+                "id": _TENANT,
+            }
         if tok == "azure-native:cosmosdb:getDatabaseAccount":
             name, rg = a["accountName"], a["resourceGroupName"]
             return {
@@ -423,8 +467,12 @@ class _Mocks(pulumi.runtime.Mocks):
                 "consistencyPolicy": {"defaultConsistencyLevel": "Session"},
                 "disableLocalAuth": True,
                 "databaseAccountOfferType": "Standard",
-                "locations": [], "readLocations": [], "writeLocations": [], "failoverPolicies": [],
-                "privateEndpointConnections": [], "provisioningState": "Succeeded",
+                "locations": [],
+                "readLocations": [],
+                "writeLocations": [],
+                "failoverPolicies": [],
+                "privateEndpointConnections": [],
+                "provisioningState": "Succeeded",
             }
         if tok == "azure-native:cosmosdb:getSqlResourceSqlContainer":
             db, container = a["databaseName"], a["containerName"]
@@ -461,8 +509,7 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
             await pulumi.runtime.stack.wait_for_rpcs()
 
         _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: _sync_await(_run())))
-        outputs = {k: _sync_await(pulumi.Output.from_input(v).future())
-                   for k, v in root.outputs.items()}  # type: ignore[union-attr]  # the root is a Stack, which has outputs
+        outputs = {k: _sync_await(pulumi.Output.from_input(v).future()) for k, v in root.outputs.items()}  # type: ignore[union-attr]  # the root is a Stack, which has outputs
         resources = [r for r in mocks.registered]
     return StackRun(stack=stack, config=config, resources=resources, outputs=outputs)
 

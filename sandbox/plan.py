@@ -154,14 +154,18 @@ def _token_policy(policy: dict) -> TokenPolicy:
             signing_algorithms=tuple(algorithms) or ("RS256", "ES384"),
         )
     # No statement: STS answers AccessDenied for any audience. An empty audience list does exactly that.
-    return TokenPolicy(audiences=(), max_duration_seconds=contract.WEB_IDENTITY_TOKEN_MAX_SECONDS,
-                       signing_algorithms=("RS256",))
+    return TokenPolicy(
+        audiences=(), max_duration_seconds=contract.WEB_IDENTITY_TOKEN_MAX_SECONDS, signing_algorithms=("RS256",)
+    )
 
 
 def _inline_policy(run: Any, role: Any) -> dict:
     """The role's inline policy (parsed); an empty policy when it has none."""
-    docs = [json.loads(r.inputs["policy"]) for r in run.of_type("aws:iam/rolePolicy:RolePolicy")
-            if r.inputs.get("role") in (role.outputs["id"], role.outputs.get("name"))]
+    docs = [
+        json.loads(r.inputs["policy"])
+        for r in run.of_type("aws:iam/rolePolicy:RolePolicy")
+        if r.inputs.get("role") in (role.outputs["id"], role.outputs.get("name"))
+    ]
     return {"Statement": [s for d in docs for s in d.get("Statement", [])]}
 
 
@@ -174,8 +178,10 @@ def plan_from_run(run: Any) -> SandboxPlan:
         client_id = app.outputs["clientId"]
         sp = sps_by_client.get(client_id)
         if sp is None:
-            raise PlanError(f"application {app.name} (client id {client_id}) has no service principal: "
-                            "Entra cannot issue tokens for it; declare an azuread.ServicePrincipal with its client_id")
+            raise PlanError(
+                f"application {app.name} (client id {client_id}) has no service principal: "
+                "Entra cannot issue tokens for it; declare an azuread.ServicePrincipal with its client_id"
+            )
         applications.append(Application(client_id, sp.outputs["objectId"]))
 
     credentials = []
@@ -183,24 +189,39 @@ def plan_from_run(run: Any) -> SandboxPlan:
         app = apps_by_id.get(r.inputs["applicationId"])
         if app is None:
             # What Graph answers when application_id is the client id instead of the resource id.
-            raise PlanError(f"federated credential {r.name}: application_id={r.inputs['applicationId']!r} is not "
-                            "the id of any declared application; pass app.id (not app.client_id)")
-        credentials.append(FederatedCredential(app.outputs["clientId"], r.inputs.get("displayName", r.name),
-                                               r.inputs["issuer"], r.inputs["subject"],
-                                               tuple(r.inputs["audiences"])))
+            raise PlanError(
+                f"federated credential {r.name}: application_id={r.inputs['applicationId']!r} is not "
+                "the id of any declared application; pass app.id (not app.client_id)"
+            )
+        credentials.append(
+            FederatedCredential(
+                app.outputs["clientId"],
+                r.inputs.get("displayName", r.name),
+                r.inputs["issuer"],
+                r.inputs["subject"],
+                tuple(r.inputs["audiences"]),
+            )
+        )
 
-    assignments = tuple(CosmosAssignment(a["principal_id"], a["relative_scope"], tuple(a["data_actions"]))
-                        for a in run.cosmos_role_assignments())
+    assignments = tuple(
+        CosmosAssignment(a["principal_id"], a["relative_scope"], tuple(a["data_actions"]))
+        for a in run.cosmos_role_assignments()
+    )
     env = run.task_definition_environment()
-    missing = [name for name in (Env.COSMOS_DATABASE, Env.COSMOS_CONTAINERS, Env.AZURE_CLIENT_ID,
-                                 Env.AZURE_TENANT_ID, Env.BUCKET) if not env.get(name)]
+    missing = [
+        name
+        for name in (Env.COSMOS_DATABASE, Env.COSMOS_CONTAINERS, Env.AZURE_CLIENT_ID, Env.AZURE_TENANT_ID, Env.BUCKET)
+        if not env.get(name)
+    ]
     if missing:
         raise PlanError(f"the task definition's environment lacks {', '.join(missing)}: the worker cannot start")
 
     roles = [r for r in run.of_type(ROLE) if r.outputs["arn"] == run.task_role_arn]
     if len(roles) != 1:
-        raise PlanError(f"stack output {contract.Output.TASK_ROLE_ARN}={run.task_role_arn!r} matches "
-                        f"{len(roles)} declared IAM roles; it must be the task role's ARN")
+        raise PlanError(
+            f"stack output {contract.Output.TASK_ROLE_ARN}={run.task_role_arn!r} matches "
+            f"{len(roles)} declared IAM roles; it must be the task role's ARN"
+        )
     task_role = roles[0]
     restore = _restore_plan(run)
     token_policy = _token_policy(_inline_policy(run, task_role))

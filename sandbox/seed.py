@@ -24,10 +24,30 @@ from typing import Any, Iterable, Iterator
 
 PARTITION_KEY_PATH = "/customerId"
 
-_CITIES = [("Zürich", "CH"), ("München", "DE"), ("Lyon", "FR"), ("Kraków", "PL"), ("Dublin", "IE"),
-           ("São Paulo", "BR"), ("Toronto", "CA"), ("Osaka", "JP"), ("Seattle", "US"), ("Malmö", "SE")]
-_PRODUCTS = ["espresso beans 1kg", "oat milk", "ceramic mug", "grinder burr set", "filter papers x100",
-             "travel tumbler", "descaler", "milk jug 600ml", "cold brew bottle", "tasting set"]
+_CITIES = [
+    ("Zürich", "CH"),
+    ("München", "DE"),
+    ("Lyon", "FR"),
+    ("Kraków", "PL"),
+    ("Dublin", "IE"),
+    ("São Paulo", "BR"),
+    ("Toronto", "CA"),
+    ("Osaka", "JP"),
+    ("Seattle", "US"),
+    ("Malmö", "SE"),
+]
+_PRODUCTS = [
+    "espresso beans 1kg",
+    "oat milk",
+    "ceramic mug",
+    "grinder burr set",
+    "filter papers x100",
+    "travel tumbler",
+    "descaler",
+    "milk jug 600ml",
+    "cold brew bottle",
+    "tasting set",
+]
 _STATUSES = ["placed", "paid", "packed", "shipped", "delivered", "returned"]
 _EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -44,10 +64,17 @@ def sample_document(i: int, rng: random.Random, *, revision: int = 0) -> dict[st
     for line in range(rng.randint(2, 4)):
         qty = rng.randint(1, 5)
         price = round(rng.uniform(2.5, 89.0), 2)
-        items.append({"line": line + 1, "sku": f"SKU-{rng.randrange(10**6):06d}",
-                      "name": _PRODUCTS[rng.randrange(len(_PRODUCTS))], "quantity": qty,
-                      "unitPrice": price, "discount": None if rng.random() < 0.7 else round(rng.random() * 0.3, 3),
-                      "attributes": {"fragile": rng.random() < 0.2, "weightGrams": rng.randint(80, 2500)}})
+        items.append(
+            {
+                "line": line + 1,
+                "sku": f"SKU-{rng.randrange(10**6):06d}",
+                "name": _PRODUCTS[rng.randrange(len(_PRODUCTS))],
+                "quantity": qty,
+                "unitPrice": price,
+                "discount": None if rng.random() < 0.7 else round(rng.random() * 0.3, 3),
+                "attributes": {"fragile": rng.random() < 0.2, "weightGrams": rng.randint(80, 2500)},
+            }
+        )
     total = round(sum(it["quantity"] * it["unitPrice"] for it in items), 2)
     return {
         "id": f"order-{i:08d}",
@@ -61,16 +88,28 @@ def sample_document(i: int, rng: random.Random, *, revision: int = 0) -> dict[st
         "currency": "EUR" if country in ("DE", "FR", "IE") else "USD",
         "paid": rng.random() < 0.9,
         "giftMessage": None if rng.random() < 0.8 else "Alles Gute zum Geburtstag! 🎉",
-        "customer": {"name": f"Customer {i % 5000}", "email": f"c{i % 5000}@example.com",
-                     "loyalty": {"tier": rng.choice(["none", "silver", "gold"]), "points": rng.randint(0, 20000)}},
-        "shipping": {"address": {"street": f"{rng.randint(1, 400)} Example Street", "city": city,
-                                 "postalCode": f"{rng.randint(1000, 99999)}", "country": country},
-                     "method": rng.choice(["standard", "express", "pickup"]),
-                     "trackingNumbers": [f"TRK{rng.randrange(10**10):010d}" for _ in range(rng.randint(0, 2))]},
+        "customer": {
+            "name": f"Customer {i % 5000}",
+            "email": f"c{i % 5000}@example.com",
+            "loyalty": {"tier": rng.choice(["none", "silver", "gold"]), "points": rng.randint(0, 20000)},
+        },
+        "shipping": {
+            "address": {
+                "street": f"{rng.randint(1, 400)} Example Street",
+                "city": city,
+                "postalCode": f"{rng.randint(1000, 99999)}",
+                "country": country,
+            },
+            "method": rng.choice(["standard", "express", "pickup"]),
+            "trackingNumbers": [f"TRK{rng.randrange(10**10):010d}" for _ in range(rng.randint(0, 2))],
+        },
         "items": items,
         "tags": rng.sample(["gift", "subscription", "wholesale", "promo", "first-order", "b2b"], rng.randint(0, 3)),
-        "metrics": {"pageViews": rng.randint(1, 60), "sessionSeconds": round(rng.uniform(5, 1800), 1),
-                    "score": rng.random()},
+        "metrics": {
+            "pageViews": rng.randint(1, 60),
+            "sessionSeconds": round(rng.uniform(5, 1800), 1),
+            "score": rng.random(),
+        },
     }
 
 
@@ -92,8 +131,9 @@ class GatewaySeeder:
         self._ctx = ssl.create_default_context(cafile=str(ca_bundle))
 
     def _post(self, path: str, body: bytes, content_type: str = "application/json", timeout: float = 600) -> Any:
-        request = urllib.request.Request(f"{self.base}/{path}", data=body, method="POST",
-                                         headers={"Content-Type": content_type})
+        request = urllib.request.Request(
+            f"{self.base}/{path}", data=body, method="POST", headers={"Content-Type": content_type}
+        )
         try:
             with urllib.request.urlopen(request, context=self._ctx, timeout=timeout) as response:
                 return json.loads(response.read() or b"null")
@@ -101,10 +141,10 @@ class GatewaySeeder:
             detail = exc.read().decode("utf-8", "replace")[:500]
             raise SeedError(f"POST {self.base}/{path} answered {exc.code}: {detail}") from None
 
-    def create_container(self, db: str, container: str, *, partition_key_path: str = PARTITION_KEY_PATH,
-                         feed_ranges: int = 4) -> dict:
-        spec = {"db": db, "container": container, "partition_key_path": partition_key_path,
-                "feed_ranges": feed_ranges}
+    def create_container(
+        self, db: str, container: str, *, partition_key_path: str = PARTITION_KEY_PATH, feed_ranges: int = 4
+    ) -> dict:
+        spec = {"db": db, "container": container, "partition_key_path": partition_key_path, "feed_ranges": feed_ranges}
         return self._post("containers", json.dumps(spec).encode())
 
     def seed(self, db: str, container: str, docs: Iterable[dict], *, batch: int = 20_000) -> int:
@@ -145,8 +185,9 @@ class SdkSeeder:
     def _container(self, db: str, container: str):
         return self._client.get_database_client(db).get_container_client(container)
 
-    def create_container(self, db: str, container: str, *, partition_key_path: str = PARTITION_KEY_PATH,
-                         feed_ranges: int = 1) -> dict:
+    def create_container(
+        self, db: str, container: str, *, partition_key_path: str = PARTITION_KEY_PATH, feed_ranges: int = 1
+    ) -> dict:
         from azure.cosmos import PartitionKey
 
         database = self._client.create_database_if_not_exists(db)

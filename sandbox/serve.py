@@ -98,10 +98,14 @@ def _session_name(restore: bool) -> str:
 
 
 def _create_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]) -> None:
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=plan.region,
-                      aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
-                      aws_session_token=credentials["AWS_SESSION_TOKEN"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name=plan.region,
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=credentials["AWS_SESSION_TOKEN"],
+    )
     kwargs: dict[str, Any] = {"Bucket": plan.bucket}
     if plan.region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": plan.region}
@@ -117,10 +121,16 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
 
     policy = plan.token_policy
     running.sts_state = StsDoubleState(
-        plan.issuer, allowed_audiences=policy.audiences, max_duration_seconds=policy.max_duration_seconds,
-        allowed_signing_algorithms=policy.signing_algorithms, region=plan.region)
+        plan.issuer,
+        allowed_audiences=policy.audiences,
+        max_duration_seconds=policy.max_duration_seconds,
+        allowed_signing_algorithms=policy.signing_algorithms,
+        region=plan.region,
+    )
     running.sts_state.register_credentials(
-        credentials["AWS_ACCESS_KEY_ID"], plan.task_role_arn, session_name="ecs-task-sandbox",
+        credentials["AWS_ACCESS_KEY_ID"],
+        plan.task_role_arn,
+        session_name="ecs-task-sandbox",
         session_token=credentials["AWS_SESSION_TOKEN"],
         session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds))
     if plan.restore is not None and running.restore_credentials:
@@ -144,8 +154,9 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
     running.stoppers.append(running.entra.stop)
 
 
-def start_cosmos(plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running, log_dir: Path | None,
-                 *, auth: bool = True) -> None:
+def start_cosmos(
+    plan: SandboxPlan, ca: Any, kind: CosmosKind, running: Running, log_dir: Path | None, *, auth: bool = True
+) -> None:
     if kind == "vercel":
         from sandbox.seed import SdkSeeder
 
@@ -258,8 +269,11 @@ def describe(running: Running) -> dict[str, Any]:
     return {
         "format": 1,
         "pid": os.getpid(),
-        "pids": {"serve": os.getpid(), "moto": running.moto.process.pid,
-                 **({"cosmosdb-server": running.cosmos.process.pid} if running.cosmos_kind == "vercel" else {})},
+        "pids": {
+            "serve": os.getpid(),
+            "moto": running.moto.process.pid,
+            **({"cosmosdb-server": running.cosmos.process.pid} if running.cosmos_kind == "vercel" else {}),
+        },
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stack": plan.stack,
         "cosmos": running.cosmos_kind,
@@ -380,8 +394,10 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
 
     directory = directory.resolve()
     if _serve_pid(directory) is not None:
-        raise SandboxError(f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
-                           f"run `python -m sandbox down --dir {directory}` first")
+        raise SandboxError(
+            f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
+            f"run `python -m sandbox down --dir {directory}` first"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / STATE_FILE).unlink(missing_ok=True)
     log = open(directory / "serve.log", "ab")
@@ -397,8 +413,9 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
             return state
         if process.poll() is not None:
             tail = (directory / "serve.log").read_text(errors="replace").strip().splitlines()[-15:]
-            raise SandboxError(f"the sandbox exited with code {process.returncode} while starting:\n  "
-                               + "\n  ".join(tail))
+            raise SandboxError(
+                f"the sandbox exited with code {process.returncode} while starting:\n  " + "\n  ".join(tail)
+            )
         time.sleep(0.2)
     down(directory)
     raise SandboxError(f"the sandbox did not become ready within {timeout:.0f}s; see {directory / 'serve.log'}")

@@ -88,9 +88,7 @@ def start_moto(port: int | None = None, log_dir: Path | None = None) -> Service:
 def start_cosmosdb_server(port: int | None = None, log_dir: Path | None = None) -> Service:
     """@vercel/cosmosdb-server over HTTPS (its bundled certificate expired: clients skip verification)."""
     if not COSMOSDB_SERVER_BIN.exists():
-        raise FileNotFoundError(
-            f"{COSMOSDB_SERVER_BIN} is missing: run `make deps` (npm ci in sandbox/) first"
-        )
+        raise FileNotFoundError(f"{COSMOSDB_SERVER_BIN} is missing: run `make deps` (npm ci in sandbox/) first")
     port = port or free_port()
     argv = [str(COSMOSDB_SERVER_BIN), "--host", "127.0.0.1", "-p", str(port)]
     return _spawn("cosmosdb-server", argv, port, "https", log_dir)

@@ -3,8 +3,13 @@ import requests
 
 
 def test_moto_server_serves_s3_with_conditional_writes(moto_server):
-    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket="smoke")
     s3.put_object(Bucket="smoke", Key="k", Body=b"1", IfNoneMatch="*")
     try:

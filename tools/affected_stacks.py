@@ -41,7 +41,7 @@ def affected(changed: list[str], stacks: list[str]) -> list[str]:
 
 
 def stacks_of(repo: Path) -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (repo / "stacks").glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (repo / "stacks").glob("Pulumi.*.yaml"))
 
 
 def main(argv: list[str]) -> int:
@@ -49,13 +49,20 @@ def main(argv: list[str]) -> int:
         print("usage: affected_stacks.py BASE [HEAD]", file=sys.stderr)
         return 2
     base, head = argv[0], argv[1] if len(argv) == 2 else "HEAD"
-    repo = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                               check=True).stdout.strip())
-    diff = subprocess.run(["git", "diff", "--name-only", "--no-renames", base, head], cwd=repo,
-                          capture_output=True, text=True)
+    repo = Path(
+        subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    diff = subprocess.run(
+        ["git", "diff", "--name-only", "--no-renames", base, head], cwd=repo, capture_output=True, text=True
+    )
     if diff.returncode != 0:
-        print(f"git diff {base} {head} failed: {diff.stderr.strip()} (fetch the base commit: checkout with "
-              "fetch-depth: 0)", file=sys.stderr)
+        print(
+            f"git diff {base} {head} failed: {diff.stderr.strip()} (fetch the base commit: checkout with "
+            "fetch-depth: 0)",
+            file=sys.stderr,
+        )
         return 1
     changed = [line for line in diff.stdout.splitlines() if line]
     print(f"stacks={json.dumps(affected(changed, stacks_of(repo)), separators=(',', ':'))}")

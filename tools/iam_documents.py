@@ -21,8 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 _IDENTITY = {"aws:iam/rolePolicy:RolePolicy": "policy", "aws:iam/policy:Policy": "policy"}
-_RESOURCE = {"aws:iam/role:Role": "assumeRolePolicy", "aws:s3/bucketPolicy:BucketPolicy": "policy",
-             "aws:kms/key:Key": "policy"}
+_RESOURCE = {
+    "aws:iam/role:Role": "assumeRolePolicy",
+    "aws:s3/bucketPolicy:BucketPolicy": "policy",
+    "aws:kms/key:Key": "policy",
+}
 
 
 def _write(out: Path, kind: str, name: str, document) -> None:
@@ -44,7 +47,9 @@ def main(out: Path) -> None:
         for r in run_stack(stack).resources:
             for table, kind in ((_IDENTITY, "identity"), (_RESOURCE, "resource")):
                 if r.type_ in table:
-                    _write(out, kind, f"program-{stack}-{r.type_.rsplit(':', 1)[1]}-{r.name}", r.inputs.get(table[r.type_]))
+                    _write(
+                        out, kind, f"program-{stack}-{r.type_.rsplit(':', 1)[1]}-{r.name}", r.inputs.get(table[r.type_])
+                    )
     for stack in bootstrap.STACKS:
         for type_, name, props in bootstrap.run(stack):
             for table, kind in ((_IDENTITY, "identity"), (_RESOURCE, "resource")):

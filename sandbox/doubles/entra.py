@@ -97,12 +97,19 @@ class TokenRequest:
 
 
 class EntraDoubleState:
-    def __init__(self, tenant_id: str, *, token_lifetime_seconds: int = 3600,
-                 clock_leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS,
-                 known_resources: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        *,
+        token_lifetime_seconds: int = 3600,
+        clock_leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS,
+        known_resources: Iterable[str] | None = None,
+    ) -> None:
         if clock_leeway_seconds < 0:
-            raise ValueError(f"clock_leeway_seconds={clock_leeway_seconds!r} is negative: pass 0 for exact "
-                             f"nbf/exp checks, or the tolerated skew in seconds (real services: about 300)")
+            raise ValueError(
+                f"clock_leeway_seconds={clock_leeway_seconds!r} is negative: pass 0 for exact "
+                f"nbf/exp checks, or the tolerated skew in seconds (real services: about 300)"
+            )
         self.tenant_id = tenant_id
         self.token_lifetime_seconds = token_lifetime_seconds
         # Tolerance on nbf/exp of assertions (token endpoint) and access tokens (verify_access_token).
@@ -138,11 +145,15 @@ class EntraDoubleState:
             if app is None:
                 raise ValueError(f"no application with client_id {client_id!r}; call add_application first")
             if len(app.federated_credentials) >= MAX_FEDERATED_CREDENTIALS:
-                raise ValueError(f"application {client_id} already has {MAX_FEDERATED_CREDENTIALS} federated "
-                                 "identity credentials, the maximum Entra allows")
+                raise ValueError(
+                    f"application {client_id} already has {MAX_FEDERATED_CREDENTIALS} federated "
+                    "identity credentials, the maximum Entra allows"
+                )
             if len(audiences) != 1:
-                raise ValueError(f"audiences {list(audiences)!r}: a federated identity credential takes exactly one "
-                                 "audience (api://AzureADTokenExchange)")
+                raise ValueError(
+                    f"audiences {list(audiences)!r}: a federated identity credential takes exactly one "
+                    "audience (api://AzureADTokenExchange)"
+                )
             app.federated_credentials.append(FederatedCredential(issuer, subject, audiences))
 
     # --- faults --------------------------------------------------------------
@@ -180,22 +191,31 @@ class EntraDoubleState:
             raise
         finally:
             with self._lock:
-                self.requests.append(TokenRequest(time.time(), form.get("client_id", ""), form.get("scope", ""),
-                                                  digest, jti, outcome))
+                self.requests.append(
+                    TokenRequest(time.time(), form.get("client_id", ""), form.get("scope", ""), digest, jti, outcome)
+                )
 
     def _token(self, tenant: str, form: dict[str, str]) -> dict:
         if tenant.lower() != self.tenant_id.lower():
-            raise EntraError(90002, "invalid_request",
-                             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and "
-                             "are signing into the correct cloud.")
+            raise EntraError(
+                90002,
+                "invalid_request",
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and "
+                "are signing into the correct cloud.",
+            )
         grant_type = form.get("grant_type")
         if grant_type != "client_credentials":
-            raise EntraError(70003, "unsupported_grant_type",
-                             f"The app requested an unsupported grant type '{grant_type}'.")
+            raise EntraError(
+                70003, "unsupported_grant_type", f"The app requested an unsupported grant type '{grant_type}'."
+            )
         client_id = form.get("client_id", "")
         if not form.get("client_assertion"):
-            raise EntraError(7000216, "invalid_client", "'client_assertion', 'client_secret' or 'request' is "
-                                                        "required for the 'client_credentials' grant type.", 401)
+            raise EntraError(
+                7000216,
+                "invalid_client",
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+                401,
+            )
         if form.get("client_assertion_type") != JWT_BEARER:
             raise EntraError(70002, "invalid_client", f"The client_assertion_type must be '{JWT_BEARER}'.", 401)
         resource = self._resource(form.get("scope", ""))
@@ -203,104 +223,161 @@ class EntraDoubleState:
 
         now = int(self.now())
         exp = now + self.token_lifetime_seconds
-        access_token = self.keys.sign({
-            "aud": resource, "iss": self.issuer, "iat": now, "nbf": now, "exp": exp,
-            "appid": app.client_id, "appidacr": "2", "idtyp": "app", "oid": app.service_principal_object_id,
-            "sub": app.service_principal_object_id, "tid": self.tenant_id, "ver": "1.0",
-            "uti": uuid.uuid4().hex[:22],
-        }, "RS256")
-        return {"token_type": "Bearer", "expires_in": self.token_lifetime_seconds,
-                "ext_expires_in": self.token_lifetime_seconds, "access_token": access_token}
+        access_token = self.keys.sign(
+            {
+                "aud": resource,
+                "iss": self.issuer,
+                "iat": now,
+                "nbf": now,
+                "exp": exp,
+                "appid": app.client_id,
+                "appidacr": "2",
+                "idtyp": "app",
+                "oid": app.service_principal_object_id,
+                "sub": app.service_principal_object_id,
+                "tid": self.tenant_id,
+                "ver": "1.0",
+                "uti": uuid.uuid4().hex[:22],
+            },
+            "RS256",
+        )
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime_seconds,
+            "ext_expires_in": self.token_lifetime_seconds,
+            "access_token": access_token,
+        }
 
     def _resource(self, scope: str) -> str:
         scopes = scope.split()
         if len(scopes) != 1 or not scopes[0].endswith("/.default"):
-            raise EntraError(1002012, "invalid_scope",
-                             f"The provided value for scope {scope} is not valid. Client credential flows must "
-                             "have a scope value with /.default suffixed to the resource identifier "
-                             "(application ID URI).")
+            raise EntraError(
+                1002012,
+                "invalid_scope",
+                f"The provided value for scope {scope} is not valid. Client credential flows must "
+                "have a scope value with /.default suffixed to the resource identifier "
+                "(application ID URI).",
+            )
         resource = scopes[0].removesuffix("/.default")
         if self.known_resources is not None and resource not in self.known_resources:
-            raise EntraError(500011, "invalid_resource",
-                             f"The resource principal named {resource} was not found in the tenant named "
-                             f"{self.tenant_id}. This can happen if the application has not been installed by the "
-                             "administrator of the tenant or consented to by any user in the tenant. You might "
-                             "have sent your authentication request to the wrong tenant.")
+            raise EntraError(
+                500011,
+                "invalid_resource",
+                f"The resource principal named {resource} was not found in the tenant named "
+                f"{self.tenant_id}. This can happen if the application has not been installed by the "
+                "administrator of the tenant or consented to by any user in the tenant. You might "
+                "have sent your authentication request to the wrong tenant.",
+            )
         return resource
 
     def _validate_assertion(self, client_id: str, assertion: str) -> Application:
         try:
             header, claims = unverified(assertion)
         except jwt.InvalidTokenError:
-            raise EntraError(50027, "invalid_request",
-                             "JWT token is invalid or malformed.") from None
+            raise EntraError(50027, "invalid_request", "JWT token is invalid or malformed.") from None
         alg = header.get("alg")
         if alg not in ACCEPTED_ASSERTION_ALGORITHMS:
-            raise EntraError(5002738, "invalid_client",
-                             f"Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported "
-                             f"signing algorithms are: '{','.join(ACCEPTED_ASSERTION_ALGORITHMS)}'", 401)
+            raise EntraError(
+                5002738,
+                "invalid_client",
+                f"Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported "
+                f"signing algorithms are: '{','.join(ACCEPTED_ASSERTION_ALGORITHMS)}'",
+                401,
+            )
         with self._lock:
             app = self._apps.get(client_id)
             credentials = list(app.federated_credentials) if app else []
             trusted = dict(self._trusted)
         if app is None:
-            raise EntraError(700016, "unauthorized_client",
-                             f"Application with identifier '{client_id}' was not found in the directory "
-                             f"'{self.tenant_id}'. This can happen if the application has not been installed by "
-                             "the administrator of the tenant or consented to by any user in the tenant. You may "
-                             "have sent your authentication request to the wrong tenant.")
+            raise EntraError(
+                700016,
+                "unauthorized_client",
+                f"Application with identifier '{client_id}' was not found in the directory "
+                f"'{self.tenant_id}'. This can happen if the application has not been installed by "
+                "the administrator of the tenant or consented to by any user in the tenant. You may "
+                "have sent your authentication request to the wrong tenant.",
+            )
         iss, sub, aud = claims.get("iss"), claims.get("sub"), claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
 
         if not credentials:
-            raise EntraError(70021, "invalid_client",
-                             f"No matching federated identity record found for presented assertion. Assertion "
-                             f"Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'. "
-                             f"{_WIF_DOC}", 401)
+            raise EntraError(
+                70021,
+                "invalid_client",
+                f"No matching federated identity record found for presented assertion. Assertion "
+                f"Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'. "
+                f"{_WIF_DOC}",
+                401,
+            )
         by_issuer = [c for c in credentials if c.issuer == iss]
         if not by_issuer:
-            raise EntraError(700211, "invalid_client",
-                             f"No matching federated identity record found for presented assertion issuer "
-                             f"'{iss}'. Please check your federated identity credential Subject, Audience and "
-                             f"Issuer against the presented assertion. {_WIF_DOC}", 401)
+            raise EntraError(
+                700211,
+                "invalid_client",
+                f"No matching federated identity record found for presented assertion issuer "
+                f"'{iss}'. Please check your federated identity credential Subject, Audience and "
+                f"Issuer against the presented assertion. {_WIF_DOC}",
+                401,
+            )
         if iss not in trusted:
-            raise EntraError(50013, "invalid_client", f"Assertion failed signature validation. [Reason - The key "
-                                                      f"was not found., Issuer: '{iss}']", 401)
+            raise EntraError(
+                50013,
+                "invalid_client",
+                f"Assertion failed signature validation. [Reason - The key was not found., Issuer: '{iss}']",
+                401,
+            )
         try:
             verify_signature(assertion, trusted[iss], algorithms=ACCEPTED_ASSERTION_ALGORITHMS)
         except SignatureError as exc:
-            raise EntraError(50013, "invalid_client",
-                             f"Assertion failed signature validation. [Reason - {exc}]", 401) from None
+            raise EntraError(
+                50013, "invalid_client", f"Assertion failed signature validation. [Reason - {exc}]", 401
+            ) from None
 
         now = self.now()
         leeway = self.clock_leeway_seconds
         nbf, exp = claims.get("nbf", claims.get("iat")), claims.get("exp")
         if exp is None or now > exp + leeway or (nbf is not None and now + leeway < nbf):
-            raise EntraError(700024, "invalid_client",
-                             f"Client assertion is not within its valid time range. Current time: {_ts(now)}, "
-                             f"assertion valid from {_ts(nbf)}, expiry time of assertion {_ts(exp)}. Review the "
-                             "documentation at https://learn.microsoft.com/entra/identity-platform/"
-                             "certificate-credentials .", 401)
+            raise EntraError(
+                700024,
+                "invalid_client",
+                f"Client assertion is not within its valid time range. Current time: {_ts(now)}, "
+                f"assertion valid from {_ts(nbf)}, expiry time of assertion {_ts(exp)}. Review the "
+                "documentation at https://learn.microsoft.com/entra/identity-platform/"
+                "certificate-credentials .",
+                401,
+            )
 
         by_subject = [c for c in by_issuer if c.subject == sub]
         if not by_subject:
             if isinstance(sub, str) and any(c.subject.lower() == sub.lower() for c in by_issuer):
-                raise EntraError(7002138, "invalid_client",
-                                 f"No matching federated identity record found for presented assertion subject "
-                                 f"'{sub}'. The subject matches with case-insensitive comparison, but not with "
-                                 "case-sensitive comparison. Check your federated identity credential Subject, "
-                                 f"Audience and Issuer against the presented assertion. See documentation at: "
-                                 f"{_WIF_DOC}.", 401)
-            raise EntraError(700213, "invalid_client",
-                             f"No matching federated identity record found for presented assertion subject "
-                             f"'{sub}'. Check your federated identity credential Subject, Audience and Issuer "
-                             f"against the presented assertion. {_WIF_DOC}", 401)
+                raise EntraError(
+                    7002138,
+                    "invalid_client",
+                    f"No matching federated identity record found for presented assertion subject "
+                    f"'{sub}'. The subject matches with case-insensitive comparison, but not with "
+                    "case-sensitive comparison. Check your federated identity credential Subject, "
+                    f"Audience and Issuer against the presented assertion. See documentation at: "
+                    f"{_WIF_DOC}.",
+                    401,
+                )
+            raise EntraError(
+                700213,
+                "invalid_client",
+                f"No matching federated identity record found for presented assertion subject "
+                f"'{sub}'. Check your federated identity credential Subject, Audience and Issuer "
+                f"against the presented assertion. {_WIF_DOC}",
+                401,
+            )
         if not any(a in c.audiences for c in by_subject for a in audiences):
-            raise EntraError(700212, "invalid_client",
-                             f"No matching federated identity record found for presented assertion audience "
-                             f"'{aud if isinstance(aud, str) else ','.join(map(str, audiences))}'. Please check "
-                             "your federated identity credential Subject, Audience and Issuer against the "
-                             f"presented assertion. {_WIF_DOC}", 401)
+            raise EntraError(
+                700212,
+                "invalid_client",
+                f"No matching federated identity record found for presented assertion audience "
+                f"'{aud if isinstance(aud, str) else ','.join(map(str, audiences))}'. Please check "
+                "your federated identity credential Subject, Audience and Issuer against the "
+                f"presented assertion. {_WIF_DOC}",
+                401,
+            )
         return app
 
     # --- resource side ---------------------------------------------------------
@@ -316,8 +393,14 @@ class EntraDoubleState:
         verify_signature(token, self.jwks(), algorithms=("RS256",))
         return jwt.decode(
             token,
-            options={"verify_signature": False, "verify_exp": True, "verify_nbf": True, "verify_iss": True,
-                     "verify_aud": True, "require": ["aud", "iss", "exp", "oid", "tid"]},
+            options={
+                "verify_signature": False,
+                "verify_exp": True,
+                "verify_nbf": True,
+                "verify_iss": True,
+                "verify_aud": True,
+                "require": ["aud", "iss", "exp", "oid", "tid"],
+            },
             audience=audience,
             issuer=self.issuer,
             leeway=self.clock_leeway_seconds,
@@ -359,7 +442,7 @@ def error_body(exc: EntraError) -> dict:
     return {
         "error": exc.error,
         "error_description": f"AADSTS{exc.code}: {exc.description} Trace ID: {trace_id} "
-                             f"Correlation ID: {correlation_id} Timestamp: {now}",
+        f"Correlation ID: {correlation_id} Timestamp: {now}",
         "error_codes": [exc.code],
         "timestamp": now,
         "trace_id": trace_id,
@@ -416,8 +499,14 @@ class EntraHandler(DoubleHandler):
             return
         status = state._take_fault()
         if status is not None:
-            self._json(status, error_body(EntraError(90033, "temporarily_unavailable",
-                                                     "A transient error has occurred. Please try again.", status)))
+            self._json(
+                status,
+                error_body(
+                    EntraError(
+                        90033, "temporarily_unavailable", "A transient error has occurred. Please try again.", status
+                    )
+                ),
+            )
             return
         form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
         try:

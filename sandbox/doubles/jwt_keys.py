@@ -89,8 +89,14 @@ def verify_signature(token: str, jwks: dict, *, algorithms: tuple[str, ...] = SU
                     token,
                     key.key,
                     algorithms=list(algorithms),
-                    options={"verify_signature": True, "verify_exp": False, "verify_nbf": False,
-                             "verify_iat": False, "verify_aud": False, "verify_iss": False},
+                    options={
+                        "verify_signature": True,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                        "verify_aud": False,
+                        "verify_iss": False,
+                    },
                 )
             except jwt.InvalidSignatureError as exc:
                 raise SignatureError(f"signature of key {kid!r} does not verify: {exc}") from None

@@ -115,7 +115,9 @@ class StsDoubleState:
             )
         bad = set(allowed_signing_algorithms) - set(SUPPORTED_ALGORITHMS)
         if bad:
-            raise ValueError(f"allowed_signing_algorithms has {sorted(bad)}; STS only signs with {SUPPORTED_ALGORITHMS}")
+            raise ValueError(
+                f"allowed_signing_algorithms has {sorted(bad)}; STS only signs with {SUPPORTED_ALGORITHMS}"
+            )
         self.issuer = issuer
         self.federation_enabled = federation_enabled
         # The task role policy's conditions: ForAllValues:StringEquals sts:IdentityTokenAudience,
@@ -157,8 +159,9 @@ class StsDoubleState:
         if isinstance(session_expires_at, dt.datetime):
             session_expires_at = session_expires_at.timestamp()
         with self._lock:
-            self._callers[access_key_id] = Caller(access_key_id, role_arn, session_name, session_token,
-                                                  session_expires_at, secret_access_key)
+            self._callers[access_key_id] = Caller(
+                access_key_id, role_arn, session_name, session_token, session_expires_at, secret_access_key
+            )
 
     def jwks(self) -> dict:
         """Public keys of the issuer (what `<issuer>/.well-known/jwks.json` would serve)."""
@@ -169,9 +172,15 @@ class StsDoubleState:
         verify_signature(token, self.jwks())
         return jwt.decode(
             token,
-            options={"verify_signature": False, "verify_exp": True, "verify_nbf": True, "verify_iat": True,
-                     "verify_iss": True, "verify_aud": audience is not None,
-                     "require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+            options={
+                "verify_signature": False,
+                "verify_exp": True,
+                "verify_nbf": True,
+                "verify_iat": True,
+                "verify_iss": True,
+                "verify_aud": audience is not None,
+                "require": ["iss", "sub", "aud", "exp", "iat", "jti"],
+            },
             issuer=self.issuer,
             audience=audience,
         )
@@ -193,8 +202,12 @@ class StsDoubleState:
             if self._fail:
                 status = self._fail.pop(0)
                 code = "ServiceUnavailable" if status == 503 else "InternalFailure"
-                return StsError(status, code, "The request processing has failed because of an unknown "
-                                              "error, exception or failure.", sender=False)
+                return StsError(
+                    status,
+                    code,
+                    "The request processing has failed because of an unknown error, exception or failure.",
+                    sender=False,
+                )
         return None
 
     # --- operations ----------------------------------------------------------
@@ -205,20 +218,28 @@ class StsDoubleState:
             raise StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
         with self._lock:
             caller = self._callers.get(match.group(1))
-        if caller is None or (caller.session_token is not None
-                              and caller.session_token != headers.get("X-Amz-Security-Token")):
+        if caller is None or (
+            caller.session_token is not None and caller.session_token != headers.get("X-Amz-Security-Token")
+        ):
             raise StsError(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
         if caller.secret_access_key is not None and not _sigv4_matches(
-                caller.secret_access_key, method, path, headers, body):
-            raise StsError(403, "SignatureDoesNotMatch",
-                           "The request signature we calculated does not match the signature you provided. "
-                           "Check your AWS Secret Access Key and signing method. Consult the service "
-                           "documentation for details.")
+            caller.secret_access_key, method, path, headers, body
+        ):
+            raise StsError(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. "
+                "Check your AWS Secret Access Key and signing method. Consult the service "
+                "documentation for details.",
+            )
         return caller
 
     def get_caller_identity(self, caller: Caller) -> dict:
-        return {"Arn": caller.assumed_role_arn, "UserId": f"AROA{caller.access_key_id[4:]}:{caller.session_name}",
-                "Account": caller.account}
+        return {
+            "Arn": caller.assumed_role_arn,
+            "UserId": f"AROA{caller.access_key_id[4:]}:{caller.session_name}",
+            "Account": caller.account,
+        }
 
     def get_web_identity_token(self, caller: Caller, params: dict[str, str]) -> dict:
         audiences = _members(params, "Audience")
@@ -230,45 +251,69 @@ class StsDoubleState:
         if not audiences:
             errors.append("Value null at 'audience' failed to satisfy constraint: Member must not be null")
         elif len(audiences) > 10:
-            errors.append(f"Value '{audiences}' at 'audience' failed to satisfy constraint: "
-                          "Member must have length less than or equal to 10")
+            errors.append(
+                f"Value '{audiences}' at 'audience' failed to satisfy constraint: "
+                "Member must have length less than or equal to 10"
+            )
         if algorithm is None:
             errors.append("Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null")
         elif algorithm not in SUPPORTED_ALGORITHMS:
-            errors.append(f"Value '{algorithm}' at 'signingAlgorithm' failed to satisfy constraint: "
-                          f"Member must satisfy enum value set: [{', '.join(SUPPORTED_ALGORITHMS)}]")
+            errors.append(
+                f"Value '{algorithm}' at 'signingAlgorithm' failed to satisfy constraint: "
+                f"Member must satisfy enum value set: [{', '.join(SUPPORTED_ALGORITHMS)}]"
+            )
         try:
             duration = int(raw_duration)
         except ValueError:
-            raise StsError(400, "ValidationError", f"Value '{raw_duration}' at 'durationSeconds' is not an integer") from None
+            raise StsError(
+                400, "ValidationError", f"Value '{raw_duration}' at 'durationSeconds' is not an integer"
+            ) from None
         if duration < MIN_DURATION_SECONDS:
-            errors.append(f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
-                          f"Member must have value greater than or equal to {MIN_DURATION_SECONDS}")
+            errors.append(
+                f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
+                f"Member must have value greater than or equal to {MIN_DURATION_SECONDS}"
+            )
         elif duration > MAX_DURATION_SECONDS:
-            errors.append(f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
-                          f"Member must have value less than or equal to {MAX_DURATION_SECONDS}")
+            errors.append(
+                f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
+                f"Member must have value less than or equal to {MAX_DURATION_SECONDS}"
+            )
         if errors:
             n = len(errors)
-            raise StsError(400, "ValidationError",
-                           f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors))
+            raise StsError(
+                400, "ValidationError", f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors)
+            )
 
         if not self.federation_enabled:
             raise StsError(403, "OutboundWebIdentityFederationDisabledException", FEDERATION_DISABLED_MESSAGE)
 
         # IAM evaluation of the task role policy's conditions. Real IAM says only "no identity-based
         # policy allows"; the double adds the failing condition key so a test can tell which one.
-        denied = (f"User: {caller.assumed_role_arn} is not authorized to perform: sts:GetWebIdentityToken "
-                  "because no identity-based policy allows the sts:GetWebIdentityToken action")
+        denied = (
+            f"User: {caller.assumed_role_arn} is not authorized to perform: sts:GetWebIdentityToken "
+            "because no identity-based policy allows the sts:GetWebIdentityToken action"
+        )
         outside = [a for a in audiences if a not in self.allowed_audiences]
         if outside:
-            raise StsError(403, "AccessDenied", f"{denied} (condition ForAllValues:StringEquals "
-                                                f"sts:IdentityTokenAudience does not allow {outside})")
+            raise StsError(
+                403,
+                "AccessDenied",
+                f"{denied} (condition ForAllValues:StringEquals sts:IdentityTokenAudience does not allow {outside})",
+            )
         if duration > self.max_duration_seconds:
-            raise StsError(403, "AccessDenied", f"{denied} (condition NumericLessThanEquals sts:DurationSeconds "
-                                                f"{self.max_duration_seconds} does not allow {duration})")
+            raise StsError(
+                403,
+                "AccessDenied",
+                f"{denied} (condition NumericLessThanEquals sts:DurationSeconds "
+                f"{self.max_duration_seconds} does not allow {duration})",
+            )
         if algorithm not in self.allowed_signing_algorithms:
-            raise StsError(403, "AccessDenied", f"{denied} (condition StringEquals sts:SigningAlgorithm "
-                                                f"{list(self.allowed_signing_algorithms)} does not allow {algorithm})")
+            raise StsError(
+                403,
+                "AccessDenied",
+                f"{denied} (condition StringEquals sts:SigningAlgorithm "
+                f"{list(self.allowed_signing_algorithms)} does not allow {algorithm})",
+            )
 
         now = time.time()
         if caller.session_expires_at is not None and now + duration > caller.session_expires_at:
@@ -307,12 +352,20 @@ def _sigv4_matches(secret: str, method: str, path: str, headers, body: bytes) ->
     _akid, date, region, service, _term = credential.split("/")
     amz_date = headers.get("X-Amz-Date", "")
     canonical_headers = "".join(
-        f"{name}:{' '.join((headers.get(name) or '').split())}\n" for name in signed_headers.split(";"))
+        f"{name}:{' '.join((headers.get(name) or '').split())}\n" for name in signed_headers.split(";")
+    )
     canonical_path, _, query = path.partition("?")
-    canonical_request = "\n".join([method, canonical_path or "/", query, canonical_headers, signed_headers,
-                                   hashlib.sha256(body).hexdigest()])
-    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{service}/aws4_request",
-                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    canonical_request = "\n".join(
+        [method, canonical_path or "/", query, canonical_headers, signed_headers, hashlib.sha256(body).hexdigest()]
+    )
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            f"{date}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
     key = f"AWS4{secret}".encode()
     for part in (date, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
@@ -361,10 +414,19 @@ class StsHandler(DoubleHandler):
         if self.path == "/.well-known/jwks.json":
             self._send(200, json.dumps(state.jwks()), "application/json")
         elif self.path == "/.well-known/openid-configuration":
-            self._send(200, json.dumps({"issuer": state.issuer, "jwks_uri": f"{state.issuer}/.well-known/jwks.json",
-                                        "id_token_signing_alg_values_supported": list(SUPPORTED_ALGORITHMS),
-                                        "response_types_supported": ["id_token"],
-                                        "subject_types_supported": ["public"]}), "application/json")
+            self._send(
+                200,
+                json.dumps(
+                    {
+                        "issuer": state.issuer,
+                        "jwks_uri": f"{state.issuer}/.well-known/jwks.json",
+                        "id_token_signing_alg_values_supported": list(SUPPORTED_ALGORITHMS),
+                        "response_types_supported": ["id_token"],
+                        "subject_types_supported": ["public"],
+                    }
+                ),
+                "application/json",
+            )
         else:
             self._send(404, "", "text/plain")
 
@@ -379,8 +441,9 @@ class StsHandler(DoubleHandler):
             if fault:
                 raise fault
             if params.get("Version") != API_VERSION:
-                raise StsError(400, "InvalidAction", f"Could not find operation {action} for version "
-                                                     f"{params.get('Version')}")
+                raise StsError(
+                    400, "InvalidAction", f"Could not find operation {action} for version {params.get('Version')}"
+                )
             caller = state.caller("POST", self.path, self.headers, raw)
             if action == "GetWebIdentityToken":
                 result = state.get_web_identity_token(caller, params)
@@ -391,18 +454,24 @@ class StsHandler(DoubleHandler):
         except StsError as exc:
             with state._lock:
                 state.requests.append((action, exc.code))
-            self._send(exc.status, (
-                f'<ErrorResponse xmlns="{XMLNS}"><Error><Type>{"Sender" if exc.sender else "Receiver"}</Type>'
-                f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message)}</Message></Error>"
-                f"<RequestId>{self._request_id}</RequestId></ErrorResponse>"
-            ))
+            self._send(
+                exc.status,
+                (
+                    f'<ErrorResponse xmlns="{XMLNS}"><Error><Type>{"Sender" if exc.sender else "Receiver"}</Type>'
+                    f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message)}</Message></Error>"
+                    f"<RequestId>{self._request_id}</RequestId></ErrorResponse>"
+                ),
+            )
             return
         with state._lock:
             state.requests.append((action, "OK"))
-        self._send(200, (
-            f'<{action}Response xmlns="{XMLNS}"><{action}Result>{_xml_fields(result)}</{action}Result>'
-            f"<ResponseMetadata><RequestId>{self._request_id}</RequestId></ResponseMetadata></{action}Response>"
-        ))
+        self._send(
+            200,
+            (
+                f'<{action}Response xmlns="{XMLNS}"><{action}Result>{_xml_fields(result)}</{action}Result>'
+                f"<ResponseMetadata><RequestId>{self._request_id}</RequestId></ResponseMetadata></{action}Response>"
+            ),
+        )
 
 
 def serve_sts(state: StsDoubleState, ca: LocalCA | None = None, port: int = 0) -> ServedDouble:
@@ -410,9 +479,15 @@ def serve_sts(state: StsDoubleState, ca: LocalCA | None = None, port: int = 0) -
     return ServedDouble(StsHandler, state, ca, port)
 
 
-def assume_role_and_register(state: StsDoubleState, moto_url: str, role_arn: str, *,
-                             session_name: str = "cosmos-export", duration_seconds: int = 3600,
-                             region: str = "us-east-1") -> dict:
+def assume_role_and_register(
+    state: StsDoubleState,
+    moto_url: str,
+    role_arn: str,
+    *,
+    session_name: str = "cosmos-export",
+    duration_seconds: int = 3600,
+    region: str = "us-east-1",
+) -> dict:
     """AssumeRole on moto (as ECS would for the task role) and register the session with the double.
 
     Returns boto3 keyword arguments (`aws_access_key_id`, `aws_secret_access_key`,
@@ -420,12 +495,22 @@ def assume_role_and_register(state: StsDoubleState, moto_url: str, role_arn: str
     """
     import boto3
 
-    moto_sts = boto3.client("sts", endpoint_url=moto_url, region_name=region,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
-    creds = moto_sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name,
-                                 DurationSeconds=duration_seconds)["Credentials"]
-    state.register_credentials(creds["AccessKeyId"], role_arn, session_name=session_name,
-                               session_token=creds["SessionToken"], session_expires_at=creds["Expiration"],
-                               secret_access_key=creds["SecretAccessKey"])
-    return {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
-            "aws_session_token": creds["SessionToken"]}
+    moto_sts = boto3.client(
+        "sts", endpoint_url=moto_url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    creds = moto_sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration_seconds)[
+        "Credentials"
+    ]
+    state.register_credentials(
+        creds["AccessKeyId"],
+        role_arn,
+        session_name=session_name,
+        session_token=creds["SessionToken"],
+        session_expires_at=creds["Expiration"],
+        secret_access_key=creds["SecretAccessKey"],
+    )
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }

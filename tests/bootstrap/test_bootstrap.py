@@ -54,26 +54,45 @@ def test_aws_roles_trust_only_this_repo_environment(stack):
     for name, suffix in ((f"gh-{stack}-deploy", ""), (f"gh-{stack}-preview", "-preview")):
         [statement] = json.loads(roles[name]["assumeRolePolicy"])["Statement"]
         assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
-        assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNTS[stack]}:oidc-provider/token.actions.githubusercontent.com"}
-        assert statement["Condition"] == {"StringEquals": {
-            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-            "token.actions.githubusercontent.com:sub": f"repo:acme/cosmos-s3-export:environment:{stack}{suffix}",
-        }}
+        assert statement["Principal"] == {
+            "Federated": f"arn:aws:iam::{ACCOUNTS[stack]}:oidc-provider/token.actions.githubusercontent.com"
+        }
+        assert statement["Condition"] == {
+            "StringEquals": {
+                "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                "token.actions.githubusercontent.com:sub": f"repo:acme/cosmos-s3-export:environment:{stack}{suffix}",
+            }
+        }
         assert "*" not in json.dumps(statement["Condition"])
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_entra_credentials_pinned_and_no_secret(stack):
     registered = run(stack)
-    fics = sorted((p["subject"], p["issuer"], tuple(p["audiences"]))
-                  for _, p in of(registered, "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"))
+    fics = sorted(
+        (p["subject"], p["issuer"], tuple(p["audiences"]))
+        for _, p in of(
+            registered, "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential"
+        )
+    )
     assert fics == [
-        (f"repo:acme/cosmos-s3-export:environment:{stack}", "https://token.actions.githubusercontent.com", ("api://AzureADTokenExchange",)),
-        (f"repo:acme/cosmos-s3-export:environment:{stack}-preview", "https://token.actions.githubusercontent.com", ("api://AzureADTokenExchange",)),
+        (
+            f"repo:acme/cosmos-s3-export:environment:{stack}",
+            "https://token.actions.githubusercontent.com",
+            ("api://AzureADTokenExchange",),
+        ),
+        (
+            f"repo:acme/cosmos-s3-export:environment:{stack}-preview",
+            "https://token.actions.githubusercontent.com",
+            ("api://AzureADTokenExchange",),
+        ),
     ]
     types = {t for t, _, _ in registered}
-    assert not types & {"azuread:index/applicationPassword:ApplicationPassword", "aws:iam/accessKey:AccessKey",
-                        "azuread:index/applicationCertificate:ApplicationCertificate"}
+    assert not types & {
+        "azuread:index/applicationPassword:ApplicationPassword",
+        "aws:iam/accessKey:AccessKey",
+        "azuread:index/applicationCertificate:ApplicationCertificate",
+    }
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -82,7 +101,9 @@ def test_azure_deployer_is_scoped_to_the_cosmos_account_and_log_workspace(stack)
     rg = config_of(stack).azure_resource_group_id
     program = d.program_stack_config(stack)
     account = f"{rg}/providers/Microsoft.DocumentDB/databaseAccounts/{program.cosmos.cosmos_account_name}"
-    workspace = program.cosmos.log_analytics_workspace_id or rg  # prod names a workspace; dev/staging create one in the group
+    workspace = (
+        program.cosmos.log_analytics_workspace_id or rg
+    )  # prod names a workspace; dev/staging create one in the group
     assignments = dict(of(registered, "azure-native:authorization:RoleAssignment"))
     assert {n: (a["scope"], a["principalId"]) for n, a in assignments.items()} == {
         f"gh-{stack}-deployer-account-assignment": (account, f"gh-{stack}-deployer-sp-object"),
@@ -99,15 +120,24 @@ def test_azure_deployer_is_scoped_to_the_cosmos_account_and_log_workspace(stack)
         for action in permissions["actions"]:
             # Explicit actions only; no delete of logs; nothing of Microsoft.Authorization.
             assert "*" not in action and not action.startswith("Microsoft.Authorization"), action
-            assert not (action.endswith("/delete") and ("diagnosticSettings" in action or "workspaces" in action)), action
+            assert not (action.endswith("/delete") and ("diagnosticSettings" in action or "workspaces" in action)), (
+                action
+            )
     workspace_actions = definitions[f"gh-{stack}-deployer-workspace-role"]["permissions"][0]["actions"]
-    assert ("Microsoft.OperationalInsights/workspaces/write" in workspace_actions) == (program.cosmos.log_analytics_workspace_id is None)
+    assert ("Microsoft.OperationalInsights/workspaces/write" in workspace_actions) == (
+        program.cosmos.log_analytics_workspace_id is None
+    )
 
 
 def test_bootstrap_refuses_a_resource_group_that_is_not_the_cosmos_accounts():
-    bad = d.BootstrapConfig(**{**GOOD, "azure_resource_group_id": GOOD["azure_resource_group_id"].replace("rg-orders-dev", "rg-other")})
-    with pytest.raises(d.BootstrapConfigError, match=r"azureResourceGroupId=.*rg-other.* is not the group of the Cosmos "
-                                                      r"account \(stacks/Pulumi.dev.yaml cosmosResourceGroup='rg-orders-dev'\)"):
+    bad = d.BootstrapConfig(
+        **{**GOOD, "azure_resource_group_id": GOOD["azure_resource_group_id"].replace("rg-orders-dev", "rg-other")}
+    )
+    with pytest.raises(
+        d.BootstrapConfigError,
+        match=r"azureResourceGroupId=.*rg-other.* is not the group of the Cosmos "
+        r"account \(stacks/Pulumi.dev.yaml cosmosResourceGroup='rg-orders-dev'\)",
+    ):
         d.azure_scope_of(bad)
 
 
@@ -121,8 +151,11 @@ def test_staging_adopts_the_shared_account_provider_dev_creates():
 
 def _documents(stack: str) -> dict[str, dict]:
     registered = run(stack)
-    return {"deploy": policy_of(registered, f"gh-{stack}-deploy"), "preview": policy_of(registered, f"gh-{stack}-preview"),
-            "boundary": json.loads(boundary_of(registered)["policy"])}
+    return {
+        "deploy": policy_of(registered, f"gh-{stack}-deploy"),
+        "preview": policy_of(registered, f"gh-{stack}-preview"),
+        "boundary": json.loads(boundary_of(registered)["policy"]),
+    }
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -138,10 +171,19 @@ def test_every_permission_changing_role_statement_requires_the_boundary(stack):
                 assert st["Resource"] == f"arn:aws:iam::{ACCOUNTS[stack]}:role/cosmos-s3-export/{stack}/*"
     assert found == 1  # the deployer's, and only its
     deploy = _documents(stack)["deploy"]
-    assert "iam:CreateRole" in next(s for s in deploy["Statement"] if s["Sid"] == "RolePermissionsUnderBoundary")["Action"]
+    assert (
+        "iam:CreateRole" in next(s for s in deploy["Statement"] if s["Sid"] == "RolePermissionsUnderBoundary")["Action"]
+    )
     granted = {a for s in deploy["Statement"] if s["Effect"] == "Allow" for a in _list(s["Action"])}
-    assert not granted & {"iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRolePermissionsBoundary",
-                          "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:CreateUser", "iam:CreateAccessKey"}
+    assert not granted & {
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:DeleteRolePermissionsBoundary",
+        "iam:CreatePolicy",
+        "iam:CreatePolicyVersion",
+        "iam:CreateUser",
+        "iam:CreateAccessKey",
+    }
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -150,24 +192,57 @@ def test_no_service_wide_or_wildcard_action(stack):
         for st in doc["Statement"]:
             for action in _list(st["Action"]):
                 assert "*" not in action, (kind, st["Sid"], action)
-                assert action.split(":")[0] in {"iam", "sts", "s3", "kms", "ecr", "ecs", "logs", "ec2", "sqs",
-                                                "scheduler", "cloudtrail", "sns", "cloudwatch", "events"}, action
+                assert action.split(":")[0] in {
+                    "iam",
+                    "sts",
+                    "s3",
+                    "kms",
+                    "ecr",
+                    "ecs",
+                    "logs",
+                    "ec2",
+                    "sqs",
+                    "scheduler",
+                    "cloudtrail",
+                    "sns",
+                    "cloudwatch",
+                    "events",
+                }, action
 
 
 def _scoped(resource: str, stack: str, scope: d.StackScope) -> bool:
     """An ARN that names this stack: its role path, 'export-<stack>-' names, its buckets, trail, boundary."""
-    return (f"/cosmos-s3-export/{stack}/" in resource or f":export-{stack}-" in resource or f"/export-{stack}-" in resource
-            or f"/export-{stack}:" in resource or resource in scope.buckets or resource.rstrip("/*") in scope.buckets
-            or resource.endswith((f"trail/{naming.trail_name(scope.bucket)}", f"alias/{scope.bucket}",
-                                  f"alias/{naming.audit_bucket_name(scope.bucket)}", f"vpc/{scope.vpc_id}"))
-            or resource == scope.boundary_arn
-            or resource == f"arn:aws:iam::{scope.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*")
+    return (
+        f"/cosmos-s3-export/{stack}/" in resource
+        or f":export-{stack}-" in resource
+        or f"/export-{stack}-" in resource
+        or f"/export-{stack}:" in resource
+        or resource in scope.buckets
+        or resource.rstrip("/*") in scope.buckets
+        or resource.endswith(
+            (
+                f"trail/{naming.trail_name(scope.bucket)}",
+                f"alias/{scope.bucket}",
+                f"alias/{naming.audit_bucket_name(scope.bucket)}",
+                f"vpc/{scope.vpc_id}",
+            )
+        )
+        or resource == scope.boundary_arn
+        or resource == f"arn:aws:iam::{scope.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*"
+    )
 
 
 def _tag_conditioned(st: dict) -> bool:
     conditions = {k for c in (st.get("Condition") or {}).values() for k in c}
-    return bool(conditions & {f"aws:ResourceTag/{naming.STACK_TAG}", f"aws:RequestTag/{naming.STACK_TAG}",
-                              "kms:ViaService", "aws:RequestedRegion"})
+    return bool(
+        conditions
+        & {
+            f"aws:ResourceTag/{naming.STACK_TAG}",
+            f"aws:RequestTag/{naming.STACK_TAG}",
+            "kms:ViaService",
+            "aws:RequestedRegion",
+        }
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -191,8 +266,12 @@ def test_the_boundary_and_the_deployer_deny_changing_the_boundary(stack):
     for kind in ("deploy", "boundary"):
         denies = [st for st in _documents(stack)[kind]["Statement"] if st["Effect"] == "Deny"]
         on_boundary = {a for st in denies if boundary_arn in _list(st["Resource"]) for a in _list(st["Action"])}
-        assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
-                "iam:DeletePolicyVersion"} <= on_boundary, kind
+        assert {
+            "iam:CreatePolicyVersion",
+            "iam:SetDefaultPolicyVersion",
+            "iam:DeletePolicy",
+            "iam:DeletePolicyVersion",
+        } <= on_boundary, kind
         anywhere = {a for st in denies if st["Resource"] == "*" for a in _list(st["Action"])}
         assert "iam:DeleteRolePermissionsBoundary" in anywhere, kind
 
@@ -210,8 +289,12 @@ def test_the_boundary_caps_what_the_program_roles_are_given():
     boundary = _documents("dev")["boundary"]
     capped = {a for st in boundary["Statement"] if st["Effect"] == "Allow" for a in _list(st["Action"])}
     program = run_stack("dev")
-    granted = {a for p in program.of_type("aws:iam/rolePolicy:RolePolicy")
-               for st in json.loads(p.inputs["policy"])["Statement"] for a in _list(st["Action"])}
+    granted = {
+        a
+        for p in program.of_type("aws:iam/rolePolicy:RolePolicy")
+        for st in json.loads(p.inputs["policy"])["Statement"]
+        for a in _list(st["Action"])
+    }
     assert granted <= capped, granted - capped
     assert not {a for a in capped if a.startswith("iam:") and a != "iam:PassRole"}
 
@@ -236,7 +319,10 @@ def _allows(st: dict, arn: str, tags: dict) -> bool:
         for key, want in keys.items():
             if key == "kms:ResourceAliases" and all(str(a).startswith("alias/aws/") for a in _list(want)):
                 return False  # AWS-managed keys only; the program's keys are customer managed
-            if key in (f"aws:ResourceTag/{naming.STACK_TAG}", f"aws:RequestTag/{naming.STACK_TAG}") and op == "StringEquals":
+            if (
+                key in (f"aws:ResourceTag/{naming.STACK_TAG}", f"aws:RequestTag/{naming.STACK_TAG}")
+                and op == "StringEquals"
+            ):
                 if tags.get(naming.STACK_TAG) not in _list(want):
                     return False
     return True
@@ -247,20 +333,36 @@ def test_dev_deployer_touches_no_staging_resource_in_the_shared_account():
     dev_docs = _documents("dev")
     staging = _resources_of(run_stack("staging"))
     dev = _resources_of(run_stack("dev"))
-    assert len(staging) >= 15 and {a.split(":")[2] for a, _ in staging} >= {"iam", "s3", "kms", "ecr", "ecs", "logs",
-                                                                              "sqs", "scheduler", "cloudtrail", "ec2"}
+    assert len(staging) >= 15 and {a.split(":")[2] for a, _ in staging} >= {
+        "iam",
+        "s3",
+        "kms",
+        "ecr",
+        "ecs",
+        "logs",
+        "sqs",
+        "scheduler",
+        "cloudtrail",
+        "ec2",
+    }
     for kind in ("deploy", "preview"):
         for arn, tags in staging:
-            hits = [st["Sid"] for st in dev_docs[kind]["Statement"] if _allows(st, arn, tags)
-                    and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS]
+            hits = [
+                st["Sid"]
+                for st in dev_docs[kind]["Statement"]
+                if _allows(st, arn, tags) and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS
+            ]
             assert hits == [], (kind, arn, hits)
     # The matcher is not blind: dev's deployer does reach every dev resource.
     unreached = [arn for arn, tags in dev if not any(_allows(st, arn, tags) for st in dev_docs["deploy"]["Statement"])]
     assert unreached == []
     # The staging role path and boundary are out of reach too (not only the resources that exist).
-    assert not [st["Sid"] for st in dev_docs["deploy"]["Statement"]
-                if _allows(st, f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/staging/anything", {})
-                and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS]
+    assert not [
+        st["Sid"]
+        for st in dev_docs["deploy"]["Statement"]
+        if _allows(st, f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/staging/anything", {})
+        and not set(_list(st["Action"])) <= d.STAR_ONLY_ACTIONS
+    ]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -277,12 +379,21 @@ def test_preview_role_is_read_only_and_reads_no_object(stack):
 
 def test_only_force_destroy_stacks_let_the_deployer_delete_exports():
     dev, prod = _documents("dev")["deploy"], _documents("prod")["deploy"]
-    assert [st["Sid"] for st in dev["Statement"] if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"] \
-        == ["EmptyExportBucketOnDestroy"]
-    assert not [st for st in prod["Statement"] if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"]
+    assert [
+        st["Sid"]
+        for st in dev["Statement"]
+        if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"
+    ] == ["EmptyExportBucketOnDestroy"]
+    assert not [
+        st for st in prod["Statement"] if "s3:DeleteObjectVersion" in _list(st["Action"]) and st["Effect"] == "Allow"
+    ]
     for doc in (dev, prod):  # never an object read
-        assert not any(a.startswith("s3:GetObject") for st in doc["Statement"] if st["Effect"] == "Allow"
-                       for a in _list(st["Action"]))
+        assert not any(
+            a.startswith("s3:GetObject")
+            for st in doc["Statement"]
+            if st["Effect"] == "Allow"
+            for a in _list(st["Action"])
+        )
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -290,7 +401,9 @@ def test_the_deployer_cannot_destroy_the_audit_trail(stack):
     deploy = _documents(stack)["deploy"]
     (deny,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditTrailDestruction"]
     bucket = d.program_stack_config(stack).bucket.bucket_name
-    assert {"s3:DeleteBucket", "s3:DeleteObjectVersion", "cloudtrail:DeleteTrail", "cloudtrail:StopLogging"} <= set(deny["Action"])
+    assert {"s3:DeleteBucket", "s3:DeleteObjectVersion", "cloudtrail:DeleteTrail", "cloudtrail:StopLogging"} <= set(
+        deny["Action"]
+    )
     assert f"arn:aws:s3:::{bucket}-audit" in deny["Resource"] and f"arn:aws:s3:::{bucket}-audit/*" in deny["Resource"]
     (keys,) = [st for st in deploy["Statement"] if st["Sid"] == "DenyAuditKeyDeletion"]
     assert keys["Condition"] == {"StringEquals": {f"aws:ResourceTag/{naming.PURPOSE_TAG}": "audit"}}
@@ -298,13 +411,17 @@ def test_the_deployer_cannot_destroy_the_audit_trail(stack):
 
 def test_outbound_federation_is_enabled_only_by_the_stack_that_owns_it():
     for stack in STACKS:
-        granted = {a for st in _documents(stack)["deploy"]["Statement"] for a in _list(st["Action"]) if st["Effect"] == "Allow"}
+        granted = {
+            a for st in _documents(stack)["deploy"]["Statement"] for a in _list(st["Action"]) if st["Effect"] == "Allow"
+        }
         owner = d.program_stack_config(stack).identity.federation == "create"
         assert ("iam:EnableOutboundWebIdentityFederation" in granted) == owner, stack
 
 
 def test_service_linked_role_is_ecs_only():
-    (st,) = [st for st in _documents("dev")["deploy"]["Statement"] if "iam:CreateServiceLinkedRole" in _list(st["Action"])]
+    (st,) = [
+        st for st in _documents("dev")["deploy"]["Statement"] if "iam:CreateServiceLinkedRole" in _list(st["Action"])
+    ]
     assert st["Condition"] == {"StringEquals": {"iam:AWSServiceName": "ecs.amazonaws.com"}}
 
 
@@ -313,20 +430,43 @@ def test_wildcard_subject_is_refused():
         d.github_trust_policy("arn:aws:iam::1:oidc-provider/x", "repo:acme/*:environment:dev")
 
 
-GOOD = dict(github_org="acme", github_repo="cosmos-s3-export", environment="dev",
-            azure_resource_group_id="/subscriptions/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/resourceGroups/rg-orders-dev")
+GOOD = dict(
+    github_org="acme",
+    github_repo="cosmos-s3-export",
+    environment="dev",
+    azure_resource_group_id="/subscriptions/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/resourceGroups/rg-orders-dev",
+)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("github_org", "acme/corp", "cosmos-s3-export-bootstrap:githubOrg='acme/corp' is not a GitHub organisation"),
-    ("github_org", "*", "cosmos-s3-export-bootstrap:githubOrg='*' is not a GitHub organisation"),
-    ("github_repo", "acme/cosmos-s3-export", "cosmos-s3-export-bootstrap:githubRepo='acme/cosmos-s3-export' is not a repository name"),
-    ("environment", "Prod", "cosmos-s3-export-bootstrap:environment='Prod' must be a lower-case stack name"),
-    ("environment", "dev-preview", "cosmos-s3-export-bootstrap:environment='dev-preview' must be a lower-case"),
-    ("environment", "qa", "cosmos-s3-export-bootstrap:environment='qa' has no stacks/Pulumi.qa.yaml; use one of ['dev', 'prod', 'staging']"),
-    ("azure_resource_group_id", "rg-orders-dev", "cosmos-s3-export-bootstrap:azureResourceGroupId='rg-orders-dev' is not /subscriptions/"),
-    ("oidc_provider_arn", "arn:aws:iam::111122223333:oidc-provider/*", "cosmos-s3-export-bootstrap:oidcProviderArn="),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("github_org", "acme/corp", "cosmos-s3-export-bootstrap:githubOrg='acme/corp' is not a GitHub organisation"),
+        ("github_org", "*", "cosmos-s3-export-bootstrap:githubOrg='*' is not a GitHub organisation"),
+        (
+            "github_repo",
+            "acme/cosmos-s3-export",
+            "cosmos-s3-export-bootstrap:githubRepo='acme/cosmos-s3-export' is not a repository name",
+        ),
+        ("environment", "Prod", "cosmos-s3-export-bootstrap:environment='Prod' must be a lower-case stack name"),
+        ("environment", "dev-preview", "cosmos-s3-export-bootstrap:environment='dev-preview' must be a lower-case"),
+        (
+            "environment",
+            "qa",
+            "cosmos-s3-export-bootstrap:environment='qa' has no stacks/Pulumi.qa.yaml; use one of ['dev', 'prod', 'staging']",
+        ),
+        (
+            "azure_resource_group_id",
+            "rg-orders-dev",
+            "cosmos-s3-export-bootstrap:azureResourceGroupId='rg-orders-dev' is not /subscriptions/",
+        ),
+        (
+            "oidc_provider_arn",
+            "arn:aws:iam::111122223333:oidc-provider/*",
+            "cosmos-s3-export-bootstrap:oidcProviderArn=",
+        ),
+    ],
+)
 def test_bad_config_is_refused_with_the_key_value_and_fix(field, value, message):
     with pytest.raises(d.BootstrapConfigError) as err:
         d.BootstrapConfig(**{**GOOD, field: value})

@@ -16,20 +16,34 @@ from affected_stacks import affected, stacks_of  # noqa: E402
 STACKS = ["dev", "prod", "staging"]
 
 
-@pytest.mark.parametrize(("changed", "expected"), [
-    (["stacks/Pulumi.prod.yaml"], ["prod"]),
-    (["stacks/Pulumi.staging.yaml", "stacks/Pulumi.dev.yaml", "README.md"], ["dev", "staging"]),
-    (["components/bucket.py"], STACKS),
-    (["runtime/src/cosmos_export/sink.py"], STACKS),  # the worker image changes
-    (["policy/rules.py", "docs/performance.md"], STACKS),
-    ([".github/workflows/pulumi-stack.yml"], STACKS),
-    (["requirements.txt"], STACKS),
-    (["Makefile"], STACKS),  # unknown to the rules -> everything
-    (["README.md", "runtime/README.md", "tests/infra/test_stacks.py", "sandbox/demo.py", "bench/__main__.py",
-      "bootstrap/identities.py", "tools/actionlint.cjs", "docs/reliability.md"], []),
-    (["stacks/Pulumi.qa.yaml"], []),  # deleted (or not in the list): nothing to preview
-    ([], []),
-])
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        (["stacks/Pulumi.prod.yaml"], ["prod"]),
+        (["stacks/Pulumi.staging.yaml", "stacks/Pulumi.dev.yaml", "README.md"], ["dev", "staging"]),
+        (["components/bucket.py"], STACKS),
+        (["runtime/src/cosmos_export/sink.py"], STACKS),  # the worker image changes
+        (["policy/rules.py", "docs/performance.md"], STACKS),
+        ([".github/workflows/pulumi-stack.yml"], STACKS),
+        (["requirements.txt"], STACKS),
+        (["Makefile"], STACKS),  # unknown to the rules -> everything
+        (
+            [
+                "README.md",
+                "runtime/README.md",
+                "tests/infra/test_stacks.py",
+                "sandbox/demo.py",
+                "bench/__main__.py",
+                "bootstrap/identities.py",
+                "tools/actionlint.cjs",
+                "docs/reliability.md",
+            ],
+            [],
+        ),
+        (["stacks/Pulumi.qa.yaml"], []),  # deleted (or not in the list): nothing to preview
+        ([], []),
+    ],
+)
 def test_affected(changed, expected):
     assert affected(changed, STACKS) == expected
 
@@ -39,9 +53,21 @@ def test_the_repository_stacks_are_discovered():
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-                               "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(cwd), "PATH": "/usr/bin:/bin"}).stdout
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+            "HOME": str(cwd),
+            "PATH": "/usr/bin:/bin",
+        },
+    ).stdout
 
 
 def test_cli_diffs_two_commits_and_prints_a_github_output_line(tmp_path):

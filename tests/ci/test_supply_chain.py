@@ -35,7 +35,9 @@ def check_lock(path: Path) -> None:
     for name, version, hashes in requirements(path):
         assert not name.startswith("-"), f"{path.name}: {name!r} (no -e/-r/index options in a lock)"
         assert version.startswith("=="), f"{path.name}: {name} is not pinned with == (a lock pins exact versions)"
-        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), f"{path.name}: {name} has no sha256 hash"
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), (
+            f"{path.name}: {name} has no sha256 hash"
+        )
 
 
 @pytest.mark.parametrize("path", LOCKS, ids=lambda p: str(p.relative_to(REPO)))
@@ -55,19 +57,26 @@ def test_the_locks_agree_and_cover_their_inputs():
     full = pins[REPO / "requirements-test.txt"]
     for subset in (REPO / "requirements.txt", REPO / "runtime" / "requirements.txt"):
         assert {n: v for n, v in pins[subset].items() if full.get(n) != v} == {}, subset.name
-    for needed, lock in (("pulumi-aws", "requirements.txt"), ("azure-cosmos", "runtime/requirements.txt"),
-                         ("pytest", "requirements-test.txt"), ("zizmor", "requirements-test.txt"),
-                         ("setuptools", "runtime/requirements.txt")):
+    for needed, lock in (
+        ("pulumi-aws", "requirements.txt"),
+        ("azure-cosmos", "runtime/requirements.txt"),
+        ("pytest", "requirements-test.txt"),
+        ("zizmor", "requirements-test.txt"),
+        ("setuptools", "runtime/requirements.txt"),
+    ):
         assert needed in pins[REPO / lock], (needed, lock)
     assert "pytest" not in pins[REPO / "runtime" / "requirements.txt"]  # the image carries no test tools
 
 
-@pytest.mark.parametrize("line,message", [
-    ("boto3==1.44.8", "boto3 has no sha256 hash"),
-    ("boto3>=1.42 --hash=sha256:" + "0" * 64, "boto3 is not pinned with =="),
-    ("boto3==1.44.8 --hash=md5:abc", "boto3 has no sha256 hash"),
-    ("-e ./runtime", "no -e/-r/index options"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("boto3==1.44.8", "boto3 has no sha256 hash"),
+        ("boto3>=1.42 --hash=sha256:" + "0" * 64, "boto3 is not pinned with =="),
+        ("boto3==1.44.8 --hash=md5:abc", "boto3 has no sha256 hash"),
+        ("-e ./runtime", "no -e/-r/index options"),
+    ],
+)
 def test_the_lock_check_rejects_an_unhashed_ranged_or_editable_line(tmp_path, line, message):
     bad = tmp_path / "requirements.txt"
     bad.write_text(line + "\n")
@@ -85,8 +94,10 @@ def test_the_image_installs_only_hashed_packages():
     (install,) = runs
     steps = [s.strip() for s in install.removeprefix("RUN ").split("&&")]
     pip = [s for s in steps if "pip install" in s]
-    assert pip == ["/opt/venv/bin/pip install --no-compile --require-hashes -r requirements.txt",
-                   "/opt/venv/bin/pip install --no-compile --no-deps --no-build-isolation --no-index ."]
+    assert pip == [
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements.txt",
+        "/opt/venv/bin/pip install --no-compile --no-deps --no-build-isolation --no-index .",
+    ]
     assert "COPY requirements.txt pyproject.toml ./" in text
 
 
@@ -104,7 +115,7 @@ def test_make_deps_installs_from_the_lock_and_make_lock_refreshes_it():
     makefile = (REPO / "Makefile").read_text()
     assert "pip install --quiet --require-hashes -r requirements-test.txt" in makefile
     assert "pip install --quiet --no-deps --no-build-isolation -e ./runtime" in makefile
-    lock = makefile[makefile.index("\nlock:"):]
+    lock = makefile[makefile.index("\nlock:") :]
     for out in ("-o requirements-test.txt", "-o requirements.txt", "-o runtime/requirements.txt"):
         assert out in lock
     assert "--generate-hashes" in makefile

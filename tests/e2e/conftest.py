@@ -115,8 +115,9 @@ class Chain:
         exe = Path(sys.executable).parent / "cosmos-export"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cosmos_export"]
         env = {**os.environ, **self.env, **env_overrides, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-        return subprocess.run(argv + list(args), env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            argv + list(args), env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
 
 
 def _ensure_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]) -> None:
@@ -147,10 +148,14 @@ def chain(moto_server, local_ca, monkeypatch, dev_run):
             monkeypatch.delenv(key)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name=plan.region,
-                          aws_access_key_id=running.credentials["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=running.credentials["AWS_SECRET_ACCESS_KEY"],
-                          aws_session_token=running.credentials["AWS_SESSION_TOKEN"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto_server.url,
+            region_name=plan.region,
+            aws_access_key_id=running.credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=running.credentials["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=running.credentials["AWS_SESSION_TOKEN"],
+        )
         return Chain(plan, running, env, s3)
 
     yield start

@@ -25,8 +25,17 @@ UPDATED, INSERTED, DELETED = 40, 25, 10
 
 
 def customers(n: int) -> list[dict]:
-    return [{"id": f"cust-{i:05d}", "customerId": f"cust-{i:05d}", "type": "customer", "name": f"Customer {i}",
-             "email": f"c{i}@example.com", "vip": i % 7 == 0} for i in range(n)]
+    return [
+        {
+            "id": f"cust-{i:05d}",
+            "customerId": f"cust-{i:05d}",
+            "type": "customer",
+            "name": f"Customer {i}",
+            "email": f"c{i}@example.com",
+            "vip": i % 7 == 0,
+        }
+        for i in range(n)
+    ]
 
 
 def assert_no_secret(text: str, chain) -> None:
@@ -43,7 +52,10 @@ def check_committed_run(chain, container: str, run_id: str, *, sequence: int, mo
     manifest = manifests[sequence - 1]
     assert (manifest.sequence, manifest.run_id, manifest.mode) == (sequence, run_id, mode)
     assert (manifest.account, manifest.database, manifest.container) == (
-        chain.plan.cosmos_account, chain.plan.cosmos_database, container)
+        chain.plan.cosmos_account,
+        chain.plan.cosmos_database,
+        container,
+    )
     # One continuation per feed range of the gateway (serve.FEED_RANGES), none missing.
     assert len(manifest.continuations) == 4 and all(manifest.continuations.values())
     assert sum(p.documents for p in manifest.parts) == manifest.documents == documents
@@ -57,16 +69,29 @@ def check_committed_run(chain, container: str, run_id: str, *, sequence: int, mo
         head = chain.s3.head_object(Bucket=target.bucket, Key=part.key)
         assert head["VersionId"] == part.version_id
         assert head["Metadata"] == {
-            Meta.RUN_ID: run_id, Meta.ACCOUNT: chain.plan.cosmos_account, Meta.DATABASE: chain.plan.cosmos_database,
-            Meta.CONTAINER: container, Meta.FEED_RANGE: part.feed_range,
-            Meta.FORMAT_VERSION: str(contract.MANIFEST_FORMAT_VERSION)} | {
-            k: v for k, v in head["Metadata"].items() if k not in (
-                Meta.RUN_ID, Meta.ACCOUNT, Meta.DATABASE, Meta.CONTAINER, Meta.FEED_RANGE, Meta.FORMAT_VERSION)}
+            Meta.RUN_ID: run_id,
+            Meta.ACCOUNT: chain.plan.cosmos_account,
+            Meta.DATABASE: chain.plan.cosmos_database,
+            Meta.CONTAINER: container,
+            Meta.FEED_RANGE: part.feed_range,
+            Meta.FORMAT_VERSION: str(contract.MANIFEST_FORMAT_VERSION),
+        } | {
+            k: v
+            for k, v in head["Metadata"].items()
+            if k not in (Meta.RUN_ID, Meta.ACCOUNT, Meta.DATABASE, Meta.CONTAINER, Meta.FEED_RANGE, Meta.FORMAT_VERSION)
+        }
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == chain.plan.kms_key_arn
-        tags = {t["Key"]: t["Value"] for t in chain.s3.get_object_tagging(
-            Bucket=target.bucket, Key=part.key, VersionId=part.version_id)["TagSet"]}
-        assert tags == {Meta.DOCUMENT_COUNT: str(part.documents), Meta.SHA256: part.sha256,
-                        Meta.SCHEMA_VERSION: str(part.schema_version)}
+        tags = {
+            t["Key"]: t["Value"]
+            for t in chain.s3.get_object_tagging(Bucket=target.bucket, Key=part.key, VersionId=part.version_id)[
+                "TagSet"
+            ]
+        }
+        assert tags == {
+            Meta.DOCUMENT_COUNT: str(part.documents),
+            Meta.SHA256: part.sha256,
+            Meta.SCHEMA_VERSION: str(part.schema_version),
+        }
         docs.extend(part_docs)
     assert chain.s3.head_object(Bucket=target.bucket, Key=manifest_key(target, sequence))
     report = verify_run(chain.s3, target, run_id)
@@ -85,14 +110,16 @@ def test_snapshot_changes_incremental_bytes_manifests_checkpoints(chain, capsys)
     first = run_export(c.settings(), "snapshot")
     snap = {r.container: r for r in first.containers}
     assert [(r.container, r.mode, r.sequence, r.documents, r.feed_ranges) for r in first.containers] == [
-        ("orders", "snapshot", 1, ORDERS, 4), ("customers", "snapshot", 1, CUSTOMERS, 4)]
-    m1, docs = check_committed_run(c, "orders", snap["orders"].run_id, sequence=1, mode="snapshot",
-                                   documents=ORDERS)
+        ("orders", "snapshot", 1, ORDERS, 4),
+        ("customers", "snapshot", 1, CUSTOMERS, 4),
+    ]
+    m1, docs = check_committed_run(c, "orders", snap["orders"].run_id, sequence=1, mode="snapshot", documents=ORDERS)
     # Every document exactly once, with identical content.
     assert len(docs) == len({d["id"] for d in docs}) == ORDERS
     assert {d["id"]: user_fields(d) for d in docs} == orders
-    _, cdocs = check_committed_run(c, "customers", snap["customers"].run_id, sequence=1, mode="snapshot",
-                                   documents=CUSTOMERS)
+    _, cdocs = check_committed_run(
+        c, "customers", snap["customers"].run_id, sequence=1, mode="snapshot", documents=CUSTOMERS
+    )
     assert sorted((user_fields(d) for d in cdocs), key=lambda d: d["id"]) == customers(CUSTOMERS)
     cp = c.checkpoint("orders")
     assert (cp.sequence, cp.run_id, cp.mode) == (1, snap["orders"].run_id, "snapshot")
@@ -102,10 +129,11 @@ def test_snapshot_changes_incremental_bytes_manifests_checkpoints(chain, capsys)
 
     # Changes: update, insert, delete (LatestVersion: a delete is not in the delta, the document just stops).
     ids = sorted(orders)
-    updated = [{**orders[i], "revision": 1, "status": "returned", "total": orders[i]["total"] + 1}
-               for i in ids[:UPDATED]]
+    updated = [
+        {**orders[i], "revision": 1, "status": "returned", "total": orders[i]["total"] + 1} for i in ids[:UPDATED]
+    ]
     inserted = list(sample_documents(INSERTED, start=ORDERS))
-    deleted = ids[UPDATED:UPDATED + DELETED]
+    deleted = ids[UPDATED : UPDATED + DELETED]
     c.gateway.upsert_many(c.plan.cosmos_database, "orders", updated + inserted)
     for doc_id in deleted:
         assert c.gateway.delete(c.plan.cosmos_database, "orders", doc_id, orders[doc_id]["customerId"])
@@ -113,9 +141,12 @@ def test_snapshot_changes_incremental_bytes_manifests_checkpoints(chain, capsys)
     second = run_export(c.settings(), "incremental")
     inc = {r.container: r for r in second.containers}
     assert [(r.container, r.mode, r.sequence, r.documents) for r in second.containers] == [
-        ("orders", "incremental", 2, UPDATED + INSERTED), ("customers", "incremental", 2, 0)]
-    m2, delta = check_committed_run(c, "orders", inc["orders"].run_id, sequence=2, mode="incremental",
-                                    documents=UPDATED + INSERTED)
+        ("orders", "incremental", 2, UPDATED + INSERTED),
+        ("customers", "incremental", 2, 0),
+    ]
+    m2, delta = check_committed_run(
+        c, "orders", inc["orders"].run_id, sequence=2, mode="incremental", documents=UPDATED + INSERTED
+    )
     expected = {d["id"]: d for d in updated + inserted}
     assert len(delta) == len(expected)
     assert {d["id"]: user_fields(d) for d in delta} == expected  # exactly the changed ones, new content
@@ -131,7 +162,9 @@ def test_snapshot_changes_incremental_bytes_manifests_checkpoints(chain, capsys)
     # No changes: an incremental commits an empty manifest (no parts) and keeps every continuation.
     third = run_export(c.settings(), "incremental")
     assert [(r.container, r.sequence, r.documents, r.parts) for r in third.containers] == [
-        ("orders", 3, 0, 0), ("customers", 3, 0, 0)]
+        ("orders", 3, 0, 0),
+        ("customers", 3, 0, 0),
+    ]
     m3 = c.manifests("orders")[2]
     assert m3.parts == [] and m3.continuations == m2.continuations
     assert verify_run(c.s3, c.target("orders"), m3.run_id).ok
@@ -141,8 +174,9 @@ def test_snapshot_changes_incremental_bytes_manifests_checkpoints(chain, capsys)
     for run_id in (snap["orders"].run_id, inc["orders"].run_id):
         done = c.cli("verify", "--run", run_id)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert re.search(rf"^orders: run {run_id} sequence \d+: \d+ part\(s\), \d+ document\(s\), \d+ bytes, ok$",
-                         done.stdout, re.M), done.stdout
+        assert re.search(
+            rf"^orders: run {run_id} sequence \d+: \d+ part\(s\), \d+ document\(s\), \d+ bytes, ok$", done.stdout, re.M
+        ), done.stdout
         assert_no_secret(done.stdout + done.stderr, c)
 
     out = capsys.readouterr()

@@ -30,8 +30,13 @@ READ_CHANGE_FEED = next(a for a in contract.COSMOS_DATA_ACTIONS if a.endswith("/
 def verify_access_token(entra, token: str, audience: str, *, leeway: float) -> dict:
     """EntraDoubleState.verify_access_token with a clock-skew leeway."""
     verify_signature(token, entra.jwks(), algorithms=("RS256",))
-    return jwt.decode(token, options={"verify_signature": False, "require": ["aud", "iss", "exp", "oid", "tid"]},
-                      audience=audience, issuer=entra.issuer, leeway=leeway)
+    return jwt.decode(
+        token,
+        options={"verify_signature": False, "require": ["aud", "iss", "exp", "oid", "tid"]},
+        audience=audience,
+        issuer=entra.issuer,
+        leeway=leeway,
+    )
 
 
 def steps(stdout: str) -> list[str]:
@@ -62,10 +67,12 @@ def _break_audience(run):
     return "700212", [f"Its audiences must be ['{contract.TOKEN_EXCHANGE_AUDIENCE}']"]
 
 
-@pytest.mark.parametrize("breakage", [_break_subject, _break_issuer, _break_audience],
-                         ids=["subject", "issuer", "audience"])
+@pytest.mark.parametrize(
+    "breakage", [_break_subject, _break_issuer, _break_audience], ids=["subject", "issuer", "audience"]
+)
 def test_wrong_federated_credential_fails_with_its_aadsts_code_and_doctor_names_the_fix(
-        chain, fresh_run, breakage, capsys):
+    chain, fresh_run, breakage, capsys
+):
     run = fresh_run()
     code, fixes = breakage(run)
     c = chain(run)
@@ -87,8 +94,10 @@ def test_wrong_federated_credential_fails_with_its_aadsts_code_and_doctor_names_
     lines = steps(doctor.stdout)
     assert lines[0].startswith("ok   aws identity: ") and c.plan.task_role_arn.split("/")[-1] in lines[0]
     # The token's claims (never the token): the values the FIC must hold.
-    assert lines[1].startswith(f"ok   aws web identity token: iss={c.plan.issuer} sub={c.plan.task_role_arn} "
-                               f"aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256")
+    assert lines[1].startswith(
+        f"ok   aws web identity token: iss={c.plan.issuer} sub={c.plan.task_role_arn} "
+        f"aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256"
+    )
     assert lines[2].startswith(f"FAIL entra token exchange: Entra AADSTS{code}: ") and len(lines) == 3
     assert all(fix in lines[2] for fix in fixes)
     assert doctor.stderr.strip().splitlines()[-1] == f"error: entra token exchange: {lines[2].split(': ', 1)[1]}"
@@ -113,8 +122,10 @@ def test_role_without_read_change_feed_gets_a_403_naming_the_action(chain, fresh
         run_export(c.settings(), "snapshot")
     message = str(failed.value)
     assert message.startswith("orders: Cosmos refused the request (403/5301): ")
-    assert f"principal [{principal}] does not have required RBAC permissions to perform action " \
-           f"[{READ_CHANGE_FEED}]" in message
+    assert (
+        f"principal [{principal}] does not have required RBAC permissions to perform action "
+        f"[{READ_CHANGE_FEED}]" in message
+    )
     assert c.s3.list_objects_v2(Bucket=c.plan.bucket, Prefix=c.prefix + "/").get("KeyCount", 0) == 0
 
     doctor = c.cli("doctor")
@@ -168,7 +179,9 @@ def test_tokens_expiring_mid_run_are_refreshed_and_the_run_completes(chain, caps
     ended = time.time()
 
     assert [(r.container, r.documents, r.sequence) for r in summary.containers] == [
-        ("orders", 150, 1), ("customers", 0, 1)]
+        ("orders", 150, 1),
+        ("customers", 0, 1),
+    ]
     assert ended - began > 2 * max(entra_lifetime, sts_lifetime)
     exported = {d["id"]: d for d in c.exported("orders", summary.containers[0].run_id)}
     assert {i: user_fields(d) for i, d in exported.items()} == {d["id"]: d for d in docs}

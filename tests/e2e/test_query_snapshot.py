@@ -44,7 +44,8 @@ def reference_server(cosmosdb_server, dev_run):
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # its certificate expired in 2021
 @pytest.mark.parametrize("where", [None, "c.status = 'shipped' AND c.total > 50"], ids=["all", "filtered"])
 def test_query_snapshot_gateway_double_and_cosmosdb_server_export_the_same_documents(
-        chain, reference_server, where, capsys):
+    chain, reference_server, where, capsys
+):
     server, docs = reference_server
     c = chain()
     audit.configure_logging("INFO")

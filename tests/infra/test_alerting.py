@@ -45,7 +45,7 @@ def _values(node: Any, path: list[str]) -> list[Any]:
 def _leaf_matches(rule: Any, values: list[Any]) -> bool:
     if not isinstance(rule, dict):
         return any(v == rule and type(v) is type(rule) for v in values)
-    (name, arg), = rule.items()
+    ((name, arg),) = rule.items()
     if name == "exists":
         return bool(values) == arg
     if name == "prefix":
@@ -66,19 +66,34 @@ def event_matches(pattern: dict, event: dict, path: tuple[str, ...] = ()) -> boo
     return True
 
 
-def ecs_stop_event(*, family: str = "export-dev", exit_codes: tuple = (1,), status: str = "STOPPED",
-                   account: str = "111122223333", region: str = "eu-west-1") -> dict:
+def ecs_stop_event(
+    *,
+    family: str = "export-dev",
+    exit_codes: tuple = (1,),
+    status: str = "STOPPED",
+    account: str = "111122223333",
+    region: str = "eu-west-1",
+) -> dict:
     """An ECS Task State Change event as EventBridge delivers it (fields trimmed to those that matter)."""
-    containers = [{"name": "worker", "lastStatus": status, **({"exitCode": c} if c is not None else {})}
-                  for c in exit_codes]
+    containers = [
+        {"name": "worker", "lastStatus": status, **({"exitCode": c} if c is not None else {})} for c in exit_codes
+    ]
     return {
-        "version": "0", "id": "3317b2af-7005-947d-b652-f55e762e571a", "detail-type": "ECS Task State Change",
-        "source": "aws.ecs", "account": account, "time": "2026-12-02T02:15:31Z", "region": region,
+        "version": "0",
+        "id": "3317b2af-7005-947d-b652-f55e762e571a",
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": account,
+        "time": "2026-12-02T02:15:31Z",
+        "region": region,
         "resources": [f"arn:aws:ecs:{region}:{account}:task/export-dev-cluster/0a1b2c3d4e5f"],
         "detail": {
             "clusterArn": f"arn:aws:ecs:{region}:{account}:cluster/export-dev-cluster",
-            "containers": containers, "desiredStatus": "STOPPED", "lastStatus": status,
-            "stopCode": "EssentialContainerExited", "stoppedReason": "Essential container in task exited",
+            "containers": containers,
+            "desiredStatus": "STOPPED",
+            "lastStatus": status,
+            "stopCode": "EssentialContainerExited",
+            "stoppedReason": "Essential container in task exited",
             "taskDefinitionArn": f"arn:aws:ecs:{region}:{account}:task-definition/{family}:7",
         },
     }
@@ -124,9 +139,16 @@ def worker_emf(run, container: str) -> dict:
     env = run.task_definition_environment()
     settings = WorkerSettings.model_validate({**env, contract.Env.COSMOS_CONTAINERS: container})
     from datetime import datetime, timezone
-    return metrics.emf_record(stack=settings.stack, account=settings.account_name or "", database=settings.cosmos_database,
-                              container=container, mode="incremental", at=datetime.now(timezone.utc),
-                              values={contract.Metric.SUCCESS: 1})
+
+    return metrics.emf_record(
+        stack=settings.stack,
+        account=settings.account_name or "",
+        database=settings.cosmos_database,
+        container=container,
+        mode="incremental",
+        at=datetime.now(timezone.utc),
+        values={contract.Metric.SUCCESS: 1},
+    )
 
 
 def alarms(run) -> dict[str, Any]:
@@ -140,7 +162,9 @@ def test_alarms_per_container_match_what_the_worker_emits(every_stack):
     topic_arn = run.one(TOPIC).outputs["arn"]
     found = alarms(run)
     n = f"export-{stack}"
-    expected = {f"{n}-schedule-dlq"} | {f"{n}-{kind}-{c}" for c in config.cosmos.exported for kind in ("stale", "drill-failed")}
+    expected = {f"{n}-schedule-dlq"} | {
+        f"{n}-{kind}-{c}" for c in config.cosmos.exported for kind in ("stale", "drill-failed")
+    }
     if config.worker.change_feed_mode == "AllVersionsAndDeletes":
         expected |= {f"{n}-backup-window-{c}" for c in config.cosmos.exported}
     assert set(found) == expected
@@ -150,26 +174,46 @@ def test_alarms_per_container_match_what_the_worker_emits(every_stack):
         dims = {name: emf[name] for name in emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]}
         stale = found[f"{n}-stale-{container}"].inputs
         assert (stale["namespace"], stale["metricName"], stale["dimensions"]) == ("CosmosExport", "Success", dims)
-        assert (stale["statistic"], stale["period"], stale["evaluationPeriods"], stale["threshold"]) == \
-            ("Sum", config.freshness_minutes * 60, 1, 1)
+        assert (stale["statistic"], stale["period"], stale["evaluationPeriods"], stale["threshold"]) == (
+            "Sum",
+            config.freshness_minutes * 60,
+            1,
+            1,
+        )
         assert (stale["comparisonOperator"], stale["treatMissingData"]) == ("LessThanThreshold", "breaching")
         drill = found[f"{n}-drill-failed-{container}"].inputs
-        assert (drill["metricName"], drill["dimensions"], drill["statistic"], drill["threshold"],
-                drill["comparisonOperator"], drill["treatMissingData"], drill["period"]) == (
-            contract.Metric.DRILL_FAILED, dims, "Maximum", 1, "GreaterThanOrEqualToThreshold", "notBreaching", 3600)
+        assert (
+            drill["metricName"],
+            drill["dimensions"],
+            drill["statistic"],
+            drill["threshold"],
+            drill["comparisonOperator"],
+            drill["treatMissingData"],
+            drill["period"],
+        ) == (contract.Metric.DRILL_FAILED, dims, "Maximum", 1, "GreaterThanOrEqualToThreshold", "notBreaching", 3600)
     dlq = found[f"{n}-schedule-dlq"].inputs
     queue = run.named("aws:sqs/queue:Queue", f"{n}-schedule-dlq")
     assert (dlq["namespace"], dlq["metricName"], dlq["dimensions"]) == (
-        "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": queue.outputs["name"]})
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": queue.outputs["name"]},
+    )
     assert (dlq["statistic"], dlq["threshold"], dlq["comparisonOperator"], dlq["treatMissingData"], dlq["period"]) == (
-        "Maximum", 0, "GreaterThanThreshold", "notBreaching", 300)
+        "Maximum",
+        0,
+        "GreaterThanThreshold",
+        "notBreaching",
+        300,
+    )
     for alarm in found.values():
         assert alarm.inputs["alarmActions"] == [topic_arn] and alarm.inputs["okActions"] == [topic_arn]
 
 
 def test_default_freshness_is_twice_the_schedule_interval():
-    assert [run_stack(s).named(ALARM, f"export-{s}-stale-orders").inputs["period"] for s in ("dev", "prod")] == \
-        [2 * 6 * 3600, 2 * 24 * 3600]  # rate(6 hours); cron(15 2 * * ? *) daily
+    assert [run_stack(s).named(ALARM, f"export-{s}-stale-orders").inputs["period"] for s in ("dev", "prod")] == [
+        2 * 6 * 3600,
+        2 * 24 * 3600,
+    ]  # rate(6 hours); cron(15 2 * * ? *) daily
     custom = run_stack("dev", {"freshnessMinutes": 400})
     assert custom.named(ALARM, "export-dev-stale-orders").inputs["period"] == 400 * 60
 
@@ -179,10 +223,17 @@ def test_all_versions_and_deletes_alarms_before_the_backup_window(days, period, 
     run = run_stack("dev", {"changeFeedMode": "AllVersionsAndDeletes", "continuousBackupDays": days})
     for container in ("orders", "customers"):
         window = run.named(ALARM, f"export-dev-backup-window-{container}").inputs
-        assert (window["metricName"], window["statistic"], window["period"], window["evaluationPeriods"]) == \
-            ("Success", "Sum", period, periods)
-        assert (window["threshold"], window["comparisonOperator"], window["treatMissingData"]) == \
-            (1, "LessThanThreshold", "breaching")
+        assert (window["metricName"], window["statistic"], window["period"], window["evaluationPeriods"]) == (
+            "Success",
+            "Sum",
+            period,
+            periods,
+        )
+        assert (window["threshold"], window["comparisonOperator"], window["treatMissingData"]) == (
+            1,
+            "LessThanThreshold",
+            "breaching",
+        )
         assert period * periods <= min(days * 86400 / 2, 7 * 86400)  # fires with half the window still left
     assert not [r for r in run_stack("dev").of_type(ALARM) if "backup-window" in r.name]  # LatestVersion: none
 
@@ -215,10 +266,13 @@ def test_topic_is_kms_encrypted_and_only_cloudwatch_and_eventbridge_of_this_acco
     region = run.task_definition_environment()[contract.Env.AWS_REGION]
     key_statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
     assert set(key_statements) == {"KeyAdministrationThroughIam", "CloudWatchAlarmsEncrypt", "EventBridgeRulesEncrypt"}
-    assert not any("kms:Decrypt" in s["Action"] or "kms:*" in s["Action"]
-                   for s in [key_statements["KeyAdministrationThroughIam"]])
-    for sid, service, source in (("CloudWatchAlarmsEncrypt", "cloudwatch", f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
-                                 ("EventBridgeRulesEncrypt", "events", f"arn:aws:events:{region}:{account}:rule/*")):
+    assert not any(
+        "kms:Decrypt" in s["Action"] or "kms:*" in s["Action"] for s in [key_statements["KeyAdministrationThroughIam"]]
+    )
+    for sid, service, source in (
+        ("CloudWatchAlarmsEncrypt", "cloudwatch", f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
+        ("EventBridgeRulesEncrypt", "events", f"arn:aws:events:{region}:{account}:rule/*"),
+    ):
         st = key_statements[sid]
         assert st["Principal"] == {"Service": f"{service}.amazonaws.com"}
         assert st["Action"] == ["kms:GenerateDataKey*", "kms:Decrypt"]
@@ -239,19 +293,33 @@ def test_topic_is_kms_encrypted_and_only_cloudwatch_and_eventbridge_of_this_acco
 
 def test_subscriptions_come_from_config():
     assert run_stack("dev").of_type("aws:sns/topicSubscription:TopicSubscription") == []
-    run = run_stack("dev", {"alertEmails": ["oncall@example.com", "backup-team@example.org"],
-                            "alertHttpsEndpoints": ["https://alerts.example.com/sns"]})
+    run = run_stack(
+        "dev",
+        {
+            "alertEmails": ["oncall@example.com", "backup-team@example.org"],
+            "alertHttpsEndpoints": ["https://alerts.example.com/sns"],
+        },
+    )
     topic_arn = run.one(TOPIC).outputs["arn"]
-    subs = sorted((r.inputs["protocol"], r.inputs["endpoint"], r.inputs["topic"])
-                  for r in run.of_type("aws:sns/topicSubscription:TopicSubscription"))
-    assert subs == [("email", "backup-team@example.org", topic_arn), ("email", "oncall@example.com", topic_arn),
-                    ("https", "https://alerts.example.com/sns", topic_arn)]
+    subs = sorted(
+        (r.inputs["protocol"], r.inputs["endpoint"], r.inputs["topic"])
+        for r in run.of_type("aws:sns/topicSubscription:TopicSubscription")
+    )
+    assert subs == [
+        ("email", "backup-team@example.org", topic_arn),
+        ("email", "oncall@example.com", topic_arn),
+        ("https", "https://alerts.example.com/sns", topic_arn),
+    ]
 
 
 def test_dashboard_graphs_every_metric_per_container_and_shows_the_alarms(every_stack):
     run = every_stack
     dashboard = run.one("aws:cloudwatch/dashboard:Dashboard")
-    assert dashboard.inputs["dashboardName"] == f"export-{run.stack}-dashboard" == run.outputs[contract.Output.DASHBOARD_NAME]
+    assert (
+        dashboard.inputs["dashboardName"]
+        == f"export-{run.stack}-dashboard"
+        == run.outputs[contract.Output.DASHBOARD_NAME]
+    )
     body = json.loads(dashboard.inputs["dashboardBody"])
     alarm_widget, *graphs = body["widgets"]
     assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.outputs["arn"] for a in run.of_type(ALARM))
@@ -278,53 +346,71 @@ def problems(stack: str = "dev", **overrides) -> list[str]:
 
 
 def test_bad_alerting_values_name_key_value_and_fix_all_at_once():
-    assert problems(alertEmails=["oncall@example.com", "not-an-address"], alertHttpsEndpoints=["http://hooks.example.com"],
-                    freshnessMinutes=2, continuousBackupDays=14) == [
-        "cosmos-s3-export:alertEmails = [\"oncall@example.com\", \"not-an-address\"]: not email addresses: "
+    assert problems(
+        alertEmails=["oncall@example.com", "not-an-address"],
+        alertHttpsEndpoints=["http://hooks.example.com"],
+        freshnessMinutes=2,
+        continuousBackupDays=14,
+    ) == [
+        'cosmos-s3-export:alertEmails = ["oncall@example.com", "not-an-address"]: not email addresses: '
         "'not-an-address'; use addresses like 'oncall@example.com'",
         "cosmos-s3-export:alertHttpsEndpoints = [\"http://hooks.example.com\"]: 'http://hooks.example.com' is not an "
         "https:// URL; SNS delivers alerts only to https endpoints here (plain http would carry them unencrypted)",
-        "cosmos-s3-export:freshnessMinutes = \"2\": Input should be greater than or equal to 5; use 5..10080",
+        'cosmos-s3-export:freshnessMinutes = "2": Input should be greater than or equal to 5; use 5..10080',
         "cosmos-s3-export:continuousBackupDays = 14: Input should be 7 or 30",
     ]
     assert problems(alertHttpsEndpoints=["https://user:pw@hooks.example.com/x"]) == [
-        "cosmos-s3-export:alertHttpsEndpoints = [\"https://user:pw@hooks.example.com/x\"]: 'https://user:pw@hooks."
+        'cosmos-s3-export:alertHttpsEndpoints = ["https://user:pw@hooks.example.com/x"]: \'https://user:pw@hooks.'
         "example.com/x' carries credentials (user:password@); no secret belongs in stack config: use an endpoint that "
-        "authenticates the SNS signature instead"]
+        "authenticates the SNS signature instead"
+    ]
     assert problems(alertEmails=["a@example.com", "a@example.com"]) == [
-        "cosmos-s3-export:alertEmails = [\"a@example.com\", \"a@example.com\"]: lists an address more than once; "
-        "list each once"]
+        'cosmos-s3-export:alertEmails = ["a@example.com", "a@example.com"]: lists an address more than once; '
+        "list each once"
+    ]
 
 
 def test_freshness_against_the_schedule():
     assert problems(freshnessMinutes=300) == [  # dev runs every 6 hours
         "cosmos-s3-export:freshnessMinutes = 300: shorter than the schedule's interval (360 min): the alarm would fire "
-        "between any two runs; set it to at least 360 (the default is 720)"]
+        "between any two runs; set it to at least 360 (the default is 720)"
+    ]
     assert problems(schedule="at(2027-01-01T00:00:00)") == [
         "cosmos-s3-export:freshnessMinutes = null: cannot be derived from schedule 'at(2027-01-01T00:00:00)' (a one-time "
-        "or irregular schedule has no interval); set freshnessMinutes to how long a container may go without a commit"]
+        "or irregular schedule has no interval); set freshnessMinutes to how long a container may go without a commit"
+    ]
     assert problems(schedule="rate(5 days)") == [
         "cosmos-s3-export:freshnessMinutes = null: the default, 2 x the schedule's interval (7200 min), exceeds "
-        "CloudWatch's 7-day alarm range; set freshnessMinutes to at most 10080"]
+        "CloudWatch's 7-day alarm range; set freshnessMinutes to at most 10080"
+    ]
     assert problems(schedule="rate(3 days)", changeFeedMode="AllVersionsAndDeletes", freshnessMinutes=10080) == [
-        "cosmos-s3-export:schedule = \"rate(3 days)\": runs every 4320 min, but AllVersionsAndDeletes reads only the "
-        "last 7 days (continuousBackupDays): run at least every 2520 min so a missed run can still be caught up"]
+        'cosmos-s3-export:schedule = "rate(3 days)": runs every 4320 min, but AllVersionsAndDeletes reads only the '
+        "last 7 days (continuousBackupDays): run at least every 2520 min so a missed run can still be caught up"
+    ]
 
 
-@pytest.mark.parametrize(("schedule", "minutes"), [
-    ("rate(1 minute)", 1), ("rate(6 hours)", 360), ("rate(2 days)", 2880),
-    ("cron(15 2 * * ? *)", 1440), ("cron(0/15 * * * ? *)", 15), ("cron(0 8,20 * * ? *)", 720),
-    ("cron(0 3 ? * MON-FRI *)", 3 * 1440),  # Friday to Monday
-    ("cron(0 3 ? * 2 *)", 7 * 1440),  # AWS day 2 = Monday: weekly
-    ("cron(0 3 ? * 1,4 *)", 4 * 1440),  # Sunday and Wednesday: the longer gap, Wednesday to Sunday
-    ("cron(0 1 1 * ? *)", 31 * 1440),  # monthly: the longest month
-    ("at(2027-01-01T00:00:00)", None),
-])
+@pytest.mark.parametrize(
+    ("schedule", "minutes"),
+    [
+        ("rate(1 minute)", 1),
+        ("rate(6 hours)", 360),
+        ("rate(2 days)", 2880),
+        ("cron(15 2 * * ? *)", 1440),
+        ("cron(0/15 * * * ? *)", 15),
+        ("cron(0 8,20 * * ? *)", 720),
+        ("cron(0 3 ? * MON-FRI *)", 3 * 1440),  # Friday to Monday
+        ("cron(0 3 ? * 2 *)", 7 * 1440),  # AWS day 2 = Monday: weekly
+        ("cron(0 3 ? * 1,4 *)", 4 * 1440),  # Sunday and Wednesday: the longer gap, Wednesday to Sunday
+        ("cron(0 1 1 * ? *)", 31 * 1440),  # monthly: the longest month
+        ("at(2027-01-01T00:00:00)", None),
+    ],
+)
 def test_schedule_interval(schedule, minutes):
     assert schedule_interval_minutes(schedule) == minutes
 
 
 def test_alerting_keys_are_top_level_config_keys():
     from components.config import CONFIG_KEYS
+
     assert set(alerting_config.KEYS) <= set(CONFIG_KEYS)
     assert set(alerting_config.KEYS.values()) == set(AlertingConfig.model_fields)

@@ -14,26 +14,39 @@ ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
 
 
 def names(run, prefix_types):
-    return sorted((r.type_.split(":")[-1], r.name) for r in run.resources if r.type_.split(":")[0] in prefix_types
-                  and not r.type_.startswith("cosmos-s3-export"))
+    return sorted(
+        (r.type_.split(":")[-1], r.name)
+        for r in run.resources
+        if r.type_.split(":")[0] in prefix_types and not r.type_.startswith("cosmos-s3-export")
+    )
 
 
 def _bucket_children(n: str, *, locked: bool) -> list[tuple[str, str]]:
     """An export bucket and, beside it, the audit trail's own bucket and key."""
     children = []
     for b in (n, f"{n}-audit"):
-        children += [("Key", f"{b}-key"), ("Alias", f"{b}-key-alias"), ("Bucket", f"{b}-bucket"),
-                     ("BucketVersioning", f"{b}-versioning"), ("BucketServerSideEncryptionConfiguration", f"{b}-encryption"),
-                     ("BucketPublicAccessBlock", f"{b}-public-access-block"), ("BucketOwnershipControls", f"{b}-ownership"),
-                     ("BucketPolicy", f"{b}-policy"), ("BucketLifecycleConfiguration", f"{b}-lifecycle")]
+        children += [
+            ("Key", f"{b}-key"),
+            ("Alias", f"{b}-key-alias"),
+            ("Bucket", f"{b}-bucket"),
+            ("BucketVersioning", f"{b}-versioning"),
+            ("BucketServerSideEncryptionConfiguration", f"{b}-encryption"),
+            ("BucketPublicAccessBlock", f"{b}-public-access-block"),
+            ("BucketOwnershipControls", f"{b}-ownership"),
+            ("BucketPolicy", f"{b}-policy"),
+            ("BucketLifecycleConfiguration", f"{b}-lifecycle"),
+        ]
         if locked:
             children.append(("BucketObjectLockConfiguration", f"{b}-object-lock"))
     return sorted(children + [("Trail", f"{n}-trail")])
 
 
 def test_export_bucket_children_dev(dev):
-    got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
-                 if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail")) and "-alerts" not in r.name)
+    got = sorted(
+        (r.type_.split(":")[-1], r.name)
+        for r in dev.resources
+        if r.type_.startswith(("aws:s3", "aws:kms", "aws:cloudtrail")) and "-alerts" not in r.name
+    )
     n = "export-dev"
     assert got == _bucket_children(n, locked=False)
     lifecycle = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
@@ -51,8 +64,9 @@ def test_export_bucket_children_dev(dev):
     trail = dev.one("aws:cloudtrail/trail:Trail").inputs
     assert trail["kmsKeyId"] == audit_key != dev.kms_key_arn and trail["s3KeyPrefix"] == "audit-trail"
     assert trail["s3BucketName"] == f"{dev.bucket}-audit"
-    assert {"field": "resources.ARN", "startsWiths": [f"arn:aws:s3:::{dev.bucket}/cosmos/"]} in \
-        trail["advancedEventSelectors"][0]["fieldSelectors"]
+    assert {"field": "resources.ARN", "startsWiths": [f"arn:aws:s3:::{dev.bucket}/cosmos/"]} in trail[
+        "advancedEventSelectors"
+    ][0]["fieldSelectors"]
 
 
 def test_audit_trail_outlives_the_stack_and_forceDestroy(dev):
@@ -83,8 +97,13 @@ def test_prod_bucket_has_object_lock_and_transition(prod):
 def test_workload_identity_has_no_secret_and_one_fic(dev_export_only):
     dev = dev_export_only
     got = names(dev, ("azuread",))
-    assert got == sorted([("Application", "export-dev-app"), ("ServicePrincipal", "export-dev-sp"),
-                          ("ApplicationFederatedIdentityCredential", "export-dev-fic-ecs-task")])
+    assert got == sorted(
+        [
+            ("Application", "export-dev-app"),
+            ("ServicePrincipal", "export-dev-sp"),
+            ("ApplicationFederatedIdentityCredential", "export-dev-fic-ecs-task"),
+        ]
+    )
     app = dev.one("azuread:index/application:Application")
     assert "passwords" not in app.inputs and "keyCredentials" not in app.inputs
     sp = dev.one("azuread:index/servicePrincipal:ServicePrincipal")
@@ -112,8 +131,14 @@ def test_configured_owners_own_the_app_whoever_deploys():
 
 
 def test_additional_federated_credentials_default_to_account_issuer():
-    run = run_stack("dev", {"additionalFederatedCredentials": [
-        {"name": "use1", "subject": "arn:aws:iam::111122223333:role/cosmos-s3-export/export-use1-task"}]})
+    run = run_stack(
+        "dev",
+        {
+            "additionalFederatedCredentials": [
+                {"name": "use1", "subject": "arn:aws:iam::111122223333:role/cosmos-s3-export/export-use1-task"}
+            ]
+        },
+    )
     fics = {f["display_name"]: f for f in run.federated_credentials()}
     assert set(fics) == {"ecs-task", "use1"}
     assert fics["use1"]["issuer"] == run.issuer
@@ -124,7 +149,9 @@ def test_cosmos_custom_role_has_exactly_the_four_actions(dev):
     role = dev.named("azure-native:cosmosdb:SqlResourceSqlRoleDefinition", "export-dev-role")
     assert role.inputs["permissions"] == [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}]
     assert role.inputs["type"] == "CustomRole"
-    assert role.inputs["assignableScopes"] == [dev.outputs["cosmosRoleDefinitionId"].split("/sqlRoleDefinitions/")[0] + "/dbs/orders"]
+    assert role.inputs["assignableScopes"] == [
+        dev.outputs["cosmosRoleDefinitionId"].split("/sqlRoleDefinitions/")[0] + "/dbs/orders"
+    ]
     diag = dev.one("azure-native:monitor:DiagnosticSetting").inputs
     assert diag["workspaceId"] == dev.one("azure-native:operationalinsights:Workspace").outputs["id"]
     assert {"category": "DataPlaneRequests", "enabled": True} in diag["logs"]
@@ -140,8 +167,10 @@ def test_builtin_reader_at_database_scope():
 
 def test_given_workspace_is_used_not_created(prod):
     assert not prod.of_type("azure-native:operationalinsights:Workspace")
-    assert prod.one("azure-native:monitor:DiagnosticSetting").inputs["workspaceId"] == \
-        prod.config["cosmos-s3-export:logAnalyticsWorkspaceId"]
+    assert (
+        prod.one("azure-native:monitor:DiagnosticSetting").inputs["workspaceId"]
+        == prod.config["cosmos-s3-export:logAnalyticsWorkspaceId"]
+    )
 
 
 def test_adopt_mode_declares_no_federation_resource():
@@ -156,11 +185,18 @@ def test_worker_service_children_and_image(dev_export_only):
                  if r.type_.startswith(("aws:ecr", "aws:ecs", "aws:cloudwatch/logGroup", "aws:ec2", "aws:sqs", "aws:scheduler",
                                         "docker-build")))
     n = "export-dev"
-    assert got == sorted([
-        ("Repository", f"{n}-repo"), ("LogGroup", f"{n}-logs"), ("Image", f"{n}-image"), ("Cluster", f"{n}-cluster"),
-        ("SecurityGroup", f"{n}-sg"), ("TaskDefinition", f"{n}-task-definition"), ("Queue", f"{n}-schedule-dlq"),
-        ("Schedule", f"{n}-schedule"),
-    ])
+    assert got == sorted(
+        [
+            ("Repository", f"{n}-repo"),
+            ("LogGroup", f"{n}-logs"),
+            ("Image", f"{n}-image"),
+            ("Cluster", f"{n}-cluster"),
+            ("SecurityGroup", f"{n}-sg"),
+            ("TaskDefinition", f"{n}-task-definition"),
+            ("Queue", f"{n}-schedule-dlq"),
+            ("Schedule", f"{n}-schedule"),
+        ]
+    )
     repo = dev.one("aws:ecr/repository:Repository").inputs
     assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"] == {"scanOnPush": True}
     image = dev.one("docker-build:index:Image").inputs
@@ -171,7 +207,11 @@ def test_worker_service_children_and_image(dev_export_only):
     assert (td["cpu"], td["memory"]) == ("512", "1024")
     assert dev.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 7
     sched = dev.one("aws:scheduler/schedule:Schedule").inputs
-    assert (sched["scheduleExpression"], sched["scheduleExpressionTimezone"], sched["state"]) == ("rate(6 hours)", "UTC", "ENABLED")
+    assert (sched["scheduleExpression"], sched["scheduleExpressionTimezone"], sched["state"]) == (
+        "rate(6 hours)",
+        "UTC",
+        "ENABLED",
+    )
 
 
 def test_snapshot_mode_reaches_the_command():
@@ -229,15 +269,26 @@ def test_each_component_declares_exactly_its_children(stack):
 def test_execution_role_may_only_pull_its_image_and_write_its_logs(dev):
     role = dev.named("aws:iam/role:Role", "export-dev-execution")
     (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
-    assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"} and set(trust["Condition"]) == {"StringEquals", "ArnLike"}
+    assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"} and set(trust["Condition"]) == {
+        "StringEquals",
+        "ArnLike",
+    }
     (policy,) = [r for r in dev.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == role.outputs["id"]]
     statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
     repo = dev.one("aws:ecr/repository:Repository").outputs["arn"]
     log_group = dev.named("aws:cloudwatch/logGroup:LogGroup", "export-dev-logs").outputs["arn"]
     assert statements == {
         "EcrAuth": {"Sid": "EcrAuth", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-        "PullWorkerImage": {"Sid": "PullWorkerImage", "Effect": "Allow", "Resource": repo, "Action": [
-            "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]},
-        "WriteWorkerLogs": {"Sid": "WriteWorkerLogs", "Effect": "Allow", "Resource": f"{log_group}:log-stream:*",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"]},
+        "PullWorkerImage": {
+            "Sid": "PullWorkerImage",
+            "Effect": "Allow",
+            "Resource": repo,
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+        },
+        "WriteWorkerLogs": {
+            "Sid": "WriteWorkerLogs",
+            "Effect": "Allow",
+            "Resource": f"{log_group}:log-stream:*",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        },
     }

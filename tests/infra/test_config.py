@@ -33,9 +33,11 @@ def test_every_stack_file_is_valid():
 def test_missing_key_names_it_and_how_to_set_it():
     assert problems(bucketName=None) == [
         "cosmos-s3-export:bucketName is missing: set it with "
-        "`pulumi config set cosmos-s3-export:bucketName <value>` (see 'Config keys' in README.md)"]
+        "`pulumi config set cosmos-s3-export:bucketName <value>` (see 'Config keys' in README.md)"
+    ]
     assert problems(**{"aws:region": None}) == [
-        "aws:region is missing: set it with `pulumi config set aws:region <value>` (see 'Config keys' in README.md)"]
+        "aws:region is missing: set it with `pulumi config set aws:region <value>` (see 'Config keys' in README.md)"
+    ]
 
 
 def test_unknown_key_is_refused():
@@ -47,8 +49,13 @@ def test_unknown_key_is_refused():
 
 
 def test_all_problems_reported_at_once():
-    found = problems(schedule="cron(0 2 * * *)", scheduleTimeZone="Mars/Olympus", bucketName="Bad_Bucket",
-                     tokenDurationSeconds=7200, minConsistency="Weak")
+    found = problems(
+        schedule="cron(0 2 * * *)",
+        scheduleTimeZone="Mars/Olympus",
+        bucketName="Bad_Bucket",
+        tokenDurationSeconds=7200,
+        minConsistency="Weak",
+    )
     assert found == [
         'cosmos-s3-export:bucketName = "Bad_Bucket": S3 would refuse this bucket name: it may contain only '
         "lowercase letters, digits, '.' and '-', and must start and end with a letter or digit",
@@ -66,13 +73,15 @@ def test_all_problems_reported_at_once():
 def test_retention_shorter_than_object_lock():
     assert problems(retentionDays=100) == [
         "cosmos-s3-export:retentionDays = 100: shorter than objectLock.days (365): expiry would fight the lock; "
-        "set retentionDays >= 365 or lower objectLock.days"]
+        "set retentionDays >= 365 or lower objectLock.days"
+    ]
 
 
 def test_unknown_exported_container():
     assert problems(exportContainers=["orders", "ordrs"], restore=None) == [
         "cosmos-s3-export:exportContainers = [\"ordrs\"]: 'ordrs' not in cosmosContainers "
-        "['orders', 'customers', 'events', 'invoices']; add them to cosmosContainers or fix the spelling"]
+        "['orders', 'customers', 'events', 'invoices']; add them to cosmosContainers or fix the spelling"
+    ]
 
 
 def test_bad_container_name():
@@ -85,36 +94,45 @@ def test_more_than_twenty_federated_credentials():
     extra = [{"name": f"r{i}", "subject": f"arn:aws:iam::444455556666:role/r{i}"} for i in range(20)]
     assert problems(additionalFederatedCredentials=extra) == [
         'cosmos-s3-export:additionalFederatedCredentials = "20 entries": the app would hold 21 federated credentials, '
-        "Entra allows 20; remove some or use a second app"]
+        "Entra allows 20; remove some or use a second app"
+    ]
 
 
 def test_wildcard_subject_refused():
     (msg,) = problems(additionalFederatedCredentials=[{"name": "x", "subject": "arn:aws:iam::444455556666:role/*"}])
-    assert msg.startswith('cosmos-s3-export:additionalFederatedCredentials[0].subject = "arn:aws:iam::444455556666:role/*": ')
+    assert msg.startswith(
+        'cosmos-s3-export:additionalFederatedCredentials[0].subject = "arn:aws:iam::444455556666:role/*": '
+    )
     assert "flexible (wildcard) credentials do not accept AWS tokens" in msg
 
 
 @pytest.mark.parametrize("value", [59, 3601])
 def test_token_duration_bounds(value):
     (msg,) = problems(tokenDurationSeconds=value)
-    assert msg == f'cosmos-s3-export:tokenDurationSeconds = "{value}": sts:GetWebIdentityToken accepts 60..3600 seconds; use e.g. 300'
+    assert (
+        msg
+        == f'cosmos-s3-export:tokenDurationSeconds = "{value}": sts:GetWebIdentityToken accepts 60..3600 seconds; use e.g. 300'
+    )
 
 
 def test_fargate_cpu_memory_pair():
     assert problems(cpu=1024, memory=512) == [
-        "cosmos-s3-export:memory = 512: Fargate with cpu 1024 accepts 2048..8192 MiB in steps of 1024"]
+        "cosmos-s3-export:memory = 512: Fargate with cpu 1024 accepts 2048..8192 MiB in steps of 1024"
+    ]
 
 
 def test_bad_structure_value():
     (msg,) = problems(subnetIds="[subnet-1")
-    assert msg.startswith('cosmos-s3-export:subnetIds = \'[subnet-1\': not valid YAML/JSON structure')
+    assert msg.startswith("cosmos-s3-export:subnetIds = '[subnet-1': not valid YAML/JSON structure")
 
 
 def test_bad_subnet_and_log_retention():
     found = problems(subnetIds=["subnet-0c1d2e3f4a5b6c7d8", "sn-1"], logRetentionDays=10)
     assert found[0].startswith('cosmos-s3-export:logRetentionDays = "10": CloudWatch Logs accepts only 1, 3, 5')
-    assert found[1] == ("cosmos-s3-export:subnetIds = [\"subnet-0c1d2e3f4a5b6c7d8\", \"sn-1\"]: not subnet ids: 'sn-1'; "
-                        "use ids like 'subnet-0a1b2c3d4e5f60718'")
+    assert found[1] == (
+        'cosmos-s3-export:subnetIds = ["subnet-0c1d2e3f4a5b6c7d8", "sn-1"]: not subnet ids: \'sn-1\'; '
+        "use ids like 'subnet-0a1b2c3d4e5f60718'"
+    )
 
 
 def test_program_raises_before_declaring_anything():
@@ -123,16 +141,19 @@ def test_program_raises_before_declaring_anything():
         run_stack("dev", {"schedule": "every day"})
 
 
-@pytest.mark.parametrize(("name", "problem"), [
-    ("ab", "must be 3-63 characters long (it has 2)"),
-    ("a" * 64, "must be 3-63 characters long (it has 64)"),
-    ("My-Bucket", "may contain only lowercase letters"),
-    ("a..b", "must not contain '..', '.-' or '-.'"),
-    ("192.168.1.1", "must not be formatted as an IP address"),
-    ("xn--abc", "must not start with the reserved prefix 'xn--'"),
-    ("abc-s3alias", "must not end with the reserved suffix '-s3alias'"),
-    ("-abc", "may contain only lowercase letters"),
-])
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("ab", "must be 3-63 characters long (it has 2)"),
+        ("a" * 64, "must be 3-63 characters long (it has 64)"),
+        ("My-Bucket", "may contain only lowercase letters"),
+        ("a..b", "must not contain '..', '.-' or '-.'"),
+        ("192.168.1.1", "must not be formatted as an IP address"),
+        ("xn--abc", "must not start with the reserved prefix 'xn--'"),
+        ("abc-s3alias", "must not end with the reserved suffix '-s3alias'"),
+        ("-abc", "may contain only lowercase letters"),
+    ],
+)
 def test_bucket_names_s3_refuses(name, problem):
     assert bucket_name_problem(name).startswith(problem)
 
@@ -142,19 +163,22 @@ def test_bucket_names_s3_accepts():
         assert bucket_name_problem(name) is None
 
 
-@pytest.mark.parametrize(("expr", "ok"), [
-    ("cron(15 2 * * ? *)", True),
-    ("cron(0/30 * ? * MON-FRI *)", True),
-    ("rate(1 hour)", True),
-    ("rate(6 hours)", True),
-    ("at(2030-01-01T00:00:00)", True),
-    ("cron(0 2 * * *)", False),
-    ("cron(0 2 * * MON *)", False),
-    ("rate(1 hours)", False),
-    ("rate(5 minute)", False),
-    ("rate(0 minutes)", False),
-    ("daily", False),
-])
+@pytest.mark.parametrize(
+    ("expr", "ok"),
+    [
+        ("cron(15 2 * * ? *)", True),
+        ("cron(0/30 * ? * MON-FRI *)", True),
+        ("rate(1 hour)", True),
+        ("rate(6 hours)", True),
+        ("at(2030-01-01T00:00:00)", True),
+        ("cron(0 2 * * *)", False),
+        ("cron(0 2 * * MON *)", False),
+        ("rate(1 hours)", False),
+        ("rate(5 minute)", False),
+        ("rate(0 minutes)", False),
+        ("daily", False),
+    ],
+)
 def test_schedule_expressions(expr, ok):
     assert (schedule_problem(expr) is None) == ok
 
@@ -168,15 +192,18 @@ def test_cosmos_names():
 def test_audit_retention_shorter_than_object_lock():
     assert problems(auditRetentionDays=30) == [
         "cosmos-s3-export:auditRetentionDays = 30: shorter than objectLock.days (365), which also locks the audit "
-        "trail: set auditRetentionDays >= 365"]
+        "trail: set auditRetentionDays >= 365"
+    ]
     assert load("dev", auditRetentionDays=30).bucket.audit_retention_days == 30  # dev has no lock
 
 
 def test_bucket_name_leaves_room_for_the_audit_bucket():
     name = "a" * 58
     [problem] = problems(bucketName=name)
-    assert problem == (f"cosmos-s3-export:bucketName = \"{name}\": leaves no room for the audit trail's bucket "
-                       f"'{name}-audit' (63 characters at most): shorten it to 57 or fewer")
+    assert problem == (
+        f'cosmos-s3-export:bucketName = "{name}": leaves no room for the audit trail\'s bucket '
+        f"'{name}-audit' (63 characters at most): shorten it to 57 or fewer"
+    )
     assert load(bucketName="a" * 57).bucket.bucket_name == "a" * 57
 
 
@@ -184,7 +211,10 @@ def test_entra_app_owners_are_object_ids():
     good = ["0b7d7f58-2a64-4f8e-9a0c-6c1f7d3e5b21", "1c8e8a69-3b75-4a9f-8b1d-7d2a8e4f6c32"]
     assert load(entraAppOwners=good).identity.entra_app_owners == good
     [problem] = problems(entraAppOwners=["alice@acme.com", good[0]])
-    assert problem.startswith("cosmos-s3-export:entraAppOwners = [\"alice@acme.com\", ") and \
-        "not Entra object ids: 'alice@acme.com'; list the object ids (GUIDs) of the CI deployer's service principal" in problem
+    assert (
+        problem.startswith('cosmos-s3-export:entraAppOwners = ["alice@acme.com", ')
+        and "not Entra object ids: 'alice@acme.com'; list the object ids (GUIDs) of the CI deployer's service principal"
+        in problem
+    )
     [problem] = problems(entraAppOwners=[good[0], good[0].upper()])
     assert problem.endswith("lists an owner more than once; list each once")

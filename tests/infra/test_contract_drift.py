@@ -63,27 +63,32 @@ def worker_problems(env: dict[str, str]) -> list[str]:
 
 # --- The drift the issue found ----------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["orders.v2", "order lines", "orders_2025-q1", "a" * 255])
 def test_a_container_the_stack_accepts_is_exported_by_the_worker(name):
     c = load_stack(cosmosContainers=["orders", name], exportContainers=["orders", name])
     settings = load_worker(env_of(c))
     assert settings.cosmos_containers == ("orders", name)
-    target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
-                                 settings.cosmos_database, name)
+    target = layout.ExportTarget(
+        settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, name
+    )
     assert target.container_prefix == f"cosmos/acme-orders-prod/orders/{name}"
 
 
-@pytest.mark.parametrize(("name", "problem"), [
-    ("a/b", "must not contain '/'"),
-    ("a#b?", "must not contain '#', '?'"),
-    ("trailing ", "must not end with a space"),
-    (" leading", "must not start or end with whitespace"),
-    ("bestellungen-ä", "must contain only printable ASCII characters"),
-    ("a,b", "must not contain ','"),
-    ("src=dst", "must not contain '='"),
-    ("..", "must not be '..'"),
-    ("x" * 256, "must be 1-255 characters long"),
-])
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a/b", "must not contain '/'"),
+        ("a#b?", "must not contain '#', '?'"),
+        ("trailing ", "must not end with a space"),
+        (" leading", "must not start or end with whitespace"),
+        ("bestellungen-ä", "must contain only printable ASCII characters"),
+        ("a,b", "must not contain ','"),
+        ("src=dst", "must not contain '='"),
+        ("..", "must not be '..'"),
+        ("x" * 256, "must be 1-255 characters long"),
+    ],
+)
 def test_a_container_the_worker_refuses_is_refused_by_the_stack_for_the_same_reason(name, problem):
     assert contract.cosmos_id_problem(name).startswith(problem)
     (stack_line,) = stack_problems(cosmosContainers=["orders", name], exportContainers=None)
@@ -97,11 +102,20 @@ def test_a_container_the_worker_refuses_is_refused_by_the_stack_for_the_same_rea
     assert problem in str(e.value)
 
 
-@pytest.mark.parametrize(("account", "ok"), [
-    ("a" * 44, True), ("abc", True), ("acme-orders-prod", True),
-    ("a" * 45, False),  # the worker once allowed 50
-    ("ab", False), ("Acme", False), ("-acme", False), ("acme-", False), ("acme_orders", False),
-])
+@pytest.mark.parametrize(
+    ("account", "ok"),
+    [
+        ("a" * 44, True),
+        ("abc", True),
+        ("acme-orders-prod", True),
+        ("a" * 45, False),  # the worker once allowed 50
+        ("ab", False),
+        ("Acme", False),
+        ("-acme", False),
+        ("acme-", False),
+        ("acme_orders", False),
+    ],
+)
 def test_account_names_follow_azures_rule_on_both_sides(account, ok):
     """Azure: 3-44 lowercase letters, digits and '-', starting and ending with a letter or digit."""
     assert (contract.cosmos_account_problem(account) is None) == ok
@@ -121,6 +135,7 @@ def test_account_names_follow_azures_rule_on_both_sides(account, ok):
 
 
 # --- One definition of each choice, bound and default ----------------------
+
 
 def _choices(annotation) -> set[str]:
     args = typing.get_args(annotation) if typing.get_origin(annotation) is not typing.Literal else (annotation,)
@@ -147,15 +162,24 @@ def test_every_worker_section_field_is_a_worker_setting_or_a_task_field():
 def test_passed_through_fields_share_choices_bounds_and_defaults(field):
     stack, worker = WorkerConfig.model_fields[field], WorkerSettings.model_fields[field]
     assert _choices(stack.annotation) == _choices(worker.annotation) or (
-        field == "min_consistency" and _choices(worker.annotation) == set(contract.CONSISTENCY_LEVELS))
+        field == "min_consistency" and _choices(worker.annotation) == set(contract.CONSISTENCY_LEVELS)
+    )
     assert _bounds(stack) == _bounds(worker)
     if worker.default is not None:  # None: the worker leaves it to the SDK; the stack always sets it
         assert stack.default == worker.default
 
 
 def test_run_and_manifest_modes_have_one_definition():
-    assert {m.value for m in cli.Mode} == set(contract.RUN_MODES) == _choices(WorkerConfig.model_fields["export_mode"].annotation)
-    assert {m.value for m in cli.IdentityMode} == set(contract.IDENTITY_MODES) == _choices(WorkerSettings.model_fields["identity_mode"].annotation)
+    assert (
+        {m.value for m in cli.Mode}
+        == set(contract.RUN_MODES)
+        == _choices(WorkerConfig.model_fields["export_mode"].annotation)
+    )
+    assert (
+        {m.value for m in cli.IdentityMode}
+        == set(contract.IDENTITY_MODES)
+        == _choices(WorkerSettings.model_fields["identity_mode"].annotation)
+    )
     assert set(contract.RUN_MODES) < set(typing.get_args(commit.Mode))
 
 
@@ -163,7 +187,10 @@ def test_environment_takes_only_worker_field_names():
     with pytest.raises(ValueError, match="not worker settings: bucket_name; add the field to WorkerSettings first"):
         environment(bucket_name="x")
     assert environment(cosmos_containers=["a", "b"], concurrency=8, cosmos_tls_verify=False, kms_key_arn=None) == {
-        Env.COSMOS_CONTAINERS: "a,b", Env.CONCURRENCY: "8", Env.COSMOS_TLS_VERIFY: "false"}
+        Env.COSMOS_CONTAINERS: "a,b",
+        Env.CONCURRENCY: "8",
+        Env.COSMOS_TLS_VERIFY: "false",
+    }
 
 
 # --- By property: every value, both directions -------------------------------
@@ -178,20 +205,35 @@ ints = st.one_of(st.integers(-5, 6000).map(str), st.sampled_from(["5m", "1e3", "
 
 
 def choice_text(values):
-    return st.one_of(st.sampled_from(list(values)), st.text(ASCII, min_size=1, max_size=10),
-                     st.sampled_from([v.lower() for v in values] + [v.upper() for v in values]))
+    return st.one_of(
+        st.sampled_from(list(values)),
+        st.text(ASCII, min_size=1, max_size=10),
+        st.sampled_from([v.lower() for v in values] + [v.upper() for v in values]),
+    )
 
 
 #: Worker variable -> (stack key, values to draw): every variable the program sets from the stack config.
 SHARED = {
-    Env.AWS_REGION: ("aws:region", st.one_of(st.sampled_from(["eu-west-1", "us-gov-west-1", "Ireland", "eu-west", " eu-west-1"]),
-                                             st.text(ASCII, min_size=1, max_size=14))),
+    Env.AWS_REGION: (
+        "aws:region",
+        st.one_of(
+            st.sampled_from(["eu-west-1", "us-gov-west-1", "Ireland", "eu-west", " eu-west-1"]),
+            st.text(ASCII, min_size=1, max_size=14),
+        ),
+    ),
     Env.TOKEN_DURATION_SECONDS: ("tokenDurationSeconds", ints),
     Env.COSMOS_DATABASE: ("cosmosDatabase", name_text),
-    Env.COSMOS_CONTAINERS: ("cosmosContainers", st.lists(name_text.filter(lambda n: n == n.strip() and "," not in n),
-                                                         min_size=1, max_size=3)),
-    Env.BUCKET: ("bucketName", st.one_of(st.text(st.sampled_from("ab9.-_A"), min_size=1, max_size=66),
-                                         st.sampled_from(["xn--abc", "abc-s3alias", "192.168.1.1", "a..b"]))),
+    Env.COSMOS_CONTAINERS: (
+        "cosmosContainers",
+        st.lists(name_text.filter(lambda n: n == n.strip() and "," not in n), min_size=1, max_size=3),
+    ),
+    Env.BUCKET: (
+        "bucketName",
+        st.one_of(
+            st.text(st.sampled_from("ab9.-_A"), min_size=1, max_size=66),
+            st.sampled_from(["xn--abc", "abc-s3alias", "192.168.1.1", "a..b"]),
+        ),
+    ),
     Env.PREFIX: ("exportPrefix", st.text(st.sampled_from("ab/._ *#"), min_size=1, max_size=8)),
     Env.MIN_CONSISTENCY: ("minConsistency", choice_text(contract.CONSISTENCY_LEVELS)),
     Env.CHANGE_FEED_MODE: ("changeFeedMode", choice_text(contract.CHANGE_FEED_MODES)),
@@ -215,15 +257,27 @@ def reasons(var: str, value) -> list[str]:
     names = value if isinstance(value, list) else [value]
     if var in (Env.COSMOS_DATABASE, Env.COSMOS_CONTAINERS):
         return [p for n in names if (p := contract.cosmos_id_problem(n))] or ["listed twice"]
-    rule = {Env.BUCKET: contract.bucket_name_problem, Env.PREFIX: contract.prefix_problem,
-            Env.AWS_REGION: contract.aws_region_problem}.get(var)
+    rule = {
+        Env.BUCKET: contract.bucket_name_problem,
+        Env.PREFIX: contract.prefix_problem,
+        Env.AWS_REGION: contract.aws_region_problem,
+    }.get(var)
     if rule:
         return [rule(value) or "(accepted)"]
     if var in (Env.MIN_CONSISTENCY, Env.CHANGE_FEED_MODE, Env.PRIORITY, Env.COMPRESSION):
-        return list({Env.MIN_CONSISTENCY: contract.CONSISTENCY_LEVELS, Env.CHANGE_FEED_MODE: contract.CHANGE_FEED_MODES,
-                     Env.PRIORITY: contract.PRIORITIES, Env.COMPRESSION: contract.COMPRESSIONS}[var])
-    bound = {Env.CONCURRENCY: contract.CONCURRENCY, Env.PART_SIZE_MB: contract.PART_SIZE_MB,
-             Env.TOKEN_DURATION_SECONDS: contract.TOKEN_DURATION_SECONDS}[var]
+        return list(
+            {
+                Env.MIN_CONSISTENCY: contract.CONSISTENCY_LEVELS,
+                Env.CHANGE_FEED_MODE: contract.CHANGE_FEED_MODES,
+                Env.PRIORITY: contract.PRIORITIES,
+                Env.COMPRESSION: contract.COMPRESSIONS,
+            }[var]
+        )
+    bound = {
+        Env.CONCURRENCY: contract.CONCURRENCY,
+        Env.PART_SIZE_MB: contract.PART_SIZE_MB,
+        Env.TOKEN_DURATION_SECONDS: contract.TOKEN_DURATION_SECONDS,
+    }[var]
     try:
         int(value.strip())
     except ValueError:
@@ -253,7 +307,8 @@ def test_stack_and_worker_agree_on_every_value(var, data):
         settings = load_worker(env_of(c))  # raises SettingsError if the worker refuses what the stack deployed
         shown = {Env.COSMOS_CONTAINERS: settings.cosmos_containers, Env.AWS_REGION: settings.aws_region}
         assert shown.get(var, getattr(settings, _field_of(var))) == (
-            tuple(value) if isinstance(value, list) else _typed(var, value))
+            tuple(value) if isinstance(value, list) else _typed(var, value)
+        )
         return
     try:
         load_worker({**good, var: worker_value})

@@ -39,12 +39,24 @@ def test_named_refuses_a_missing_or_ambiguous_lookup(dev):
 def test_component_and_role_with_the_same_name_are_told_apart():
     arn = "arn:aws:iam::111122223333:role/cosmos-s3-export/export-dev-task-0a1b2c3"
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
-    component = Registered(TASK_ROLE_COMPONENT, "export-dev-task", {}, {"id": ""}, custom=False,
-                           urn="urn:pulumi:dev::p::cosmos-s3-export:aws:TaskRole::export-dev-task")
-    role = Registered(ROLE, "export-dev-task", {}, {"id": "export-dev-task-0a1b2c3", "arn": arn},
-                      parent_urn=component.urn)
-    inline = Registered(ROLE_POLICY, "export-dev-task-policy",
-                        {"role": "export-dev-task-0a1b2c3", "policy": json.dumps(policy)}, {}, parent_urn=component.urn)
+    component = Registered(
+        TASK_ROLE_COMPONENT,
+        "export-dev-task",
+        {},
+        {"id": ""},
+        custom=False,
+        urn="urn:pulumi:dev::p::cosmos-s3-export:aws:TaskRole::export-dev-task",
+    )
+    role = Registered(
+        ROLE, "export-dev-task", {}, {"id": "export-dev-task-0a1b2c3", "arn": arn}, parent_urn=component.urn
+    )
+    inline = Registered(
+        ROLE_POLICY,
+        "export-dev-task-policy",
+        {"role": "export-dev-task-0a1b2c3", "policy": json.dumps(policy)},
+        {},
+        parent_urn=component.urn,
+    )
     # The component first: the order in which a name-only lookup went wrong.
     run = StackRun(stack="dev", config={}, resources=[component, role, inline], outputs={"taskRoleArn": arn})
     assert run.named(ROLE, "export-dev-task") is role

@@ -15,25 +15,47 @@ def _by_sid(doc):
 
 
 def test_task_role_policy_is_limited_to_prefix_key_and_token():
-    doc = policies.task_role_policy(bucket="b-1", prefix="cosmos/x", kms_key_arn=KEY, region="eu-west-1",
-                                    max_token_seconds=900)
+    doc = policies.task_role_policy(
+        bucket="b-1", prefix="cosmos/x", kms_key_arn=KEY, region="eu-west-1", max_token_seconds=900
+    )
     s = _by_sid(doc)
-    assert set(s) == {"ListExportPrefix", "ListExportMultipartUploads", "ReadWriteExportObjects", "ExportKeyThroughS3Only",
-                      "MintAzureFederationToken"}
+    assert set(s) == {
+        "ListExportPrefix",
+        "ListExportMultipartUploads",
+        "ReadWriteExportObjects",
+        "ExportKeyThroughS3Only",
+        "MintAzureFederationToken",
+    }
     assert all(st["Effect"] == "Allow" for st in doc["Statement"])
     assert s["ListExportPrefix"] == {
-        "Sid": "ListExportPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b-1",
+        "Sid": "ListExportPrefix",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::b-1",
         "Condition": {"StringLike": {"s3:prefix": ["cosmos/x", "cosmos/x/*"]}},
     }
     assert s["ListExportMultipartUploads"] == {
-        "Sid": "ListExportMultipartUploads", "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
-        "Resource": "arn:aws:s3:::b-1"}
+        "Sid": "ListExportMultipartUploads",
+        "Effect": "Allow",
+        "Action": "s3:ListBucketMultipartUploads",
+        "Resource": "arn:aws:s3:::b-1",
+    }
     objects = s["ReadWriteExportObjects"]
     assert objects["Resource"] == "arn:aws:s3:::b-1/cosmos/x/*"
-    assert sorted(objects["Action"]) == sorted([
-        "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
-        "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionTagging",
-        "s3:PutObjectVersionTagging", "s3:DeleteObject"])
+    assert sorted(objects["Action"]) == sorted(
+        [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+            "s3:ListMultipartUploadParts",
+            "s3:GetObjectTagging",
+            "s3:PutObjectTagging",
+            "s3:GetObjectVersion",
+            "s3:GetObjectVersionTagging",
+            "s3:PutObjectVersionTagging",
+            "s3:DeleteObject",
+        ]
+    )
     assert "s3:DeleteObjectVersion" not in objects["Action"]
     kms = s["ExportKeyThroughS3Only"]
     assert kms["Resource"] == KEY
@@ -92,22 +114,31 @@ ACCESS = policies.ExportAccess(read=(TASK,), write=(TASK,), delete=(TASK,))
 
 def test_bucket_policy_denies_plain_http_and_foreign_encryption():
     s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=ACCESS))
-    assert set(s) == {"DenyInsecureTransport", "DenyPutWithOtherKey", "DenyPutNotKms", "OnlyReadersReadObjects",
-                      "OnlyWritersWriteObjects", "OnlyDeletersDeleteObjects"}
+    assert set(s) == {
+        "DenyInsecureTransport",
+        "DenyPutWithOtherKey",
+        "DenyPutNotKms",
+        "OnlyReadersReadObjects",
+        "OnlyWritersWriteObjects",
+        "OnlyDeletersDeleteObjects",
+    }
     tls = s["DenyInsecureTransport"]
     assert (tls["Effect"], tls["Principal"], tls["Action"]) == ("Deny", "*", "s3:*")
     assert tls["Resource"] == ["arn:aws:s3:::b-1", "arn:aws:s3:::b-1/*"]
     assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert s["DenyPutWithOtherKey"]["Condition"]["StringNotEquals"] == {
-        "s3:x-amz-server-side-encryption-aws-kms-key-id": KEY}
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": KEY
+    }
     assert s["DenyPutNotKms"]["Condition"]["StringNotEquals"] == {"s3:x-amz-server-side-encryption": "aws:kms"}
 
 
 def test_bucket_policy_denies_object_reads_writes_deletes_to_all_but_the_listed_roles():
     s = _by_sid(policies.bucket_policy(bucket="b-1", kms_key_arn=KEY, access=ACCESS))
-    for sid, actions in (("OnlyReadersReadObjects", {"s3:GetObject", "s3:GetObjectVersion"}),
-                         ("OnlyWritersWriteObjects", {"s3:PutObject"}),
-                         ("OnlyDeletersDeleteObjects", {"s3:DeleteObject", "s3:DeleteObjectVersion"})):
+    for sid, actions in (
+        ("OnlyReadersReadObjects", {"s3:GetObject", "s3:GetObjectVersion"}),
+        ("OnlyWritersWriteObjects", {"s3:PutObject"}),
+        ("OnlyDeletersDeleteObjects", {"s3:DeleteObject", "s3:DeleteObjectVersion"}),
+    ):
         st = s[sid]
         assert (st["Effect"], st["Principal"], st["Resource"]) == ("Deny", "*", "arn:aws:s3:::b-1/*")
         assert actions <= set(st["Action"])
@@ -137,9 +168,14 @@ def test_key_policy_delegates_administration_but_not_use():
     assert admin["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
     assert "kms:*" not in admin["Action"] and "kms:PutKeyPolicy" in admin["Action"]
     # No cryptographic action and no grant (a grant would hand out decryption) through IAM.
-    assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:CreateGrant"} & set(admin["Action"])
+    assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:CreateGrant"} & set(
+        admin["Action"]
+    )
     assert not any(a.endswith("*") for a in admin["Action"])
-    for sid, actions in (("ReadersAndWritersDecrypt", ["kms:Decrypt"]), ("WritersEncrypt", ["kms:Encrypt", "kms:GenerateDataKey"])):
+    for sid, actions in (
+        ("ReadersAndWritersDecrypt", ["kms:Decrypt"]),
+        ("WritersEncrypt", ["kms:Encrypt", "kms:GenerateDataKey"]),
+    ):
         st = s[sid]
         assert st["Action"] == actions
         assert st["Condition"] == {
@@ -162,7 +198,8 @@ def test_audit_trail_bucket_and_key_serve_only_their_trail():
     assert set(k) == {"KeyAdministrationThroughIam", "CloudTrailEncryptsThisTrail", "CloudTrailDescribesKey"}
     assert k["CloudTrailEncryptsThisTrail"]["Condition"] == {
         "StringEquals": {"aws:SourceArn": trail},
-        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": "arn:aws:cloudtrail:*:111122223333:trail/*"}}
+        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": "arn:aws:cloudtrail:*:111122223333:trail/*"},
+    }
     reader = "arn:aws:iam::111122223333:role/security-audit"
     k = _by_sid(policies.audit_key_policy(account_id="111122223333", trail_arn=trail, readers=(reader,)))
     assert k["AuditReadersDecrypt"]["Condition"]["ArnEquals"] == {"aws:PrincipalArn": [reader]}
@@ -170,13 +207,18 @@ def test_audit_trail_bucket_and_key_serve_only_their_trail():
 
 def test_scheduler_trust_is_bound_to_the_schedule_group():
     (st,) = policies.scheduler_trust_policy("111122223333", "eu-west-1")["Statement"]
-    assert st["Condition"] == {"StringEquals": {"aws:SourceAccount": "111122223333"},
-                               "ArnEquals": {"aws:SourceArn": "arn:aws:scheduler:eu-west-1:111122223333:schedule-group/default"}}
+    assert st["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "111122223333"},
+        "ArnEquals": {"aws:SourceArn": "arn:aws:scheduler:eu-west-1:111122223333:schedule-group/default"},
+    }
 
 
 def test_cosmos_scopes_per_container_or_database():
     acc = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a"
-    assert policies.cosmos_scopes(acc, "db", ["c1", "c2"], "container") == [f"{acc}/dbs/db/colls/c1", f"{acc}/dbs/db/colls/c2"]
+    assert policies.cosmos_scopes(acc, "db", ["c1", "c2"], "container") == [
+        f"{acc}/dbs/db/colls/c1",
+        f"{acc}/dbs/db/colls/c2",
+    ]
     assert policies.cosmos_scopes(acc, "db", ["c1", "c2"], "database") == [f"{acc}/dbs/db"]
 
 

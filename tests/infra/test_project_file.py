@@ -30,16 +30,23 @@ def project_problems(project: dict) -> list[str]:
             problems.append(f"project config '{key}' cannot have both a 'default' and 'value' attribute")
         if own:
             if spec.get("type") == "array" and "items" not in spec:
-                problems.append(f"The configuration key '{key}' declares an array but does not specify the underlying "
-                                "type via the 'items' attribute")
+                problems.append(
+                    f"The configuration key '{key}' declares an array but does not specify the underlying "
+                    "type via the 'items' attribute"
+                )
             if "type" in spec and "default" in spec and not value_has_type(spec["default"], spec):
-                problems.append(f"The default value specified for configuration key '{key}' is not of the expected type")
+                problems.append(
+                    f"The default value specified for configuration key '{key}' is not of the expected type"
+                )
         else:
             if "type" in spec:
-                problems.append(f"Configuration key '{key}' is not namespaced by the project and should not define a type")
+                problems.append(
+                    f"Configuration key '{key}' is not namespaced by the project and should not define a type"
+                )
             if "default" in spec:
-                problems.append(f"Configuration key '{key}' is not namespaced by the project and should not define a "
-                                "default value")
+                problems.append(
+                    f"Configuration key '{key}' is not namespaced by the project and should not define a default value"
+                )
             if "value" not in spec:
                 problems.append(f"Configuration key '{key}' is namespaced and must provide an attribute 'value'")
     return problems

@@ -21,7 +21,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 def section(title: str) -> str:
     start = README.index(f"### {title}")
-    return README[start:README.index("\n### ", start + 4)]
+    return README[start : README.index("\n### ", start + 4)]
 
 
 TABLE = section("Config keys")
@@ -48,8 +48,11 @@ def _literal_fields(model) -> list[tuple[str, tuple]]:
     for name, field in model.model_fields.items():
         annotation = field.annotation
         # Literal[...] itself, or inside Optional[...] (Literal | None).
-        args = [annotation] if typing.get_origin(annotation) is typing.Literal else \
-            [a for a in typing.get_args(annotation) if a is not type(None)]
+        args = (
+            [annotation]
+            if typing.get_origin(annotation) is typing.Literal
+            else [a for a in typing.get_args(annotation) if a is not type(None)]
+        )
         for a in args:
             if typing.get_origin(a) is typing.Literal:
                 out.append((name, typing.get_args(a)))
@@ -63,7 +66,7 @@ def test_every_choice_is_listed(field, choices):
 
 
 def test_object_lock_modes_are_listed():
-    (field, choices), = _literal_fields(ObjectLock)
+    ((field, choices),) = _literal_fields(ObjectLock)
     assert all(c in " ".join(rows("objectLock")) for c in choices)
 
 
@@ -77,8 +80,10 @@ def _bounds(model, prefix: str = "") -> list[tuple[str, Any, Any]]:
     return out
 
 
-@pytest.mark.parametrize(("key", "lo", "hi"),
-                         [b for section in SECTIONS.values() for b in _bounds(section)] + _bounds(ObjectLock, "objectLock."))
+@pytest.mark.parametrize(
+    ("key", "lo", "hi"),
+    [b for section in SECTIONS.values() for b in _bounds(section)] + _bounds(ObjectLock, "objectLock."),
+)
 def test_every_numeric_bound_is_listed(key, lo, hi):
     expected = f"`{key}` {lo}..{hi}" if hi is not None else f"`{key}` >= {lo}"
     assert expected in RULES

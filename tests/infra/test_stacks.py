@@ -54,25 +54,45 @@ def test_every_cosmos_assignment_targets_the_sp_with_a_read_only_role(every_stac
 
 
 def test_no_static_secret_resource(every_stack):
-    forbidden = ("applicationPassword", "applicationCertificate", "servicePrincipalPassword",
-                 "servicePrincipalCertificate", "aws:iam/accessKey:AccessKey", "aws:iam/user:User",
-                 "listDatabaseAccountKeys")
+    forbidden = (
+        "applicationPassword",
+        "applicationCertificate",
+        "servicePrincipalPassword",
+        "servicePrincipalCertificate",
+        "aws:iam/accessKey:AccessKey",
+        "aws:iam/user:User",
+        "listDatabaseAccountKeys",
+    )
     for r in every_stack.resources:
         assert not any(f.lower() in r.type_.lower() for f in forbidden), r.type_
 
 
 def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_stack):
     run = every_stack
-    keys = {"export-" + run.stack: run.named("aws:kms/key:Key", f"export-{run.stack}-key").outputs["arn"],
-            f"export-{run.stack}-audit": run.named("aws:kms/key:Key", f"export-{run.stack}-audit-key").outputs["arn"]}
+    keys = {
+        "export-" + run.stack: run.named("aws:kms/key:Key", f"export-{run.stack}-key").outputs["arn"],
+        f"export-{run.stack}-audit": run.named("aws:kms/key:Key", f"export-{run.stack}-audit-key").outputs["arn"],
+    }
     assert keys[f"export-{run.stack}"] == run.kms_key_arn
     for bucket in run.of_type("aws:s3/bucket:Bucket"):
         bid = bucket.outputs["id"]
         key_arn = keys[bucket.name.removesuffix("-bucket")]  # each bucket under its own key
-        (pab,) = [r for r in run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock") if r.inputs["bucket"] == bid]
-        assert all(pab.inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-        (sse,) = [r for r in run.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
-                  if r.inputs["bucket"] == bid]
+        (pab,) = [
+            r
+            for r in run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+            if r.inputs["bucket"] == bid
+        ]
+        assert all(
+            pab.inputs[k] is True
+            for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
+        (sse,) = [
+            r
+            for r in run.of_type(
+                "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+            )
+            if r.inputs["bucket"] == bid
+        ]
         (rule,) = sse.inputs["rules"]
         assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
         assert rule["bucketKeyEnabled"] is True
@@ -81,8 +101,13 @@ def test_every_bucket_blocks_public_access_denies_plain_http_and_uses_kms(every_
         assert statements["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         if bucket.name == f"export-{run.stack}-bucket":
             assert statements["DenyPutWithOtherKey"]["Condition"]["StringNotEquals"] == {
-                "s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
-        (own,) = [r for r in run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls") if r.inputs["bucket"] == bid]
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn
+            }
+        (own,) = [
+            r
+            for r in run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+            if r.inputs["bucket"] == bid
+        ]
         assert own.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
         (ver,) = [r for r in run.of_type("aws:s3/bucketVersioning:BucketVersioning") if r.inputs["bucket"] == bid]
         assert ver.inputs["versioningConfiguration"]["status"] == "Enabled"
@@ -111,10 +136,13 @@ def test_task_role_grants_nothing_outside_prefix_and_key(every_stack):
         else:
             assert actions == ["sts:GetWebIdentityToken"]
             cond = st["Condition"]
-            assert cond["ForAllValues:StringEquals"] == {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]}
+            assert cond["ForAllValues:StringEquals"] == {
+                "sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]
+            }
             assert cond["StringEquals"] == {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM}
             assert cond["NumericLessThanEquals"]["sts:DurationSeconds"] == int(
-                run.worker_environment[contract.Env.TOKEN_DURATION_SECONDS])
+                run.worker_environment[contract.Env.TOKEN_DURATION_SECONDS]
+            )
 
 
 def test_task_role_trust_and_task_definition_hardening(every_stack):
@@ -164,7 +192,9 @@ def test_schedule_has_retry_dlq_and_scoped_role(every_stack):
     assert set(target["retryPolicy"]) == {"maximumRetryAttempts", "maximumEventAgeInSeconds"}
     assert target["ecsParameters"]["taskDefinitionArn"] == run.outputs[contract.Output.TASK_DEFINITION_ARN]
     scheduler_role = run.named(ROLE, f"export-{run.stack}-scheduler")
-    (policy,) = [r for r in run.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == scheduler_role.outputs["id"]]
+    (policy,) = [
+        r for r in run.of_type("aws:iam/rolePolicy:RolePolicy") if r.inputs["role"] == scheduler_role.outputs["id"]
+    ]
     pass_role = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}["PassWorkerRoles"]
     assert pass_role["Resource"] == sorted([run.task_role_arn, run.outputs[contract.Output.EXECUTION_ROLE_ARN]])
 
@@ -195,9 +225,11 @@ def test_revoke_switch_removes_fic_and_assignments_only():
 def test_harness_is_repeatable_in_one_process():
     a, b = run_stack("staging"), run_stack("staging")
     assert a.outputs == b.outputs
+
     # Registration order follows asyncio scheduling; the set of resources and their inputs must not change.
     def key(run):
         return sorted(((r.type_, r.name, repr(r.inputs)) for r in run.resources))
+
     assert key(a) == key(b)
 
 
@@ -213,7 +245,10 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
     on forceDestroy stacks (dev), the CI deployer as a deleter only."""
     run = every_stack
     task = run.task_role_arn
-    assert task == f"arn:aws:iam::{run.outputs['taskRoleArn'].split(':')[4]}:role/cosmos-s3-export/{run.stack}/export-{run.stack}-task"
+    assert (
+        task
+        == f"arn:aws:iam::{run.outputs['taskRoleArn'].split(':')[4]}:role/cosmos-s3-export/{run.stack}/export-{run.stack}-task"
+    )
     policy = run.named("aws:s3/bucketPolicy:BucketPolicy", f"export-{run.stack}-policy")
     s = {st["Sid"]: st for st in json.loads(policy.inputs["policy"])["Statement"]}
     allowed = lambda sid: s[sid]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]  # noqa: E731
@@ -240,7 +275,9 @@ def test_every_role_sits_under_its_stack_path_with_the_bootstrap_boundary(every_
     assert all(n.startswith(f"export-{run.stack}-") for n in names)  # a restore role joins the same way
     for role in roles:
         assert role.inputs["path"] == f"/cosmos-s3-export/{run.stack}/"
-        assert role.inputs["permissionsBoundary"] == f"arn:aws:iam::{account}:policy/cosmos-s3-export-{run.stack}-boundary"
+        assert (
+            role.inputs["permissionsBoundary"] == f"arn:aws:iam::{account}:policy/cosmos-s3-export-{run.stack}-boundary"
+        )
 
 
 def test_name_less_resources_carry_the_stack_tag(every_stack):
@@ -250,8 +287,11 @@ def test_name_less_resources_carry_the_stack_tag(every_stack):
         for r in run.of_type(type_):
             assert r.inputs["tags"]["cosmos-s3-export-stack"] == run.stack, (type_, r.name)
     purposes = {r.name: r.inputs["tags"]["cosmos-s3-export-purpose"] for r in run.of_type("aws:kms/key:Key")}
-    assert purposes == {f"export-{run.stack}-key": "export", f"export-{run.stack}-audit-key": "audit",
-                        f"export-{run.stack}-alerts-key": "alerts"}
+    assert purposes == {
+        f"export-{run.stack}-key": "export",
+        f"export-{run.stack}-audit-key": "audit",
+        f"export-{run.stack}-alerts-key": "alerts",
+    }
 
 
 def test_key_auth_on_the_cosmos_account_is_reported(monkeypatch):

@@ -21,15 +21,25 @@ WORKER_SRC = REPO / "runtime" / "src" / "cosmos_export"
 
 #: boto3 operation -> IAM action, where the names differ (S3 authorisation reference).
 _ACTION = {
-    "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
-    "ListObjectVersions": "s3:ListBucketVersions", "ListMultipartUploads": "s3:ListBucketMultipartUploads",
-    "HeadObject": "s3:GetObject", "UploadPart": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject", "ListParts": "s3:ListMultipartUploadParts",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "HeadObject": "s3:GetObject",
+    "UploadPart": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "ListParts": "s3:ListMultipartUploadParts",
     "DeleteObjects": "s3:DeleteObject",
 }
 #: With a VersionId, IAM checks the version variant instead.
-_VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
-              "s3:PutObjectTagging": "s3:PutObjectVersionTagging", "s3:DeleteObject": "s3:DeleteObjectVersion"}
+_VERSIONED = {
+    "s3:GetObject": "s3:GetObjectVersion",
+    "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
+    "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+    "s3:DeleteObject": "s3:DeleteObjectVersion",
+}
 _BUCKET_LEVEL = {"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads"}
 
 
@@ -71,7 +81,9 @@ def allowed(document: dict, action: str, resource: str) -> bool:
             continue
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(fnmatch.fnmatchcase(resource, r) for r in resources):
+        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
             return True
     return False
 
@@ -79,8 +91,16 @@ def allowed(document: dict, action: str, resource: str) -> bool:
 def test_the_scan_finds_the_worker_s3_calls():
     ops = {op for op, _, _ in worker_s3_calls()}
     # The export's own path: if the scan stopped finding these, the test below would prove nothing.
-    assert {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "PutObject", "GetObject",
-            "ListObjectsV2", "PutObjectTagging", "AbortMultipartUpload"} <= ops
+    assert {
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "PutObject",
+        "GetObject",
+        "ListObjectsV2",
+        "PutObjectTagging",
+        "AbortMultipartUpload",
+    } <= ops
     assert ("HeadObject", True) in {(op, v) for op, v, _ in worker_s3_calls()}
 
 
@@ -90,7 +110,11 @@ def test_every_worker_s3_call_is_allowed_by_the_task_role(every_stack):
     missing = []
     for operation, versioned, where in sorted(worker_s3_calls()):
         for action in sorted(needed_actions(operation, versioned)):
-            resource = f"arn:aws:s3:::{bucket}" if action in _BUCKET_LEVEL else f"arn:aws:s3:::{bucket}/{prefix}/x/part-1.jsonl.zst"
+            resource = (
+                f"arn:aws:s3:::{bucket}"
+                if action in _BUCKET_LEVEL
+                else f"arn:aws:s3:::{bucket}/{prefix}/x/part-1.jsonl.zst"
+            )
             if not allowed(document, action, resource):
                 missing.append(f"{where} {operation} needs {action} on {resource}")
     assert missing == []

@@ -29,8 +29,10 @@ def camel_keys(value: Any) -> Any:
     for props written by hand in Python style.
     """
     if isinstance(value, dict):
-        return {(_SNAKE.sub(lambda m: m.group(1).upper(), k) if "_" in k and not k.startswith("_") else k):
-                camel_keys(v) for k, v in value.items()}
+        return {
+            (_SNAKE.sub(lambda m: m.group(1).upper(), k) if "_" in k and not k.startswith("_") else k): camel_keys(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [camel_keys(v) for v in value]
     return value
@@ -40,17 +42,26 @@ def urn(stack: str, type_: str, name: str) -> str:
     return f"urn:pulumi:{stack}::cosmos-s3-export::{type_}::{name}"
 
 
-def policy_resource(stack: str, type_: str, name: str, props: dict,
-                    property_dependencies: dict[str, list[PolicyResource]] | None = None) -> PolicyResource:
+def policy_resource(
+    stack: str, type_: str, name: str, props: dict, property_dependencies: dict[str, list[PolicyResource]] | None = None
+) -> PolicyResource:
     opts = PolicyResourceOptions(False, [], None, [], None, [], None)  # type: ignore[arg-type]  # no timeouts in mocks
-    return PolicyResource(type_, unknown_checking_proxy(camel_keys(props)), urn(stack, type_, name), name, opts,
-                          None, None, [], property_dependencies or {})
+    return PolicyResource(
+        type_,
+        unknown_checking_proxy(camel_keys(props)),
+        urn(stack, type_, name),
+        name,
+        opts,
+        None,
+        None,
+        [],
+        property_dependencies or {},
+    )
 
 
 def from_mocked_run(run) -> list[PolicyResource]:
     """The registered custom resources of a mocked stack run (components are not analysed by CrossGuard)."""
-    return [policy_resource(run.stack, r.type_, r.name, {**r.inputs, **r.outputs})
-            for r in run.resources if r.custom]
+    return [policy_resource(run.stack, r.type_, r.name, {**r.inputs, **r.outputs}) for r in run.resources if r.custom]
 
 
 def violations(resources: Iterable[PolicyResource]) -> list[tuple[str, Any, str]]:

@@ -16,28 +16,50 @@ KEY_ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-12345678
 TASK_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/export-task-0a1b2c3"
 EXEC_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/export-execution-9f8e7d6"
 SP_OBJECT_ID = "7d3c1f0e-2a4b-4c6d-8e9f-0a1b2c3d4e5f"
-COSMOS_ACCOUNT_ID = ("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/data-rg/providers/"
-                     "Microsoft.DocumentDB/databaseAccounts/acme-cosmos")
+COSMOS_ACCOUNT_ID = (
+    "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/data-rg/providers/"
+    "Microsoft.DocumentDB/databaseAccounts/acme-cosmos"
+)
 ROLE_DEF_ID = f"{COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/5b3f6c1e-1c2d-5e3f-9a4b-6c7d8e9f0a1b"
 
 
 def task_role_policy() -> dict:
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ListExportPrefix", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{BUCKET}",
-         "Condition": {"StringLike": {"s3:prefix": [PREFIX, f"{PREFIX}/*"]}}},
-        {"Sid": "ReadWriteExportObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-         "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"},
-        {"Sid": "ExportKeyThroughS3Only", "Effect": "Allow",
-         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], "Resource": KEY_ARN,
-         "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}},
-        {"Sid": "MintAzureFederationToken", "Effect": "Allow", "Action": "sts:GetWebIdentityToken",
-         "Resource": "*",
-         "Condition": {"ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
-                       "NumericLessThanEquals": {"sts:DurationSeconds": 900},
-                       "StringEquals": {"sts:SigningAlgorithm": "RS256"}}},
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ListExportPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{BUCKET}",
+                "Condition": {"StringLike": {"s3:prefix": [PREFIX, f"{PREFIX}/*"]}},
+            },
+            {
+                "Sid": "ReadWriteExportObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
+            },
+            {
+                "Sid": "ExportKeyThroughS3Only",
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": KEY_ARN,
+                "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}},
+            },
+            {
+                "Sid": "MintAzureFederationToken",
+                "Effect": "Allow",
+                "Action": "sts:GetWebIdentityToken",
+                "Resource": "*",
+                "Condition": {
+                    "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+                    "NumericLessThanEquals": {"sts:DurationSeconds": 900},
+                    "StringEquals": {"sts:SigningAlgorithm": "RS256"},
+                },
+            },
+        ],
+    }
 
 
 def key_policy() -> dict:
@@ -50,16 +72,28 @@ def key_policy() -> dict:
 
 def bucket_policy() -> dict:
     arn = f"arn:aws:s3:::{BUCKET}"
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ],
+    }
 
 
 def container(**overrides) -> dict:
     c = {
-        "name": "worker", "image": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/export@sha256:" + "ab" * 32,
-        "essential": True, "user": "10001:10001", "readonlyRootFilesystem": True,
+        "name": "worker",
+        "image": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/export@sha256:" + "ab" * 32,
+        "essential": True,
+        "user": "10001:10001",
+        "readonlyRootFilesystem": True,
         "environment": [
             {"name": contract.Env.BUCKET, "value": BUCKET},
             {"name": contract.Env.PREFIX, "value": PREFIX},
@@ -86,43 +120,118 @@ def topic_policy() -> dict:
 
 def good_stack() -> list[Resource]:
     R = Resource
-    return copy.deepcopy([
-        R("aws:kms/key:Key", "key", {"arn": KEY_ARN, "enableKeyRotation": True, "policy": json.dumps(key_policy())}),
-        R("aws:s3/bucket:Bucket", "bucket", {"bucket": BUCKET, "id": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}),
-        R("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "pab",
-          {"bucket": BUCKET, "blockPublicAcls": True, "blockPublicPolicy": True,
-           "ignorePublicAcls": True, "restrictPublicBuckets": True}),
-        R("aws:s3/bucketPolicy:BucketPolicy", "bucket-policy", {"bucket": BUCKET, "policy": json.dumps(bucket_policy())}),
-        R("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "sse",
-          {"bucket": BUCKET, "rules": [{"applyServerSideEncryptionByDefault": {
-              "sseAlgorithm": "aws:kms", "kmsMasterKeyId": KEY_ARN}, "bucketKeyEnabled": True}]}),
-        R("aws:iam/outboundWebIdentityFederation:OutboundWebIdentityFederation", "federation",
-          {"issuerIdentifier": ISSUER}),
-        R("aws:iam/role:Role", "task-role", {"arn": TASK_ROLE_ARN, "name": "export-task-0a1b2c3",
-                                             "id": "export-task-0a1b2c3"}),
-        R("aws:iam/rolePolicy:RolePolicy", "task-role-policy",
-          {"role": "export-task-0a1b2c3", "policy": json.dumps(task_role_policy())}),
-        R("aws:iam/role:Role", "execution-role", {"arn": EXEC_ROLE_ARN, "name": "export-execution-9f8e7d6"}),
-        R("aws:ecs/taskDefinition:TaskDefinition", "task",
-          {"taskRoleArn": TASK_ROLE_ARN, "executionRoleArn": EXEC_ROLE_ARN,
-           "containerDefinitions": json.dumps([container()])}),
-        R("azuread:index/servicePrincipal:ServicePrincipal", "sp", {"objectId": SP_OBJECT_ID}),
-        R("azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential", "fic",
-          {"issuer": ISSUER, "subject": TASK_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}),
-        R("azure-native:cosmosdb:SqlResourceSqlRoleDefinition", "role-def",
-          {"id": ROLE_DEF_ID, "type": "CustomRole",
-           "permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}]}),
-        R("azure-native:cosmosdb:SqlResourceSqlRoleAssignment", "assignment",
-          {"principalId": SP_OBJECT_ID, "roleDefinitionId": ROLE_DEF_ID,
-           "scope": f"{COSMOS_ACCOUNT_ID}/dbs/app/colls/orders"}),
-        R("aws:sns/topic:Topic", "alerts", {"arn": TOPIC_ARN, "kmsMasterKeyId": ALERTS_KEY_ARN}),
-        R("aws:sns/topicPolicy:TopicPolicy", "alerts-policy", {"arn": TOPIC_ARN, "policy": json.dumps(topic_policy())}),
-        R("aws:cloudwatch/metricAlarm:MetricAlarm", "stale-orders",
-          {"namespace": "CosmosExport", "metricName": "Success", "treatMissingData": "breaching",
-           "alarmActions": [TOPIC_ARN]}),
-        R("aws:cloudwatch/eventRule:EventRule", "task-failed",
-          {"eventPattern": json.dumps({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]})}),
-    ])
+    return copy.deepcopy(
+        [
+            R(
+                "aws:kms/key:Key",
+                "key",
+                {"arn": KEY_ARN, "enableKeyRotation": True, "policy": json.dumps(key_policy())},
+            ),
+            R("aws:s3/bucket:Bucket", "bucket", {"bucket": BUCKET, "id": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}),
+            R(
+                "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                "pab",
+                {
+                    "bucket": BUCKET,
+                    "blockPublicAcls": True,
+                    "blockPublicPolicy": True,
+                    "ignorePublicAcls": True,
+                    "restrictPublicBuckets": True,
+                },
+            ),
+            R(
+                "aws:s3/bucketPolicy:BucketPolicy",
+                "bucket-policy",
+                {"bucket": BUCKET, "policy": json.dumps(bucket_policy())},
+            ),
+            R(
+                "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                "sse",
+                {
+                    "bucket": BUCKET,
+                    "rules": [
+                        {
+                            "applyServerSideEncryptionByDefault": {
+                                "sseAlgorithm": "aws:kms",
+                                "kmsMasterKeyId": KEY_ARN,
+                            },
+                            "bucketKeyEnabled": True,
+                        }
+                    ],
+                },
+            ),
+            R(
+                "aws:iam/outboundWebIdentityFederation:OutboundWebIdentityFederation",
+                "federation",
+                {"issuerIdentifier": ISSUER},
+            ),
+            R(
+                "aws:iam/role:Role",
+                "task-role",
+                {"arn": TASK_ROLE_ARN, "name": "export-task-0a1b2c3", "id": "export-task-0a1b2c3"},
+            ),
+            R(
+                "aws:iam/rolePolicy:RolePolicy",
+                "task-role-policy",
+                {"role": "export-task-0a1b2c3", "policy": json.dumps(task_role_policy())},
+            ),
+            R("aws:iam/role:Role", "execution-role", {"arn": EXEC_ROLE_ARN, "name": "export-execution-9f8e7d6"}),
+            R(
+                "aws:ecs/taskDefinition:TaskDefinition",
+                "task",
+                {
+                    "taskRoleArn": TASK_ROLE_ARN,
+                    "executionRoleArn": EXEC_ROLE_ARN,
+                    "containerDefinitions": json.dumps([container()]),
+                },
+            ),
+            R("azuread:index/servicePrincipal:ServicePrincipal", "sp", {"objectId": SP_OBJECT_ID}),
+            R(
+                "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential",
+                "fic",
+                {"issuer": ISSUER, "subject": TASK_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+            ),
+            R(
+                "azure-native:cosmosdb:SqlResourceSqlRoleDefinition",
+                "role-def",
+                {
+                    "id": ROLE_DEF_ID,
+                    "type": "CustomRole",
+                    "permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}],
+                },
+            ),
+            R(
+                "azure-native:cosmosdb:SqlResourceSqlRoleAssignment",
+                "assignment",
+                {
+                    "principalId": SP_OBJECT_ID,
+                    "roleDefinitionId": ROLE_DEF_ID,
+                    "scope": f"{COSMOS_ACCOUNT_ID}/dbs/app/colls/orders",
+                },
+            ),
+            R("aws:sns/topic:Topic", "alerts", {"arn": TOPIC_ARN, "kmsMasterKeyId": ALERTS_KEY_ARN}),
+            R(
+                "aws:sns/topicPolicy:TopicPolicy",
+                "alerts-policy",
+                {"arn": TOPIC_ARN, "policy": json.dumps(topic_policy())},
+            ),
+            R(
+                "aws:cloudwatch/metricAlarm:MetricAlarm",
+                "stale-orders",
+                {
+                    "namespace": "CosmosExport",
+                    "metricName": "Success",
+                    "treatMissingData": "breaching",
+                    "alarmActions": [TOPIC_ARN],
+                },
+            ),
+            R(
+                "aws:cloudwatch/eventRule:EventRule",
+                "task-failed",
+                {"eventPattern": json.dumps({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]})},
+            ),
+        ]
+    )
 
 
 def replace(stack: list[Resource], key: str, **props) -> list[Resource]:

@@ -76,8 +76,14 @@ def test_fic_wildcard_and_issuer_rejected():
 
 
 def test_static_credential_added_is_rejected():
-    resources = _resources("prod") + [policy_resource("prod", "azuread:index/applicationPassword:ApplicationPassword",
-                                                      "export-prod-secret", {"applicationId": "x"})]
+    resources = _resources("prod") + [
+        policy_resource(
+            "prod",
+            "azuread:index/applicationPassword:ApplicationPassword",
+            "export-prod-secret",
+            {"applicationId": "x"},
+        )
+    ]
     assert [(p, n) for p, n, _ in violations(resources)] == [("no-static-credentials", "export-prod-secret")]
 
 
@@ -107,8 +113,10 @@ def test_preview_unknowns_are_judged_by_dependencies():
         fic = next(r for r in resources if r.resource_type == rules.T_FIC and r.name == "export-dev-fic-ecs-task")
         raw = {k: fic.props["__target"][k] for k in fic.props}
         raw.update(subject=UNKNOWN_STRING_VALUE, issuer=UNKNOWN_STRING_VALUE)
-        deps = {"subject": [by_name[(rules.T_ROLE, subject_source)]],
-                "issuer": [by_name[(rules.T_OUTBOUND_FEDERATION, "export-dev-federation")]]}
+        deps = {
+            "subject": [by_name[(rules.T_ROLE, subject_source)]],
+            "issuer": [by_name[(rules.T_OUTBOUND_FEDERATION, "export-dev-federation")]],
+        }
         new = policy_resource("dev", fic.resource_type, fic.name, raw, deps)
         return [new if r is fic else r for r in resources]
 
@@ -118,10 +126,17 @@ def test_preview_unknowns_are_judged_by_dependencies():
 
 
 def test_camel_keys_converter():
-    assert camel_keys({"block_public_acls": True, "rules": [{"apply_server_side_encryption_by_default":
-                                                            {"sse_algorithm": "aws:kms"}}], "taskRoleArn": "a"}) == {
-        "blockPublicAcls": True, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
-        "taskRoleArn": "a"}
+    assert camel_keys(
+        {
+            "block_public_acls": True,
+            "rules": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}}],
+            "taskRoleArn": "a",
+        }
+    ) == {
+        "blockPublicAcls": True,
+        "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
+        "taskRoleArn": "a",
+    }
 
 
 def _edit_named(resources, type_: str, name: str, **props):
@@ -140,18 +155,41 @@ def test_role_without_boundary_or_on_another_stacks_path_is_rejected(stack):
     resources = _edit_named(_resources(stack), rules.T_ROLE, f"export-{stack}-scheduler", permissionsBoundary=None)
     resources = _edit_named(resources, rules.T_ROLE, f"export-{stack}-execution", path=f"/cosmos-s3-export/{other}/")
     found = sorted((p, n, m.split("': ", 1)[1]) for p, n, m in violations(resources))
-    assert [(p, n) for p, n, _ in found] == [("chain-of-trust-and-data-guardrails", f"export-{stack}-execution"),
-                                             ("chain-of-trust-and-data-guardrails", f"export-{stack}-scheduler")]
+    assert [(p, n) for p, n, _ in found] == [
+        ("chain-of-trust-and-data-guardrails", f"export-{stack}-execution"),
+        ("chain-of-trust-and-data-guardrails", f"export-{stack}-scheduler"),
+    ]
     assert found[0][2].startswith(f"role path '/cosmos-s3-export/{other}/' is not /cosmos-s3-export/{stack}/")
-    assert found[1][2].startswith("role has permissionsBoundary None; every program role carries the bootstrap's boundary")
+    assert found[1][2].startswith(
+        "role has permissionsBoundary None; every program role carries the bootstrap's boundary"
+    )
 
 
 def test_default_key_policy_and_wildcard_role_policy_are_rejected():
-    resources = _edit_named(_resources("prod"), rules.T_KMS_KEY, "export-prod-key", policy=json.dumps({"Statement": [
-        {"Sid": "Default", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
-         "Action": "kms:*", "Resource": "*"}]}))
-    resources = _edit_named(resources, rules.T_ROLE_POLICY, "export-prod-scheduler-policy", policy=json.dumps({"Statement": [
-        {"Sid": "All", "Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}))
+    resources = _edit_named(
+        _resources("prod"),
+        rules.T_KMS_KEY,
+        "export-prod-key",
+        policy=json.dumps(
+            {
+                "Statement": [
+                    {
+                        "Sid": "Default",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    }
+                ]
+            }
+        ),
+    )
+    resources = _edit_named(
+        resources,
+        rules.T_ROLE_POLICY,
+        "export-prod-scheduler-policy",
+        policy=json.dumps({"Statement": [{"Sid": "All", "Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}),
+    )
     found = sorted((n, m) for _, n, m in violations(resources))
     assert [n for n, _ in found] == ["export-prod-key", "export-prod-scheduler-policy"]
     assert "statement Default allows kms:*: split key administration from key use" in found[0][1]
@@ -159,8 +197,12 @@ def test_default_key_policy_and_wildcard_role_policy_are_rejected():
 
 
 def test_entra_app_holding_a_password_is_rejected():
-    resources = _edit_named(_resources("dev"), "azuread:index/application:Application", "export-dev-app",
-                            password={"displayName": "added-by-hand", "keyId": "3c1b"})
+    resources = _edit_named(
+        _resources("dev"),
+        "azuread:index/application:Application",
+        "export-dev-app",
+        password={"displayName": "added-by-hand", "keyId": "3c1b"},
+    )
     assert [(p, n) for p, n, _ in violations(resources)] == [("no-static-credentials", "export-dev-app")]
 
 

@@ -23,12 +23,16 @@ def test_compliant_stack_has_no_violation():
 
 # --- static credentials ---------------------------------------------------------------
 
-@pytest.mark.parametrize("type_", [
-    "azuread:index/applicationPassword:ApplicationPassword",
-    "azuread:index/applicationCertificate:ApplicationCertificate",
-    "azuread:index/servicePrincipalPassword:ServicePrincipalPassword",
-    "aws:iam/accessKey:AccessKey",
-])
+
+@pytest.mark.parametrize(
+    "type_",
+    [
+        "azuread:index/applicationPassword:ApplicationPassword",
+        "azuread:index/applicationCertificate:ApplicationCertificate",
+        "azuread:index/servicePrincipalPassword:ServicePrincipalPassword",
+        "aws:iam/accessKey:AccessKey",
+    ],
+)
 def test_static_credential_resources_are_refused(type_):
     [msg] = rules.check_static_credential(type_)
     assert msg.startswith(f"{type_} creates ") and "no static credential" in msg
@@ -48,16 +52,22 @@ def test_good_fic_shape():
 
 
 def test_fic_with_extra_audience_is_refused():
-    [msg] = rules.check_federated_credential({**GOOD_FIC, "audiences": ["api://AzureADTokenExchange", "sts.amazonaws.com"]})
-    assert msg == ("federated identity credential audiences are ['api://AzureADTokenExchange', 'sts.amazonaws.com']; "
-                   "they must be exactly ['api://AzureADTokenExchange']")
+    [msg] = rules.check_federated_credential(
+        {**GOOD_FIC, "audiences": ["api://AzureADTokenExchange", "sts.amazonaws.com"]}
+    )
+    assert msg == (
+        "federated identity credential audiences are ['api://AzureADTokenExchange', 'sts.amazonaws.com']; "
+        "they must be exactly ['api://AzureADTokenExchange']"
+    )
 
 
 @pytest.mark.parametrize("subject", ["*", "arn:aws:iam::123456789012:role/*", ""])
 def test_fic_wildcard_subject_is_refused(subject):
     [msg] = rules.check_federated_credential({**GOOD_FIC, "subject": subject})
-    assert msg == (f"federated identity credential subject {subject!r} is empty or a wildcard; "
-                   "it must be the task role ARN exactly")
+    assert msg == (
+        f"federated identity credential subject {subject!r} is empty or a wildcard; "
+        "it must be the task role ARN exactly"
+    )
 
 
 def test_fic_subject_must_be_a_role_arn():
@@ -71,8 +81,12 @@ def test_fic_issuer_with_trailing_slash_is_refused():
 
 
 def test_fic_unknown_values_during_preview_are_not_guessed():
-    assert rules.check_federated_credential({"issuer": UNKNOWN, "subject": UNKNOWN,
-                                             "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}) == []
+    assert (
+        rules.check_federated_credential(
+            {"issuer": UNKNOWN, "subject": UNKNOWN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}
+        )
+        == []
+    )
 
 
 def test_stack_fic_subject_must_be_the_task_role_arn():
@@ -85,7 +99,9 @@ def test_stack_fic_subject_must_be_the_task_role_arn():
 
 def test_stack_fic_subject_differing_only_in_case_is_refused():
     # Entra matches subjects case-sensitively (AADSTS7002138).
-    assert len(messages(replace(good_stack(), "fic", subject=fx.TASK_ROLE_ARN.replace("export-task", "Export-Task")))) == 1
+    assert (
+        len(messages(replace(good_stack(), "fic", subject=fx.TASK_ROLE_ARN.replace("export-task", "Export-Task")))) == 1
+    )
 
 
 def test_stack_fic_issuer_must_be_the_federation_issuer():
@@ -98,12 +114,22 @@ def test_stack_fic_issuer_must_be_the_federation_issuer():
 
 def test_stack_fic_matched_by_dependency_during_preview():
     stack = good_stack()
-    stack = [Resource(r.type, r.key, {**r.props, "subject": UNKNOWN, "issuer": UNKNOWN},
-                      {"subject": frozenset({"task-role"}), "issuer": frozenset({"federation"})})
-             if r.key == "fic" else r for r in stack]
+    stack = [
+        Resource(
+            r.type,
+            r.key,
+            {**r.props, "subject": UNKNOWN, "issuer": UNKNOWN},
+            {"subject": frozenset({"task-role"}), "issuer": frozenset({"federation"})},
+        )
+        if r.key == "fic"
+        else r
+        for r in stack
+    ]
     assert messages(stack) == []
-    wrong = [Resource(r.type, r.key, r.props, {"subject": frozenset({"execution-role"})}) if r.key == "fic" else r
-             for r in stack]
+    wrong = [
+        Resource(r.type, r.key, r.props, {"subject": frozenset({"execution-role"})}) if r.key == "fic" else r
+        for r in stack
+    ]
     assert [m for m in messages(wrong) if "subject" in m]
 
 
@@ -113,6 +139,7 @@ def test_fic_without_any_task_definition_is_reported():
 
 
 # --- Cosmos -------------------------------------------------------------------------------------
+
 
 def test_cosmos_role_with_write_action_is_refused():
     write = "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create"
@@ -130,7 +157,10 @@ def test_cosmos_role_with_wildcard_is_refused():
 
 
 def test_cosmos_role_subset_is_allowed():
-    assert rules.check_cosmos_role_definition({"permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS[:2])}]}) == []
+    assert (
+        rules.check_cosmos_role_definition({"permissions": [{"dataActions": list(contract.COSMOS_DATA_ACTIONS[:2])}]})
+        == []
+    )
 
 
 def test_cosmos_restore_writer_role_is_allowed_as_a_role():
@@ -229,6 +259,7 @@ def test_cosmos_assignment_to_builtin_reader_is_allowed():
 
 # --- buckets ----------------------------------------------------------------------------------------
 
+
 def test_bucket_without_public_access_block_is_refused():
     stack = [r for r in good_stack() if r.key != "pab"]
     assert messages(stack) == ["Bucket 'bucket' has no BucketPublicAccessBlock; add one with all four blocks true"]
@@ -267,6 +298,7 @@ def test_second_bucket_is_checked_too():
 
 # --- task role ------------------------------------------------------------------------------------------
 
+
 def _with_statement(statement: dict) -> list[Resource]:
     doc = fx.task_role_policy()
     doc["Statement"].append(statement)
@@ -281,8 +313,11 @@ def test_task_role_star_resource_is_refused():
 
 
 def test_task_role_wildcard_action_is_refused():
-    found = messages(_with_statement({"Sid": "All", "Effect": "Allow", "Action": "s3:*",
-                                      "Resource": f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/*"}))
+    found = messages(
+        _with_statement(
+            {"Sid": "All", "Effect": "Allow", "Action": "s3:*", "Resource": f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/*"}
+        )
+    )
     # The task-role scope rule and the every-role least-privilege rule both refuse it.
     assert sorted(found) == [
         "RolePolicy 'task-role-policy' statement All allows whole services ['s3:*']; name the exact actions",
@@ -293,8 +328,10 @@ def test_task_role_wildcard_action_is_refused():
 def test_task_role_other_prefix_is_refused():
     other = f"arn:aws:s3:::{fx.BUCKET}/exports/prod/*"
     [msg] = messages(_with_statement({"Sid": "Other", "Effect": "Allow", "Action": "s3:GetObject", "Resource": other}))
-    assert msg == (f"RolePolicy 'task-role-policy' statement Other grants [{other!r}], outside the export prefix "
-                   f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/* and the export KMS key")
+    assert msg == (
+        f"RolePolicy 'task-role-policy' statement Other grants [{other!r}], outside the export prefix "
+        f"arn:aws:s3:::{fx.BUCKET}/{fx.PREFIX}/* and the export KMS key"
+    )
 
 
 def test_task_role_prefix_sibling_is_refused():
@@ -305,29 +342,60 @@ def test_task_role_prefix_sibling_is_refused():
 
 def test_task_role_bucket_level_change_is_refused():
     bucket = f"arn:aws:s3:::{fx.BUCKET}"
-    [msg] = messages(_with_statement({"Sid": "Pol", "Effect": "Allow", "Resource": bucket,
-                                      "Action": ["s3:ListBucketMultipartUploads", "s3:PutBucketPolicy"]}))
-    assert msg == (f"RolePolicy 'task-role-policy' statement Pol allows ['s3:PutBucketPolicy'] on the bucket {bucket} "
-                   "itself; only ['s3:ListBucket', 's3:ListBucketMultipartUploads'] belong there, object actions go on "
-                   "the prefix")
+    [msg] = messages(
+        _with_statement(
+            {
+                "Sid": "Pol",
+                "Effect": "Allow",
+                "Resource": bucket,
+                "Action": ["s3:ListBucketMultipartUploads", "s3:PutBucketPolicy"],
+            }
+        )
+    )
+    assert msg == (
+        f"RolePolicy 'task-role-policy' statement Pol allows ['s3:PutBucketPolicy'] on the bucket {bucket} "
+        "itself; only ['s3:ListBucket', 's3:ListBucketMultipartUploads'] belong there, object actions go on "
+        "the prefix"
+    )
 
 
 def test_task_role_listing_uploads_on_the_bucket_is_allowed():
-    assert messages(_with_statement({"Sid": "Uploads", "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
-                                     "Resource": f"arn:aws:s3:::{fx.BUCKET}"})) == []
+    assert (
+        messages(
+            _with_statement(
+                {
+                    "Sid": "Uploads",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucketMultipartUploads",
+                    "Resource": f"arn:aws:s3:::{fx.BUCKET}",
+                }
+            )
+        )
+        == []
+    )
 
 
 def test_token_minting_without_audience_condition_is_refused():
-    [msg] = messages(_with_statement({"Sid": "Tok", "Effect": "Allow", "Action": "sts:GetWebIdentityToken",
-                                      "Resource": "*"}))
-    assert msg.startswith("RolePolicy 'task-role-policy' statement Tok allows sts:GetWebIdentityToken without the condition")
+    [msg] = messages(
+        _with_statement({"Sid": "Tok", "Effect": "Allow", "Action": "sts:GetWebIdentityToken", "Resource": "*"})
+    )
+    assert msg.startswith(
+        "RolePolicy 'task-role-policy' statement Tok allows sts:GetWebIdentityToken without the condition"
+    )
 
 
 def test_managed_policy_attached_to_task_role_is_refused():
-    stack = good_stack() + [Resource(rules.T_ROLE_POLICY_ATTACHMENT, "att", {
-        "role": "export-task-0a1b2c3", "policyArn": "arn:aws:iam::aws:policy/AmazonS3FullAccess"})]
-    assert messages(stack) == ["RolePolicyAttachment 'att' attaches 'arn:aws:iam::aws:policy/AmazonS3FullAccess' "
-                               "to the task role; only this stack's own export policy may be attached"]
+    stack = good_stack() + [
+        Resource(
+            rules.T_ROLE_POLICY_ATTACHMENT,
+            "att",
+            {"role": "export-task-0a1b2c3", "policyArn": "arn:aws:iam::aws:policy/AmazonS3FullAccess"},
+        )
+    ]
+    assert messages(stack) == [
+        "RolePolicyAttachment 'att' attaches 'arn:aws:iam::aws:policy/AmazonS3FullAccess' "
+        "to the task role; only this stack's own export policy may be attached"
+    ]
 
 
 def test_deny_statements_are_not_scope_violations():
@@ -335,6 +403,7 @@ def test_deny_statements_are_not_scope_violations():
 
 
 # --- task definition -----------------------------------------------------------------------------------
+
 
 def _td(**overrides) -> dict:
     return {"containerDefinitions": json.dumps([fx.container(**overrides)])}
@@ -387,9 +456,18 @@ TASK_ROLE_URN = "urn:pulumi:dev::cosmos-s3-export::cosmos-s3-export:aws:TaskRole
 GOOD_ROLE = {
     "path": "/cosmos-s3-export/dev/",
     "permissionsBoundary": f"arn:aws:iam::{fx.ACCOUNT}:policy/cosmos-s3-export-dev-boundary",
-    "assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                                                   "Action": "sts:AssumeRole",
-                                                   "Condition": {"StringEquals": {"aws:SourceAccount": fx.ACCOUNT}}}]}),
+    "assumeRolePolicy": json.dumps(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": fx.ACCOUNT}},
+                }
+            ]
+        }
+    ),
 }
 
 
@@ -398,20 +476,57 @@ def test_program_role_under_its_stack_path_with_the_boundary_passes():
     assert rules.stack_of_urn(TASK_ROLE_URN) == "dev"
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"path": "/cosmos-s3-export/"}, "role path '/cosmos-s3-export/' is not /cosmos-s3-export/dev/"),
-    ({"path": "/cosmos-s3-export/staging/"}, "role path '/cosmos-s3-export/staging/' is not /cosmos-s3-export/dev/"),
-    ({"permissionsBoundary": None}, "role has permissionsBoundary None; every program role carries the bootstrap's boundary"),
-    ({"permissionsBoundary": f"arn:aws:iam::{fx.ACCOUNT}:policy/cosmos-s3-export-staging-boundary"},
-     "role has permissionsBoundary 'arn:aws:iam::123456789012:policy/cosmos-s3-export-staging-boundary'"),
-    ({"assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
-                                                     "Action": "sts:AssumeRole",
-                                                     "Condition": {"StringEquals": {"aws:SourceAccount": "1"}}}]})},
-     "trust of scheduler.amazonaws.com has no aws:SourceArn condition"),
-    ({"assumeRolePolicy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                                                     "Action": "sts:AssumeRole"}]})},
-     "trust of ['ecs-tasks.amazonaws.com'] has no aws:SourceAccount condition"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"path": "/cosmos-s3-export/"}, "role path '/cosmos-s3-export/' is not /cosmos-s3-export/dev/"),
+        (
+            {"path": "/cosmos-s3-export/staging/"},
+            "role path '/cosmos-s3-export/staging/' is not /cosmos-s3-export/dev/",
+        ),
+        (
+            {"permissionsBoundary": None},
+            "role has permissionsBoundary None; every program role carries the bootstrap's boundary",
+        ),
+        (
+            {"permissionsBoundary": f"arn:aws:iam::{fx.ACCOUNT}:policy/cosmos-s3-export-staging-boundary"},
+            "role has permissionsBoundary 'arn:aws:iam::123456789012:policy/cosmos-s3-export-staging-boundary'",
+        ),
+        (
+            {
+                "assumeRolePolicy": json.dumps(
+                    {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "scheduler.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                                "Condition": {"StringEquals": {"aws:SourceAccount": "1"}},
+                            }
+                        ]
+                    }
+                )
+            },
+            "trust of scheduler.amazonaws.com has no aws:SourceArn condition",
+        ),
+        (
+            {
+                "assumeRolePolicy": json.dumps(
+                    {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ]
+                    }
+                )
+            },
+            "trust of ['ecs-tasks.amazonaws.com'] has no aws:SourceAccount condition",
+        ),
+    ],
+)
 def test_program_role_off_its_path_boundary_or_trust_is_refused(change, message):
     [found] = rules.check_program_role({**GOOD_ROLE, **change}, "dev")
     assert found.startswith(message), found
@@ -421,46 +536,108 @@ def test_unknown_boundary_during_preview_is_not_guessed():
     assert rules.check_program_role({**GOOD_ROLE, "permissionsBoundary": UNKNOWN, "path": UNKNOWN}, "dev") == []
 
 
-@pytest.mark.parametrize("statement,message", [
-    ({"Effect": "Allow", "Action": "*", "Resource": "*"}, "allows whole services ['*']"),
-    ({"Effect": "Allow", "Action": ["ec2:*"], "Resource": "*"}, "allows whole services ['ec2:*']"),
-    ({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "uses NotAction"),
-    ({"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy"], "Resource": "*"},
-     "allows ['iam:CreateRole', 'iam:PutRolePolicy'] without the iam:PermissionsBoundary condition"),
-])
+@pytest.mark.parametrize(
+    "statement,message",
+    [
+        ({"Effect": "Allow", "Action": "*", "Resource": "*"}, "allows whole services ['*']"),
+        ({"Effect": "Allow", "Action": ["ec2:*"], "Resource": "*"}, "allows whole services ['ec2:*']"),
+        ({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "uses NotAction"),
+        (
+            {"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy"], "Resource": "*"},
+            "allows ['iam:CreateRole', 'iam:PutRolePolicy'] without the iam:PermissionsBoundary condition",
+        ),
+    ],
+)
 def test_identity_policy_wildcards_and_unbounded_role_changes_are_refused(statement, message):
     [found] = rules.check_identity_policy({"Statement": [{"Sid": "X", **statement}]}, "RolePolicy 'p'")
     assert found.startswith("RolePolicy 'p' statement X ") and message in found, found
 
 
 def test_role_changes_under_the_boundary_are_allowed():
-    st = {"Effect": "Allow", "Action": ["iam:CreateRole"], "Resource": "arn:aws:iam::1:role/cosmos-s3-export/dev/*",
-          "Condition": {"ArnEquals": {"iam:PermissionsBoundary": "arn:aws:iam::1:policy/b"}}}
+    st = {
+        "Effect": "Allow",
+        "Action": ["iam:CreateRole"],
+        "Resource": "arn:aws:iam::1:role/cosmos-s3-export/dev/*",
+        "Condition": {"ArnEquals": {"iam:PermissionsBoundary": "arn:aws:iam::1:policy/b"}},
+    }
     assert rules.check_identity_policy({"Statement": [st]}, "p") == []
 
 
-@pytest.mark.parametrize("statement,message", [
-    ({"Sid": "Default", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": "kms:*", "Resource": "*"},
-     "allows kms:*"),
-    ({"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": ["kms:Decrypt"], "Resource": "*"},
-     "allows ['kms:decrypt'] to {'AWS': 'arn:aws:iam::1:root'} without an aws:PrincipalArn condition"),
-    ({"Sid": "Grant", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": ["kms:CreateGrant"], "Resource": "*"},
-     "allows ['kms:creategrant']"),
-    ({"Sid": "Trail", "Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"},
-      "Action": "kms:GenerateDataKey*", "Resource": "*"}, "without an aws:SourceArn condition"),
-])
+@pytest.mark.parametrize(
+    "statement,message",
+    [
+        (
+            {
+                "Sid": "Default",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::1:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            "allows kms:*",
+        ),
+        (
+            {
+                "Sid": "Use",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::1:root"},
+                "Action": ["kms:Decrypt"],
+                "Resource": "*",
+            },
+            "allows ['kms:decrypt'] to {'AWS': 'arn:aws:iam::1:root'} without an aws:PrincipalArn condition",
+        ),
+        (
+            {
+                "Sid": "Grant",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::1:root"},
+                "Action": ["kms:CreateGrant"],
+                "Resource": "*",
+            },
+            "allows ['kms:creategrant']",
+        ),
+        (
+            {
+                "Sid": "Trail",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudtrail.amazonaws.com"},
+                "Action": "kms:GenerateDataKey*",
+                "Resource": "*",
+            },
+            "without an aws:SourceArn condition",
+        ),
+    ],
+)
 def test_key_policy_handing_out_use_is_refused(statement, message):
     [found] = rules.check_kms_key_policy({"Statement": [statement]}, "Key 'k'")
     assert message in found, found
 
 
 def test_stack_with_default_key_policy_is_refused():
-    found = messages(replace(good_stack(), "key", policy=json.dumps(
-        {"Statement": [{"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"},
-                        "Action": "kms:*", "Resource": "*"}]})))
-    assert found == ["Key 'key' statement Enable IAM User Permissions allows kms:*: split key administration from key "
-                     "use, and grant use to the roles that need it only (the default key policy hands every IAM "
-                     "principal the key)"]
+    found = messages(
+        replace(
+            good_stack(),
+            "key",
+            policy=json.dumps(
+                {
+                    "Statement": [
+                        {
+                            "Sid": "Enable IAM User Permissions",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": "arn:aws:iam::1:root"},
+                            "Action": "kms:*",
+                            "Resource": "*",
+                        }
+                    ]
+                }
+            ),
+        )
+    )
+    assert found == [
+        "Key 'key' statement Enable IAM User Permissions allows kms:*: split key administration from key "
+        "use, and grant use to the roles that need it only (the default key policy hands every IAM "
+        "principal the key)"
+    ]
 
 
 def test_application_with_a_password_is_refused():
@@ -479,19 +656,32 @@ def test_unencrypted_topic_is_refused():
     assert messages(replace(good_stack(), "alerts", kmsMasterKeyId=UNKNOWN)) == []  # preview: judged at up
 
 
-@pytest.mark.parametrize(("principal", "expected"), [
-    ("*", "statement 'CloudWatchAlarmsPublish' allows '*'; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] "
-          "may publish alerts"),
-    ({"AWS": "arn:aws:iam::999999999999:root"}, "statement 'CloudWatchAlarmsPublish' allows {'AWS': "
-          "'arn:aws:iam::999999999999:root'}; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts"),
-    ({"Service": "s3.amazonaws.com"}, "statement 'CloudWatchAlarmsPublish' allows {'Service': 's3.amazonaws.com'}; "
-          "only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts"),
-])
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        (
+            "*",
+            "statement 'CloudWatchAlarmsPublish' allows '*'; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] "
+            "may publish alerts",
+        ),
+        (
+            {"AWS": "arn:aws:iam::999999999999:root"},
+            "statement 'CloudWatchAlarmsPublish' allows {'AWS': "
+            "'arn:aws:iam::999999999999:root'}; only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts",
+        ),
+        (
+            {"Service": "s3.amazonaws.com"},
+            "statement 'CloudWatchAlarmsPublish' allows {'Service': 's3.amazonaws.com'}; "
+            "only ['cloudwatch.amazonaws.com', 'events.amazonaws.com'] may publish alerts",
+        ),
+    ],
+)
 def test_topic_policy_allows_only_cloudwatch_and_eventbridge(principal, expected):
     document = fx.topic_policy()
     document["Statement"][0]["Principal"] = principal
     assert messages(replace(good_stack(), "alerts-policy", policy=json.dumps(document))) == [
-        f"TopicPolicy 'alerts-policy': {expected}"]
+        f"TopicPolicy 'alerts-policy': {expected}"
+    ]
 
 
 def test_topic_policy_without_source_account_is_refused():
@@ -499,18 +689,23 @@ def test_topic_policy_without_source_account_is_refused():
     del document["Statement"][1]["Condition"]["StringEquals"]
     assert messages(replace(good_stack(), "alerts-policy", policy=json.dumps(document))) == [
         "TopicPolicy 'alerts-policy': statement 'EventBridgeRulesPublish' lets ['events.amazonaws.com'] of any account "
-        "publish; add Condition StringEquals aws:SourceAccount = this account"]
+        "publish; add Condition StringEquals aws:SourceAccount = this account"
+    ]
 
 
 def test_worker_without_freshness_alarm_or_task_rule_is_refused():
     no_alarm = replace(good_stack(), "stale-orders", treatMissingData="notBreaching")
     assert messages(no_alarm) == [
         "TaskDefinition 'task' runs the export but no alarm watches CosmosExport Success with missing data breaching: "
-        "a stopped backup would go unnoticed; declare the Alerting component"]
+        "a stopped backup would go unnoticed; declare the Alerting component"
+    ]
     no_rule = [r for r in good_stack() if r.key != "task-failed"]
     assert messages(no_rule) == [
         "TaskDefinition 'task' has no EventBridge rule on ECS task state changes: a failed task would go unnoticed; "
-        "declare the Alerting component"]
+        "declare the Alerting component"
+    ]
     no_policy = [r for r in good_stack() if r.key != "alerts-policy"]
-    assert messages(no_policy) == ["Topic 'alerts' has no topic policy; add one allowing only CloudWatch and "
-                                   "EventBridge of this account to publish"]
+    assert messages(no_policy) == [
+        "Topic 'alerts' has no topic policy; add one allowing only CloudWatch and "
+        "EventBridge of this account to publish"
+    ]

@@ -17,8 +17,12 @@ from tests.reliability.harness import ACCOUNT, DB, OID, World
 
 @pytest.fixture(scope="session")
 def rel_session() -> boto3.Session:
-    return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                         aws_session_token="testing", region_name="us-east-1")
+    return boto3.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+        region_name="us-east-1",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +41,11 @@ def token_issuer() -> TestTokenIssuer:
 
 @pytest.fixture(scope="session")
 def gateway(local_ca, token_issuer):
-    state = CosmosGatewayState(ACCOUNT, token_verifier=token_issuer.verify, role_assignments=[
-        RoleAssignment(OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        ACCOUNT,
+        token_verifier=token_issuer.verify,
+        role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS)],
+    )
     with serve_cosmos(state, local_ca) as served:
         yield state, served.url
 
@@ -47,9 +54,16 @@ def gateway(local_ca, token_issuer):
 def world(gateway, moto_server, rel_session, rel_bucket, local_ca, token_issuer) -> Iterator[World]:
     state, url = gateway
     state.clear_faults()
-    w = World(state=state, cosmos_url=url, s3=rel_session.client("s3", endpoint_url=moto_server.url),
-              session=rel_session, credential=JwtCredential(token_issuer, OID), bucket=rel_bucket,
-              s3_endpoint=moto_server.url, ca_bundle=str(local_ca.bundle_file))
+    w = World(
+        state=state,
+        cosmos_url=url,
+        s3=rel_session.client("s3", endpoint_url=moto_server.url),
+        session=rel_session,
+        credential=JwtCredential(token_issuer, OID),
+        bucket=rel_bucket,
+        s3_endpoint=moto_server.url,
+        ca_bundle=str(local_ca.bundle_file),
+    )
     yield w
     state.clear_faults()
 

@@ -35,8 +35,11 @@ from urllib.parse import parse_qs, urlsplit
 _ERRORS = {
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
-    "conflict": (409, "ConditionalRequestConflict",
-                 "A conflicting conditional operation is currently in progress against this resource. Please try again."),
+    "conflict": (
+        409,
+        "ConditionalRequestConflict",
+        "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+    ),
 }
 
 
@@ -126,8 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.shared.take(operation, parts.path)
         if fault is not None and fault.kind in _ERRORS:
             status, code, message = _ERRORS[fault.kind]
-            payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                       f"<Message>{message}</Message><RequestId>faulty-proxy</RequestId></Error>").encode()
+            payload = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                f"<Message>{message}</Message><RequestId>faulty-proxy</RequestId></Error>"
+            ).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
@@ -142,8 +147,13 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(*self.shared.upstream, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-            conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST") else None,
-                         headers=headers, encode_chunked=False)
+            conn.request(
+                self.command,
+                self.path,
+                body=body if body or self.command in ("PUT", "POST") else None,
+                headers=headers,
+                encode_chunked=False,
+            )
             response = conn.getresponse()
             payload = response.read()
         finally:

@@ -46,13 +46,14 @@ def record(fault: str, *, trials: int, documents: int, outcome: str) -> None:
     path = os.environ.get(RESULTS_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"fault": fault, "trials": trials, "documents": documents,
-                                  "outcome": outcome}) + "\n")
+            out.write(json.dumps({"fault": fault, "trials": trials, "documents": documents, "outcome": outcome}) + "\n")
 
 
 def make_docs(n: int, *, tag: str = "d", version: int = 1, offset: int = 0) -> list[dict]:
-    return [{"id": f"{tag}-{i}", "pk": f"k-{i % 61}", "v": version, "body": "x" * (i % 7), "n": i}
-            for i in range(offset, offset + n)]
+    return [
+        {"id": f"{tag}-{i}", "pk": f"k-{i % 61}", "v": version, "body": "x" * (i % 7), "n": i}
+        for i in range(offset, offset + n)
+    ]
 
 
 def user(doc: dict) -> dict:
@@ -116,20 +117,45 @@ class World:
 
     def settings(self, **overrides: Any) -> WorkerSettings:
         values: dict[str, Any] = dict(
-            identity_mode="workload", aws_region="us-east-1", azure_tenant_id=TENANT, azure_client_id=CLIENT,
-            cosmos_endpoint=self.cosmos_url, cosmos_account=ACCOUNT, cosmos_database=DB,
-            cosmos_containers=self.container, cosmos_tls_verify=self.ca_bundle, bucket=self.bucket,
-            prefix=self.prefix, s3_endpoint=self.s3_endpoint, page_size=50, concurrency=4, compression="gzip")
+            identity_mode="workload",
+            aws_region="us-east-1",
+            azure_tenant_id=TENANT,
+            azure_client_id=CLIENT,
+            cosmos_endpoint=self.cosmos_url,
+            cosmos_account=ACCOUNT,
+            cosmos_database=DB,
+            cosmos_containers=self.container,
+            cosmos_tls_verify=self.ca_bundle,
+            bucket=self.bucket,
+            prefix=self.prefix,
+            s3_endpoint=self.s3_endpoint,
+            page_size=50,
+            concurrency=4,
+            compression="gzip",
+        )
         values.update(overrides)
         return WorkerSettings(**values)
 
     def seed(self, docs: list[dict]) -> None:
         self.state.upsert_many(DB, self.container, docs)
 
-    def run(self, mode: contract.RunMode = "incremental", *, s3: Any = None, credential: Any = None,
-            stop: threading.Event | None = None, **overrides: Any) -> export.RunSummary:
-        return export.run_export(self.settings(**overrides), mode, credential=credential or self.credential,
-                                 session=self.session, s3=s3 or self.s3, stop=stop)
+    def run(
+        self,
+        mode: contract.RunMode = "incremental",
+        *,
+        s3: Any = None,
+        credential: Any = None,
+        stop: threading.Event | None = None,
+        **overrides: Any,
+    ) -> export.RunSummary:
+        return export.run_export(
+            self.settings(**overrides),
+            mode,
+            credential=credential or self.credential,
+            session=self.session,
+            s3=s3 or self.s3,
+            stop=stop,
+        )
 
     def committed(self, **kw: Any) -> Committed:
         return committed(self.s3, self.target, **kw)
@@ -138,6 +164,7 @@ class World:
         from botocore.exceptions import ClientError
 
         from cosmos_export.layout import checkpoint_key
+
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=checkpoint_key(self.target))["Body"].read()
         except ClientError:

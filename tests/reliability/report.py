@@ -1,6 +1,6 @@
 """Regenerate docs/reliability.md: run tests/reliability with more trials and tabulate what each test recorded.
 
-    python -m tests.reliability.report [--kill-trials 40] [--examples 500]
+python -m tests.reliability.report [--kill-trials 40] [--examples 500]
 """
 
 from __future__ import annotations
@@ -29,12 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.jsonl"
-        env = dict(os.environ, **{RESULTS_ENV: str(results), "RELIABILITY_KILL_TRIALS": str(args.kill_trials),
-                                  "RELIABILITY_RACE_TRIALS": str(args.race_trials),
-                                  "RELIABILITY_HYPOTHESIS_EXAMPLES": str(args.examples)})
+        env = dict(
+            os.environ,
+            **{
+                RESULTS_ENV: str(results),
+                "RELIABILITY_KILL_TRIALS": str(args.kill_trials),
+                "RELIABILITY_RACE_TRIALS": str(args.race_trials),
+                "RELIABILITY_HYPOTHESIS_EXAMPLES": str(args.examples),
+            },
+        )
         began = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.monotonic() - began
         rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]

@@ -41,10 +41,14 @@ class Sandbox:
         self.plan = running.plan
         self.env = worker_environment(running)
         creds = running.credentials
-        self.s3 = boto3.client("s3", endpoint_url=running.moto.url, region_name=self.plan.region,
-                               aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                               aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-                               aws_session_token=creds["AWS_SESSION_TOKEN"])
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=running.moto.url,
+            region_name=self.plan.region,
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=creds["AWS_SESSION_TOKEN"],
+        )
 
     def new_prefix(self) -> str:
         return f"rel/{uuid.uuid4().hex[:8]}"
@@ -58,15 +62,29 @@ class Sandbox:
     def worker_env(self, prefix: str, container: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EXPORT_"))}
         env.update(self.env)
-        env.update({Env.PREFIX: prefix, Env.COSMOS_CONTAINERS: container, Env.PAGE_SIZE: "50",
-                    Env.LOG_LEVEL: "WARNING", Env.CONCURRENCY: "4"})
+        env.update(
+            {
+                Env.PREFIX: prefix,
+                Env.COSMOS_CONTAINERS: container,
+                Env.PAGE_SIZE: "50",
+                Env.LOG_LEVEL: "WARNING",
+                Env.CONCURRENCY: "4",
+            }
+        )
         env.update(extra)
         return env
 
-    def start(self, prefix: str, container: str, mode: str = "incremental", tag: str = "run", **extra: str) -> subprocess.Popen:
+    def start(
+        self, prefix: str, container: str, mode: str = "incremental", tag: str = "run", **extra: str
+    ) -> subprocess.Popen:
         err = open(self.workdir / f"{tag}-{uuid.uuid4().hex[:6]}.stderr", "w+b")
-        process = subprocess.Popen([WORKER, "run", "--mode", mode], env=self.worker_env(prefix, container, **extra),
-                                   stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [WORKER, "run", "--mode", mode],
+            env=self.worker_env(prefix, container, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
         process._stderr_file = err  # type: ignore[attr-defined]
         process._started = time.monotonic()  # type: ignore[attr-defined]
         return process

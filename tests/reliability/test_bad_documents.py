@@ -26,9 +26,16 @@ def awkward_docs() -> list[dict]:
     docs: list[dict] = [
         {"id": "big", "pk": "big", "blob": "é" * ((TWO_MB - 4096) // 2)},  # ~2 MB of UTF-8, under the limit
         {"id": "deep", "pk": "deep", "tree": deep(120)},
-        {"id": "planes", "pk": "planes", "text": PLANES, "emoji": "👩‍👩‍👧‍👦🏳️‍🌈", "rtl": "שלום عربى",
-         "controls": "\u0000\u001f\u007f\u2028\u2029", "key with \u00e9 and 𝄞": True},
-        {"id": "numbers", "pk": "numbers", "f": [1e-7, 1e300, -0.0, 0.1, 2 ** 63, -(2 ** 63), 2 ** 64 + 1, 123456789.125]},
+        {
+            "id": "planes",
+            "pk": "planes",
+            "text": PLANES,
+            "emoji": "👩‍👩‍👧‍👦🏳️‍🌈",
+            "rtl": "שלום عربى",
+            "controls": "\u0000\u001f\u007f\u2028\u2029",
+            "key with \u00e9 and 𝄞": True,
+        },
+        {"id": "numbers", "pk": "numbers", "f": [1e-7, 1e300, -0.0, 0.1, 2**63, -(2**63), 2**64 + 1, 123456789.125]},
         {"id": "with space and ü", "pk": "odd"},
         {"id": "pct%20encoded", "pk": "odd"},
         {"id": "semi;colon&amp=1", "pk": "odd"},
@@ -71,9 +78,13 @@ def test_awkward_documents_round_trip_exactly(world, compression):
         assert line.decode("utf-8")  # valid UTF-8
     assert "\\u" not in lines["planes"].decode().split('"controls"')[0]  # astral chars are raw UTF-8
     assert len(lines["big"]) > TWO_MB - 8192
-    record(f"Bad documents ({compression}): ~2 MB, 120-deep, all 17 Unicode planes, odd ids, "
-           "number/bool/null/missing/astral partition keys, float/int edges", trials=1, documents=len(docs),
-           outcome="exported byte-exact (parsed equality + canonical bytes), read back")
+    record(
+        f"Bad documents ({compression}): ~2 MB, 120-deep, all 17 Unicode planes, odd ids, "
+        "number/bool/null/missing/astral partition keys, float/int edges",
+        trials=1,
+        documents=len(docs),
+        outcome="exported byte-exact (parsed equality + canonical bytes), read back",
+    )
 
 
 def test_ids_real_cosmos_forbids_are_exported_if_stored(world):
@@ -83,8 +94,7 @@ def test_ids_real_cosmos_forbids_are_exported_if_stored(world):
     world.run("incremental")
     lines = exported_lines(world)
     assert {json.loads(v)["id"] for v in lines.values()} == {d["id"] for d in docs}
-    record("Odd ids ('/', '#', '?', '\\\\', spaces)", trials=1, documents=len(docs),
-           outcome="exported byte-exact")
+    record("Odd ids ('/', '#', '?', '\\\\', spaces)", trials=1, documents=len(docs), outcome="exported byte-exact")
 
 
 def test_lone_surrogates_stay_valid_utf8_and_round_trip(world):
@@ -97,5 +107,9 @@ def test_lone_surrogates_stay_valid_utf8_and_round_trip(world):
     parsed = json.loads(line)
     assert user(parsed) == docs[0]
     assert b"\\ud800" in line and b"\\udfff" in line
-    record("Lone surrogates in strings", trials=1, documents=1,
-           outcome="escaped as \\udXXX: valid UTF-8, json.loads returns the original string")
+    record(
+        "Lone surrogates in strings",
+        trials=1,
+        documents=1,
+        outcome="escaped as \\udXXX: valid UTF-8, json.loads returns the original string",
+    )

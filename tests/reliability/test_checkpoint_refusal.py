@@ -55,5 +55,9 @@ def test_bad_checkpoint_refused_nothing_overwritten(world, case, mode):
     assert world.checkpoint_bytes() == bad  # byte for byte what was there
     assert world.all_keys() == before  # no part, manifest or checkpoint version written
     if mode == "incremental":
-        record(f"Checkpoint {case}", trials=2, documents=300,
-               outcome=f"refused (incremental and snapshot): '{message[:60]}...'; no object written")
+        record(
+            f"Checkpoint {case}",
+            trials=2,
+            documents=300,
+            outcome=f"refused (incremental and snapshot): '{message[:60]}...'; no object written",
+        )

@@ -21,11 +21,15 @@ from tests.reliability.harness import env_int, record
 EXAMPLES = env_int("RELIABILITY_HYPOTHESIS_EXAMPLES", 150)
 
 GOOD_ENV = {
-    Env.IDENTITY_MODE: "workload", Env.AWS_REGION: "eu-west-1",
+    Env.IDENTITY_MODE: "workload",
+    Env.AWS_REGION: "eu-west-1",
     Env.AZURE_TENANT_ID: "11111111-2222-3333-4444-555555555555",
     Env.AZURE_CLIENT_ID: "22222222-2222-3333-4444-555555555555",
-    Env.COSMOS_ENDPOINT: "https://acme.documents.azure.com:443/", Env.COSMOS_DATABASE: "orders",
-    Env.COSMOS_CONTAINERS: "orders,customers", Env.BUCKET: "acme-export", Env.PREFIX: "cosmos",
+    Env.COSMOS_ENDPOINT: "https://acme.documents.azure.com:443/",
+    Env.COSMOS_DATABASE: "orders",
+    Env.COSMOS_CONTAINERS: "orders,customers",
+    Env.BUCKET: "acme-export",
+    Env.PREFIX: "cosmos",
 }
 ENV_NAMES = sorted({v for k, v in vars(Env).items() if k.isupper()})
 
@@ -37,15 +41,20 @@ INVALID = {
     Env.AWS_REGION: st.sampled_from(["EU-WEST-1", "eu_west_1", "euwest1", "eu-west", "us-east-1a", " eu-west-1"]),
     Env.AZURE_TENANT_ID: env_text.filter(lambda s: len(s.strip()) > 0 and len(s) != 36),
     Env.AZURE_CLIENT_ID: st.sampled_from(["not-a-guid", "1123264d-ae8e-547e-ac68-0d6146de780", "{GUID}"]),
-    Env.TOKEN_DURATION_SECONDS: st.one_of(st.integers(max_value=59).map(str), st.integers(min_value=3601).map(str),
-                                          st.sampled_from(["5m", "1e3", "three hundred", "300.5"])),
-    Env.COSMOS_ENDPOINT: st.sampled_from(["http://acme.documents.azure.com/", "acme.documents.azure.com",
-                                          "https://", "ftp://x", "https:///path"]),
+    Env.TOKEN_DURATION_SECONDS: st.one_of(
+        st.integers(max_value=59).map(str),
+        st.integers(min_value=3601).map(str),
+        st.sampled_from(["5m", "1e3", "three hundred", "300.5"]),
+    ),
+    Env.COSMOS_ENDPOINT: st.sampled_from(
+        ["http://acme.documents.azure.com/", "acme.documents.azure.com", "https://", "ftp://x", "https:///path"]
+    ),
     # Cosmos allows dots, dashes and inner spaces ('order lines', '-x'): contract.cosmos_id_problem.
     Env.COSMOS_CONTAINERS: st.sampled_from([",", "a#b", "orders,orders", "a?b", "a/b", "x" * 300, "bestellungen-ä"]),
     Env.COSMOS_DATABASE: st.sampled_from(["ends with space ", "a/b", "a\\b", "x" * 300, ".."]),
-    Env.MIN_CONSISTENCY: env_text.filter(lambda s: s.strip() and s not in
-                                         ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")),
+    Env.MIN_CONSISTENCY: env_text.filter(
+        lambda s: s.strip() and s not in ("Eventual", "ConsistentPrefix", "Session", "BoundedStaleness", "Strong")
+    ),
     Env.BUCKET: st.sampled_from(["Upper", "a", "a..b", "-dash", "under_score", "x" * 64]),
     Env.PREFIX: st.sampled_from(["/lead", "trail/", "a//b"]),
     Env.KMS_KEY_ARN: st.sampled_from(["key-123", "arn:aws:kms:eu-west-1:123:key/x", "arn:aws:s3:::bucket"]),
@@ -114,22 +123,39 @@ def test_bad_stack_config_declares_no_resource(monkeypatch):
             mocked_stack.run_stack("dev", {key: value})
         assert any(p.startswith(f"cosmos-s3-export:{key}") for p in e.value.problems)
     assert created == []
-    record("Stack config: hypothesis over every key (+ 3 explicit programs)", trials=EXAMPLES + 3, documents=0,
-           outcome="ConfigError naming the key; no traceback; no resource declared")
+    record(
+        "Stack config: hypothesis over every key (+ 3 explicit programs)",
+        trials=EXAMPLES + 3,
+        documents=0,
+        outcome="ConfigError naming the key; no traceback; no resource declared",
+    )
 
 
 def test_bad_worker_environment_exits_2_and_writes_nothing(moto_server, rel_bucket, rel_session, tmp_path):
     from tests.reliability.sandbox_world import WORKER
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EXPORT_"))}
-    env.update(GOOD_ENV, **{Env.BUCKET: rel_bucket, Env.S3_ENDPOINT: moto_server.url, Env.PREFIX: "bad-env",
-                            Env.CONCURRENCY: "0", Env.COMPRESSION: "brotli",
-                            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    env.update(
+        GOOD_ENV,
+        **{
+            Env.BUCKET: rel_bucket,
+            Env.S3_ENDPOINT: moto_server.url,
+            Env.PREFIX: "bad-env",
+            Env.CONCURRENCY: "0",
+            Env.COMPRESSION: "brotli",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        },
+    )
     done = subprocess.run([WORKER, "run", "--mode", "snapshot"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "EXPORT_CONCURRENCY='0'" in done.stderr and "EXPORT_COMPRESSION='brotli'" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     s3 = rel_session.client("s3", endpoint_url=moto_server.url)
     assert s3.list_objects_v2(Bucket=rel_bucket, Prefix="bad-env").get("KeyCount", 0) == 0
-    record("Worker settings: hypothesis over every variable (+ CLI exit check)", trials=2 * EXAMPLES + 1, documents=0,
-           outcome="SettingsError naming the variable, value and fix; exit 2; no traceback; no S3 object")
+    record(
+        "Worker settings: hypothesis over every variable (+ CLI exit check)",
+        trials=2 * EXAMPLES + 1,
+        documents=0,
+        outcome="SettingsError naming the variable, value and fix; exit 2; no traceback; no S3 object",
+    )

@@ -42,8 +42,12 @@ def test_429_storm_with_retry_after_is_absorbed(world):
     assert took >= 30 * 0.04 / 4  # the retry-after was honoured, not ignored (4 readers in parallel)
     got = world.committed()
     assert got.counts() == versions(docs) and max(got.counts().values()) == 1
-    record("Cosmos 429 storm (30 in a row, x-ms-retry-after-ms=40)", trials=1, documents=len(got.docs),
-           outcome="committed exactly once; retry-after honoured")
+    record(
+        "Cosmos 429 storm (30 in a row, x-ms-retry-after-ms=40)",
+        trials=1,
+        documents=len(got.docs),
+        outcome="committed exactly once; retry-after honoured",
+    )
 
 
 def test_429_storm_on_a_single_request_longer_than_the_sdk_retries(world):
@@ -54,8 +58,12 @@ def test_429_storm_on_a_single_request_longer_than_the_sdk_retries(world):
     world.run("incremental", concurrency=1)
     got = world.committed()
     assert got.counts() == versions(docs)
-    record("Cosmos 429 x25 on one request (beyond the SDK's 9 retries)", trials=1, documents=len(got.docs),
-           outcome="committed exactly once")
+    record(
+        "Cosmos 429 x25 on one request (beyond the SDK's 9 retries)",
+        trials=1,
+        documents=len(got.docs),
+        outcome="committed exactly once",
+    )
 
 
 @pytest.mark.parametrize("kind", ["unavailable", "reset"])
@@ -73,8 +81,12 @@ def test_503_and_connection_reset_mid_run(world, monkeypatch, kind):
         assert stats.get("503", 0) >= 6
     got = world.committed()
     assert got.counts() == expected and got.manifests == 2
-    record(f"Cosmos {'503' if kind == 'unavailable' else 'connection reset mid-body'} x6 mid-run", trials=1,
-           documents=len(got.docs), outcome="committed exactly once")
+    record(
+        f"Cosmos {'503' if kind == 'unavailable' else 'connection reset mid-body'} x6 mid-run",
+        trials=1,
+        documents=len(got.docs),
+        outcome="committed exactly once",
+    )
 
 
 def test_snapshot_survives_a_split_in_the_middle(world):
@@ -92,8 +104,12 @@ def test_snapshot_survives_a_split_in_the_middle(world):
     world.run("incremental")
     got = world.committed()
     assert got.counts() == versions(docs) + versions(more)
-    record("Cosmos partition split (410/1002) mid-snapshot, then incremental", trials=1,
-           documents=len(got.docs), outcome="committed exactly once")
+    record(
+        "Cosmos partition split (410/1002) mid-snapshot, then incremental",
+        trials=1,
+        documents=len(got.docs),
+        outcome="committed exactly once",
+    )
 
 
 def test_incremental_survives_a_split_in_the_middle(world):
@@ -111,8 +127,12 @@ def test_incremental_survives_a_split_in_the_middle(world):
     world.run("incremental")
     got = world.committed()
     assert got.counts() == expected + versions(again)
-    record("Cosmos partition split (410/1002) mid-incremental", trials=1, documents=len(got.docs),
-           outcome="committed exactly once")
+    record(
+        "Cosmos partition split (410/1002) mid-incremental",
+        trials=1,
+        documents=len(got.docs),
+        outcome="committed exactly once",
+    )
 
 
 def test_a_range_answering_304_for_a_long_time_is_not_skipped(world):
@@ -134,8 +154,12 @@ def test_a_range_answering_304_for_a_long_time_is_not_skipped(world):
     world.run("incremental")
     got = world.committed()
     assert got.counts() == versions(base) + versions(changes)
-    record("Cosmos range answering 304 for 120 s during an incremental", trials=1, documents=len(got.docs),
-           outcome="run finished; the range's changes committed exactly once by the next run")
+    record(
+        "Cosmos range answering 304 for 120 s during an incremental",
+        trials=1,
+        documents=len(got.docs),
+        outcome="run finished; the range's changes committed exactly once by the next run",
+    )
 
 
 def test_a_snapshot_of_a_range_stuck_on_304_still_exports_its_documents(world):
@@ -148,8 +172,12 @@ def test_a_snapshot_of_a_range_stuck_on_304_still_exports_its_documents(world):
     got = world.committed()
     assert got.counts() == versions(docs) and max(got.counts().values()) == 1
     assert len(stuck.docs) > 0 and world.state.stats_dict()["changefeed.read"].get("304", 0) >= 1
-    record("Cosmos range answering 304 for 120 s during a snapshot", trials=1, documents=len(got.docs),
-           outcome="its existing documents exported; committed exactly once")
+    record(
+        "Cosmos range answering 304 for 120 s during a snapshot",
+        trials=1,
+        documents=len(got.docs),
+        outcome="its existing documents exported; committed exactly once",
+    )
 
 
 def test_rbac_5300_right_after_deploy_clears(world, monkeypatch):
@@ -160,8 +188,12 @@ def test_rbac_5300_right_after_deploy_clears(world, monkeypatch):
     assert world.state.stats_dict()["account.read"].get("403", 0) >= 1
     got = world.committed()
     assert got.counts() == versions(docs)
-    record("Cosmos RBAC 403/5300 for 3 s right after deploy", trials=1, documents=len(got.docs),
-           outcome="retried until propagated; committed exactly once")
+    record(
+        "Cosmos RBAC 403/5300 for 3 s right after deploy",
+        trials=1,
+        documents=len(got.docs),
+        outcome="retried until propagated; committed exactly once",
+    )
 
 
 def test_rbac_5300_that_never_clears_fails_loudly(world, monkeypatch):
@@ -175,8 +207,12 @@ def test_rbac_5300_that_never_clears_fails_loudly(world, monkeypatch):
         world.run("incremental")
     assert "403/5300" in str(e.value) and "role assignment" in str(e.value)
     assert world.all_keys() == {}
-    record("Cosmos RBAC 403/5300 that never clears", trials=1, documents=0,
-           outcome="exit with the role-assignment fix; nothing written")
+    record(
+        "Cosmos RBAC 403/5300 that never clears",
+        trials=1,
+        documents=0,
+        outcome="exit with the role-assignment fix; nothing written",
+    )
 
 
 @pytest.mark.parametrize("kind", ["unavailable", "reset"])
@@ -199,5 +235,10 @@ def test_query_snapshot_fault_mid_range_fails_loudly_or_commits_and_the_rerun_is
     assert world.state.stats_dict()["query"].get("503" if kind == "unavailable" else "0", 0) == 4  # all 4 served
     got = world.committed()
     assert got.manifests == 1 and got.counts() == versions(docs) and max(got.counts().values()) == 1
-    record(f"Cosmos {'503' if kind == 'unavailable' else 'connection reset mid-body'} x4 in the middle of a "
-           f"query snapshot", trials=1, documents=len(got.docs), outcome=outcome)
+    record(
+        f"Cosmos {'503' if kind == 'unavailable' else 'connection reset mid-body'} x4 in the middle of a "
+        f"query snapshot",
+        trials=1,
+        documents=len(got.docs),
+        outcome=outcome,
+    )

@@ -54,8 +54,12 @@ def test_tokens_expiring_mid_run_are_refreshed(sandbox, reference, doubles):
     sts, entra = doubles
     entra.token_lifetime_seconds = 2  # every Cosmos token expires during the run
     sandbox.faults().throttle_next(40, retry_after_ms=100, operation="changefeed.read")  # stretch the run
-    done = snapshot(sandbox, reference, "Entra access tokens living 2 s during a ~5 s run",
-                    "fresh AWS JWT + Entra token fetched on expiry; committed exactly once")
+    done = snapshot(
+        sandbox,
+        reference,
+        "Entra access tokens living 2 s during a ~5 s run",
+        "fresh AWS JWT + Entra token fetched on expiry; committed exactly once",
+    )
     assert done.seconds > 2
 
 
@@ -63,8 +67,12 @@ def test_tokens_expiring_mid_run_are_refreshed(sandbox, reference, doubles):
 def test_clock_skew_of_three_minutes(sandbox, reference, doubles, sts_skew, entra_skew):
     sts, entra = doubles
     sts.clock_skew_seconds, entra.clock_skew_seconds = sts_skew, entra_skew
-    snapshot(sandbox, reference, f"Clock skew: STS {sts_skew:+d} s, Entra {entra_skew:+d} s",
-             "tokens accepted (skew within the 300 s nbf/exp leeway of Entra and Cosmos); committed exactly once")
+    snapshot(
+        sandbox,
+        reference,
+        f"Clock skew: STS {sts_skew:+d} s, Entra {entra_skew:+d} s",
+        "tokens accepted (skew within the 300 s nbf/exp leeway of Entra and Cosmos); committed exactly once",
+    )
 
 
 def test_skew_beyond_the_token_lifetime_fails_loudly(sandbox, doubles):
@@ -77,6 +85,10 @@ def test_skew_beyond_the_token_lifetime_fails_loudly(sandbox, doubles):
     assert done.last_line.startswith("error: Entra AADSTS700024: the client assertion expired")
     assert "EXPORT_TOKEN_DURATION_SECONDS" in done.last_line
     assert sandbox.s3.list_objects_v2(Bucket=sandbox.plan.bucket, Prefix=prefix).get("KeyCount", 0) == 0
-    record("Clock skew 800 s between STS and Entra (beyond the 300 s token + 300 s leeway)", trials=1, documents=0,
-           outcome="exit 1: 'Entra AADSTS700024 ... check the task's clock, or raise EXPORT_TOKEN_DURATION_SECONDS'; "
-                   "nothing written")
+    record(
+        "Clock skew 800 s between STS and Entra (beyond the 300 s token + 300 s leeway)",
+        trials=1,
+        documents=0,
+        outcome="exit 1: 'Entra AADSTS700024 ... check the task's clock, or raise EXPORT_TOKEN_DURATION_SECONDS'; "
+        "nothing written",
+    )

@@ -55,8 +55,11 @@ def test_kills_at_random_points_never_lose_or_repeat_a_document(sandbox):
             stopped = sandbox.finish(process)
             assert stopped.code == 0, stopped.stderr[-2000:]
         after = committed(sandbox.s3, target, check_verify=False).manifests
-        outcomes[f"{signal.Signals(sig).name}:{'after-commit' if after > before else 'before-commit'}"
-                 if stopped.code != 0 else "finished-before-signal"] += 1
+        outcomes[
+            f"{signal.Signals(sig).name}:{'after-commit' if after > before else 'before-commit'}"
+            if stopped.code != 0
+            else "finished-before-signal"
+        ] += 1
         rerun = sandbox.run(prefix, container)
         assert rerun.code == 0, rerun.stderr[-3000:]
         duration = max(2.0, rerun.seconds)
@@ -65,13 +68,19 @@ def test_kills_at_random_points_never_lose_or_repeat_a_document(sandbox):
     missing = expected - counts
     repeated = {k: n for k, n in counts.items() if n > 1}
     assert not missing and not repeated and set(counts) == set(expected), (
-        f"missing {sum(missing.values())}, repeated {len(repeated)}, unexpected {len(set(counts) - set(expected))}")
+        f"missing {sum(missing.values())}, repeated {len(repeated)}, unexpected {len(set(counts) - set(expected))}"
+    )
     kills = sum(n for k, n in outcomes.items() if k.startswith("SIGKILL"))
     terms = sum(n for k, n in outcomes.items() if k.startswith("SIGTERM"))
-    record(f"Process: SIGKILL ({kills}) / SIGTERM ({terms}) at random points, each followed by a rerun",
-           trials=TRIALS, documents=len(got.docs),
-           outcome=(f"every (id, version) committed exactly once; {dict(sorted(outcomes.items()))}; "
-                    f"SIGTERM drain max {max(drains, default=0):.1f}s (stop timeout {ECS_STOP_TIMEOUT:.0f}s)"))
+    record(
+        f"Process: SIGKILL ({kills}) / SIGTERM ({terms}) at random points, each followed by a rerun",
+        trials=TRIALS,
+        documents=len(got.docs),
+        outcome=(
+            f"every (id, version) committed exactly once; {dict(sorted(outcomes.items()))}; "
+            f"SIGTERM drain max {max(drains, default=0):.1f}s (stop timeout {ECS_STOP_TIMEOUT:.0f}s)"
+        ),
+    )
 
 
 def test_two_workers_at_once_exactly_one_commits(sandbox):
@@ -100,20 +109,28 @@ def test_two_workers_at_once_exactly_one_commits(sandbox):
     counts = got.counts()
     assert max(counts.values()) == 1 and set(counts) >= set(versions(docs))
     assert raced >= 1, "the two workers never overlapped: the race was not exercised"
-    record("Two workers started at once on one container", trials=trials, documents=len(got.docs),
-           outcome=(f"{raced}/{trials} overlapped: exactly one committed, the other exited 1 with 'another export "
-                    f"run committed sequence N first'; no document twice"))
+    record(
+        "Two workers started at once on one container",
+        trials=trials,
+        documents=len(got.docs),
+        outcome=(
+            f"{raced}/{trials} overlapped: exactly one committed, the other exited 1 with 'another export "
+            f"run committed sequence N first'; no document twice"
+        ),
+    )
 
 
 def current_versions(sandbox, container: str) -> Counter:
     """(id, v) of every document the container holds right now, read from the gateway double itself."""
     state = sandbox.running.cosmos_state
-    return Counter((d["id"], d.get("v")) for d in state.container(sandbox.plan.cosmos_database, container)
-                   .iter_documents())
+    return Counter(
+        (d["id"], d.get("v")) for d in state.container(sandbox.plan.cosmos_database, container).iter_documents()
+    )
 
 
 def manifests_after(sandbox, target, sequence: int):
     from cosmos_export.commit import CommitStore
+
     return [m for m in CommitStore(sandbox.s3, target).committed_manifests() if m.sequence > sequence]
 
 
@@ -121,11 +138,14 @@ def snapshot_counts(sandbox, target, manifest) -> Counter:
     import json
 
     from cosmos_export import jsonl
+
     counts: Counter = Counter()
     for part in manifest.parts:
         body = sandbox.s3.get_object(Bucket=target.bucket, Key=part.key)["Body"].read()
-        counts.update((d["id"], d.get("v")) for d in map(json.loads, jsonl.decompress(
-            body, jsonl.compression_of_key(part.key)).splitlines()))
+        counts.update(
+            (d["id"], d.get("v"))
+            for d in map(json.loads, jsonl.decompress(body, jsonl.compression_of_key(part.key)).splitlines())
+        )
     return counts
 
 
@@ -154,7 +174,9 @@ def test_query_snapshot_killed_anywhere_is_redone_whole_and_exact(sandbox):
                 assert took < ECS_STOP_TIMEOUT and stopped.code in (0, 143, -signal.SIGTERM), stopped.stderr[-2000:]
         outcome = "finished-before-signal" if stopped is None or stopped.code == 0 else signal.Signals(sig).name
         killed_commits = len(manifests_after(sandbox, target, sequence))
-        outcomes[f"{outcome}:{'after-commit' if killed_commits and outcome != 'finished-before-signal' else 'before-commit'}"] += 1
+        outcomes[
+            f"{outcome}:{'after-commit' if killed_commits and outcome != 'finished-before-signal' else 'before-commit'}"
+        ] += 1
         rerun = sandbox.run(prefix, container, "snapshot", **query)
         assert rerun.code == 0, rerun.stderr[-3000:]
         duration = max(1.0, rerun.seconds)
@@ -172,10 +194,16 @@ def test_query_snapshot_killed_anywhere_is_redone_whole_and_exact(sandbox):
     (last,) = manifests_after(sandbox, target, sequence)
     assert last.mode == "incremental" and snapshot_counts(sandbox, target, last) == versions(changes)
     got = committed(sandbox.s3, target)  # every manifest verifies
-    record("Process: query snapshot killed (SIGKILL/SIGTERM) at random points, each followed by a rerun, then "
-           "an incremental", trials=trials, documents=len(got.docs),
-           outcome=(f"each of the {snapshots} committed query snapshots holds every document exactly once; the "
-                    f"incremental holds exactly the later changes; {dict(sorted(outcomes.items()))}"))
+    record(
+        "Process: query snapshot killed (SIGKILL/SIGTERM) at random points, each followed by a rerun, then "
+        "an incremental",
+        trials=trials,
+        documents=len(got.docs),
+        outcome=(
+            f"each of the {snapshots} committed query snapshots holds every document exactly once; the "
+            f"incremental holds exactly the later changes; {dict(sorted(outcomes.items()))}"
+        ),
+    )
 
 
 def test_sigterm_during_a_slow_page_stops_after_that_page_and_the_rerun_is_exact(sandbox):
@@ -206,7 +234,10 @@ def test_sigterm_during_a_slow_page_stops_after_that_page_and_the_rerun_is_exact
     assert rerun.code == 0, rerun.stderr[-3000:]
     (manifest,) = manifests_after(sandbox, target, 0)
     assert snapshot_counts(sandbox, target, manifest) == expected
-    record("Process: SIGTERM while a query page is held up by 429s (6 x 700 ms retry-after)", trials=1,
-           documents=sum(expected.values()),
-           outcome=f"page finished, then exit 143 after {took:.1f}s (stop timeout {ECS_STOP_TIMEOUT:.0f}s), nothing "
-                   f"committed; rerun committed every document once")
+    record(
+        "Process: SIGTERM while a query page is held up by 429s (6 x 700 ms retry-after)",
+        trials=1,
+        documents=sum(expected.values()),
+        outcome=f"page finished, then exit 143 after {took:.1f}s (stop timeout {ECS_STOP_TIMEOUT:.0f}s), nothing "
+        f"committed; rerun committed every document once",
+    )

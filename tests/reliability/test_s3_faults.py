@@ -35,8 +35,12 @@ def test_500_and_503_slowdown_on_part_uploads_are_retried(world, proxy):
     assert proxy.injected[("complete_upload", "slowdown")] == 2
     got = world.committed()
     assert got.counts() == versions(docs) and max(got.counts().values()) == 1
-    record("S3 503 SlowDown x4 + 500 x3 on UploadPart, 503 x2 on CompleteMultipartUpload", trials=1,
-           documents=len(got.docs), outcome="retried; committed exactly once, every part verifies")
+    record(
+        "S3 503 SlowDown x4 + 500 x3 on UploadPart, 503 x2 on CompleteMultipartUpload",
+        trials=1,
+        documents=len(got.docs),
+        outcome="retried; committed exactly once, every part verifies",
+    )
 
 
 def test_connection_reset_during_multipart_upload_is_retried(world, proxy):
@@ -48,8 +52,12 @@ def test_connection_reset_during_multipart_upload_is_retried(world, proxy):
     assert proxy.injected[("upload_part", "reset")] == 3
     got = world.committed()
     assert got.counts() == versions(docs)
-    record("S3 connection reset during multipart (UploadPart x3, CreateMultipartUpload x1)", trials=1,
-           documents=len(got.docs), outcome="retried; committed exactly once, every part verifies")
+    record(
+        "S3 connection reset during multipart (UploadPart x3, CreateMultipartUpload x1)",
+        trials=1,
+        documents=len(got.docs),
+        outcome="retried; committed exactly once, every part verifies",
+    )
 
 
 def test_lost_complete_response_fails_loudly_or_commits_and_rerun_is_exact(world, proxy):
@@ -67,10 +75,14 @@ def test_lost_complete_response_fails_loudly_or_commits_and_rerun_is_exact(world
         world.run("incremental", s3=via(world, proxy))
     got = world.committed()
     assert got.counts() == versions(docs)
-    record("S3 CompleteMultipartUpload applied but response lost (reset after)", trials=1,
-           documents=len(got.docs),
-           outcome="run fails loudly (NoSuchUpload on retry); rerun commits exactly once" if first != "committed"
-           else "committed exactly once")
+    record(
+        "S3 CompleteMultipartUpload applied but response lost (reset after)",
+        trials=1,
+        documents=len(got.docs),
+        outcome="run fails loudly (NoSuchUpload on retry); rerun commits exactly once"
+        if first != "committed"
+        else "committed exactly once",
+    )
 
 
 def test_lost_manifest_response_is_not_double_committed(world, proxy):
@@ -88,11 +100,14 @@ def test_lost_manifest_response_is_not_double_committed(world, proxy):
     got = world.committed()
     assert got.counts() == versions(docs) and got.manifests in (1, 2)
     assert got.manifests == 1 or not world.committed().docs[N:]  # a second manifest may only be empty
-    record("S3 manifest PUT applied but response lost", trials=1, documents=len(got.docs),
-           outcome="exactly once after rerun; first run " + ("committed" if outcome == "committed"
-                                                            else "misreported as a concurrent run"))
-    assert outcome == "committed", (
-        f"the run's own manifest write was reported as a lost race: {outcome!r}")
+    record(
+        "S3 manifest PUT applied but response lost",
+        trials=1,
+        documents=len(got.docs),
+        outcome="exactly once after rerun; first run "
+        + ("committed" if outcome == "committed" else "misreported as a concurrent run"),
+    )
+    assert outcome == "committed", f"the run's own manifest write was reported as a lost race: {outcome!r}"
 
 
 def test_checkpoint_conditional_write_conflict(world, proxy):
@@ -112,5 +127,9 @@ def test_checkpoint_conditional_write_conflict(world, proxy):
     assert got.counts() == versions(docs) + versions(changes) and got.manifests == 2
     state = CommitStore(world.s3, world.target).load()
     assert state.checkpoint.sequence == 2
-    record("S3 checkpoint conditional-write conflict (409, and 412 from a concurrent roll-forward)", trials=2,
-           documents=len(got.docs), outcome="commit stands; checkpoint at the right sequence; exactly once")
+    record(
+        "S3 checkpoint conditional-write conflict (409, and 412 from a concurrent roll-forward)",
+        trials=2,
+        documents=len(got.docs),
+        outcome="commit stands; checkpoint at the right sequence; exactly once",
+    )

@@ -25,8 +25,11 @@ def chain(local_ca, moto_server, monkeypatch):
     entra.trust_issuer(ISSUER, sts.jwks())
     entra.add_application(CLIENT_ID, SP_OBJECT_ID)
     entra.add_federated_credential(CLIENT_ID, ISSUER, ROLE_ARN, [contract.TOKEN_EXCHANGE_AUDIENCE])
-    cosmos = CosmosGatewayState("acct", token_verifier=entra.verify_access_token,
-                                role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/shop", contract.COSMOS_DATA_ACTIONS)])
+    cosmos = CosmosGatewayState(
+        "acct",
+        token_verifier=entra.verify_access_token,
+        role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/shop", contract.COSMOS_DATA_ACTIONS)],
+    )
     cosmos.create_container("shop", "orders")
     creds = assume_role_and_register(sts, moto_server.url, ROLE_ARN)
     session = boto3.Session(region_name="us-east-1", **creds)
@@ -36,5 +39,12 @@ def chain(local_ca, moto_server, monkeypatch):
     # Versioned like the stack's bucket (moto answers HEAD ?versionId=null on an unversioned bucket with 400).
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     with serve_sts(sts, local_ca) as s, serve_entra(entra, local_ca) as e, serve_cosmos(cosmos, local_ca) as c:
-        yield Chain(sts, entra, cosmos, {"sts": s.url, "entra": e.url, "cosmos": c.url, "s3": moto_server.url},
-                    session, bundle, bucket)
+        yield Chain(
+            sts,
+            entra,
+            cosmos,
+            {"sts": s.url, "entra": e.url, "cosmos": c.url, "s3": moto_server.url},
+            session,
+            bundle,
+            bucket,
+        )

@@ -18,8 +18,9 @@ from cosmos_export.layout import ExportTarget
 
 
 def cli(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "cosmos_export", *args], env=env, capture_output=True, text=True,
-                          timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cosmos_export", *args], env=env, capture_output=True, text=True, timeout=120, **kw
+    )
 
 
 @pytest.fixture()
@@ -33,16 +34,22 @@ def test_invalid_settings_exit_2_with_the_reason_last(worker_env):
     result = cli(["run", "--mode", "snapshot"], env)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "error: invalid setting: EXPORT_CONCURRENCY='0': input should be greater than or equal to 1; use 1..64")
+        "error: invalid setting: EXPORT_CONCURRENCY='0': input should be greater than or equal to 1; use 1..64"
+    )
 
 
 def test_laptop_mode_is_refused_inside_ecs(worker_env):
-    env = {**worker_env, contract.Env.IDENTITY_MODE: "laptop", "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x"}
+    env = {
+        **worker_env,
+        contract.Env.IDENTITY_MODE: "laptop",
+        "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x",
+    }
     result = cli(["doctor"], env)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "error: invalid setting: EXPORT_IDENTITY_MODE='laptop': refused inside ECS (ECS_CONTAINER_METADATA_URI_V4 "
-        "is set): a task must use its own role; set EXPORT_IDENTITY_MODE=workload")
+        "is set): a task must use its own role; set EXPORT_IDENTITY_MODE=workload"
+    )
 
 
 def test_run_then_verify_through_the_full_chain(chain, worker_env):
@@ -66,8 +73,13 @@ def test_run_then_verify_through_the_full_chain(chain, worker_env):
 def test_sigterm_stops_without_committing(chain, worker_env):
     chain.cosmos.upsert_many("shop", "orders", [{"id": f"d{i}", "pk": f"k{i % 97}", "v": i} for i in range(6000)])
     env = {**worker_env, contract.Env.PAGE_SIZE: "5", contract.Env.CONCURRENCY: "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cosmos_export", "run", "--mode", "snapshot"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmos_export", "run", "--mode", "snapshot"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:  # wait until pages are being exported
             if '"cosmos_page"' in line:

@@ -25,8 +25,14 @@ from cosmos_export.verify import RunNotCommittedError, verify_run
 
 @pytest.fixture
 def s3(moto_server):
-    return boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing", config=s3_client_config(max_attempts=2))
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=s3_client_config(max_attempts=2),
+    )
 
 
 @pytest.fixture
@@ -40,8 +46,19 @@ def target(s3):
 def run_parts(s3, target, started, docs, index=0):
     run_id = layout.new_run_id(started)
     schema = SchemaTracker()
-    sink = FeedRangeSink(s3, target, run_id=run_id, started_at=started, feed_range=f"r{index}", feed_range_index=index,
-                         compression="gzip", part_size_bytes=10**9, kms_key_arn=None, schema=schema, log=None)
+    sink = FeedRangeSink(
+        s3,
+        target,
+        run_id=run_id,
+        started_at=started,
+        feed_range=f"r{index}",
+        feed_range_index=index,
+        compression="gzip",
+        part_size_bytes=10**9,
+        kms_key_arn=None,
+        schema=schema,
+        log=None,
+    )
     sink.write_page(docs)
     return run_id, sink.close(), schema
 
@@ -49,11 +66,20 @@ def run_parts(s3, target, started, docs, index=0):
 def manifest_for(target, run_id, records, schema, previous=None, continuation="c1"):
     now = datetime.now(timezone.utc)
     new = next_schema(previous.schema_ if previous else None, schema)
-    return Manifest(run_id=run_id, mode="snapshot", account=target.account, database=target.database,
-                    container=target.container, started_at=now, finished_at=now,
-                    parts=records, continuations={'{"r":0}': continuation},
-                    schema_previous=previous.schema_ if previous else None, schema=new,
-                    timings={"read_s": 1.0})
+    return Manifest(
+        run_id=run_id,
+        mode="snapshot",
+        account=target.account,
+        database=target.database,
+        container=target.container,
+        started_at=now,
+        finished_at=now,
+        parts=records,
+        continuations={'{"r":0}': continuation},
+        schema_previous=previous.schema_ if previous else None,
+        schema=new,
+        timings={"read_s": 1.0},
+    )
 
 
 def test_moto_enforces_conditional_puts(s3, target):
@@ -76,9 +102,15 @@ def test_commit_writes_manifest_then_checkpoint(s3, target):
     body = json.loads(s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/manifests/0000000001.json")["Body"].read())
     assert body["sequence"] == 1 and body["format_version"] == 2 and body["run_id"] == run_id
     assert body["parts"][0]["documents"] == 2 and body["parts"][0]["sha256"] == records[0].sha256
-    assert body["parts"][0]["bytes"] == records[0].bytes and body["schema"]["version"] == 1 and body["schema_previous"] is None
+    assert (
+        body["parts"][0]["bytes"] == records[0].bytes
+        and body["schema"]["version"] == 1
+        and body["schema_previous"] is None
+    )
     assert body["schema"]["fields"] == {"id": ["string"], "n": ["integer"]}
-    stored = json.loads(s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/checkpoint.json")["Body"].read())
+    stored = json.loads(
+        s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/checkpoint.json")["Body"].read()
+    )
     assert stored["sequence"] == 1 and stored["manifest_key"] == "exports/acct/db/orders/manifests/0000000001.json"
     # Second run: same schema -> same version, checkpoint moved with If-Match.
     loaded = store.load()
@@ -126,11 +158,20 @@ def test_two_commits_from_one_state_exactly_one_wins(s3, target, threaded):
 
 def test_roll_forward_after_crash_between_manifest_and_checkpoint(s3, target):
     store = CommitStore(s3, target)
-    first = store.commit(store.load(), manifest_for(target, *run_parts(s3, target, datetime.now(timezone.utc), [{"id": "a"}])))
+    first = store.commit(
+        store.load(), manifest_for(target, *run_parts(s3, target, datetime.now(timezone.utc), [{"id": "a"}]))
+    )
     # "Crash": a run writes manifest 2 but dies before moving the checkpoint.
     run2, rec2, sch2 = run_parts(s3, target, datetime.now(timezone.utc), [{"id": "b"}])
-    m2 = manifest_for(target, run2, rec2, sch2, previous=first, continuation="after-crash").model_copy(update={"sequence": 2})
-    s3.put_object(Bucket=target.bucket, Key=layout.manifest_key(target, 2), Body=m2.model_dump_json(by_alias=True), IfNoneMatch="*")
+    m2 = manifest_for(target, run2, rec2, sch2, previous=first, continuation="after-crash").model_copy(
+        update={"sequence": 2}
+    )
+    s3.put_object(
+        Bucket=target.bucket,
+        Key=layout.manifest_key(target, 2),
+        Body=m2.model_dump_json(by_alias=True),
+        IfNoneMatch="*",
+    )
     loaded = store.load()
     assert loaded.checkpoint.sequence == 2 and loaded.checkpoint.run_id == run2
     assert loaded.checkpoint.continuations == {'{"r":0}': "after-crash"}
@@ -140,8 +181,12 @@ def test_roll_forward_after_crash_between_manifest_and_checkpoint(s3, target):
     late_run = layout.new_run_id(datetime.now(timezone.utc))
     with pytest.raises(ConcurrentRunError, match="committed sequence 2"):
         from cosmos_export.commit import LoadedState
+
         store.commit(LoadedState(first, "stale"), m2.model_copy(update={"run_id": late_run}))
-    assert json.loads(s3.get_object(Bucket=target.bucket, Key=layout.manifest_key(target, 2))["Body"].read())["run_id"] == run2
+    assert (
+        json.loads(s3.get_object(Bucket=target.bucket, Key=layout.manifest_key(target, 2))["Body"].read())["run_id"]
+        == run2
+    )
 
 
 def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, target):
@@ -151,8 +196,12 @@ def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, 
     run_id, records, schema = run_parts(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
     manifest = manifest_for(target, run_id, records, schema).model_copy(update={"sequence": 1})
     # What the first (applied) attempt left behind before its response was lost.
-    s3.put_object(Bucket=target.bucket, Key=layout.manifest_key(target, 1), Body=manifest.model_dump_json(by_alias=True),
-                  IfNoneMatch="*")
+    s3.put_object(
+        Bucket=target.bucket,
+        Key=layout.manifest_key(target, 1),
+        Body=manifest.model_dump_json(by_alias=True),
+        IfNoneMatch="*",
+    )
     checkpoint = store.commit(loaded, manifest)
     assert (checkpoint.sequence, checkpoint.run_id) == (1, run_id)
     stored = json.loads(s3.get_object(Bucket=target.bucket, Key=layout.checkpoint_key(target))["Body"].read())
@@ -169,9 +218,18 @@ def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, 
 def test_bad_checkpoint_is_refused_and_left_unchanged(s3, target, body, problem):
     key = layout.checkpoint_key(target)
     if body is None:
-        other = Checkpoint(account="acct", database="db", container="customers", sequence=1, run_id="r", mode="snapshot",
-                           manifest_key="m", continuations={}, schema=next_schema(None, {}),
-                           committed_at=datetime.now(timezone.utc))
+        other = Checkpoint(
+            account="acct",
+            database="db",
+            container="customers",
+            sequence=1,
+            run_id="r",
+            mode="snapshot",
+            manifest_key="m",
+            continuations={},
+            schema=next_schema(None, {}),
+            committed_at=datetime.now(timezone.utc),
+        )
         body = other.model_dump_json(by_alias=True).encode()
     s3.put_object(Bucket=target.bucket, Key=key, Body=body)
     store = CommitStore(s3, target)
@@ -189,11 +247,15 @@ def test_cleanup_orphans_deletes_only_old_uncommitted_runs(s3, target):
     store.commit(store.load(), manifest_for(target, committed_run, records, schema))
     orphan_run, orphan_records, _ = run_parts(s3, target, old, [{"id": "lost"}], 1)
     # An old run's unfinished upload, too.
-    orphan_upload_key = layout.part_key(target, run_id=orphan_run, started_at=old, feed_range_index=2, part_number=1, compression="gzip")
+    orphan_upload_key = layout.part_key(
+        target, run_id=orphan_run, started_at=old, feed_range_index=2, part_number=1, compression="gzip"
+    )
     s3.create_multipart_upload(Bucket=target.bucket, Key=orphan_upload_key)
     # Object timestamps come from moto's clock (now), so the current run "started" after them.
     current = layout.new_run_id(datetime.now(timezone.utc) + timedelta(minutes=30))
-    newer_run, newer_records, _ = run_parts(s3, target, datetime.now(timezone.utc) + timedelta(hours=1), [{"id": "live"}], 3)
+    newer_run, newer_records, _ = run_parts(
+        s3, target, datetime.now(timezone.utc) + timedelta(hours=1), [{"id": "live"}], 3
+    )
     deleted = store.cleanup_orphans({current})
     assert deleted == [r.key for r in orphan_records]
     remaining = {o["Key"] for o in s3.list_objects_v2(Bucket=target.bucket, Prefix=target.data_prefix)["Contents"]}
@@ -214,6 +276,7 @@ def test_verify_passes_then_catches_tampering(s3, target):
     assert report.ok and report.parts_checked == 1 and report.documents == 100 and report.bytes == records[0].bytes
     # Tamper: overwrite the part's current version with different, valid content (and drop the manifest's version pin).
     import gzip
+
     fake = gzip.compress(b'{"id":"evil"}\n')
     body = json.loads(s3.get_object(Bucket=target.bucket, Key=layout.manifest_key(target, 1))["Body"].read())
     body["parts"][0]["version_id"] = None
@@ -223,6 +286,7 @@ def test_verify_passes_then_catches_tampering(s3, target):
     assert not report.ok
     found = {(m.key, m.check): (m.expected, m.actual) for m in report.mismatches}
     import hashlib
+
     assert found[(records[0].key, "bytes")] == (str(records[0].bytes), str(len(fake)))
     assert found[(records[0].key, "sha256")] == (records[0].sha256, hashlib.sha256(fake).hexdigest())
     assert found[(records[0].key, "documents")] == ("100", "1")

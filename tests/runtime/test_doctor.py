@@ -28,21 +28,36 @@ def test_healthy_chain_every_step_ok(chain):
     assert "assumed-role/CosmosExportTask" in lines[0]
     assert f"iss={ISSUER} sub={ROLE_ARN} aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256" in lines[1]
     assert "consistency Session (minimum Session)" in lines[3]
-    assert lines[4] == "ok   cosmos key auth: account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
+    assert (
+        lines[4]
+        == "ok   cosmos key auth: account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
+    )
     assert "4 feed range(s), change feed page read (1 item(s))" in lines[5]
     assert lines[6] == "ok   change feed mode: LatestVersion (no deletes between snapshots; see the warning below)"
     assert "written and deleted" in lines[7]
     assert not any("eyJ" in line for line in lines)
 
 
-@pytest.mark.parametrize("breakage,step,reason", [
-    (lambda c: setattr(c.sts, "federation_enabled", False), "aws web identity token",
-     "outbound identity federation is not enabled"),
-    (lambda c: c.entra._apps[next(iter(c.entra._apps))].federated_credentials.clear(), "entra token exchange",
-     "Entra AADSTS70021"),
-    (lambda c: setattr(c.cosmos, "consistency", "Eventual"), "cosmos account",
-     "account consistency Eventual is weaker than the required minimum Session"),
-])
+@pytest.mark.parametrize(
+    "breakage,step,reason",
+    [
+        (
+            lambda c: setattr(c.sts, "federation_enabled", False),
+            "aws web identity token",
+            "outbound identity federation is not enabled",
+        ),
+        (
+            lambda c: c.entra._apps[next(iter(c.entra._apps))].federated_credentials.clear(),
+            "entra token exchange",
+            "Entra AADSTS70021",
+        ),
+        (
+            lambda c: setattr(c.cosmos, "consistency", "Eventual"),
+            "cosmos account",
+            "account consistency Eventual is weaker than the required minimum Session",
+        ),
+    ],
+)
 def test_first_broken_link_is_the_last_line(chain, breakage, step, reason):
     breakage(chain)
     ok, lines = walk(chain)
@@ -73,7 +88,8 @@ def test_cli_doctor_from_environment(chain, monkeypatch):
     result = CliRunner().invoke(cli.app, ["doctor"])
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith(
-        "error: cosmos account: account consistency Session is weaker than the required minimum Strong")
+        "error: cosmos account: account consistency Session is weaker than the required minimum Strong"
+    )
 
 
 def test_all_versions_mode_needs_an_account_that_serves_it(chain):
@@ -105,15 +121,22 @@ def test_an_account_still_accepting_keys_is_a_warning_and_the_walk_goes_on(chain
     def keys_accepted(authorization, host, action, scope):
         if authorization and "type%3Dmaster" in authorization:
             seen.append(authorization)
-            raise CosmosError(401, "Unauthorized", "The input authorization token can't serve the request. The wrong "
-                              "key is being used or the expected payload is not built as per the protocol.")
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                "The input authorization token can't serve the request. The wrong "
+                "key is being used or the expected payload is not built as per the protocol.",
+            )
         return original(authorization, host, action, scope)
 
     monkeypatch.setattr(chain.cosmos, "authorize", keys_accepted)
     ok, lines = walk(chain)
     assert ok, lines
-    assert [line.split(":")[0] for line in lines][3:6] == ["ok   cosmos account", "warn cosmos key auth",
-                                                           "ok   cosmos container orders"]
+    assert [line.split(":")[0] for line in lines][3:6] == [
+        "ok   cosmos account",
+        "warn cosmos key auth",
+        "ok   cosmos container orders",
+    ]
     assert "the account still accepts account keys (disableLocalAuth false; HTTP 401" in lines[4]
     assert "--disable-local-auth true" in lines[4]
     # One probe, signed with a made-up key that is never printed.
@@ -125,4 +148,6 @@ def test_an_endpoint_checking_no_authorization_is_named(chain, monkeypatch):
     monkeypatch.setattr(chain.cosmos, "token_verifier", None)  # an emulator: any signature passes
     ok, lines = walk(chain)
     (line,) = [line for line in lines if "cosmos key auth" in line]
-    assert line.startswith("warn cosmos key auth: the endpoint answered HTTP 200 to a request signed with a made-up key")
+    assert line.startswith(
+        "warn cosmos key auth: the endpoint answered HTTP 200 to a request signed with a made-up key"
+    )

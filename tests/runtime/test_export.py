@@ -31,8 +31,10 @@ SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 
 
 def make_docs(n: int, tag: str = "o", offset: int = 0) -> list[dict]:
-    return [{"id": f"{tag}-{i}", "pk": f"k-{i % 53}", "n": i, "name": "Zoë" * (i % 3), "nested": {"v": [i, None]}}
-            for i in range(offset, offset + n)]
+    return [
+        {"id": f"{tag}-{i}", "pk": f"k-{i % 53}", "n": i, "name": "Zoë" * (i % 3), "nested": {"v": [i, None]}}
+        for i in range(offset, offset + n)
+    ]
 
 
 def user(doc: dict) -> dict:
@@ -41,8 +43,11 @@ def user(doc: dict) -> dict:
 
 @pytest.fixture()
 def env(moto_server, local_ca, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
         monkeypatch.setenv(key, value)
     session = boto3.Session(region_name="us-east-1")
     s3 = session.client("s3", endpoint_url=moto_server.url)
@@ -50,26 +55,46 @@ def env(moto_server, local_ca, monkeypatch):
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     issuer = TestTokenIssuer()
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify, role_assignments=[
-        RoleAssignment(OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        "acct",
+        token_verifier=issuer.verify,
+        role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS)],
+    )
     for name in CONTAINERS:
         state.create_container(DB, name)
     with serve_cosmos(state, local_ca) as served:
         settings = WorkerSettings(
-            identity_mode="workload", aws_region="us-east-1",
-            azure_tenant_id=issuer.tenant_id, azure_client_id="22222222-2222-3333-4444-555555555555",
-            cosmos_endpoint=served.url, cosmos_account="acct", cosmos_database=DB,
-            cosmos_containers=",".join(CONTAINERS), cosmos_tls_verify=str(local_ca.bundle_file),
-            bucket=bucket, prefix="exports/test", s3_endpoint=moto_server.url, page_size=100, concurrency=3,
-            compression="zstd")
-        yield dict(settings=settings, state=state, s3=s3, session=session,
-                   credential=JwtCredential(issuer, OID), bucket=bucket)
+            identity_mode="workload",
+            aws_region="us-east-1",
+            azure_tenant_id=issuer.tenant_id,
+            azure_client_id="22222222-2222-3333-4444-555555555555",
+            cosmos_endpoint=served.url,
+            cosmos_account="acct",
+            cosmos_database=DB,
+            cosmos_containers=",".join(CONTAINERS),
+            cosmos_tls_verify=str(local_ca.bundle_file),
+            bucket=bucket,
+            prefix="exports/test",
+            s3_endpoint=moto_server.url,
+            page_size=100,
+            concurrency=3,
+            compression="zstd",
+        )
+        yield dict(
+            settings=settings, state=state, s3=s3, session=session, credential=JwtCredential(issuer, OID), bucket=bucket
+        )
 
 
 def run(env, mode, *, settings=None, s3=None, **kw):
     """One export run with the fixture's identity and session; `settings`/`s3` default to the fixture's."""
-    return export.run_export(settings or env["settings"], mode, credential=env["credential"], session=env["session"],
-                             s3=s3 or env["s3"], **kw)
+    return export.run_export(
+        settings or env["settings"],
+        mode,
+        credential=env["credential"],
+        session=env["session"],
+        s3=s3 or env["s3"],
+        **kw,
+    )
 
 
 def exported(env, container: str, run_id: str) -> list[dict]:
@@ -106,8 +131,9 @@ def test_snapshot_then_incremental(env):
     second = run(env, "incremental")
     inc = {c.container: c for c in second.containers}
     assert inc["orders"].mode == "incremental" and inc["orders"].sequence == 2
-    assert sorted((user(d) for d in exported(env, "orders", inc["orders"].run_id)), key=lambda d: d["id"]) == \
-        sorted(changed, key=lambda d: d["id"])
+    assert sorted((user(d) for d in exported(env, "orders", inc["orders"].run_id)), key=lambda d: d["id"]) == sorted(
+        changed, key=lambda d: d["id"]
+    )
     assert inc["customers"].documents == 0  # nothing changed there: committed, empty
 
     # Nothing changed: the next incremental is empty but still advances the sequence.
@@ -176,8 +202,9 @@ def test_filtered_query_snapshot_then_incremental_from_the_now_taken_before(env)
     state = env["state"]
     docs = make_docs(600)
     state.upsert_many(DB, "orders", docs)
-    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "snapshot_source": "query",
-                                                  "query_filter": "c.n >= 450"})
+    settings = env["settings"].model_copy(
+        update={"cosmos_containers": ("orders",), "snapshot_source": "query", "query_filter": "c.n >= 450"}
+    )
     snap = run(env, "snapshot", settings=settings)
     [result] = snap.containers
     assert result.mode == "query-snapshot" and result.feed_ranges == 4
@@ -201,8 +228,9 @@ def seeded_all_versions(env, count: int = 300):
     state.record_all_versions = True
     docs = make_docs(count)
     state.upsert_many(DB, "orders", docs)
-    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",),
-                                                  "change_feed_mode": "AllVersionsAndDeletes"})
+    settings = env["settings"].model_copy(
+        update={"cosmos_containers": ("orders",), "change_feed_mode": "AllVersionsAndDeletes"}
+    )
     return state, docs, settings
 
 
@@ -215,10 +243,20 @@ def test_all_versions_and_deletes_captures_deletes(env):
     state.upsert(DB, "orders", {**docs[8], "n": 89})
     inc = run(env, "incremental", settings=settings)
     changes = exported(env, "orders", inc.containers[0].run_id)
-    summary = sorted((c["metadata"]["operationType"], c["metadata"]["lsn"], c["current"].get("n"),
-                      c["current"].get("id") or c["metadata"].get("id")) for c in changes)
+    summary = sorted(
+        (
+            c["metadata"]["operationType"],
+            c["metadata"]["lsn"],
+            c["current"].get("n"),
+            c["current"].get("id") or c["metadata"].get("id"),
+        )
+        for c in changes
+    )
     assert [(op, n, doc_id) for op, _, n, doc_id in summary] == [
-        ("delete", None, "o-7"), ("replace", 88, "o-8"), ("replace", 89, "o-8")]  # every version and the delete
+        ("delete", None, "o-7"),
+        ("replace", 88, "o-8"),
+        ("replace", 89, "o-8"),
+    ]  # every version and the delete
 
 
 @pytest.mark.parametrize("priority", [None, "Low", "High"])
@@ -228,8 +266,9 @@ def test_priority_level_header_is_sent_only_when_configured(env, priority, snaps
     state = env["state"]
     docs = make_docs(450)
     state.upsert_many(DB, "orders", docs)
-    settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "priority": priority,
-                                                  "snapshot_source": snapshot_source})
+    settings = env["settings"].model_copy(
+        update={"cosmos_containers": ("orders",), "priority": priority, "snapshot_source": snapshot_source}
+    )
     snap = run(env, "snapshot", settings=settings)
     state.upsert_many(DB, "orders", make_docs(20, offset=900))
     inc = run(env, "incremental", settings=settings)
@@ -246,8 +285,9 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     with its own image (intermediate versions included) and each delete with its id and partition key."""
     state, docs, settings = seeded_all_versions(env)
     snap = run(env, "snapshot", settings=settings)
-    assert sorted((user(d) for d in exported(env, "orders", snap.containers[0].run_id)),
-                  key=lambda d: d["n"]) == docs  # the snapshot: current versions, LatestVersion shape
+    assert (
+        sorted((user(d) for d in exported(env, "orders", snap.containers[0].run_id)), key=lambda d: d["n"]) == docs
+    )  # the snapshot: current versions, LatestVersion shape
 
     # (operation, id, partition key, user fields of the image or None for a delete), in the order written.
     expected: list[tuple[str, str, str, dict | None]] = []
@@ -276,8 +316,9 @@ def test_all_versions_and_deletes_exports_every_version_and_delete_exactly(env):
     inc = run(env, "incremental", settings=settings)
     assert inc.containers[0].documents == len(expected)
     target = ExportTarget(env["bucket"], "exports/test", "acct", DB, "orders")
-    manifest = next(m for m in CommitStore(env["s3"], target).committed_manifests()
-                    if m.run_id == inc.containers[0].run_id)
+    manifest = next(
+        m for m in CommitStore(env["s3"], target).committed_manifests() if m.run_id == inc.containers[0].run_id
+    )
     lines: dict[str, list[bytes]] = {}
     for part in manifest.parts:
         body = env["s3"].get_object(Bucket=env["bucket"], Key=part.key)["Body"].read()
@@ -330,8 +371,11 @@ def test_unversioned_bucket_works_end_to_end(env):
     for manifest, expected in zip(manifests, (docs, changed)):
         assert manifest.parts and all(p.version_id is None for p in manifest.parts)
         assert verify_run(s3, target, manifest.run_id).ok
-        lines = [json.loads(line) for p in manifest.parts
-                 for line in jsonl.decompress(s3.get_object(Bucket=bucket, Key=p.key)["Body"].read(), "zstd").splitlines()]
+        lines = [
+            json.loads(line)
+            for p in manifest.parts
+            for line in jsonl.decompress(s3.get_object(Bucket=bucket, Key=p.key)["Body"].read(), "zstd").splitlines()
+        ]
         assert sorted((user(d) for d in lines), key=lambda d: d["id"]) == sorted(expected, key=lambda d: d["id"])
         got.extend(lines)
     assert len(got) == 725
@@ -375,7 +419,11 @@ def test_object_written_log_line_per_part_matches_the_manifest(env, capsys, json
     for part in manifest.parts:
         line = written[part.key]
         assert (line["version_id"], line["bytes"], line["docs"], line["sha256"]) == (
-            part.version_id, part.bytes, part.documents, part.sha256)
+            part.version_id,
+            part.bytes,
+            part.documents,
+            part.sha256,
+        )
     done = [x for x in lines if x["event"] == "export_done"]
     assert len(done) == 1 and done[0]["documents"] == 450 and done[0]["bytes"] == manifest.bytes
 
@@ -393,8 +441,9 @@ def test_next_run_deletes_parts_and_aborts_uploads_of_an_old_uncommitted_run(env
     run(env, "snapshot", settings=settings, s3=s3)
     long_ago = datetime.now(timezone.utc) - timedelta(hours=3)
     dead = layout.new_run_id(long_ago)
-    key = layout.part_key(target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1,
-                          compression="zstd")
+    key = layout.part_key(
+        target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1, compression="zstd"
+    )
     s3.put_object(Bucket=bucket, Key=key, Body=b"partial")
     upload_key = key.replace("part-00001", "part-00002")
     s3.create_multipart_upload(Bucket=bucket, Key=upload_key)
@@ -445,6 +494,7 @@ def test_feed_ranges_are_read_in_parallel_up_to_the_concurrency(env, concurrency
     settings = env["settings"].model_copy(update={"cosmos_containers": ("orders",), "concurrency": concurrency})
     summary = run(env, "snapshot", settings=settings)
     assert summary.containers[0].feed_ranges == 4
-    assert sorted((user(d) for d in exported(env, "orders", summary.containers[0].run_id)),
-                  key=lambda d: d["n"]) == docs
+    assert (
+        sorted((user(d) for d in exported(env, "orders", summary.containers[0].run_id)), key=lambda d: d["n"]) == docs
+    )
     assert state.max_in_flight["changefeed.read"] == concurrency

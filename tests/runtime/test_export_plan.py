@@ -34,9 +34,12 @@ def test_incremental_continues_each_checkpointed_range_in_key_order():
     p = plan("incremental", continuations, feed="AllVersionsAndDeletes")
     assert (p.mode, p.manifest_mode, p.first_run) == ("incremental", "incremental", False)
     assert [(r.index, r.key, r.feed_range, r.continuation) for r in p.ranges] == [
-        (0, KEYS[0], RANGES[0], None), (1, KEYS[1], RANGES[1], "etag-b")]
+        (0, KEYS[0], RANGES[0], None),
+        (1, KEYS[1], RANGES[1], "etag-b"),
+    ]
     assert {(r.read, r.change_feed_mode, r.end_at_now) for r in p.ranges} == {
-        ("change_feed", "AllVersionsAndDeletes", False)}
+        ("change_feed", "AllVersionsAndDeletes", False)
+    }
 
 
 def test_incremental_without_a_checkpoint_is_the_first_snapshot():
@@ -56,7 +59,8 @@ def test_all_versions_snapshot_reads_latest_versions_and_saves_now():
     p = plan("snapshot", feed="AllVersionsAndDeletes")
     assert p.manifest_mode == "snapshot"
     assert {(r.read, r.change_feed_mode, r.continuation, r.end_at_now) for r in p.ranges} == {
-        ("change_feed", "LatestVersion", None, True)}
+        ("change_feed", "LatestVersion", None, True)
+    }
 
 
 def test_an_empty_checkpoint_plans_no_range():
@@ -64,10 +68,13 @@ def test_an_empty_checkpoint_plans_no_range():
     assert (p.mode, p.ranges) == ("incremental", ())
 
 
-@pytest.mark.parametrize(("error", "container", "message"), [
-    (SourceError("container shop/x does not exist"), "x", "x: container shop/x does not exist"),
-    (SourceError("weaker than Session"), None, "weaker than Session"),
-    (RuntimeError("boom"), "orders", "orders: RuntimeError: boom"),
-])
+@pytest.mark.parametrize(
+    ("error", "container", "message"),
+    [
+        (SourceError("container shop/x does not exist"), "x", "x: container shop/x does not exist"),
+        (SourceError("weaker than Session"), None, "weaker than Session"),
+        (RuntimeError("boom"), "orders", "orders: RuntimeError: boom"),
+    ],
+)
 def test_one_mapping_turns_failures_into_export_errors(error, container, message):
     assert str(explain(error, settings=None, container=container)) == message

@@ -24,7 +24,11 @@ def test_token_is_fresh_per_call_and_carries_the_contract_values(chain):
     assert first != second
     claims = identity.token_claims(first)
     assert (claims["iss"], claims["sub"], claims["aud"], claims["alg"]) == (
-        ISSUER, ROLE_ARN, contract.TOKEN_EXCHANGE_AUDIENCE, "RS256")
+        ISSUER,
+        ROLE_ARN,
+        contract.TOKEN_EXCHANGE_AUDIENCE,
+        "RS256",
+    )
     assert claims["exp"] - claims["iat"] == 900
 
 
@@ -52,15 +56,24 @@ def test_credential_exchanges_a_fresh_assertion_each_time_and_logs_no_token(chai
         assert "eyJ" not in text and a.token not in text
 
 
-@pytest.mark.parametrize("sts_kwargs,settings_kwargs,expected", [
-    ({"federation_enabled": False}, {}, "outbound identity federation is not enabled in this AWS account"),
-    # The task role policy's NumericLessThanEquals sts:DurationSeconds condition refuses 900 s.
-    ({"max_duration_seconds": 300}, {"token_duration_seconds": 900},
-     "duration 900s). Fix the task role's IAM policy conditions (sts:IdentityTokenAudience, sts:SigningAlgorithm, "
-     "sts:DurationSeconds) or run `pulumi up` so the policy matches cosmos-s3-export:tokenDurationSeconds"),
-    ({"allowed_audiences": ("api://Other",)}, {},
-     "the task role may not call sts:GetWebIdentityToken with these parameters (audience api://AzureADTokenExchange"),
-])
+@pytest.mark.parametrize(
+    "sts_kwargs,settings_kwargs,expected",
+    [
+        ({"federation_enabled": False}, {}, "outbound identity federation is not enabled in this AWS account"),
+        # The task role policy's NumericLessThanEquals sts:DurationSeconds condition refuses 900 s.
+        (
+            {"max_duration_seconds": 300},
+            {"token_duration_seconds": 900},
+            "duration 900s). Fix the task role's IAM policy conditions (sts:IdentityTokenAudience, sts:SigningAlgorithm, "
+            "sts:DurationSeconds) or run `pulumi up` so the policy matches cosmos-s3-export:tokenDurationSeconds",
+        ),
+        (
+            {"allowed_audiences": ("api://Other",)},
+            {},
+            "the task role may not call sts:GetWebIdentityToken with these parameters (audience api://AzureADTokenExchange",
+        ),
+    ],
+)
 def test_sts_errors_are_explained(chain, sts_kwargs, settings_kwargs, expected):
     for key, value in sts_kwargs.items():
         setattr(chain.sts, key, value)
@@ -83,16 +96,20 @@ def test_token_outliving_the_role_session_is_explained(chain):
         "EXPORT_TOKEN_DURATION_SECONDS (Pulumi config cosmos-s3-export:tokenDurationSeconds; default 300) below the "
         "session's remaining lifetime, or, if the session is just near its end, rerun: the task then gets fresh "
         "role credentials. AWS said: The requested token duration would extend the session beyond its original "
-        "expiration time.")
+        "expiration time."
+    )
     assert "policy" not in str(err.value)
 
 
-@pytest.mark.parametrize("fic,code,fix", [
-    ({"subject": ROLE_ARN.replace("CosmosExportTask", "Other")}, "700213", "stack output taskRoleArn"),
-    ({"subject": ROLE_ARN.lower()}, "7002138", "case-sensitive"),
-    ({"issuer": ISSUER.replace("7b3e", "0000")}, "700211", "stack output awsIssuer"),
-    ({"audiences": ["api://Other"]}, "700212", contract.TOKEN_EXCHANGE_AUDIENCE),
-])
+@pytest.mark.parametrize(
+    "fic,code,fix",
+    [
+        ({"subject": ROLE_ARN.replace("CosmosExportTask", "Other")}, "700213", "stack output taskRoleArn"),
+        ({"subject": ROLE_ARN.lower()}, "7002138", "case-sensitive"),
+        ({"issuer": ISSUER.replace("7b3e", "0000")}, "700211", "stack output awsIssuer"),
+        ({"audiences": ["api://Other"]}, "700212", contract.TOKEN_EXCHANGE_AUDIENCE),
+    ],
+)
 def test_entra_rejections_are_explained(local_ca, chain, fic, code, fix):
     entra = EntraDoubleState(TENANT)
     entra.trust_issuer(ISSUER, chain.sts.jwks())
@@ -108,11 +125,18 @@ def test_entra_rejections_are_explained(local_ca, chain, fic, code, fix):
     assert "eyJ" not in message
 
 
-@pytest.mark.parametrize("code,fragment", [
-    ("700211", "awsIssuer"), ("700212", "api://AzureADTokenExchange"), ("700213", "taskRoleArn"),
-    ("7002138", "case"), ("70021", "EXPORT_AZURE_CLIENT_ID"), ("700024", "fresh AWS token"),
-    ("5002738", "RS256"),
-])
+@pytest.mark.parametrize(
+    "code,fragment",
+    [
+        ("700211", "awsIssuer"),
+        ("700212", "api://AzureADTokenExchange"),
+        ("700213", "taskRoleArn"),
+        ("7002138", "case"),
+        ("70021", "EXPORT_AZURE_CLIENT_ID"),
+        ("700024", "fresh AWS token"),
+        ("5002738", "RS256"),
+    ],
+)
 def test_explain_aadsts_covers_every_documented_code(code, fragment):
     text = identity.explain_aadsts(f"invalid_client: AADSTS{code}: something. Trace ID: x")
     assert text.startswith(f"Entra AADSTS{code}:") and fragment in text
@@ -126,8 +150,14 @@ def test_laptop_mode_uses_default_azure_credential(chain):
 
 
 def test_sts_endpoint_is_regional_by_default():
-    s = WorkerSettings(aws_region="eu-central-1", azure_tenant_id=TENANT, azure_client_id=CLIENT_ID,
-                       cosmos_endpoint="https://acct.documents.azure.com:443/", cosmos_database="shop",
-                       cosmos_containers="orders", bucket="b-bucket")
+    s = WorkerSettings(
+        aws_region="eu-central-1",
+        azure_tenant_id=TENANT,
+        azure_client_id=CLIENT_ID,
+        cosmos_endpoint="https://acct.documents.azure.com:443/",
+        cosmos_database="shop",
+        cosmos_containers="orders",
+        bucket="b-bucket",
+    )
     assert s.sts_url == "https://sts.eu-central-1.amazonaws.com"
     assert s.model_copy(update={"aws_region": "cn-north-1"}).sts_url == "https://sts.cn-north-1.amazonaws.com.cn"

@@ -18,7 +18,12 @@ def test_keys():
     )
     assert layout.manifest_key(T, 7) == "exports/acct/db/orders/manifests/0000000007.json"
     assert layout.checkpoint_key(T) == "exports/acct/db/orders/checkpoint.json"
-    assert layout.run_id_of_key(layout.part_key(T, run_id=run, started_at=START, feed_range_index=0, part_number=1, compression="gzip")) == run
+    assert (
+        layout.run_id_of_key(
+            layout.part_key(T, run_id=run, started_at=START, feed_range_index=0, part_number=1, compression="gzip")
+        )
+        == run
+    )
     assert layout.run_started_at(run) == START
 
 
@@ -28,7 +33,9 @@ def test_bad_inputs_name_the_field():
     with pytest.raises(ValueError, match=r"run_id='x' is not a run id"):
         layout.part_key(T, run_id="x", started_at=START, feed_range_index=0, part_number=1, compression="gzip")
     with pytest.raises(ValueError, match=r"compression='lz4' is not supported: use one of gzip, zstd"):
-        layout.part_key(T, run_id=layout.new_run_id(START), started_at=START, feed_range_index=0, part_number=1, compression="lz4")
+        layout.part_key(
+            T, run_id=layout.new_run_id(START), started_at=START, feed_range_index=0, part_number=1, compression="lz4"
+        )
     with pytest.raises(ValueError, match="has no time zone"):
         layout.new_run_id(datetime(2025, 1, 1))
 
@@ -43,8 +50,14 @@ def tracker(*docs):
 def test_schema_fields_and_fingerprint():
     t = tracker({"id": "1", "n": 1, "x": 1.5, "a": [1, {"b": None}], "o": {"p": True}})
     assert t.fields() == {
-        "a": ["array"], "a[]": ["integer", "object"], "a[].b": ["null"], "id": ["string"],
-        "n": ["integer"], "o": ["object"], "o.p": ["boolean"], "x": ["number"],
+        "a": ["array"],
+        "a[]": ["integer", "object"],
+        "a[].b": ["null"],
+        "id": ["string"],
+        "n": ["integer"],
+        "o": ["object"],
+        "o.p": ["boolean"],
+        "x": ["number"],
     }
     assert tracker({"id": "2", "n": 5}).fingerprint() == tracker({"n": 9, "id": "z"}).fingerprint()
 

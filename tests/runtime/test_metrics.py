@@ -22,10 +22,33 @@ from tests.runtime.test_export import DB, env, json_logs, make_docs, run  # noqa
 
 #: CloudWatch's unit names (PutMetricData / EMF).
 CLOUDWATCH_UNITS = {
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes",
-    "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second",
-    "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second",
-    "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
 }
 
 
@@ -69,8 +92,10 @@ def emf_lines(out: str) -> list[dict]:
 
 def test_newest_ts_of_latest_version_and_all_versions_shapes():
     assert metrics.newest_ts([{"_ts": 5}, {"_ts": 9}, {"_ts": 7}]) == 9
-    avad = [{"current": {"_ts": 11}, "metadata": {"crts": 11}},
-            {"current": {}, "metadata": {"crts": 14, "operationType": "delete"}}]  # a delete has no current image
+    avad = [
+        {"current": {"_ts": 11}, "metadata": {"crts": 11}},
+        {"current": {}, "metadata": {"crts": 14, "operationType": "delete"}},
+    ]  # a delete has no current image
     assert metrics.newest_ts(avad) == 14
     assert metrics.newest_ts([]) is None
     assert metrics.newest_ts([{"_ts": True}, {"_ts": "12"}]) is None  # not a number: ignored
@@ -78,12 +103,20 @@ def test_newest_ts_of_latest_version_and_all_versions_shapes():
 
 def test_an_undeclared_metric_is_refused():
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['Docs'\]: add them to contract.Metric"):
-        metrics.emf_record(stack="s", account="a", database="d", container="c", mode="snapshot",
-                           at=datetime.now(timezone.utc), values={"Docs": 1})
+        metrics.emf_record(
+            stack="s",
+            account="a",
+            database="d",
+            container="c",
+            mode="snapshot",
+            at=datetime.now(timezone.utc),
+            values={"Docs": 1},
+        )
 
 
-def test_a_run_prints_valid_emf_per_container_with_the_manifest_values_and_no_secret(env, capsys, json_logs,
-                                                                                     monkeypatch):
+def test_a_run_prints_valid_emf_per_container_with_the_manifest_values_and_no_secret(
+    env, capsys, json_logs, monkeypatch
+):
     secrets = {"testing"}  # the AWS secret key and session token the harness exports
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     # Written two hours ago, the newest a little later: the lag is measured from that newest _ts.
@@ -100,16 +133,29 @@ def test_a_run_prints_valid_emf_per_container_with_the_manifest_values_and_no_se
         assert emf_problems(doc) == []
         [directive] = doc["_aws"]["CloudWatchMetrics"]
         assert directive["Namespace"] == contract.METRICS_NAMESPACE == "CosmosExport"
-        assert directive["Dimensions"] == [["Stack", "Account", "Database", "Container"],
-                                           ["Stack", "Account", "Database", "Container", "Mode"]]
+        assert directive["Dimensions"] == [
+            ["Stack", "Account", "Database", "Container"],
+            ["Stack", "Account", "Database", "Container", "Mode"],
+        ]
         assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
-            "Success": "Count", "Failure": "Count", "Documents": "Count", "Bytes": "Bytes", "Parts": "Count",
-            "RequestUnits": "Count", "Seconds": "Seconds", **({"LagSeconds": "Seconds"} if doc["Documents"] else {})}
+            "Success": "Count",
+            "Failure": "Count",
+            "Documents": "Count",
+            "Bytes": "Bytes",
+            "Parts": "Count",
+            "RequestUnits": "Count",
+            "Seconds": "Seconds",
+            **({"LagSeconds": "Seconds"} if doc["Documents"] else {}),
+        }
         assert (doc["Stack"], doc["Account"], doc["Database"], doc["Mode"]) == ("dev", "acct", DB, "snapshot")
         assert abs(doc["_aws"]["Timestamp"] / 1000 - time.time()) < 60
         # Only the log line's own members beside the EMF ones: nothing else can leak through it.
         assert set(doc) - {"_aws", *contract.MODE_DIMENSIONS, *(m["Name"] for m in directive["Metrics"])} == {
-            "event", "level", "timestamp", "container"}
+            "event",
+            "level",
+            "timestamp",
+            "container",
+        }
         line = json.dumps(doc)
         assert "eyJ" not in line and not any(f'"{s}"' in line for s in secrets)
 

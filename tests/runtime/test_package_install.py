@@ -64,15 +64,27 @@ def test_fresh_virtualenv_pip_install_runtime_gives_the_cli(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check"]
-    for args in (["--require-hashes", "-r", str(source / "requirements.txt")],
-                 ["--no-deps", "--no-build-isolation", "--no-index", str(source)]):
+    for args in (
+        ["--require-hashes", "-r", str(source / "requirements.txt")],
+        ["--no-deps", "--no-build-isolation", "--no-index", str(source)],
+    ):
         proc = subprocess.run(pip + args, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    result = subprocess.run([str(venv / "bin" / "cosmos-export"), "--help"], capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [str(venv / "bin" / "cosmos-export"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     for command in ("run", "doctor", "verify"):
         assert re.search(rf"│ {command}\s", result.stdout), result.stdout
-    module = subprocess.run([str(venv / "bin" / "python"), "-m", "cosmos_export", "run", "--help"],
-                            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    module = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "cosmos_export", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert module.returncode == 0 and "--mode" in module.stdout

@@ -18,10 +18,13 @@ def test_export_through_the_chain_of_trust(chain):
     assert len(chain.sts.issued) == chain.entra.assertions_seen()  # one fresh AWS token per Entra exchange
 
 
-@pytest.mark.parametrize("break_chain,reason", [
-    (lambda c: setattr(c.sts, "federation_enabled", False), "STS: outbound identity federation is not enabled"),
-    (lambda c: c.entra._apps[next(iter(c.entra._apps))].federated_credentials.clear(), "Entra AADSTS70021: "),
-])
+@pytest.mark.parametrize(
+    "break_chain,reason",
+    [
+        (lambda c: setattr(c.sts, "federation_enabled", False), "STS: outbound identity federation is not enabled"),
+        (lambda c: c.entra._apps[next(iter(c.entra._apps))].federated_credentials.clear(), "Entra AADSTS70021: "),
+    ],
+)
 def test_broken_chain_fails_before_any_transfer_with_the_fix(chain, break_chain, reason):
     break_chain(chain)
     with pytest.raises(export.ExportError) as err:

@@ -11,10 +11,16 @@ from hypothesis import strategies as st
 
 from cosmos_export import sdk_json
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**200, max_value=2**200),
-                     st.floats(allow_nan=False, allow_infinity=False), st.text())
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
-                       max_leaves=30)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5), max_leaves=30
+)
 
 
 def same(a: object, b: object) -> bool:
@@ -38,14 +44,22 @@ def test_any_json_text_parses_to_the_same_values_and_types(value: object, ascii_
     assert same(sdk_json.loads(text.encode()), json.loads(text.encode()))  # the SDK may hand over bytes too
 
 
-@pytest.mark.parametrize("text", [
-    '{"big": 18446744073709551616, "neg": -9223372036854775809, "huge": 123456789012345678901234567890}',
-    '[1e-7, 5e-324, 1.7976931348623157e308, -0.0, 0.1, 1E5, 123456789.125]',
-    '"\\ud83d\\ude00 \\u00e9 \\u2028"',
-    '{"a": 1, "a": 2}',
-    # msgspec refuses these; json.loads decides (values it accepts, errors it raises)
-    '[NaN, Infinity, -Infinity]', '1e400', '-1e400', '"\\ud800"', '"a\\udfffb"', '[' * 5000 + ']' * 5000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"big": 18446744073709551616, "neg": -9223372036854775809, "huge": 123456789012345678901234567890}',
+        "[1e-7, 5e-324, 1.7976931348623157e308, -0.0, 0.1, 1E5, 123456789.125]",
+        '"\\ud83d\\ude00 \\u00e9 \\u2028"',
+        '{"a": 1, "a": 2}',
+        # msgspec refuses these; json.loads decides (values it accepts, errors it raises)
+        "[NaN, Infinity, -Infinity]",
+        "1e400",
+        "-1e400",
+        '"\\ud800"',
+        '"a\\udfffb"',
+        "[" * 5000 + "]" * 5000,
+    ],
+)
 def test_edge_cases_match_the_stdlib(text: str) -> None:
     try:
         expected = json.loads(text)
@@ -56,7 +70,7 @@ def test_edge_cases_match_the_stdlib(text: str) -> None:
     assert same(sdk_json.loads(text), expected)
 
 
-@pytest.mark.parametrize("text", ['[1,]', '{"a":1,}', '[1] x', '01', '"\t"', '"\\x"', '', '{"a" 1}'])
+@pytest.mark.parametrize("text", ["[1,]", '{"a":1,}', "[1] x", "01", '"\t"', '"\\x"', "", '{"a" 1}'])
 def test_invalid_json_raises_the_stdlib_error(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as expected:
         json.loads(text)

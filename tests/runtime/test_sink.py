@@ -32,8 +32,14 @@ class ListLog:
 
 @pytest.fixture
 def s3(moto_server):
-    client = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing", config=s3_client_config())
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=s3_client_config(),
+    )
     return client
 
 
@@ -46,17 +52,34 @@ def target(s3):
 
 
 def make_sink(s3, target, log=None, **kw):
-    args = dict(run_id=layout.new_run_id(START), started_at=START, feed_range=RANGE, feed_range_index=2,
-                compression="zstd", part_size_bytes=64 * 1024, kms_key_arn=None, schema=SchemaTracker(),
-                log=log or ListLog())
+    args = dict(
+        run_id=layout.new_run_id(START),
+        started_at=START,
+        feed_range=RANGE,
+        feed_range_index=2,
+        compression="zstd",
+        part_size_bytes=64 * 1024,
+        kms_key_arn=None,
+        schema=SchemaTracker(),
+        log=log or ListLog(),
+    )
     args.update(kw)
     return FeedRangeSink(s3, target, **args)
 
 
 def docs(n, seed=1, size=300):
     rng = random.Random(seed)
-    return [{"id": f"d{i}", "pk": f"p{i % 17}", "n": i, "f": rng.random(), "text": "".join(rng.choices("abcdefghé東😀", k=size)),
-             "nested": {"a": [1, 2.5, None, True], "b": {"c": "x"}}} for i in range(n)]
+    return [
+        {
+            "id": f"d{i}",
+            "pk": f"p{i % 17}",
+            "n": i,
+            "f": rng.random(),
+            "text": "".join(rng.choices("abcdefghé東😀", k=size)),
+            "nested": {"a": [1, 2.5, None, True], "b": {"c": "x"}},
+        }
+        for i in range(n)
+    ]
 
 
 def read_parts(s3, bucket, records):
@@ -75,7 +98,7 @@ def test_bytes_round_trip_across_rolls(s3, target, compression):
     log = ListLog()
     sink = make_sink(s3, target, log=log, compression=compression, schema=schema)
     for i in range(0, len(written), 250):
-        sink.write_page(written[i:i + 250])
+        sink.write_page(written[i : i + 250])
     records = sink.close()
     assert len(records) > 3, "64 KiB parts must roll several times"
     assert [r.part_number for r in records] == list(range(1, len(records) + 1))
@@ -90,9 +113,15 @@ def test_bytes_round_trip_across_rolls(s3, target, compression):
     assert records[0].key.endswith("/range=0002/part-00001" + jsonl.suffix(compression))
     assert schema.fields() == next_schema(None, schema).fields and "nested.a[]" in schema.fields()
     assert [e for e, _ in log.lines] == ["object_written"] * len(records)
-    assert log.lines[0][1] == {"key": records[0].key, "version_id": records[0].version_id, "bytes": records[0].bytes,
-                               "docs": records[0].documents, "sha256": records[0].sha256,
-                               "uncompressed_bytes": records[0].uncompressed_bytes, "feed_range_index": 2}
+    assert log.lines[0][1] == {
+        "key": records[0].key,
+        "version_id": records[0].version_id,
+        "bytes": records[0].bytes,
+        "docs": records[0].documents,
+        "sha256": records[0].sha256,
+        "uncompressed_bytes": records[0].uncompressed_bytes,
+        "feed_range_index": 2,
+    }
 
 
 def test_metadata_and_tags(s3, target):
@@ -102,8 +131,14 @@ def test_metadata_and_tags(s3, target):
     [only] = sink.close()
     head = s3.head_object(Bucket=target.bucket, Key=only.key)
     run_id = only.key.split("/run=")[1].split("/")[0]
-    assert head["Metadata"] == {Meta.RUN_ID: run_id, Meta.ACCOUNT: "acct", Meta.DATABASE: "db",
-                                Meta.CONTAINER: "orders", Meta.FEED_RANGE: RANGE, Meta.FORMAT_VERSION: "1"}
+    assert head["Metadata"] == {
+        Meta.RUN_ID: run_id,
+        Meta.ACCOUNT: "acct",
+        Meta.DATABASE: "db",
+        Meta.CONTAINER: "orders",
+        Meta.FEED_RANGE: RANGE,
+        Meta.FORMAT_VERSION: "1",
+    }
     assert head["ContentType"] == "application/zstd"
     tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=target.bucket, Key=only.key)["TagSet"]}
     assert tags == {Meta.DOCUMENT_COUNT: "2", Meta.SHA256: only.sha256, Meta.SCHEMA_VERSION: "1"}
@@ -117,8 +152,13 @@ def test_metadata_and_tags(s3, target):
 
 
 def test_sse_kms_params_are_sent(s3, target):
-    kms = boto3.client("kms", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    kms = boto3.client(
+        "kms",
+        endpoint_url=s3.meta.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     key_arn = kms.create_key()["KeyMetadata"]["Arn"]
     sent = []
     s3.meta.events.register("before-call.s3.CreateMultipartUpload", lambda params, **_: sent.append(dict(params)))
@@ -139,7 +179,7 @@ def test_sse_kms_params_are_sent(s3, target):
 def test_lone_surrogates_and_edge_numbers_are_lossless(s3, target):
     tricky = [
         {"id": "s", "lone": "a\ud800b", "low": "\udfff", "pair": "😀", "ctl": "\x00\u2028", "é\ud83d": 1},
-        {"id": "n", "tiny": 1e-7, "big": 1e16, "huge": 2**70, "neg": -2**63 - 1, "zero": -0.0, "nan": float("nan")},
+        {"id": "n", "tiny": 1e-7, "big": 1e16, "huge": 2**70, "neg": -(2**63) - 1, "zero": -0.0, "nan": float("nan")},
     ]
     sink = make_sink(s3, target)
     sink.write_page(tricky)
@@ -150,7 +190,8 @@ def test_lone_surrogates_and_edge_numbers_are_lossless(s3, target):
     back = [json.loads(line) for line in raw.splitlines()]
     assert back[0] == tricky[0]
     assert back[1]["nan"] != back[1]["nan"] and {k: v for k, v in back[1].items() if k != "nan"} == {
-        k: v for k, v in tricky[1].items() if k != "nan"}
+        k: v for k, v in tricky[1].items() if k != "nan"
+    }
 
 
 def test_memory_is_bounded_by_one_chunk(s3, target):
@@ -195,8 +236,14 @@ def test_persistent_failure_aborts_and_leaves_no_object(s3, target):
         raise botocore.exceptions.ConnectionClosedError(endpoint_url=request.url)
 
     # Few attempts keep the test quick; retries exhausted must abort, not complete.
-    s3 = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing", config=s3_client_config(max_attempts=2))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3.meta.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=s3_client_config(max_attempts=2),
+    )
     sink = make_sink(s3, target, part_size_bytes=10**9)
     sink.write_page(docs(50))
     s3.meta.events.register("before-send.s3.UploadPart", reset)

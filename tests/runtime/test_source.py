@@ -28,11 +28,19 @@ def user(doc: dict) -> dict:
 
 
 def settings_for(url: str, tls_verify, **overrides) -> WorkerSettings:
-    values = dict(identity_mode="workload", aws_region="eu-west-1",
-                  azure_tenant_id="11111111-2222-3333-4444-555555555555",
-                  azure_client_id="22222222-2222-3333-4444-555555555555",
-                  cosmos_endpoint=url, cosmos_account="acct", cosmos_database=DB, cosmos_containers=COLL,
-                  cosmos_tls_verify=tls_verify, bucket="export-bucket", page_size=50)
+    values = dict(
+        identity_mode="workload",
+        aws_region="eu-west-1",
+        azure_tenant_id="11111111-2222-3333-4444-555555555555",
+        azure_client_id="22222222-2222-3333-4444-555555555555",
+        cosmos_endpoint=url,
+        cosmos_account="acct",
+        cosmos_database=DB,
+        cosmos_containers=COLL,
+        cosmos_tls_verify=tls_verify,
+        bucket="export-bucket",
+        page_size=50,
+    )
     values.update(overrides)
     return WorkerSettings(**values)
 
@@ -40,8 +48,11 @@ def settings_for(url: str, tls_verify, **overrides) -> WorkerSettings:
 @pytest.fixture()
 def gateway(local_ca):
     issuer = TestTokenIssuer()
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify, role_assignments=[
-        RoleAssignment(OID, f"/dbs/{DB}/colls/{COLL}", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        "acct",
+        token_verifier=issuer.verify,
+        role_assignments=[RoleAssignment(OID, f"/dbs/{DB}/colls/{COLL}", contract.COSMOS_DATA_ACTIONS)],
+    )
     state.create_container(DB, COLL)
     with serve_cosmos(state, local_ca) as served:
         settings = settings_for(served.url, str(local_ca.bundle_file))
@@ -72,7 +83,9 @@ def test_concurrent_readers_on_one_client_keep_their_own_continuations(gateway):
     # Change one doc per range; each saved continuation (taken concurrently) returns only its own range's change.
     changed = {}
     for i, fr in enumerate(ranges):
-        doc = next(d for d in docs if container.is_feed_range_subset(fr, container.feed_range_from_partition_key(d["pk"])))
+        doc = next(
+            d for d in docs if container.is_feed_range_subset(fr, container.feed_range_from_partition_key(d["pk"]))
+        )
         changed[i] = {**doc, "n": -1}
     state.upsert_many(DB, COLL, list(changed.values()))
 
@@ -151,8 +164,9 @@ def test_retrying_reads_the_module_constants_at_call_time(monkeypatch):
 def test_missing_permission_fails_loudly_with_the_action(local_ca):
     issuer = TestTokenIssuer()
     actions = tuple(a for a in contract.COSMOS_DATA_ACTIONS if not a.endswith("readChangeFeed"))
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify,
-                               role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", actions)])
+    state = CosmosGatewayState(
+        "acct", token_verifier=issuer.verify, role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", actions)]
+    )
     state.create_container(DB, COLL)
     with serve_cosmos(state, local_ca) as served:
         settings = settings_for(served.url, str(local_ca.bundle_file))
@@ -165,12 +179,18 @@ def test_missing_permission_fails_loudly_with_the_action(local_ca):
     assert "readChangeFeed" in message and "cosmos-s3-export:cosmosContainers" in message
 
 
-@pytest.mark.parametrize("level,minimum,ok", [("Session", "Session", True), ("Eventual", "Session", False),
-                                              ("Strong", "BoundedStaleness", True)])
+@pytest.mark.parametrize(
+    "level,minimum,ok",
+    [("Session", "Session", True), ("Eventual", "Session", False), ("Strong", "BoundedStaleness", True)],
+)
 def test_consistency_check(local_ca, level, minimum, ok):
     issuer = TestTokenIssuer()
-    state = CosmosGatewayState("acct", consistency=level, token_verifier=issuer.verify,
-                               role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        "acct",
+        consistency=level,
+        token_verifier=issuer.verify,
+        role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)],
+    )
     with serve_cosmos(state, local_ca) as served:
         client = source.cosmos_client(settings_for(served.url, str(local_ca.bundle_file)), JwtCredential(issuer, OID))
         if ok:
@@ -178,8 +198,9 @@ def test_consistency_check(local_ca, level, minimum, ok):
         else:
             with pytest.raises(source.SourceError) as err:
                 source.check_consistency(client, minimum)
-            assert str(err.value).startswith(f"account consistency {level} is weaker than the required minimum "
-                                             f"{minimum} (EXPORT_MIN_CONSISTENCY)")
+            assert str(err.value).startswith(
+                f"account consistency {level} is weaker than the required minimum {minimum} (EXPORT_MIN_CONSISTENCY)"
+            )
 
 
 #: cosmosdb-server never checks auth; the SDK only needs some base64 key to sign with.
@@ -188,32 +209,40 @@ UNCHECKED_KEY = "bm90LWEtc2VjcmV0LWNvc21vc2RiLXNlcnZlci1jaGVja3Mgbm8gYXV0aA=="
 
 def test_query_snapshot_against_cosmosdb_server(cosmosdb_server):
     """The query path (with and without a WHERE filter) against an independent implementation."""
-    admin = CosmosClient(cosmosdb_server.url, credential=UNCHECKED_KEY,
-                         connection_verify=False)
+    admin = CosmosClient(cosmosdb_server.url, credential=UNCHECKED_KEY, connection_verify=False)
     db = admin.create_database_if_not_exists("qdb")
     name = f"q{threading.get_ident()}"
     coll = db.create_container_if_not_exists(name, partition_key=__import__("azure.cosmos").cosmos.PartitionKey("/pk"))
     docs = make_docs(130)
     for d in docs:
         coll.upsert_item(d)
-    settings = settings_for(cosmosdb_server.url, False, cosmos_database="qdb", cosmos_containers=name,
-                            snapshot_source="query")
-    client = CosmosClient(cosmosdb_server.url, credential=UNCHECKED_KEY,
-                          connection_verify=False)
+    settings = settings_for(
+        cosmosdb_server.url, False, cosmos_database="qdb", cosmos_containers=name, snapshot_source="query"
+    )
+    client = CosmosClient(cosmosdb_server.url, credential=UNCHECKED_KEY, connection_verify=False)
     container = source.container_client(client, "qdb", name)
     ranges = source.feed_ranges(container)
     pages = [p for fr in ranges for p in source.FeedRangeReader(container, fr, settings).query()]
     assert sorted(user(d)["id"] for p in pages for d in p.docs) == sorted(d["id"] for d in docs)
     assert [len(p.docs) for p in pages] == [50, 50, 30]  # paged by max_item_count
-    filtered = [d for fr in ranges for p in source.FeedRangeReader(container, fr, settings).query("c.n >= 100")
-                for d in p.docs]
+    filtered = [
+        d for fr in ranges for p in source.FeedRangeReader(container, fr, settings).query("c.n >= 100") for d in p.docs
+    ]
     assert sorted(map(user, filtered), key=lambda d: d["n"]) == docs[100:]
 
 
-@pytest.mark.parametrize("status,sub_status,transient", [
-    (403, 5300, True), (503, 0, True), (403, 5301, False), (401, 0, False), (400, 0, False), (500, 0, False),
-    (404, 0, False),
-])
+@pytest.mark.parametrize(
+    "status,sub_status,transient",
+    [
+        (403, 5300, True),
+        (503, 0, True),
+        (403, 5301, False),
+        (401, 0, False),
+        (400, 0, False),
+        (500, 0, False),
+        (404, 0, False),
+    ],
+)
 def test_only_propagation_unavailable_and_resets_are_retried(status, sub_status, transient):
     from azure.core.exceptions import ServiceResponseError
     from azure.cosmos import exceptions

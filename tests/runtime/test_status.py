@@ -60,8 +60,15 @@ class ReadOnly:
 
 def statuses(env, now=None) -> dict[str, status.ContainerStatus]:
     s3 = ReadOnly(env["s3"])
-    found = status.collect(s3, bucket=env["bucket"], prefix=PREFIX, account="acct", database=DB,
-                           containers=["orders", "customers"], now=now)
+    found = status.collect(
+        s3,
+        bucket=env["bucket"],
+        prefix=PREFIX,
+        account="acct",
+        database=DB,
+        containers=["orders", "customers"],
+        now=now,
+    )
     return {s.container: s for s in found}
 
 
@@ -78,7 +85,7 @@ def test_every_field_after_snapshot_incremental_killed_run_orphan_and_drills(env
 
     before = statuses(env)["orders"]
     assert (before.sequence, before.checkpoint, before.orphan_parts, before.drill) == (None, "none", 0, None)
-    assert before.too_old(10 ** 9)  # never committed: too old for any --max-age
+    assert before.too_old(10**9)  # never committed: too old for any --max-age
 
     # 1. Snapshot.
     run(env, "snapshot")
@@ -97,8 +104,7 @@ def test_every_field_after_snapshot_incremental_killed_run_orphan_and_drills(env
 
     # 2. Incremental: 15 changed documents, one with a new field (schema version 2), written later.
     t1 = t0 + 3600
-    orders.bulk_load([{**d, "n": -d["n"]} for d in make_docs(14)] + [{**make_docs(1, offset=14)[0], "extra": 1}],
-                     ts=t1)
+    orders.bulk_load([{**d, "n": -d["n"]} for d in make_docs(14)] + [{**make_docs(1, offset=14)[0], "extra": 1}], ts=t1)
     run(env, "incremental")
     inc = statuses(env)["orders"]
     m2 = manifests(env)[-1]
@@ -121,25 +127,43 @@ def test_every_field_after_snapshot_incremental_killed_run_orphan_and_drills(env
     target = ExportTarget(bucket, PREFIX, "acct", DB, "orders")
     long_ago = datetime.now(timezone.utc) - timedelta(hours=5)
     dead = layout.new_run_id(long_ago)
-    key = layout.part_key(target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1,
-                          compression="zstd")
+    key = layout.part_key(
+        target, run_id=dead, started_at=long_ago, feed_range_index=0, part_number=1, compression="zstd"
+    )
     s3.put_object(Bucket=bucket, Key=key, Body=b"x" * 1234)
     s3.create_multipart_upload(Bucket=bucket, Key=key.replace("part-00001", "part-00002"))
     orphaned = statuses(env)["orders"]
-    assert (orphaned.orphan_parts, orphaned.orphan_bytes, orphaned.orphan_runs, orphaned.open_uploads) == \
-        (1, 1234, [dead], 1)
+    assert (orphaned.orphan_parts, orphaned.orphan_bytes, orphaned.orphan_runs, orphaned.open_uploads) == (
+        1,
+        1234,
+        [dead],
+        1,
+    )
 
     # 5. Drill reports: the newest one counts, whatever else lies there.
     drills = f"{target.container_prefix}/{contract.DRILLS_DIR}/"
-    s3.put_object(Bucket=bucket, Key=drills + "20261201T020000000000Z.json",
-                  Body=json.dumps({"ok": True, "drill_finished_at": "2026-12-01T02:00:00+00:00", "sequence": 1,
-                                   "documents_mismatched": 0}).encode())
-    s3.put_object(Bucket=bucket, Key=drills + "20261202T020000000000Z.json",
-                  Body=json.dumps({"ok": False, "drill_finished_at": "2026-12-02T02:00:00+00:00", "sequence": 2,
-                                   "documents_mismatched": 3}).encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=drills + "20261201T020000000000Z.json",
+        Body=json.dumps(
+            {"ok": True, "drill_finished_at": "2026-12-01T02:00:00+00:00", "sequence": 1, "documents_mismatched": 0}
+        ).encode(),
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=drills + "20261202T020000000000Z.json",
+        Body=json.dumps(
+            {"ok": False, "drill_finished_at": "2026-12-02T02:00:00+00:00", "sequence": 2, "documents_mismatched": 3}
+        ).encode(),
+    )
     drilled = statuses(env)["orders"]
-    assert drilled.drill == status.Drill(key=drills + "20261202T020000000000Z.json", ok=False,
-                                         finished_at="2026-12-02T02:00:00+00:00", sequence=2, documents_mismatched=3)
+    assert drilled.drill == status.Drill(
+        key=drills + "20261202T020000000000Z.json",
+        ok=False,
+        finished_at="2026-12-02T02:00:00+00:00",
+        sequence=2,
+        documents_mismatched=3,
+    )
 
     # status wrote nothing: the checkpoint is still behind, the orphan still there.
     assert CommitStore(s3, target)._get(layout.checkpoint_key(target)) is not None
@@ -148,13 +172,21 @@ def test_every_field_after_snapshot_incremental_killed_run_orphan_and_drills(env
 
     # The table shows the same facts.
     from rich.console import Console
+
     console = Console(width=220, record=True, file=io.StringIO())
     console.print(status.table(list(statuses(env).values())))
     text = console.export_text()
     assert f"cosmos-export status: acct/{DB}" in text
     row = next(line for line in text.splitlines() if line.startswith("│ orders "))
-    for cell in ("3", "incremental", "5", status.human_bytes(m3.bytes), "behind (at 2)",
-                 "1 part(s) 1.2 KiB, 1 upload(s)", "FAILED 2026-12-02 02:00"):
+    for cell in (
+        "3",
+        "incremental",
+        "5",
+        status.human_bytes(m3.bytes),
+        "behind (at 2)",
+        "1 part(s) 1.2 KiB, 1 upload(s)",
+        "FAILED 2026-12-02 02:00",
+    ):
         assert cell in row, (cell, row)
 
 
@@ -171,10 +203,18 @@ def test_an_unreadable_checkpoint_is_reported_not_raised(env):
 @pytest.fixture()
 def cli_env(env, monkeypatch):
     s = env["settings"]
-    for name, value in {Env.AWS_REGION: "us-east-1", Env.AZURE_TENANT_ID: s.azure_tenant_id,
-                        Env.AZURE_CLIENT_ID: s.azure_client_id, Env.COSMOS_ENDPOINT: s.cosmos_endpoint,
-                        Env.COSMOS_ACCOUNT: "acct", Env.COSMOS_DATABASE: DB, Env.COSMOS_CONTAINERS: "orders,customers",
-                        Env.BUCKET: env["bucket"], Env.PREFIX: PREFIX, Env.S3_ENDPOINT: s.s3_endpoint}.items():
+    for name, value in {
+        Env.AWS_REGION: "us-east-1",
+        Env.AZURE_TENANT_ID: s.azure_tenant_id,
+        Env.AZURE_CLIENT_ID: s.azure_client_id,
+        Env.COSMOS_ENDPOINT: s.cosmos_endpoint,
+        Env.COSMOS_ACCOUNT: "acct",
+        Env.COSMOS_DATABASE: DB,
+        Env.COSMOS_CONTAINERS: "orders,customers",
+        Env.BUCKET: env["bucket"],
+        Env.PREFIX: PREFIX,
+        Env.S3_ENDPOINT: s.s3_endpoint,
+    }.items():
         monkeypatch.setenv(name, value)
     return env
 
@@ -188,7 +228,7 @@ def test_cli_json_and_max_age_exit_codes(cli_env):
     env = cli_env
     code, out = cosmos_export("status", "--json", "--max-age", "1h")
     assert code == 1  # nothing committed yet: every container is too old
-    report = json.loads(out[:out.rindex("}") + 1])
+    report = json.loads(out[: out.rindex("}") + 1])
     assert report["stale"] == ["orders", "customers"] and report["max_age_seconds"] == 3600
     assert out.rstrip().endswith("error: older than --max-age 1h (or never committed): orders, customers")
 
@@ -217,5 +257,6 @@ def test_status_needs_only_reads(env):
     status.collect(s3, bucket=env["bucket"], prefix=PREFIX, account="acct", database=DB, containers=["orders"])
     assert set(s3.calls) == {"get_object", "get_paginator"}  # list_objects_v2/list_multipart_uploads via paginators
     with pytest.raises(ClientError):  # and a missing bucket is an error, not an empty status
-        status.collect(env["s3"], bucket="no-such-bucket-here", prefix=PREFIX, account="acct", database=DB,
-                       containers=["orders"])
+        status.collect(
+            env["s3"], bucket="no-such-bucket-here", prefix=PREFIX, account="acct", database=DB, containers=["orders"]
+        )

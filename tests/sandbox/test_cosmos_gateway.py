@@ -21,8 +21,16 @@ SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 
 
 def make_docs(n: int, *, offset: int = 0) -> list[dict]:
-    return [{"id": f"o-{i}", "pk": f"customer-{i % 97}", "n": i, "tags": ["a", i % 3],
-             "nested": {"x": i * 0.5, "s": "é" * (i % 4)}} for i in range(offset, offset + n)]
+    return [
+        {
+            "id": f"o-{i}",
+            "pk": f"customer-{i % 97}",
+            "n": i,
+            "tags": ["a", i % 3],
+            "nested": {"x": i * 0.5, "s": "é" * (i % 4)},
+        }
+        for i in range(offset, offset + n)
+    ]
 
 
 def user_fields(doc: dict) -> dict:
@@ -37,9 +45,13 @@ def issuer() -> TestTokenIssuer:
 @pytest.fixture()
 def gateway(local_ca, issuer):
     state = CosmosGatewayState(
-        "acct", token_verifier=issuer.verify,
-        role_assignments=[RoleAssignment(OID, f"/dbs/{DB}/colls/{COLL}", contract.COSMOS_DATA_ACTIONS),
-                          RoleAssignment(OID, f"/dbs/{DB}", (f"{ITEMS}/*",))])
+        "acct",
+        token_verifier=issuer.verify,
+        role_assignments=[
+            RoleAssignment(OID, f"/dbs/{DB}/colls/{COLL}", contract.COSMOS_DATA_ACTIONS),
+            RoleAssignment(OID, f"/dbs/{DB}", (f"{ITEMS}/*",)),
+        ],
+    )
     state.create_container(DB, COLL)
     with serve_cosmos(state, local_ca) as served:
         yield state, served
@@ -63,10 +75,12 @@ def drain(container, feed_range, *, page_size: int = 50, continuation: str | Non
 def test_epk_is_the_sdk_value_for_many_keys():
     rnd = random.Random(7)
     values = ["", "a", "ü" * 60, 0, 1, -3, 2**40, 3.25, True, False, None] + [
-        "".join(rnd.choice("abcxyz0189-_") for _ in range(rnd.randint(1, 40))) for _ in range(300)]
+        "".join(rnd.choice("abcxyz0189-_") for _ in range(rnd.randint(1, 40))) for _ in range(300)
+    ]
     for value in values:
         assert effective_partition_key(value) == PartitionKey._get_effective_partition_key_for_hash_partitioning_v2(
-            [value]), value
+            [value]
+        ), value
 
 
 def test_account_and_container_metadata(gateway, container):
@@ -134,8 +148,11 @@ def test_split_mid_drain_and_old_continuation_still_return_every_doc_once(gatewa
     children = state.split(DB, COLL, target_range_id)
     rest = [item for page in pages for item in page]
     ids = [d["id"] for d in first + rest]
-    expected = {d["id"] for d in docs
-                if container.is_feed_range_subset(target, container.feed_range_from_partition_key(d["pk"]))}
+    expected = {
+        d["id"]
+        for d in docs
+        if container.is_feed_range_subset(target, container.feed_range_from_partition_key(d["pk"]))
+    }
     assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected
     assert state.stats_dict()["changefeed.read"]["410"] >= 1  # the SDK hit the gone range and recovered
     assert len(list(container.read_feed_ranges())) == 5 and len(children) == 2
@@ -186,8 +203,11 @@ def test_not_modified_window_keeps_existing_documents_and_holds_back_new_ones(ga
     items, frozen_head = drain(container, feed_range)
     assert {d["id"] for d in items} == before
     # Writes during the window (updates and inserts in this range) stay invisible: 304, same continuation.
-    later = [d for d in make_docs(400, offset=1000) + [{**d, "n": -1} for d in make_docs(400)[::2]]
-             if rng.contains(effective_partition_key(d["pk"]))]
+    later = [
+        d
+        for d in make_docs(400, offset=1000) + [{**d, "n": -1} for d in make_docs(400)[::2]]
+        if rng.contains(effective_partition_key(d["pk"]))
+    ]
     state.upsert_many(DB, COLL, later)
     untouched = before - {d["id"] for d in later}
     assert later and untouched
@@ -199,29 +219,40 @@ def test_not_modified_window_keeps_existing_documents_and_holds_back_new_ones(ga
     state.clear_faults()
     after, _ = drain(container, feed_range, continuation=frozen_head)
     assert sorted((user_fields(d) for d in after), key=lambda d: (d["id"], d["n"])) == sorted(
-        later, key=lambda d: (d["id"], d["n"]))  # each held-back write exactly once, in its last version
+        later, key=lambda d: (d["id"], d["n"])
+    )  # each held-back write exactly once, in its last version
 
 
 def test_missing_read_change_feed_is_403_5301_naming_action_and_principal(local_ca, issuer):
     actions = tuple(a for a in contract.COSMOS_DATA_ACTIONS if a != READ_CHANGE_FEED)
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify,
-                               role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", actions)])
+    state = CosmosGatewayState(
+        "acct", token_verifier=issuer.verify, role_assignments=[RoleAssignment(OID, f"/dbs/{DB}", actions)]
+    )
     state.create_container(DB, COLL)
     state.upsert_many(DB, COLL, make_docs(10))
     with serve_cosmos(state, local_ca) as served:
-        container = sdk_client(served.url, JwtCredential(issuer, OID), local_ca).get_database_client(
-            DB).get_container_client(COLL)
+        container = (
+            sdk_client(served.url, JwtCredential(issuer, OID), local_ca)
+            .get_database_client(DB)
+            .get_container_client(COLL)
+        )
         assert container.read()["id"] == COLL  # readMetadata is granted
         with pytest.raises(exceptions.CosmosHttpResponseError) as err:
             drain(container, list(container.read_feed_ranges())[0])
     assert err.value.status_code == 403 and err.value.sub_status == 5301
-    assert (f"principal [{OID}] does not have required RBAC permissions to perform action "
-            f"[{READ_CHANGE_FEED}] on resource [/dbs/{DB}/colls/{COLL}]") in err.value.message
+    assert (
+        f"principal [{OID}] does not have required RBAC permissions to perform action "
+        f"[{READ_CHANGE_FEED}] on resource [/dbs/{DB}/colls/{COLL}]"
+    ) in err.value.message
 
 
 def test_not_propagated_yet_is_403_5300_then_works(local_ca, issuer):
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify, rbac_propagation_seconds=60,
-                               role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        "acct",
+        token_verifier=issuer.verify,
+        rbac_propagation_seconds=60,
+        role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)],
+    )
     state.create_container(DB, COLL)
     with serve_cosmos(state, local_ca) as served:
         with pytest.raises(exceptions.CosmosHttpResponseError) as err:
@@ -232,13 +263,17 @@ def test_not_propagated_yet_is_403_5300_then_works(local_ca, issuer):
     assert err.value.status_code == 403 and err.value.sub_status == 5300
 
 
-@pytest.mark.parametrize("audience,lifetime,why", [
-    ("https://cosmos.azure.com", 3600, "Audience doesn't match"),
-    (None, -420, "Signature has expired"),  # expired beyond the 300 s clock leeway
-])
+@pytest.mark.parametrize(
+    "audience,lifetime,why",
+    [
+        ("https://cosmos.azure.com", 3600, "Audience doesn't match"),
+        (None, -420, "Signature has expired"),  # expired beyond the 300 s clock leeway
+    ],
+)
 def test_bad_token_is_401(local_ca, issuer, audience, lifetime, why):
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify,
-                               role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)])
+    state = CosmosGatewayState(
+        "acct", token_verifier=issuer.verify, role_assignments=[RoleAssignment(OID, "/", contract.COSMOS_DATA_ACTIONS)]
+    )
     with serve_cosmos(state, local_ca) as served:
         credential = JwtCredential(issuer, OID, audience=audience, lifetime=lifetime)
         with pytest.raises(exceptions.CosmosHttpResponseError) as err:

@@ -28,24 +28,33 @@ def test_control_endpoints_drive_a_separate_client(local_ca):
         elapsed = time.perf_counter() - started
         assert response.json() == {"upserted": n}
         print(f"HTTP NDJSON seed: {n / elapsed:,.0f} docs/s")  # shown with -s; the report quotes it
-        assert http.post(f"{base}/upsert", params={"db": "db", "container": "c"},
-                         json={"id": "extra", "pk": "p"}).json()["_rid"]
-        assert http.post(f"{base}/delete", json={"db": "db", "container": "c", "id": "d0",
-                                                 "partition_key": "p0"}).json() == {"deleted": True}
-        assert http.post(f"{base}/delete", json={"db": "db", "container": "c", "id": "d0",
-                                                 "partition_key": "p0"}).status_code == 404
+        assert http.post(
+            f"{base}/upsert", params={"db": "db", "container": "c"}, json={"id": "extra", "pk": "p"}
+        ).json()["_rid"]
+        assert http.post(
+            f"{base}/delete", json={"db": "db", "container": "c", "id": "d0", "partition_key": "p0"}
+        ).json() == {"deleted": True}
+        assert (
+            http.post(
+                f"{base}/delete", json={"db": "db", "container": "c", "id": "d0", "partition_key": "p0"}
+            ).status_code
+            == 404
+        )
         assert len(http.post(f"{base}/split", json={"db": "db", "container": "c"}).json()["new_ranges"]) == 2
-        assert http.post(f"{base}/faults", json={"kind": "throttle", "n": 2, "operation": "container.read",
-                                                 "retry_after_ms": 5}).json() == {"ok": True}
+        assert http.post(
+            f"{base}/faults", json={"kind": "throttle", "n": 2, "operation": "container.read", "retry_after_ms": 5}
+        ).json() == {"ok": True}
         bad = http.post(f"{base}/faults", json={"kind": "explode", "n": 1})
         assert bad.status_code == 400 and "'explode'" in bad.json()["error"]
 
         container = sdk_client(served.url, "a2V5", local_ca).get_database_client("db").get_container_client("c")
         assert container.read()["id"] == "c"  # after two 429s
         assert len(list(container.read_feed_ranges())) == 4
-        total = sum(1 for fr in container.read_feed_ranges()
-                    for _ in container.query_items_change_feed(feed_range=fr, start_time="Beginning",
-                                                                max_item_count=1000))
+        total = sum(
+            1
+            for fr in container.read_feed_ranges()
+            for _ in container.query_items_change_feed(feed_range=fr, start_time="Beginning", max_item_count=1000)
+        )
         assert total == n  # n seeded + "extra" - "d0"
         stats = http.get(f"{base}/stats").json()
     assert stats["container.read"] == {"200": 1, "429": 2}

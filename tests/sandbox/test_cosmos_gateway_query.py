@@ -9,15 +9,26 @@ from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.testing import sdk_client
 
 DB, COLL = "shop", "orders"
-DOCS = [{"id": f"o-{i}", "pk": f"c-{i % 23}", "n": i, "kind": ["book", "toy", "food"][i % 3],
-         "price": round(i * 1.25, 2), "meta": {"rank": i % 5}} for i in range(240)]
+DOCS = [
+    {
+        "id": f"o-{i}",
+        "pk": f"c-{i % 23}",
+        "n": i,
+        "kind": ["book", "toy", "food"][i % 3],
+        "price": round(i * 1.25, 2),
+        "meta": {"rank": i % 5},
+    }
+    for i in range(240)
+]
 DOCS.append({"id": "odd", "pk": "c-1", "n": "not a number", "kind": None})
 SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 
 QUERIES = [
     ("SELECT * FROM c", []),
-    ("SELECT * FROM c WHERE c.n >= @lo AND (c.kind = 'toy' OR c.meta.rank = 0) AND c.price < 250",
-     [{"name": "@lo", "value": 30}]),
+    (
+        "SELECT * FROM c WHERE c.n >= @lo AND (c.kind = 'toy' OR c.meta.rank = 0) AND c.price < 250",
+        [{"name": "@lo", "value": 30}],
+    ),
     ("SELECT * FROM c WHERE c.kind = 'book' OR c.n = 3", []),
     ("SELECT VALUE COUNT(1) FROM c", []),
     ("SELECT VALUE COUNT(1) FROM c WHERE c.kind = 'food' AND c.n > 100", []),
@@ -25,8 +36,9 @@ QUERIES = [
 
 
 def run(container, query: str, parameters: list) -> list:
-    out = list(container.query_items(query, parameters=parameters, enable_cross_partition_query=True,
-                                     max_item_count=17))
+    out = list(
+        container.query_items(query, parameters=parameters, enable_cross_partition_query=True, max_item_count=17)
+    )
     if out and isinstance(out[0], dict):
         return sorted(({k: v for k, v in d.items() if k not in SYSTEM} for d in out), key=lambda d: d["id"])
     return out
@@ -68,8 +80,11 @@ def test_query_per_feed_range_with_continuation_paging(double_container):
         token = pages.continuation_token
         assert len(first) == 7 and token
         # Resume from the token in a fresh iterator: no document repeated or skipped.
-        rest = [d for page in container.query_items("SELECT * FROM c", feed_range=feed_range,
-                                                    max_item_count=7).by_page(token) for d in page]
+        rest = [
+            d
+            for page in container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=7).by_page(token)
+            for d in page
+        ]
         ids = [d["id"] for d in first + rest]
         assert len(ids) == len(set(ids))
         assert list(container.query_items("SELECT VALUE COUNT(1) FROM c", feed_range=feed_range)) == [len(ids)]
@@ -82,20 +97,23 @@ def test_read_all_items_reads_every_document_once(double_container):
     container, _ = double_container
     ids = [d["id"] for page in container.read_all_items(max_item_count=19).by_page() for d in page]
     assert sorted(ids) == sorted(d["id"] for d in DOCS)
-    aliased = container.query_items("SELECT * FROM root r WHERE r.kind = 'toy' AND r.n < 30",
-                                    enable_cross_partition_query=True)
+    aliased = container.query_items(
+        "SELECT * FROM root r WHERE r.kind = 'toy' AND r.n < 30", enable_cross_partition_query=True
+    )
     assert sorted(d["n"] for d in aliased) == [n for n in range(30) if n % 3 == 1]
 
 
 def test_query_plan_request_answers_like_the_gateway(double_container):
     container, state = double_container
+
     def counts():
         stats = state.stats_dict()
         return stats.get("queryplan", {}).get("200", 0), stats.get("query", {}).get("400", 0)
 
     plans, refusals = counts()
-    assert list(container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.kind = 'toy'",
-                                      enable_cross_partition_query=True)) == [80]
+    assert list(
+        container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.kind = 'toy'", enable_cross_partition_query=True)
+    ) == [80]
     # Cross-partition: the gateway refuses with 400/1004 carrying the plan, the SDK asks for the
     # plan (x-ms-cosmos-is-query-plan-request) and fans out per range.
     assert counts() == (plans + 1, refusals + 1)
@@ -106,11 +124,18 @@ def test_cross_type_comparison_is_undefined_as_documented(double_container):
     # types is undefined, so neither the comparison nor its NOT selects the document.
     # (cosmosdb-server differs here: it returns "odd" for the NOT form, so this is not compared.)
     container, _ = double_container
-    ids = {d["id"] for d in container.query_items("SELECT * FROM c WHERE NOT (c.kind = 'book') OR c.n = 3",
-                                                  enable_cross_partition_query=True)}
+    ids = {
+        d["id"]
+        for d in container.query_items(
+            "SELECT * FROM c WHERE NOT (c.kind = 'book') OR c.n = 3", enable_cross_partition_query=True
+        )
+    }
     assert "odd" not in ids and "o-3" in ids and "o-2" in ids and "o-0" not in ids
-    assert list(container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.price > 'a' OR c.missing = 1",
-                                      enable_cross_partition_query=True)) == [0]
+    assert list(
+        container.query_items(
+            "SELECT VALUE COUNT(1) FROM c WHERE c.price > 'a' OR c.missing = 1", enable_cross_partition_query=True
+        )
+    ) == [0]
 
 
 def test_unsupported_query_is_a_clear_400(double_container):

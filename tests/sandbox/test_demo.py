@@ -20,9 +20,14 @@ DOCS = 600
 
 
 def _demo(directory: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--dir", str(directory), "--docs", str(DOCS),
-                             *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "demo", "--dir", str(directory), "--docs", str(DOCS), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -77,7 +82,7 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     assert f"DELETES THE EXPORT COULD NOT SEE: {DELETED} of the {DELETED} documents deleted from orders" in out
     assert out.count("\ndrill: drill ") == 2
     # The demo ends with on-call's view: `cosmos-export status`, a row per container at sequence 2.
-    table = out[out.index("cosmos-export status: acme-orders-dev/orders"):]
+    table = out[out.index("cosmos-export status: acme-orders-dev/orders") :]
     rows = {c: next(line for line in table.splitlines() if line.startswith(f"│ {c} ")) for c in ("orders", "customers")}
     for container, row in rows.items():
         cells = [c.strip() for c in row.strip("│ ").split("│")]
@@ -133,9 +138,14 @@ def test_demo_interrupted_by_ctrl_c_stops_what_it_started(tmp_path):
 @pytest.mark.timeout(300)
 def test_demo_on_cosmosdb_server_takes_two_query_snapshots(tmp_path):
     """`--cosmos vercel`: @vercel/cosmosdb-server has no change feed, so both runs are query snapshots."""
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--cosmos", "vercel", "--docs", "100",
-                                "--dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "demo", "--cosmos", "vercel", "--docs", "100", "--dir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     out, err = process.communicate(timeout=280)
     assert process.returncode == 0, f"demo failed:\n{out[-3000:]}\n{err[-3000:]}"
     summary = json.loads((tmp_path / "demo-summary.json").read_text())
@@ -152,15 +162,23 @@ def test_demo_on_cosmosdb_server_takes_two_query_snapshots(tmp_path):
 @pytest.mark.timeout(200)
 def test_demo_failure_names_the_reason_and_stops_what_it_started(tmp_path):
     """A worker that refuses its settings fails the demo: exit 1, the worker's own error shown, nothing left running."""
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "demo", "--docs", "50", "--dir", str(tmp_path)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "EXPORT_PAGE_SIZE": "-5"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "demo", "--docs", "50", "--dir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "EXPORT_PAGE_SIZE": "-5"},
+    )
     out, err = process.communicate(timeout=180)
     assert process.returncode == 1, out[-2000:] + err[-2000:]
     assert "demo failed: DemoError: `cosmos-export run --mode snapshot` exited with 2" in err
     assert "EXPORT_PAGE_SIZE='-5'" in err
     assert "DEMO OK" not in out
     assert not (tmp_path / "sandbox.json").exists()
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if str(tmp_path) in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE]
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE
+    ]
     assert leftovers == []

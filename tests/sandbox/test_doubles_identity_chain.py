@@ -31,22 +31,40 @@ COSMOS_AUDIENCE = "https://cosmos-export-prod.documents.azure.com"
 class Chain:
     """One STS double + Entra double pair configured like the Pulumi program would."""
 
-    def __init__(self, sts: StsDoubleState, entra: EntraDoubleState, sts_url: str, entra_url: str,
-                 ca_bundle: str, aws_creds: dict):
+    def __init__(
+        self,
+        sts: StsDoubleState,
+        entra: EntraDoubleState,
+        sts_url: str,
+        entra_url: str,
+        ca_bundle: str,
+        aws_creds: dict,
+    ):
         self.sts, self.entra, self.entra_url, self.ca_bundle = sts, entra, entra_url, ca_bundle
         self.sts_client = boto3.client("sts", endpoint_url=sts_url, region_name="us-east-1", **aws_creds)
         self.callback_calls = 0
 
-    def web_identity_token(self, *, algorithm: str = contract.SIGNING_ALGORITHM,
-                           duration: int = contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS) -> str:
+    def web_identity_token(
+        self,
+        *,
+        algorithm: str = contract.SIGNING_ALGORITHM,
+        duration: int = contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS,
+    ) -> str:
         self.callback_calls += 1
         return self.sts_client.get_web_identity_token(
-            Audience=[contract.TOKEN_EXCHANGE_AUDIENCE], SigningAlgorithm=algorithm, DurationSeconds=duration,
+            Audience=[contract.TOKEN_EXCHANGE_AUDIENCE],
+            SigningAlgorithm=algorithm,
+            DurationSeconds=duration,
         )["WebIdentityToken"]
 
     def credential(self, func=None) -> ClientAssertionCredential:
-        return ClientAssertionCredential(TENANT, CLIENT_ID, func or self.web_identity_token,
-                                         authority=self.entra_url, connection_verify=self.ca_bundle)
+        return ClientAssertionCredential(
+            TENANT,
+            CLIENT_ID,
+            func or self.web_identity_token,
+            authority=self.entra_url,
+            connection_verify=self.ca_bundle,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +73,16 @@ def served(local_ca):
         yield sts, entra
 
 
-def make_chain(served, local_ca, moto_server, *, fic_issuer=ISSUER, fic_subject=ROLE_ARN,
-               fic_audience=contract.TOKEN_EXCHANGE_AUDIENCE, allowed_audiences=(contract.TOKEN_EXCHANGE_AUDIENCE,)):
+def make_chain(
+    served,
+    local_ca,
+    moto_server,
+    *,
+    fic_issuer=ISSUER,
+    fic_subject=ROLE_ARN,
+    fic_audience=contract.TOKEN_EXCHANGE_AUDIENCE,
+    allowed_audiences=(contract.TOKEN_EXCHANGE_AUDIENCE,),
+):
     served_sts, served_entra = served
     sts = served_sts.server.state = StsDoubleState(ISSUER, allowed_audiences=allowed_audiences)
     entra = served_entra.server.state = EntraDoubleState(TENANT)
@@ -84,21 +110,34 @@ def test_task_role_token_is_exchanged_for_a_cosmos_token(served, local_ca, moto_
 @pytest.mark.parametrize(
     ("chain_kwargs", "callback_kwargs", "code", "detail"),
     [
-        ({"fic_subject": ROLE_ARN.replace("CosmosExportTask", "OtherTask")}, {}, 700213,
-         f"presented assertion subject '{ROLE_ARN}'"),
+        (
+            {"fic_subject": ROLE_ARN.replace("CosmosExportTask", "OtherTask")},
+            {},
+            700213,
+            f"presented assertion subject '{ROLE_ARN}'",
+        ),
         # A role ARN typed with different case in the infrastructure.
-        ({"fic_subject": ROLE_ARN.replace("CosmosExportTask", "cosmosexporttask")}, {}, 7002138,
-         "matches with case-insensitive comparison, but not with case-sensitive comparison"),
+        (
+            {"fic_subject": ROLE_ARN.replace("CosmosExportTask", "cosmosexporttask")},
+            {},
+            7002138,
+            "matches with case-insensitive comparison, but not with case-sensitive comparison",
+        ),
         # The classic mistake: the issuer with a trailing slash in the federated credential.
         ({"fic_issuer": ISSUER + "/"}, {}, 700211, f"presented assertion issuer '{ISSUER}'"),
-        ({"fic_audience": "api://AzureADTokenExchange/"}, {}, 700212,
-         "presented assertion audience 'api://AzureADTokenExchange'"),
+        (
+            {"fic_audience": "api://AzureADTokenExchange/"},
+            {},
+            700212,
+            "presented assertion audience 'api://AzureADTokenExchange'",
+        ),
         ({}, {"algorithm": "ES384"}, 5002738, "'ES384' is not a supported signature algorithm"),
     ],
     ids=["subject", "subject-case", "issuer", "audience", "es384"],
 )
-def test_misconfiguration_fails_with_the_aadsts_code(served, local_ca, moto_server, chain_kwargs, callback_kwargs,
-                                                      code, detail):
+def test_misconfiguration_fails_with_the_aadsts_code(
+    served, local_ca, moto_server, chain_kwargs, callback_kwargs, code, detail
+):
     chain = make_chain(served, local_ca, moto_server, **chain_kwargs)
     cred = chain.credential(lambda: chain.web_identity_token(**callback_kwargs))
     with pytest.raises(ClientAuthenticationError) as excinfo:
@@ -110,8 +149,9 @@ def test_misconfiguration_fails_with_the_aadsts_code(served, local_ca, moto_serv
 def test_expired_aws_token_fails_with_700024(served, local_ca, moto_server):
     chain = make_chain(served, local_ca, moto_server)
     chain.sts.clock_skew_seconds = -700  # a 300 s token issued 700 s ago: expired beyond the 300 s leeway
-    with pytest.raises(ClientAuthenticationError, match="AADSTS700024: Client assertion is not within its valid "
-                                                        "time range"):
+    with pytest.raises(
+        ClientAuthenticationError, match="AADSTS700024: Client assertion is not within its valid time range"
+    ):
         chain.credential().get_token(COSMOS_SCOPE)
 
 
@@ -157,8 +197,10 @@ def test_the_exchanged_token_reads_cosmos_with_rbac_on_the_service_principal(ser
 
     chain = make_chain(served, local_ca, moto_server)
     cosmos = CosmosGatewayState(
-        "cosmos-export-prod", token_verifier=chain.entra.verify_access_token,
-        role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/app/colls/orders", contract.COSMOS_DATA_ACTIONS)])
+        "cosmos-export-prod",
+        token_verifier=chain.entra.verify_access_token,
+        role_assignments=[RoleAssignment(SP_OBJECT_ID, "/dbs/app/colls/orders", contract.COSMOS_DATA_ACTIONS)],
+    )
     cosmos.create_container("app", "orders")
     cosmos.upsert_many("app", "orders", [{"id": str(i), "pk": f"p{i % 3}"} for i in range(10)])
     with serve_cosmos(cosmos, local_ca) as served_cosmos:

@@ -32,8 +32,10 @@ AWS_KEYS = KeySet()  # stands in for the AWS account issuer's signing keys
 
 def assertion(*, iss=AWS_ISSUER, sub=ROLE_ARN, aud=AUDIENCE, alg="RS256", lifetime=300, skew=0, keys=AWS_KEYS):
     now = int(time.time()) + skew
-    return keys.sign({"iss": iss, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + lifetime,
-                      "jti": str(uuid.uuid4())}, alg)
+    return keys.sign(
+        {"iss": iss, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + lifetime, "jti": str(uuid.uuid4())},
+        alg,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,9 @@ def entra(served_entra) -> EntraDoubleState:
 
 
 def credential(served, local_ca, func, **kwargs) -> ClientAssertionCredential:
-    return ClientAssertionCredential(TENANT, CLIENT_ID, func, authority=served.url,
-                                     connection_verify=str(local_ca.bundle_file), **kwargs)
+    return ClientAssertionCredential(
+        TENANT, CLIENT_ID, func, authority=served.url, connection_verify=str(local_ca.bundle_file), **kwargs
+    )
 
 
 def test_client_assertion_credential_gets_a_cosmos_token(entra, served_entra, local_ca):
@@ -86,10 +89,15 @@ def test_cosmos_sdk_scope_for_a_loopback_endpoint_has_no_port(entra, served_entr
 def test_error_response_has_entras_json_shape(entra, served_entra, local_ca):
     response = requests.post(
         f"{served_entra.url}/{TENANT}/oauth2/v2.0/token",
-        data={"client_id": CLIENT_ID, "grant_type": "client_credentials", "scope": COSMOS_SCOPE,
-              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-              "client_assertion": assertion(sub=ROLE_ARN + "-other")},
-        verify=str(local_ca.bundle_file), timeout=10,
+        data={
+            "client_id": CLIENT_ID,
+            "grant_type": "client_credentials",
+            "scope": COSMOS_SCOPE,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion(sub=ROLE_ARN + "-other"),
+        },
+        verify=str(local_ca.bundle_file),
+        timeout=10,
     )
     body = response.json()
     assert response.status_code == 401
@@ -97,7 +105,8 @@ def test_error_response_has_entras_json_shape(entra, served_entra, local_ca):
     assert body["error_codes"] == [700213]
     assert body["error_description"].startswith(
         f"AADSTS700213: No matching federated identity record found for presented assertion subject "
-        f"'{ROLE_ARN}-other'. Check your federated identity credential Subject, Audience and Issuer")
+        f"'{ROLE_ARN}-other'. Check your federated identity credential Subject, Audience and Issuer"
+    )
     assert f"Trace ID: {body['trace_id']}" in body["error_description"]
     assert f"Correlation ID: {body['correlation_id']}" in body["error_description"]
     assert body["timestamp"] and body["error_uri"].endswith("?code=700213")
@@ -107,12 +116,21 @@ def test_error_response_has_entras_json_shape(entra, served_entra, local_ca):
     ("make_assertion", "code", "detail"),
     [
         (lambda: assertion(iss=AWS_ISSUER + "/"), 700211, f"assertion issuer '{AWS_ISSUER}/'"),
-        (lambda: assertion(sub=ROLE_ARN.replace("CosmosExportTask", "OtherTask")), 700213,
-         "assertion subject 'arn:aws:iam::123456789012:role/service/OtherTask'"),
-        (lambda: assertion(sub=ROLE_ARN.lower()), 7002138,
-         "matches with case-insensitive comparison, but not with case-sensitive comparison"),
-        (lambda: assertion(aud="api://AzureADTokenExchange2"), 700212,
-         "assertion audience 'api://AzureADTokenExchange2'"),
+        (
+            lambda: assertion(sub=ROLE_ARN.replace("CosmosExportTask", "OtherTask")),
+            700213,
+            "assertion subject 'arn:aws:iam::123456789012:role/service/OtherTask'",
+        ),
+        (
+            lambda: assertion(sub=ROLE_ARN.lower()),
+            7002138,
+            "matches with case-insensitive comparison, but not with case-sensitive comparison",
+        ),
+        (
+            lambda: assertion(aud="api://AzureADTokenExchange2"),
+            700212,
+            "assertion audience 'api://AzureADTokenExchange2'",
+        ),
         (lambda: assertion(skew=-700), 700024, "Client assertion is not within its valid time range"),
         (lambda: assertion(skew=+600), 700024, "Client assertion is not within its valid time range"),
         (lambda: assertion(alg="ES384"), 5002738, "'ES384' is not a supported signature algorithm"),
@@ -133,22 +151,42 @@ def test_rejections_carry_the_aadsts_code(entra, served_entra, local_ca, make_as
 
 def test_app_without_federated_credentials_is_70021(entra, served_entra, local_ca):
     entra.add_application("11111111-2222-4333-8444-555555555555", "66666666-7777-4888-9999-000000000000")
-    cred = ClientAssertionCredential(TENANT, "11111111-2222-4333-8444-555555555555", lambda: assertion(),
-                                     authority=served_entra.url, connection_verify=str(local_ca.bundle_file))
-    with pytest.raises(ClientAuthenticationError, match=r"AADSTS70021: No matching federated identity record "
-                                                        r"found for presented assertion\. Assertion Issuer"):
+    cred = ClientAssertionCredential(
+        TENANT,
+        "11111111-2222-4333-8444-555555555555",
+        lambda: assertion(),
+        authority=served_entra.url,
+        connection_verify=str(local_ca.bundle_file),
+    )
+    with pytest.raises(
+        ClientAuthenticationError,
+        match=r"AADSTS70021: No matching federated identity record "
+        r"found for presented assertion\. Assertion Issuer",
+    ):
         cred.get_token(COSMOS_SCOPE)
 
 
 def test_unknown_client_and_tenant(entra, served_entra, local_ca):
-    stranger = ClientAssertionCredential(TENANT, "99999999-9999-4999-8999-999999999999", lambda: assertion(),
-                                         authority=served_entra.url, connection_verify=str(local_ca.bundle_file))
-    with pytest.raises(ClientAuthenticationError, match=r"\(unauthorized_client\) AADSTS700016: Application with "
-                                                        r"identifier '99999999-9999-4999-8999-999999999999'"):
+    stranger = ClientAssertionCredential(
+        TENANT,
+        "99999999-9999-4999-8999-999999999999",
+        lambda: assertion(),
+        authority=served_entra.url,
+        connection_verify=str(local_ca.bundle_file),
+    )
+    with pytest.raises(
+        ClientAuthenticationError,
+        match=r"\(unauthorized_client\) AADSTS700016: Application with "
+        r"identifier '99999999-9999-4999-8999-999999999999'",
+    ):
         stranger.get_token(COSMOS_SCOPE)
-    other_tenant = ClientAssertionCredential("00000000-0000-4000-8000-000000000000", CLIENT_ID,
-                                             lambda: assertion(), authority=served_entra.url,
-                                             connection_verify=str(local_ca.bundle_file))
+    other_tenant = ClientAssertionCredential(
+        "00000000-0000-4000-8000-000000000000",
+        CLIENT_ID,
+        lambda: assertion(),
+        authority=served_entra.url,
+        connection_verify=str(local_ca.bundle_file),
+    )
     with pytest.raises(ClientAuthenticationError, match="AADSTS90002: Tenant '00000000-0000-4000-8000-000000000000'"):
         other_tenant.get_token(COSMOS_SCOPE)
 
@@ -162,8 +200,9 @@ def test_scope_must_be_a_single_default_scope(entra, served_entra, local_ca):
 def test_unknown_resource_is_500011_when_resources_are_listed(entra, served_entra, local_ca):
     entra.known_resources = {"https://cosmos.azure.com"}
     cred = credential(served_entra, local_ca, lambda: assertion())
-    with pytest.raises(ClientAuthenticationError, match="AADSTS500011: The resource principal named "
-                                                        "https://127.0.0.1 was not found"):
+    with pytest.raises(
+        ClientAuthenticationError, match="AADSTS500011: The resource principal named https://127.0.0.1 was not found"
+    ):
         cred.get_token("https://127.0.0.1/.default")
     assert cred.get_token("https://cosmos.azure.com/.default").token
 
@@ -209,7 +248,9 @@ def test_assertions_within_the_clock_leeway_are_accepted_and_refused_without_it(
     assert entra.clock_leeway_seconds == DEFAULT_CLOCK_LEEWAY_SECONDS == 300
     made = assertion(skew=skew, lifetime=300)
     token = credential(served_entra, local_ca, lambda: made).get_token(COSMOS_SCOPE)
-    assert entra.verify_access_token(token.token, "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    assert (
+        entra.verify_access_token(token.token, "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    )
     entra.clock_leeway_seconds = 0
     with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
         credential(served_entra, local_ca, lambda: made).get_token(COSMOS_SCOPE)
@@ -234,25 +275,35 @@ def test_msal_confidential_client_discovers_the_double(entra, served_entra, loca
     # requests lets REQUESTS_CA_BUNDLE override Session.verify, so the bundle goes in the environment.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(local_ca.bundle_file))
     app = msal.ConfidentialClientApplication(
-        CLIENT_ID, authority=f"{served_entra.url}/{TENANT}", client_credential={"client_assertion": assertion},
+        CLIENT_ID,
+        authority=f"{served_entra.url}/{TENANT}",
+        client_credential={"client_assertion": assertion},
         instance_discovery=False,
     )
     result = app.acquire_token_for_client(scopes=[COSMOS_SCOPE])
     assert "access_token" in result, result.get("error_description")
-    assert entra.verify_access_token(result["access_token"],
-                                     "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    assert (
+        entra.verify_access_token(result["access_token"], "https://cosmos-export-dev.documents.azure.com")["oid"]
+        == SP_OBJECT_ID
+    )
     assert entra.discovery_requests == [f"/{TENANT}/v2.0/.well-known/openid-configuration"]
     assert entra.assertions_seen() == 1
 
 
-def test_worker_style_credential_trusts_the_double_through_requests_ca_bundle(entra, served_entra, local_ca,
-                                                                              monkeypatch):
+def test_worker_style_credential_trusts_the_double_through_requests_ca_bundle(
+    entra, served_entra, local_ca, monkeypatch
+):
     # How the worker builds it (authority override + disable_instance_discovery), CA from the environment.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(local_ca.bundle_file))
     host = served_entra.url.removeprefix("https://")
-    cred = ClientAssertionCredential(TENANT, CLIENT_ID, lambda: assertion(), authority=host,
-                                     disable_instance_discovery=True)
-    assert entra.verify_access_token(cred.get_token(COSMOS_SCOPE).token,
-                                     "https://cosmos-export-dev.documents.azure.com")["oid"] == SP_OBJECT_ID
+    cred = ClientAssertionCredential(
+        TENANT, CLIENT_ID, lambda: assertion(), authority=host, disable_instance_discovery=True
+    )
+    assert (
+        entra.verify_access_token(cred.get_token(COSMOS_SCOPE).token, "https://cosmos-export-dev.documents.azure.com")[
+            "oid"
+        ]
+        == SP_OBJECT_ID
+    )
     with pytest.raises(ValueError, match="must be a TLS protected"):
         ClientAssertionCredential(TENANT, CLIENT_ID, lambda: assertion(), authority=f"http://{host}")

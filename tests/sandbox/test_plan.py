@@ -21,8 +21,11 @@ from sandbox.mocked_stack import run_stack
 from sandbox.plan import FIC, PlanError, plan_from_run
 from sandbox.serve import Running, start_identity
 
-TASK_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ASIASANDBOXTESTKEY01", "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
-                    "AWS_SESSION_TOKEN": "sandbox-test-session"}
+TASK_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIASANDBOXTESTKEY01",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
+    "AWS_SESSION_TOKEN": "sandbox-test-session",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +79,11 @@ def test_plan_refuses_a_fic_bound_to_the_client_id_instead_of_the_application_id
     fic = run.named(FIC, "export-dev-fic-ecs-task")
     client_id = run.named("azuread:index/application:Application", "export-dev-app").outputs["clientId"]
     fic.inputs["applicationId"] = client_id
-    with pytest.raises(PlanError, match=rf"application_id='{client_id}' is not the id of any declared "
-                                        r"application; pass app.id \(not app.client_id\)"):
+    with pytest.raises(
+        PlanError,
+        match=rf"application_id='{client_id}' is not the id of any declared "
+        r"application; pass app.id \(not app.client_id\)",
+    ):
         plan_from_run(run)
 
 
@@ -91,9 +97,15 @@ def identity_chain(local_ca, monkeypatch):
         started.append(running)
         start_identity(plan, local_ca, TASK_CREDENTIALS, running)
         env = dict(plan.worker_environment)
-        env.update({Env.STS_ENDPOINT: running.sts.url, Env.AZURE_AUTHORITY_HOST: running.entra.url,
-                    "REQUESTS_CA_BUNDLE": str(local_ca.bundle_file), "AWS_CA_BUNDLE": str(local_ca.bundle_file),
-                    **TASK_CREDENTIALS})
+        env.update(
+            {
+                Env.STS_ENDPOINT: running.sts.url,
+                Env.AZURE_AUTHORITY_HOST: running.entra.url,
+                "REQUESTS_CA_BUNDLE": str(local_ca.bundle_file),
+                "AWS_CA_BUNDLE": str(local_ca.bundle_file),
+                **TASK_CREDENTIALS,
+            }
+        )
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         from cosmos_export import identity

@@ -50,8 +50,13 @@ def task_creds(sts_state, moto_server) -> dict:
 @pytest.fixture
 def task_sts(sts_endpoint, task_creds):
     """A boto3 STS client of the task role's session."""
-    return boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                        config=Config(retries={"mode": "standard", "max_attempts": 3}), **task_creds)
+    return boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+        **task_creds,
+    )
 
 
 def _token(client, **overrides):
@@ -93,14 +98,20 @@ def test_get_caller_identity_is_the_assumed_role_session(task_sts):
 def test_each_call_mints_a_new_token(task_sts):
     first, second = _token(task_sts)["WebIdentityToken"], _token(task_sts)["WebIdentityToken"]
     assert first != second
-    assert jwt.decode(first, options={"verify_signature": False})["jti"] != \
-        jwt.decode(second, options={"verify_signature": False})["jti"]
+    assert (
+        jwt.decode(first, options={"verify_signature": False})["jti"]
+        != jwt.decode(second, options={"verify_signature": False})["jti"]
+    )
 
 
 def test_es384_several_audiences_and_tags(sts_state, task_sts):
     sts_state.allowed_audiences = (AUDIENCE, "https://other.example")
-    token = _token(task_sts, SigningAlgorithm="ES384", Audience=[AUDIENCE, "https://other.example"],
-                   Tags=[{"Key": "team", "Value": "data"}])["WebIdentityToken"]
+    token = _token(
+        task_sts,
+        SigningAlgorithm="ES384",
+        Audience=[AUDIENCE, "https://other.example"],
+        Tags=[{"Key": "team", "Value": "data"}],
+    )["WebIdentityToken"]
     assert jwt.get_unverified_header(token)["alg"] == "ES384"
     claims = sts_state.verify(token, audience=AUDIENCE)
     assert claims["aud"] == [AUDIENCE, "https://other.example"]  # several audiences -> a list
@@ -108,8 +119,13 @@ def test_es384_several_audiences_and_tags(sts_state, task_sts):
 
 
 def test_unknown_access_key_is_invalid_client_token_id(sts_endpoint):
-    stranger = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                            aws_access_key_id="AKIANOTREGISTERED", aws_secret_access_key="x")
+    stranger = boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="AKIANOTREGISTERED",
+        aws_secret_access_key="x",
+    )
     with pytest.raises(ClientError) as excinfo:
         _token(stranger)
     assert _error(excinfo) == ("InvalidClientTokenId", "The security token included in the request is invalid.", 403)
@@ -117,8 +133,12 @@ def test_unknown_access_key_is_invalid_client_token_id(sts_endpoint):
 
 def test_wrong_session_token_is_rejected(sts_state, sts_endpoint, moto_server):
     creds = assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
-    forged = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                          **{**creds, "aws_session_token": "not-the-session-token"})
+    forged = boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        **{**creds, "aws_session_token": "not-the-session-token"},
+    )
     with pytest.raises(ClientError) as excinfo:
         _token(forged)
     assert _error(excinfo)[0] == "InvalidClientTokenId"
@@ -126,8 +146,12 @@ def test_wrong_session_token_is_rejected(sts_state, sts_endpoint, moto_server):
 
 def test_wrong_secret_key_fails_the_signature_check(sts_state, sts_endpoint, moto_server):
     creds = assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
-    forged = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                          **{**creds, "aws_secret_access_key": "not-the-secret"})
+    forged = boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        **{**creds, "aws_secret_access_key": "not-the-secret"},
+    )
     with pytest.raises(ClientError) as excinfo:
         _token(forged)
     code, message, status = _error(excinfo)
@@ -145,8 +169,13 @@ def test_federation_disabled(sts_state, task_sts):
 @pytest.mark.parametrize("duration", [30, 59, 3601, 7200])
 def test_duration_outside_60_3600_is_a_validation_error(sts_endpoint, task_creds, duration):
     # botocore itself enforces the model's min (60) before sending; the server enforces both ends.
-    raw = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                       config=Config(parameter_validation=False), **task_creds)
+    raw = boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        config=Config(parameter_validation=False),
+        **task_creds,
+    )
     with pytest.raises(ClientError) as excinfo:
         _token(raw, DurationSeconds=duration)
     code, message, status = _error(excinfo)
@@ -206,8 +235,13 @@ def test_throttling_is_retried_by_botocore(sts_state, task_sts):
 
 def test_throttling_beyond_the_retry_budget_surfaces(sts_state, sts_endpoint, moto_server):
     creds = assume_role_and_register(sts_state, moto_server.url, ROLE_ARN)
-    client = boto3.client("sts", endpoint_url=sts_endpoint, region_name="us-east-1",
-                          config=Config(retries={"mode": "standard", "total_max_attempts": 2}), **creds)
+    client = boto3.client(
+        "sts",
+        endpoint_url=sts_endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
+        **creds,
+    )
     sts_state.throttle_next(2)
     with pytest.raises(ClientError) as excinfo:
         _token(client)
@@ -223,8 +257,7 @@ def test_server_errors_are_retried(sts_state, task_sts):
 
 def test_clock_skew_shifts_the_token_lifetime(sts_state, task_sts):
     sts_state.clock_skew_seconds = -58
-    claims = jwt.decode(_token(task_sts, DurationSeconds=60)["WebIdentityToken"],
-                        options={"verify_signature": False})
+    claims = jwt.decode(_token(task_sts, DurationSeconds=60)["WebIdentityToken"], options={"verify_signature": False})
     assert 0 < claims["exp"] - time.time() <= 2.5  # a token with ~2 s left: for refresh tests
 
 

@@ -21,9 +21,14 @@ DOCS = 300
 
 
 def _sandbox(directory: Path, *args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandbox", *args, "--dir", str(directory)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args, "--dir", str(directory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def _exports(printed: str) -> dict[str, str]:
@@ -37,8 +42,13 @@ def _exports(printed: str) -> dict[str, str]:
 
 def _worker(mode: str, env: dict[str, str]) -> dict:
     cli = Path(sys.executable).with_name("cosmos-export")
-    proc = subprocess.run([str(cli), "run", "--mode", mode], capture_output=True, text=True, timeout=180,
-                          env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env})
+    proc = subprocess.run(
+        [str(cli), "run", "--mode", mode],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [json.loads(line) for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("{")]
     return {line["container"]: line["documents"] for line in lines if line.get("event") == "container_committed"}
@@ -69,19 +79,28 @@ def test_up_seed_run_change_run_down(tmp_path):
 
         # The AWS CLI environment reaches the same bucket (what `up` tells the user to run).
         aws = _exports(_sandbox(tmp_path, "env", "--aws").stdout)
-        s3 = boto3.client("s3", endpoint_url=state["endpoints"]["s3"], region_name=aws["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
-                          aws_session_token=aws.get("AWS_SESSION_TOKEN"))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=state["endpoints"]["s3"],
+            region_name=aws["AWS_DEFAULT_REGION"],
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=aws.get("AWS_SESSION_TOKEN"),
+        )
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=state["bucket"])["Contents"]]
         assert sum("/orders/manifests/" in key for key in keys) == 2
 
         # `sandbox status`: the endpoints, then cosmos-export status's table for the sandbox's bucket.
         shown = _sandbox(tmp_path, "status")
         assert shown.returncode == 0, shown.stderr[-3000:]
-        table = shown.stdout[shown.stdout.index("cosmos-export status: acme-orders-dev/orders"):]
-        rows = {c: [x.strip() for x in next(line for line in table.splitlines() if line.startswith(f"│ {c} "))
-                    .strip("│ ").split("│")] for c in ("orders", "customers")}
+        table = shown.stdout[shown.stdout.index("cosmos-export status: acme-orders-dev/orders") :]
+        rows = {
+            c: [
+                x.strip()
+                for x in next(line for line in table.splitlines() if line.startswith(f"│ {c} ")).strip("│ ").split("│")
+            ]
+            for c in ("orders", "customers")
+        }
         assert [(r[1], r[4], r[5], r[9]) for r in rows.values()] == [
             ("2", "incremental", str(UPDATED + INSERTED), "current"), ("2", "incremental", "0", "current")]
         # `env --restore`: the restore task's environment, its own session and Entra app, same endpoints.
@@ -99,8 +118,11 @@ def test_up_seed_run_change_run_down(tmp_path):
         down = _sandbox(tmp_path, "down")
     assert down.returncode == 0 and down.stdout.startswith("stopped ")
     time.sleep(0.5)
-    survivors = [pid for pid in state["pids"].values() if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    survivors = [
+        pid
+        for pid in state["pids"].values()
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert survivors == []
     assert _sandbox(tmp_path, "status").returncode == 1
 

@@ -42,12 +42,20 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     # Library records (azure, botocore, ...) go out as JSON lines too, so the
     # stream stays machine-readable; the filter masks anything JWT-shaped.
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.JSONRenderer(ensure_ascii=False)],
-        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
-                           structlog.processors.TimeStamper(fmt="iso", utc=True), _redact_event],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _redact_event,
+            ],
+        )
+    )
     handler.addFilter(_RedactFilter())
     logging.basicConfig(level=numeric, handlers=[handler], force=True)
     for name in _QUIET:
@@ -129,9 +137,16 @@ class Progress:
                 def render(self, task: Any) -> Text:
                     return Text(f"{task.speed or 0:,.0f} docs/s")
 
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=Console(file=self._stream), transient=False)
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                Rate(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self._stream),
+                transient=False,
+            )
             self._task = self._bar.add_task(description, total=total)
 
     @property

@@ -19,8 +19,11 @@ import typer
 from cosmos_export import audit, contract
 from cosmos_export.settings import SettingsError, WorkerSettings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Export Azure Cosmos DB containers to S3 with workload identity federation (no secrets).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Export Azure Cosmos DB containers to S3 with workload identity federation (no secrets).",
+)
 
 EXIT_FAILED, EXIT_SETTINGS, EXIT_STOPPED = 1, 2, 143
 
@@ -49,8 +52,12 @@ def _settings(**flags: Any) -> WorkerSettings:
 
 
 # Flags shared by the commands (None = take the environment's value).
-_IDENTITY = typer.Option(None, "--identity-mode", help="workload (ECS task role, default) or laptop (az login + AWS profile)")
-_CONTAINER = typer.Option(None, "--container", "-c", help="Container to export (repeat); default EXPORT_COSMOS_CONTAINERS")
+_IDENTITY = typer.Option(
+    None, "--identity-mode", help="workload (ECS task role, default) or laptop (az login + AWS profile)"
+)
+_CONTAINER = typer.Option(
+    None, "--container", "-c", help="Container to export (repeat); default EXPORT_COSMOS_CONTAINERS"
+)
 _BUCKET = typer.Option(None, "--bucket", help="Export bucket; default EXPORT_BUCKET")
 _PREFIX = typer.Option(None, "--prefix", help="Key prefix; default EXPORT_PREFIX")
 _LOG = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -58,7 +65,9 @@ _LOG = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR")
 
 @app.command()
 def run(
-    mode: Mode = typer.Option(..., "--mode", help="snapshot (everything) or incremental (changes since the checkpoint)"),
+    mode: Mode = typer.Option(
+        ..., "--mode", help="snapshot (everything) or incremental (changes since the checkpoint)"
+    ),
     identity_mode: Optional[IdentityMode] = _IDENTITY,
     containers: Optional[list[str]] = _CONTAINER,
     bucket: Optional[str] = _BUCKET,
@@ -71,9 +80,16 @@ def run(
     """Export the configured containers and commit the run (manifest, then checkpoint)."""
     from cosmos_export.export import ExportError, ExportInterrupted, run_export
 
-    settings = _settings(identity_mode=identity_mode, cosmos_containers=containers, bucket=bucket, prefix=prefix,
-                         concurrency=concurrency, snapshot_source=snapshot_source, query_filter=query_filter,
-                         log_level=log_level)
+    settings = _settings(
+        identity_mode=identity_mode,
+        cosmos_containers=containers,
+        bucket=bucket,
+        prefix=prefix,
+        concurrency=concurrency,
+        snapshot_source=snapshot_source,
+        query_filter=query_filter,
+        log_level=log_level,
+    )
     audit.configure_logging(settings.log_level)
     log = audit.get_logger()
     stop = threading.Event()
@@ -137,8 +153,9 @@ def verify(
     s3 = s3_client(settings, identity.aws_session(settings))
     found = False
     for name in settings.cosmos_containers:
-        target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
-                                     settings.cosmos_database, name)
+        target = layout.ExportTarget(
+            settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, name
+        )
         try:
             report = verify_run(s3, target, run_id)
         except RunNotCommittedError:
@@ -146,14 +163,18 @@ def verify(
         found = True
         for mismatch in report.mismatches:
             typer.echo(f"MISMATCH {mismatch}")
-        typer.echo(f"{name}: run {run_id} sequence {report.sequence}: {report.parts_checked} part(s), "
-                   f"{report.documents} document(s), {report.bytes} bytes, "
-                   f"{'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}")
+        typer.echo(
+            f"{name}: run {run_id} sequence {report.sequence}: {report.parts_checked} part(s), "
+            f"{report.documents} document(s), {report.bytes} bytes, "
+            f"{'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}"
+        )
         if not report.ok:
             _fail(f"run {run_id} of {name} does not match its manifest: {report.mismatches[0]}")
     if not found:
-        _fail(f"run {run_id} is not committed for any of {', '.join(settings.cosmos_containers)} under "
-              f"s3://{settings.bucket}/{settings.prefix}/")
+        _fail(
+            f"run {run_id} is not committed for any of {', '.join(settings.cosmos_containers)} under "
+            f"s3://{settings.bucket}/{settings.prefix}/"
+        )
 
 
 def parse_duration(text: str) -> float:
@@ -172,8 +193,9 @@ def status(
     bucket: Optional[str] = _BUCKET,
     prefix: Optional[str] = _PREFIX,
     identity_mode: Optional[IdentityMode] = _IDENTITY,
-    max_age: Optional[str] = typer.Option(None, "--max-age", help="Exit 1 if a container's last commit is older "
-                                          "(or it has none), e.g. 26h, 90m, 2d"),
+    max_age: Optional[str] = typer.Option(
+        None, "--max-age", help="Exit 1 if a container's last commit is older (or it has none), e.g. 26h, 90m, 2d"
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts instead of the table"),
 ) -> None:
     """Per container: last commit (sequence, time, age, documents, bytes), lag, schema, checkpoint, orphans, drill.
@@ -193,13 +215,28 @@ def status(
     settings = _settings(identity_mode=identity_mode, cosmos_containers=containers, bucket=bucket, prefix=prefix)
     audit.configure_logging("WARNING")
     s3 = s3_client(settings, identity.aws_session(settings))
-    statuses = status_module.collect(s3, bucket=settings.bucket, prefix=settings.prefix,
-                                     account=settings.account_name or "", database=settings.cosmos_database,
-                                     containers=settings.cosmos_containers)
+    statuses = status_module.collect(
+        s3,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        account=settings.account_name or "",
+        database=settings.cosmos_database,
+        containers=settings.cosmos_containers,
+    )
     stale = [s.container for s in statuses if limit is not None and s.too_old(limit)]
     if as_json:
-        typer.echo(json_module.dumps({"bucket": settings.bucket, "prefix": settings.prefix, "max_age_seconds": limit,
-                                      "stale": stale, "containers": [s.as_json() for s in statuses]}, indent=2))
+        typer.echo(
+            json_module.dumps(
+                {
+                    "bucket": settings.bucket,
+                    "prefix": settings.prefix,
+                    "max_age_seconds": limit,
+                    "stale": stale,
+                    "containers": [s.as_json() for s in statuses],
+                },
+                indent=2,
+            )
+        )
     else:
         from rich.console import Console
 

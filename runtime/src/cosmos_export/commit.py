@@ -238,8 +238,12 @@ class CommitStore:
             manifest = self._manifest(state.next_sequence)
             if manifest is None:
                 return state
-            self._log.warning("checkpoint_roll_forward", sequence=manifest.sequence, run_id=manifest.run_id,
-                 reason="a previous run committed its manifest but stopped before moving the checkpoint")
+            self._log.warning(
+                "checkpoint_roll_forward",
+                sequence=manifest.sequence,
+                run_id=manifest.run_id,
+                reason="a previous run committed its manifest but stopped before moving the checkpoint",
+            )
             try:
                 self._put_checkpoint(state, manifest)
             except ClientError as exc:
@@ -287,7 +291,9 @@ class CommitStore:
     def commit(self, loaded: LoadedState, manifest: Manifest) -> Checkpoint:
         sequence = loaded.next_sequence
         if (manifest.account, manifest.database, manifest.container) != (
-            self._target.account, self._target.database, self._target.container
+            self._target.account,
+            self._target.database,
+            self._target.container,
         ):
             raise ValueError(
                 f"manifest is for {manifest.account}/{manifest.database}/{manifest.container}, "
@@ -305,8 +311,12 @@ class CommitStore:
             stored = self._manifest(sequence)
             if stored is None or stored.run_id != manifest.run_id:
                 raise ConcurrentRunError(self._lost_message(sequence, manifest.run_id)) from None
-            self._log.warning("manifest_already_written", sequence=sequence, run_id=manifest.run_id,
-                 reason="the manifest PUT was applied but its response was lost; the retry saw our own manifest")
+            self._log.warning(
+                "manifest_already_written",
+                sequence=sequence,
+                run_id=manifest.run_id,
+                reason="the manifest PUT was applied but its response was lost; the retry saw our own manifest",
+            )
         # Committed. Moving the checkpoint is bookkeeping: if it fails, the next load rolls forward.
         try:
             checkpoint, _ = self._put_checkpoint(loaded, manifest)
@@ -317,8 +327,15 @@ class CommitStore:
             if current is None or current.sequence < sequence:
                 raise
             checkpoint = current
-        self._log.info("run_committed", sequence=sequence, run_id=manifest.run_id, manifest_key=key,
-             documents=manifest.documents, bytes=manifest.bytes, parts=len(manifest.parts))
+        self._log.info(
+            "run_committed",
+            sequence=sequence,
+            run_id=manifest.run_id,
+            manifest_key=key,
+            documents=manifest.documents,
+            bytes=manifest.bytes,
+            parts=len(manifest.parts),
+        )
         return checkpoint
 
     def _lost_message(self, sequence: int, run_id: str) -> str:

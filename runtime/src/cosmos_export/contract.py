@@ -23,7 +23,9 @@ WEB_IDENTITY_TOKEN_MIN_SECONDS: Final = 60
 WEB_IDENTITY_TOKEN_MAX_SECONDS: Final = 3600
 DEFAULT_WEB_IDENTITY_TOKEN_SECONDS: Final = 300
 #: Issuer format of an account's outbound identity federation.
-AWS_ISSUER_PATTERN: Final = r"^https://[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tokens\.sts\.global\.api\.aws$"
+AWS_ISSUER_PATTERN: Final = (
+    r"^https://[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tokens\.sts\.global\.api\.aws$"
+)
 #: Entra allows at most this many federated identity credentials per app.
 MAX_FEDERATED_CREDENTIALS_PER_APP: Final = 20
 
@@ -172,11 +174,15 @@ def cosmos_id_problem(name: str) -> str | None:
     if name != name.strip():
         return "must not start or end with whitespace"
     if not (name.isascii() and name.isprintable()):
-        return "must contain only printable ASCII characters: each part's S3 metadata names it, and S3 metadata is ASCII"
+        return (
+            "must contain only printable ASCII characters: each part's S3 metadata names it, and S3 metadata is ASCII"
+        )
     separators = sorted({c for c in name if c in _LIST_SEPARATORS})
     if separators:
-        return (f"must not contain {', '.join(repr(c) for c in separators)}: the worker's environment lists ids "
-                "separated by ',' and restore targets as source=target pairs")
+        return (
+            f"must not contain {', '.join(repr(c) for c in separators)}: the worker's environment lists ids "
+            "separated by ',' and restore targets as source=target pairs"
+        )
     if name in (".", ".."):
         return f"must not be {name!r}: it is a path segment in the S3 keys"
     return None
@@ -345,6 +351,7 @@ class Dimension:
 #: name every dimension of the metric), dashboards may split by mode with the second.
 CONTAINER_DIMENSIONS: Final = (Dimension.STACK, Dimension.ACCOUNT, Dimension.DATABASE, Dimension.CONTAINER)
 MODE_DIMENSIONS: Final = CONTAINER_DIMENSIONS + (Dimension.MODE,)
+
 
 #: S3 object metadata keys (x-amz-meta-*) on every part.
 class Meta:

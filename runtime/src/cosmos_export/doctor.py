@@ -50,8 +50,15 @@ class _Warn(Exception):
 
 
 class Doctor:
-    def __init__(self, settings: WorkerSettings, *, session: boto3.Session | None = None, credential: Any = None,
-                 s3: Any = None, echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        session: boto3.Session | None = None,
+        credential: Any = None,
+        s3: Any = None,
+        echo: Callable[[str], None] = print,
+    ):
         self.settings, self.echo = settings, echo
         self.session = session or identity.aws_session(settings)
         self._credential, self._s3 = credential, s3
@@ -99,8 +106,10 @@ class Doctor:
         try:
             who = sts.get_caller_identity()
         except (ClientError, BotoCoreError) as e:
-            raise _Broken(f"no usable AWS credentials ({e}); in ECS check the task role is set on the task "
-                          "definition, on a laptop log in to the AWS profile") from None
+            raise _Broken(
+                f"no usable AWS credentials ({e}); in ECS check the task role is set on the task "
+                "definition, on a laptop log in to the AWS profile"
+            ) from None
         return f"{who['Arn']} (account {who['Account']})"
 
     def aws_token(self) -> str:
@@ -117,8 +126,10 @@ class Doctor:
             problems.append(f"signed with {claims['alg']}, Entra needs {contract.SIGNING_ALGORITHM}")
         if not self.settings.sts_endpoint and not re.match(contract.AWS_ISSUER_PATTERN, str(claims["iss"])):
             problems.append(f"iss {claims['iss']!r} is not an AWS account issuer")
-        shown = (f"iss={claims['iss']} sub={claims['sub']} aud={claims['aud']} alg={claims['alg']} "
-                 f"expires in {int(claims['exp'] - time.time())}s")
+        shown = (
+            f"iss={claims['iss']} sub={claims['sub']} aud={claims['aud']} alg={claims['alg']} "
+            f"expires in {int(claims['exp'] - time.time())}s"
+        )
         if problems:
             raise _Broken(f"{'; '.join(problems)} ({shown})")
         return shown + " (the Entra federated credential must list exactly this iss and sub)"
@@ -163,8 +174,9 @@ class Doctor:
             "authorization": requests.utils.quote(f"type=master&ver=1.0&sig={fake}", safe=""),
         }
         try:
-            response = requests.get(self.settings.cosmos_endpoint, headers=headers, timeout=30,
-                                    verify=self.settings.cosmos_tls_verify)
+            response = requests.get(
+                self.settings.cosmos_endpoint, headers=headers, timeout=30, verify=self.settings.cosmos_tls_verify
+            )
         except requests.RequestException as e:
             raise _Warn(f"could not tell ({type(e).__name__}: {e})") from None
         body = response.text.lower()
@@ -172,13 +184,17 @@ class Doctor:
             return "account keys refused: the account accepts Entra tokens only (disableLocalAuth true)"
         if response.status_code == 401:  # a 403 (firewall, ...) says nothing about keys
             account = self.settings.account_name
-            raise _Warn(f"the account still accepts account keys (disableLocalAuth false; HTTP "
-                        f"{response.status_code} to a made-up key, not 'Local Authorization is disabled'): this "
-                        "worker uses none, but anyone holding a key reads every container. Disable key auth: "
-                        f"az cosmosdb update --name {account} --resource-group <group> --disable-local-auth true")
+            raise _Warn(
+                f"the account still accepts account keys (disableLocalAuth false; HTTP "
+                f"{response.status_code} to a made-up key, not 'Local Authorization is disabled'): this "
+                "worker uses none, but anyone holding a key reads every container. Disable key auth: "
+                f"az cosmosdb update --name {account} --resource-group <group> --disable-local-auth true"
+            )
         if response.ok:
-            raise _Warn(f"the endpoint answered HTTP {response.status_code} to a request signed with a made-up key: "
-                        "it checks no authorization at all (an emulator?)")
+            raise _Warn(
+                f"the endpoint answered HTTP {response.status_code} to a request signed with a made-up key: "
+                "it checks no authorization at all (an emulator?)"
+            )
         raise _Warn(f"could not tell (HTTP {response.status_code})")
 
     def _container_step(self, name: str) -> Callable[[], str]:
@@ -194,6 +210,7 @@ class Doctor:
                 raise _Broken(str(e)) from None
             got = f"{len(page.docs)} item(s)" if page else "no items yet"
             return f"metadata read, {len(ranges)} feed range(s), change feed page read ({got})"
+
         return step
 
     def change_feed_mode(self) -> str:
@@ -233,8 +250,10 @@ class Doctor:
         try:
             bucket.put(key, b"cosmos-export doctor probe\n", kms_key_arn=self.settings.kms_key_arn)
         except (ClientError, BotoCoreError) as e:
-            raise _Broken(f"cannot write s3://{self.settings.bucket}/{key}: {e}. The task role needs s3:PutObject "
-                          f"on the export prefix (and kms:GenerateDataKey on the bucket key via S3)") from None
+            raise _Broken(
+                f"cannot write s3://{self.settings.bucket}/{key}: {e}. The task role needs s3:PutObject "
+                f"on the export prefix (and kms:GenerateDataKey on the bucket key via S3)"
+            ) from None
         try:
             bucket.delete(key)
             tail = "written and deleted"

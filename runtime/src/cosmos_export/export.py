@@ -81,9 +81,17 @@ def feed_range_key(feed_range: dict) -> str:
 s3_client = storage.client
 
 
-def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = None, session: boto3.Session | None = None,
-               s3: Any = None, stop: threading.Event | None = None, log: Any = None,
-               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> RunSummary:
+def run_export(
+    settings: WorkerSettings,
+    mode: RunMode,
+    *,
+    credential: Any = None,
+    session: boto3.Session | None = None,
+    s3: Any = None,
+    stop: threading.Event | None = None,
+    log: Any = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> RunSummary:
     """Export every container in `settings`; raises ExportError (or ExportInterrupted) with the reason.
 
     Everything external can be injected for in-process tests: `credential` (Entra), `session` (AWS), `s3`.
@@ -91,8 +99,10 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
     if mode not in contract.RUN_MODES:
         raise ExportError(f"mode {mode!r} is not supported: use {' or '.join(contract.RUN_MODES)}")
     if mode == "incremental" and settings.query_filter:
-        raise ExportError(f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
-                          f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot")
+        raise ExportError(
+            f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
+            f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot"
+        )
     log = log or audit.get_logger()
     stop = stop or threading.Event()
     began = time.monotonic()
@@ -103,11 +113,21 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
             credential = credential or identity.azure_credential(settings, session)
             client = source.cosmos_client(settings, credential)
             level = source.check_consistency(client, settings.min_consistency)
-    except (identity.IdentityError, ClientAuthenticationError, cosmos_exceptions.CosmosHttpResponseError,
-            source.SourceError) as e:
+    except (
+        identity.IdentityError,
+        ClientAuthenticationError,
+        cosmos_exceptions.CosmosHttpResponseError,
+        source.SourceError,
+    ) as e:
         raise explain(e, settings) from None
-    log.info("export_start", mode=mode, containers=list(settings.cosmos_containers), consistency=level,
-             database=settings.cosmos_database, account=settings.account_name)
+    log.info(
+        "export_start",
+        mode=mode,
+        containers=list(settings.cosmos_containers),
+        consistency=level,
+        database=settings.cosmos_database,
+        account=settings.account_name,
+    )
     summary = RunSummary(mode=mode)
     for name in settings.cosmos_containers:
         try:
@@ -115,15 +135,25 @@ def run_export(settings: WorkerSettings, mode: RunMode, *, credential: Any = Non
                 summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
         except ExportError:
             raise
-        except (identity.IdentityError, ClientAuthenticationError, cosmos_exceptions.CosmosHttpResponseError,
-                source.SourceError) as e:
+        except (
+            identity.IdentityError,
+            ClientAuthenticationError,
+            cosmos_exceptions.CosmosHttpResponseError,
+            source.SourceError,
+        ) as e:
             raise explain(e, settings, name) from None
         except Exception as e:  # anything else keeps its traceback as the cause
             raise explain(e, settings, name) from e
     summary.seconds = time.monotonic() - began
-    log.info("export_done", mode=mode, containers=len(summary.containers), documents=summary.documents,
-             bytes=summary.bytes, seconds=round(summary.seconds, 3),
-             runs={c.container: c.run_id for c in summary.containers})
+    log.info(
+        "export_done",
+        mode=mode,
+        containers=len(summary.containers),
+        documents=summary.documents,
+        bytes=summary.bytes,
+        seconds=round(summary.seconds, 3),
+        runs={c.container: c.run_id for c in summary.containers},
+    )
     return summary
 
 
@@ -181,28 +211,41 @@ class ContainerPlan:
     first_run: bool
 
 
-def plan_container(mode: RunMode, continuations: Mapping[str, str | None] | None,
-                   feed_ranges: Callable[[], Iterable[dict]], *, snapshot_source: contract.SnapshotSource,
-                   change_feed_mode: contract.ChangeFeedMode) -> ContainerPlan:
+def plan_container(
+    mode: RunMode,
+    continuations: Mapping[str, str | None] | None,
+    feed_ranges: Callable[[], Iterable[dict]],
+    *,
+    snapshot_source: contract.SnapshotSource,
+    change_feed_mode: contract.ChangeFeedMode,
+) -> ContainerPlan:
     """Decide, per feed range, where to start, where to end and the manifest's mode.
 
     `continuations` are the checkpoint's (None: no checkpoint yet); `feed_ranges` lists the container's
     current feed ranges and is only called for a snapshot (an incremental run keeps the checkpoint's ranges).
     """
     if mode == "incremental" and continuations is not None:
-        ranges = tuple(RangePlan(i, key, json.loads(key), "change_feed", cont, change_feed_mode, end_at_now=False)
-                       for i, (key, cont) in enumerate(sorted(continuations.items())))
+        ranges = tuple(
+            RangePlan(i, key, json.loads(key), "change_feed", cont, change_feed_mode, end_at_now=False)
+            for i, (key, cont) in enumerate(sorted(continuations.items()))
+        )
         return ContainerPlan("incremental", "incremental", ranges, first_run=False)
     query = snapshot_source == "query"
     all_versions = change_feed_mode == "AllVersionsAndDeletes"
     ranges = tuple(
-        RangePlan(i, feed_range_key(fr), fr, "query" if query else "change_feed", None,
-                  # AllVersionsAndDeletes cannot start from the beginning: a snapshot reads the current versions.
-                  "LatestVersion" if all_versions else change_feed_mode,
-                  end_at_now=query or all_versions)
-        for i, fr in enumerate(feed_ranges()))
-    return ContainerPlan("snapshot", "query-snapshot" if query else "snapshot", ranges,
-                         first_run=mode == "incremental")
+        RangePlan(
+            i,
+            feed_range_key(fr),
+            fr,
+            "query" if query else "change_feed",
+            None,
+            # AllVersionsAndDeletes cannot start from the beginning: a snapshot reads the current versions.
+            "LatestVersion" if all_versions else change_feed_mode,
+            end_at_now=query or all_versions,
+        )
+        for i, fr in enumerate(feed_ranges())
+    )
+    return ContainerPlan("snapshot", "query-snapshot" if query else "snapshot", ranges, first_run=mode == "incremental")
 
 
 # --- The steps ------------------------------------------------------------------
@@ -253,10 +296,20 @@ class RangeResult:
 def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
     """Read one feed range as planned into its own sink; aborts its uploads on any failure or stop."""
     settings = run.settings
-    sink = FeedRangeSink(run.s3, run.target, run_id=run.run_id, started_at=run.started_at, feed_range=plan.key,
-                         feed_range_index=plan.index, compression=settings.compression,
-                         part_size_bytes=settings.part_size_bytes, kms_key_arn=settings.kms_key_arn,
-                         schema=run.schema, log=run.log, previous_schema=run.previous_schema)
+    sink = FeedRangeSink(
+        run.s3,
+        run.target,
+        run_id=run.run_id,
+        started_at=run.started_at,
+        feed_range=plan.key,
+        feed_range_index=plan.index,
+        compression=settings.compression,
+        part_size_bytes=settings.part_size_bytes,
+        kms_key_arn=settings.kms_key_arn,
+        schema=run.schema,
+        log=run.log,
+        previous_schema=run.previous_schema,
+    )
     reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop)
     charge = 0.0
     newest: int | None = None
@@ -281,8 +334,13 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
             page_newest = metrics.newest_ts(page.docs)
             if page_newest is not None and (newest is None or page_newest > newest):
                 newest = page_newest
-            run.log.info("cosmos_page", feed_range_index=plan.index, activity_id=page.activity_id,
-                         request_charge=page.request_charge, items=len(page.docs))
+            run.log.info(
+                "cosmos_page",
+                feed_range_index=plan.index,
+                activity_id=page.activity_id,
+                request_charge=page.request_charge,
+                items=len(page.docs),
+            )
             run.progress.advance(len(page.docs))
         if run.stop.is_set():
             raise ExportInterrupted("stop requested")
@@ -293,8 +351,9 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         raise
 
 
-def _read_all(plan: ContainerPlan, run: ContainerRun, concurrency: int, name: str,
-              next_sequence: int) -> list[RangeResult]:
+def _read_all(
+    plan: ContainerPlan, run: ContainerRun, concurrency: int, name: str, next_sequence: int
+) -> list[RangeResult]:
     """Every range, `concurrency` at a time; the first failure stops the others at their next page."""
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"range-{name}") as pool:
         futures = [pool.submit(read_range, r, run) for r in plan.ranges]
@@ -307,36 +366,63 @@ def _read_all(plan: ContainerPlan, run: ContainerRun, concurrency: int, name: st
         real = [e for e in errors if not isinstance(e, ExportInterrupted)]
         if real:
             raise real[0]
-        raise ExportInterrupted(f"{name}: stopped before commit (run {run.run_id}); nothing was committed, the next "
-                                f"run starts again from checkpoint sequence {next_sequence - 1}")
+        raise ExportInterrupted(
+            f"{name}: stopped before commit (run {run.run_id}); nothing was committed, the next "
+            f"run starts again from checkpoint sequence {next_sequence - 1}"
+        )
     return [f.result() for f in futures]
 
 
-def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: Any, name: str,
-                      stop: threading.Event, log: Any, clock: Callable[[], datetime]) -> ContainerResult:
+def _export_container(
+    settings: WorkerSettings,
+    mode: RunMode,
+    client: Any,
+    s3: Any,
+    name: str,
+    stop: threading.Event,
+    log: Any,
+    clock: Callable[[], datetime],
+) -> ContainerResult:
     began = time.monotonic()
-    target = layout.ExportTarget(bucket=settings.bucket, prefix=settings.prefix, account=settings.account_name or "",
-                                 database=settings.cosmos_database, container=name)
+    target = layout.ExportTarget(
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        account=settings.account_name or "",
+        database=settings.cosmos_database,
+        container=name,
+    )
     log = log.bind(container=name)
     store = CommitStore(s3, target, log)
     loaded: LoadedState = store.load()
     container, properties = source.container_and_properties(client, settings.cosmos_database, name)
     definition = ContainerDefinition.of(properties)
     checkpoint = loaded.checkpoint
-    plan = plan_container(mode, checkpoint.continuations if checkpoint else None,
-                          lambda: source.feed_ranges(container), snapshot_source=settings.snapshot_source,
-                          change_feed_mode=settings.change_feed_mode)
+    plan = plan_container(
+        mode,
+        checkpoint.continuations if checkpoint else None,
+        lambda: source.feed_ranges(container),
+        snapshot_source=settings.snapshot_source,
+        change_feed_mode=settings.change_feed_mode,
+    )
     if plan.first_run:
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
     started_at = clock()
     run_id = layout.new_run_id(started_at)
     previous = checkpoint.schema_ if checkpoint else None
     tracker = SchemaTracker()
-    log.info("container_start", run_id=run_id, mode=plan.manifest_mode, feed_ranges=len(plan.ranges),
-             sequence=loaded.next_sequence)
+    log.info(
+        "container_start",
+        run_id=run_id,
+        mode=plan.manifest_mode,
+        feed_ranges=len(plan.ranges),
+        sequence=loaded.next_sequence,
+    )
     # A snapshot's size is known up front (the container's document count): the bar's total, hence its ETA.
-    total = source.document_count(container) if (
-        plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted()) else None
+    total = (
+        source.document_count(container)
+        if (plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted())
+        else None
+    )
     with bulk_gc(), audit.Progress(f"{name} ({plan.manifest_mode})", total=total) as progress:
         run = ContainerRun(settings, container, s3, target, run_id, started_at, tracker, previous, stop, log, progress)
         results = _read_all(plan, run, settings.concurrency, name, loaded.next_sequence)
@@ -355,16 +441,45 @@ def _export_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: 
                         query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None)
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
-    result = ContainerResult(container=name, run_id=run_id, mode=plan.manifest_mode, sequence=committed.sequence,
-                             documents=manifest.documents, bytes=manifest.bytes, parts=len(records),
-                             feed_ranges=len(plan.ranges), request_charge=round(sum(r.request_charge for r in results), 2),
-                             seconds=round(time.monotonic() - began, 3), newest_ts=manifest.newest_ts)
+    result = ContainerResult(
+        container=name,
+        run_id=run_id,
+        mode=plan.manifest_mode,
+        sequence=committed.sequence,
+        documents=manifest.documents,
+        bytes=manifest.bytes,
+        parts=len(records),
+        feed_ranges=len(plan.ranges),
+        request_charge=round(sum(r.request_charge for r in results), 2),
+        seconds=round(time.monotonic() - began, 3),
+        newest_ts=manifest.newest_ts,
+    )
     at = clock()
-    metrics.emit(log, settings, name, plan.manifest_mode, at, metrics.committed_values(
-        documents=result.documents, bytes=result.bytes, parts=result.parts, request_units=result.request_charge,
-        seconds=result.seconds, newest=result.newest_ts, at=at))
-    log.info("container_committed", run_id=run_id, sequence=committed.sequence, documents=result.documents,
-             bytes=result.bytes, parts=result.parts, request_charge=result.request_charge,
-             orphans_deleted=len(deleted), schema_version=schema.version)
+    metrics.emit(
+        log,
+        settings,
+        name,
+        plan.manifest_mode,
+        at,
+        metrics.committed_values(
+            documents=result.documents,
+            bytes=result.bytes,
+            parts=result.parts,
+            request_units=result.request_charge,
+            seconds=result.seconds,
+            newest=result.newest_ts,
+            at=at,
+        ),
+    )
+    log.info(
+        "container_committed",
+        run_id=run_id,
+        sequence=committed.sequence,
+        documents=result.documents,
+        bytes=result.bytes,
+        parts=result.parts,
+        request_charge=result.request_charge,
+        orphans_deleted=len(deleted),
+        schema_version=schema.version,
+    )
     return result
-

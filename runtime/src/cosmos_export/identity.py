@@ -37,8 +37,12 @@ def aws_session(settings: WorkerSettings) -> boto3.Session:
 
 def sts_client(session: boto3.Session, settings: WorkerSettings) -> STSClient:
     # GetWebIdentityToken is regional only: never the global endpoint.
-    return session.client("sts", region_name=settings.aws_region, endpoint_url=settings.sts_url,
-                          config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    return session.client(
+        "sts",
+        region_name=settings.aws_region,
+        endpoint_url=settings.sts_url,
+        config=Config(retries={"mode": "standard", "max_attempts": 5}),
+    )
 
 
 def web_identity_token(sts: STSClient, settings: WorkerSettings) -> str:
@@ -52,9 +56,11 @@ def web_identity_token(sts: STSClient, settings: WorkerSettings) -> str:
     except ClientError as e:
         raise IdentityError(explain_sts_error(e, settings)) from None
     except BotoCoreError as e:
-        raise IdentityError(f"STS GetWebIdentityToken at {settings.sts_url} failed: {e}. "
-                            "Check the task's network path to the regional STS endpoint "
-                            "(private subnets need an STS interface VPC endpoint).") from None
+        raise IdentityError(
+            f"STS GetWebIdentityToken at {settings.sts_url} failed: {e}. "
+            "Check the task's network path to the regional STS endpoint "
+            "(private subnets need an STS interface VPC endpoint)."
+        ) from None
     return response["WebIdentityToken"]
 
 
@@ -62,47 +68,67 @@ def explain_sts_error(error: ClientError, settings: WorkerSettings) -> str:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", "")
     if code == "OutboundWebIdentityFederationDisabledException":
-        return ("STS: outbound identity federation is not enabled in this AWS account. Enable it once per account "
-                "(the stack's aws.iam.OutboundWebIdentityFederation resource, or `aws iam "
-                "enable-outbound-web-identity-federation`), then rerun.")
+        return (
+            "STS: outbound identity federation is not enabled in this AWS account. Enable it once per account "
+            "(the stack's aws.iam.OutboundWebIdentityFederation resource, or `aws iam "
+            "enable-outbound-web-identity-federation`), then rerun."
+        )
     if code == "SessionDurationEscalationException":
         # Per the STS service model: the token would outlive the caller's own role session. A policy
         # limit (sts:DurationSeconds condition) is AccessDenied instead, handled below.
-        return (f"STS SessionDurationEscalationException: a DurationSeconds={settings.token_duration_seconds} token "
-                "would outlive the task role's current session, and STS never issues a token beyond the session "
-                f"that asks for it. Lower {Env.TOKEN_DURATION_SECONDS} (Pulumi config {_CONFIG}:tokenDurationSeconds; "
-                f"default {contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS}) "
-                "below the session's remaining lifetime, or, if the session is just near its end, rerun: the task "
-                f"then gets fresh role credentials. AWS said: {message}")
+        return (
+            f"STS SessionDurationEscalationException: a DurationSeconds={settings.token_duration_seconds} token "
+            "would outlive the task role's current session, and STS never issues a token beyond the session "
+            f"that asks for it. Lower {Env.TOKEN_DURATION_SECONDS} (Pulumi config {_CONFIG}:tokenDurationSeconds; "
+            f"default {contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS}) "
+            "below the session's remaining lifetime, or, if the session is just near its end, rerun: the task "
+            f"then gets fresh role credentials. AWS said: {message}"
+        )
     if code in ("AccessDenied", "AccessDeniedException"):
-        return ("STS: the task role may not call sts:GetWebIdentityToken with these parameters "
-                f"(audience {contract.TOKEN_EXCHANGE_AUDIENCE}, algorithm {contract.SIGNING_ALGORITHM}, "
-                f"duration {settings.token_duration_seconds}s). Fix the task role's IAM policy conditions "
-                "(sts:IdentityTokenAudience, sts:SigningAlgorithm, sts:DurationSeconds) or run `pulumi up` "
-                f"so the policy matches {_CONFIG}:tokenDurationSeconds. AWS said: {message}")
+        return (
+            "STS: the task role may not call sts:GetWebIdentityToken with these parameters "
+            f"(audience {contract.TOKEN_EXCHANGE_AUDIENCE}, algorithm {contract.SIGNING_ALGORITHM}, "
+            f"duration {settings.token_duration_seconds}s). Fix the task role's IAM policy conditions "
+            "(sts:IdentityTokenAudience, sts:SigningAlgorithm, sts:DurationSeconds) or run `pulumi up` "
+            f"so the policy matches {_CONFIG}:tokenDurationSeconds. AWS said: {message}"
+        )
     if code in ("Throttling", "ThrottlingException"):
         return f"STS throttled GetWebIdentityToken after retries; rerun later. AWS said: {message}"
     return f"STS GetWebIdentityToken failed ({code}): {message}"
 
 
 _AADSTS_FIXES: dict[str, str] = {
-    "700211": ("the token issuer does not match the federated identity credential's issuer. Set the FIC issuer to "
-               "this account's issuer exactly (stack output awsIssuer, no trailing slash) and run `pulumi up`."),
-    "700212": (f"the token audience does not match the federated identity credential. Its audiences must be "
-               f"['{contract.TOKEN_EXCHANGE_AUDIENCE}'] and the worker must request that audience."),
-    "700213": ("the token subject (the task role ARN) matches no federated identity credential. Set the FIC subject "
-               "to the task role ARN exactly (stack output taskRoleArn, including its path) and run `pulumi up`; "
-               f"for extra roles see {_CONFIG}:additionalFederatedCredentials."),
-    "7002138": ("the token subject differs from the federated identity credential's subject only in letter case. "
-                "Subjects are case-sensitive: copy the task role ARN exactly (stack output taskRoleArn)."),
-    "70021": ("no federated identity credential on the Entra app matches this token (issuer + subject + audience). "
-              f"Check {Env.AZURE_CLIENT_ID} is the app that holds the FIC and that the FIC lists the issuer "
-              "(awsIssuer) and task role ARN (taskRoleArn) exactly; run `pulumi up`."),
-    "700024": ("the client assertion expired before Entra used it. The worker fetches a fresh AWS token per request, "
-               "so check the task's clock, or raise "
-               f"{Env.TOKEN_DURATION_SECONDS} ({_CONFIG}:tokenDurationSeconds)."),
-    "5002738": (f"Entra rejected the token's signing algorithm. Request {contract.SIGNING_ALGORITHM} "
-                "(ES384 is not accepted) and allow it in the task role's sts:SigningAlgorithm condition."),
+    "700211": (
+        "the token issuer does not match the federated identity credential's issuer. Set the FIC issuer to "
+        "this account's issuer exactly (stack output awsIssuer, no trailing slash) and run `pulumi up`."
+    ),
+    "700212": (
+        f"the token audience does not match the federated identity credential. Its audiences must be "
+        f"['{contract.TOKEN_EXCHANGE_AUDIENCE}'] and the worker must request that audience."
+    ),
+    "700213": (
+        "the token subject (the task role ARN) matches no federated identity credential. Set the FIC subject "
+        "to the task role ARN exactly (stack output taskRoleArn, including its path) and run `pulumi up`; "
+        f"for extra roles see {_CONFIG}:additionalFederatedCredentials."
+    ),
+    "7002138": (
+        "the token subject differs from the federated identity credential's subject only in letter case. "
+        "Subjects are case-sensitive: copy the task role ARN exactly (stack output taskRoleArn)."
+    ),
+    "70021": (
+        "no federated identity credential on the Entra app matches this token (issuer + subject + audience). "
+        f"Check {Env.AZURE_CLIENT_ID} is the app that holds the FIC and that the FIC lists the issuer "
+        "(awsIssuer) and task role ARN (taskRoleArn) exactly; run `pulumi up`."
+    ),
+    "700024": (
+        "the client assertion expired before Entra used it. The worker fetches a fresh AWS token per request, "
+        "so check the task's clock, or raise "
+        f"{Env.TOKEN_DURATION_SECONDS} ({_CONFIG}:tokenDurationSeconds)."
+    ),
+    "5002738": (
+        f"Entra rejected the token's signing algorithm. Request {contract.SIGNING_ALGORITHM} "
+        "(ES384 is not accepted) and allow it in the task role's sts:SigningAlgorithm condition."
+    ),
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
@@ -148,8 +174,9 @@ def azure_credential(settings: WorkerSettings, session: boto3.Session | None = N
     sts = sts_client(session or aws_session(settings), settings)
     # Workload mode requires both ids (WorkerSettings refuses to load without them).
     assert settings.azure_tenant_id is not None and settings.azure_client_id is not None
-    return ClientAssertionCredential(settings.azure_tenant_id, settings.azure_client_id,
-                                     _AssertionFunc(sts, settings), **kwargs)
+    return ClientAssertionCredential(
+        settings.azure_tenant_id, settings.azure_client_id, _AssertionFunc(sts, settings), **kwargs
+    )
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -164,4 +191,6 @@ def explain_auth_error(error: BaseException) -> str:
     if isinstance(error, IdentityError):
         return str(error)
     text = str(error)
-    return explain_aadsts(text) or f"Entra token request failed: {text.splitlines()[0] if text else type(error).__name__}"
+    return (
+        explain_aadsts(text) or f"Entra token request failed: {text.splitlines()[0] if text else type(error).__name__}"
+    )

@@ -36,8 +36,11 @@ class ExportTarget:
             raise ValueError("bucket is empty: set the export bucket name")
         parts = [p for p in self.prefix.strip("/").split("/") if p] if self.prefix else []
         # The same rules the stack config and the worker settings apply (contract.py).
-        checks = (("account", contract.cosmos_account_problem), ("database", contract.cosmos_id_problem),
-                  ("container", contract.cosmos_id_problem))
+        checks = (
+            ("account", contract.cosmos_account_problem),
+            ("database", contract.cosmos_id_problem),
+            ("container", contract.cosmos_id_problem),
+        )
         for name, problem_of in checks:
             value = getattr(self, name)
             problem = problem_of(value)

@@ -71,8 +71,9 @@ def _newest_ts_slow(docs: Iterable[dict]) -> int | None:
     return newest
 
 
-def emf_record(*, stack: str, account: str, database: str, container: str, mode: str, at: datetime,
-               values: dict[str, float]) -> dict[str, Any]:
+def emf_record(
+    *, stack: str, account: str, database: str, container: str, mode: str, at: datetime, values: dict[str, float]
+) -> dict[str, Any]:
     """One EMF document: `values` (metric name -> number) with both dimension sets of the contract."""
     unknown = sorted(set(values) - set(UNITS))
     if unknown:
@@ -80,11 +81,13 @@ def emf_record(*, stack: str, account: str, database: str, container: str, mode:
     return {
         "_aws": {
             "Timestamp": int(at.timestamp() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [list(CONTAINER_DIMENSIONS), list(MODE_DIMENSIONS)],
-                "Metrics": [{"Name": name, "Unit": UNITS[name]} for name in values],
-            }],
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [list(CONTAINER_DIMENSIONS), list(MODE_DIMENSIONS)],
+                    "Metrics": [{"Name": name, "Unit": UNITS[name]} for name in values],
+                }
+            ],
         },
         Dimension.STACK: stack,
         Dimension.ACCOUNT: account,
@@ -95,11 +98,17 @@ def emf_record(*, stack: str, account: str, database: str, container: str, mode:
     }
 
 
-def committed_values(*, documents: int, bytes: int, parts: int, request_units: float, seconds: float,
-                     newest: int | None, at: datetime) -> dict[str, float]:
+def committed_values(
+    *, documents: int, bytes: int, parts: int, request_units: float, seconds: float, newest: int | None, at: datetime
+) -> dict[str, float]:
     values: dict[str, float] = {
-        Metric.SUCCESS: 1, Metric.FAILURE: 0, Metric.DOCUMENTS: documents, Metric.BYTES: bytes,
-        Metric.PARTS: parts, Metric.REQUEST_UNITS: request_units, Metric.SECONDS: seconds,
+        Metric.SUCCESS: 1,
+        Metric.FAILURE: 0,
+        Metric.DOCUMENTS: documents,
+        Metric.BYTES: bytes,
+        Metric.PARTS: parts,
+        Metric.REQUEST_UNITS: request_units,
+        Metric.SECONDS: seconds,
     }
     if newest is not None:
         values[Metric.LAG] = max(0.0, round(at.timestamp() - newest, 3))
@@ -107,14 +116,22 @@ def committed_values(*, documents: int, bytes: int, parts: int, request_units: f
 
 
 def emit(log: Any, settings: Any, container: str, mode: str, at: datetime, values: dict[str, float]) -> None:
-    log.info(EVENT, **emf_record(stack=settings.stack, account=settings.account_name or "",
-                                 database=settings.cosmos_database, container=container, mode=mode, at=at,
-                                 values=values))
+    log.info(
+        EVENT,
+        **emf_record(
+            stack=settings.stack,
+            account=settings.account_name or "",
+            database=settings.cosmos_database,
+            container=container,
+            mode=mode,
+            at=at,
+            values=values,
+        ),
+    )
 
 
 @contextmanager
-def failure_recorded(log: Any, settings: Any, containers: Iterable[str], mode: str,
-                     clock: Any) -> Iterator[None]:
+def failure_recorded(log: Any, settings: Any, containers: Iterable[str], mode: str, clock: Any) -> Iterator[None]:
     """On any exception (a failure or a stop before commit), emit Failure=1, Success=0 for each container."""
     try:
         yield

@@ -55,66 +55,93 @@ def fix_for(field: str) -> str:
 class WorkerSettings(BaseSettings):
     """Everything the worker needs, from the environment names in `contract.Env`."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", frozen=True,
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", frozen=True, env_ignore_empty=True)
 
     # Identity
     identity_mode: contract.IdentityMode = _env(
-        Env.IDENTITY_MODE, "workload",
-        fix="use 'workload' (ECS task role + Entra federation) or 'laptop' (your az login + AWS profile)")
+        Env.IDENTITY_MODE,
+        "workload",
+        fix="use 'workload' (ECS task role + Entra federation) or 'laptop' (your az login + AWS profile)",
+    )
     aws_region: str = _env(Env.AWS_REGION, fix="set it to the AWS region of the task, e.g. eu-west-1")
-    azure_tenant_id: str | None = _env(Env.AZURE_TENANT_ID, None,
-                                       fix="set it to the Entra tenant id (stack output azureTenantId)")
-    azure_client_id: str | None = _env(Env.AZURE_CLIENT_ID, None,
-                                       fix="set it to the Entra application's client id (stack output azureClientId)")
-    azure_authority_host: str | None = _env(Env.AZURE_AUTHORITY_HOST, None,
-                                            fix="use an https URL such as https://login.microsoftonline.com, or unset it")
+    azure_tenant_id: str | None = _env(
+        Env.AZURE_TENANT_ID, None, fix="set it to the Entra tenant id (stack output azureTenantId)"
+    )
+    azure_client_id: str | None = _env(
+        Env.AZURE_CLIENT_ID, None, fix="set it to the Entra application's client id (stack output azureClientId)"
+    )
+    azure_authority_host: str | None = _env(
+        Env.AZURE_AUTHORITY_HOST, None, fix="use an https URL such as https://login.microsoftonline.com, or unset it"
+    )
     token_duration_seconds: int = _env(
-        Env.TOKEN_DURATION_SECONDS, contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS, bound=contract.TOKEN_DURATION_SECONDS,
-        fix=f"use {contract.TOKEN_DURATION_SECONDS} (Pulumi config cosmos-s3-export:tokenDurationSeconds)")
-    sts_endpoint: str | None = _env(Env.STS_ENDPOINT, None,
-                                    fix="use an https URL, or unset it to use https://sts.<region>.amazonaws.com")
+        Env.TOKEN_DURATION_SECONDS,
+        contract.DEFAULT_WEB_IDENTITY_TOKEN_SECONDS,
+        bound=contract.TOKEN_DURATION_SECONDS,
+        fix=f"use {contract.TOKEN_DURATION_SECONDS} (Pulumi config cosmos-s3-export:tokenDurationSeconds)",
+    )
+    sts_endpoint: str | None = _env(
+        Env.STS_ENDPOINT, None, fix="use an https URL, or unset it to use https://sts.<region>.amazonaws.com"
+    )
     # Source
     cosmos_endpoint: str = _env(
         Env.COSMOS_ENDPOINT,
-        fix="use the account URL, e.g. https://<account>.documents.azure.com:443/ (stack output cosmosEndpoint)")
-    cosmos_account: str | None = _env(Env.COSMOS_ACCOUNT, None,
-                                      fix="use the Cosmos account name (lowercase letters, digits, '-')")
+        fix="use the account URL, e.g. https://<account>.documents.azure.com:443/ (stack output cosmosEndpoint)",
+    )
+    cosmos_account: str | None = _env(
+        Env.COSMOS_ACCOUNT, None, fix="use the Cosmos account name (lowercase letters, digits, '-')"
+    )
     cosmos_database: str = _env(
-        Env.COSMOS_DATABASE,
-        fix="set it to the Cosmos database name (Pulumi config cosmos-s3-export:cosmosDatabase)")
+        Env.COSMOS_DATABASE, fix="set it to the Cosmos database name (Pulumi config cosmos-s3-export:cosmosDatabase)"
+    )
     cosmos_containers: Annotated[tuple[str, ...], NoDecode] = _env(
-        Env.COSMOS_CONTAINERS, fix="list container names separated by commas, e.g. orders,customers")
+        Env.COSMOS_CONTAINERS, fix="list container names separated by commas, e.g. orders,customers"
+    )
     cosmos_tls_verify: bool | str = _env(
-        Env.COSMOS_TLS_VERIFY, True, fix="use 'true', 'false' (local emulators only) or the path of a CA bundle file")
-    min_consistency: contract.ConsistencyLevel = _env(Env.MIN_CONSISTENCY, contract.DEFAULT_MIN_CONSISTENCY,
-                                                      fix=f"use one of {', '.join(contract.CONSISTENCY_LEVELS)}")
-    change_feed_mode: contract.ChangeFeedMode = _env(Env.CHANGE_FEED_MODE, contract.DEFAULT_CHANGE_FEED_MODE,
-                                                     fix=f"use {_choices(contract.CHANGE_FEED_MODES)}")
-    priority: contract.Priority | None = _env(Env.PRIORITY, None,
-                                              fix=f"use {_choices(contract.PRIORITIES)}, or unset it")
-    query_filter: str | None = _env(Env.QUERY_FILTER, None,
-                                    fix="give only the condition after WHERE, e.g. c.status = 'open'")
-    snapshot_source: contract.SnapshotSource = _env(Env.SNAPSHOT_SOURCE, "changefeed",
-                                                    fix=f"use {_choices(contract.SNAPSHOT_SOURCES)}")
-    page_size: int = _env(Env.PAGE_SIZE, contract.DEFAULT_PAGE_SIZE, bound=contract.PAGE_SIZE,
-                          fix=f"use {contract.PAGE_SIZE}")
+        Env.COSMOS_TLS_VERIFY, True, fix="use 'true', 'false' (local emulators only) or the path of a CA bundle file"
+    )
+    min_consistency: contract.ConsistencyLevel = _env(
+        Env.MIN_CONSISTENCY,
+        contract.DEFAULT_MIN_CONSISTENCY,
+        fix=f"use one of {', '.join(contract.CONSISTENCY_LEVELS)}",
+    )
+    change_feed_mode: contract.ChangeFeedMode = _env(
+        Env.CHANGE_FEED_MODE, contract.DEFAULT_CHANGE_FEED_MODE, fix=f"use {_choices(contract.CHANGE_FEED_MODES)}"
+    )
+    priority: contract.Priority | None = _env(
+        Env.PRIORITY, None, fix=f"use {_choices(contract.PRIORITIES)}, or unset it"
+    )
+    query_filter: str | None = _env(
+        Env.QUERY_FILTER, None, fix="give only the condition after WHERE, e.g. c.status = 'open'"
+    )
+    snapshot_source: contract.SnapshotSource = _env(
+        Env.SNAPSHOT_SOURCE, "changefeed", fix=f"use {_choices(contract.SNAPSHOT_SOURCES)}"
+    )
+    page_size: int = _env(
+        Env.PAGE_SIZE, contract.DEFAULT_PAGE_SIZE, bound=contract.PAGE_SIZE, fix=f"use {contract.PAGE_SIZE}"
+    )
     # Destination
     bucket: str = _env(Env.BUCKET, fix="set it to the export bucket name (stack output bucketName)")
     prefix: str = _env(
-        Env.PREFIX, contract.DEFAULT_PREFIX,
-        fix="use the key prefix without leading or trailing '/', e.g. cosmos (stack output exportPrefix)")
-    kms_key_arn: str | None = _env(Env.KMS_KEY_ARN, None,
-                                   fix="use the full KMS key ARN (stack output kmsKeyArn), or unset it")
-    s3_endpoint: str | None = _env(Env.S3_ENDPOINT, None,
-                                   fix="use an http(s) URL, or unset it to use the regional S3 endpoint")
+        Env.PREFIX,
+        contract.DEFAULT_PREFIX,
+        fix="use the key prefix without leading or trailing '/', e.g. cosmos (stack output exportPrefix)",
+    )
+    kms_key_arn: str | None = _env(
+        Env.KMS_KEY_ARN, None, fix="use the full KMS key ARN (stack output kmsKeyArn), or unset it"
+    )
+    s3_endpoint: str | None = _env(
+        Env.S3_ENDPOINT, None, fix="use an http(s) URL, or unset it to use the regional S3 endpoint"
+    )
     # Tuning (the stack's defaults are the same contract values)
-    concurrency: int = _env(Env.CONCURRENCY, contract.DEFAULT_CONCURRENCY, bound=contract.CONCURRENCY,
-                            fix=f"use {contract.CONCURRENCY}")
-    part_size_mb: int = _env(Env.PART_SIZE_MB, contract.DEFAULT_PART_SIZE_MB, bound=contract.PART_SIZE_MB,
-                             fix=f"use {contract.PART_SIZE_MB}")
-    compression: contract.Compression = _env(Env.COMPRESSION, contract.DEFAULT_COMPRESSION,
-                                             fix=f"use {_choices(contract.COMPRESSIONS)}")
+    concurrency: int = _env(
+        Env.CONCURRENCY, contract.DEFAULT_CONCURRENCY, bound=contract.CONCURRENCY, fix=f"use {contract.CONCURRENCY}"
+    )
+    part_size_mb: int = _env(
+        Env.PART_SIZE_MB, contract.DEFAULT_PART_SIZE_MB, bound=contract.PART_SIZE_MB, fix=f"use {contract.PART_SIZE_MB}"
+    )
+    compression: contract.Compression = _env(
+        Env.COMPRESSION, contract.DEFAULT_COMPRESSION, fix=f"use {_choices(contract.COMPRESSIONS)}"
+    )
     log_level: contract.LogLevel = _env(Env.LOG_LEVEL, "INFO", fix="use DEBUG, INFO, WARNING or ERROR")
     # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
     stack: str = _env(Env.STACK, "local", pattern=r"^[A-Za-z0-9._-]{1,255}$",
@@ -287,21 +314,36 @@ class WorkerSettings(BaseSettings):
     def _cross(self) -> "WorkerSettings":
         problems: list[tuple[str, Any, str]] = []
         if self.identity_mode == "laptop" and os.environ.get(ECS_METADATA_ENV):
-            problems.append(("identity_mode", "laptop",
-                             f"refused inside ECS ({ECS_METADATA_ENV} is set): a task must use its own role; "
-                             f"set {Env.IDENTITY_MODE}=workload"))
+            problems.append(
+                (
+                    "identity_mode",
+                    "laptop",
+                    f"refused inside ECS ({ECS_METADATA_ENV} is set): a task must use its own role; "
+                    f"set {Env.IDENTITY_MODE}=workload",
+                )
+            )
         if self.identity_mode == "workload":
             for name in ("azure_tenant_id", "azure_client_id"):
                 if getattr(self, name) is None:
                     problems.append((name, None, f"is required in workload identity mode; {fix_for(name)}"))
         if self.query_filter and self.snapshot_source != "query":
-            problems.append(("snapshot_source", self.snapshot_source,
-                             f"{Env.QUERY_FILTER} only applies to query snapshots; "
-                             f"set {Env.SNAPSHOT_SOURCE}=query or unset {Env.QUERY_FILTER}"))
+            problems.append(
+                (
+                    "snapshot_source",
+                    self.snapshot_source,
+                    f"{Env.QUERY_FILTER} only applies to query snapshots; "
+                    f"set {Env.SNAPSHOT_SOURCE}=query or unset {Env.QUERY_FILTER}",
+                )
+            )
         if self.account_name is None:
-            problems.append(("cosmos_account", None,
-                             f"cannot be derived from {Env.COSMOS_ENDPOINT}={self.cosmos_endpoint!r}; "
-                             f"set {Env.COSMOS_ACCOUNT} to the account name"))
+            problems.append(
+                (
+                    "cosmos_account",
+                    None,
+                    f"cannot be derived from {Env.COSMOS_ENDPOINT}={self.cosmos_endpoint!r}; "
+                    f"set {Env.COSMOS_ACCOUNT} to the account name",
+                )
+            )
         if problems:
             raise _CrossFieldError(problems)
         return self
@@ -415,5 +457,7 @@ def _describe(error: ValidationError, overrides: dict[str, Any]) -> list[str]:
             what = str(cause) if cause else err["msg"]
         else:
             what = err["msg"][0].lower() + err["msg"][1:]
-        problems.append(f"{name}={_shown(value)}: {what}; {fix_for(field) if field in WorkerSettings.model_fields else 'see runtime/README.md'}")
+        problems.append(
+            f"{name}={_shown(value)}: {what}; {fix_for(field) if field in WorkerSettings.model_fields else 'see runtime/README.md'}"
+        )
     return problems

@@ -264,4 +264,3 @@ class FeedRangeSink:
             uncompressed_bytes=record.uncompressed_bytes,
             feed_range_index=self._index,
         )
-

@@ -52,15 +52,19 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError))
 
 
-def retrying(budget_seconds: float | None = None, attempts: int | None = None,
-             wait_max: float | None = None) -> Retrying:
+def retrying(
+    budget_seconds: float | None = None, attempts: int | None = None, wait_max: float | None = None
+) -> Retrying:
     # The module constants are read here, per call, not bound as defaults: tests (and embedders) shorten them.
     budget = RETRY_SECONDS if budget_seconds is None else budget_seconds
     tries = RETRY_ATTEMPTS if attempts is None else attempts
     longest = RETRY_WAIT_MAX_SECONDS if wait_max is None else wait_max
-    return Retrying(retry=retry_if_exception(is_transient),
-                    stop=stop_after_delay(budget) | stop_after_attempt(tries),
-                    wait=wait_exponential_jitter(initial=min(0.5, longest), max=longest), reraise=True)
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_delay(budget) | stop_after_attempt(tries),
+        wait=wait_exponential_jitter(initial=min(0.5, longest), max=longest),
+        reraise=True,
+    )
 
 
 def cosmos_client(settings: WorkerSettings, credential: Any) -> CosmosClient:
@@ -95,7 +99,8 @@ def check_consistency(client: CosmosClient, minimum: str) -> str:
         raise SourceError(
             f"account consistency {level} is weaker than the required minimum {minimum} "
             f"({contract.Env.MIN_CONSISTENCY}); raise the account's default consistency to {minimum} or lower "
-            f"{contract.Env.MIN_CONSISTENCY} (Pulumi config cosmos-s3-export:minConsistency) if {level} is acceptable")
+            f"{contract.Env.MIN_CONSISTENCY} (Pulumi config cosmos-s3-export:minConsistency) if {level} is acceptable"
+        )
     return level
 
 
@@ -140,8 +145,9 @@ _END = object()
 class FeedRangeReader:
     """Reads one feed range of one container; safe to run one per thread on a shared client."""
 
-    def __init__(self, container: ContainerProxy, feed_range: dict, settings: WorkerSettings,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self, container: ContainerProxy, feed_range: dict, settings: WorkerSettings, stop: threading.Event | None = None
+    ):
         self.container, self.feed_range, self.settings = container, feed_range, settings
         self.stop = stop or threading.Event()
 
@@ -151,8 +157,9 @@ class FeedRangeReader:
             options["priority"] = self.settings.priority
         return options
 
-    def change_feed(self, *, continuation: str | None = None, start_time: str = "Beginning",
-                    mode: str | None = None) -> Iterator[Page]:
+    def change_feed(
+        self, *, continuation: str | None = None, start_time: str = "Beginning", mode: str | None = None
+    ) -> Iterator[Page]:
         """Pages of the change feed from `continuation` (or `start_time`), until the current end.
 
         After the generator is exhausted, `self.continuation` is where the next run resumes.
@@ -202,7 +209,9 @@ class FeedRangeReader:
         # A query continuation is not captured per request, so a failure after the first page is not resumed.
         yield from self._pages(pager, hook, resumable=False)
 
-    def _pages(self, make_pager: Callable[[str | None], Iterator[Any]], hook: _Hook, *, resumable: bool) -> Iterator[Page]:
+    def _pages(
+        self, make_pager: Callable[[str | None], Iterator[Any]], hook: _Hook, *, resumable: bool
+    ) -> Iterator[Page]:
         pager: Iterator[Any] | None = None
         cont = getattr(self, "continuation", None) if resumable else None
         started = False
@@ -260,8 +269,10 @@ def document_count(container: ContainerProxy) -> int | None:
     """
     seen: dict[str, str] = {}
     try:
-        container.read(populate_quota_info=True,
-                       response_hook=lambda headers, _body: seen.update({k.lower(): v for k, v in headers.items()}))
+        container.read(
+            populate_quota_info=True,
+            response_hook=lambda headers, _body: seen.update({k.lower(): v for k, v in headers.items()}),
+        )
     except exceptions.CosmosHttpResponseError:
         return None
     match = re.search(r"(?:^|;)documentsCount=(\d+)", seen.get("x-ms-resource-usage", ""))
@@ -280,12 +291,16 @@ def explain_cosmos_error(error: BaseException, settings: WorkerSettings) -> str:
     if isinstance(error, exceptions.CosmosHttpResponseError):
         first = (error.message or "").splitlines()[0] if error.message else ""
         if error.status_code == 403:
-            return (f"Cosmos refused the request (403/{error.sub_status}): {first} Give the service principal a SQL "
-                    f"role assignment with the data actions {', '.join(contract.COSMOS_DATA_ACTIONS)} on "
-                    f"/dbs/{settings.cosmos_database} or its containers (Pulumi config "
-                    f"cosmos-s3-export:cosmosContainers) and run `pulumi up`; a new assignment can take minutes.")
+            return (
+                f"Cosmos refused the request (403/{error.sub_status}): {first} Give the service principal a SQL "
+                f"role assignment with the data actions {', '.join(contract.COSMOS_DATA_ACTIONS)} on "
+                f"/dbs/{settings.cosmos_database} or its containers (Pulumi config "
+                f"cosmos-s3-export:cosmosContainers) and run `pulumi up`; a new assignment can take minutes."
+            )
         if error.status_code == 401:
-            return (f"Cosmos rejected the Entra token (401): {first} Check {contract.Env.COSMOS_ENDPOINT} and "
-                    f"{contract.Env.AZURE_TENANT_ID}, and that local auth is not the only one allowed.")
+            return (
+                f"Cosmos rejected the Entra token (401): {first} Check {contract.Env.COSMOS_ENDPOINT} and "
+                f"{contract.Env.AZURE_TENANT_ID}, and that local auth is not the only one allowed."
+            )
         return f"Cosmos request failed ({error.status_code}/{error.sub_status}): {first}"
     return f"Cosmos request failed: {error}"

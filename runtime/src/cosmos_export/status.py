@@ -93,14 +93,20 @@ def _checkpoint(s3: Any, target: layout.ExportTarget) -> tuple[Checkpoint | None
     try:
         return Checkpoint.model_validate_json(body), None
     except ValidationError as exc:
-        return None, f"checkpoint s3://{target.bucket}/{layout.checkpoint_key(target)} is not valid: " \
-                     f"{exc.errors()[0]['msg']}; the next run refuses it until it is restored from a previous version"
+        return (
+            None,
+            f"checkpoint s3://{target.bucket}/{layout.checkpoint_key(target)} is not valid: "
+            f"{exc.errors()[0]['msg']}; the next run refuses it until it is restored from a previous version",
+        )
 
 
 def _drill(s3: Any, target: layout.ExportTarget) -> tuple[Drill | None, str | None]:
     """The newest drill report (keys are UTC timestamps, so the greatest key is the newest)."""
-    keys = sorted(o["Key"] for o in _list(s3, target.bucket, f"{target.container_prefix}/{DRILLS_DIR}/")
-                  if o["Key"].endswith(".json"))
+    keys = sorted(
+        o["Key"]
+        for o in _list(s3, target.bucket, f"{target.container_prefix}/{DRILLS_DIR}/")
+        if o["Key"].endswith(".json")
+    )
     if not keys:
         return None, None
     try:
@@ -109,9 +115,13 @@ def _drill(s3: Any, target: layout.ExportTarget) -> tuple[Drill | None, str | No
         return Drill(keys[-1], None, None, None, None), f"drill report {keys[-1]} is not JSON ({exc})"
     report = report if isinstance(report, dict) else {}
     ok = report.get("ok")
-    return Drill(key=keys[-1], ok=ok if isinstance(ok, bool) else None,
-                 finished_at=report.get("drill_finished_at"), sequence=report.get("sequence"),
-                 documents_mismatched=report.get("documents_mismatched")), None
+    return Drill(
+        key=keys[-1],
+        ok=ok if isinstance(ok, bool) else None,
+        finished_at=report.get("drill_finished_at"),
+        sequence=report.get("sequence"),
+        documents_mismatched=report.get("documents_mismatched"),
+    ), None
 
 
 def container_status(s3: Any, target: layout.ExportTarget, now: datetime) -> ContainerStatus:
@@ -166,8 +176,16 @@ def container_status(s3: Any, target: layout.ExportTarget, now: datetime) -> Con
     return status
 
 
-def collect(s3: Any, *, bucket: str, prefix: str, account: str, database: str, containers: list[str] | tuple[str, ...],
-            now: datetime | None = None) -> list[ContainerStatus]:
+def collect(
+    s3: Any,
+    *,
+    bucket: str,
+    prefix: str,
+    account: str,
+    database: str,
+    containers: list[str] | tuple[str, ...],
+    now: datetime | None = None,
+) -> list[ContainerStatus]:
     now = now or datetime.now(timezone.utc)
     return [container_status(s3, layout.ExportTarget(bucket, prefix, account, database, c), now) for c in containers]
 
@@ -219,22 +237,45 @@ def table(statuses: list[ContainerStatus], *, max_age_seconds: float | None = No
 
     where = sorted({f"{s.account}/{s.database}" for s in statuses})
     t = Table(title=f"cosmos-export status: {', '.join(where)}", show_lines=False)
-    for column in ("container", "seq", "committed (UTC)", "age", "mode", "docs", "bytes", "lag", "schema",
-                   "checkpoint", "orphans", "last drill"):
-        t.add_column(column, justify="right" if column in ("seq", "docs", "bytes", "schema") else "left",
-                     no_wrap=True)
+    for column in (
+        "container",
+        "seq",
+        "committed (UTC)",
+        "age",
+        "mode",
+        "docs",
+        "bytes",
+        "lag",
+        "schema",
+        "checkpoint",
+        "orphans",
+        "last drill",
+    ):
+        t.add_column(column, justify="right" if column in ("seq", "docs", "bytes", "schema") else "left", no_wrap=True)
     for s in statuses:
         old = max_age_seconds is not None and s.too_old(max_age_seconds)
-        orphans = ", ".join([f"{s.orphan_parts} part(s) {human_bytes(s.orphan_bytes)}"] * bool(s.orphan_parts)
-                            + [f"{s.open_uploads} upload(s)"] * bool(s.open_uploads)) or "-"
+        orphans = (
+            ", ".join(
+                [f"{s.orphan_parts} part(s) {human_bytes(s.orphan_bytes)}"] * bool(s.orphan_parts)
+                + [f"{s.open_uploads} upload(s)"] * bool(s.open_uploads)
+            )
+            or "-"
+        )
         t.add_row(
-            s.container if len(where) == 1 else f"{s.account}/{s.database}/{s.container}", str(s.sequence or "-"),
+            s.container if len(where) == 1 else f"{s.account}/{s.database}/{s.container}",
+            str(s.sequence or "-"),
             s.committed_at.strftime("%Y-%m-%d %H:%M:%S") if s.committed_at else "never",
-            human_age(s.age_seconds), s.mode or "-", f"{s.documents:,}" if s.documents is not None else "-",
-            human_bytes(s.bytes), human_age(s.lag_seconds), str(s.schema_version or "-"),
-            s.checkpoint if s.checkpoint_sequence is None or s.checkpoint == "current"
+            human_age(s.age_seconds),
+            s.mode or "-",
+            f"{s.documents:,}" if s.documents is not None else "-",
+            human_bytes(s.bytes),
+            human_age(s.lag_seconds),
+            str(s.schema_version or "-"),
+            s.checkpoint
+            if s.checkpoint_sequence is None or s.checkpoint == "current"
             else f"{s.checkpoint} (at {s.checkpoint_sequence})",
-            orphans, _drill_cell(s.drill),
+            orphans,
+            _drill_cell(s.drill),
             style="bold red" if old or s.problems or (s.drill and s.drill.ok is False) else None,
         )
     return t

@@ -48,12 +48,12 @@ def _status(exc: ClientError) -> int:
 def is_precondition_failed(exc: BaseException) -> bool:
     """A conditional write lost: the key exists (If-None-Match) or changed (If-Match)."""
     return isinstance(exc, ClientError) and (
-        _status(exc) in (409, 412) or error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"))
+        _status(exc) in (409, 412) or error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+    )
 
 
 def is_missing(exc: BaseException) -> bool:
-    return isinstance(exc, ClientError) and (
-        _status(exc) == 404 or error_code(exc) in ("NoSuchKey", "404", "NotFound"))
+    return isinstance(exc, ClientError) and (_status(exc) == 404 or error_code(exc) in ("NoSuchKey", "404", "NotFound"))
 
 
 def _version(version_id: str | None) -> dict[str, Any]:
@@ -132,17 +132,23 @@ class Bucket:
 
     def put_if_absent(self, key: str, body: bytes, content_type: str) -> str:
         """Write only if `key` does not exist; returns the ETag. A lost race: see is_precondition_failed."""
-        return self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type,
-                                      IfNoneMatch="*")["ETag"]
+        return self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")[
+            "ETag"
+        ]
 
     def put_if_match(self, key: str, body: bytes, content_type: str, etag: str) -> str:
         """Replace `key` only if its ETag is still `etag`; returns the new ETag."""
-        return self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type,
-                                      IfMatch=etag)["ETag"]
+        return self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, IfMatch=etag)[
+            "ETag"
+        ]
 
     def set_tags(self, key: str, tags: dict[str, str], version_id: str | None = None) -> None:
-        self.client.put_object_tagging(Bucket=self.name, Key=key, **_version(version_id),
-                                       Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        self.client.put_object_tagging(
+            Bucket=self.name,
+            Key=key,
+            **_version(version_id),
+            Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]},
+        )
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=key)
@@ -150,19 +156,22 @@ class Bucket:
     def delete_many(self, keys: Sequence[str]) -> list[tuple[str, str, str]]:
         """Delete up to 1000 keys in one request; (key, code, message) of each key S3 did not delete."""
         response = self.client.delete_objects(
-            Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+            Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
         return [(e.get("Key", ""), e.get("Code", ""), e.get("Message", "")) for e in response.get("Errors", [])]
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
 
-    def start_upload(self, key: str, *, content_type: str, metadata: dict[str, str],
-                     kms_key_arn: str | None) -> MultipartUpload:
+    def start_upload(
+        self, key: str, *, content_type: str, metadata: dict[str, str], kms_key_arn: str | None
+    ) -> MultipartUpload:
         extra: dict[str, Any] = {}
         if kms_key_arn:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn, BucketKeyEnabled=True)
-        response = self.client.create_multipart_upload(Bucket=self.name, Key=key, ContentType=content_type,
-                                                       Metadata=metadata, **extra)
+        response = self.client.create_multipart_upload(
+            Bucket=self.name, Key=key, ContentType=content_type, Metadata=metadata, **extra
+        )
         return MultipartUpload(self, key, response["UploadId"])
 
 
@@ -177,14 +186,16 @@ class MultipartUpload:
 
     def upload(self, chunk: bytes) -> None:
         number = len(self.parts) + 1
-        response = self.bucket.client.upload_part(Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id,
-                                                  PartNumber=number, Body=chunk)
+        response = self.bucket.client.upload_part(
+            Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+        )
         self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
     def complete(self) -> str | None:
         """Make the object visible; its version id (None in an unversioned bucket)."""
         response = self.bucket.client.complete_multipart_upload(
-            Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts})
+            Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
         version_id = response.get("VersionId")
         return None if version_id in (None, "null") else version_id
 
@@ -194,5 +205,6 @@ class MultipartUpload:
 
 def client(settings: WorkerSettings, session: boto3.Session) -> S3Client:
     """The worker's S3 client: the task role's credentials, the regional (or overridden) endpoint."""
-    return session.client("s3", region_name=settings.aws_region, endpoint_url=settings.s3_endpoint,
-                          config=client_config())
+    return session.client(
+        "s3", region_name=settings.aws_region, endpoint_url=settings.s3_endpoint, config=client_config()
+    )

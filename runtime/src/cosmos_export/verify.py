@@ -76,7 +76,9 @@ def verify_run(s3_client: Any, target: layout.ExportTarget, run_id: str, *, chec
         try:
             response = bucket.open(part.key, part.version_id)
         except ClientError as exc:
-            report.mismatches.append(Mismatch(part.key, "missing", "object present", storage.error_code(exc) or "error"))
+            report.mismatches.append(
+                Mismatch(part.key, "missing", "object present", storage.error_code(exc) or "error")
+            )
             continue
         sha = hashlib.sha256()
         try:
@@ -96,8 +98,11 @@ def verify_run(s3_client: Any, target: layout.ExportTarget, run_id: str, *, chec
             report.mismatches.append(Mismatch(part.key, "last-line", "ends with newline", "truncated line"))
         if check_tags:
             tags = bucket.tags(part.key, part.version_id)
-            for name, expected in ((Meta.DOCUMENT_COUNT, str(part.documents)), (Meta.SHA256, part.sha256),
-                                   (Meta.SCHEMA_VERSION, str(part.schema_version))):
+            for name, expected in (
+                (Meta.DOCUMENT_COUNT, str(part.documents)),
+                (Meta.SHA256, part.sha256),
+                (Meta.SCHEMA_VERSION, str(part.schema_version)),
+            ):
                 if tags.get(name) != expected:
                     report.mismatches.append(Mismatch(part.key, f"tag:{name}", expected, str(tags.get(name))))
     return report

@@ -46,16 +46,25 @@ def handle_control(state, method: str, parts: list[str], query: dict[str, list[s
         if not isinstance(spec, dict):
             raise ValueError("the body must be a JSON object")
         if route == "containers":
-            created = state.create_container(_one(query, spec, "db"), _one(query, spec, "container"),
-                                             spec.get("partition_key_path", "/pk"), int(spec.get("feed_ranges", 4)))
+            created = state.create_container(
+                _one(query, spec, "db"),
+                _one(query, spec, "container"),
+                spec.get("partition_key_path", "/pk"),
+                int(spec.get("feed_ranges", 4)),
+            )
             return 201, {"rid": created.rid, "ranges": [r.id for r in created.ranges]}
         if route == "delete":
-            found = state.delete(_one(query, spec, "db"), _one(query, spec, "container"), _one(query, spec, "id"),
-                                 _one(query, spec, "partition_key"))
+            found = state.delete(
+                _one(query, spec, "db"),
+                _one(query, spec, "container"),
+                _one(query, spec, "id"),
+                _one(query, spec, "partition_key"),
+            )
             return (200, {"deleted": True}) if found else (404, {"error": "no such document"})
         if route == "split":
-            return 200, {"new_ranges": state.split(_one(query, spec, "db"), _one(query, spec, "container"),
-                                                   spec.get("range_id"))}
+            return 200, {
+                "new_ranges": state.split(_one(query, spec, "db"), _one(query, spec, "container"), spec.get("range_id"))
+            }
         kind = _one(query, spec, "kind")
         if kind in ("throttle", "unavailable", "reset"):
             n, operation = int(_one(query, spec, "n")), spec.get("operation")
@@ -72,8 +81,9 @@ def handle_control(state, method: str, parts: list[str], query: dict[str, list[s
         elif kind == "clear":
             state.clear_faults()
         else:
-            raise ValueError(f"fault kind {kind!r} is not one of throttle, unavailable, reset, not_modified, "
-                             "not_propagated, clear")
+            raise ValueError(
+                f"fault kind {kind!r} is not one of throttle, unavailable, reset, not_modified, not_propagated, clear"
+            )
         return 200, {"ok": True}
     except KeyError as exc:
         return 404, {"error": str(exc.args[0]) if exc.args else "not found"}

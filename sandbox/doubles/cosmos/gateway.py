@@ -53,8 +53,15 @@ ALL_VERSIONS_NOT_ENABLED = "Change Feed 'All Versions and Deletes' mode must be 
 class CosmosError(Exception):
     """An error response: HTTP status, Cosmos substatus and the service's code/message."""
 
-    def __init__(self, status: int, code: str, message: str, substatus: int = 0,
-                 headers: dict[str, str] | None = None, body: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        substatus: int = 0,
+        headers: dict[str, str] | None = None,
+        body: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.substatus = status, code, message, substatus
         self.headers = headers or {}
@@ -73,11 +80,16 @@ class _Timed:
 class CosmosGatewayState:
     """Accounts' databases, containers, documents, auth config, faults and stats."""
 
-    def __init__(self, account_name: str, *, consistency: str = "Session",
-                 token_verifier: Callable[[str, str], dict] | None = None,
-                 role_assignments: Iterable[RoleAssignment] = (),
-                 rbac_propagation_seconds: float = 0.0,
-                 record_all_versions: bool = False):
+    def __init__(
+        self,
+        account_name: str,
+        *,
+        consistency: str = "Session",
+        token_verifier: Callable[[str, str], dict] | None = None,
+        role_assignments: Iterable[RoleAssignment] = (),
+        rbac_propagation_seconds: float = 0.0,
+        record_all_versions: bool = False,
+    ):
         if consistency not in CONSISTENCY_LEVELS:
             raise ValueError(f"consistency {consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         self.account_name = account_name
@@ -106,8 +118,9 @@ class CosmosGatewayState:
         self._not_propagated: _Timed | None = None
 
     # --- setup -----------------------------------------------------------
-    def create_container(self, db: str, container: str, partition_key_path: str = "/pk",
-                         feed_ranges: int = 4) -> Container:
+    def create_container(
+        self, db: str, container: str, partition_key_path: str = "/pk", feed_ranges: int = 4
+    ) -> Container:
         with self.lock:
             database = self.databases.get(db)
             if database is None:
@@ -115,8 +128,12 @@ class CosmosGatewayState:
             if container in database.containers:
                 raise ValueError(f"container {db}/{container} already exists")
             created = database.containers[container] = Container(
-                database, container, partition_key_path, feed_ranges,
-                number=sum(len(d.containers) for d in self.databases.values()) + 1)
+                database,
+                container,
+                partition_key_path,
+                feed_ranges,
+                number=sum(len(d.containers) for d in self.databases.values()) + 1,
+            )
             return created
 
     def container(self, db: str, container: str) -> Container:
@@ -223,53 +240,88 @@ class CosmosGatewayState:
         if self.token_verifier is None:
             return
         if not authorization:
-            raise CosmosError(401, "Unauthorized", "Required Header authorization is missing. Ensure a valid "
-                              "Authorization token is passed.")
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                "Required Header authorization is missing. Ensure a valid Authorization token is passed.",
+            )
         fields = parse_qs(unquote(authorization), keep_blank_values=True)
         if fields.get("type") != ["aad"] or not fields.get("sig") or not fields["sig"][0]:
-            raise CosmosError(401, "Unauthorized", "The input authorization token can't serve the request. "
-                              "Only AAD tokens (type=aad&ver=1.0&sig=<jwt>) are accepted: local "
-                              "authorization is disabled on this account.")
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                "The input authorization token can't serve the request. "
+                "Only AAD tokens (type=aad&ver=1.0&sig=<jwt>) are accepted: local "
+                "authorization is disabled on this account.",
+            )
         audience = self.audience_for(host)
         try:
             claims = self.token_verifier(fields["sig"][0], audience)
         except Exception as exc:  # the verifier's reason, never the token
-            raise CosmosError(401, "Unauthorized", f"The input authorization token can't serve the request. "
-                              f"The AAD token was rejected for audience {audience}: {exc}") from None
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                f"The input authorization token can't serve the request. "
+                f"The AAD token was rejected for audience {audience}: {exc}",
+            ) from None
         principal = claims.get("oid")
         if not principal:
-            raise CosmosError(401, "Unauthorized", "The AAD token has no oid claim: it does not identify a "
-                              "principal.")
+            raise CosmosError(401, "Unauthorized", "The AAD token has no oid claim: it does not identify a principal.")
         if self._not_propagated is not None and self._not_propagated.active():
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
         # The account read (scope "/") only needs readMetadata somewhere: a container-scoped
         # assignment is enough for the SDK to start, as on a real account.
-        matching = [a for a in self.role_assignments
-                    if a.principal_id == principal and (scope == "/" or a.covers_scope(scope)) and a.allows(action)]
+        matching = [
+            a
+            for a in self.role_assignments
+            if a.principal_id == principal and (scope == "/" or a.covers_scope(scope)) and a.allows(action)
+        ]
         if not matching:
-            raise CosmosError(403, "Forbidden", rbac.forbidden_message(self.account_name, principal, action, scope),
-                              substatus=5301)
+            raise CosmosError(
+                403, "Forbidden", rbac.forbidden_message(self.account_name, principal, action, scope), substatus=5301
+            )
         now = time.monotonic()
         if all(now - a.created_at < self.rbac_propagation_seconds for a in matching):
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
 
     def _not_propagated_message(self, principal: str) -> str:
-        return (f"Request blocked by Auth {self.account_name} : The role assignments of principal [{principal}] "
-                "are not yet propagated to this account. Retry after a few minutes. "
-                "Learn more: https://aka.ms/cosmos-native-rbac.")
+        return (
+            f"Request blocked by Auth {self.account_name} : The role assignments of principal [{principal}] "
+            "are not yet propagated to this account. Retry after a few minutes. "
+            "Learn more: https://aka.ms/cosmos-native-rbac."
+        )
 
 
 OPERATIONS = {
-    "account.read", "database.read", "container.read", "pkranges.read", "changefeed.read", "query",
-    "queryplan", "item.read", "item.create", "item.upsert", "item.replace", "item.delete", "items.readfeed",
+    "account.read",
+    "database.read",
+    "container.read",
+    "pkranges.read",
+    "changefeed.read",
+    "query",
+    "queryplan",
+    "item.read",
+    "item.create",
+    "item.upsert",
+    "item.replace",
+    "item.delete",
+    "items.readfeed",
 }
 
 _ACTIONS = {
-    "account.read": rbac.READ_METADATA, "database.read": rbac.READ_METADATA,
-    "container.read": rbac.READ_METADATA, "pkranges.read": rbac.READ_METADATA,
-    "changefeed.read": rbac.READ_CHANGE_FEED, "query": rbac.EXECUTE_QUERY, "queryplan": rbac.EXECUTE_QUERY,
-    "items.readfeed": rbac.EXECUTE_QUERY, "item.read": rbac.ITEM_READ, "item.create": rbac.ITEM_CREATE,
-    "item.upsert": rbac.ITEM_UPSERT, "item.replace": rbac.ITEM_REPLACE, "item.delete": rbac.ITEM_DELETE,
+    "account.read": rbac.READ_METADATA,
+    "database.read": rbac.READ_METADATA,
+    "container.read": rbac.READ_METADATA,
+    "pkranges.read": rbac.READ_METADATA,
+    "changefeed.read": rbac.READ_CHANGE_FEED,
+    "query": rbac.EXECUTE_QUERY,
+    "queryplan": rbac.EXECUTE_QUERY,
+    "items.readfeed": rbac.EXECUTE_QUERY,
+    "item.read": rbac.ITEM_READ,
+    "item.create": rbac.ITEM_CREATE,
+    "item.upsert": rbac.ITEM_UPSERT,
+    "item.replace": rbac.ITEM_REPLACE,
+    "item.delete": rbac.ITEM_DELETE,
 }
 
 
@@ -356,6 +408,7 @@ class CosmosGatewayHandler(DoubleHandler):
         parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
         if parts[:1] == ["_double"]:
             from sandbox.doubles.cosmos.control import handle_control
+
             status, payload = handle_control(self.state, method, parts[1:], parse_qs(url.query), body)
             self._send_json(status, payload)
             return
@@ -365,8 +418,9 @@ class CosmosGatewayHandler(DoubleHandler):
             operation, action, scope, handler = self._route(method, parts)
             with self.state.lock:
                 self.state.priorities[(operation, self.headers.get("x-ms-cosmos-priority-level"))] += 1
-            self.state.authorize(self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"),
-                                 action, scope)
+            self.state.authorize(
+                self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"), action, scope
+            )
             fault = self.state._take_fault(operation)
             if fault is not None and fault["kind"] == "throttle":
                 raise CosmosError(429, "TooManyRequests", "Request rate is large. More Request Units may be needed, "
@@ -466,45 +520,84 @@ class CosmosGatewayHandler(DoubleHandler):
         endpoint = f"https://{host}/"
         location = [{"name": "Local", "databaseAccountEndpoint": endpoint}]
         payload = {
-            "_self": "", "id": self.state.account_name, "_rid": f"{self.state.account_name}.documents.azure.com",
-            "media": "//media/", "addresses": "//addresses/", "_dbs": "//dbs/",
-            "writableLocations": location, "readableLocations": location,
-            "enableMultipleWriteLocations": False, "continuousBackupEnabled": self.state.record_all_versions,
+            "_self": "",
+            "id": self.state.account_name,
+            "_rid": f"{self.state.account_name}.documents.azure.com",
+            "media": "//media/",
+            "addresses": "//addresses/",
+            "_dbs": "//dbs/",
+            "writableLocations": location,
+            "readableLocations": location,
+            "enableMultipleWriteLocations": False,
+            "continuousBackupEnabled": self.state.record_all_versions,
             "enableNRegionSynchronousCommit": False,
             "userReplicationPolicy": {"asyncReplication": False, "minReplicaSetSize": 3, "maxReplicasetSize": 4},
             "userConsistencyPolicy": {"defaultConsistencyLevel": self.state.consistency},
             "systemReplicationPolicy": {"minReplicaSetSize": 3, "maxReplicasetSize": 4},
             "readPolicy": {"primaryReadCoefficient": 1, "secondaryReadCoefficient": 1},
-            "queryEngineConfiguration": json.dumps({
-                "maxSqlQueryInputLength": 262144, "maxJoinsPerSqlQuery": 5, "maxLogicalAndPerSqlQuery": 500,
-                "maxLogicalOrPerSqlQuery": 500, "maxUdfRefPerSqlQuery": 10, "maxInExpressionItemsCount": 16000,
-                "queryMaxInMemorySortDocumentCount": 500, "maxQueryRequestTimeoutFraction": 0.9,
-                "sqlAllowNonFiniteNumbers": False, "sqlAllowAggregateFunctions": True,
-                "sqlAllowSubQuery": True, "sqlAllowScalarSubQuery": True, "allowNewKeywords": True,
-                "sqlAllowLike": True, "sqlAllowGroupByClause": True, "maxSpatialQueryCells": 12,
-                "spatialMaxGeometryPointCount": 256, "sqlDisableOptimizationFlags": 0,
-                "sqlAllowTop": True, "enableSpatialIndexing": True,
-            }),
+            "queryEngineConfiguration": json.dumps(
+                {
+                    "maxSqlQueryInputLength": 262144,
+                    "maxJoinsPerSqlQuery": 5,
+                    "maxLogicalAndPerSqlQuery": 500,
+                    "maxLogicalOrPerSqlQuery": 500,
+                    "maxUdfRefPerSqlQuery": 10,
+                    "maxInExpressionItemsCount": 16000,
+                    "queryMaxInMemorySortDocumentCount": 500,
+                    "maxQueryRequestTimeoutFraction": 0.9,
+                    "sqlAllowNonFiniteNumbers": False,
+                    "sqlAllowAggregateFunctions": True,
+                    "sqlAllowSubQuery": True,
+                    "sqlAllowScalarSubQuery": True,
+                    "allowNewKeywords": True,
+                    "sqlAllowLike": True,
+                    "sqlAllowGroupByClause": True,
+                    "maxSpatialQueryCells": 12,
+                    "spatialMaxGeometryPointCount": 256,
+                    "sqlDisableOptimizationFlags": 0,
+                    "sqlAllowTop": True,
+                    "enableSpatialIndexing": True,
+                }
+            ),
         }
         return 200, json.dumps(payload).encode(), {}
 
     def _database(self, database: Database):
-        payload = {"id": database.id, "_rid": database.rid, "_self": f"dbs/{database.rid}/",
-                   "_etag": f'"{database.rid}"', "_colls": "colls/", "_users": "users/", "_ts": database.created_ts}
+        payload = {
+            "id": database.id,
+            "_rid": database.rid,
+            "_self": f"dbs/{database.rid}/",
+            "_etag": f'"{database.rid}"',
+            "_colls": "colls/",
+            "_users": "users/",
+            "_ts": database.created_ts,
+        }
         return 200, json.dumps(payload).encode(), {}
 
     def _container(self, container: Container):
         payload = {
             "id": container.id,
-            "indexingPolicy": {"indexingMode": "consistent", "automatic": True,
-                               "includedPaths": [{"path": "/*"}], "excludedPaths": [{"path": '/"_etag"/?'}]},
+            "indexingPolicy": {
+                "indexingMode": "consistent",
+                "automatic": True,
+                "includedPaths": [{"path": "/*"}],
+                "excludedPaths": [{"path": '/"_etag"/?'}],
+            },
             "partitionKey": {"paths": [container.partition_key_path], "kind": "Hash", "version": 2},
-            "conflictResolutionPolicy": {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts",
-                                         "conflictResolutionProcedure": ""},
+            "conflictResolutionPolicy": {
+                "mode": "LastWriterWins",
+                "conflictResolutionPath": "/_ts",
+                "conflictResolutionProcedure": "",
+            },
             "geospatialConfig": {"type": "Geography"},
-            "_rid": container.rid, "_ts": container.created_ts,
-            "_self": f"dbs/{container.database.rid}/colls/{container.rid}/", "_etag": f'"{container.rid}"',
-            "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
+            "_rid": container.rid,
+            "_ts": container.created_ts,
+            "_self": f"dbs/{container.database.rid}/colls/{container.rid}/",
+            "_etag": f'"{container.rid}"',
+            "_docs": "docs/",
+            "_sprocs": "sprocs/",
+            "_triggers": "triggers/",
+            "_udfs": "udfs/",
             "_conflicts": "conflicts/",
             **container.properties,
         }
@@ -512,8 +605,9 @@ class CosmosGatewayHandler(DoubleHandler):
         if (self.headers.get("x-ms-documentdb-populatequotainfo") or "").lower() == "true":
             # Usage as the service reports it (sizes in KB); clients estimate progress from documentsCount.
             count = container.document_count()
-            headers["x-ms-resource-usage"] = (f"documentSize=0;documentsSize={count};documentsCount={count};"
-                                              f"collectionSize={count}")
+            headers["x-ms-resource-usage"] = (
+                f"documentSize=0;documentsSize={count};documentsCount={count};collectionSize={count}"
+            )
         return 200, json.dumps(payload).encode(), headers
 
     def _pkranges(self, container: Container):
@@ -524,8 +618,11 @@ class CosmosGatewayHandler(DoubleHandler):
             if since is not None and since >= container.range_etag:
                 return 304, None, {"etag": etag}
             ranges = container.ranges_changed_since(since)
-        payload = {"_rid": container.rid,
-                   "PartitionKeyRanges": [r.as_resource(container.rid) for r in ranges], "_count": len(ranges)}
+        payload = {
+            "_rid": container.rid,
+            "PartitionKeyRanges": [r.as_resource(container.rid) for r in ranges],
+            "_count": len(ranges),
+        }
         return 200, json.dumps(payload).encode(), {"etag": etag, "x-ms-item-count": str(len(ranges))}
 
     # --- change feed -------------------------------------------------------------
@@ -550,11 +647,19 @@ class CosmosGatewayHandler(DoubleHandler):
         try:
             rng = container.range_by_id(range_id)
         except RangeGoneError:
-            raise CosmosError(410, "Gone", f"The target partition key range {range_id} is gone (split). "
-                              "Refresh the routing map.", substatus=1002) from None
+            raise CosmosError(
+                410,
+                "Gone",
+                f"The target partition key range {range_id} is gone (split). Refresh the routing map.",
+                substatus=1002,
+            ) from None
         except KeyError:
-            raise CosmosError(400, "BadRequest", f"x-ms-documentdb-partitionkeyrangeid {range_id!r} "
-                              f"does not exist in {container.database.id}/{container.id}") from None
+            raise CosmosError(
+                400,
+                "BadRequest",
+                f"x-ms-documentdb-partitionkeyrangeid {range_id!r} "
+                f"does not exist in {container.database.id}/{container.id}",
+            ) from None
         epk_filter = None
         if (self.headers.get("x-ms-read-key-type") or "") == "EffectivePartitionKeyRange":
             # No start/end headers = the whole physical range (the SDK omits them then).
@@ -562,8 +667,9 @@ class CosmosGatewayHandler(DoubleHandler):
             hi = self.headers.get("x-ms-end-epk", rng.max)
             if lo < rng.min or (rng.max != "FF" and (hi > rng.max or hi == "FF")):
                 # EPK range no longer inside one physical range: the range split under the caller.
-                raise CosmosError(410, "Gone", f"EPK range [{lo}, {hi}) spans more than range {rng.id}.",
-                                  substatus=1002)
+                raise CosmosError(
+                    410, "Gone", f"EPK range [{lo}, {hi}) spans more than range {rng.id}.", substatus=1002
+                )
             epk_filter = (lo, hi)
         return rng, epk_filter
 
@@ -581,16 +687,23 @@ class CosmosGatewayHandler(DoubleHandler):
             rng, epk_filter = self._target_range(container)
             if rng is None:
                 if len(container.ranges) != 1:
-                    raise CosmosError(400, "BadRequest", "A change feed request on a container with several "
-                                      "partition key ranges must name one (x-ms-documentdb-partitionkeyrangeid).")
+                    raise CosmosError(
+                        400,
+                        "BadRequest",
+                        "A change feed request on a container with several "
+                        "partition key ranges must name one (x-ms-documentdb-partitionkeyrangeid).",
+                    )
                 rng = container.ranges[0]
             if_none_match = h.get("If-None-Match")
             frozen = self.state._not_modified.get((container.database.id, container.id, rng.id))
             # A frozen (lagging) range shows nothing written after its freeze: its head is the LSN of then.
             head = frozen.value if frozen is not None and frozen.active() else rng.lsn
             current = f'"{head}"'
-            session = {"x-ms-session-token": f"{rng.id}:-1#{head}", "lsn": str(head),
-                       "x-ms-documentdb-partitionkeyrangeid": rng.id}
+            session = {
+                "x-ms-session-token": f"{rng.id}:-1#{head}",
+                "lsn": str(head),
+                "x-ms-documentdb-partitionkeyrangeid": rng.id,
+            }
             if if_none_match == "*":
                 return 304, None, {"etag": current, **session}
             since = _etag_lsn(if_none_match, "If-None-Match") or 0
@@ -605,7 +718,9 @@ class CosmosGatewayHandler(DoubleHandler):
             for entry in rng.entries_after(since):
                 if entry.lsn > head:
                     break
-                if epk_filter and not (epk_filter[0] <= entry.epk and (epk_filter[1] == "FF" or entry.epk < epk_filter[1])):
+                if epk_filter and not (
+                    epk_filter[0] <= entry.epk and (epk_filter[1] == "FF" or entry.epk < epk_filter[1])
+                ):
                     continue
                 if min_ts is not None and entry.ts < min_ts:
                     continue
@@ -619,20 +734,24 @@ class CosmosGatewayHandler(DoubleHandler):
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), documents, len(picked))
         return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
 
-    def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int,
-                       session: dict):
+    def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int, session: dict):
         if not self.state.record_all_versions:
             raise CosmosError(400, "BadRequest", ALL_VERSIONS_NOT_ENABLED)
         if not self.headers.get("If-None-Match"):
-            raise CosmosError(400, "BadRequest", "AllVersionsAndDeletes can only start from now or a "
-                              "continuation, not from the beginning.")
+            raise CosmosError(
+                400,
+                "BadRequest",
+                "AllVersionsAndDeletes can only start from now or a continuation, not from the beginning.",
+            )
         picked = []
         for version in rng.versions:
             if version.lsn <= since:
                 continue
             if version.lsn > head:
                 break
-            if epk_filter and not (epk_filter[0] <= version.epk and (epk_filter[1] == "FF" or version.epk < epk_filter[1])):
+            if epk_filter and not (
+                epk_filter[0] <= version.epk and (epk_filter[1] == "FF" or version.epk < epk_filter[1])
+            ):
                 continue
             picked.append(version)
             if len(picked) == limit:
@@ -653,15 +772,21 @@ class CosmosGatewayHandler(DoubleHandler):
             else:
                 documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
-            container.rid.encode(), b",".join(documents), len(documents))
+            container.rid.encode(),
+            b",".join(documents),
+            len(documents),
+        )
         return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
 
     # --- point operations ----------------------------------------------------------
     def _pk_from_header(self):
         raw = self.headers.get("x-ms-documentdb-partitionkey")
         if raw is None:
-            raise CosmosError(400, "BadRequest", "x-ms-documentdb-partitionkey is required for a point operation "
-                              "on a partitioned container.")
+            raise CosmosError(
+                400,
+                "BadRequest",
+                "x-ms-documentdb-partitionkey is required for a point operation on a partitioned container.",
+            )
         try:
             return parse_pk_header(raw)
         except ValueError as exc:
@@ -669,8 +794,11 @@ class CosmosGatewayHandler(DoubleHandler):
 
     def _session_headers(self, container: Container, epk: str) -> dict[str, str]:
         rng = container.range_for(epk)
-        return {"x-ms-session-token": f"{rng.id}:-1#{rng.lsn}", "lsn": str(rng.lsn),
-                "x-ms-documentdb-partitionkeyrangeid": rng.id}
+        return {
+            "x-ms-session-token": f"{rng.id}:-1#{rng.lsn}",
+            "lsn": str(rng.lsn),
+            "x-ms-documentdb-partitionkeyrangeid": rng.id,
+        }
 
     def _read(self, container: Container, doc_id: str):
         pk = self._pk_from_header()
@@ -715,7 +843,9 @@ class CosmosGatewayHandler(DoubleHandler):
         except sql.QueryError as exc:
             raise CosmosError(400, "BadRequest", f"Syntax error or unsupported query: {exc}") from None
         except (ValueError, KeyError, TypeError):
-            raise CosmosError(400, "BadRequest", "The query body must be {\"query\": ..., \"parameters\": [...]}.") from None
+            raise CosmosError(
+                400, "BadRequest", 'The query body must be {"query": ..., "parameters": [...]}.'
+            ) from None
 
     def _query_plan(self, container: Container, body: bytes):
         query = self._parse_query_body(body)
@@ -739,28 +869,43 @@ class CosmosGatewayHandler(DoubleHandler):
                 else:
                     # Like the real gateway: a cross-partition query it cannot serve answers with the plan.
                     plan = sql.query_plan(query)
-                    raise CosmosError(400, "BadRequest", "Cross partition query is required but disabled or "
-                                      "cannot be served by the gateway.", substatus=1004,
-                                      body={"code": "BadRequest", "message": "Cross partition query can not be "
-                                            "directly served by the gateway.",
-                                            "additionalErrorInfo": json.dumps(plan)})
+                    raise CosmosError(
+                        400,
+                        "BadRequest",
+                        "Cross partition query is required but disabled or cannot be served by the gateway.",
+                        substatus=1004,
+                        body={
+                            "code": "BadRequest",
+                            "message": "Cross partition query can not be directly served by the gateway.",
+                            "additionalErrorInfo": json.dumps(plan),
+                        },
+                    )
             entries = rng.entries_by_seq()
-            session = {"x-ms-session-token": f"{rng.id}:-1#{rng.lsn}", "lsn": str(rng.lsn),
-                       "x-ms-documentdb-partitionkeyrangeid": rng.id}
+            session = {
+                "x-ms-session-token": f"{rng.id}:-1#{rng.lsn}",
+                "lsn": str(rng.lsn),
+                "x-ms-documentdb-partitionkeyrangeid": rng.id,
+            }
         if epk_filter:
-            entries = [e for e in entries if epk_filter[0] <= e.epk and (epk_filter[1] == "FF" or e.epk < epk_filter[1])]
+            entries = [
+                e for e in entries if epk_filter[0] <= e.epk and (epk_filter[1] == "FF" or e.epk < epk_filter[1])
+            ]
         continuation = self.headers.get("x-ms-continuation")
         try:
             after_seq = int(json.loads(continuation)["seq"]) if continuation else 0
         except (ValueError, KeyError, TypeError):
-            raise CosmosError(400, "BadRequest", f"x-ms-continuation {continuation!r} was not issued by this "
-                              "account for this query.") from None
+            raise CosmosError(
+                400, "BadRequest", f"x-ms-continuation {continuation!r} was not issued by this account for this query."
+            ) from None
         results, next_seq = sql.execute(query, entries, after_seq, self._page_size())
         headers = {"x-ms-item-count": str(len(results)), **session}
         if next_seq is not None:
             headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
-            container.rid.encode(), b",".join(results), len(results))
+            container.rid.encode(),
+            b",".join(results),
+            len(results),
+        )
         return 200, payload, headers
 
 

@@ -33,8 +33,10 @@ class RoleAssignment:
 
     def __post_init__(self) -> None:
         parts = self.scope.strip("/").split("/") if self.scope != "/" else []
-        if not self.scope.startswith("/") or len(parts) not in (0, 2, 4) or (
-            parts and (parts[0] != "dbs" or (len(parts) == 4 and parts[2] != "colls"))
+        if (
+            not self.scope.startswith("/")
+            or len(parts) not in (0, 2, 4)
+            or (parts and (parts[0] != "dbs" or (len(parts) == 4 and parts[2] != "colls")))
         ):
             raise ValueError(
                 f"role assignment scope {self.scope!r} must be '/', '/dbs/<db>' or '/dbs/<db>/colls/<container>'"

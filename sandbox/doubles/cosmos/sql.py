@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Sequence
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
     | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
@@ -25,7 +26,9 @@ _TOKEN = re.compile(r"""
     | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
     | (?P<op><=|>=|!=|<>|=|<|>)
     | (?P<punct>[()*.,\[\]{}:])
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 
 _UNDEFINED = object()
 _KEYWORDS = {"select", "value", "from", "where", "and", "or", "not", "true", "false", "null", "count"}
@@ -51,7 +54,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise QueryError(f"unexpected text at position {pos}: {text[pos:pos + 20]!r}")
+            raise QueryError(f"unexpected text at position {pos}: {text[pos : pos + 20]!r}")
         kind = m.lastgroup
         assert kind is not None  # every alternative of _TOKEN is a named group
         out.append((kind, m.group(kind)))
@@ -116,8 +119,12 @@ class _Parser:
         if kind == "number":
             return ("lit", json.loads(text))
         if kind == "string":
-            return ("lit", json.loads('"' + text[1:-1].replace('"', '\\"').replace("\\'", "'") + '"')
-                    if text[0] == "'" else json.loads(text))
+            return (
+                "lit",
+                json.loads('"' + text[1:-1].replace('"', '\\"').replace("\\'", "'") + '"')
+                if text[0] == "'"
+                else json.loads(text),
+            )
         if kind == "param":
             if text not in self.params:
                 raise QueryError(f"parameter {text} is not defined in the query parameters")
@@ -179,7 +186,7 @@ def parse(text: str, params: dict[str, Any] | None = None) -> Query:
         start = p.i
         p.take()
         where = p.expr()
-        where_text = " ".join(t for _, t in tokens[start:p.i])
+        where_text = " ".join(t for _, t in tokens[start : p.i])
     if p.i != len(tokens):
         raise QueryError(f"unsupported clause starting at {tokens[p.i][1]!r}")
     _check_alias(where, alias)
@@ -282,7 +289,7 @@ def execute(query: Query, entries: Sequence, after_seq: int, limit: int) -> tupl
             continue
         out.append(entry.body)
         if len(out) == limit:
-            more = any(e.seq > entry.seq for e in entries[index + 1:index + 2]) or index + 1 < len(entries)
+            more = any(e.seq > entry.seq for e in entries[index + 1 : index + 2]) or index + 1 < len(entries)
             return out, (entry.seq if more else None)
     return out, None
 
@@ -297,10 +304,19 @@ def query_plan(query: Query) -> dict:
     return {
         "partitionedQueryExecutionInfoVersion": 2,
         "queryInfo": {
-            "distinctType": "None", "top": None, "offset": None, "limit": None, "orderBy": [],
-            "orderByExpressions": [], "groupByExpressions": [], "groupByAliases": [],
-            "aggregates": ["Count"] if query.count else [], "groupByAliasToAggregateType": {},
-            "rewrittenQuery": rewritten, "hasSelectValue": query.count, "dCountInfo": None,
+            "distinctType": "None",
+            "top": None,
+            "offset": None,
+            "limit": None,
+            "orderBy": [],
+            "orderByExpressions": [],
+            "groupByExpressions": [],
+            "groupByAliases": [],
+            "aggregates": ["Count"] if query.count else [],
+            "groupByAliasToAggregateType": {},
+            "rewrittenQuery": rewritten,
+            "hasSelectValue": query.count,
+            "dCountInfo": None,
             "hasNonStreamingOrderBy": False,
         },
         "queryRanges": [{"min": "", "max": "FF", "isMinInclusive": True, "isMaxInclusive": False}],

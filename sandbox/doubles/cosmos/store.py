@@ -184,8 +184,7 @@ class RangeGoneError(Exception):
 class Container:
     """One container's ranges, documents and pkranges change feed."""
 
-    def __init__(self, database: "Database", container_id: str, partition_key_path: str, feed_ranges: int,
-                 number: int):
+    def __init__(self, database: "Database", container_id: str, partition_key_path: str, feed_ranges: int, number: int):
         if not partition_key_path.startswith("/") or partition_key_path == "/":
             raise ValueError(f"partition_key_path {partition_key_path!r} must look like '/pk'")
         if feed_ranges < 1:
@@ -239,8 +238,9 @@ class Container:
         except UnicodeEncodeError:  # lone surrogates: Cosmos sends them as \udXXX escapes
             return json.dumps(doc, separators=(",", ":")).encode()
 
-    def upsert(self, doc: dict, *, must_exist: bool | None = None, ts: int | None = None,
-               record_versions: bool = False) -> Entry:
+    def upsert(
+        self, doc: dict, *, must_exist: bool | None = None, ts: int | None = None, record_versions: bool = False
+    ) -> Entry:
         """Insert or replace `doc`. must_exist: True = replace only, False = create only."""
         if not isinstance(doc, dict):
             raise ValueError(f"document must be a JSON object, got {type(doc).__name__}")
@@ -267,13 +267,29 @@ class Container:
             else:
                 seq = old.seq
                 entry_rid = json.loads(old.body)["_rid"]
-            entry = Entry(lsn=rng.lsn, seq=seq, epk=epk, ts=ts, body=self._finish_body(doc, entry_rid, rng.lsn, ts),
-                          created=old is None)
+            entry = Entry(
+                lsn=rng.lsn,
+                seq=seq,
+                epk=epk,
+                ts=ts,
+                body=self._finish_body(doc, entry_rid, rng.lsn, ts),
+                created=old is None,
+            )
             rng.docs[key] = entry
             rng.touch()
             if record_versions:
-                rng.versions.append(Version(rng.lsn, epk, ts, "replace" if old else "create", entry.body,
-                                            old.lsn if old else None, doc_id, key[0]))
+                rng.versions.append(
+                    Version(
+                        rng.lsn,
+                        epk,
+                        ts,
+                        "replace" if old else "create",
+                        entry.body,
+                        old.lsn if old else None,
+                        doc_id,
+                        key[0],
+                    )
+                )
             return entry
 
     def read(self, doc_id: str, pk_value: Any) -> Entry | None:
@@ -291,8 +307,9 @@ class Container:
             rng.lsn += 1
             rng.touch()
             if record_versions:
-                rng.versions.append(Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id,
-                                            pk_key(pk_value)))
+                rng.versions.append(
+                    Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id, pk_key(pk_value))
+                )
             return True
 
     def bulk_load(self, docs: Iterable[dict], *, ts: int | None = None, record_versions: bool = False) -> int:
@@ -307,16 +324,20 @@ class Container:
     def split(self, range_id: str | None = None) -> list[PhysicalRange]:
         """Split `range_id` (default: the range holding the most documents) into two children."""
         with self.lock:
-            parent = (self.range_by_id(range_id) if range_id is not None
-                      else max(self.ranges, key=lambda r: (len(r.docs), -int(r.id))))
+            parent = (
+                self.range_by_id(range_id)
+                if range_id is not None
+                else max(self.ranges, key=lambda r: (len(r.docs), -int(r.id)))
+            )
             low, high = _epk_to_int(parent.min), _epk_to_int(parent.max)
             if high - low < 2:
                 raise ValueError(f"range {parent.id} [{parent.min!r}, {parent.max!r}) is too small to split")
             middle = _int_to_epk((low + high) // 2)
             children = []
             for lo, hi in ((parent.min, middle), (middle, parent.max)):
-                child = PhysicalRange(id=str(self._next_range_id), min=lo, max=hi,
-                                      parents=[*parent.parents, parent.id], lsn=parent.lsn)
+                child = PhysicalRange(
+                    id=str(self._next_range_id), min=lo, max=hi, parents=[*parent.parents, parent.id], lsn=parent.lsn
+                )
                 self._next_range_id += 1
                 children.append(child)
             # Children keep each document's LSN, so a parent continuation stays valid on them.
@@ -325,7 +346,7 @@ class Container:
             for version in parent.versions:
                 (children[0] if version.epk < middle else children[1]).versions.append(version)
             index = self.ranges.index(parent)
-            self.ranges[index:index + 1] = children
+            self.ranges[index : index + 1] = children
             self._mins = None
             self.gone[parent.id] = [c.id for c in children]
             self.range_etag += 1

@@ -26,8 +26,13 @@ from sandbox.doubles.tls import LocalCA
 
 
 def sdk_client(url: str, credential: Any, ca: LocalCA, **kwargs: Any) -> CosmosClient:
-    return CosmosClient(url, credential=credential, connection_verify=str(ca.bundle_file),
-                        ssl_config=documents.SSLConfiguration(), **kwargs)
+    return CosmosClient(
+        url,
+        credential=credential,
+        connection_verify=str(ca.bundle_file),
+        ssl_config=documents.SSLConfiguration(),
+        **kwargs,
+    )
 
 
 class TestTokenIssuer:
@@ -35,8 +40,12 @@ class TestTokenIssuer:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, tenant_id: str = "11111111-2222-3333-4444-555555555555", *,
-                 leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS):
+    def __init__(
+        self,
+        tenant_id: str = "11111111-2222-3333-4444-555555555555",
+        *,
+        leeway_seconds: int = DEFAULT_CLOCK_LEEWAY_SECONDS,
+    ):
         self.tenant_id = tenant_id
         self.leeway_seconds = leeway_seconds
         self.issuer = f"https://login.microsoftonline.com/{tenant_id}/v2.0"
@@ -44,13 +53,29 @@ class TestTokenIssuer:
 
     def sign(self, *, oid: str, audience: str, lifetime: int = 3600, key: Any = None) -> str:
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": audience, "oid": oid, "tid": self.tenant_id, "sub": oid,
-                  "iat": now, "nbf": now - 5, "exp": now + lifetime, "jti": str(uuid.uuid4())}
+        claims = {
+            "iss": self.issuer,
+            "aud": audience,
+            "oid": oid,
+            "tid": self.tenant_id,
+            "sub": oid,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + lifetime,
+            "jti": str(uuid.uuid4()),
+        }
         return jwt.encode(claims, key or self._key, algorithm="RS256")
 
     def verify(self, token: str, audience: str) -> dict:
-        return jwt.decode(token, self._key.public_key(), algorithms=["RS256"], audience=audience,
-                          issuer=self.issuer, options={"require": ["exp", "aud", "oid"]}, leeway=self.leeway_seconds)
+        return jwt.decode(
+            token,
+            self._key.public_key(),
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=self.issuer,
+            options={"require": ["exp", "aud", "oid"]},
+            leeway=self.leeway_seconds,
+        )
 
 
 class JwtCredential:
@@ -64,5 +89,6 @@ class JwtCredential:
         self.scopes.append(scopes)
         # An Entra token's aud is the scope's resource (the scope without "/.default").
         audience = self.audience or scopes[0].removesuffix("/.default")
-        return AccessToken(self.issuer.sign(oid=self.oid, audience=audience, lifetime=self.lifetime),
-                           int(time.time()) + self.lifetime)
+        return AccessToken(
+            self.issuer.sign(oid=self.oid, audience=audience, lifetime=self.lifetime), int(time.time()) + self.lifetime
+        )
