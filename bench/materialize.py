@@ -26,13 +26,22 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "performance.md"
 DB, CONTAINER, RANGES, CHANGED = "shop", "orders", 4, 0.10
-BEGIN, END = "<!-- materialize benchmark: written by `python -m bench.materialize` -->", \
-    "<!-- end of materialize benchmark -->"
+BEGIN, END = (
+    "<!-- materialize benchmark: written by `python -m bench.materialize` -->",
+    "<!-- end of materialize benchmark -->",
+)
 
 
 def _with_system(doc: dict, lsn: int) -> dict:
-    return {**doc, "_rid": f"rid{lsn:010d}", "_self": f"dbs/x/colls/y/docs/rid{lsn:010d}/", "_etag": f'"{lsn:016x}"',
-            "_attachments": "attachments/", "_ts": 1_700_000_000 + lsn, "_lsn": lsn}
+    return {
+        **doc,
+        "_rid": f"rid{lsn:010d}",
+        "_self": f"dbs/x/colls/y/docs/rid{lsn:010d}/",
+        "_etag": f'"{lsn:016x}"',
+        "_attachments": "attachments/",
+        "_ts": 1_700_000_000 + lsn,
+        "_lsn": lsn,
+    }
 
 
 def seed(s3: Any, bucket: str, docs: int) -> None:
@@ -54,19 +63,45 @@ def seed(s3: Any, bucket: str, docs: int) -> None:
         now = datetime.now(timezone.utc)
         run_id = layout.new_run_id(now)
         tracker = SchemaTracker()
-        sinks = [FeedRangeSink(s3, target, run_id=run_id, started_at=now, feed_range=f'{{"r":{i}}}',
-                               feed_range_index=i, compression="zstd", part_size_bytes=64 << 20, kms_key_arn=None,
-                               schema=tracker, log=_Quiet()) for i in range(RANGES)]
+        sinks = [
+            FeedRangeSink(
+                s3,
+                target,
+                run_id=run_id,
+                started_at=now,
+                feed_range=f'{{"r":{i}}}',
+                feed_range_index=i,
+                compression="zstd",
+                part_size_bytes=64 << 20,
+                kms_key_arn=None,
+                schema=tracker,
+                log=_Quiet(),
+            )
+            for i in range(RANGES)
+        ]
         for index, page in pages:
             sinks[index].write_page(page)
         records = [r for sink in sinks for r in sink.close()]
         previous = loaded.checkpoint.schema_ if loaded.checkpoint else None
         schema = next_schema(previous, tracker)
-        store.commit(loaded, Manifest(
-            run_id=run_id, mode=mode, account="bench", database=DB, container=CONTAINER, started_at=now,
-            finished_at=datetime.now(timezone.utc), parts=records,
-            continuations={f'{{"r":{i}}}': f"c{i}" for i in range(RANGES)}, schema_previous=previous,
-            schema_=schema, container_definition=definition, change_feed_mode="LatestVersion"))
+        store.commit(
+            loaded,
+            Manifest(
+                run_id=run_id,
+                mode=mode,
+                account="bench",
+                database=DB,
+                container=CONTAINER,
+                started_at=now,
+                finished_at=datetime.now(timezone.utc),
+                parts=records,
+                continuations={f'{{"r":{i}}}': f"c{i}" for i in range(RANGES)},
+                schema_previous=previous,
+                schema_=schema,
+                container_definition=definition,
+                change_feed_mode="LatestVersion",
+            ),
+        )
 
     def snapshot_pages() -> Any:
         page: list[dict] = []
@@ -80,8 +115,10 @@ def seed(s3: Any, bucket: str, docs: int) -> None:
 
     def change_pages() -> Any:
         for start in range(0, len(changed), 1000):
-            page = [_with_system(sample_document(i, random.Random(i), revision=1), docs + i + 1)
-                    for i in changed[start:start + 1000]]
+            page = [
+                _with_system(sample_document(i, random.Random(i), revision=1), docs + i + 1)
+                for i in changed[start : start + 1000]
+            ]
             yield (start // 1000) % RANGES, page
 
     commit("snapshot", snapshot_pages())
@@ -112,8 +149,11 @@ def client(bucket: str, s3_url: str, out: str, expected: int) -> None:
     peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
     if report.documents != expected:
         raise SystemExit(f"materialized {report.documents} documents, expected {expected}")
-    print(json.dumps({"documents": report.documents, "records": report.records_read, "seconds": seconds,
-                      "peak_rss_mb": peak}))
+    print(
+        json.dumps(
+            {"documents": report.documents, "records": report.records_read, "seconds": seconds, "peak_rss_mb": peak}
+        )
+    )
 
 
 def measure(docs: int, directory: Path) -> dict:
@@ -125,8 +165,13 @@ def measure(docs: int, directory: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     with start_moto(log_dir=directory) as moto:
         bucket = f"bench-materialize-{docs}"
-        s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         seed(s3, bucket, docs)
@@ -143,28 +188,44 @@ def measure(docs: int, directory: Path) -> dict:
     result = json.loads(printed.decode().strip().splitlines()[-1])
     out.unlink(missing_ok=True)
     cpu = usage.ru_utime + usage.ru_stime
-    return {"docs": docs, "records": result["records"], "seconds": result["seconds"],
-            "docs_per_s": docs / result["seconds"], "cpu_seconds": cpu, "cpu_s_per_100k": cpu * 100_000 / docs,
-            "peak_rss_mb": result["peak_rss_mb"], "load_1min_before": load,
-            "command": f"python -m bench.materialize --docs {docs}",
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "docs": docs,
+        "records": result["records"],
+        "seconds": result["seconds"],
+        "docs_per_s": docs / result["seconds"],
+        "cpu_seconds": cpu,
+        "cpu_s_per_100k": cpu * 100_000 / docs,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "load_1min_before": load,
+        "command": f"python -m bench.materialize --docs {docs}",
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def render(results: dict[int, dict]) -> str:
-    lines = ["## Materialize", "",
-             "`materialize_to` of a snapshot of N ~1 KB documents (4 feed ranges, zstd parts in moto S3) plus an",
-             "incremental replacing 10% of them, to a local .jsonl.zst (system properties removed); every part's",
-             "sha256 verified; CPU and peak RSS are the materialize process's own.", "",
-             "| documents | records read | wall s | docs/s | CPU s / 100k docs | peak RSS MB | load | command |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "## Materialize",
+        "",
+        "`materialize_to` of a snapshot of N ~1 KB documents (4 feed ranges, zstd parts in moto S3) plus an",
+        "incremental replacing 10% of them, to a local .jsonl.zst (system properties removed); every part's",
+        "sha256 verified; CPU and peak RSS are the materialize process's own.",
+        "",
+        "| documents | records read | wall s | docs/s | CPU s / 100k docs | peak RSS MB | load | command |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for docs, r in sorted(results.items()):
-        lines.append(f"| {docs:,} | {r['records']:,} | {r['seconds']:.1f} | {r['docs_per_s']:,.0f} | "
-                     f"{r['cpu_s_per_100k']:.1f} | {r['peak_rss_mb']:.0f} | {r['load_1min_before']:.2f} | "
-                     f"`{r['command']}` ({r['at']}) |")
+        lines.append(
+            f"| {docs:,} | {r['records']:,} | {r['seconds']:.1f} | {r['docs_per_s']:,.0f} | "
+            f"{r['cpu_s_per_100k']:.1f} | {r['peak_rss_mb']:.0f} | {r['load_1min_before']:.2f} | "
+            f"`{r['command']}` ({r['at']}) |"
+        )
     if 100_000 in results and 1_000_000 in results:
         small, big = results[100_000]["peak_rss_mb"], results[1_000_000]["peak_rss_mb"]
-        lines += ["", f"Materialize peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
-                      "(target <= 1.2x and < 300 MB)."]
+        lines += [
+            "",
+            f"Materialize peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
+            "(target <= 1.2x and < 300 MB).",
+        ]
     else:
         lines += ["", "1M: not measured yet (`python -m bench.materialize --docs 1000000`)."]
     return "\n".join(lines) + "\n"
@@ -195,8 +256,11 @@ def main() -> int:
     for docs in args.docs:
         result = measure(docs, args.dir.resolve())
         (RESULTS / f"materialize-{docs}.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"materialize {docs}: {result['seconds']:.1f}s, {result['docs_per_s']:.0f} docs/s, CPU "
-              f"{result['cpu_s_per_100k']:.1f}s/100k, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"materialize {docs}: {result['seconds']:.1f}s, {result['docs_per_s']:.0f} docs/s, CPU "
+            f"{result['cpu_s_per_100k']:.1f}s/100k, peak RSS {result['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     results = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in RESULTS.glob("materialize-*.json")}
     write_doc(results)
     return 0

@@ -33,7 +33,7 @@ DB, SOURCE, TARGET = "shop", "orders", "orders-restore"
 def serve(port_file: Path, ca_dir: Path) -> None:
     """The gateway double in this process: source and target containers, auth off (the client's token is
     never checked; the export benchmark measures the auth chain)."""
-    from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
+    from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
     from sandbox.doubles.tls import create_local_ca
 
     state = CosmosGatewayState("bench")
@@ -63,17 +63,33 @@ def client(docs: int, cosmos_url: str, ca_bundle: str, s3_url: str, bucket: str)
     from cosmos_export.source import cosmos_client
     from sandbox.seed import sample_documents
 
-    settings = WorkerSettings(identity_mode="laptop", aws_region="us-east-1", cosmos_endpoint=cosmos_url,
-                              cosmos_account="bench", cosmos_database=DB, cosmos_containers=SOURCE,
-                              cosmos_tls_verify=ca_bundle, bucket=bucket, prefix="bench", s3_endpoint=s3_url,
-                              concurrency=8, log_level="WARNING")
+    settings = WorkerSettings(
+        identity_mode="laptop",
+        aws_region="us-east-1",
+        cosmos_endpoint=cosmos_url,
+        cosmos_account="bench",
+        cosmos_database=DB,
+        cosmos_containers=SOURCE,
+        cosmos_tls_verify=ca_bundle,
+        bucket=bucket,
+        prefix="bench",
+        s3_endpoint=s3_url,
+        concurrency=8,
+        log_level="WARNING",
+    )
     definition = {"partitionKey": {"paths": ["/pk"], "kind": "Hash", "version": 2}}
+
     def documents(start: int = 0) -> Iterator[dict]:
         return itertools.islice(sample_documents(docs), start, None)
 
     def open_state(*_args: Any, **_kwargs: Any) -> restore.StateView:
-        return restore.StateView(sequence=1, manifest_keys=["bench/manifests/0000000001.json"],
-                                 container_definition=definition, report={}, documents=documents)
+        return restore.StateView(
+            sequence=1,
+            manifest_keys=["bench/manifests/0000000001.json"],
+            container_definition=definition,
+            report={},
+            documents=documents,
+        )
 
     restore.open_state = open_state
     s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
@@ -89,18 +105,29 @@ def client(docs: int, cosmos_url: str, ca_bundle: str, s3_url: str, bucket: str)
         profiler.start()
     with bulk_gc():
         result, _ = restore.run_restore(
-            settings, restore.RestoreRequest(container=SOURCE, target_container=TARGET, target_database=DB,
-                                             exact=True),
-            client=cosmos_client(settings, _AnyToken()), s3=s3)
+            settings,
+            restore.RestoreRequest(container=SOURCE, target_container=TARGET, target_database=DB, exact=True),
+            client=cosmos_client(settings, _AnyToken()),
+            s3=s3,
+        )
     seconds = time.perf_counter() - began
     if profiler is not None:
         profiler.stop()
         Path(os.environ["BENCH_RESTORE_PROFILE"]).write_text(profiler.output_text(show_all=False, timeline=False))
     status = Path("/proc/self/status").read_text()
     peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
-    print(json.dumps({"documents": result.documents, "upserted": result.documents_upserted,
-                      "deletes": result.deletes_applied, "request_charge": result.request_charge,
-                      "seconds": seconds, "peak_rss_mb": peak}))
+    print(
+        json.dumps(
+            {
+                "documents": result.documents,
+                "upserted": result.documents_upserted,
+                "deletes": result.deletes_applied,
+                "request_charge": result.request_charge,
+                "seconds": seconds,
+                "peak_rss_mb": peak,
+            }
+        )
+    )
 
 
 def measure(docs: int, directory: Path) -> dict:
@@ -112,8 +139,9 @@ def measure(docs: int, directory: Path) -> dict:
     port_file = directory / "restore-double.port"
     port_file.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    double = subprocess.Popen([sys.executable, "-m", "bench.restore", "serve", str(port_file), str(directory / "ca")],
-                              cwd=REPO, env=env)
+    double = subprocess.Popen(
+        [sys.executable, "-m", "bench.restore", "serve", str(port_file), str(directory / "ca")], cwd=REPO, env=env
+    )
     try:
         with start_moto(log_dir=directory) as moto:
             deadline = time.monotonic() + 60
@@ -122,12 +150,26 @@ def measure(docs: int, directory: Path) -> dict:
                     raise RuntimeError("the gateway double did not start")
                 time.sleep(0.1)
             bucket = f"bench-restore-{docs}"
-            s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="testing",
-                              aws_secret_access_key="testing")
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=moto.url,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-            argv = [sys.executable, "-m", "bench.restore", "client", str(docs), f"https://127.0.0.1:{port_file.read_text()}",
-                    str(directory / "ca" / "ca-bundle.pem"), moto.url, bucket]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.restore",
+                "client",
+                str(docs),
+                f"https://127.0.0.1:{port_file.read_text()}",
+                str(directory / "ca" / "ca-bundle.pem"),
+                moto.url,
+                bucket,
+            ]
             load = os.getloadavg()[0]
             with open(directory / f"restore-client-{docs}.log", "wb") as log:
                 process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
@@ -143,28 +185,44 @@ def measure(docs: int, directory: Path) -> dict:
     if result["documents"] != docs or result["upserted"] != docs:
         raise RuntimeError(f"restored {result['documents']} documents ({result['upserted']} upserted), expected {docs}")
     cpu = usage.ru_utime + usage.ru_stime
-    return {"docs": docs, "seconds": result["seconds"], "docs_per_s": docs / result["seconds"],
-            "cpu_seconds": cpu, "cpu_s_per_100k": cpu * 100_000 / docs, "peak_rss_mb": result["peak_rss_mb"],
-            "request_charge": result["request_charge"], "load_1min_before": load,
-            "command": f"python -m bench.restore --docs {docs}",
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "docs": docs,
+        "seconds": result["seconds"],
+        "docs_per_s": docs / result["seconds"],
+        "cpu_seconds": cpu,
+        "cpu_s_per_100k": cpu * 100_000 / docs,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "request_charge": result["request_charge"],
+        "load_1min_before": load,
+        "command": f"python -m bench.restore --docs {docs}",
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def render(results: dict[int, dict]) -> str:
-    lines = [SECTION, "",
-             "`run_restore --exact` of N ~1 KB documents into an empty container of the gateway double (auth off,",
-             "concurrency 8, batches of 500 with a progress checkpoint in moto S3 after each, Low priority, no RU",
-             "budget), the state streamed from `sample_documents(N)`; CPU and peak RSS are the restore process's own.",
-             "", "| documents | wall s | docs/s | CPU s / 100k docs | peak RSS MB | RU | load | command |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        SECTION,
+        "",
+        "`run_restore --exact` of N ~1 KB documents into an empty container of the gateway double (auth off,",
+        "concurrency 8, batches of 500 with a progress checkpoint in moto S3 after each, Low priority, no RU",
+        "budget), the state streamed from `sample_documents(N)`; CPU and peak RSS are the restore process's own.",
+        "",
+        "| documents | wall s | docs/s | CPU s / 100k docs | peak RSS MB | RU | load | command |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for docs, r in sorted(results.items()):
-        lines.append(f"| {docs:,} | {r['seconds']:.1f} | {r['docs_per_s']:,.0f} | {r['cpu_s_per_100k']:.1f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['request_charge']:,.0f} | {r['load_1min_before']:.2f} | "
-                     f"`{r['command']}` ({r['at']}) |")
+        lines.append(
+            f"| {docs:,} | {r['seconds']:.1f} | {r['docs_per_s']:,.0f} | {r['cpu_s_per_100k']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['request_charge']:,.0f} | {r['load_1min_before']:.2f} | "
+            f"`{r['command']}` ({r['at']}) |"
+        )
     if 100_000 in results and 1_000_000 in results:
         small, big = results[100_000]["peak_rss_mb"], results[1_000_000]["peak_rss_mb"]
-        lines += ["", f"Restore peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
-                      "(target <= 1.2x and < 300 MB)."]
+        lines += [
+            "",
+            f"Restore peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
+            "(target <= 1.2x and < 300 MB).",
+        ]
     else:
         lines += ["", "1M: not measured yet (`python -m bench.restore --docs 1000000`)."]
     return "\n".join(lines) + "\n"
@@ -201,8 +259,11 @@ def main() -> int:
     for docs in args.docs:
         result = measure(docs, args.dir.resolve())
         (RESULTS / f"restore-{docs}.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"restore {docs}: {result['seconds']:.1f}s, {result['docs_per_s']:.0f} docs/s, CPU "
-              f"{result['cpu_s_per_100k']:.1f}s/100k, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"restore {docs}: {result['seconds']:.1f}s, {result['docs_per_s']:.0f} docs/s, CPU "
+            f"{result['cpu_s_per_100k']:.1f}s/100k, peak RSS {result['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     results = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in RESULTS.glob("restore-*.json")}
     write_doc(results)
     return 0

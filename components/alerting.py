@@ -51,8 +51,9 @@ def task_failed_pattern(*, region: str, account_id: str, families: list[str]) ->
         "region": [region],
         "detail": {
             "lastStatus": ["STOPPED"],
-            "taskDefinitionArn": [{"prefix": f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}:"}
-                                  for family in families],
+            "taskDefinitionArn": [
+                {"prefix": f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}:"} for family in families
+            ],
             "containers": {"exitCode": [{"anything-but": 0}]},
         },
     }
@@ -355,8 +356,9 @@ class Alerting(pulumi.ComponentResource):
         rule = aws.cloudwatch.EventRule(
             f"{name}-task-failed",
             description=f"cosmos-export {a.stack}: an export task stopped with a non-zero exit code",
-            event_pattern=json.dumps(task_failed_pattern(region=a.region, account_id=a.account_id,
-                                                         families=a.task_families)),
+            event_pattern=json.dumps(
+                task_failed_pattern(region=a.region, account_id=a.account_id, families=a.task_families)
+            ),
             opts=child,
         )
         aws.cloudwatch.EventTarget(f"{name}-task-failed-target", rule=rule.name, arn=topic.arn, opts=child)

@@ -15,10 +15,17 @@ class WorkloadIdentity(pulumi.ComponentResource):
     object_id: pulumi.Output[str]
     tenant_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: IdentityConfig, *, issuer: pulumi.Input[str],
-                 task_role_arn: pulumi.Input[str], federation_enabled: bool = True,
-                 description: str = "ECS task role of the Cosmos DB export worker",
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: IdentityConfig,
+        *,
+        issuer: pulumi.Input[str],
+        task_role_arn: pulumi.Input[str],
+        federation_enabled: bool = True,
+        description: str = "ECS task role of the Cosmos DB export worker",
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`federation_enabled` is the incident-response switch: False removes every federated credential.
         `description` says what the task role's credential is for (shown in Entra); the restore identity
         is this component again, with its own app name and role."""

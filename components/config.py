@@ -157,44 +157,80 @@ class RestoreConfig(BaseModel):
             )
         return v
 
-    def problems(self, *, source_database: str, source_containers: list[str], exported: list[str],
-                 reader_scope: str = "container") -> list[tuple[str, Any, str]]:
+    def problems(
+        self,
+        *,
+        source_database: str,
+        source_containers: list[str],
+        exported: list[str],
+        reader_scope: str = "container",
+    ) -> list[tuple[str, Any, str]]:
         """(key under `restore.`, value, fix) for every rule that needs the stack's sources."""
         if not self.enabled:
             return []
         out: list[tuple[str, Any, str]] = []
         if self.target_database is None:
-            out.append(("restore.targetDatabase", None,
-                        "restore is enabled but names no target database; set it to a scratch database, "
-                        "e.g. 'restore-drills' (the program creates it)"))
+            out.append(
+                (
+                    "restore.targetDatabase",
+                    None,
+                    "restore is enabled but names no target database; set it to a scratch database, "
+                    "e.g. 'restore-drills' (the program creates it)",
+                )
+            )
         missing = [c for c in exported if c not in self.target_containers]
         if missing:
-            out.append(("restore.targetContainers", self.target_containers,
-                        f"no target for exported container(s) {', '.join(map(repr, missing))}; add one entry "
-                        f"per exported container, e.g. {{{', '.join(f'{c}: {c}-restore' for c in missing)}}}"))
+            out.append(
+                (
+                    "restore.targetContainers",
+                    self.target_containers,
+                    f"no target for exported container(s) {', '.join(map(repr, missing))}; add one entry "
+                    f"per exported container, e.g. {{{', '.join(f'{c}: {c}-restore' for c in missing)}}}",
+                )
+            )
         unknown = [c for c in self.target_containers if c not in exported]
         if unknown:
-            out.append(("restore.targetContainers", self.target_containers,
-                        f"{', '.join(map(repr, unknown))} not exported (exported: {exported}); "
-                        "remove them or fix the spelling"))
+            out.append(
+                (
+                    "restore.targetContainers",
+                    self.target_containers,
+                    f"{', '.join(map(repr, unknown))} not exported (exported: {exported}); "
+                    "remove them or fix the spelling",
+                )
+            )
         targets = list(self.target_containers.values())
         duplicates = sorted({t for t in targets if targets.count(t) > 1})
         if duplicates:
-            out.append(("restore.targetContainers", self.target_containers,
-                        f"target(s) {', '.join(map(repr, duplicates))} named for more than one source; "
-                        "give each exported container its own target"))
+            out.append(
+                (
+                    "restore.targetContainers",
+                    self.target_containers,
+                    f"target(s) {', '.join(map(repr, duplicates))} named for more than one source; "
+                    "give each exported container its own target",
+                )
+            )
         if self.target_database == source_database:
             clash = [t for t in targets if t in source_containers]
             if clash:
-                out.append(("restore.targetContainers", self.target_containers,
-                            f"target(s) {', '.join(map(repr, clash))} are source containers of database "
-                            f"{source_database!r}: a restore must never write a source; choose other names "
-                            "or another targetDatabase"))
+                out.append(
+                    (
+                        "restore.targetContainers",
+                        self.target_containers,
+                        f"target(s) {', '.join(map(repr, clash))} are source containers of database "
+                        f"{source_database!r}: a restore must never write a source; choose other names "
+                        "or another targetDatabase",
+                    )
+                )
             if reader_scope == "database":
-                out.append(("restore.targetDatabase", self.target_database,
-                            "is the source database, where cosmosRoleScope 'database' would let the export "
-                            "identity read the restore targets too; use another targetDatabase or "
-                            "cosmosRoleScope 'container'"))
+                out.append(
+                    (
+                        "restore.targetDatabase",
+                        self.target_database,
+                        "is the source database, where cosmosRoleScope 'database' would let the export "
+                        "identity read the restore targets too; use another targetDatabase or "
+                        "cosmosRoleScope 'container'",
+                    )
+                )
         return out
 
     def target_of(self, source: str) -> str:
@@ -417,9 +453,19 @@ class CosmosConfig(_Section):
                     )
                 )
             if not self.export_containers:
-                problems.append(("exportContainers", [], "exports nothing; list at least one container or unset it to export all of cosmosContainers"))
-        problems += self.restore.problems(source_database=self.cosmos_database, source_containers=self.cosmos_containers,
-                                          exported=self.exported, reader_scope=self.cosmos_role_scope)
+                problems.append(
+                    (
+                        "exportContainers",
+                        [],
+                        "exports nothing; list at least one container or unset it to export all of cosmosContainers",
+                    )
+                )
+        problems += self.restore.problems(
+            source_database=self.cosmos_database,
+            source_containers=self.cosmos_containers,
+            exported=self.exported,
+            reader_scope=self.cosmos_role_scope,
+        )
         _raise(problems)
         return self
 
@@ -595,10 +641,17 @@ class StackConfig(BaseModel):
     def _across_sections(self) -> StackConfig:
         problems: list[tuple[str, Any, str]] = []
         if self.schedule.snapshot_schedule is not None and self.worker.export_mode == "snapshot":
-            problems.append(("snapshotSchedule", self.schedule.snapshot_schedule,
-                             "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
-                             "unset snapshotSchedule or use exportMode 'incremental'"))
-        problems += self.alerting.problems(schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode)
+            problems.append(
+                (
+                    "snapshotSchedule",
+                    self.schedule.snapshot_schedule,
+                    "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
+                    "unset snapshotSchedule or use exportMode 'incremental'",
+                )
+            )
+        problems += self.alerting.problems(
+            schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode
+        )
         _raise(problems)
         return self
 

@@ -27,12 +27,22 @@ class CosmosAccess(pulumi.ComponentResource):
     #: None for a component without diagnostics (the restore identity's).
     workspace_id: pulumi.Output[str] | None
 
-    def __init__(self, name: str, args: CosmosConfig, *, account_id: str, location: str,
-                 principal_object_id: pulumi.Input[str], principal_key: str,
-                 data_actions: tuple[str, ...] = contract.COSMOS_DATA_ACTIONS, role_label: str = "export reader",
-                 assignable: Literal["database", "assignments"] = "database", diagnostics: bool = True,
-                 assignments_depend_on: list[pulumi.Resource] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: CosmosConfig,
+        *,
+        account_id: str,
+        location: str,
+        principal_object_id: pulumi.Input[str],
+        principal_key: str,
+        data_actions: tuple[str, ...] = contract.COSMOS_DATA_ACTIONS,
+        role_label: str = "export reader",
+        assignable: Literal["database", "assignments"] = "database",
+        diagnostics: bool = True,
+        assignments_depend_on: list[pulumi.Resource] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`account_id` is the existing account's full ARM id; `principal_key` a stable key of the
         principal (known at plan time) for deterministic GUIDs. `args.cosmos_access_enabled` is the
         incident-response switch: False removes every role assignment.
@@ -53,8 +63,11 @@ class CosmosAccess(pulumi.ComponentResource):
                 role_definition_id=policies.deterministic_guid(account_id.lower(), "role", principal_key),
                 role_name=f"{principal_key} {role_label}",
                 type=cosmosdb.RoleDefinitionType.CUSTOM_ROLE,
-                assignable_scopes=([f"{account_id}/dbs/{a.cosmos_database}"] if assignable == "database"
-                                   else list(self.assignment_scopes)),
+                assignable_scopes=(
+                    [f"{account_id}/dbs/{a.cosmos_database}"]
+                    if assignable == "database"
+                    else list(self.assignment_scopes)
+                ),
                 permissions=[{"data_actions": list(data_actions)}],
                 opts=child,
             )

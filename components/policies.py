@@ -137,8 +137,9 @@ def restore_write_prefixes(*, prefix: str, account: str, database: str, containe
     return out
 
 
-def restore_task_role_policy(*, bucket: str, prefix: str, write_prefixes: list[str], kms_key_arn: str,
-                             region: str, max_token_seconds: int) -> Doc:
+def restore_task_role_policy(
+    *, bucket: str, prefix: str, write_prefixes: list[str], kms_key_arn: str, region: str, max_token_seconds: int
+) -> Doc:
     """What the restore/drill task may do: read the export, write only drill reports and restore progress."""
     return _doc(
         {
@@ -191,8 +192,9 @@ def execution_role_policy(*, repository_arn: str, log_group_arn: str) -> Doc:
     )
 
 
-def scheduler_role_policy(*, task_definition_family_arns: list[str], cluster_arn: str, pass_role_arns: list[str],
-                          dlq_arn: str) -> Doc:
+def scheduler_role_policy(
+    *, task_definition_family_arns: list[str], cluster_arn: str, pass_role_arns: list[str], dlq_arn: str
+) -> Doc:
     """Run these task definitions (any revision) on this cluster, pass exactly their roles."""
     return _doc(
         {

@@ -63,19 +63,23 @@ def worker_environment(c: StackConfig, *, tenant_id, client_id, cosmos_endpoint,
 def restore_environment(c: StackConfig, export_environment: dict, *, client_id) -> dict:
     """The restore task's environment: the export's settings, its own client id, and where to restore."""
     r = c.restore
-    return {**export_environment, **settings.environment(
-        azure_client_id=client_id,
-        restore_target_database=r.target_database,
-        restore_targets=",".join(f"{s}={r.target_of(s)}" for s in c.cosmos.exported),
-    )}
+    return {
+        **export_environment,
+        **settings.environment(
+            azure_client_id=client_id,
+            restore_target_database=r.target_database,
+            restore_targets=",".join(f"{s}={r.target_of(s)}" for s in c.cosmos.exported),
+        ),
+    }
 
 
 #: The restore task role's fixed name suffix: export-<stack>-restore-task (naming.role_name).
 RESTORE_ROLE_KIND = "restore-task"
 
 
-def export_access(c: StackConfig, account_id: str, task_role_arn: str,
-                  restore_role_arn: str | None = None) -> policies.ExportAccess:
+def export_access(
+    c: StackConfig, account_id: str, task_role_arn: str, restore_role_arn: str | None = None
+) -> policies.ExportAccess:
     """Who may read, write and delete the exports: the worker's task role, and the restore role (read, and
     write: its IAM policy narrows that to drills/ and restores/; never delete)."""
     deleters = [task_role_arn]
@@ -101,37 +105,95 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
             "account (az cosmosdb update --disable-local-auth true) once no client uses keys."
         )
     task_role_arn = naming.role_arn(account_id, c.stack, "task")  # fixed: the bucket and key policies name it
-    bucket = ExportBucket(name, c.bucket, stack=c.stack, account_id=account_id, region=c.region,
-                          access=export_access(c, account_id, task_role_arn, restore_role_arn=(
-                              naming.role_arn(account_id, c.stack, RESTORE_ROLE_KIND) if c.restore.enabled else None)))
+    bucket = ExportBucket(
+        name,
+        c.bucket,
+        stack=c.stack,
+        account_id=account_id,
+        region=c.region,
+        access=export_access(
+            c,
+            account_id,
+            task_role_arn,
+            restore_role_arn=(naming.role_arn(account_id, c.stack, RESTORE_ROLE_KIND) if c.restore.enabled else None),
+        ),
+    )
     federation = OutboundFederation(name, c.identity.federation)
-    task_role = TaskRole(name, TaskRoleArgs(
-        stack=c.stack, account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
-        export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
-        max_token_seconds=c.identity.token_duration_seconds,
-    ))
+    task_role = TaskRole(
+        name,
+        TaskRoleArgs(
+            stack=c.stack,
+            account_id=account_id,
+            region=c.region,
+            bucket_name=c.bucket.bucket_name,
+            export_prefix=c.bucket.export_prefix,
+            kms_key_arn=bucket.key_arn,
+            max_token_seconds=c.identity.token_duration_seconds,
+        ),
+    )
     # The second reader of the export (and writer of drills/ and restores/ only), beside the export task role.
     restore_role = restore_task_role(c, name, account_id=account_id, bucket=bucket) if c.restore.enabled else None
-    identity = WorkloadIdentity(name, c.identity, issuer=federation.issuer, task_role_arn=task_role.arn,
-                                federation_enabled=c.cosmos.cosmos_access_enabled)
-    cosmos = CosmosAccess(name, c.cosmos, account_id=account.id, location=account.location or "",
-                          principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}")
+    identity = WorkloadIdentity(
+        name,
+        c.identity,
+        issuer=federation.issuer,
+        task_role_arn=task_role.arn,
+        federation_enabled=c.cosmos.cosmos_access_enabled,
+    )
+    cosmos = CosmosAccess(
+        name,
+        c.cosmos,
+        account_id=account.id,
+        location=account.location or "",
+        principal_object_id=identity.object_id,
+        principal_key=f"{PROJECT}/{c.stack}",
+    )
     cosmos_endpoint = account.document_endpoint.rstrip("/") + "/"
-    environment = worker_environment(c, tenant_id=identity.tenant_id, client_id=identity.client_id,
-                                     cosmos_endpoint=cosmos_endpoint, kms_key_arn=bucket.key_arn)
-    restore = build_restore(c, name, task_role=restore_role, account=account, issuer=federation.issuer,
-                            export_environment=environment) if restore_role else None
-    service = WorkerService(name, c.worker, c.schedule, stack=c.stack, account_id=account_id, region=c.region,
-                            task_role_arn=task_role.arn, environment=environment,
-                            restore=restore.task if restore else None)
-    alerting = Alerting(name, AlertingArgs(
-        stack=c.stack, account_id=account_id, region=c.region, cosmos_account=c.cosmos.cosmos_account_name,
-        database=c.cosmos.cosmos_database, containers=c.cosmos.exported, task_families=service.task_families,
-        dlq_name=service.dlq_name, dlq_arn=service.dlq_arn, freshness_minutes=c.freshness_minutes,
-        change_feed_mode=c.worker.change_feed_mode, backup_window_days=c.alerting.continuous_backup_days,
-        backup_window_alarm_minutes=c.alerting.backup_window_alarm_minutes,
-        alert_emails=c.alerting.alert_emails, alert_https_endpoints=c.alerting.alert_https_endpoints,
-    ))
+    environment = worker_environment(
+        c,
+        tenant_id=identity.tenant_id,
+        client_id=identity.client_id,
+        cosmos_endpoint=cosmos_endpoint,
+        kms_key_arn=bucket.key_arn,
+    )
+    restore = (
+        build_restore(
+            c, name, task_role=restore_role, account=account, issuer=federation.issuer, export_environment=environment
+        )
+        if restore_role
+        else None
+    )
+    service = WorkerService(
+        name,
+        c.worker,
+        c.schedule,
+        stack=c.stack,
+        account_id=account_id,
+        region=c.region,
+        task_role_arn=task_role.arn,
+        environment=environment,
+        restore=restore.task if restore else None,
+    )
+    alerting = Alerting(
+        name,
+        AlertingArgs(
+            stack=c.stack,
+            account_id=account_id,
+            region=c.region,
+            cosmos_account=c.cosmos.cosmos_account_name,
+            database=c.cosmos.cosmos_database,
+            containers=c.cosmos.exported,
+            task_families=service.task_families,
+            dlq_name=service.dlq_name,
+            dlq_arn=service.dlq_arn,
+            freshness_minutes=c.freshness_minutes,
+            change_feed_mode=c.worker.change_feed_mode,
+            backup_window_days=c.alerting.continuous_backup_days,
+            backup_window_alarm_minutes=c.alerting.backup_window_alarm_minutes,
+            alert_emails=c.alerting.alert_emails,
+            alert_https_endpoints=c.alerting.alert_https_endpoints,
+        ),
+    )
     outputs: dict[str, pulumi.Input] = {
         Output.BUCKET: bucket.bucket_name,
         Output.PREFIX: c.bucket.export_prefix,
@@ -153,16 +215,18 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.DASHBOARD_NAME: alerting.dashboard_name,
     }
     if restore is not None:
-        outputs.update({
-            Output.RESTORE_TASK_ROLE_ARN: restore.task_role.arn,
-            Output.RESTORE_CLIENT_ID: restore.identity.client_id,
-            Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID: restore.identity.object_id,
-            Output.RESTORE_TASK_DEFINITION_ARN: service.restore_task_definition_arn,
-            Output.RESTORE_WORKER_ENVIRONMENT: restore.task.environment,
-            Output.COSMOS_RESTORE_ROLE_DEFINITION_ID: restore.cosmos.role_definition_id,
-            Output.RUN_RESTORE_COMMAND: service.run_restore_command,
-            Output.RUN_DRILL_COMMAND: service.run_drill_command,
-        })
+        outputs.update(
+            {
+                Output.RESTORE_TASK_ROLE_ARN: restore.task_role.arn,
+                Output.RESTORE_CLIENT_ID: restore.identity.client_id,
+                Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID: restore.identity.object_id,
+                Output.RESTORE_TASK_DEFINITION_ARN: service.restore_task_definition_arn,
+                Output.RESTORE_WORKER_ENVIRONMENT: restore.task.environment,
+                Output.COSMOS_RESTORE_ROLE_DEFINITION_ID: restore.cosmos.role_definition_id,
+                Output.RUN_RESTORE_COMMAND: service.run_restore_command,
+                Output.RUN_DRILL_COMMAND: service.run_drill_command,
+            }
+        )
     return outputs
 
 
@@ -179,19 +243,31 @@ class Restore:
 
 def restore_task_role(c: StackConfig, export_name: str, *, account_id: str, bucket: ExportBucket) -> TaskRole:
     """The restore identity's ECS task role: reads the export, writes only drills/ and restores/."""
-    return TaskRole(f"{export_name}-restore", TaskRoleArgs(
-        stack=c.stack, kind=RESTORE_ROLE_KIND, account_id=account_id, region=c.region, bucket_name=c.bucket.bucket_name,
-        export_prefix=c.bucket.export_prefix, kms_key_arn=bucket.key_arn,
-        max_token_seconds=c.identity.token_duration_seconds,
-        write_prefixes=policies.restore_write_prefixes(
-            prefix=c.bucket.export_prefix, account=c.cosmos.cosmos_account_name,
-            database=c.cosmos.cosmos_database, containers=c.cosmos.exported),
-        description="Cosmos DB restore and drill worker (ECS task role)",
-    ))
+    return TaskRole(
+        f"{export_name}-restore",
+        TaskRoleArgs(
+            stack=c.stack,
+            kind=RESTORE_ROLE_KIND,
+            account_id=account_id,
+            region=c.region,
+            bucket_name=c.bucket.bucket_name,
+            export_prefix=c.bucket.export_prefix,
+            kms_key_arn=bucket.key_arn,
+            max_token_seconds=c.identity.token_duration_seconds,
+            write_prefixes=policies.restore_write_prefixes(
+                prefix=c.bucket.export_prefix,
+                account=c.cosmos.cosmos_account_name,
+                database=c.cosmos.cosmos_database,
+                containers=c.cosmos.exported,
+            ),
+            description="Cosmos DB restore and drill worker (ECS task role)",
+        ),
+    )
 
 
-def build_restore(c: StackConfig, export_name: str, *, task_role: TaskRole, account, issuer,
-                  export_environment: dict) -> Restore:
+def build_restore(
+    c: StackConfig, export_name: str, *, task_role: TaskRole, account, issuer, export_environment: dict
+) -> Restore:
     """A second identity, separate from the export one: its own task role, Entra app and Cosmos role.
 
     It reads the export, writes only drills/ and restores/ under each exported container's prefix, and may
@@ -201,29 +277,65 @@ def build_restore(c: StackConfig, export_name: str, *, task_role: TaskRole, acco
     r = c.restore
     assert r.target_database is not None  # checked by the config
     name = f"{export_name}-restore"
-    targets = RestoreTargets(name, RestoreTargetsArgs(
-        account_name=c.cosmos.cosmos_account_name, resource_group=c.cosmos.cosmos_resource_group,
-        source_database=c.cosmos.cosmos_database, target_database=r.target_database,
-        targets={s: r.target_of(s) for s in c.cosmos.exported},
-    ))
+    targets = RestoreTargets(
+        name,
+        RestoreTargetsArgs(
+            account_name=c.cosmos.cosmos_account_name,
+            resource_group=c.cosmos.cosmos_resource_group,
+            source_database=c.cosmos.cosmos_database,
+            target_database=r.target_database,
+            targets={s: r.target_of(s) for s in c.cosmos.exported},
+        ),
+    )
     identity = WorkloadIdentity(
-        name, c.identity.model_copy(update={"entra_app_display_name": f"{c.identity.entra_app_display_name}-restore",
-                                            "additional_federated_credentials": []}),
-        issuer=issuer, task_role_arn=task_role.arn, federation_enabled=c.cosmos.cosmos_access_enabled,
-        description="ECS task role of the Cosmos DB restore and drill worker")
+        name,
+        c.identity.model_copy(
+            update={
+                "entra_app_display_name": f"{c.identity.entra_app_display_name}-restore",
+                "additional_federated_credentials": [],
+            }
+        ),
+        issuer=issuer,
+        task_role_arn=task_role.arn,
+        federation_enabled=c.cosmos.cosmos_access_enabled,
+        description="ECS task role of the Cosmos DB restore and drill worker",
+    )
     # The export's Cosmos section pointed at the targets: a custom role, one assignment per target container.
-    on_targets = c.cosmos.model_copy(update={
-        "cosmos_database": r.target_database, "cosmos_containers": list(targets.containers),
-        "export_containers": None, "cosmos_role": "custom", "cosmos_role_scope": "container"})
+    on_targets = c.cosmos.model_copy(
+        update={
+            "cosmos_database": r.target_database,
+            "cosmos_containers": list(targets.containers),
+            "export_containers": None,
+            "cosmos_role": "custom",
+            "cosmos_role_scope": "container",
+        }
+    )
     cosmos = CosmosAccess(
-        name, on_targets, account_id=account.id, location=account.location or "",
-        principal_object_id=identity.object_id, principal_key=f"{PROJECT}/{c.stack}/restore",
-        data_actions=contract.COSMOS_RESTORE_DATA_ACTIONS, role_label="writer", assignable="assignments",
-        diagnostics=False, assignments_depend_on=list(targets.containers.values()))
+        name,
+        on_targets,
+        account_id=account.id,
+        location=account.location or "",
+        principal_object_id=identity.object_id,
+        principal_key=f"{PROJECT}/{c.stack}/restore",
+        data_actions=contract.COSMOS_RESTORE_DATA_ACTIONS,
+        role_label="writer",
+        assignable="assignments",
+        diagnostics=False,
+        assignments_depend_on=list(targets.containers.values()),
+    )
     environment = restore_environment(c, export_environment, client_id=identity.client_id)
-    return Restore(task_role, identity, cosmos, targets,
-                   RestoreTaskArgs(task_role_arn=task_role.arn, environment=environment,
-                                   sources=c.cosmos.exported, drill_schedule=r.drill_schedule))
+    return Restore(
+        task_role,
+        identity,
+        cosmos,
+        targets,
+        RestoreTaskArgs(
+            task_role_arn=task_role.arn,
+            environment=environment,
+            sources=c.cosmos.exported,
+            drill_schedule=r.drill_schedule,
+        ),
+    )
 
 
 def main() -> None:

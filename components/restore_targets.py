@@ -52,8 +52,10 @@ def partition_key_of(container: Any) -> dict[str, Any]:
     """The partition key input for a target, from a `get_sql_resource_sql_container` result."""
     key = container.resource.partition_key
     if key is None or not key.paths:
-        raise ValueError(f"source container {container.name!r} reports no partition key paths; "
-                         "it cannot be the source of a restore target")
+        raise ValueError(
+            f"source container {container.name!r} reports no partition key paths; "
+            "it cannot be the source of a restore target"
+        )
     out: dict[str, Any] = {"paths": list(key.paths), "kind": key.kind or "Hash"}
     if key.version is not None:
         out["version"] = int(key.version)
@@ -73,21 +75,26 @@ class RestoreTargets(pulumi.ComponentResource):
         depends: list[pulumi.Resource] = []
         if a.target_database != a.source_database:
             # A scratch database of its own: nothing of the source's is touched.
-            depends.append(cosmosdb.SqlResourceSqlDatabase(
-                f"{name}-database",
-                account_name=a.account_name,
-                resource_group_name=a.resource_group,
-                database_name=a.target_database,
-                resource={"id": a.target_database},
-                opts=child,
-            ))
+            depends.append(
+                cosmosdb.SqlResourceSqlDatabase(
+                    f"{name}-database",
+                    account_name=a.account_name,
+                    resource_group_name=a.resource_group,
+                    database_name=a.target_database,
+                    resource={"id": a.target_database},
+                    opts=child,
+                )
+            )
         self.containers, self.partition_keys = {}, {}
         for source, target in a.targets.items():
             # Read at plan time, so a missing source fails the preview with Azure's own error.
             found = cosmosdb.get_sql_resource_sql_container(
-                account_name=a.account_name, resource_group_name=a.resource_group,
-                database_name=a.source_database, container_name=source,
-                opts=pulumi.InvokeOptions(parent=self))
+                account_name=a.account_name,
+                resource_group_name=a.resource_group,
+                database_name=a.source_database,
+                container_name=source,
+                opts=pulumi.InvokeOptions(parent=self),
+            )
             definition = definition_of(found)
             self.partition_keys[target] = definition["partition_key"]
             self.containers[target] = cosmosdb.SqlResourceSqlContainer(

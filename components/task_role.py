@@ -70,9 +70,13 @@ class TaskRole(pulumi.ComponentResource):
         super().__init__("cosmos-s3-export:aws:TaskRole", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role = program_role(
-            f"{name}-task", account_id=args.account_id, stack=args.stack, kind=args.kind,
+            f"{name}-task",
+            account_id=args.account_id,
+            stack=args.stack,
+            kind=args.kind,
             trust=policies.ecs_tasks_trust_policy(args.account_id, args.region),
-            description=args.description, opts=child,
+            description=args.description,
+            opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-task-policy",
@@ -87,8 +91,18 @@ class TaskRole(pulumi.ComponentResource):
     @staticmethod
     def _policy(args: TaskRoleArgs, kms_key_arn: str) -> dict:
         if args.write_prefixes is None:
-            return policies.task_role_policy(bucket=args.bucket_name, prefix=args.export_prefix, kms_key_arn=kms_key_arn,
-                                             region=args.region, max_token_seconds=args.max_token_seconds)
+            return policies.task_role_policy(
+                bucket=args.bucket_name,
+                prefix=args.export_prefix,
+                kms_key_arn=kms_key_arn,
+                region=args.region,
+                max_token_seconds=args.max_token_seconds,
+            )
         return policies.restore_task_role_policy(
-            bucket=args.bucket_name, prefix=args.export_prefix, write_prefixes=args.write_prefixes,
-            kms_key_arn=kms_key_arn, region=args.region, max_token_seconds=args.max_token_seconds)
+            bucket=args.bucket_name,
+            prefix=args.export_prefix,
+            write_prefixes=args.write_prefixes,
+            kms_key_arn=kms_key_arn,
+            region=args.region,
+            max_token_seconds=args.max_token_seconds,
+        )

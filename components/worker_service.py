@@ -40,14 +40,27 @@ def source_tag(root: Path = RUNTIME_DIR) -> str:
     return "src-" + digest.hexdigest()[:16]
 
 
-def run_task_command(*, region: str, cluster: str, task_definition_arn: str, subnets: list[str],
-                     security_group: str, assign_public_ip: bool, command: list[str] | None = None) -> str:
+def run_task_command(
+    *,
+    region: str,
+    cluster: str,
+    task_definition_arn: str,
+    subnets: list[str],
+    security_group: str,
+    assign_public_ip: bool,
+    command: list[str] | None = None,
+) -> str:
     """The `aws ecs run-task` line; `command` overrides the container's command (a restore's arguments)."""
-    network = (f"awsvpcConfiguration={{subnets=[{','.join(subnets)}],securityGroups=[{security_group}],"
-               f"assignPublicIp={'ENABLED' if assign_public_ip else 'DISABLED'}}}")
+    network = (
+        f"awsvpcConfiguration={{subnets=[{','.join(subnets)}],securityGroups=[{security_group}],"
+        f"assignPublicIp={'ENABLED' if assign_public_ip else 'DISABLED'}}}"
+    )
     parts = [
-        "aws ecs run-task", f"--region {region}", f"--cluster {shlex.quote(cluster)}",
-        "--launch-type FARGATE", f"--task-definition {shlex.quote(task_definition_arn)}",
+        "aws ecs run-task",
+        f"--region {region}",
+        f"--cluster {shlex.quote(cluster)}",
+        "--launch-type FARGATE",
+        f"--task-definition {shlex.quote(task_definition_arn)}",
         f"--network-configuration {shlex.quote(network)}",
     ]
     if command is not None:
@@ -55,23 +68,34 @@ def run_task_command(*, region: str, cluster: str, task_definition_arn: str, sub
     return " ".join(parts)
 
 
-def container_definitions(*, image_ref: str, log_group: str, region: str, environment: dict[str, str],
-                          command: list[str], stream_prefix: str) -> str:
+def container_definitions(
+    *, image_ref: str, log_group: str, region: str, environment: dict[str, str], command: list[str], stream_prefix: str
+) -> str:
     """The one container of every task definition: same image and hardening, its own command and environment."""
-    return json.dumps([{
-        "name": CONTAINER_NAME,
-        "image": image_ref,
-        "essential": True,
-        "command": command,
-        "user": WORKER_USER,
-        "readonlyRootFilesystem": True,
-        # The only writable path: spill space for multipart buffers.
-        "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
-        "environment": [{"name": k, "value": environment[k]} for k in sorted(environment)],
-        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-        "logConfiguration": {"logDriver": "awslogs", "options": {
-            "awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix}},
-    }])
+    return json.dumps(
+        [
+            {
+                "name": CONTAINER_NAME,
+                "image": image_ref,
+                "essential": True,
+                "command": command,
+                "user": WORKER_USER,
+                "readonlyRootFilesystem": True,
+                # The only writable path: spill space for multipart buffers.
+                "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
+                "environment": [{"name": k, "value": environment[k]} for k in sorted(environment)],
+                "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": log_group,
+                        "awslogs-region": region,
+                        "awslogs-stream-prefix": stream_prefix,
+                    },
+                },
+            }
+        ]
+    )
 
 
 #: What `runRestoreCommand` runs: the worker's restore, with the name to fill in shown as <...>
@@ -113,9 +137,20 @@ class WorkerService(pulumi.ComponentResource):
     run_restore_command: pulumi.Output[str] | None = None
     run_drill_command: pulumi.Output[str] | None = None
 
-    def __init__(self, name: str, args: WorkerConfig, schedule: ScheduleConfig, *, stack: str, account_id: str, region: str,
-                 task_role_arn: pulumi.Input[str], environment: dict[str, pulumi.Input[str]],
-                 restore: RestoreTaskArgs | None = None, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: WorkerConfig,
+        schedule: ScheduleConfig,
+        *,
+        stack: str,
+        account_id: str,
+        region: str,
+        task_role_arn: pulumi.Input[str],
+        environment: dict[str, pulumi.Input[str]],
+        restore: RestoreTaskArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`schedule.snapshot_schedule` adds the scheduled full snapshots; `restore` the restore task."""
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -185,8 +220,9 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        def declare_task_definition(suffix: str, task_role_arn: pulumi.Input[str], environment: dict, command: list[str],
-                            stream_prefix: str) -> aws.ecs.TaskDefinition:
+        def declare_task_definition(
+            suffix: str, task_role_arn: pulumi.Input[str], environment: dict, command: list[str], stream_prefix: str
+        ) -> aws.ecs.TaskDefinition:
             return aws.ecs.TaskDefinition(
                 f"{name}{suffix}-task-definition",
                 family=f"{family}{suffix}",
@@ -200,22 +236,33 @@ class WorkerService(pulumi.ComponentResource):
                 volumes=[{"name": "tmp"}],
                 tags={naming.STACK_TAG: stack},  # the deployer registers only task definitions with its stack's tag
                 container_definitions=pulumi.Output.all(image.ref, log_group.name, environment).apply(
-                    lambda v: container_definitions(image_ref=v[0], log_group=v[1], region=region,
-                                                    environment=v[2], command=command,
-                                                    stream_prefix=stream_prefix)),
+                    lambda v: container_definitions(
+                        image_ref=v[0],
+                        log_group=v[1],
+                        region=region,
+                        environment=v[2],
+                        command=command,
+                        stream_prefix=stream_prefix,
+                    )
+                ),
                 opts=child,
             )
 
         task_definition = declare_task_definition("", task_role_arn, environment, command, "export")
-        snapshot_definition = (declare_task_definition("-snapshot", task_role_arn, environment,
-                                               ["run", "--mode", "snapshot"], "export")
-                               if schedule.snapshot_schedule else None)
-        restore_definition = (declare_task_definition("-restore", restore.task_role_arn, restore.environment,
-                                              DRILL_COMMAND, "restore")
-                              if restore else None)
+        snapshot_definition = (
+            declare_task_definition("-snapshot", task_role_arn, environment, ["run", "--mode", "snapshot"], "export")
+            if schedule.snapshot_schedule
+            else None
+        )
+        restore_definition = (
+            declare_task_definition("-restore", restore.task_role_arn, restore.environment, DRILL_COMMAND, "restore")
+            if restore
+            else None
+        )
 
-        dlq = aws.sqs.Queue(f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600,
-                            sqs_managed_sse_enabled=True, opts=child)
+        dlq = aws.sqs.Queue(
+            f"{name}-schedule-dlq", message_retention_seconds=14 * 24 * 3600, sqs_managed_sse_enabled=True, opts=child
+        )
 
         def family_arn(suffix: str) -> str:
             return f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}{suffix}"
@@ -223,24 +270,39 @@ class WorkerService(pulumi.ComponentResource):
         def scheduler(suffix: str, what: str, families: list[str], task_role_arn: pulumi.Input[str]) -> aws.iam.Role:
             """A scheduler role that may run only these families and pass only their task role."""
             role = program_role(
-                f"{name}{suffix}-scheduler", account_id=account_id, stack=stack,
+                f"{name}{suffix}-scheduler",
+                account_id=account_id,
+                stack=stack,
                 kind=f"{suffix.lstrip('-')}-scheduler" if suffix else "scheduler",
                 trust=policies.scheduler_trust_policy(account_id, region),
-                description=f"EventBridge Scheduler: run the {what} task", opts=child,
+                description=f"EventBridge Scheduler: run the {what} task",
+                opts=child,
             )
             aws.iam.RolePolicy(
                 f"{name}{suffix}-scheduler-policy",
                 role=role.id,
                 policy=pulumi.Output.all(cluster.arn, task_role_arn, execution_role.arn, dlq.arn).apply(
-                    lambda v: json.dumps(policies.scheduler_role_policy(
-                        task_definition_family_arns=families, cluster_arn=v[0], pass_role_arns=[v[1], v[2]],
-                        dlq_arn=v[3]))),
+                    lambda v: json.dumps(
+                        policies.scheduler_role_policy(
+                            task_definition_family_arns=families,
+                            cluster_arn=v[0],
+                            pass_role_arns=[v[1], v[2]],
+                            dlq_arn=v[3],
+                        )
+                    )
+                ),
                 opts=child,
             )
             return role
 
-        def declare_schedule(logical: str, expression: str, role: aws.iam.Role, definition: aws.ecs.TaskDefinition,
-                             enabled: bool, command: list[str] | None = None) -> None:
+        def declare_schedule(
+            logical: str,
+            expression: str,
+            role: aws.iam.Role,
+            definition: aws.ecs.TaskDefinition,
+            enabled: bool,
+            command: list[str] | None = None,
+        ) -> None:
             # A templated ECS target turns `input` into the RunTask TaskOverride: here, the container's command.
             aws.scheduler.Schedule(
                 logical,
@@ -262,8 +324,10 @@ class WorkerService(pulumi.ComponentResource):
                             "assign_public_ip": a.assign_public_ip,
                         },
                     },
-                    "retry_policy": {"maximum_retry_attempts": schedule.schedule_retry_attempts,
-                                     "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds},
+                    "retry_policy": {
+                        "maximum_retry_attempts": schedule.schedule_retry_attempts,
+                        "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds,
+                    },
                     "dead_letter_config": {"arn": dlq.arn},
                 },
                 opts=child,
@@ -271,23 +335,41 @@ class WorkerService(pulumi.ComponentResource):
 
         export_families = [family_arn("")] + ([family_arn("-snapshot")] if snapshot_definition else [])
         scheduler_role = scheduler("", "export", export_families, task_role_arn)
-        declare_schedule(f"{name}-schedule", schedule.schedule, scheduler_role, task_definition,
-                         schedule.schedule_enabled)
+        declare_schedule(
+            f"{name}-schedule", schedule.schedule, scheduler_role, task_definition, schedule.schedule_enabled
+        )
         if snapshot_definition is not None and schedule.snapshot_schedule:
-            declare_schedule(f"{name}-snapshot-schedule", schedule.snapshot_schedule, scheduler_role,
-                             snapshot_definition, schedule.schedule_enabled)
+            declare_schedule(
+                f"{name}-snapshot-schedule",
+                schedule.snapshot_schedule,
+                scheduler_role,
+                snapshot_definition,
+                schedule.schedule_enabled,
+            )
         if restore_definition is not None and restore and restore.drill_schedule:
-            restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")],
-                                          restore.task_role_arn)
+            restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")], restore.task_role_arn)
             for source in restore.sources:
-                declare_schedule(f"{name}-drill-schedule-{source}", restore.drill_schedule, restore_scheduler,
-                                 restore_definition, True, command=drill_command(source))
+                declare_schedule(
+                    f"{name}-drill-schedule-{source}",
+                    restore.drill_schedule,
+                    restore_scheduler,
+                    restore_definition,
+                    True,
+                    command=drill_command(source),
+                )
 
         def run_command(definition: aws.ecs.TaskDefinition, command: list[str] | None = None) -> pulumi.Output[str]:
             return pulumi.Output.all(cluster.name, definition.arn, security_group.id).apply(
-                lambda v: run_task_command(region=region, cluster=v[0], task_definition_arn=v[1],
-                                           subnets=a.subnet_ids, security_group=v[2],
-                                           assign_public_ip=a.assign_public_ip, command=command))
+                lambda v: run_task_command(
+                    region=region,
+                    cluster=v[0],
+                    task_definition_arn=v[1],
+                    subnets=a.subnet_ids,
+                    security_group=v[2],
+                    assign_public_ip=a.assign_public_ip,
+                    command=command,
+                )
+            )
 
         if restore_definition is not None:
             self.restore_task_definition_arn = restore_definition.arn
@@ -298,14 +380,27 @@ class WorkerService(pulumi.ComponentResource):
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref
         #: Every task family this stack runs (export, snapshot, restore/drill): the task-failed rule watches them all.
-        self.task_families = [family] + ([f"{family}-snapshot"] if snapshot_definition is not None else []) + (
-            [f"{family}-restore"] if restore_definition is not None else [])
+        self.task_families = (
+            [family]
+            + ([f"{family}-snapshot"] if snapshot_definition is not None else [])
+            + ([f"{family}-restore"] if restore_definition is not None else [])
+        )
         self.dlq_name, self.dlq_arn = dlq.name, dlq.arn
         self.run_task_command = run_command(task_definition)
-        self.register_outputs({
-            "clusterName": self.cluster_name, "taskDefinitionArn": self.task_definition_arn,
-            "executionRoleArn": self.execution_role_arn, "runTaskCommand": self.run_task_command,
-            **({"restoreTaskDefinitionArn": self.restore_task_definition_arn,
-                "runRestoreCommand": self.run_restore_command, "runDrillCommand": self.run_drill_command}
-               if self.restore_task_definition_arn is not None else {}),
-        })
+        self.register_outputs(
+            {
+                "clusterName": self.cluster_name,
+                "taskDefinitionArn": self.task_definition_arn,
+                "executionRoleArn": self.execution_role_arn,
+                "runTaskCommand": self.run_task_command,
+                **(
+                    {
+                        "restoreTaskDefinitionArn": self.restore_task_definition_arn,
+                        "runRestoreCommand": self.run_restore_command,
+                        "runDrillCommand": self.run_drill_command,
+                    }
+                    if self.restore_task_definition_arn is not None
+                    else {}
+                ),
+            }
+        )

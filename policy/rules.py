@@ -367,8 +367,15 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
     """All cross-resource rules; returns (resource key, message) pairs."""
     stack = Stack(resources)
     violations: list[tuple[str, str]] = []
-    for rule in (check_federation_chain, check_cosmos_assignments, check_restore_assignments, check_buckets,
-                 check_task_role_scope, check_program_roles, check_alerting):
+    for rule in (
+        check_federation_chain,
+        check_cosmos_assignments,
+        check_restore_assignments,
+        check_buckets,
+        check_task_role_scope,
+        check_program_roles,
+        check_alerting,
+    ):
         violations.extend(rule(stack))
     return violations
 
@@ -590,7 +597,8 @@ def _assigned_actions(stack: Stack, assignment: Resource) -> list[str] | None:
     """The data actions of the role an assignment grants; None when they cannot be known (yet)."""
     role_id = assignment.props.get("roleDefinitionId")
     if known(role_id) and str(role_id).rstrip("/").endswith(
-            f"/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"):
+        f"/sqlRoleDefinitions/{contract.COSMOS_BUILTIN_DATA_READER_ROLE_ID}"
+    ):
         return list(contract.COSMOS_BUILTIN_DATA_READER_ACTIONS)
     for definition in stack.of_type(T_COSMOS_ROLE_DEFINITION):
         if stack.refers_to(assignment, "roleDefinitionId", definition, "id"):
@@ -639,27 +647,52 @@ def check_restore_assignments(stack: Stack) -> list[tuple[str, str]]:
         if set(actions) <= reader:
             readers.add(principal)
             if (coll is not None and (db, coll) in targets) or (coll is None and (db is None or db in target_dbs)):
-                out.append((a.key, f"{_s(a)} gives the export reader {where}, which holds restore target "
-                                   f"container(s) {sorted(f'{d}/{c}' for d, c in targets)}; assign it on the "
-                                   "exported source containers only"))
+                out.append(
+                    (
+                        a.key,
+                        f"{_s(a)} gives the export reader {where}, which holds restore target "
+                        f"container(s) {sorted(f'{d}/{c}' for d, c in targets)}; assign it on the "
+                        "exported source containers only",
+                    )
+                )
             continue
         writers.add(principal)
         if coll is None:
-            out.append((a.key, f"{_s(a)} gives a writer role (data actions {sorted(set(actions) - reader)!r}) on "
-                               f"{where}; assign it only on each restore target container"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)} gives a writer role (data actions {sorted(set(actions) - reader)!r}) on "
+                    f"{where}; assign it only on each restore target container",
+                )
+            )
         elif (db, coll) in sources:
-            out.append((a.key, f"{_s(a)} gives a writer role on the exported source {where}; a restore identity "
-                               "may write only its target containers"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)} gives a writer role on the exported source {where}; a restore identity "
+                    "may write only its target containers",
+                )
+            )
         elif (db, coll) not in targets:
-            out.append((a.key, f"{_s(a)} gives a writer role on {where}, which is not a restore target "
-                               f"({sorted(f'{d}/{c}' for d, c in targets) or 'none declared'}); assign it only "
-                               "on the targets a restore task definition names in "
-                               f"{contract.Env.RESTORE_TARGETS}"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)} gives a writer role on {where}, which is not a restore target "
+                    f"({sorted(f'{d}/{c}' for d, c in targets) or 'none declared'}); assign it only "
+                    "on the targets a restore task definition names in "
+                    f"{contract.Env.RESTORE_TARGETS}",
+                )
+            )
     for a in stack.of_type(T_COSMOS_ROLE_ASSIGNMENT):
         principal = a.props.get("principalId")
         if known(principal) and principal in readers and principal in writers:
-            out.append((a.key, f"{_s(a)}: principal {principal!r} holds both the export reader and a writer role; "
-                               "the export identity stays read-only, the restore identity is a separate principal"))
+            out.append(
+                (
+                    a.key,
+                    f"{_s(a)}: principal {principal!r} holds both the export reader and a writer role; "
+                    "the export identity stays read-only, the restore identity is a separate principal",
+                )
+            )
     return out
 
 

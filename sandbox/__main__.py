@@ -18,12 +18,18 @@ app = typer.Typer(
 
 DirOption = typer.Option(sb.DEFAULT_DIR, "--dir", help="State directory (sandbox.json, CA, logs).")
 StackOption = typer.Option("dev", "--stack", help="Stack whose Pulumi program configures the doubles.")
-CosmosOption = typer.Option("gateway", "--cosmos",
-                            help="gateway: the project's gateway double (change feed, RBAC); "
-                                 "vercel: @vercel/cosmosdb-server (query snapshots only).")
-AllVersionsOption = typer.Option(False, "--all-versions",
-                                 help="The account has continuous backup (every version kept) and the stack runs "
-                                      "changeFeedMode AllVersionsAndDeletes, so deletes are exported (gateway only).")
+CosmosOption = typer.Option(
+    "gateway",
+    "--cosmos",
+    help="gateway: the project's gateway double (change feed, RBAC); "
+    "vercel: @vercel/cosmosdb-server (query snapshots only).",
+)
+AllVersionsOption = typer.Option(
+    False,
+    "--all-versions",
+    help="The account has continuous backup (every version kept) and the stack runs "
+    "changeFeedMode AllVersionsAndDeletes, so deletes are exported (gateway only).",
+)
 
 
 def _check_cosmos(cosmos: str, all_versions: bool = False) -> None:
@@ -61,13 +67,17 @@ def how_to_use(state: dict, directory: Path) -> str:
         "The worker, with the stack's task-definition environment and the local endpoints:",
         f'  eval "$(python -m sandbox env --dir {directory})"',
         "  cosmos-export doctor && cosmos-export run --mode snapshot",
-        *([
-            "",
-            "The restore identity (its own role session and Entra app; writes only the restore targets):",
-            f"  eval \"$(python -m sandbox env --dir {directory} --restore)\"",
-            f"  cosmos-export drill -c {state['containers'][0]}   # restores into "
-            f"{state['restore_database']}/{state['restore_targets'].get(state['containers'][0])}, compares, reports",
-        ] if state.get("restore_env") else []),
+        *(
+            [
+                "",
+                "The restore identity (its own role session and Entra app; writes only the restore targets):",
+                f'  eval "$(python -m sandbox env --dir {directory} --restore)"',
+                f"  cosmos-export drill -c {state['containers'][0]}   # restores into "
+                f"{state['restore_database']}/{state['restore_targets'].get(state['containers'][0])}, compares, reports",
+            ]
+            if state.get("restore_env")
+            else []
+        ),
         "",
         "Sample documents (the demo's): seed them, then change some and run the worker with --mode incremental:",
         f"  python -m sandbox seed --dir {directory} --docs 1000",
@@ -78,8 +88,12 @@ def how_to_use(state: dict, directory: Path) -> str:
 
 
 @app.command()
-def up(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption,
-       all_versions: bool = AllVersionsOption) -> None:
+def up(
+    directory: Path = DirOption,
+    stack: str = StackOption,
+    cosmos: str = CosmosOption,
+    all_versions: bool = AllVersionsOption,
+) -> None:
     """Start the sandbox in the background and print how to use it."""
     _check_cosmos(cosmos, all_versions)
     try:
@@ -112,19 +126,27 @@ def status(directory: Path = DirOption) -> None:
 
 
 @app.command("env")
-def env_cmd(directory: Path = DirOption,
-            aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs."),
-            restore: bool = typer.Option(False, "--restore", help="The restore identity's task environment "
-                                         "(its own role session and Entra app) for `cosmos-export restore|drill`.")
-            ) -> None:
+def env_cmd(
+    directory: Path = DirOption,
+    aws: bool = typer.Option(False, "--aws", help="Only what the AWS CLI needs."),
+    restore: bool = typer.Option(
+        False,
+        "--restore",
+        help="The restore identity's task environment "
+        "(its own role session and Entra app) for `cosmos-export restore|drill`.",
+    ),
+) -> None:
     """Print `export` lines for the worker's environment (or the restore task's, or the AWS CLI's)."""
     state = _running(directory)
     if aws and restore:
         typer.echo("--aws and --restore are exclusive: choose one", err=True)
         raise typer.Exit(2)
     if restore and not state.get("restore_env"):
-        typer.echo(f"stack {state['stack']!r} declares no restore identity: set restore.enabled in "
-                   f"stacks/Pulumi.{state['stack']}.yaml", err=True)
+        typer.echo(
+            f"stack {state['stack']!r} declares no restore identity: set restore.enabled in "
+            f"stacks/Pulumi.{state['stack']}.yaml",
+            err=True,
+        )
         raise typer.Exit(1)
     values = state["aws_cli_env"] if aws else state["restore_env"] if restore else state["worker_env"]
     typer.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items()))
@@ -157,23 +179,32 @@ def change(
 
 
 @app.command("serve", hidden=True)
-def serve_cmd(directory: Path = DirOption, stack: str = StackOption, cosmos: str = CosmosOption,
-              all_versions: bool = AllVersionsOption) -> None:
+def serve_cmd(
+    directory: Path = DirOption,
+    stack: str = StackOption,
+    cosmos: str = CosmosOption,
+    all_versions: bool = AllVersionsOption,
+) -> None:
     """Foreground server process (what `up` starts)."""
     _check_cosmos(cosmos, all_versions)
     raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions))  # type: ignore[arg-type]
 
 
 @app.command()
-def demo(stack: str = StackOption, cosmos: str = CosmosOption, all_versions: bool = AllVersionsOption,
-         docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
-         directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo.")) -> None:
+def demo(
+    stack: str = StackOption,
+    cosmos: str = CosmosOption,
+    all_versions: bool = AllVersionsOption,
+    docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
+    directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo."),
+) -> None:
     """Up, seed, snapshot, change, incremental, verify, drill, summary, down."""
     from sandbox.demo import run_demo
 
     _check_cosmos(cosmos, all_versions)
-    raise typer.Exit(run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve(),
-                              all_versions=all_versions))
+    raise typer.Exit(
+        run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve(), all_versions=all_versions)
+    )
 
 
 if __name__ == "__main__":

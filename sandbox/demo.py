@@ -228,8 +228,9 @@ def drill(demo: Demo, state: dict) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def unseen_deletes(state: dict, seeded: dict[str, int], changed: dict[str, int],
-                   drills: dict[str, dict[str, Any]]) -> dict[str, int]:
+def unseen_deletes(
+    state: dict, seeded: dict[str, int], changed: dict[str, int], drills: dict[str, dict[str, Any]]
+) -> dict[str, int]:
     """Deleted documents still in the restored state: what the export could not see (LatestVersion mode).
 
     The source's true count is known (seeded + inserted - deleted); the drill's expected count is what the
@@ -238,8 +239,7 @@ def unseen_deletes(state: dict, seeded: dict[str, int], changed: dict[str, int],
     first = state["containers"][0]
     source_now = seeded[first] + changed["inserted"] - changed["deleted"]
     restored = drills[first]["report"]["documents_expected"]
-    return {"deleted": changed["deleted"], "unseen": restored - source_now,
-            "restored": restored, "source": source_now}
+    return {"deleted": changed["deleted"], "unseen": restored - source_now, "restored": restored, "source": source_now}
 
 
 def _keys(state: dict) -> list[str]:
@@ -249,23 +249,64 @@ def _keys(state: dict) -> list[str]:
     return sorted(keys)
 
 
-def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str, int],
-              runs: list[tuple[str, dict[str, Any]]], verified: list[str],
-              drills: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    demo: Demo,
+    state: dict,
+    seeded: dict[str, int],
+    changed: dict[str, int],
+    runs: list[tuple[str, dict[str, Any]]],
+    verified: list[str],
+    drills: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     deletes = unseen_deletes(state, seeded, changed, drills) if drills else None
     summary = {
-        "ok": True, "stack": state["stack"], "cosmos": state["cosmos"],
-        "change_feed_mode": state["worker_env"].get("EXPORT_CHANGE_FEED_MODE"), "seeded": seeded, "changed": changed,
-        "runs": [{"mode": mode, "containers": {c: {"run_id": m.run_id, "sequence": m.sequence,
-                                                   "documents": m.documents, "bytes": m.bytes,
-                                                   "objects": len(m.parts)} for c, m in run.items()}}
-                 for mode, run in runs],
+        "ok": True,
+        "stack": state["stack"],
+        "cosmos": state["cosmos"],
+        "change_feed_mode": state["worker_env"].get("EXPORT_CHANGE_FEED_MODE"),
+        "seeded": seeded,
+        "changed": changed,
+        "runs": [
+            {
+                "mode": mode,
+                "containers": {
+                    c: {
+                        "run_id": m.run_id,
+                        "sequence": m.sequence,
+                        "documents": m.documents,
+                        "bytes": m.bytes,
+                        "objects": len(m.parts),
+                    }
+                    for c, m in run.items()
+                },
+            }
+            for mode, run in runs
+        ],
         "verified": verified,
-        "drills": {c: {"key": d["key"], **{k: d["report"].get(k) for k in (
-            "ok", "sequence", "target", "documents_expected", "documents_found", "documents_mismatched",
-            "deletes_applied", "state_deletes_applied", "unknown_delete_incrementals", "definition_matches",
-            "restore_seconds",
-            "verify_seconds", "request_charge")}} for c, d in (drills or {}).items()},
+        "drills": {
+            c: {
+                "key": d["key"],
+                **{
+                    k: d["report"].get(k)
+                    for k in (
+                        "ok",
+                        "sequence",
+                        "target",
+                        "documents_expected",
+                        "documents_found",
+                        "documents_mismatched",
+                        "deletes_applied",
+                        "state_deletes_applied",
+                        "unknown_delete_incrementals",
+                        "definition_matches",
+                        "restore_seconds",
+                        "verify_seconds",
+                        "request_charge",
+                    )
+                },
+            }
+            for c, d in (drills or {}).items()
+        },
         "deletes": deletes,
         "steps": [{"name": s.name, "seconds": round(s.seconds, 2)} for s in demo.steps],
         "keys": _keys(state),
@@ -291,13 +332,17 @@ def summarize(demo: Demo, state: dict, seeded: dict[str, int], changed: dict[str
     if deletes is not None:
         first = state["containers"][0]
         if deletes["unseen"] > 0:
-            print(f"DELETES THE EXPORT COULD NOT SEE: {deletes['unseen']} of the {deletes['deleted']} documents deleted "
-                  f"from {first} (changeFeedMode {summary['change_feed_mode']} carries no deletes): the restored state "
-                  f"holds {deletes['restored']} documents, the source {deletes['source']}. They stay until the next full "
-                  "snapshot (snapshotSchedule), or use changeFeedMode AllVersionsAndDeletes (`demo --all-versions`).")
+            print(
+                f"DELETES THE EXPORT COULD NOT SEE: {deletes['unseen']} of the {deletes['deleted']} documents deleted "
+                f"from {first} (changeFeedMode {summary['change_feed_mode']} carries no deletes): the restored state "
+                f"holds {deletes['restored']} documents, the source {deletes['source']}. They stay until the next full "
+                "snapshot (snapshotSchedule), or use changeFeedMode AllVersionsAndDeletes (`demo --all-versions`)."
+            )
         else:
-            print(f"deletes the export could not see: 0 of the {deletes['deleted']} deleted from {first}: the restored "
-                  f"state holds {deletes['restored']} documents, exactly the source's {deletes['source']}.")
+            print(
+                f"deletes the export could not see: 0 of the {deletes['deleted']} deleted from {first}: the restored "
+                f"state holds {deletes['restored']} documents, exactly the source's {deletes['source']}."
+            )
     print("steps: " + ", ".join(f"{s.name} {s.seconds:.1f}s" for s in demo.steps))
     print(f"S3 keys ({len(summary['keys'])}):")
     for key in summary["keys"]:
@@ -317,8 +362,14 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
-             directory: Path = Path(".sandbox/demo"), all_versions: bool = False) -> int:
+def run_demo(
+    *,
+    stack: str = "dev",
+    cosmos: str = "gateway",
+    docs: int = 2000,
+    directory: Path = Path(".sandbox/demo"),
+    all_versions: bool = False,
+) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)
     demo = Demo(directory)
@@ -326,9 +377,10 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
     if cosmos == "vercel":
         docs = min(docs, 1000)  # its query cost grows with the square of the container size
     try:
-        state = demo.step(f"start sandbox (stack {stack}, Cosmos {cosmos}"
-                          f"{', AllVersionsAndDeletes' if all_versions else ''})",
-                          lambda: sb.up(directory, stack, cosmos, all_versions=all_versions))  # type: ignore[arg-type]
+        state = demo.step(
+            f"start sandbox (stack {stack}, Cosmos {cosmos}{', AllVersionsAndDeletes' if all_versions else ''})",
+            lambda: sb.up(directory, stack, cosmos, all_versions=all_versions),  # type: ignore[arg-type]
+        )
         seeded = demo.step("seed sample documents", seed, state, docs)
         second = "snapshot" if cosmos == "vercel" else "incremental"
         first_run = demo.step("export: snapshot", run_worker, demo, state, "snapshot")
@@ -336,8 +388,11 @@ def run_demo(*, stack: str = "dev", cosmos: str = "gateway", docs: int = 2000,
         second_run = demo.step(f"export: {second}", run_worker, demo, state, second)
         verified = demo.step("verify both runs", verify, demo, state, [first_run, second_run])
         # A drill reads the target back through its change feed: the vercel server's is a stub.
-        drills = demo.step("drill: restore into the scratch containers and compare", drill, demo, state) \
-            if state.get("restore_env") and cosmos == "gateway" else None
+        drills = (
+            demo.step("drill: restore into the scratch containers and compare", drill, demo, state)
+            if state.get("restore_env") and cosmos == "gateway"
+            else None
+        )
         summarize(demo, state, seeded, changed, [("snapshot", first_run), (second, second_run)], verified, drills)
         return 0
     except KeyboardInterrupt:

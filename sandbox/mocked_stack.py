@@ -57,14 +57,25 @@ SOURCE_PARTITION_KEYS = {"events": {"paths": ["/tenantId", "/deviceId"], "kind":
 #: The rest of each source's definition (what a target must share for a drill to pass): `orders` has a tuned
 #: indexing policy and TTL on, `customers` a unique key; the others Cosmos's defaults. The sandbox's gateway
 #: double creates its source containers with these too (it plays the same account).
-DEFAULT_DEFINITION = {"indexingPolicy": {"indexingMode": "consistent", "automatic": True,
-                                         "includedPaths": [{"path": "/*"}], "excludedPaths": [{"path": '/"_etag"/?'}]}}
+DEFAULT_DEFINITION = {
+    "indexingPolicy": {
+        "indexingMode": "consistent",
+        "automatic": True,
+        "includedPaths": [{"path": "/*"}],
+        "excludedPaths": [{"path": '/"_etag"/?'}],
+    }
+}
 SOURCE_DEFINITIONS = {
     "orders": {
-        "indexingPolicy": {"indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-                           "excludedPaths": [{"path": "/items/*"}, {"path": '/"_etag"/?'}],
-                           "compositeIndexes": [[{"path": "/customerId", "order": "ascending"},
-                                                 {"path": "/placedAt", "order": "descending"}]]},
+        "indexingPolicy": {
+            "indexingMode": "consistent",
+            "automatic": True,
+            "includedPaths": [{"path": "/*"}],
+            "excludedPaths": [{"path": "/items/*"}, {"path": '/"_etag"/?'}],
+            "compositeIndexes": [
+                [{"path": "/customerId", "order": "ascending"}, {"path": "/placedAt", "order": "descending"}]
+            ],
+        },
         "defaultTtl": -1,
     },
     "customers": {**DEFAULT_DEFINITION, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}},
@@ -394,8 +405,10 @@ class _Mocks(pulumi.runtime.Mocks):
             rid = f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
             out["name"] = inputs["databaseName"]
         elif t == "azure-native:cosmosdb:SqlResourceSqlContainer":
-            rid = (f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
-                   f"/containers/{inputs['containerName']}")
+            rid = (
+                f"{self._cosmos_account_id(inputs)}/sqlDatabases/{inputs['databaseName']}"
+                f"/containers/{inputs['containerName']}"
+            )
             out["name"] = inputs["containerName"]
         elif t == "azure-native:operationalinsights:Workspace":
             rid = (
@@ -478,11 +491,18 @@ class _Mocks(pulumi.runtime.Mocks):
             db, container = a["databaseName"], a["containerName"]
             account_id = self._cosmos_account_id(a)
             return {
-                "id": f"{account_id}/sqlDatabases/{db}/containers/{container}", "name": container,
-                "type": "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers", "location": "westeurope",
-                "resource": {"id": container, "partitionKey": SOURCE_PARTITION_KEYS.get(container, DEFAULT_PARTITION_KEY),
-                             **SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION),
-                             "rid": _hex(8, container), "ts": 1764633600, "etag": f'"{_hex(16, container)}"'},
+                "id": f"{account_id}/sqlDatabases/{db}/containers/{container}",
+                "name": container,
+                "type": "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers",
+                "location": "westeurope",
+                "resource": {
+                    "id": container,
+                    "partitionKey": SOURCE_PARTITION_KEYS.get(container, DEFAULT_PARTITION_KEY),
+                    **SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION),
+                    "rid": _hex(8, container),
+                    "ts": 1764633600,
+                    "etag": f'"{_hex(16, container)}"',
+                },
             }
         raise NotImplementedError(f"mocked_stack: no mock for invoke {tok}; add one in sandbox/mocked_stack.py")
 

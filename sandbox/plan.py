@@ -226,10 +226,14 @@ def plan_from_run(run: Any) -> SandboxPlan:
     restore = _restore_plan(run)
     token_policy = _token_policy(_inline_policy(run, task_role))
     if restore is not None and restore.token_policy != token_policy:
-        raise PlanError(f"the restore task role's sts:GetWebIdentityToken conditions {restore.token_policy} differ "
-                        f"from the export task role's {token_policy}; the sandbox's STS double enforces one set")
-    account_names = {_account_name_from_scope(r.inputs["scope"])
-                     for r in run.of_type("azure-native:cosmosdb:SqlResourceSqlRoleAssignment")}
+        raise PlanError(
+            f"the restore task role's sts:GetWebIdentityToken conditions {restore.token_policy} differ "
+            f"from the export task role's {token_policy}; the sandbox's STS double enforces one set"
+        )
+    account_names = {
+        _account_name_from_scope(r.inputs["scope"])
+        for r in run.of_type("azure-native:cosmosdb:SqlResourceSqlRoleAssignment")
+    }
     config_account = run.config.get("cosmos-s3-export:cosmosAccountName", "")
     return SandboxPlan(
         stack=run.stack,
@@ -273,17 +277,27 @@ def _restore_plan(run: Any) -> RestorePlan | None:
         return None
     roles = [r for r in run.of_type(ROLE) if r.outputs["arn"] == arn]
     if len(roles) != 1:
-        raise PlanError(f"stack output {contract.Output.RESTORE_TASK_ROLE_ARN}={arn!r} matches {len(roles)} "
-                        "declared IAM roles; it must be the restore task role's ARN")
+        raise PlanError(
+            f"stack output {contract.Output.RESTORE_TASK_ROLE_ARN}={arn!r} matches {len(roles)} "
+            "declared IAM roles; it must be the restore task role's ARN"
+        )
     targets = []
     for r in run.of_type(CONTAINER):
         key = r.inputs["resource"].get("partitionKey") or {}
         properties = {k: v for k, v in r.inputs["resource"].items() if k not in ("id", "partitionKey")}
-        targets.append(RestoreTarget(r.inputs["databaseName"], r.inputs["containerName"],
-                                     tuple(key.get("paths") or ()), key.get("kind", "Hash"), _integral(properties)))
+        targets.append(
+            RestoreTarget(
+                r.inputs["databaseName"],
+                r.inputs["containerName"],
+                tuple(key.get("paths") or ()),
+                key.get("kind", "Hash"),
+                _integral(properties),
+            )
+        )
     env = run.task_definition_environment("-restore")
-    missing = [name for name in (Env.AZURE_CLIENT_ID, Env.RESTORE_TARGET_DATABASE, Env.RESTORE_TARGETS)
-               if not env.get(name)]
+    missing = [
+        name for name in (Env.AZURE_CLIENT_ID, Env.RESTORE_TARGET_DATABASE, Env.RESTORE_TARGETS) if not env.get(name)
+    ]
     if missing:
         raise PlanError(f"the restore task definition's environment lacks {', '.join(missing)}: `drill` cannot start")
     return RestorePlan(

@@ -81,16 +81,25 @@ class Running:
 
 def _assume_task_role(moto_url: str, plan: SandboxPlan, *, restore: bool = False) -> dict[str, str]:
     """The (restore) task role's temporary credentials, as ECS would hand them to the container."""
-    sts = boto3.client("sts", endpoint_url=moto_url, region_name=plan.region,
-                       aws_access_key_id="sandbox-bootstrap", aws_secret_access_key="sandbox-bootstrap")
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_url,
+        region_name=plan.region,
+        aws_access_key_id="sandbox-bootstrap",
+        aws_secret_access_key="sandbox-bootstrap",
+    )
     role_arn, seconds = plan.task_role_arn, plan.task_role_max_session_seconds
     if restore:
         assert plan.restore is not None
         role_arn, seconds = plan.restore.task_role_arn, plan.restore.task_role_max_session_seconds
-    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=_session_name(restore),
-                            DurationSeconds=seconds)["Credentials"]
-    return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-            "AWS_SESSION_TOKEN": creds["SessionToken"]}
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=_session_name(restore), DurationSeconds=seconds)[
+        "Credentials"
+    ]
+    return {
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+    }
 
 
 def _session_name(restore: bool) -> str:
@@ -132,14 +141,18 @@ def start_identity(plan: SandboxPlan, ca: Any, credentials: dict[str, str], runn
         plan.task_role_arn,
         session_name="ecs-task-sandbox",
         session_token=credentials["AWS_SESSION_TOKEN"],
-        session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds))
+        session_expires_at=datetime.now(timezone.utc) + timedelta(seconds=plan.task_role_max_session_seconds),
+    )
     if plan.restore is not None and running.restore_credentials:
         # The restore task's own session: its token's subject is the restore role, which only the restore FIC trusts.
         running.sts_state.register_credentials(
-            running.restore_credentials["AWS_ACCESS_KEY_ID"], plan.restore.task_role_arn,
-            session_name=_session_name(True), session_token=running.restore_credentials["AWS_SESSION_TOKEN"],
-            session_expires_at=datetime.now(timezone.utc) + timedelta(
-                seconds=plan.restore.task_role_max_session_seconds))
+            running.restore_credentials["AWS_ACCESS_KEY_ID"],
+            plan.restore.task_role_arn,
+            session_name=_session_name(True),
+            session_token=running.restore_credentials["AWS_SESSION_TOKEN"],
+            session_expires_at=datetime.now(timezone.utc)
+            + timedelta(seconds=plan.restore.task_role_max_session_seconds),
+        )
     running.sts = serve_sts(running.sts_state, ca).start()
     running.stoppers.append(running.sts.stop)
 
@@ -172,9 +185,11 @@ def start_cosmos(
 
     verifier = running.entra_state.verify_access_token if (auth and running.entra_state is not None) else None
     state = running.cosmos_state = CosmosGatewayState(
-        plan.cosmos_account, token_verifier=verifier,
+        plan.cosmos_account,
+        token_verifier=verifier,
         role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments],
-        record_all_versions=running.all_versions)
+        record_all_versions=running.all_versions,
+    )
     from sandbox.mocked_stack import DEFAULT_DEFINITION, SOURCE_DEFINITIONS
 
     for container in plan.cosmos_containers:
@@ -183,8 +198,7 @@ def start_cosmos(
         created.properties.update(SOURCE_DEFINITIONS.get(container, DEFAULT_DEFINITION))
     # The targets as the program declares them (the worker never creates a container).
     for target in restore_targets(plan):
-        created = state.create_container(target.database, target.container, target.partition_key_paths[0],
-                                         FEED_RANGES)
+        created = state.create_container(target.database, target.container, target.partition_key_paths[0], FEED_RANGES)
         created.properties.update(target.properties)
     running.cosmos = serve_cosmos(state, ca).start()
     running.stoppers.append(running.cosmos.stop)
@@ -195,9 +209,11 @@ def restore_targets(plan: SandboxPlan) -> list:
     targets = list(plan.restore.targets) if plan.restore else []
     for t in targets:
         if len(t.partition_key_paths) != 1:
-            raise SandboxError(f"restore target {t.database}/{t.container} has the {t.partition_key_kind} partition "
-                               f"key {list(t.partition_key_paths)}: the sandbox's Cosmos endpoints serve single-path "
-                               "keys only; use a stack whose exported containers have one")
+            raise SandboxError(
+                f"restore target {t.database}/{t.container} has the {t.partition_key_kind} partition "
+                f"key {list(t.partition_key_paths)}: the sandbox's Cosmos endpoints serve single-path "
+                "keys only; use a stack whose exported containers have one"
+            )
     return targets
 
 
@@ -207,19 +223,21 @@ def worker_environment(running: Running, *, restore: bool = False) -> dict[str, 
     if restore and plan.restore is None:
         raise SandboxError(f"stack {plan.stack!r} has no restore block (Pulumi config restore.enabled)")
     env = dict(plan.restore.worker_environment if restore and plan.restore else plan.worker_environment)
-    env.update({
-        Env.S3_ENDPOINT: running.moto.url,
-        Env.STS_ENDPOINT: running.sts.url,
-        Env.AZURE_AUTHORITY_HOST: running.entra.url,
-        Env.COSMOS_ENDPOINT: running.cosmos_url + "/",
-        # The endpoint is an IP address: the account name for S3 keys comes from the plan.
-        Env.COSMOS_ACCOUNT: plan.cosmos_account,
-        # azure-identity/requests and botocore each read their own variable.
-        "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
-        "AWS_CA_BUNDLE": str(ca.bundle_file),
-        "AWS_DEFAULT_REGION": plan.region,
-        **(running.restore_credentials if restore else running.credentials),
-    })
+    env.update(
+        {
+            Env.S3_ENDPOINT: running.moto.url,
+            Env.STS_ENDPOINT: running.sts.url,
+            Env.AZURE_AUTHORITY_HOST: running.entra.url,
+            Env.COSMOS_ENDPOINT: running.cosmos_url + "/",
+            # The endpoint is an IP address: the account name for S3 keys comes from the plan.
+            Env.COSMOS_ACCOUNT: plan.cosmos_account,
+            # azure-identity/requests and botocore each read their own variable.
+            "REQUESTS_CA_BUNDLE": str(ca.bundle_file),
+            "AWS_CA_BUNDLE": str(ca.bundle_file),
+            "AWS_DEFAULT_REGION": plan.region,
+            **(running.restore_credentials if restore else running.credentials),
+        }
+    )
     if running.cosmos_kind == "vercel":
         # Its bundled certificate expired in 2021 and it has no change feed: query snapshots only.
         env[Env.COSMOS_TLS_VERIFY] = "false"
@@ -233,8 +251,15 @@ def worker_environment(running: Running, *, restore: bool = False) -> dict[str, 
 ALL_VERSIONS = {"changeFeedMode": "AllVersionsAndDeletes"}
 
 
-def start_all(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", *,
-              plan: SandboxPlan | None = None, auth: bool = True, all_versions: bool = False) -> Running:
+def start_all(
+    directory: Path,
+    stack: str = "dev",
+    cosmos: CosmosKind = "gateway",
+    *,
+    plan: SandboxPlan | None = None,
+    auth: bool = True,
+    all_versions: bool = False,
+) -> Running:
     """Start everything for `plan` (default: the stack's); on any failure stop what already started.
 
     `all_versions`: the account has continuous backup (the double keeps every version) and the stack runs
@@ -278,8 +303,12 @@ def describe(running: Running) -> dict[str, Any]:
         "stack": plan.stack,
         "cosmos": running.cosmos_kind,
         "all_versions": running.all_versions,
-        "endpoints": {"s3": running.moto.url, "sts": running.sts.url, "entra": running.entra.url,
-                      "cosmos": running.cosmos_url},
+        "endpoints": {
+            "s3": running.moto.url,
+            "sts": running.sts.url,
+            "entra": running.entra.url,
+            "cosmos": running.cosmos_url,
+        },
         "ca_bundle": str(running.ca.bundle_file),
         "bucket": plan.bucket,
         "prefix": plan.prefix,
@@ -292,12 +321,19 @@ def describe(running: Running) -> dict[str, Any]:
         "worker_env": worker_environment(running),
         # The restore identity's task environment (its own session and client id): `env --restore`.
         "restore_env": worker_environment(running, restore=True) if plan.restore else None,
-        "restore_targets": {s: t for s, _, t in (p.partition("=") for p in
-                                                (plan.restore.worker_environment[Env.RESTORE_TARGETS].split(",")
-                                                 if plan.restore else []))},
+        "restore_targets": {
+            s: t
+            for s, _, t in (
+                p.partition("=")
+                for p in (plan.restore.worker_environment[Env.RESTORE_TARGETS].split(",") if plan.restore else [])
+            )
+        },
         "restore_database": plan.restore.worker_environment[Env.RESTORE_TARGET_DATABASE] if plan.restore else None,
-        "seed": {"control_url": control, "kind": "gateway-control" if control else "cosmos-sdk-any-key",
-                 "cosmos_endpoint": running.cosmos_url},
+        "seed": {
+            "control_url": control,
+            "kind": "gateway-control" if control else "cosmos-sdk-any-key",
+            "cosmos_endpoint": running.cosmos_url,
+        },
         "aws_cli_env": {k: v for k, v in running.credentials.items()} | {"AWS_DEFAULT_REGION": plan.region},
     }
 
@@ -386,8 +422,13 @@ def _serve_pid(directory: Path) -> int | None:
     return pid if _alive(pid) and "sandbox" in _cmdline(pid) and "serve" in _cmdline(pid) else None
 
 
-def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", timeout: float = 120.0,
-       all_versions: bool = False) -> dict:
+def up(
+    directory: Path,
+    stack: str = "dev",
+    cosmos: CosmosKind = "gateway",
+    timeout: float = 120.0,
+    all_versions: bool = False,
+) -> dict:
     """Start `python -m sandbox serve` detached (own session) and wait until sandbox.json is written."""
     import subprocess
     import sys
@@ -402,10 +443,25 @@ def up(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", time
     (directory / STATE_FILE).unlink(missing_ok=True)
     log = open(directory / "serve.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", "--dir", str(directory), "--stack", stack, "--cosmos", cosmos,
-         *(["--all-versions"] if all_versions else [])],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        cwd=Path(__file__).resolve().parent.parent)
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "serve",
+            "--dir",
+            str(directory),
+            "--stack",
+            stack,
+            "--cosmos",
+            cosmos,
+            *(["--all-versions"] if all_versions else []),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(directory)

@@ -100,8 +100,9 @@ def ecs_stop_event(
 
 
 def test_pattern_matches_exactly_this_familys_stops_with_a_non_zero_exit():
-    pattern = task_failed_pattern(region="eu-west-1", account_id="111122223333",
-                                  families=["export-dev", "export-dev-restore"])
+    pattern = task_failed_pattern(
+        region="eu-west-1", account_id="111122223333", families=["export-dev", "export-dev-restore"]
+    )
     assert event_matches(pattern, ecs_stop_event(exit_codes=(1,)))
     assert event_matches(pattern, ecs_stop_event(exit_codes=(143,)))  # SIGTERM before commit
     assert event_matches(pattern, ecs_stop_event(exit_codes=(0, 2)))  # any container non-zero
@@ -245,13 +246,15 @@ def test_task_failed_rule_targets_the_topic_with_the_familys_pattern(every_stack
     assert families[0] == f"export-{run.stack}" and len(families) >= 2  # export + restore (+ snapshot)
     account = run.task_role_arn.split(":")[4]
     region = run.task_definition_environment()[contract.Env.AWS_REGION]
-    assert json.loads(rule.inputs["eventPattern"]) == task_failed_pattern(region=region, account_id=account,
-                                                                          families=families)
+    assert json.loads(rule.inputs["eventPattern"]) == task_failed_pattern(
+        region=region, account_id=account, families=families
+    )
     pattern = json.loads(rule.inputs["eventPattern"])
     for family in families:  # every task the stack runs: export, snapshot, restore/drill
         assert event_matches(pattern, ecs_stop_event(family=family, account=account, region=region))
-        assert not event_matches(pattern, ecs_stop_event(family=family, account=account, region=region,
-                                                         exit_codes=(0,)))
+        assert not event_matches(
+            pattern, ecs_stop_event(family=family, account=account, region=region, exit_codes=(0,))
+        )
     target = run.one("aws:cloudwatch/eventTarget:EventTarget").inputs
     assert target["rule"] == rule.outputs["name"] and target["arn"] == run.one(TOPIC).outputs["arn"]
 

@@ -181,9 +181,13 @@ def test_adopt_mode_declares_no_federation_resource():
 
 def test_worker_service_children_and_image(dev_export_only):
     dev = dev_export_only
-    got = sorted((r.type_.split(":")[-1], r.name) for r in dev.resources
-                 if r.type_.startswith(("aws:ecr", "aws:ecs", "aws:cloudwatch/logGroup", "aws:ec2", "aws:sqs", "aws:scheduler",
-                                        "docker-build")))
+    got = sorted(
+        (r.type_.split(":")[-1], r.name)
+        for r in dev.resources
+        if r.type_.startswith(
+            ("aws:ecr", "aws:ecs", "aws:cloudwatch/logGroup", "aws:ec2", "aws:sqs", "aws:scheduler", "docker-build")
+        )
+    )
     n = "export-dev"
     assert got == sorted(
         [
@@ -216,14 +220,17 @@ def test_worker_service_children_and_image(dev_export_only):
 
 def test_snapshot_mode_reaches_the_command():
     run = run_stack("dev", {"exportMode": "snapshot", "snapshotSchedule": None})
-    (container,) = json.loads(run.named("aws:ecs/taskDefinition:TaskDefinition", "export-dev-task-definition")
-                              .inputs["containerDefinitions"])
+    (container,) = json.loads(
+        run.named("aws:ecs/taskDefinition:TaskDefinition", "export-dev-task-definition").inputs["containerDefinitions"]
+    )
     assert container["command"] == ["run", "--mode", "snapshot"]
 
 
 def _children(run):
-    return {(c.type_, c.name): sorted((r.type_.split(":")[-1], r.name) for r in run.children(c.type_, c.name))
-            for c in run.components()}
+    return {
+        (c.type_, c.name): sorted((r.type_.split(":")[-1], r.name) for r in run.children(c.type_, c.name))
+        for c in run.components()
+    }
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -245,22 +252,43 @@ def test_each_component_declares_exactly_its_children(stack):
         ("cosmos-s3-export:aws:OutboundFederation", n): [("OutboundWebIdentityFederation", f"{n}-federation")],
         ("cosmos-s3-export:aws:TaskRole", n): [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")],
         ("cosmos-s3-export:azure:WorkloadIdentity", n): [
-            ("Application", f"{n}-app"), ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
-            ("ServicePrincipal", f"{n}-sp")],
+            ("Application", f"{n}-app"),
+            ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
+            ("ServicePrincipal", f"{n}-sp"),
+        ],
         ("cosmos-s3-export:azure:CosmosAccess", n): sorted(cosmos),
-        ("cosmos-s3-export:aws:WorkerService", n): sorted([
-            ("Cluster", f"{n}-cluster"), ("Image", f"{n}-image"), ("LogGroup", f"{n}-logs"),
-            ("Queue", f"{n}-schedule-dlq"), ("Repository", f"{n}-repo"), ("Role", f"{n}-execution"),
-            ("Role", f"{n}-scheduler"), ("RolePolicy", f"{n}-execution-policy"),
-            ("RolePolicy", f"{n}-scheduler-policy"), ("Schedule", f"{n}-schedule"), ("SecurityGroup", f"{n}-sg"),
-            ("TaskDefinition", f"{n}-task-definition")]),
+        ("cosmos-s3-export:aws:WorkerService", n): sorted(
+            [
+                ("Cluster", f"{n}-cluster"),
+                ("Image", f"{n}-image"),
+                ("LogGroup", f"{n}-logs"),
+                ("Queue", f"{n}-schedule-dlq"),
+                ("Repository", f"{n}-repo"),
+                ("Role", f"{n}-execution"),
+                ("Role", f"{n}-scheduler"),
+                ("RolePolicy", f"{n}-execution-policy"),
+                ("RolePolicy", f"{n}-scheduler-policy"),
+                ("Schedule", f"{n}-schedule"),
+                ("SecurityGroup", f"{n}-sg"),
+                ("TaskDefinition", f"{n}-task-definition"),
+            ]
+        ),
         ("cosmos-s3-export:aws:Alerting", n): sorted(
-            [("Key", f"{n}-alerts-key"), ("Topic", f"{n}-alerts"), ("TopicPolicy", f"{n}-alerts-policy"),
-             ("EventRule", f"{n}-task-failed"), ("EventTarget", f"{n}-task-failed-target"),
-             ("MetricAlarm", f"{n}-schedule-dlq"), ("Dashboard", f"{n}-dashboard")]
-            + [("MetricAlarm", f"{n}-{kind}-{c}") for c in {"dev": ["orders", "customers"],
-                                                           "prod": ["orders", "customers", "invoices"]}[stack]
-               for kind in ("stale", "drill-failed")]),
+            [
+                ("Key", f"{n}-alerts-key"),
+                ("Topic", f"{n}-alerts"),
+                ("TopicPolicy", f"{n}-alerts-policy"),
+                ("EventRule", f"{n}-task-failed"),
+                ("EventTarget", f"{n}-task-failed-target"),
+                ("MetricAlarm", f"{n}-schedule-dlq"),
+                ("Dashboard", f"{n}-dashboard"),
+            ]
+            + [
+                ("MetricAlarm", f"{n}-{kind}-{c}")
+                for c in {"dev": ["orders", "customers"], "prod": ["orders", "customers", "invoices"]}[stack]
+                for kind in ("stale", "drill-failed")
+            ]
+        ),
     }
     # Nothing is declared outside a component.
     assert all(r.parent_urn != "" and "$" in r.urn for r in run.resources if r.custom)

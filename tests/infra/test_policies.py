@@ -73,11 +73,15 @@ def test_task_role_policy_is_limited_to_prefix_key_and_token():
 def test_no_wildcard_action_anywhere():
     docs = [
         policies.task_role_policy(bucket="b-1", prefix="p", kms_key_arn=KEY, region="eu-west-1", max_token_seconds=300),
-        policies.execution_role_policy(repository_arn="arn:aws:ecr:eu-west-1:1:repository/r",
-                                       log_group_arn="arn:aws:logs:eu-west-1:1:log-group:g"),
-        policies.scheduler_role_policy(task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
-                                       cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["b", "a"],
-                                       dlq_arn="arn:aws:sqs:eu-west-1:1:q"),
+        policies.execution_role_policy(
+            repository_arn="arn:aws:ecr:eu-west-1:1:repository/r", log_group_arn="arn:aws:logs:eu-west-1:1:log-group:g"
+        ),
+        policies.scheduler_role_policy(
+            task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
+            cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c",
+            pass_role_arns=["b", "a"],
+            dlq_arn="arn:aws:sqs:eu-west-1:1:q",
+        ),
     ]
     for doc in docs:
         for st in doc["Statement"]:
@@ -96,12 +100,18 @@ def test_trust_policy_has_confused_deputy_conditions():
 
 
 def test_scheduler_may_run_only_this_family_and_pass_only_two_roles():
-    s = _by_sid(policies.scheduler_role_policy(
-        task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
-        cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c", pass_role_arns=["role-b", "role-a"],
-        dlq_arn="arn:aws:sqs:eu-west-1:1:q"))
-    assert s["RunWorkerTask"]["Resource"] == ["arn:aws:ecs:eu-west-1:1:task-definition/f",
-                                              "arn:aws:ecs:eu-west-1:1:task-definition/f:*"]
+    s = _by_sid(
+        policies.scheduler_role_policy(
+            task_definition_family_arns=["arn:aws:ecs:eu-west-1:1:task-definition/f"],
+            cluster_arn="arn:aws:ecs:eu-west-1:1:cluster/c",
+            pass_role_arns=["role-b", "role-a"],
+            dlq_arn="arn:aws:sqs:eu-west-1:1:q",
+        )
+    )
+    assert s["RunWorkerTask"]["Resource"] == [
+        "arn:aws:ecs:eu-west-1:1:task-definition/f",
+        "arn:aws:ecs:eu-west-1:1:task-definition/f:*",
+    ]
     assert s["RunWorkerTask"]["Condition"] == {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:1:cluster/c"}}
     assert s["PassWorkerRoles"]["Resource"] == ["role-a", "role-b"]
     assert s["PassWorkerRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
@@ -236,20 +246,42 @@ def test_write_actions_detects_anything_beyond_the_four():
 
 
 def test_restore_role_writes_only_drills_and_restores_and_never_deletes():
-    prefixes = policies.restore_write_prefixes(prefix="cosmos/prod", account="acme", database="orders",
-                                               containers=["orders", "customers"])
-    assert prefixes == ["cosmos/prod/acme/orders/orders/drills/", "cosmos/prod/acme/orders/orders/restores/",
-                        "cosmos/prod/acme/orders/customers/drills/", "cosmos/prod/acme/orders/customers/restores/"]
-    doc = policies.restore_task_role_policy(bucket="b-1", prefix="cosmos/prod", write_prefixes=prefixes,
-                                            kms_key_arn=KEY, region="eu-west-1", max_token_seconds=300)
+    prefixes = policies.restore_write_prefixes(
+        prefix="cosmos/prod", account="acme", database="orders", containers=["orders", "customers"]
+    )
+    assert prefixes == [
+        "cosmos/prod/acme/orders/orders/drills/",
+        "cosmos/prod/acme/orders/orders/restores/",
+        "cosmos/prod/acme/orders/customers/drills/",
+        "cosmos/prod/acme/orders/customers/restores/",
+    ]
+    doc = policies.restore_task_role_policy(
+        bucket="b-1",
+        prefix="cosmos/prod",
+        write_prefixes=prefixes,
+        kms_key_arn=KEY,
+        region="eu-west-1",
+        max_token_seconds=300,
+    )
     s = _by_sid(doc)
-    writes = {a for st in doc["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
-              if a in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging")}
+    writes = {
+        a
+        for st in doc["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+        if a in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging")
+    }
     assert writes == {"s3:PutObject"}
     assert s["WriteDrillReportsAndRestoreProgress"]["Resource"] == [f"arn:aws:s3:::b-1/{p}*" for p in prefixes]
-    assert all("/data/" not in r and "/manifests/" not in r and not r.endswith("checkpoint.json")
-               for r in s["WriteDrillReportsAndRestoreProgress"]["Resource"])
+    assert all(
+        "/data/" not in r and "/manifests/" not in r and not r.endswith("checkpoint.json")
+        for r in s["WriteDrillReportsAndRestoreProgress"]["Resource"]
+    )
     assert s["ReadExportObjects"]["Resource"] == "arn:aws:s3:::b-1/cosmos/prod/*"
-    assert s["MintAzureFederationToken"] == _by_sid(policies.task_role_policy(
-        bucket="b-1", prefix="cosmos/prod", kms_key_arn=KEY, region="eu-west-1",
-        max_token_seconds=300))["MintAzureFederationToken"]
+    assert (
+        s["MintAzureFederationToken"]
+        == _by_sid(
+            policies.task_role_policy(
+                bucket="b-1", prefix="cosmos/prod", kms_key_arn=KEY, region="eu-west-1", max_token_seconds=300
+            )
+        )["MintAzureFederationToken"]
+    )

@@ -38,9 +38,16 @@ ASSIGNMENT = "azure-native:cosmosdb:SqlResourceSqlRoleAssignment"
 CONTAINER = "azure-native:cosmosdb:SqlResourceSqlContainer"
 DATABASE = "azure-native:cosmosdb:SqlResourceSqlDatabase"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
-RESTORE_OUTPUTS = {Output.RESTORE_TASK_ROLE_ARN, Output.RESTORE_CLIENT_ID, Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID,
-                   Output.RESTORE_TASK_DEFINITION_ARN, Output.RESTORE_WORKER_ENVIRONMENT,
-                   Output.COSMOS_RESTORE_ROLE_DEFINITION_ID, Output.RUN_RESTORE_COMMAND, Output.RUN_DRILL_COMMAND}
+RESTORE_OUTPUTS = {
+    Output.RESTORE_TASK_ROLE_ARN,
+    Output.RESTORE_CLIENT_ID,
+    Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID,
+    Output.RESTORE_TASK_DEFINITION_ARN,
+    Output.RESTORE_WORKER_ENVIRONMENT,
+    Output.COSMOS_RESTORE_ROLE_DEFINITION_ID,
+    Output.RUN_RESTORE_COMMAND,
+    Output.RUN_DRILL_COMMAND,
+}
 
 
 def restore_block(run) -> dict:
@@ -67,8 +74,11 @@ def test_restore_task_role_trust_is_the_export_roles(every_stack):
     assert restore_role.inputs["path"] == export_role.inputs["path"] == f"/cosmos-s3-export/{run.stack}/"
     assert restore_role.inputs["name"] == f"export-{run.stack}-restore-task"
     assert restore_role.inputs["permissionsBoundary"] == export_role.inputs["permissionsBoundary"]
-    assert json.loads(restore_role.inputs["assumeRolePolicy"]) == json.loads(export_role.inputs["assumeRolePolicy"]) \
+    assert (
+        json.loads(restore_role.inputs["assumeRolePolicy"])
+        == json.loads(export_role.inputs["assumeRolePolicy"])
         == policies.ecs_tasks_trust_policy(mocked_stack._ACCOUNTS[run.stack], run.config["aws:region"])
+    )
 
 
 def test_restore_task_role_reads_the_export_and_writes_only_drills_and_restores(every_stack):
@@ -79,21 +89,47 @@ def test_restore_task_role_reads_the_export_and_writes_only_drills_and_restores(
     db = run.worker_environment[Env.COSMOS_DATABASE]
     roots = [f"arn:aws:s3:::{bucket}/{prefix}/{account}/{db}/{c}" for c in exported(run)]
     assert inline_policy(run, role)["Statement"] == [
-        {"Sid": "ListExportPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}},
-        {"Sid": "ReadExportObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"},
-        {"Sid": "WriteDrillReportsAndRestoreProgress", "Effect": "Allow",
-         "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-         "Resource": [f"{root}/{folder}/*" for root in roots for folder in (contract.DRILLS_DIR, contract.RESTORES_DIR)]},
-        {"Sid": "ExportKeyThroughS3Only", "Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
-         "Resource": key, "Condition": {"StringEquals": {"kms:ViaService": f"s3.{run.config['aws:region']}.amazonaws.com"}}},
-        {"Sid": "MintAzureFederationToken", "Effect": "Allow", "Action": "sts:GetWebIdentityToken", "Resource": "*",
-         "Condition": {
-             "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
-             "NumericLessThanEquals": {"sts:DurationSeconds": int(run.worker_environment[Env.TOKEN_DURATION_SECONDS])},
-             "StringEquals": {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM}}},
+        {
+            "Sid": "ListExportPrefix",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+        },
+        {
+            "Sid": "ReadExportObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
+            "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
+        },
+        {
+            "Sid": "WriteDrillReportsAndRestoreProgress",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": [
+                f"{root}/{folder}/*" for root in roots for folder in (contract.DRILLS_DIR, contract.RESTORES_DIR)
+            ],
+        },
+        {
+            "Sid": "ExportKeyThroughS3Only",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{run.config['aws:region']}.amazonaws.com"}},
+        },
+        {
+            "Sid": "MintAzureFederationToken",
+            "Effect": "Allow",
+            "Action": "sts:GetWebIdentityToken",
+            "Resource": "*",
+            "Condition": {
+                "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+                "NumericLessThanEquals": {
+                    "sts:DurationSeconds": int(run.worker_environment[Env.TOKEN_DURATION_SECONDS])
+                },
+                "StringEquals": {"sts:SigningAlgorithm": contract.SIGNING_ALGORITHM},
+            },
+        },
     ]
     # The same token conditions as the export role's, from one builder.
     export_token = inline_policy(run, run.named(ROLE, f"export-{run.stack}-task"))["Statement"][-1]
@@ -114,14 +150,19 @@ def test_restore_app_has_its_own_fic_for_the_restore_role_exactly(every_stack):
     assert fic["audiences"] == [contract.TOKEN_EXCHANGE_AUDIENCE]
     # One credential on the restore app; the export app does not trust the restore role.
     assert [f.inputs["subject"] for f in run.of_type(FIC) if f.inputs["applicationId"] == app.outputs["id"]] == [
-        fic["subject"]]
+        fic["subject"]
+    ]
     export_app = run.named(APP, f"export-{run.stack}-app")
-    assert fic["subject"] not in [f.inputs["subject"] for f in run.of_type(FIC)
-                                  if f.inputs["applicationId"] == export_app.outputs["id"]]
+    assert fic["subject"] not in [
+        f.inputs["subject"] for f in run.of_type(FIC) if f.inputs["applicationId"] == export_app.outputs["id"]
+    ]
     assert app.inputs["displayName"] == f"cosmos-s3-export-{run.stack}-restore"
     assert sp.inputs["clientId"] == app.outputs["clientId"] == run.outputs[Output.RESTORE_CLIENT_ID]
-    assert sp.outputs["objectId"] == run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID] != \
-        run.service_principal_object_id
+    assert (
+        sp.outputs["objectId"]
+        == run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID]
+        != run.service_principal_object_id
+    )
 
 
 # --- Cosmos DB: the writer role, on the targets only ----------------------------------------------
@@ -132,8 +173,9 @@ def test_restore_role_has_exactly_the_restore_actions_and_only_the_targets_as_sc
     definition = run.named(ROLE_DEFINITION, f"export-{run.stack}-restore-role")
     account_id = run.outputs[Output.COSMOS_ROLE_DEFINITION_ID].split("/sqlRoleDefinitions/")[0]
     block = restore_block(run)
-    target_scopes = [f"{account_id}/dbs/{block['targetDatabase']}/colls/{block['targetContainers'][c]}"
-                     for c in exported(run)]
+    target_scopes = [
+        f"{account_id}/dbs/{block['targetDatabase']}/colls/{block['targetContainers'][c]}" for c in exported(run)
+    ]
     assert definition.inputs["permissions"] == [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]
     assert definition.inputs["type"] == "CustomRole"
     assert definition.inputs["assignableScopes"] == target_scopes
@@ -145,7 +187,9 @@ def test_restore_role_has_exactly_the_restore_actions_and_only_the_targets_as_sc
     assert all(a["role_definition_id"] == definition.outputs["id"] for a in mine)
     # Never a source container, the source database or the account.
     db = run.worker_environment[Env.COSMOS_DATABASE]
-    forbidden = {f"{account_id}/dbs/{db}/colls/{c}" for c in json.loads(run.config["cosmos-s3-export:cosmosContainers"])}
+    forbidden = {
+        f"{account_id}/dbs/{db}/colls/{c}" for c in json.loads(run.config["cosmos-s3-export:cosmosContainers"])
+    }
     forbidden |= {f"{account_id}/dbs/{db}", f"{account_id}/dbs/{block['targetDatabase']}", account_id}
     assert not forbidden & {a["scope"] for a in mine}
 
@@ -163,14 +207,18 @@ def test_export_identity_stays_read_only_and_off_the_targets(every_stack):
     assert export_definition.inputs["permissions"] == [{"dataActions": list(contract.COSMOS_DATA_ACTIONS)}]
     # Every assignment is to one of the two principals, each with its own role.
     assert {a["principal_id"] for a in run.cosmos_role_assignments()} == {
-        export_sp, run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID]}
+        export_sp,
+        run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID],
+    }
 
 
 def test_revoke_switch_removes_the_restore_fic_and_assignments_too():
     after = run_stack("staging", {"cosmosAccessEnabled": False})
     assert after.of_type(FIC) == [] and after.of_type(ASSIGNMENT) == []
     # The restore identity itself, its role definition and its targets stay (turning access back on is a no-op).
-    assert after.named(APP, "export-staging-restore-app") and after.named(ROLE_DEFINITION, "export-staging-restore-role")
+    assert after.named(APP, "export-staging-restore-app") and after.named(
+        ROLE_DEFINITION, "export-staging-restore-role"
+    )
     assert len(after.of_type(CONTAINER)) == 3
     assert after.outputs[Output.RESTORE_CLIENT_ID] == run_stack("staging").outputs[Output.RESTORE_CLIENT_ID]
 
@@ -191,8 +239,9 @@ def test_targets_are_declared_with_the_sources_definition(every_stack):
         assert declared["resource"]["id"] == declared["containerName"]
         assert declared["resource"]["partitionKey"] == SOURCE_PARTITION_KEYS.get(source, DEFAULT_PARTITION_KEY)
         # Indexing policy, default TTL and unique keys as the source reports them (what a drill compares).
-        assert {k: v for k, v in declared["resource"].items() if k not in ("id", "partitionKey")} == \
-            SOURCE_DEFINITIONS.get(source, DEFAULT_DEFINITION)
+        assert {
+            k: v for k, v in declared["resource"].items() if k not in ("id", "partitionKey")
+        } == SOURCE_DEFINITIONS.get(source, DEFAULT_DEFINITION)
     # A scratch database is declared; the source database never is.
     databases = [r.inputs["databaseName"] for r in run.of_type(DATABASE)]
     source_db = run.worker_environment[Env.COSMOS_DATABASE]
@@ -202,8 +251,11 @@ def test_targets_are_declared_with_the_sources_definition(every_stack):
 def test_hierarchical_partition_key_is_kept():
     staging = cached_run("staging")  # the stack that exports `events` (MultiHash key in the mocks)
     (events,) = [r for r in staging.of_type(CONTAINER) if r.inputs["containerName"] == "events-drill"]
-    assert events.inputs["resource"]["partitionKey"] == {"paths": ["/tenantId", "/deviceId"], "kind": "MultiHash",
-                                                         "version": 2}
+    assert events.inputs["resource"]["partitionKey"] == {
+        "paths": ["/tenantId", "/deviceId"],
+        "kind": "MultiHash",
+        "version": 2,
+    }
 
 
 def test_a_source_without_partition_key_is_refused():
@@ -234,10 +286,12 @@ def test_restore_task_definition_is_the_same_image_hardened_with_the_restore_env
     env = run.task_definition_environment("-restore")
     assert env == run.outputs[Output.RESTORE_WORKER_ENVIRONMENT]
     block = restore_block(run)
-    assert env == {**run.worker_environment,
-                   Env.AZURE_CLIENT_ID: run.outputs[Output.RESTORE_CLIENT_ID],
-                   Env.RESTORE_TARGET_DATABASE: block["targetDatabase"],
-                   Env.RESTORE_TARGETS: ",".join(f"{c}={block['targetContainers'][c]}" for c in exported(run))}
+    assert env == {
+        **run.worker_environment,
+        Env.AZURE_CLIENT_ID: run.outputs[Output.RESTORE_CLIENT_ID],
+        Env.RESTORE_TARGET_DATABASE: block["targetDatabase"],
+        Env.RESTORE_TARGETS: ",".join(f"{c}={block['targetContainers'][c]}" for c in exported(run)),
+    }
 
 
 def test_a_drill_schedule_per_exported_container_runs_the_restore_task_with_its_own_scheduler_role(every_stack):
@@ -253,15 +307,17 @@ def test_a_drill_schedule_per_exported_container_runs_the_restore_task_with_its_
         target = sched["target"]
         assert target["ecsParameters"]["taskDefinitionArn"] == run.outputs[Output.RESTORE_TASK_DEFINITION_ARN]
         # The templated ECS target's input is the RunTask TaskOverride: `drill -c <source>`.
-        assert json.loads(target["input"]) == {"containerOverrides": [{"name": "worker",
-                                                                       "command": ["drill", "-c", source]}]}
+        assert json.loads(target["input"]) == {
+            "containerOverrides": [{"name": "worker", "command": ["drill", "-c", source]}]
+        }
         assert target["deadLetterConfig"] == {"arn": run.one("aws:sqs/queue:Queue").outputs["arn"]}
         assert target["roleArn"] == role.outputs["arn"]
     statements = {s["Sid"]: s for s in inline_policy(run, role)["Statement"]}
     family = run.outputs[Output.RESTORE_TASK_DEFINITION_ARN].rsplit(":", 1)[0]
     assert statements["RunWorkerTask"]["Resource"] == [family, f"{family}:*"]
-    assert statements["PassWorkerRoles"]["Resource"] == sorted([run.outputs[Output.RESTORE_TASK_ROLE_ARN],
-                                                                run.outputs[Output.EXECUTION_ROLE_ARN]])
+    assert statements["PassWorkerRoles"]["Resource"] == sorted(
+        [run.outputs[Output.RESTORE_TASK_ROLE_ARN], run.outputs[Output.EXECUTION_ROLE_ARN]]
+    )
     # The export scheduler can neither start the restore task nor pass the restore role.
     export_statements = {s["Sid"]: s for s in inline_policy(run, run.named(ROLE, f"{n}-scheduler"))["Statement"]}
     assert run.outputs[Output.RESTORE_TASK_ROLE_ARN] not in export_statements["PassWorkerRoles"]["Resource"]
@@ -288,13 +344,21 @@ def test_snapshot_schedule_runs_full_snapshots_as_the_export_role(every_stack):
     assert run.task_definition_environment("-snapshot") == run.worker_environment
     sched = run.named(SCHEDULE, f"{n}-snapshot-schedule").inputs
     assert sched["scheduleExpression"] == run.config["cosmos-s3-export:snapshotSchedule"]
-    assert sched["scheduleExpressionTimezone"] == run.named(SCHEDULE, f"{n}-schedule").inputs["scheduleExpressionTimezone"]
+    assert (
+        sched["scheduleExpressionTimezone"] == run.named(SCHEDULE, f"{n}-schedule").inputs["scheduleExpressionTimezone"]
+    )
     assert sched["target"]["ecsParameters"]["taskDefinitionArn"] == td.outputs["arn"]
     assert sched["target"]["roleArn"] == run.named(ROLE, f"{n}-scheduler").outputs["arn"]
     statements = {s["Sid"]: s for s in inline_policy(run, run.named(ROLE, f"{n}-scheduler"))["Statement"]}
-    export_family, snapshot_family = (run.task_definition(s).outputs["arn"].rsplit(":", 1)[0] for s in ("", "-snapshot"))
-    assert statements["RunWorkerTask"]["Resource"] == [export_family, f"{export_family}:*",
-                                                       snapshot_family, f"{snapshot_family}:*"]
+    export_family, snapshot_family = (
+        run.task_definition(s).outputs["arn"].rsplit(":", 1)[0] for s in ("", "-snapshot")
+    )
+    assert statements["RunWorkerTask"]["Resource"] == [
+        export_family,
+        f"{export_family}:*",
+        snapshot_family,
+        f"{snapshot_family}:*",
+    ]
 
 
 def test_run_restore_and_drill_commands(every_stack):
@@ -303,8 +367,16 @@ def test_run_restore_and_drill_commands(every_stack):
     drill, restore = run.outputs[Output.RUN_DRILL_COMMAND], run.outputs[Output.RUN_RESTORE_COMMAND]
     export_cmd = run.outputs[Output.RUN_TASK_COMMAND]
     base = export_cmd.replace(run.outputs[Output.TASK_DEFINITION_ARN], arn)
-    assert drill == base + """ --overrides '{"containerOverrides":[{"name":"worker","command":["drill","-c","<SOURCE_CONTAINER>"]}]}'"""
-    assert restore == base + """ --overrides '{"containerOverrides":[{"name":"worker","command":["restore","-c","<SOURCE_CONTAINER>"]}]}'"""
+    assert (
+        drill
+        == base
+        + """ --overrides '{"containerOverrides":[{"name":"worker","command":["drill","-c","<SOURCE_CONTAINER>"]}]}'"""
+    )
+    assert (
+        restore
+        == base
+        + """ --overrides '{"containerOverrides":[{"name":"worker","command":["restore","-c","<SOURCE_CONTAINER>"]}]}'"""
+    )
 
 
 # --- Off by default, and refused when wrong -------------------------------------------------------
@@ -335,8 +407,13 @@ def _problems(stack: str = "dev", **overrides) -> list[str]:
 
 
 def test_every_restore_problem_is_reported_at_once_with_key_value_and_fix():
-    found = _problems(restore={"enabled": True, "targetDatabase": "orders",
-                               "targetContainers": {"orders": "events", "customers": "events", "ordrs": "x"}})
+    found = _problems(
+        restore={
+            "enabled": True,
+            "targetDatabase": "orders",
+            "targetContainers": {"orders": "events", "customers": "events", "ordrs": "x"},
+        }
+    )
     value = '{"orders": "events", "customers": "events", "ordrs": "x"}'
     assert found == [
         f"cosmos-s3-export:restore.targetContainers = {value}: 'ordrs' not exported (exported: ['orders', "
@@ -349,14 +426,27 @@ def test_every_restore_problem_is_reported_at_once_with_key_value_and_fix():
 
 
 def test_a_target_equal_to_its_own_source_is_refused():
-    (msg,) = _problems(restore={"enabled": True, "targetDatabase": "orders",
-                                "targetContainers": {"orders": "orders", "customers": "customers-drill"}})
+    (msg,) = _problems(
+        restore={
+            "enabled": True,
+            "targetDatabase": "orders",
+            "targetContainers": {"orders": "orders", "customers": "customers-drill"},
+        }
+    )
     assert "target(s) 'orders' are source containers of database 'orders': a restore must never write a source" in msg
 
 
 def test_the_same_names_in_another_database_are_fine():
-    cfg = stack_config("dev", {"restore": {"enabled": True, "targetDatabase": "orders-copy",
-                                           "targetContainers": {"orders": "orders", "customers": "customers"}}})
+    cfg = stack_config(
+        "dev",
+        {
+            "restore": {
+                "enabled": True,
+                "targetDatabase": "orders-copy",
+                "targetContainers": {"orders": "orders", "customers": "customers"},
+            }
+        },
+    )
     assert load_stack_config(cfg.get, "dev", cfg.keys()).restore.target_of("orders") == "orders"
 
 
@@ -370,9 +460,16 @@ def test_missing_targets_and_database_are_refused():
 
 
 def test_bad_schedules_names_and_keys_are_refused():
-    found = _problems(snapshotSchedule="cron(0 3 * * *)", restore={
-        "enabled": True, "targetDatabase": "a/b", "targetContainers": {"orders": "x#y", "customers": "c"},
-        "drillSchedule": "weekly", "drillscheduel": "x"})
+    found = _problems(
+        snapshotSchedule="cron(0 3 * * *)",
+        restore={
+            "enabled": True,
+            "targetDatabase": "a/b",
+            "targetContainers": {"orders": "x#y", "customers": "c"},
+            "drillSchedule": "weekly",
+            "drillscheduel": "x",
+        },
+    )
     assert found == [
         "cosmos-s3-export:restore.targetDatabase = \"a/b\": a Cosmos DB database id must not contain '/'",
         'cosmos-s3-export:restore.targetContainers = {"orders": "x#y", "customers": "c"}: invalid Cosmos DB '
@@ -389,22 +486,33 @@ def test_bad_schedules_names_and_keys_are_refused():
 
 def test_snapshot_schedule_with_snapshot_mode_and_database_scope_beside_targets_are_refused():
     assert _problems(exportMode="snapshot") == [
-        'cosmos-s3-export:snapshotSchedule = "cron(0 3 * * ? *)": exportMode is \'snapshot\', so every scheduled run '
-        "is already a full snapshot; unset snapshotSchedule or use exportMode 'incremental'"]
+        "cosmos-s3-export:snapshotSchedule = \"cron(0 3 * * ? *)\": exportMode is 'snapshot', so every scheduled run "
+        "is already a full snapshot; unset snapshotSchedule or use exportMode 'incremental'"
+    ]
     assert _problems("prod", cosmosRoleScope="database") == [
         'cosmos-s3-export:restore.targetDatabase = "orders": is the source database, where cosmosRoleScope '
         "'database' would let the export identity read the restore targets too; use another targetDatabase or "
-        "cosmosRoleScope 'container'"]
+        "cosmosRoleScope 'container'"
+    ]
 
 
 def test_bad_restore_config_fails_before_any_resource_is_declared(monkeypatch):
     declared = []
     original = mocked_stack._Mocks.new_resource
-    monkeypatch.setattr(mocked_stack._Mocks, "new_resource",
-                        lambda self, args: declared.append(args.name) or original(self, args))
+    monkeypatch.setattr(
+        mocked_stack._Mocks, "new_resource", lambda self, args: declared.append(args.name) or original(self, args)
+    )
     with pytest.raises(ConfigError, match="cosmos-s3-export:restore.targetContainers"):
-        run_stack("dev", {"restore": {"enabled": True, "targetDatabase": "orders",
-                                      "targetContainers": {"orders": "customers", "customers": "orders"}}})
+        run_stack(
+            "dev",
+            {
+                "restore": {
+                    "enabled": True,
+                    "targetDatabase": "orders",
+                    "targetContainers": {"orders": "customers", "customers": "orders"},
+                }
+            },
+        )
     assert declared == []
     run_stack("dev")  # the same hook does see what a good config declares
     assert "export-dev-restore-container-orders-drill" in declared
@@ -418,23 +526,40 @@ def test_restore_components_declare_exactly_their_children():
     def children(component_type: str) -> list[tuple[str, str]]:
         return sorted((r.type_.split(":")[-1], r.name) for r in run.children(component_type, n))
 
-    assignments = sorted(("SqlResourceSqlRoleAssignment", r.name) for r in run.of_type(ASSIGNMENT)
-                         if r.inputs["principalId"] == run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID])
+    assignments = sorted(
+        ("SqlResourceSqlRoleAssignment", r.name)
+        for r in run.of_type(ASSIGNMENT)
+        if r.inputs["principalId"] == run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID]
+    )
     assert len(assignments) == 2
     assert children("cosmos-s3-export:aws:TaskRole") == [("Role", f"{n}-task"), ("RolePolicy", f"{n}-task-policy")]
     assert children("cosmos-s3-export:azure:WorkloadIdentity") == [
-        ("Application", f"{n}-app"), ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
-        ("ServicePrincipal", f"{n}-sp")]
+        ("Application", f"{n}-app"),
+        ("ApplicationFederatedIdentityCredential", f"{n}-fic-ecs-task"),
+        ("ServicePrincipal", f"{n}-sp"),
+    ]
     # No second workspace or diagnostic setting: the account's request logs are the export component's.
     assert children("cosmos-s3-export:azure:CosmosAccess") == sorted(
-        [("SqlResourceSqlRoleDefinition", f"{n}-role"), *assignments])
+        [("SqlResourceSqlRoleDefinition", f"{n}-role"), *assignments]
+    )
     assert children("cosmos-s3-export:azure:RestoreTargets") == [
         ("SqlResourceSqlContainer", f"{n}-container-customers-drill"),
-        ("SqlResourceSqlContainer", f"{n}-container-orders-drill"), ("SqlResourceSqlDatabase", f"{n}-database")]
-    service = sorted((r.type_.split(":")[-1], r.name) for r in run.children("cosmos-s3-export:aws:WorkerService")
-                     if "restore" in r.name or "drill" in r.name or "snapshot" in r.name)
-    assert service == sorted([
-        ("TaskDefinition", "export-dev-restore-task-definition"), ("TaskDefinition", "export-dev-snapshot-task-definition"),
-        ("Role", "export-dev-restore-scheduler"), ("RolePolicy", "export-dev-restore-scheduler-policy"),
-        ("Schedule", "export-dev-drill-schedule-orders"), ("Schedule", "export-dev-drill-schedule-customers"),
-        ("Schedule", "export-dev-snapshot-schedule")])
+        ("SqlResourceSqlContainer", f"{n}-container-orders-drill"),
+        ("SqlResourceSqlDatabase", f"{n}-database"),
+    ]
+    service = sorted(
+        (r.type_.split(":")[-1], r.name)
+        for r in run.children("cosmos-s3-export:aws:WorkerService")
+        if "restore" in r.name or "drill" in r.name or "snapshot" in r.name
+    )
+    assert service == sorted(
+        [
+            ("TaskDefinition", "export-dev-restore-task-definition"),
+            ("TaskDefinition", "export-dev-snapshot-task-definition"),
+            ("Role", "export-dev-restore-scheduler"),
+            ("RolePolicy", "export-dev-restore-scheduler-policy"),
+            ("Schedule", "export-dev-drill-schedule-orders"),
+            ("Schedule", "export-dev-drill-schedule-customers"),
+            ("Schedule", "export-dev-snapshot-schedule"),
+        ]
+    )

@@ -27,7 +27,8 @@ def test_fic_subject_is_task_role_arn_and_issuer_is_federation_issuer(every_stac
     assert fic["applicationId"] == app.outputs["id"]  # app.id, not client_id
     # The export app trusts the export task role only (the restore role has its own app).
     assert [f.inputs["subject"] for f in run.of_type(FIC) if f.inputs["applicationId"] == app.outputs["id"]] == [
-        task_role.outputs["arn"]]
+        task_role.outputs["arn"]
+    ]
 
 
 def test_issuer_comes_from_the_federation_the_config_chose(every_stack):
@@ -205,8 +206,10 @@ def test_environments_really_differ(dev, prod):
     lock = prod.named("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "export-prod-object-lock")
     assert lock.inputs["rule"]["defaultRetention"] == {"mode": "COMPLIANCE", "days": 365}
     assert not dev.of_type("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
-    assert dev.named("aws:scheduler/schedule:Schedule", "export-dev-schedule").inputs["scheduleExpression"] != \
-        prod.named("aws:scheduler/schedule:Schedule", "export-prod-schedule").inputs["scheduleExpression"]
+    assert (
+        dev.named("aws:scheduler/schedule:Schedule", "export-dev-schedule").inputs["scheduleExpression"]
+        != prod.named("aws:scheduler/schedule:Schedule", "export-prod-schedule").inputs["scheduleExpression"]
+    )
 
 
 def test_revoke_switch_removes_fic_and_assignments_only():
@@ -259,11 +262,15 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
     account = task.split(":")[4]
     deployer = f"arn:aws:iam::{account}:role/gh-{run.stack}-deploy"
     assert allowed("OnlyDeletersDeleteObjects") == (sorted([deployer, task]) if run.stack == "dev" else [task])
-    key = {st["Sid"]: st for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]}
+    key = {
+        st["Sid"]: st
+        for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]
+    }
     assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
     assert sorted(key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
-    assert not any(st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"]
-                   for st in key.values())
+    assert not any(
+        st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"] for st in key.values()
+    )
 
 
 def test_every_role_sits_under_its_stack_path_with_the_bootstrap_boundary(every_stack):

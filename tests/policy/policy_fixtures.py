@@ -246,13 +246,24 @@ RESTORE_ROLE_DEF_ID = f"{COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/6c4e7d2f-2d3e-5f4
 
 def restore_task_role_policy() -> dict:
     root = f"arn:aws:s3:::{BUCKET}/{PREFIX}/acme-cosmos/app/orders"
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadExportObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"},
-        {"Sid": "WriteDrillReportsAndRestoreProgress", "Effect": "Allow", "Action": ["s3:PutObject"],
-         "Resource": [f"{root}/drills/*", f"{root}/restores/*"]},
-        task_role_policy()["Statement"][-1],
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadExportObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
+            },
+            {
+                "Sid": "WriteDrillReportsAndRestoreProgress",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": [f"{root}/drills/*", f"{root}/restores/*"],
+            },
+            task_role_policy()["Statement"][-1],
+        ],
+    }
 
 
 def restore_stack() -> list[Resource]:
@@ -262,21 +273,50 @@ def restore_stack() -> list[Resource]:
         {"name": contract.Env.RESTORE_TARGET_DATABASE, "value": "restore-drills"},
         {"name": contract.Env.RESTORE_TARGETS, "value": "orders=orders-drill"},
     ]
-    return good_stack() + copy.deepcopy([
-        R("aws:iam/role:Role", "restore-role", {"arn": RESTORE_ROLE_ARN, "name": "export-restore-task-1b2c3d4",
-                                                "id": "export-restore-task-1b2c3d4"}),
-        R("aws:iam/rolePolicy:RolePolicy", "restore-role-policy",
-          {"role": "export-restore-task-1b2c3d4", "policy": json.dumps(restore_task_role_policy())}),
-        R("aws:ecs/taskDefinition:TaskDefinition", "restore-task",
-          {"taskRoleArn": RESTORE_ROLE_ARN, "executionRoleArn": EXEC_ROLE_ARN,
-           "containerDefinitions": json.dumps([container(command=["drill"], environment=env)])}),
-        R("azuread:index/servicePrincipal:ServicePrincipal", "restore-sp", {"objectId": RESTORE_SP_OBJECT_ID}),
-        R("azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential", "restore-fic",
-          {"issuer": ISSUER, "subject": RESTORE_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]}),
-        R("azure-native:cosmosdb:SqlResourceSqlRoleDefinition", "restore-role-def",
-          {"id": RESTORE_ROLE_DEF_ID, "type": "CustomRole",
-           "permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]}),
-        R("azure-native:cosmosdb:SqlResourceSqlRoleAssignment", "restore-assignment",
-          {"principalId": RESTORE_SP_OBJECT_ID, "roleDefinitionId": RESTORE_ROLE_DEF_ID,
-           "scope": f"{COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill"}),
-    ])
+    return good_stack() + copy.deepcopy(
+        [
+            R(
+                "aws:iam/role:Role",
+                "restore-role",
+                {"arn": RESTORE_ROLE_ARN, "name": "export-restore-task-1b2c3d4", "id": "export-restore-task-1b2c3d4"},
+            ),
+            R(
+                "aws:iam/rolePolicy:RolePolicy",
+                "restore-role-policy",
+                {"role": "export-restore-task-1b2c3d4", "policy": json.dumps(restore_task_role_policy())},
+            ),
+            R(
+                "aws:ecs/taskDefinition:TaskDefinition",
+                "restore-task",
+                {
+                    "taskRoleArn": RESTORE_ROLE_ARN,
+                    "executionRoleArn": EXEC_ROLE_ARN,
+                    "containerDefinitions": json.dumps([container(command=["drill"], environment=env)]),
+                },
+            ),
+            R("azuread:index/servicePrincipal:ServicePrincipal", "restore-sp", {"objectId": RESTORE_SP_OBJECT_ID}),
+            R(
+                "azuread:index/applicationFederatedIdentityCredential:ApplicationFederatedIdentityCredential",
+                "restore-fic",
+                {"issuer": ISSUER, "subject": RESTORE_ROLE_ARN, "audiences": [contract.TOKEN_EXCHANGE_AUDIENCE]},
+            ),
+            R(
+                "azure-native:cosmosdb:SqlResourceSqlRoleDefinition",
+                "restore-role-def",
+                {
+                    "id": RESTORE_ROLE_DEF_ID,
+                    "type": "CustomRole",
+                    "permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}],
+                },
+            ),
+            R(
+                "azure-native:cosmosdb:SqlResourceSqlRoleAssignment",
+                "restore-assignment",
+                {
+                    "principalId": RESTORE_SP_OBJECT_ID,
+                    "roleDefinitionId": RESTORE_ROLE_DEF_ID,
+                    "scope": f"{COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill",
+                },
+            ),
+        ]
+    )

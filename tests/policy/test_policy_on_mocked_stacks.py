@@ -58,17 +58,27 @@ def test_fic_subject_changed_is_rejected(stack):
     execution_role = run.named(rules.T_ROLE, f"export-{stack}-execution").outputs["arn"]
     found = violations(_edit(_resources(stack), rules.T_FIC, f"export-{stack}-fic-ecs-task", subject=execution_role))
     restore_role = run.outputs[contract.Output.RESTORE_TASK_ROLE_ARN]
-    assert found == [(
-        "chain-of-trust-and-data-guardrails", f"export-{stack}-fic-ecs-task",
-        f"ApplicationFederatedIdentityCredential '{policy_resource(stack, rules.T_FIC, f'export-{stack}-fic-ecs-task', {}).urn}' "
-        f"subject {execution_role!r} is not the task role ARN [{run.task_role_arn!r}, {restore_role!r}]; "
-        "take it from the task role's arn output",
-    )]
+    assert found == [
+        (
+            "chain-of-trust-and-data-guardrails",
+            f"export-{stack}-fic-ecs-task",
+            f"ApplicationFederatedIdentityCredential '{policy_resource(stack, rules.T_FIC, f'export-{stack}-fic-ecs-task', {}).urn}' "
+            f"subject {execution_role!r} is not the task role ARN [{run.task_role_arn!r}, {restore_role!r}]; "
+            "take it from the task role's arn output",
+        )
+    ]
 
 
 def test_fic_wildcard_and_issuer_rejected():
-    found = violations(_edit(_resources("dev"), rules.T_FIC, "export-dev-fic-ecs-task", subject="arn:aws:iam::111122223333:role/*",
-                             issuer="https://token.actions.githubusercontent.com"))
+    found = violations(
+        _edit(
+            _resources("dev"),
+            rules.T_FIC,
+            "export-dev-fic-ecs-task",
+            subject="arn:aws:iam::111122223333:role/*",
+            issuer="https://token.actions.githubusercontent.com",
+        )
+    )
     policies = sorted({p for p, _, _ in found})
     assert policies == ["chain-of-trust-and-data-guardrails", "federated-credential-shape"]
     assert any("is empty or a wildcard" in m for _, _, m in found)
@@ -91,16 +101,27 @@ def test_write_action_and_container_secret_rejected():
     td = mocked("staging").task_definition()
     containers = json.loads(td.inputs["containerDefinitions"])
     containers[0]["secrets"] = [{"name": "COSMOS_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:111122223333:parameter/k"}]
-    resources = _edit(_resources("staging"), rules.T_TASK_DEFINITION, td.name,
-                      containerDefinitions=json.dumps(containers))
-    resources = _edit(resources, rules.T_COSMOS_ROLE_DEFINITION, "export-staging-role", permissions=[{"dataActions": [
-        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*"]}])
+    resources = _edit(
+        _resources("staging"), rules.T_TASK_DEFINITION, td.name, containerDefinitions=json.dumps(containers)
+    )
+    resources = _edit(
+        resources,
+        rules.T_COSMOS_ROLE_DEFINITION,
+        "export-staging-role",
+        permissions=[{"dataActions": ["Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*"]}],
+    )
     found = violations(resources)
     assert sorted(p for p, _, _ in found if p != "chain-of-trust-and-data-guardrails") == [
-        "cosmos-role-read-only", "task-definition-no-secrets-non-root"]
+        "cosmos-role-read-only",
+        "task-definition-no-secrets-non-root",
+    ]
     # The export reader turned writer is now a writer on every exported source container.
-    writer_on_source = sorted(n for p, n, m in found if p == "chain-of-trust-and-data-guardrails"
-                              and "gives a writer role on the exported source container orders/" in m)
+    writer_on_source = sorted(
+        n
+        for p, n, m in found
+        if p == "chain-of-trust-and-data-guardrails"
+        and "gives a writer role on the exported source container orders/" in m
+    )
     assert len(writer_on_source) == 3 == len(found) - 2
 
 

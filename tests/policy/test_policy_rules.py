@@ -164,8 +164,12 @@ def test_cosmos_role_subset_is_allowed():
 
 
 def test_cosmos_restore_writer_role_is_allowed_as_a_role():
-    assert rules.check_cosmos_role_definition(
-        {"permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]}) == []
+    assert (
+        rules.check_cosmos_role_definition(
+            {"permissions": [{"dataActions": list(contract.COSMOS_RESTORE_DATA_ACTIONS)}]}
+        )
+        == []
+    )
 
 
 def test_cosmos_role_mixing_queries_and_writes_is_refused():
@@ -176,6 +180,7 @@ def test_cosmos_role_mixing_queries_and_writes_is_refused():
 
 
 # --- the restore identity ------------------------------------------------------------------------
+
 
 def test_compliant_restore_stack_has_no_violation():
     assert check_stack(fx.restore_stack()) == []
@@ -188,23 +193,33 @@ def _restore_msgs(**props) -> list[str]:
 def test_writer_on_an_exported_source_container_is_refused():
     assert _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/app/colls/orders") == [
         "SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role on the exported source container "
-        "app/orders; a restore identity may write only its target containers"]
+        "app/orders; a restore identity may write only its target containers"
+    ]
 
 
-@pytest.mark.parametrize(("scope", "where"), [
-    ("/dbs/app", "database 'app'"), ("/dbs/restore-drills", "database 'restore-drills'"), ("", "the account"),
-    ("/", "the account")])
+@pytest.mark.parametrize(
+    ("scope", "where"),
+    [
+        ("/dbs/app", "database 'app'"),
+        ("/dbs/restore-drills", "database 'restore-drills'"),
+        ("", "the account"),
+        ("/", "the account"),
+    ],
+)
 def test_writer_on_a_database_or_the_account_is_refused(scope, where):
     writes = sorted(set(contract.COSMOS_RESTORE_DATA_ACTIONS) - set(contract.COSMOS_DATA_ACTIONS))
     assert _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}{scope}") == [
         f"SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role (data actions {writes!r}) on "
-        f"{where}; assign it only on each restore target container"]
+        f"{where}; assign it only on each restore target container"
+    ]
 
 
 def test_writer_on_a_container_that_is_no_target_is_refused():
     [msg] = _restore_msgs(scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/other")
-    assert msg.startswith("SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role on container "
-                          "restore-drills/other, which is not a restore target (['restore-drills/orders-drill'])")
+    assert msg.startswith(
+        "SqlResourceSqlRoleAssignment 'restore-assignment' gives a writer role on container "
+        "restore-drills/other, which is not a restore target (['restore-drills/orders-drill'])"
+    )
 
 
 def test_writer_without_any_restore_task_is_refused():
@@ -213,11 +228,14 @@ def test_writer_without_any_restore_task_is_refused():
 
 
 def test_export_reader_on_a_restore_target_is_refused():
-    stack = replace(fx.restore_stack(), "assignment", scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill")
+    stack = replace(
+        fx.restore_stack(), "assignment", scope=f"{fx.COSMOS_ACCOUNT_ID}/dbs/restore-drills/colls/orders-drill"
+    )
     assert messages(stack) == [
         "SqlResourceSqlRoleAssignment 'assignment' gives the export reader container restore-drills/orders-drill, "
         "which holds restore target container(s) ['restore-drills/orders-drill']; assign it on the exported source "
-        "containers only"]
+        "containers only"
+    ]
 
 
 def test_export_reader_on_the_target_database_is_refused():
@@ -248,7 +266,9 @@ def test_cosmos_assignment_to_another_principal_is_refused():
 def test_cosmos_assignment_to_builtin_contributor_is_refused():
     contributor = f"{fx.COSMOS_ACCOUNT_ID}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
     msg, writer = messages(replace(good_stack(), "assignment", roleDefinitionId=contributor))
-    assert msg.startswith("SqlResourceSqlRoleAssignment 'assignment' roleDefinitionId") and "built-in Data Reader" in msg
+    assert (
+        msg.startswith("SqlResourceSqlRoleAssignment 'assignment' roleDefinitionId") and "built-in Data Reader" in msg
+    )
     assert "gives a writer role on the exported source container app/orders" in writer
 
 

@@ -31,8 +31,10 @@ def _newer_format(body: bytes, world) -> bytes:
 CASES = {
     "corrupt (truncated JSON)": (_corrupt, "is not valid JSON"),
     "from another container": (_other_container, "belongs to relacct/rel/someone-else, not relacct/rel/"),
-    "from a newer format": (_newer_format, "has format_version 3, newer than this worker's 2; it was left unchanged: "
-                                           "upgrade the worker image"),
+    "from a newer format": (
+        _newer_format,
+        "has format_version 3, newer than this worker's 2; it was left unchanged: upgrade the worker image",
+    ),
 }
 
 

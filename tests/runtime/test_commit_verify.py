@@ -99,7 +99,9 @@ def test_commit_writes_manifest_then_checkpoint(s3, target):
     run_id, records, schema = run_parts(s3, target, datetime.now(timezone.utc), [{"id": "a"}, {"id": "b", "n": 1}])
     cp = store.commit(loaded, manifest_for(target, run_id, records, schema))
     assert (cp.sequence, cp.run_id, cp.continuations) == (1, run_id, {'{"r":0}': "c1"})
-    body = json.loads(s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/manifests/0000000001.json")["Body"].read())
+    body = json.loads(
+        s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/manifests/0000000001.json")["Body"].read()
+    )
     assert body["sequence"] == 1 and body["format_version"] == 2 and body["run_id"] == run_id
     assert body["parts"][0]["documents"] == 2 and body["parts"][0]["sha256"] == records[0].sha256
     assert (
@@ -209,12 +211,21 @@ def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, 
     assert len(s3.list_object_versions(Bucket=target.bucket, Prefix=layout.manifest_key(target, 1))["Versions"]) == 1
 
 
-@pytest.mark.parametrize("body, problem", [
-    (b"{not json", "is not valid JSON"),
-    (json.dumps({"format_version": 1, "sequence": 1}).encode(), "is not a valid checkpoint (account: Field required"),
-    (None, "belongs to acct/db/customers, not acct/db/orders"),
-    (json.dumps({"format_version": 99}).encode(), "has format_version 99, newer than this worker's 2; it was left unchanged: upgrade the worker image"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"{not json", "is not valid JSON"),
+        (
+            json.dumps({"format_version": 1, "sequence": 1}).encode(),
+            "is not a valid checkpoint (account: Field required",
+        ),
+        (None, "belongs to acct/db/customers, not acct/db/orders"),
+        (
+            json.dumps({"format_version": 99}).encode(),
+            "has format_version 99, newer than this worker's 2; it was left unchanged: upgrade the worker image",
+        ),
+    ],
+)
 def test_bad_checkpoint_is_refused_and_left_unchanged(s3, target, body, problem):
     key = layout.checkpoint_key(target)
     if body is None:

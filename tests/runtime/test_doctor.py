@@ -22,9 +22,16 @@ def test_healthy_chain_every_step_ok(chain):
     ok, lines = walk(chain)
     assert ok, lines
     steps = [line.split(":")[0] for line in lines]
-    assert steps == ["ok   aws identity", "ok   aws web identity token", "ok   entra token exchange",
-                     "ok   cosmos account", "ok   cosmos key auth", "ok   cosmos container orders",
-                     "ok   change feed mode", "ok   s3 write probe"]
+    assert steps == [
+        "ok   aws identity",
+        "ok   aws web identity token",
+        "ok   entra token exchange",
+        "ok   cosmos account",
+        "ok   cosmos key auth",
+        "ok   cosmos container orders",
+        "ok   change feed mode",
+        "ok   s3 write probe",
+    ]
     assert "assumed-role/CosmosExportTask" in lines[0]
     assert f"iss={ISSUER} sub={ROLE_ARN} aud={contract.TOKEN_EXCHANGE_AUDIENCE} alg=RS256" in lines[1]
     assert "consistency Session (minimum Session)" in lines[3]
@@ -82,7 +89,8 @@ def test_cli_doctor_from_environment(chain, monkeypatch):
         "WARNING: EXPORT_CHANGE_FEED_MODE=LatestVersion: deletes are not captured between snapshots; a state rebuilt "
         "from incrementals (materialize, restore) keeps documents deleted since the last snapshot. Schedule periodic "
         "snapshots, or use AllVersionsAndDeletes (needs continuous backup)",
-        "all checks passed with 1 warning(s)"]
+        "all checks passed with 1 warning(s)",
+    ]
 
     monkeypatch.setenv(contract.Env.MIN_CONSISTENCY, "Strong")
     result = CliRunner().invoke(cli.app, ["doctor"])
@@ -101,19 +109,22 @@ def test_all_versions_mode_needs_an_account_that_serves_it(chain):
         "all-versions change feed read on orders (400: (BadRequest) Change Feed 'All Versions and Deletes' mode must be "
         "enabled.): it needs continuous backup (7 or 30 days) and the all-versions-and-deletes change feed enabled "
         "on the account. Enable them, or set EXPORT_CHANGE_FEED_MODE=LatestVersion (deletes are then not "
-        "captured between snapshots)")
+        "captured between snapshots)"
+    )
     chain.cosmos.record_all_versions = True
-    doctor = Doctor(chain.settings(change_feed_mode="AllVersionsAndDeletes"), session=chain.session,
-                    echo=lambda _line: None)
+    doctor = Doctor(
+        chain.settings(change_feed_mode="AllVersionsAndDeletes"), session=chain.session, echo=lambda _line: None
+    )
     assert doctor.run(), doctor.results
-    assert doctor.results[-2].detail == ("AllVersionsAndDeletes: the account serves an all-versions change feed "
-                                         "read (orders)")
+    assert doctor.results[-2].detail == (
+        "AllVersionsAndDeletes: the account serves an all-versions change feed read (orders)"
+    )
     assert doctor.warnings == []
 
 
 def test_an_account_still_accepting_keys_is_a_warning_and_the_walk_goes_on(chain, monkeypatch):
     """A real account with key auth on refuses a made-up key for the key, not for being a key."""
-    from sandbox.doubles.cosmos_gateway import CosmosError
+    from sandbox.doubles.cosmos.gateway import CosmosError
 
     original = chain.cosmos.authorize
     seen: list[str] = []

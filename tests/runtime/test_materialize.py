@@ -63,8 +63,7 @@ def test_latest_version_round_trip_at_every_sequence_and_the_unknown_deletes(env
         return seq
 
     def delete(doc: dict) -> None:
-        gone[key(doc)] = user(next(d for d in state.container(DB, "orders").iter_documents()
-                                   if key(d) == key(doc)))
+        gone[key(doc)] = user(next(d for d in state.container(DB, "orders").iter_documents() if key(d) == key(doc)))
         assert state.delete(DB, "orders", doc["id"], doc["pk"])
 
     assert commit("snapshot") == 1
@@ -93,9 +92,11 @@ def test_latest_version_round_trip_at_every_sequence_and_the_unknown_deletes(env
         assert report.manifests_read == seq - report.snapshot_sequence + 1 and report.documents == len(got)
         if unknown[seq]:
             [warning] = report.warnings
-            assert warning.startswith(f"{unknown[seq]} run(s) since the snapshot at sequence "
-                                      f"{report.snapshot_sequence} (finished {report.snapshot_finished_at}) read "
-                                      f"the change feed in LatestVersion mode, which does not record deletes")
+            assert warning.startswith(
+                f"{unknown[seq]} run(s) since the snapshot at sequence "
+                f"{report.snapshot_sequence} (finished {report.snapshot_finished_at}) read "
+                f"the change feed in LatestVersion mode, which does not record deletes"
+            )
         else:
             assert report.warnings == [] and report.deletes_exact
     assert len(resurrected[3]) == 7 and len(resurrected[5]) == 1
@@ -144,8 +145,7 @@ def test_all_versions_round_trip_is_exact_at_every_sequence(env):
 
 def test_manifest_records_the_container_definition(env):
     container = env["state"].container(DB, "orders")
-    container.properties.update({"defaultTtl": 3600,
-                                 "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}})
+    container.properties.update({"defaultTtl": 3600, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}})
     env["state"].upsert_many(DB, "orders", make_docs(5))
     run(env, "snapshot", settings=settings_one(env))
     [manifest] = CommitStore(env["s3"], target(env)).committed_manifests()
@@ -153,24 +153,36 @@ def test_manifest_records_the_container_definition(env):
     assert manifest.change_feed_mode == "LatestVersion" and manifest.query_filter is None
     assert manifest.container_definition.to_cosmos() == {
         "partitionKey": {"paths": ["/pk"], "kind": "Hash", "version": 2},
-        "indexingPolicy": {"indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-                           "excludedPaths": [{"path": '/"_etag"/?'}]},
-        "defaultTtl": 3600, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}}
+        "indexingPolicy": {
+            "indexingMode": "consistent",
+            "automatic": True,
+            "includedPaths": [{"path": "/*"}],
+            "excludedPaths": [{"path": '/"_etag"/?'}],
+        },
+        "defaultTtl": 3600,
+        "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]},
+    }
     assert materialized(env)[1].container_definition == manifest.container_definition.to_cosmos()
 
 
 def test_hierarchical_partition_key_definition_and_values():
-    hierarchical = {"id": "c", "partitionKey": {"paths": ["/tenant", "/user/id", "/session"], "kind": "MultiHash",
-                                                "version": 2}, "_rid": "x", "conflictResolutionPolicy": {}}
+    hierarchical = {
+        "id": "c",
+        "partitionKey": {"paths": ["/tenant", "/user/id", "/session"], "kind": "MultiHash", "version": 2},
+        "_rid": "x",
+        "conflictResolutionPolicy": {},
+    }
     definition = ContainerDefinition.of(hierarchical)
-    assert definition.to_cosmos() == {"partitionKey": {"paths": ["/tenant", "/user/id", "/session"],
-                                                       "kind": "MultiHash", "version": 2}}
+    assert definition.to_cosmos() == {
+        "partitionKey": {"paths": ["/tenant", "/user/id", "/session"], "kind": "MultiHash", "version": 2}
+    }
     paths = definition.partitionKey.paths
     doc = {"id": "1", "tenant": "t", "user": {"id": 7}}
     assert materialize.partition_key_of(doc, paths) == ["t", 7, {}]  # a missing level is undefined
     delete = {"tenant": "t", "user/id": 7}
-    assert materialize.state_key(materialize._delete_partition_key({"partitionKey": delete}, paths), "1") == \
-        materialize.state_key(materialize.partition_key_of(doc, paths), "1")
+    assert materialize.state_key(
+        materialize._delete_partition_key({"partitionKey": delete}, paths), "1"
+    ) == materialize.state_key(materialize.partition_key_of(doc, paths), "1")
     with pytest.raises(ValueError):
         ContainerDefinition.of({"partitionKey": {"paths": ["/a", "/b", "/c", "/d"], "kind": "MultiHash"}})
 
@@ -183,8 +195,9 @@ def test_filtered_query_snapshot_is_not_a_base_and_says_so(env):
     filtered = settings_one(env, snapshot_source="query", query_filter="c.n >= 90")
     assert run(env, "snapshot", settings=filtered).containers[0].sequence == 1
     got, report, _ = materialized(env)
-    assert len(got) == 10 and not report.complete and report.filtered_snapshots == [{"sequence": 1,
-                                                                                     "filter": "c.n >= 90"}]
+    assert (
+        len(got) == 10 and not report.complete and report.filtered_snapshots == [{"sequence": 1, "filter": "c.n >= 90"}]
+    )
     assert any(w.startswith("this state is NOT the full container") for w in report.warnings)
     assert run(env, "snapshot", settings=plain).containers[0].sequence == 2
     state.upsert(DB, "orders", {**docs[95], "n": 1000})
@@ -198,8 +211,10 @@ def test_filtered_query_snapshot_is_not_a_base_and_says_so(env):
 def test_awkward_documents_round_trip_byte_exact(env):
     from tests.reliability.test_bad_documents import awkward_docs
 
-    docs = awkward_docs() + [{"id": "sur", "pk": "s", "hi": "a\ud800b", "lo": "\udfff", "half": "\ud83dx"},
-                             {"id": "n-big", "pk": 2 ** 64 + 1, "v": 2 ** 64 + 1}]
+    docs = awkward_docs() + [
+        {"id": "sur", "pk": "s", "hi": "a\ud800b", "lo": "\udfff", "half": "\ud83dx"},
+        {"id": "n-big", "pk": 2**64 + 1, "v": 2**64 + 1},
+    ]
     env["state"].upsert_many(DB, "orders", docs)
     run(env, "snapshot", settings=settings_one(env))
     env["state"].upsert(DB, "orders", {**docs[1], "again": 2})  # one of them through an incremental too
@@ -230,8 +245,10 @@ def test_refusals_name_the_reason_and_the_fix(env):
     s3 = env["s3"]
     with pytest.raises(materialize.MaterializeError) as err:
         materialize.open_state(s3, target(env))
-    assert str(err.value).startswith(f"no committed export under s3://{env['bucket']}/exports/test/acct/shop/"
-                                     f"orders/manifests/: nothing to materialize. Run an export first")
+    assert str(err.value).startswith(
+        f"no committed export under s3://{env['bucket']}/exports/test/acct/shop/"
+        f"orders/manifests/: nothing to materialize. Run an export first"
+    )
     env["state"].upsert_many(DB, "orders", make_docs(20))
     run(env, "snapshot", settings=settings_one(env))
     run(env, "incremental", settings=settings_one(env))
@@ -293,22 +310,63 @@ def test_ttl_expiries_are_applied_and_counted_apart(env):
     loaded = store.load()
     now = datetime.now(timezone.utc)
     run_id = layout.new_run_id(now)
-    sink = FeedRangeSink(env["s3"], t, run_id=run_id, started_at=now, feed_range="{}", feed_range_index=0,
-                         compression="zstd", part_size_bytes=1 << 20, kms_key_arn=None, schema=SchemaTracker(),
-                         log=None)
-    sink.write_page([
-        {"current": {}, "metadata": {"operationType": "delete", "lsn": 900, "id": "o-1",
-                                     "partitionKey": {"pk": "k-1"}, "timeToLiveExpired": True}},
-        {"current": {}, "metadata": {"operationType": "delete", "lsn": 901, "id": "o-2",
-                                     "partitionKey": {"pk": "k-2"}, "timeToLiveExpired": False}},
-        {"current": {**docs[3], "n": 33}, "metadata": {"operationType": "replace", "lsn": 902}}])
+    sink = FeedRangeSink(
+        env["s3"],
+        t,
+        run_id=run_id,
+        started_at=now,
+        feed_range="{}",
+        feed_range_index=0,
+        compression="zstd",
+        part_size_bytes=1 << 20,
+        kms_key_arn=None,
+        schema=SchemaTracker(),
+        log=None,
+    )
+    sink.write_page(
+        [
+            {
+                "current": {},
+                "metadata": {
+                    "operationType": "delete",
+                    "lsn": 900,
+                    "id": "o-1",
+                    "partitionKey": {"pk": "k-1"},
+                    "timeToLiveExpired": True,
+                },
+            },
+            {
+                "current": {},
+                "metadata": {
+                    "operationType": "delete",
+                    "lsn": 901,
+                    "id": "o-2",
+                    "partitionKey": {"pk": "k-2"},
+                    "timeToLiveExpired": False,
+                },
+            },
+            {"current": {**docs[3], "n": 33}, "metadata": {"operationType": "replace", "lsn": 902}},
+        ]
+    )
     records = sink.close()
     previous = loaded.checkpoint.schema_
-    store.commit(loaded, Manifest(
-        run_id=run_id, mode="incremental", account="acct", database=DB, container="orders", started_at=now,
-        finished_at=now, parts=records, continuations=loaded.checkpoint.continuations,
-        schema_previous=previous, schema_=next_schema(previous, {}),
-        change_feed_mode="AllVersionsAndDeletes"))
+    store.commit(
+        loaded,
+        Manifest(
+            run_id=run_id,
+            mode="incremental",
+            account="acct",
+            database=DB,
+            container="orders",
+            started_at=now,
+            finished_at=now,
+            parts=records,
+            continuations=loaded.checkpoint.continuations,
+            schema_previous=previous,
+            schema_=next_schema(previous, {}),
+            change_feed_mode="AllVersionsAndDeletes",
+        ),
+    )
     got, report, _ = materialized(env)
     assert {d["id"] for d in got.values()} == {d["id"] for d in docs} - {"o-1", "o-2"}
     assert got[key(docs[3])] == {**docs[3], "n": 33}
@@ -341,5 +399,6 @@ def test_destination_suffixes_and_refusals():
     assert zst.report_url == "s3://b/some/prefix/orders.report.json"
     with pytest.raises(materialize.MaterializeError) as err:
         materialize.destination("out/state.json", "orders")
-    assert str(err.value).startswith("--to 'out/state.json' has no JSON Lines suffix: end it in .jsonl, "
-                                     ".jsonl.gz, .jsonl.zst")
+    assert str(err.value).startswith(
+        "--to 'out/state.json' has no JSON Lines suffix: end it in .jsonl, .jsonl.gz, .jsonl.zst"
+    )

@@ -47,8 +47,11 @@ def test_materialize_to_local_files_prints_and_writes_the_report(exported, worke
         assert (report["sequence"], report["documents"], report["unknown_delete_incrementals"]) == (2, 120, 1)
         assert report["output"] == str(out) and report["container_definition"]["partitionKey"]["paths"] == ["/pk"]
         assert "orders as of sequence 2" in result.stdout and "documents: 120; deletes applied: 0" in result.stdout
-        assert f"WARNING: 1 run(s) since the snapshot at sequence 1 (finished {report['snapshot_finished_at']})" \
-            in result.stdout and "documents deleted since then may still be in this state" in result.stdout
+        assert (
+            f"WARNING: 1 run(s) since the snapshot at sequence 1 (finished {report['snapshot_finished_at']})"
+            in result.stdout
+            and "documents deleted since then may still be in this state" in result.stdout
+        )
         assert f"wrote {out} (120 document(s)); report {tmp_path / 'state.report.json'}" in result.stdout
     assert (tmp_path / "state.jsonl").read_bytes()[:1] == b"{"
     assert (tmp_path / "state.jsonl.gz").read_bytes()[:2] == b"\x1f\x8b"
@@ -56,8 +59,19 @@ def test_materialize_to_local_files_prints_and_writes_the_report(exported, worke
 
 
 def test_materialize_to_s3_with_system_properties_at_a_sequence(chain, exported, worker_env):
-    result = cli(["materialize", "-c", "orders", "--sequence", "1", "--keep-system-properties",
-                  "--to", f"s3://{chain.bucket}/materialized/"], worker_env)
+    result = cli(
+        [
+            "materialize",
+            "-c",
+            "orders",
+            "--sequence",
+            "1",
+            "--keep-system-properties",
+            "--to",
+            f"s3://{chain.bucket}/materialized/",
+        ],
+        worker_env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     s3 = chain.session.client("s3", endpoint_url=chain.urls["s3"])
     body = s3.get_object(Bucket=chain.bucket, Key="materialized/orders.jsonl.zst")["Body"].read()
@@ -70,10 +84,15 @@ def test_materialize_to_s3_with_system_properties_at_a_sequence(chain, exported,
 
 REFUSALS = [
     (["--sequence", "9"], "error: refused, nothing was written: --sequence 9 is not a committed sequence under "),
-    (["--sequence", "1", "--as-of", "2026-01-01T00:00:00Z"], "error: refused, nothing was written: both "
-                                                             "--sequence 1 and --as-of"),
-    (["--as-of", "2000-01-01T00:00:00Z"], "error: refused, nothing was written: --as-of 2000-01-01T00:00:00+00:00 "
-                                          "is before the first committed run under "),
+    (
+        ["--sequence", "1", "--as-of", "2026-01-01T00:00:00Z"],
+        "error: refused, nothing was written: both --sequence 1 and --as-of",
+    ),
+    (
+        ["--as-of", "2000-01-01T00:00:00Z"],
+        "error: refused, nothing was written: --as-of 2000-01-01T00:00:00+00:00 "
+        "is before the first committed run under ",
+    ),
     (["--as-of", "yesterday"], "error: --as-of='yesterday' is not an ISO 8601 time"),
     (["--as-of", "2026-01-01T00:00:00"], "error: --as-of='2026-01-01T00:00:00' has no time zone"),
 ]
@@ -91,8 +110,10 @@ def test_refusals_exit_2_with_the_reason_last_and_write_nothing(exported, worker
 def test_no_committed_state_and_a_bad_suffix_are_refused(chain, worker_env, tmp_path):
     result = cli(["materialize", "-c", "orders", "--to", str(tmp_path / "x.jsonl")], worker_env)
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1].startswith("error: refused, nothing was written: no committed export under "
-                                                     f"s3://{chain.bucket}/exports/acct/shop/orders/manifests/")
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: refused, nothing was written: no committed export under "
+        f"s3://{chain.bucket}/exports/acct/shop/orders/manifests/"
+    )
     result = cli(["materialize", "-c", "orders", "--to", str(tmp_path / "x.csv")], worker_env)
     assert result.returncode == 2 and "has no JSON Lines suffix" in result.stderr.splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
@@ -100,17 +121,22 @@ def test_no_committed_state_and_a_bad_suffix_are_refused(chain, worker_env, tmp_
 
 def test_a_corrupted_part_exits_1_and_writes_nothing(chain, exported, worker_env, tmp_path):
     s3 = chain.session.client("s3", endpoint_url=chain.urls["s3"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=chain.bucket, Prefix="exports/acct/shop/orders/data/")
-            ["Contents"]]
-    manifest = json.loads(s3.get_object(Bucket=chain.bucket,
-                                        Key="exports/acct/shop/orders/manifests/0000000001.json")["Body"].read())
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=chain.bucket, Prefix="exports/acct/shop/orders/data/")["Contents"]
+    ]
+    manifest = json.loads(
+        s3.get_object(Bucket=chain.bucket, Key="exports/acct/shop/orders/manifests/0000000001.json")["Body"].read()
+    )
     part = manifest["parts"][0]
     assert part["key"] in keys
     # A versioned bucket keeps the original: point the manifest's part at a damaged new version instead.
     damaged = s3.put_object(Bucket=chain.bucket, Key=part["key"], Body=jsonl.new_compressor("zstd").flush())
     part["version_id"] = damaged["VersionId"]
-    s3.put_object(Bucket=chain.bucket, Key="exports/acct/shop/orders/manifests/0000000001.json",
-                  Body=json.dumps(manifest).encode())
+    s3.put_object(
+        Bucket=chain.bucket,
+        Key="exports/acct/shop/orders/manifests/0000000001.json",
+        Body=json.dumps(manifest).encode(),
+    )
     result = cli(["materialize", "-c", "orders", "--to", str(tmp_path / "x.jsonl")], worker_env)
     assert result.returncode == 1
     assert f"error: part s3://{chain.bucket}/{part['key']} of sequence 1 is corrupted: sha256 " in result.stderr

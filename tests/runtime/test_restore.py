@@ -19,9 +19,9 @@ from cosmos_export import contract, export, restore
 from cosmos_export.restore import RestoreRefused, RestoreRequest, run_drill, run_restore
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.source import cosmos_client
+from sandbox.doubles.cosmos.gateway import CosmosGatewayState, serve_cosmos
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.testing import JwtCredential, TestTokenIssuer
-from sandbox.doubles.cosmos_gateway import CosmosGatewayState, serve_cosmos
 
 DB, TARGET_DB = "shop", "restore"
 EXPORT_OID = "7d3c1a52-7f1e-4c7e-9a3b-0f2f6f1c2b11"
@@ -33,8 +33,17 @@ BATCH = 40
 
 
 def make_docs(n: int, tag: str = "o", offset: int = 0) -> list[dict]:
-    return [{"id": f"{tag}-{i}", "pk": f"k-{i % 53}", "n": i, "big": 2**64 + i, "name": "Zoë" * (i % 3),
-             "nested": {"v": [i, None, {"deep": [[i]]}]}} for i in range(offset, offset + n)]
+    return [
+        {
+            "id": f"{tag}-{i}",
+            "pk": f"k-{i % 53}",
+            "n": i,
+            "big": 2**64 + i,
+            "name": "Zoë" * (i % 3),
+            "nested": {"v": [i, None, {"deep": [[i]]}]},
+        }
+        for i in range(offset, offset + n)
+    ]
 
 
 def user(doc: dict) -> dict:
@@ -55,10 +64,17 @@ def world(moto_server, local_ca, monkeypatch):
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     issuer = TestTokenIssuer()
-    state = CosmosGatewayState("acct", token_verifier=issuer.verify, role_assignments=[
-        RoleAssignment(EXPORT_OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS),
-        *(RoleAssignment(RESTORE_OID, f"/dbs/{TARGET_DB}/colls/{t}", contract.COSMOS_RESTORE_DATA_ACTIONS)
-          for t in (*TARGETS, "wrong-pk"))])
+    state = CosmosGatewayState(
+        "acct",
+        token_verifier=issuer.verify,
+        role_assignments=[
+            RoleAssignment(EXPORT_OID, f"/dbs/{DB}", contract.COSMOS_DATA_ACTIONS),
+            *(
+                RoleAssignment(RESTORE_OID, f"/dbs/{TARGET_DB}/colls/{t}", contract.COSMOS_RESTORE_DATA_ACTIONS)
+                for t in (*TARGETS, "wrong-pk")
+            ),
+        ],
+    )
     state.create_container(DB, "orders")
     state.create_container(DB, "customers")
     for name in TARGETS:
@@ -66,31 +82,55 @@ def world(moto_server, local_ca, monkeypatch):
     state.create_container(TARGET_DB, "wrong-pk", partition_key_path="/tenant")
     with serve_cosmos(state, local_ca) as served:
         settings = WorkerSettings(
-            identity_mode="workload", aws_region="us-east-1", azure_tenant_id=issuer.tenant_id,
-            azure_client_id="22222222-2222-3333-4444-555555555555", cosmos_endpoint=served.url,
-            cosmos_account="acct", cosmos_database=DB, cosmos_containers="orders,customers",
-            cosmos_tls_verify=str(local_ca.bundle_file), bucket=bucket, prefix="exports/test",
-            s3_endpoint=moto_server.url, page_size=200, concurrency=4, restore_batch_documents=BATCH)
-        restore_settings = settings.model_copy(update={
-            "azure_client_id": RESTORE_CLIENT_ID, "restore_target_database": TARGET_DB,
-            "restore_targets": (("orders", "orders-scratch"),)})
+            identity_mode="workload",
+            aws_region="us-east-1",
+            azure_tenant_id=issuer.tenant_id,
+            azure_client_id="22222222-2222-3333-4444-555555555555",
+            cosmos_endpoint=served.url,
+            cosmos_account="acct",
+            cosmos_database=DB,
+            cosmos_containers="orders,customers",
+            cosmos_tls_verify=str(local_ca.bundle_file),
+            bucket=bucket,
+            prefix="exports/test",
+            s3_endpoint=moto_server.url,
+            page_size=200,
+            concurrency=4,
+            restore_batch_documents=BATCH,
+        )
+        restore_settings = settings.model_copy(
+            update={
+                "azure_client_id": RESTORE_CLIENT_ID,
+                "restore_target_database": TARGET_DB,
+                "restore_targets": (("orders", "orders-scratch"),),
+            }
+        )
         export_credential, restore_credential = JwtCredential(issuer, EXPORT_OID), JwtCredential(issuer, RESTORE_OID)
-        yield dict(settings=settings, restore_settings=restore_settings, state=state, s3=s3, session=session,
-                   bucket=bucket, export_credential=export_credential,
-                   restore_client=cosmos_client(restore_settings, restore_credential),
-                   export_client=cosmos_client(settings, export_credential))
+        yield dict(
+            settings=settings,
+            restore_settings=restore_settings,
+            state=state,
+            s3=s3,
+            session=session,
+            bucket=bucket,
+            export_credential=export_credential,
+            restore_client=cosmos_client(restore_settings, restore_credential),
+            export_client=cosmos_client(settings, export_credential),
+        )
 
 
 def export_run(world, mode="snapshot", containers=("orders",)):
     settings = world["settings"].model_copy(update={"cosmos_containers": containers})
-    return export.run_export(settings, mode, credential=world["export_credential"], session=world["session"],
-                             s3=world["s3"])
+    return export.run_export(
+        settings, mode, credential=world["export_credential"], session=world["session"], s3=world["s3"]
+    )
 
 
 def do_restore(world, **request):
     request = {"container": "orders", "target_container": "orders-restore", "target_database": TARGET_DB, **request}
-    result, _ = run_restore(world["restore_settings"], RestoreRequest(**request), client=world["restore_client"],
-                            s3=world["s3"])
+    result, _ = run_restore(
+        world["restore_settings"], RestoreRequest(**request), client=world["restore_client"], s3=world["s3"]
+    )
     return result
 
 
@@ -116,7 +156,9 @@ def snapshot_change_incremental(world) -> None:
     docs = make_docs(150)
     state.upsert_many(DB, "orders", docs)
     export_run(world)
-    state.upsert_many(DB, "orders", [{**d, "n": -d["n"], "changed": True} for d in docs[:12]] + make_docs(8, offset=5000))
+    state.upsert_many(
+        DB, "orders", [{**d, "n": -d["n"], "changed": True} for d in docs[:12]] + make_docs(8, offset=5000)
+    )
     state.split(DB, "orders")
     export_run(world, "incremental")
 
@@ -132,8 +174,9 @@ def test_restore_writes_the_latest_state_exactly_at_low_priority(world):
     assert progress["status"] == "complete" and progress["documents_committed"] == 158
     assert progress["batches_committed"] == -(-158 // BATCH)
     assert progress["manifest_keys"] == result.manifest_keys and len(result.manifest_keys) == 2
-    assert result.progress_key == (f"exports/test/acct/{DB}/orders/{contract.RESTORES_DIR}/{result.restore_id}/"
-                                   "progress.json")
+    assert result.progress_key == (
+        f"exports/test/acct/{DB}/orders/{contract.RESTORES_DIR}/{result.restore_id}/progress.json"
+    )
     # The id is derived from what is restored where: the same request finds the same progress.
     assert result.restore_id == restore.restore_id("acct", DB, "orders", 2, TARGET_DB, "orders-restore")
 
@@ -166,7 +209,9 @@ def test_allow_source_target_upserts_but_never_deletes(world):
     export_run(world)
     state.upsert_many(DB, "orders", [{**d, "n": 0} for d in make_docs(100)] + make_docs(5, tag="new"))
     # Writing a source takes a deliberate grant the stack never makes (restore role on the source container).
-    state.add_role_assignment(RoleAssignment(RESTORE_OID, f"/dbs/{DB}/colls/orders", contract.COSMOS_RESTORE_DATA_ACTIONS))
+    state.add_role_assignment(
+        RoleAssignment(RESTORE_OID, f"/dbs/{DB}/colls/orders", contract.COSMOS_RESTORE_DATA_ACTIONS)
+    )
     result = do_restore(world, target_database=DB, target_container="orders", allow_source_target=True)
     got = source_docs(world)
     assert result.deletes_applied == 0 and len(got) == 105  # the 5 newer documents are still there
@@ -182,8 +227,11 @@ def _refusal_cases():
         ("missing-target", dict(target_container="nope"), "does not exist"),
         ("partition-key", dict(target_container="wrong-pk"), "partition key"),
         ("source-target", dict(target_database=DB, target_container="orders"), "--allow-source-target"),
-        ("exact-on-source", dict(target_database=DB, target_container="orders", allow_source_target=True,
-                                 exact=True), "never deletes"),
+        (
+            "exact-on-source",
+            dict(target_database=DB, target_container="orders", allow_source_target=True, exact=True),
+            "never deletes",
+        ),
         ("sequence-and-time", dict(sequence=1, as_of=wrong_time), "--sequence and --as-of"),
     ]
 
@@ -271,10 +319,12 @@ def test_restore_identity_is_refused_on_a_source_and_the_export_identity_on_a_ta
     export_on_source = world["export_client"].get_database_client(DB).get_container_client("orders")
     assert export_on_source.read_item("o-1", partition_key="k-1")["n"] == 1
     doc = {"id": "o-1", "pk": "k-1", "n": -1}
-    for action, write in (("create", lambda: export_on_source.create_item({**doc, "id": "new"})),
-                          ("upsert", lambda: export_on_source.upsert_item(doc)),
-                          ("replace", lambda: export_on_source.replace_item("o-1", doc)),
-                          ("delete", lambda: export_on_source.delete_item("o-1", partition_key="k-1"))):
+    for action, write in (
+        ("create", lambda: export_on_source.create_item({**doc, "id": "new"})),
+        ("upsert", lambda: export_on_source.upsert_item(doc)),
+        ("replace", lambda: export_on_source.replace_item("o-1", doc)),
+        ("delete", lambda: export_on_source.delete_item("o-1", partition_key="k-1")),
+    ):
         with pytest.raises(cosmos_exceptions.CosmosHttpResponseError) as denied:
             write()
         assert (denied.value.status_code, denied.value.sub_status) == (403, 5301)
@@ -383,8 +433,9 @@ def test_restore_into_cosmosdb_server_read_back_through_its_query_path(world, co
     server = CosmosClient(cosmosdb_server.url, credential="c2FuZGJveA==", connection_verify=False)
     database = f"restore-{uuid.uuid4().hex[:6]}"
     server.create_database(database).create_container("orders-restore", PartitionKey(path="/pk"))
-    settings = world["restore_settings"].model_copy(update={"cosmos_endpoint": cosmosdb_server.url + "/",
-                                                             "cosmos_tls_verify": False})
+    settings = world["restore_settings"].model_copy(
+        update={"cosmos_endpoint": cosmosdb_server.url + "/", "cosmos_tls_verify": False}
+    )
     request = RestoreRequest(container="orders", target_container="orders-restore", target_database=database)
     result, _ = run_restore(settings, request, client=server, s3=world["s3"])
     assert result.documents == result.documents_upserted == 63

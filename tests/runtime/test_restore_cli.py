@@ -28,13 +28,26 @@ DOCS = 800
 
 
 def cli(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=180, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cosmos_export", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **kw,
+    )
 
 
 def start(args, env):
-    return subprocess.Popen([sys.executable, "-m", "cosmos_export", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cosmos_export", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def user(doc):
@@ -52,14 +65,23 @@ def restore_env(chain):
     cosmos.create_container("restore", "orders-scratch", feed_ranges=2)
     # The same Entra app here for brevity; the restore role itself is assigned only on the targets.
     for target in ("orders-restore", "orders-scratch"):
-        cosmos.add_role_assignment(RoleAssignment(SP_OBJECT_ID, f"/dbs/restore/colls/{target}",
-                                                  contract.COSMOS_RESTORE_DATA_ACTIONS))
-    cosmos.upsert_many("shop", "orders", [{"id": f"d{i}", "pk": f"k{i % 37}", "v": i, "big": 2**70 + i}
-                                          for i in range(DOCS)])
-    env = {**os.environ, **chain.env(), contract.Env.PREFIX: "exports", contract.Env.PAGE_SIZE: "200",
-           contract.Env.LOG_LEVEL: "INFO", contract.Env.CONCURRENCY: "2",
-           contract.Env.RESTORE_BATCH_DOCUMENTS: str(BATCH), contract.Env.RESTORE_TARGET_DATABASE: "restore",
-           contract.Env.RESTORE_TARGETS: "orders=orders-scratch"}
+        cosmos.add_role_assignment(
+            RoleAssignment(SP_OBJECT_ID, f"/dbs/restore/colls/{target}", contract.COSMOS_RESTORE_DATA_ACTIONS)
+        )
+    cosmos.upsert_many(
+        "shop", "orders", [{"id": f"d{i}", "pk": f"k{i % 37}", "v": i, "big": 2**70 + i} for i in range(DOCS)]
+    )
+    env = {
+        **os.environ,
+        **chain.env(),
+        contract.Env.PREFIX: "exports",
+        contract.Env.PAGE_SIZE: "200",
+        contract.Env.LOG_LEVEL: "INFO",
+        contract.Env.CONCURRENCY: "2",
+        contract.Env.RESTORE_BATCH_DOCUMENTS: str(BATCH),
+        contract.Env.RESTORE_TARGET_DATABASE: "restore",
+        contract.Env.RESTORE_TARGETS: "orders=orders-scratch",
+    }
     exported = cli(["run", "--mode", "snapshot"], env)
     assert exported.returncode == 0, exported.stderr[-2000:]
     return chain, env
@@ -83,6 +105,7 @@ def test_sigkill_at_random_points_then_rerun_leaves_the_target_exact_and_redoes_
     rng = random.Random(20261202)
     args = ["restore", "-c", "orders", "--target-container", "orders-restore"]
     from cosmos_export.restore import restore_id
+
     rid = restore_id("acct", "shop", "orders", 1, "restore", "orders-restore")
     checkpoints = []
     kills = 0
@@ -117,8 +140,9 @@ def test_refusal_exits_2_and_writes_nothing(restore_env):
     chain, env = restore_env
     result = cli(["restore", "-c", "orders", "--target-container", "missing"], env)
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1].startswith("error: refused, nothing was written: target container "
-                                                     "restore/missing does not exist")
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: refused, nothing was written: target container restore/missing does not exist"
+    )
     result = cli(["restore", "-c", "orders", "--target-database", "shop", "--target-container", "orders"], env)
     assert result.returncode == 2 and "--allow-source-target" in result.stderr.splitlines()[-1]
     s3 = chain.session.client("s3", endpoint_url=chain.urls["s3"])
@@ -143,9 +167,11 @@ def test_drill_exits_0_with_a_report_then_1_on_a_definition_mismatch(restore_env
 
 def test_as_of_without_a_time_zone_is_refused_before_anything(chain):
     env = {**os.environ, **chain.env(), contract.Env.PREFIX: "exports"}
-    result = cli(["restore", "-c", "orders", "--target-container", "orders-restore", "--as-of", "2026-12-01T06:00:00"],
-                 env)
+    result = cli(
+        ["restore", "-c", "orders", "--target-container", "orders-restore", "--as-of", "2026-12-01T06:00:00"], env
+    )
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1] == ("error: --as-of='2026-12-01T06:00:00' has no time zone; add one, e.g. "
-                                              "2026-12-01T06:00:00Z for UTC")
+    assert result.stderr.splitlines()[-1] == (
+        "error: --as-of='2026-12-01T06:00:00' has no time zone; add one, e.g. 2026-12-01T06:00:00Z for UTC"
+    )
     assert not chain.cosmos.stats  # not one request reached Cosmos

@@ -61,8 +61,10 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     assert len(summary["verified"]) == 4
     parts = [k for k in summary["keys"] if "/data/" in k]
     assert parts and all(k.startswith("cosmos/acme-orders-dev/orders/") for k in summary["keys"])
-    assert [s["name"] for s in summary["steps"]][-2:] == ["verify both runs",
-                                                           "drill: restore into the scratch containers and compare"]
+    assert [s["name"] for s in summary["steps"]][-2:] == [
+        "verify both runs",
+        "drill: restore into the scratch containers and compare",
+    ]
     assert summary["change_feed_mode"] == "LatestVersion"
 
     # The drill, as the restore identity, into each exported container's scratch target.
@@ -77,8 +79,12 @@ def test_demo_exports_snapshot_and_incremental_and_stops_everything(tmp_path):
     # LatestVersion: the 10 deleted orders are still in the restored state, and the summary says so.
     assert drills["orders"]["documents_expected"] == drills["orders"]["documents_found"] == DOCS + INSERTED
     assert drills["orders"]["unknown_delete_incrementals"] == 1
-    assert summary["deletes"] == {"deleted": DELETED, "unseen": DELETED, "restored": DOCS + INSERTED,
-                                  "source": DOCS + INSERTED - DELETED}
+    assert summary["deletes"] == {
+        "deleted": DELETED,
+        "unseen": DELETED,
+        "restored": DOCS + INSERTED,
+        "source": DOCS + INSERTED - DELETED,
+    }
     assert f"DELETES THE EXPORT COULD NOT SEE: {DELETED} of the {DELETED} documents deleted from orders" in out
     assert out.count("\ndrill: drill ") == 2
     # The demo ends with on-call's view: `cosmos-export status`, a row per container at sequence 2.

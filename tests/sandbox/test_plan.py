@@ -46,13 +46,16 @@ def test_plan_takes_every_value_from_the_declared_resources(dev_run):
 
     assert plan.task_role_arn == task_role.outputs["arn"] == dev_run.outputs[contract.Output.TASK_ROLE_ARN]
     assert plan.task_role_arn == "arn:aws:iam::111122223333:role/cosmos-s3-export/dev/export-dev-task"
-    assert [(f.issuer, f.subject, f.audiences, f.client_id) for f in plan.federated_credentials
-            if f.client_id == plan.client_id] == [
-        (fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])]
+    assert [
+        (f.issuer, f.subject, f.audiences, f.client_id)
+        for f in plan.federated_credentials
+        if f.client_id == plan.client_id
+    ] == [(fic.inputs["issuer"], fic.inputs["subject"], (contract.TOKEN_EXCHANGE_AUDIENCE,), app.outputs["clientId"])]
     assert plan.issuer == dev_run.outputs[contract.Output.ISSUER]
     # The export app and the restore app (tests/sandbox/test_restore_identity.py covers the latter).
     assert (app.outputs["clientId"], sp.outputs["objectId"]) in [
-        (a.client_id, a.service_principal_object_id) for a in plan.applications]
+        (a.client_id, a.service_principal_object_id) for a in plan.applications
+    ]
     assert len(plan.applications) == 2
     assert plan.tenant_id == dev_run.outputs[contract.Output.TENANT_ID]
     # The task role policy's conditions, as IAM would evaluate them.

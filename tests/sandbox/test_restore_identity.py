@@ -24,10 +24,16 @@ from sandbox.mocked_stack import run_stack
 from sandbox.plan import FIC, plan_from_run
 from sandbox.serve import Running, start_cosmos, start_identity, worker_environment
 
-EXPORT_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ASIASANDBOXEXPORT001", "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
-                      "AWS_SESSION_TOKEN": "sandbox-test-session-export"}
-RESTORE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ASIASANDBOXRESTORE01", "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
-                       "AWS_SESSION_TOKEN": "sandbox-test-session-restore"}
+EXPORT_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIASANDBOXEXPORT001",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
+    "AWS_SESSION_TOKEN": "sandbox-test-session-export",
+}
+RESTORE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIASANDBOXRESTORE01",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-test-only",
+    "AWS_SESSION_TOKEN": "sandbox-test-session-restore",
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +84,18 @@ def test_plan_takes_the_restore_identity_from_the_declared_resources(dev_run):
     assert plan.restore.client_id == restore_app.outputs["clientId"] != plan.client_id
     fics = {f.client_id: f for f in plan.federated_credentials}
     assert (fics[plan.restore.client_id].subject, fics[plan.restore.client_id].issuer) == (
-        plan.restore.task_role_arn, plan.issuer)
+        plan.restore.task_role_arn,
+        plan.issuer,
+    )
     assert sorted((t.database, t.container, t.partition_key_paths) for t in plan.restore.targets) == [
-        ("restore-drills", "customers-drill", ("/customerId",)), ("restore-drills", "orders-drill", ("/customerId",))]
+        ("restore-drills", "customers-drill", ("/customerId",)),
+        ("restore-drills", "orders-drill", ("/customerId",)),
+    ]
     writer = [a for a in plan.cosmos_assignments if a.principal_id == restore_sp.outputs["objectId"]]
-    assert sorted(a.scope for a in writer) == ["/dbs/restore-drills/colls/customers-drill",
-                                              "/dbs/restore-drills/colls/orders-drill"]
+    assert sorted(a.scope for a in writer) == [
+        "/dbs/restore-drills/colls/customers-drill",
+        "/dbs/restore-drills/colls/orders-drill",
+    ]
     assert all(a.data_actions == contract.COSMOS_RESTORE_DATA_ACTIONS for a in writer)
     assert plan.restore.worker_environment == dev_run.outputs[Output.RESTORE_WORKER_ENVIRONMENT]
 
@@ -93,8 +105,11 @@ def test_restore_chain_yields_a_token_for_the_restore_service_principal(dev_run,
     running, credential = sandbox(plan)
     token = credential(restore=True).get_token("https://127.0.0.1/.default").token
     claims = running.entra_state.verify_access_token(token, "https://127.0.0.1")
-    assert claims["oid"] == dev_run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID] != \
-        dev_run.service_principal_object_id
+    assert (
+        claims["oid"]
+        == dev_run.outputs[Output.RESTORE_SERVICE_PRINCIPAL_OBJECT_ID]
+        != dev_run.service_principal_object_id
+    )
     (issued,) = running.sts_state.issued
     assert issued["sub"] == plan.restore.task_role_arn != plan.task_role_arn
 
@@ -118,8 +133,9 @@ def test_each_identity_reaches_only_its_own_containers(dev_run, sandbox, local_c
     doc = {"id": "restored-1", "customerId": "cust-00001", "status": "restored"}
 
     def client(restore: bool) -> CosmosClient:
-        return CosmosClient(running.cosmos.url + "/", credential=credential(restore),
-                            connection_verify=str(local_ca.bundle_file))
+        return CosmosClient(
+            running.cosmos.url + "/", credential=credential(restore), connection_verify=str(local_ca.bundle_file)
+        )
 
     restore_client = client(restore=True)
     target = restore_client.get_database_client("restore-drills").get_container_client("orders-drill")
@@ -146,7 +162,9 @@ def test_restore_environment_is_the_restore_tasks_with_local_endpoints(dev_run, 
     running, _ = sandbox(plan)
     env = worker_environment(running, restore=True)
     assert {k: env[k] for k in plan.restore.worker_environment} == {
-        **plan.restore.worker_environment, Env.COSMOS_ENDPOINT: running.cosmos.url + "/"}
+        **plan.restore.worker_environment,
+        Env.COSMOS_ENDPOINT: running.cosmos.url + "/",
+    }
     assert env["AWS_ACCESS_KEY_ID"] == RESTORE_CREDENTIALS["AWS_ACCESS_KEY_ID"]
     assert worker_environment(running)["AWS_ACCESS_KEY_ID"] == EXPORT_CREDENTIALS["AWS_ACCESS_KEY_ID"]
     assert env[Env.AZURE_CLIENT_ID] == plan.restore.client_id != worker_environment(running)[Env.AZURE_CLIENT_ID]

@@ -102,7 +102,9 @@ def test_up_seed_run_change_run_down(tmp_path):
             for c in ("orders", "customers")
         }
         assert [(r[1], r[4], r[5], r[9]) for r in rows.values()] == [
-            ("2", "incremental", str(UPDATED + INSERTED), "current"), ("2", "incremental", "0", "current")]
+            ("2", "incremental", str(UPDATED + INSERTED), "current"),
+            ("2", "incremental", "0", "current"),
+        ]
         # `env --restore`: the restore task's environment, its own session and Entra app, same endpoints.
         restore_env = _exports(_sandbox(tmp_path, "env", "--restore").stdout)
         assert restore_env == state["restore_env"]
@@ -111,8 +113,9 @@ def test_up_seed_run_change_run_down(tmp_path):
         assert restore_env["EXPORT_AZURE_CLIENT_ID"] != worker_env["EXPORT_AZURE_CLIENT_ID"]
         assert restore_env["AWS_ACCESS_KEY_ID"] != worker_env["AWS_ACCESS_KEY_ID"]
         assert {k: restore_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")} == {
-            k: worker_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")}
-        assert f"eval \"$(python -m sandbox env --dir {tmp_path} --restore)\"" in up.stdout
+            k: worker_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")
+        }
+        assert f'eval "$(python -m sandbox env --dir {tmp_path} --restore)"' in up.stdout
         assert _sandbox(tmp_path, "env", "--restore", "--aws").returncode == 2
     finally:
         down = _sandbox(tmp_path, "down")

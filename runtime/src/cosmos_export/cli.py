@@ -267,13 +267,19 @@ def _parse_time(value: str | None) -> Any:
 @app.command()
 def materialize(
     container: str = typer.Option(..., "--container", "-c", help="Exported container whose state to rebuild"),
-    to: str = typer.Option(..., "--to", help="Local path or s3://bucket/key ending in .jsonl, .jsonl.gz or "
-                           ".jsonl.zst (compression by suffix), or a folder/prefix ending in /"),
+    to: str = typer.Option(
+        ...,
+        "--to",
+        help="Local path or s3://bucket/key ending in .jsonl, .jsonl.gz or "
+        ".jsonl.zst (compression by suffix), or a folder/prefix ending in /",
+    ),
     sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence (default: the latest)"),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="The state of the last run finished at or before "
-                                        "this ISO 8601 time"),
-    keep_system_properties: bool = typer.Option(False, "--keep-system-properties",
-                                                help="Keep _rid, _self, _etag, _attachments, _ts, _lsn"),
+    as_of: Optional[str] = typer.Option(
+        None, "--as-of", help="The state of the last run finished at or before this ISO 8601 time"
+    ),
+    keep_system_properties: bool = typer.Option(
+        False, "--keep-system-properties", help="Keep _rid, _self, _etag, _attachments, _ts, _lsn"
+    ),
     bucket: Optional[str] = _BUCKET,
     prefix: Optional[str] = _PREFIX,
     log_level: Optional[str] = _LOG,
@@ -288,14 +294,21 @@ def materialize(
     log = audit.get_logger()
     when = _parse_time(as_of)
     try:
-        target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
-                                     settings.cosmos_database, container)
+        target = layout.ExportTarget(
+            settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, container
+        )
     except ValueError as e:
         _fail(f"--container {container!r}: {e}", EXIT_SETTINGS)
     try:
         dest = mat.destination(to, container)
-        report = mat.materialize_to(s3_client(settings, identity.aws_session(settings)), target, dest,
-                                    sequence=sequence, as_of=when, keep_system_properties=keep_system_properties)
+        report = mat.materialize_to(
+            s3_client(settings, identity.aws_session(settings)),
+            target,
+            dest,
+            sequence=sequence,
+            as_of=when,
+            keep_system_properties=keep_system_properties,
+        )
     except mat.CorruptPartError as e:
         log.error("materialize_failed", reason=str(e))
         _fail(str(e))
@@ -305,10 +318,16 @@ def materialize(
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {dest.url} ({report.documents} document(s)); report {dest.report_url}")
-    log.info("materialized", output=dest.url, report=dest.report_url, sequence=report.sequence,
-             documents=report.documents, deletes_applied=report.deletes_applied,
-             ttl_expiries_applied=report.ttl_expiries_applied,
-             unknown_delete_incrementals=report.unknown_delete_incrementals)
+    log.info(
+        "materialized",
+        output=dest.url,
+        report=dest.report_url,
+        sequence=report.sequence,
+        documents=report.documents,
+        deletes_applied=report.deletes_applied,
+        ttl_expiries_applied=report.ttl_expiries_applied,
+        unknown_delete_incrementals=report.unknown_delete_incrementals,
+    )
 
 
 def _restore_session(settings: WorkerSettings, work: Any) -> Any:
@@ -359,17 +378,21 @@ def _restore_session(settings: WorkerSettings, work: Any) -> Any:
 @app.command()
 def restore(
     container: str = typer.Option(..., "--container", "-c", help="Exported (source) container to restore"),
-    target_container: Optional[str] = typer.Option(None, "--target-container",
-                                                   help="Existing container to write into; default from EXPORT_RESTORE_TARGETS"),
-    target_database: Optional[str] = typer.Option(None, "--target-database",
-                                                  help="Its database; default EXPORT_RESTORE_TARGET_DATABASE"),
+    target_container: Optional[str] = typer.Option(
+        None, "--target-container", help="Existing container to write into; default from EXPORT_RESTORE_TARGETS"
+    ),
+    target_database: Optional[str] = typer.Option(
+        None, "--target-database", help="Its database; default EXPORT_RESTORE_TARGET_DATABASE"
+    ),
     sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence to restore (default: latest)"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Restore the state as of this ISO 8601 time"),
     exact: bool = typer.Option(False, "--exact", help="Also delete target documents the state does not have"),
-    max_ru_per_second: Optional[float] = typer.Option(None, "--max-ru-per-second",
-                                                      help="Request-unit budget; default EXPORT_MAX_RU_PER_SECOND"),
-    allow_source_target: bool = typer.Option(False, "--allow-source-target",
-                                             help="Allow writing into an exported source container (never deletes)"),
+    max_ru_per_second: Optional[float] = typer.Option(
+        None, "--max-ru-per-second", help="Request-unit budget; default EXPORT_MAX_RU_PER_SECOND"
+    ),
+    allow_source_target: bool = typer.Option(
+        False, "--allow-source-target", help="Allow writing into an exported source container (never deletes)"
+    ),
     identity_mode: Optional[IdentityMode] = _IDENTITY,
     bucket: Optional[str] = _BUCKET,
     prefix: Optional[str] = _PREFIX,
@@ -381,14 +404,23 @@ def restore(
     if max_ru_per_second is not None and max_ru_per_second <= 0:
         _fail(f"--max-ru-per-second={max_ru_per_second}: must be positive", EXIT_SETTINGS)
     settings = _settings(identity_mode=identity_mode, bucket=bucket, prefix=prefix, log_level=log_level)
-    request = RestoreRequest(container=container, target_container=target_container, target_database=target_database,
-                             sequence=sequence, as_of=_parse_time(as_of), exact=exact,
-                             max_ru_per_second=max_ru_per_second, allow_source_target=allow_source_target)
+    request = RestoreRequest(
+        container=container,
+        target_container=target_container,
+        target_database=target_database,
+        sequence=sequence,
+        as_of=_parse_time(as_of),
+        exact=exact,
+        max_ru_per_second=max_ru_per_second,
+        allow_source_target=allow_source_target,
+    )
     result, _ = _restore_session(settings, lambda **kw: run_restore(settings, request, **kw))
-    typer.echo(f"{container} sequence {result.sequence} -> {result.target['database']}/{result.target['container']}: "
-               f"{result.documents} document(s) ({result.documents_upserted} upserted by this run, resumed at "
-               f"{result.resumed_from}), {result.deletes_applied} deleted, {result.request_charge} RU, "
-               f"{result.seconds}s; progress s3://{settings.bucket}/{result.progress_key}")
+    typer.echo(
+        f"{container} sequence {result.sequence} -> {result.target['database']}/{result.target['container']}: "
+        f"{result.documents} document(s) ({result.documents_upserted} upserted by this run, resumed at "
+        f"{result.resumed_from}), {result.deletes_applied} deleted, {result.request_charge} RU, "
+        f"{result.seconds}s; progress s3://{settings.bucket}/{result.progress_key}"
+    )
 
 
 @app.command()
@@ -404,15 +436,19 @@ def drill(
 
     settings = _settings(identity_mode=identity_mode, bucket=bucket, prefix=prefix, log_level=log_level)
     report = _restore_session(settings, lambda **kw: run_drill(settings, container, **kw))
-    typer.echo(f"drill {container} sequence {report['sequence']} -> {report['target']['database']}/"
-               f"{report['target']['container']}: {report['documents_found']}/{report['documents_expected']} "
-               f"document(s) found, {report['documents_mismatched']} mismatched, definition "
-               f"{'matches' if report['definition_matches'] else 'differs'}, {report['restore_seconds']}s to "
-               f"restore; report s3://{settings.bucket}/{report['report_key']}")
+    typer.echo(
+        f"drill {container} sequence {report['sequence']} -> {report['target']['database']}/"
+        f"{report['target']['container']}: {report['documents_found']}/{report['documents_expected']} "
+        f"document(s) found, {report['documents_mismatched']} mismatched, definition "
+        f"{'matches' if report['definition_matches'] else 'differs'}, {report['restore_seconds']}s to "
+        f"restore; report s3://{settings.bucket}/{report['report_key']}"
+    )
     if not report["ok"]:
         problems = report["definition_differences"] + [
-            f"{report[k]} {k.removeprefix('documents_')}" for k in
-            ("documents_missing", "documents_unexpected", "documents_differing") if report[k]]
+            f"{report[k]} {k.removeprefix('documents_')}"
+            for k in ("documents_missing", "documents_unexpected", "documents_differing")
+            if report[k]
+        ]
         _fail(f"drill of {container} failed: {'; '.join(problems) or 'document count differs'}")
 
 

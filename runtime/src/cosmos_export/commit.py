@@ -89,10 +89,12 @@ class ContainerDefinition(BaseModel):
     def of(cls, properties: dict[str, Any]) -> "ContainerDefinition":
         """From a container's properties (`ContainerProxy.read()`); unknown Cosmos fields are left out."""
         pk = properties.get("partitionKey") or {}
-        return cls(partitionKey=PartitionKeyDefinition(**{k: pk[k] for k in PartitionKeyDefinition.model_fields
-                                                          if k in pk}),
-                   indexingPolicy=properties.get("indexingPolicy"), defaultTtl=properties.get("defaultTtl"),
-                   uniqueKeyPolicy=properties.get("uniqueKeyPolicy"))
+        return cls(
+            partitionKey=PartitionKeyDefinition(**{k: pk[k] for k in PartitionKeyDefinition.model_fields if k in pk}),
+            indexingPolicy=properties.get("indexingPolicy"),
+            defaultTtl=properties.get("defaultTtl"),
+            uniqueKeyPolicy=properties.get("uniqueKeyPolicy"),
+        )
 
     def to_cosmos(self) -> dict[str, Any]:
         """Cosmos JSON (what `ContainerProxy.read()` returns for these fields), None fields left out."""

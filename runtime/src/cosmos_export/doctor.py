@@ -221,13 +221,15 @@ class Doctor:
             self.warnings.append(
                 f"{contract.Env.CHANGE_FEED_MODE}=LatestVersion: deletes are not captured between snapshots; a "
                 f"state rebuilt from incrementals (materialize, restore) keeps documents deleted since the last "
-                f"snapshot. Schedule periodic snapshots, or use AllVersionsAndDeletes (needs continuous backup)")
+                f"snapshot. Schedule periodic snapshots, or use AllVersionsAndDeletes (needs continuous backup)"
+            )
             return "LatestVersion (no deletes between snapshots; see the warning below)"
         name = self.settings.cosmos_containers[0]
         try:
             container = source.container_client(self._client, self.settings.cosmos_database, name)
-            reader = source.FeedRangeReader(container, source.feed_ranges(container)[0],
-                                            self.settings.model_copy(update={"page_size": 1}))
+            reader = source.FeedRangeReader(
+                container, source.feed_ranges(container)[0], self.settings.model_copy(update={"page_size": 1})
+            )
             list(reader.change_feed(start_time="Now", mode="AllVersionsAndDeletes"))
         except cosmos_exceptions.CosmosHttpResponseError as e:
             if e.status_code == 400:
@@ -237,7 +239,8 @@ class Doctor:
                     f"all-versions change feed read on {name} (400: {first}): it needs continuous backup (7 or "
                     f"30 days) and the all-versions-and-deletes change feed enabled on the account. Enable "
                     f"them, or set {contract.Env.CHANGE_FEED_MODE}=LatestVersion (deletes are then not "
-                    f"captured between snapshots)") from None
+                    f"captured between snapshots)"
+                ) from None
             raise _Broken(source.explain_cosmos_error(e, self.settings)) from None
         except source.SourceError as e:
             raise _Broken(str(e)) from None

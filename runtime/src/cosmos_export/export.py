@@ -428,17 +428,28 @@ def _export_container(
         results = _read_all(plan, run, settings.concurrency, name, loaded.next_sequence)
     records = [r for result in results for r in result.records]
     schema = next_schema(previous, tracker)
-    manifest = Manifest(run_id=run_id, mode=plan.manifest_mode, account=target.account, database=target.database,
-                        container=name, started_at=started_at, finished_at=clock(),
-                        parts=records,
-                        continuations={r.key: r.continuation for r in results},
-                        schema_previous=previous, schema_=schema,
-                        timings={"seconds": round(time.monotonic() - began, 3)},
-                        newest_ts=max([r.newest_ts for r in results if r.newest_ts is not None]
-                                      + ([checkpoint.newest_ts] if checkpoint and checkpoint.newest_ts else []),
-                                      default=None),
-                        container_definition=definition, change_feed_mode=settings.change_feed_mode,
-                        query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None)
+    manifest = Manifest(
+        run_id=run_id,
+        mode=plan.manifest_mode,
+        account=target.account,
+        database=target.database,
+        container=name,
+        started_at=started_at,
+        finished_at=clock(),
+        parts=records,
+        continuations={r.key: r.continuation for r in results},
+        schema_previous=previous,
+        schema_=schema,
+        timings={"seconds": round(time.monotonic() - began, 3)},
+        newest_ts=max(
+            [r.newest_ts for r in results if r.newest_ts is not None]
+            + ([checkpoint.newest_ts] if checkpoint and checkpoint.newest_ts else []),
+            default=None,
+        ),
+        container_definition=definition,
+        change_feed_mode=settings.change_feed_mode,
+        query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None,
+    )
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
     result = ContainerResult(

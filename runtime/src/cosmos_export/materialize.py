@@ -148,37 +148,43 @@ def _is_full_snapshot(m: Manifest) -> bool:
     return m.mode in ("snapshot", "query-snapshot") and not _is_filtered(m)
 
 
-def plan(manifests: list[Manifest], *, where: str, sequence: int | None = None,
-         as_of: datetime | None = None) -> Plan:
+def plan(manifests: list[Manifest], *, where: str, sequence: int | None = None, as_of: datetime | None = None) -> Plan:
     """The chain for `sequence` / `as_of` (default: the latest committed); MaterializeError when refused.
 
     `manifests` are the container's committed manifests; `where` names them in messages (s3://...).
     """
     if sequence is not None and as_of is not None:
-        raise MaterializeError(f"both --sequence {sequence} and --as-of {as_of.isoformat()} were given: pass "
-                               f"one of them (or neither, for the latest committed state)")
+        raise MaterializeError(
+            f"both --sequence {sequence} and --as-of {as_of.isoformat()} were given: pass "
+            f"one of them (or neither, for the latest committed state)"
+        )
     if not manifests:
-        raise MaterializeError(f"no committed export under {where}: nothing to materialize. Run an export "
-                               f"first (`cosmos-export run --mode snapshot`), or check --bucket/--prefix and "
-                               f"the container name")
+        raise MaterializeError(
+            f"no committed export under {where}: nothing to materialize. Run an export "
+            f"first (`cosmos-export run --mode snapshot`), or check --bucket/--prefix and "
+            f"the container name"
+        )
     ordered = sorted(manifests, key=lambda m: m.sequence)
     sequences = [m.sequence for m in ordered]
     first, last = ordered[0], ordered[-1]
     if as_of is not None:
         if as_of.tzinfo is None:
-            raise MaterializeError(f"--as-of {as_of.isoformat()} has no time zone: add one, e.g. "
-                                   f"{as_of.isoformat()}Z for UTC")
+            raise MaterializeError(
+                f"--as-of {as_of.isoformat()} has no time zone: add one, e.g. {as_of.isoformat()}Z for UTC"
+            )
         done = [m for m in ordered if m.finished_at <= as_of]
         if not done:
             raise MaterializeError(
                 f"--as-of {as_of.isoformat()} is before the first committed run under {where} (sequence "
-                f"{first.sequence} finished at {first.finished_at.isoformat()}): pass a time at or after it")
+                f"{first.sequence} finished at {first.finished_at.isoformat()}): pass a time at or after it"
+            )
         point = done[-1].sequence
     elif sequence is not None:
         if sequence not in sequences:
             raise MaterializeError(
                 f"--sequence {sequence} is not a committed sequence under {where}: committed are "
-                f"{_ranges(sequences)}; pass one of them, or --as-of a time")
+                f"{_ranges(sequences)}; pass one of them, or --as-of a time"
+            )
         point = sequence
     else:
         point = last.sequence
@@ -192,7 +198,8 @@ def plan(manifests: list[Manifest], *, where: str, sequence: int | None = None,
             raise MaterializeError(
                 f"no snapshot at or before sequence {point} under {where} (the earliest committed manifest, "
                 f"sequence {first.sequence}, is an incremental: earlier manifests are missing): restore the "
-                f"missing manifests from the bucket's version history, or take a snapshot and materialize that")
+                f"missing manifests from the bucket's version history, or take a snapshot and materialize that"
+            )
         start = starts[0]
     chain = upto[start:]
     for before, after in zip(chain, chain[1:]):
@@ -200,7 +207,8 @@ def plan(manifests: list[Manifest], *, where: str, sequence: int | None = None,
             raise MaterializeError(
                 f"manifests {before.sequence + 1}..{after.sequence - 1} under {where} are missing between "
                 f"the snapshot (sequence {chain[0].sequence}) and sequence {point}: the state cannot be rebuilt "
-                f"without them. Restore them from the bucket's version history, or pick a sequence before the gap")
+                f"without them. Restore them from the bucket's version history, or pick a sequence before the gap"
+            )
     return Plan(chain=chain, as_of=as_of)
 
 
@@ -228,14 +236,19 @@ def warnings_of(report: MaterializeReport) -> list[str]:
             f"(finished {report.snapshot_finished_at}) read the change feed in LatestVersion mode, which does not "
             f"record deletes: documents deleted since then may still be in this state. Take a snapshot "
             f"(`cosmos-export run --mode snapshot`) for an exact state, or export with "
-            f"EXPORT_CHANGE_FEED_MODE=AllVersionsAndDeletes (continuous backup) so deletes are recorded")
+            f"EXPORT_CHANGE_FEED_MODE=AllVersionsAndDeletes (continuous backup) so deletes are recorded"
+        )
     for f in report.filtered_snapshots:
-        out.append(f"sequence {f['sequence']} is a filtered query snapshot (WHERE {f['filter']}): it holds only "
-                   f"the documents matching the filter; documents outside it changed before that run and "
-                   f"after the previous one are missing")
+        out.append(
+            f"sequence {f['sequence']} is a filtered query snapshot (WHERE {f['filter']}): it holds only "
+            f"the documents matching the filter; documents outside it changed before that run and "
+            f"after the previous one are missing"
+        )
     if not report.complete:
-        out.append("this state is NOT the full container: its base is a filtered query snapshot (no full snapshot "
-                   "at or before this sequence); take an unfiltered snapshot for a full state")
+        out.append(
+            "this state is NOT the full container: its base is a filtered query snapshot (no full snapshot "
+            "at or before this sequence); take an unfiltered snapshot for a full state"
+        )
     return out
 
 
@@ -272,8 +285,12 @@ def _delete_partition_key(metadata: dict, paths: list[str]) -> list[Any]:
 
 def _is_change(obj: Any) -> bool:
     """An AllVersionsAndDeletes record ({"current", "metadata": {"operationType", ...}, "previous"?})."""
-    return (isinstance(obj, dict) and isinstance(obj.get("metadata"), dict)
-            and "operationType" in obj["metadata"] and set(obj) <= {"current", "metadata", "previous"})
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("metadata"), dict)
+        and "operationType" in obj["metadata"]
+        and set(obj) <= {"current", "metadata", "previous"}
+    )
 
 
 def state_key(partition_key: list[Any], doc_id: str) -> str:
@@ -287,8 +304,9 @@ def state_key(partition_key: list[Any], doc_id: str) -> str:
 class MaterializedState:
     """The rebuilt state; use as a context manager (or call `close`) to remove its temporary files."""
 
-    def __init__(self, report: MaterializeReport, db_path: str, workdir: str, owned: bool,
-                 keep_system_properties: bool) -> None:
+    def __init__(
+        self, report: MaterializeReport, db_path: str, workdir: str, owned: bool, keep_system_properties: bool
+    ) -> None:
         self.report = report
         self._db_path = db_path
         self._keep = keep_system_properties
@@ -301,8 +319,7 @@ class MaterializedState:
             raise ValueError(f"start={start} must be >= 0")
         db = sqlite3.connect(self._db_path)
         try:
-            rows = db.execute("SELECT key, body FROM state WHERE deleted = 0 ORDER BY key LIMIT -1 OFFSET ?",
-                              (start,))
+            rows = db.execute("SELECT key, body FROM state WHERE deleted = 0 ORDER BY key LIMIT -1 OFFSET ?", (start,))
             for key, body in rows:
                 partition_key, doc_id = json.loads(key)
                 doc = sdk_json.loads(body)
@@ -334,9 +351,15 @@ def _remove(path: str, is_dir: bool) -> None:
                 pass
 
 
-def open_state(s3: Any, target: layout.ExportTarget, *, sequence: int | None = None,
-               as_of: datetime | None = None, keep_system_properties: bool = False,
-               workdir: str | None = None) -> MaterializedState:
+def open_state(
+    s3: Any,
+    target: layout.ExportTarget,
+    *,
+    sequence: int | None = None,
+    as_of: datetime | None = None,
+    keep_system_properties: bool = False,
+    workdir: str | None = None,
+) -> MaterializedState:
     """Rebuild the committed state of `target` at `sequence` / `as_of` (default: the latest).
 
     Reads and verifies every part of the chain before returning, so every refusal (MaterializeError) and
@@ -356,14 +379,23 @@ def open_state(s3: Any, target: layout.ExportTarget, *, sequence: int | None = N
     paths = definition["partitionKey"]["paths"]
     base, point = chain[0], chain[-1]
     report = MaterializeReport(
-        account=target.account, database=target.database, container=target.container, sequence=point.sequence,
-        as_of=as_of.isoformat() if as_of else None, snapshot_sequence=base.sequence, snapshot_mode=base.mode,
-        snapshot_started_at=base.started_at.isoformat(), snapshot_finished_at=base.finished_at.isoformat(),
+        account=target.account,
+        database=target.database,
+        container=target.container,
+        sequence=point.sequence,
+        as_of=as_of.isoformat() if as_of else None,
+        snapshot_sequence=base.sequence,
+        snapshot_mode=base.mode,
+        snapshot_started_at=base.started_at.isoformat(),
+        snapshot_finished_at=base.finished_at.isoformat(),
         manifest_keys=[layout.manifest_key(target, m.sequence) for m in chain],
-        unknown_delete_incrementals=_unknown_delete_runs(chain), complete=not _is_filtered(base),
+        unknown_delete_incrementals=_unknown_delete_runs(chain),
+        complete=not _is_filtered(base),
         filtered_snapshots=[{"sequence": m.sequence, "filter": m.query_filter} for m in chain if _is_filtered(m)],
-        system_properties_kept=keep_system_properties, container_definition=definition,
-        container_definition_sequence=definition_sequence)
+        system_properties_kept=keep_system_properties,
+        container_definition=definition,
+        container_definition_sequence=definition_sequence,
+    )
     owned = workdir is None
     directory = tempfile.mkdtemp(prefix="cosmos-materialize-") if workdir is None else workdir
     db_path = os.path.join(directory, f"state-{os.getpid()}-{id(report):x}.sqlite")
@@ -380,31 +412,43 @@ def _definition(chain: list[Manifest], manifests: list[Manifest], where: str) ->
     """The point's recorded definition, else the nearest later one (a container's partition key never changes)."""
     point = chain[-1].sequence
     candidates = [m for m in reversed(chain) if m.container_definition] + sorted(
-        (m for m in manifests if m.sequence > point and m.container_definition), key=lambda m: m.sequence)
+        (m for m in manifests if m.sequence > point and m.container_definition), key=lambda m: m.sequence
+    )
     if not candidates:
         raise MaterializeError(
             f"no manifest under {where} records the container's definition (partition key paths; manifests of "
             f"format 1 predate it), so documents cannot be keyed by (partition key, id): run one export with "
             f"this worker version (`cosmos-export run --mode incremental`); its manifest's definition then "
-            f"applies to every earlier sequence as well")
+            f"applies to every earlier sequence as well"
+        )
     return candidates[0].container_definition.to_cosmos(), candidates[0].sequence  # type: ignore[union-attr]
 
 
-_UPSERT = ("INSERT INTO state (key, seq, lsn, ord, deleted, body) VALUES (?, ?, ?, ?, ?, ?) "
-           "ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, lsn = excluded.lsn, ord = excluded.ord, "
-           "deleted = excluded.deleted, body = excluded.body "
-           "WHERE (excluded.seq, excluded.lsn, excluded.ord) > (state.seq, state.lsn, state.ord)")
+_UPSERT = (
+    "INSERT INTO state (key, seq, lsn, ord, deleted, body) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, lsn = excluded.lsn, ord = excluded.ord, "
+    "deleted = excluded.deleted, body = excluded.body "
+    "WHERE (excluded.seq, excluded.lsn, excluded.ord) > (state.seq, state.lsn, state.ord)"
+)
 
 
-def _load(s3: Any, target: layout.ExportTarget, chain: list[Manifest], paths: list[str], db_path: str,
-          report: MaterializeReport) -> None:
+def _load(
+    s3: Any,
+    target: layout.ExportTarget,
+    chain: list[Manifest],
+    paths: list[str],
+    db_path: str,
+    report: MaterializeReport,
+) -> None:
     db = sqlite3.connect(db_path, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("PRAGMA cache_size = -16000")  # 16 MB page cache: memory stays flat whatever the size
-        db.execute("CREATE TABLE state (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, lsn INTEGER NOT NULL, "
-                   "ord INTEGER NOT NULL, deleted INTEGER NOT NULL, body BLOB) WITHOUT ROWID")
+        db.execute(
+            "CREATE TABLE state (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, lsn INTEGER NOT NULL, "
+            "ord INTEGER NOT NULL, deleted INTEGER NOT NULL, body BLOB) WITHOUT ROWID"
+        )
         db.execute("BEGIN")
         ordinal = 0
         for manifest in chain:
@@ -428,14 +472,24 @@ def _load(s3: Any, target: layout.ExportTarget, chain: list[Manifest], paths: li
         db.close()
 
 
-def _row(line: bytes, sequence: int, ordinal: int, paths: list[str], changes: bool, detect: bool,
-         report: MaterializeReport, part: ManifestPart) -> tuple:
+def _row(
+    line: bytes,
+    sequence: int,
+    ordinal: int,
+    paths: list[str],
+    changes: bool,
+    detect: bool,
+    report: MaterializeReport,
+    part: ManifestPart,
+) -> tuple:
     try:
         obj = sdk_json.loads(line)
     except ValueError as e:
-        raise CorruptPartError(f"part {part.key} has a line that is not JSON ({e}): refused, nothing produced; "
-                               f"restore the object's version {part.version_id or '(latest)'} from the bucket's "
-                               f"version history") from None
+        raise CorruptPartError(
+            f"part {part.key} has a line that is not JSON ({e}): refused, nothing produced; "
+            f"restore the object's version {part.version_id or '(latest)'} from the bucket's "
+            f"version history"
+        ) from None
     if changes or (detect and _is_change(obj)):
         metadata = obj.get("metadata") or {}
         lsn = int(metadata.get("lsn") or 0)
@@ -444,8 +498,11 @@ def _row(line: bytes, sequence: int, ordinal: int, paths: list[str], changes: bo
             doc_id = metadata.get("id", previous.get("id"))
             if doc_id is None:
                 raise CorruptPartError(f"part {part.key} has a delete record without an id: {line[:200]!r}")
-            pk = _delete_partition_key(metadata, paths) if "partitionKey" in metadata else \
-                partition_key_of(previous, paths)
+            pk = (
+                _delete_partition_key(metadata, paths)
+                if "partitionKey" in metadata
+                else partition_key_of(previous, paths)
+            )
             if metadata.get("timeToLiveExpired"):
                 report.ttl_expiries_applied += 1
             else:
@@ -480,14 +537,17 @@ class _Tee:
 def _part_lines(s3: Any, target: layout.ExportTarget, manifest: Manifest, part: ManifestPart) -> Iterator[bytes]:
     """The part's lines, streamed; CorruptPartError (after the last line) unless it matches its manifest."""
     url = f"s3://{target.bucket}/{part.key}"
-    fix = (f"restore the object (version {part.version_id or 'as listed in the manifest'}) from the bucket's "
-           f"version history, or materialize a sequence before {manifest.sequence}")
+    fix = (
+        f"restore the object (version {part.version_id or 'as listed in the manifest'}) from the bucket's "
+        f"version history, or materialize a sequence before {manifest.sequence}"
+    )
     version = {"VersionId": part.version_id} if part.version_id else {}
     try:
         body = s3.get_object(Bucket=target.bucket, Key=part.key, **version)["Body"]
     except (ClientError, BotoCoreError) as e:
-        raise CorruptPartError(f"part {url} of sequence {manifest.sequence} cannot be read ({e}): refused, "
-                               f"nothing produced; {fix}") from None
+        raise CorruptPartError(
+            f"part {url} of sequence {manifest.sequence} cannot be read ({e}): refused, nothing produced; {fix}"
+        ) from None
     tee = _Tee(body)
     count = 0
     tail = b""
@@ -509,12 +569,15 @@ def _part_lines(s3: Any, target: layout.ExportTarget, manifest: Manifest, part: 
             problem = "its last line is truncated (no newline)"
     digest = tee.sha.hexdigest()
     checks = [("sha256", part.sha256, digest), ("bytes", part.bytes, tee.size), ("documents", part.documents, count)]
-    differs = [f"{name} {actual} where the manifest says {expected}" for name, expected, actual in checks
-               if expected != actual]
+    differs = [
+        f"{name} {actual} where the manifest says {expected}" for name, expected, actual in checks if expected != actual
+    ]
     if differs or problem:
-        raise CorruptPartError(f"part {url} of sequence {manifest.sequence} is corrupted: "
-                               f"{'; '.join(differs + ([problem] if problem else []))}. Refused, nothing "
-                               f"produced; {fix}")
+        raise CorruptPartError(
+            f"part {url} of sequence {manifest.sequence} is corrupted: "
+            f"{'; '.join(differs + ([problem] if problem else []))}. Refused, nothing "
+            f"produced; {fix}"
+        )
 
 
 # --- output --------------------------------------------------------------------
@@ -534,8 +597,7 @@ class Destination:
 
     @property
     def report_key(self) -> str:
-        stem = next(self.key[: -len(s)] for s in sorted(OUTPUT_SUFFIXES, key=len, reverse=True)
-                    if self.key.endswith(s))
+        stem = next(self.key[: -len(s)] for s in sorted(OUTPUT_SUFFIXES, key=len, reverse=True) if self.key.endswith(s))
         return f"{stem}.report.json"
 
     @property
@@ -549,15 +611,19 @@ def destination(dest: str, container: str) -> Destination:
     if dest.startswith("s3://"):
         bucket, _, key = dest[5:].partition("/")
         if not bucket:
-            raise MaterializeError(f"--to {dest!r} names no bucket: use s3://BUCKET/PREFIX/ or s3://BUCKET/KEY.jsonl.zst")
+            raise MaterializeError(
+                f"--to {dest!r} names no bucket: use s3://BUCKET/PREFIX/ or s3://BUCKET/KEY.jsonl.zst"
+            )
     else:
         bucket, key = None, dest
     if not key or key.endswith("/") or (bucket is None and os.path.isdir(key)):
         key = os.path.join(key, f"{container}.jsonl.zst") if bucket is None else f"{key}{container}.jsonl.zst"
     suffix = next((s for s in (".jsonl.gz", ".jsonl.zst", ".jsonl") if key.endswith(s)), None)
     if suffix is None:
-        raise MaterializeError(f"--to {dest!r} has no JSON Lines suffix: end it in {', '.join(OUTPUT_SUFFIXES)} "
-                               f"(compression follows the suffix), or with / for <container>.jsonl.zst inside")
+        raise MaterializeError(
+            f"--to {dest!r} has no JSON Lines suffix: end it in {', '.join(OUTPUT_SUFFIXES)} "
+            f"(compression follows the suffix), or with / for <container>.jsonl.zst inside"
+        )
     compression = {".jsonl": None, ".jsonl.gz": "gzip", ".jsonl.zst": "zstd"}[suffix]
     url = f"s3://{bucket}/{key}" if bucket else key
     return Destination(url=url, bucket=bucket, key=key, compression=compression)
@@ -594,17 +660,23 @@ def write_jsonl(state: MaterializedState, out: Any, compression: str | None) -> 
     return count, written
 
 
-def materialize_to(s3: Any, target: layout.ExportTarget, dest: Destination, *, sequence: int | None = None,
-                   as_of: datetime | None = None, keep_system_properties: bool = False,
-                   dest_s3: Any = None) -> MaterializeReport:
+def materialize_to(
+    s3: Any,
+    target: layout.ExportTarget,
+    dest: Destination,
+    *,
+    sequence: int | None = None,
+    as_of: datetime | None = None,
+    keep_system_properties: bool = False,
+    dest_s3: Any = None,
+) -> MaterializeReport:
     """open_state, then the documents to `dest` and the report beside it (`<stem>.report.json`).
 
     An S3 destination is written to a local temporary file first and uploaded (multipart) when complete,
     so a failed run leaves no partial object.
     """
     dest_s3 = dest_s3 or s3
-    with open_state(s3, target, sequence=sequence, as_of=as_of,
-                    keep_system_properties=keep_system_properties) as state:
+    with open_state(s3, target, sequence=sequence, as_of=as_of, keep_system_properties=keep_system_properties) as state:
         report = state.report
         payload = json.dumps({**report.to_dict(), "output": dest.url}, indent=2).encode()
         if dest.bucket is None:
@@ -627,10 +699,13 @@ def materialize_to(s3: Any, target: layout.ExportTarget, dest: Destination, *, s
                 write_jsonl(state, out, dest.compression)
             try:
                 dest_s3.upload_file(local, dest.bucket, dest.key)
-                dest_s3.put_object(Bucket=dest.bucket, Key=dest.report_key, Body=payload,
-                                   ContentType="application/json")
+                dest_s3.put_object(
+                    Bucket=dest.bucket, Key=dest.report_key, Body=payload, ContentType="application/json"
+                )
             except (ClientError, BotoCoreError) as e:
-                raise MaterializeError(f"cannot write {dest.url}: {e}. The identity needs s3:PutObject there "
-                                       f"(materializing into the export prefix is not allowed for the export "
-                                       f"role: pick another prefix or a local path)") from None
+                raise MaterializeError(
+                    f"cannot write {dest.url}: {e}. The identity needs s3:PutObject there "
+                    f"(materializing into the export prefix is not allowed for the export "
+                    f"role: pick another prefix or a local path)"
+                ) from None
         return report

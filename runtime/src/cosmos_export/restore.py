@@ -83,8 +83,13 @@ class RuBudget:
     `ru_per_second=None`: no budget, charges are only counted.
     """
 
-    def __init__(self, ru_per_second: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        ru_per_second: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if ru_per_second is not None and ru_per_second <= 0:
             raise ValueError(f"ru_per_second={ru_per_second} must be positive (or None for no budget)")
         self.rate = ru_per_second
@@ -208,7 +213,7 @@ class StateIndex:
         self.flush()
         found: set[str] = set()
         for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
+            chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
             found.update(k for (k,) in self._db.execute(f"SELECT k FROM state WHERE k IN ({marks})", chunk))
         return {k for k in keys if k not in found}
@@ -233,7 +238,9 @@ class StateIndex:
         return {
             "expected": q("SELECT COUNT(*) FROM state").fetchone()[0],
             "found": q("SELECT COUNT(*) FROM target").fetchone()[0],
-            "missing": count(missing_sql), "unexpected": count(extra_sql), "differing": count(differ_sql),
+            "missing": count(missing_sql),
+            "unexpected": count(extra_sql),
+            "differing": count(differ_sql),
             "examples": {"missing": keys(missing_sql), "unexpected": keys(extra_sql), "differing": keys(differ_sql)},
         }
 
@@ -276,10 +283,12 @@ class RestoreProgress(BaseModel):
     finished_at: datetime | None = None
 
 
-def restore_id(account: str, database: str, container: str, sequence: int, target_database: str,
-               target_container: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, json.dumps([account, database, container, sequence, target_database,
-                                                  target_container])))
+def restore_id(
+    account: str, database: str, container: str, sequence: int, target_database: str, target_container: str
+) -> str:
+    return str(
+        uuid.uuid5(_NAMESPACE, json.dumps([account, database, container, sequence, target_database, target_container]))
+    )
 
 
 def progress_key(source_target: layout.ExportTarget, rid: str) -> str:
@@ -301,8 +310,9 @@ class ProgressStore:
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as e:
-            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or \
-                    e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or e.response.get("Error", {}).get(
+                "Code"
+            ) in ("NoSuchKey", "404"):
                 return None
             raise
         body = response["Body"].read()
@@ -310,23 +320,33 @@ class ProgressStore:
         try:
             return RestoreProgress.model_validate_json(body)
         except ValueError as e:
-            raise RestoreError(f"restore progress s3://{self.bucket}/{self.key} is not valid ({str(e)[:300]}); it "
-                               "was left unchanged: restore a previous version of it from the bucket's version "
-                               "history, or delete it to restart this restore from the first document") from None
+            raise RestoreError(
+                f"restore progress s3://{self.bucket}/{self.key} is not valid ({str(e)[:300]}); it "
+                "was left unchanged: restore a previous version of it from the bucket's version "
+                "history, or delete it to restart this restore from the first document"
+            ) from None
 
     def save(self, progress: RestoreProgress) -> None:
         condition = {"IfMatch": self.etag} if self.etag else {"IfNoneMatch": "*"}
         try:
-            response = self._s3.put_object(Bucket=self.bucket, Key=self.key, ContentType="application/json",
-                                           Body=progress.model_dump_json(indent=2).encode(), **condition)
+            response = self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType="application/json",
+                Body=progress.model_dump_json(indent=2).encode(),
+                **condition,
+            )
         except ClientError as e:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status in (409, 412) or e.response.get("Error", {}).get("Code") in (
-                    "PreconditionFailed", "ConditionalRequestConflict"):
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
                 raise RestoreError(
                     f"another restore moved s3://{self.bucket}/{self.key} meanwhile (restore "
                     f"{progress.restore_id}): two restores of the same state into the same target ran at once; "
-                    "let the other finish (its progress is kept), then rerun if needed") from None
+                    "let the other finish (its progress is kept), then rerun if needed"
+                ) from None
             raise
         self.etag = response["ETag"]
 
@@ -393,8 +413,9 @@ class StateView:
     close: Callable[[], None] = lambda: None
 
 
-def open_state(s3: Any, source_target: layout.ExportTarget, *, sequence: int | None,
-               as_of: datetime | None) -> StateView:
+def open_state(
+    s3: Any, source_target: layout.ExportTarget, *, sequence: int | None, as_of: datetime | None
+) -> StateView:
     """The committed state at `sequence` / `as_of` (default: the latest); RestoreRefused when there is none."""
     from cosmos_export import materialize
 
@@ -407,9 +428,14 @@ def open_state(s3: Any, source_target: layout.ExportTarget, *, sequence: int | N
     def documents(start: int = 0) -> Iterator[dict]:
         return (d.body for d in state.documents(start))
 
-    return StateView(sequence=report.sequence, manifest_keys=list(report.manifest_keys),
-                     container_definition=report.container_definition, report=report.to_dict(),
-                     documents=documents, close=state.close)
+    return StateView(
+        sequence=report.sequence,
+        manifest_keys=list(report.manifest_keys),
+        container_definition=report.container_definition,
+        report=report.to_dict(),
+        documents=documents,
+        close=state.close,
+    )
 
 
 # --- restore -------------------------------------------------------------------
@@ -423,11 +449,13 @@ def _refuse_source_target(settings: WorkerSettings, request: RestoreRequest, tar
             f"({Env.COSMOS_DATABASE}={settings.cosmos_database}, {Env.COSMOS_CONTAINERS}="
             f"{','.join(settings.cosmos_containers)}): restoring over a source overwrites live data. Restore into "
             f"a restore target container (Pulumi config restore.targetContainers) instead, or pass "
-            f"--allow-source-target if overwriting the source is really what you want (it never deletes)")
+            f"--allow-source-target if overwriting the source is really what you want (it never deletes)"
+        )
     if is_source and request.exact:
         raise RestoreRefused(
             f"--exact with --allow-source-target is refused: {target_db}/{target} is an exported source "
-            f"container and a restore never deletes from a source; drop --exact (documents are upserted only)")
+            f"container and a restore never deletes from a source; drop --exact (documents are upserted only)"
+        )
 
 
 def _target_container(client: Any, database: str, name: str) -> tuple[Any, dict]:
@@ -445,20 +473,23 @@ def _target_container(client: Any, database: str, name: str) -> tuple[Any, dict]
     raise AssertionError("unreachable")
 
 
-def _check_partition_key(source_definition: dict | None, target_definition: dict, where: str,
-                         manifest_keys: list[str]) -> list[str]:
+def _check_partition_key(
+    source_definition: dict | None, target_definition: dict, where: str, manifest_keys: list[str]
+) -> list[str]:
     wanted, have = _partition_key(source_definition), _partition_key(target_definition)
     if wanted is None:
         raise RestoreRefused(
             f"the manifests of this state ({manifest_keys[-1] if manifest_keys else 'none'}) do not record the "
             f"source container's definition, so the target's partition key cannot be checked: run an export "
-            f"(`cosmos-export run --mode incremental`) with this worker version, then restore that sequence")
+            f"(`cosmos-export run --mode incremental`) with this worker version, then restore that sequence"
+        )
     if have != wanted:
         raise RestoreRefused(
             f"target {where} has partition key {json.dumps(have)}, the source had {json.dumps(wanted)}: documents "
             f"would land under other keys. Declare the target with the source's partition key (paths, kind and "
             f"version; Pulumi config restore.targetContainers takes it from the source) or pick another "
-            f"--target-container")
+            f"--target-container"
+        )
     return wanted["paths"]
 
 
@@ -485,26 +516,42 @@ def plan_restore(settings: WorkerSettings, request: RestoreRequest, *, client: A
     if not target:
         raise RestoreRefused(
             f"no target container for {request.container}: pass --target-container NAME or map it in "
-            f"{Env.RESTORE_TARGETS} (source=target pairs, Pulumi config restore.targetContainers)")
+            f"{Env.RESTORE_TARGETS} (source=target pairs, Pulumi config restore.targetContainers)"
+        )
     if request.sequence is not None and request.as_of is not None:
         raise RestoreRefused("--sequence and --as-of both given: pass one of them (or neither for the latest)")
     _refuse_source_target(settings, request, target_db, target)
-    source_target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
-                                        settings.cosmos_database, request.container)
+    source_target = layout.ExportTarget(
+        settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, request.container
+    )
     state = open_state(s3, source_target, sequence=request.sequence, as_of=request.as_of)
     try:
         container, definition = _target_container(client, target_db, target)
-        paths = _check_partition_key(state.container_definition, definition, f"{target_db}/{target}",
-                                     state.manifest_keys)
+        paths = _check_partition_key(
+            state.container_definition, definition, f"{target_db}/{target}", state.manifest_keys
+        )
     except BaseException:
         state.close()
         raise
-    rid = restore_id(source_target.account, source_target.database, source_target.container, state.sequence,
-                     target_db, target)
+    rid = restore_id(
+        source_target.account, source_target.database, source_target.container, state.sequence, target_db, target
+    )
     store = ProgressStore(s3, settings.bucket, progress_key(source_target, rid))
     ru = request.max_ru_per_second if request.max_ru_per_second is not None else settings.max_ru_per_second
-    return _Context(settings, request, source_target, target_db, target, container, definition, state, paths,
-                    RuBudget(ru), store, rid)
+    return _Context(
+        settings,
+        request,
+        source_target,
+        target_db,
+        target,
+        container,
+        definition,
+        state,
+        paths,
+        RuBudget(ru),
+        store,
+        rid,
+    )
 
 
 def _now() -> datetime:
@@ -518,25 +565,47 @@ def _start_progress(ctx: _Context, log: Any) -> tuple[RestoreProgress, bool]:
         previous.runs_started_at.append(previous.documents_committed)
         previous.updated_at = _now()
         ctx.store.save(previous)
-        log.info("restore_resumed", restore_id=ctx.rid, documents_committed=previous.documents_committed,
-                 batches_committed=previous.batches_committed, attempt=previous.attempt)
+        log.info(
+            "restore_resumed",
+            restore_id=ctx.rid,
+            documents_committed=previous.documents_committed,
+            batches_committed=previous.batches_committed,
+            attempt=previous.attempt,
+        )
         return previous, True
     now = _now()
     progress = RestoreProgress(
         restore_id=ctx.rid,
-        source={"account": ctx.source_target.account, "database": ctx.source_target.database,
-                "container": ctx.source_target.container},
-        sequence=ctx.state.sequence, manifest_keys=ctx.state.manifest_keys,
-        target={"database": ctx.target_database, "container": ctx.target_name}, exact=ctx.request.exact,
-        attempt=(previous.attempt + 1) if previous else 1, status="running", documents_committed=0,
-        runs_started_at=[0], started_at=now, updated_at=now)
+        source={
+            "account": ctx.source_target.account,
+            "database": ctx.source_target.database,
+            "container": ctx.source_target.container,
+        },
+        sequence=ctx.state.sequence,
+        manifest_keys=ctx.state.manifest_keys,
+        target={"database": ctx.target_database, "container": ctx.target_name},
+        exact=ctx.request.exact,
+        attempt=(previous.attempt + 1) if previous else 1,
+        status="running",
+        documents_committed=0,
+        runs_started_at=[0],
+        started_at=now,
+        updated_at=now,
+    )
     ctx.store.save(progress)
     return progress, False
 
 
-def run_restore(settings: WorkerSettings, request: RestoreRequest, *, client: Any, s3: Any,
-                stop: threading.Event | None = None, log: Any = None,
-                keep_index: bool = False) -> tuple[RestoreResult, StateIndex | None]:
+def run_restore(
+    settings: WorkerSettings,
+    request: RestoreRequest,
+    *,
+    client: Any,
+    s3: Any,
+    stop: threading.Event | None = None,
+    log: Any = None,
+    keep_index: bool = False,
+) -> tuple[RestoreResult, StateIndex | None]:
     """Restore (or continue restoring) a committed state into its target. Returns the result and, with
     `keep_index`, the state's key/hash index (the caller closes it)."""
     from cosmos_export import audit
@@ -551,14 +620,28 @@ def run_restore(settings: WorkerSettings, request: RestoreRequest, *, client: An
         ctx.state.close()
 
 
-def _restore(ctx: "_Context", settings: WorkerSettings, request: RestoreRequest, stop: threading.Event, log: Any,
-             keep_index: bool, began: float) -> tuple[RestoreResult, StateIndex | None]:
+def _restore(
+    ctx: "_Context",
+    settings: WorkerSettings,
+    request: RestoreRequest,
+    stop: threading.Event,
+    log: Any,
+    keep_index: bool,
+    began: float,
+) -> tuple[RestoreResult, StateIndex | None]:
     progress, resumed = _start_progress(ctx, log)
     resumed_from = progress.documents_committed
-    log.info("restore_start", restore_id=ctx.rid, sequence=ctx.state.sequence,
-             target=f"{ctx.target_database}/{ctx.target_name}", exact=request.exact, resumed=resumed,
-             documents_committed=progress.documents_committed, max_ru_per_second=ctx.budget.rate,
-             progress_key=ctx.store.key)
+    log.info(
+        "restore_start",
+        restore_id=ctx.rid,
+        sequence=ctx.state.sequence,
+        target=f"{ctx.target_database}/{ctx.target_name}",
+        exact=request.exact,
+        resumed=resumed,
+        documents_committed=progress.documents_committed,
+        max_ru_per_second=ctx.budget.rate,
+        progress_key=ctx.store.key,
+    )
     index = StateIndex() if (request.exact or keep_index) else None
     upserted = 0
     try:
@@ -576,15 +659,34 @@ def _restore(ctx: "_Context", settings: WorkerSettings, request: RestoreRequest,
             index.close()
         raise
     result = RestoreResult(
-        restore_id=ctx.rid, progress_key=ctx.store.key, source=progress.source, target=progress.target,
-        sequence=ctx.state.sequence, manifest_keys=ctx.state.manifest_keys,
-        documents=progress.documents_total or 0, documents_upserted=upserted, resumed_from=resumed_from,
-        deletes_applied=progress.deletes_applied, request_charge=round(progress.request_charge, 2),
-        seconds=round(time.monotonic() - began, 3), attempt=progress.attempt, state_report=ctx.state.report,
-        target_definition=ctx.target_definition, source_definition=ctx.state.container_definition)
-    log.info("restore_done", restore_id=ctx.rid, sequence=result.sequence, documents=result.documents,
-             documents_upserted=upserted, resumed_from=resumed_from, deletes_applied=result.deletes_applied,
-             request_charge=result.request_charge, seconds=result.seconds)
+        restore_id=ctx.rid,
+        progress_key=ctx.store.key,
+        source=progress.source,
+        target=progress.target,
+        sequence=ctx.state.sequence,
+        manifest_keys=ctx.state.manifest_keys,
+        documents=progress.documents_total or 0,
+        documents_upserted=upserted,
+        resumed_from=resumed_from,
+        deletes_applied=progress.deletes_applied,
+        request_charge=round(progress.request_charge, 2),
+        seconds=round(time.monotonic() - began, 3),
+        attempt=progress.attempt,
+        state_report=ctx.state.report,
+        target_definition=ctx.target_definition,
+        source_definition=ctx.state.container_definition,
+    )
+    log.info(
+        "restore_done",
+        restore_id=ctx.rid,
+        sequence=result.sequence,
+        documents=result.documents,
+        documents_upserted=upserted,
+        resumed_from=resumed_from,
+        deletes_applied=result.deletes_applied,
+        request_charge=result.request_charge,
+        seconds=result.seconds,
+    )
     if not keep_index and index is not None:
         index.close()
         index = None
@@ -595,15 +697,21 @@ def _throttled_or_transient(error: BaseException) -> bool:
     # The SDK already retried a 429 up to 30 times, honouring x-ms-retry-after-ms; a longer storm is waited
     # out here too rather than failing the batch.
     return source.is_transient(error) or (
-        isinstance(error, cosmos_exceptions.CosmosHttpResponseError) and error.status_code == 429)
+        isinstance(error, cosmos_exceptions.CosmosHttpResponseError) and error.status_code == 429
+    )
 
 
 def _retrying() -> Any:
     return source.retrying().copy(retry=retry_if_exception(_throttled_or_transient))
 
 
-def _run_batch(ctx: _Context, pool: ThreadPoolExecutor, work: list[Any], call: Callable[[Any, _Charge], None],
-               stop: threading.Event) -> float:
+def _run_batch(
+    ctx: _Context,
+    pool: ThreadPoolExecutor,
+    work: list[Any],
+    call: Callable[[Any, _Charge], None],
+    stop: threading.Event,
+) -> float:
     """Run `call` for every item, `concurrency` at a time within the budget; all succeed or it raises."""
     charges: list[float] = []
 
@@ -633,8 +741,14 @@ def _run_batch(ctx: _Context, pool: ThreadPoolExecutor, work: list[Any], call: C
     return sum(charges)
 
 
-def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecutor, index: StateIndex | None,
-                stop: threading.Event, log: Any) -> int:
+def _upsert_all(
+    ctx: _Context,
+    progress: RestoreProgress,
+    pool: ThreadPoolExecutor,
+    index: StateIndex | None,
+    stop: threading.Event,
+    log: Any,
+) -> int:
     skip = progress.documents_committed
     upserted = 0
     batch: list[dict] = []
@@ -654,13 +768,19 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
         progress.request_charge += charge
         progress.updated_at = _now()
         ctx.store.save(progress)
-        log.info("restore_batch", restore_id=ctx.rid, documents_committed=progress.documents_committed,
-                 documents=len(batch), request_charge=round(charge, 2))
+        log.info(
+            "restore_batch",
+            restore_id=ctx.rid,
+            documents_committed=progress.documents_committed,
+            documents=len(batch),
+            request_charge=round(charge, 2),
+        )
         batch = []
         if stop.is_set():
             raise RestoreInterrupted(
                 f"stopped after {progress.documents_committed} document(s) (batch {progress.batches_committed}); "
-                f"rerun the same restore to continue from there")
+                f"rerun the same restore to continue from there"
+            )
 
     # Without an index to fill, a resumed restore reads only what is left; with one, it reads every document.
     position = 0 if index is not None else max(skip - 1, 0)
@@ -673,14 +793,20 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
         if position <= skip:
             if position == skip and progress.last_key is not None and key != progress.last_key:
                 # The state's order is not the one the progress was written with: start again from the top.
-                log.warning("restore_order_changed", restore_id=ctx.rid, at=position,
-                            reason="the state's documents come in another order than when this restore started; "
-                                   "upserting every document again (idempotent)")
+                log.warning(
+                    "restore_order_changed",
+                    restore_id=ctx.rid,
+                    at=position,
+                    reason="the state's documents come in another order than when this restore started; "
+                    "upserting every document again (idempotent)",
+                )
                 return _restart(ctx, progress, pool, index, stop, log)
             continue
         if stop.is_set():
-            raise RestoreInterrupted(f"stopped after {progress.documents_committed} document(s); rerun the same "
-                                     "restore to continue from there")
+            raise RestoreInterrupted(
+                f"stopped after {progress.documents_committed} document(s); rerun the same "
+                "restore to continue from there"
+            )
         batch.append(doc)
         batch_last_key = key
         if len(batch) >= ctx.settings.restore_batch_documents:
@@ -688,8 +814,12 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
     if batch:
         commit_batch()
     if position < skip:
-        log.warning("restore_order_changed", restore_id=ctx.rid, at=position,
-                    reason=f"the state has {position} document(s), the progress says {skip} were committed")
+        log.warning(
+            "restore_order_changed",
+            restore_id=ctx.rid,
+            at=position,
+            reason=f"the state has {position} document(s), the progress says {skip} were committed",
+        )
         return _restart(ctx, progress, pool, index, stop, log)
     progress.documents_total = position
     if index is not None:
@@ -697,8 +827,14 @@ def _upsert_all(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecut
     return upserted
 
 
-def _restart(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecutor, index: StateIndex | None,
-             stop: threading.Event, log: Any) -> int:
+def _restart(
+    ctx: _Context,
+    progress: RestoreProgress,
+    pool: ThreadPoolExecutor,
+    index: StateIndex | None,
+    stop: threading.Event,
+    log: Any,
+) -> int:
     progress.documents_committed, progress.last_key = 0, None
     progress.runs_started_at.append(0)
     if index is not None:
@@ -712,9 +848,16 @@ def target_documents(container: Any, stop: threading.Event, budget: RuBudget) ->
     feed range after the other (readChangeFeed only; Low priority; each page within the budget)."""
     for feed_range in source.feed_ranges(container):
         hook = _Charge()
-        pager = iter(container.query_items_change_feed(feed_range=feed_range, start_time="Beginning",
-                                                       mode="LatestVersion", priority="Low", max_item_count=1000,
-                                                       response_hook=hook).by_page())
+        pager = iter(
+            container.query_items_change_feed(
+                feed_range=feed_range,
+                start_time="Beginning",
+                mode="LatestVersion",
+                priority="Low",
+                max_item_count=1000,
+                response_hook=hook,
+            ).by_page()
+        )
         while True:
             if stop.is_set():
                 raise RestoreInterrupted("stop requested")
@@ -728,13 +871,21 @@ def target_documents(container: Any, stop: threading.Event, budget: RuBudget) ->
             yield list(page)
 
 
-def _delete_unknown(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolExecutor, index: StateIndex,
-                    stop: threading.Event, log: Any) -> None:
+def _delete_unknown(
+    ctx: _Context,
+    progress: RestoreProgress,
+    pool: ThreadPoolExecutor,
+    index: StateIndex,
+    stop: threading.Event,
+    log: Any,
+) -> None:
     """Delete every target document the state does not have (--exact). Rerunnable: deleted ones are gone."""
+
     def delete(doc: dict, hook: _Charge) -> None:
         try:
-            ctx.container.delete_item(doc["id"], partition_key=sdk_partition_key(doc, ctx.paths), priority="Low",
-                                      response_hook=hook)
+            ctx.container.delete_item(
+                doc["id"], partition_key=sdk_partition_key(doc, ctx.paths), priority="Low", response_hook=hook
+            )
         except cosmos_exceptions.CosmosResourceNotFoundError:
             pass  # already gone (a previous run deleted it before its checkpoint)
 
@@ -752,8 +903,13 @@ def _delete_unknown(ctx: _Context, progress: RestoreProgress, pool: ThreadPoolEx
         progress.request_charge += charge
         progress.updated_at = _now()
         ctx.store.save(progress)
-        log.info("restore_deletes", restore_id=ctx.rid, deleted=len(doomed), deletes_applied=progress.deletes_applied,
-                 request_charge=round(charge, 2))
+        log.info(
+            "restore_deletes",
+            restore_id=ctx.rid,
+            deleted=len(doomed),
+            deletes_applied=progress.deletes_applied,
+            request_charge=round(charge, 2),
+        )
     # Reading the target's feed costs RUs too (the deletes' charges are already counted).
     progress.request_charge += ctx.budget.consumed - consumed_before - deletes_charge
 
@@ -762,10 +918,12 @@ def explain_restore_error(error: BaseException, settings: WorkerSettings, target
     """Plain-language reason for a Cosmos failure during a restore or drill (the restore identity's view)."""
     if isinstance(error, cosmos_exceptions.CosmosHttpResponseError) and error.status_code == 403:
         first = (error.message or "").splitlines()[0] if error.message else ""
-        return (f"Cosmos refused the restore identity (403/{error.sub_status}) on {target}: {first} The restore "
-                f"identity ({Env.AZURE_CLIENT_ID}={settings.azure_client_id}) needs its own role with "
-                f"{', '.join(contract.COSMOS_RESTORE_DATA_ACTIONS)} assigned on the restore target containers "
-                f"(Pulumi config restore.targetContainers; `pulumi up`); it is never given a source container.")
+        return (
+            f"Cosmos refused the restore identity (403/{error.sub_status}) on {target}: {first} The restore "
+            f"identity ({Env.AZURE_CLIENT_ID}={settings.azure_client_id}) needs its own role with "
+            f"{', '.join(contract.COSMOS_RESTORE_DATA_ACTIONS)} assigned on the restore target containers "
+            f"(Pulumi config restore.targetContainers; `pulumi up`); it is never given a source container."
+        )
     return source.explain_cosmos_error(error, settings)
 
 
@@ -794,7 +952,9 @@ def _definition_view(definition: dict | None) -> dict[str, Any]:
             "excludedPaths": paths(indexing.get("excludedPaths")),
             "compositeIndexes": indexing.get("compositeIndexes") or [],
             "spatialIndexes": indexing.get("spatialIndexes") or [],
-        } if indexing else None,
+        }
+        if indexing
+        else None,
     }
 
 
@@ -805,8 +965,11 @@ def compare_definitions(source_definition: dict | None, target_definition: dict)
     wanted, have = _definition_view(source_definition), _definition_view(target_definition)
     # An absent defaultTtl / uniqueKeyPolicy means "off" on both sides; an indexing policy is compared only
     # when the manifest recorded one.
-    return [f"{name}: source {json.dumps(wanted[name])}, target {json.dumps(have[name])}"
-            for name in wanted if wanted[name] != have[name] and not (name == "indexingPolicy" and wanted[name] is None)]
+    return [
+        f"{name}: source {json.dumps(wanted[name])}, target {json.dumps(have[name])}"
+        for name in wanted
+        if wanted[name] != have[name] and not (name == "indexingPolicy" and wanted[name] is None)
+    ]
 
 
 def worker_version() -> str:
@@ -821,13 +984,27 @@ def worker_version() -> str:
 def _put_report(s3: Any, bucket: str, key: str, report: dict[str, Any]) -> str:
     # No retention header: the bucket's default Object Lock retention (where configured) applies to the
     # report, and the restore role needs no s3:PutObjectRetention. The checksum is what Object Lock requires.
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(report, indent=2).encode(), ContentType="application/json",
-                  ChecksumAlgorithm="SHA256", IfNoneMatch="*")
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(report, indent=2).encode(),
+        ContentType="application/json",
+        ChecksumAlgorithm="SHA256",
+        IfNoneMatch="*",
+    )
     return key
 
 
-def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any, stop: threading.Event | None = None,
-              log: Any = None, clock: Callable[[], datetime] = _now) -> dict[str, Any]:
+def run_drill(
+    settings: WorkerSettings,
+    container: str,
+    *,
+    client: Any,
+    s3: Any,
+    stop: threading.Event | None = None,
+    log: Any = None,
+    clock: Callable[[], datetime] = _now,
+) -> dict[str, Any]:
     """Restore the latest committed state into the container's scratch target exactly, read it back, compare
     every document and the definition, and write the drill report (returned; `report["ok"]`)."""
     from cosmos_export import audit
@@ -839,12 +1016,15 @@ def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any,
         raise RestoreRefused(
             f"no scratch container for {container} in {Env.RESTORE_TARGETS} "
             f"({','.join(f'{s}={t}' for s, t in settings.restore_targets) or 'unset'}): map it as "
-            f"{container}=<scratch container> (Pulumi config restore.targetContainers)")
-    source_target = layout.ExportTarget(settings.bucket, settings.prefix, settings.account_name or "",
-                                        settings.cosmos_database, container)
+            f"{container}=<scratch container> (Pulumi config restore.targetContainers)"
+        )
+    source_target = layout.ExportTarget(
+        settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, container
+    )
     started_at = clock()
-    request = RestoreRequest(container=container, target_container=target,
-                             target_database=settings.restore_target_database, exact=True)
+    request = RestoreRequest(
+        container=container, target_container=target, target_database=settings.restore_target_database, exact=True
+    )
     restore_began = time.monotonic()
     try:
         result, index = run_restore(settings, request, client=client, s3=s3, stop=stop, log=log, keep_index=True)
@@ -852,17 +1032,27 @@ def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any,
         if isinstance(e, RestoreInterrupted):
             raise  # stopped (ECS stop): no verdict; the next drill continues the restore
         # A drill that cannot restore is a failed drill: that is evidence too.
-        reason = explain_restore_error(e, settings, f"{request.target_database}/{target}") if isinstance(
-            e, cosmos_exceptions.CosmosHttpResponseError) else str(e)
-        failed = {"format_version": 1, "ok": False, "drill_started_at": started_at.isoformat(),
-                  "drill_finished_at": clock().isoformat(), "error": reason,
-                  "source": {"account": source_target.account, "database": source_target.database,
-                             "container": container},
-                  "target": {"database": request.target_database or settings.cosmos_database, "container": target},
-                  "restore_seconds": round(time.monotonic() - restore_began, 3),
-                  "identity": {"mode": settings.identity_mode, "tenant_id": settings.azure_tenant_id,
-                               "client_id": settings.azure_client_id},
-                  "worker_version": worker_version()}
+        reason = (
+            explain_restore_error(e, settings, f"{request.target_database}/{target}")
+            if isinstance(e, cosmos_exceptions.CosmosHttpResponseError)
+            else str(e)
+        )
+        failed = {
+            "format_version": 1,
+            "ok": False,
+            "drill_started_at": started_at.isoformat(),
+            "drill_finished_at": clock().isoformat(),
+            "error": reason,
+            "source": {"account": source_target.account, "database": source_target.database, "container": container},
+            "target": {"database": request.target_database or settings.cosmos_database, "container": target},
+            "restore_seconds": round(time.monotonic() - restore_began, 3),
+            "identity": {
+                "mode": settings.identity_mode,
+                "tenant_id": settings.azure_tenant_id,
+                "client_id": settings.azure_client_id,
+            },
+            "worker_version": worker_version(),
+        }
         key = _put_report(s3, settings.bucket, drill_key(source_target, clock()), failed)
         log.error("drill_done", ok=False, report_key=key, error=reason)
         raise
@@ -910,16 +1100,27 @@ def run_drill(settings: WorkerSettings, container: str, *, client: Any, s3: Any,
         "restore_seconds": round(restore_seconds, 3),
         "verify_seconds": round(verify_seconds, 3),
         "request_charge": round(result.request_charge + budget.consumed, 2),
-        "identity": {"mode": settings.identity_mode, "tenant_id": settings.azure_tenant_id,
-                     "client_id": settings.azure_client_id},
+        "identity": {
+            "mode": settings.identity_mode,
+            "tenant_id": settings.azure_tenant_id,
+            "client_id": settings.azure_client_id,
+        },
         "worker_version": worker_version(),
         "materialize_report": state,
     }
     key = _put_report(s3, settings.bucket, drill_key(source_target, finished_at), report)
     report["report_key"] = key
-    log.info("drill_done", ok=ok, report_key=key, sequence=result.sequence,
-             documents_expected=compared["expected"], documents_found=compared["found"],
-             documents_mismatched=mismatched, deletes_applied=result.deletes_applied,
-             definition_matches=not differences, restore_seconds=report["restore_seconds"],
-             request_charge=report["request_charge"])
+    log.info(
+        "drill_done",
+        ok=ok,
+        report_key=key,
+        sequence=result.sequence,
+        documents_expected=compared["expected"],
+        documents_found=compared["found"],
+        documents_mismatched=mismatched,
+        deletes_applied=result.deletes_applied,
+        definition_matches=not differences,
+        restore_seconds=report["restore_seconds"],
+        request_charge=report["request_charge"],
+    )
     return report

@@ -144,21 +144,37 @@ class WorkerSettings(BaseSettings):
     )
     log_level: contract.LogLevel = _env(Env.LOG_LEVEL, "INFO", fix="use DEBUG, INFO, WARNING or ERROR")
     # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
-    stack: str = _env(Env.STACK, "local", pattern=r"^[A-Za-z0-9._-]{1,255}$",
-                      fix="use the Pulumi stack name (letters, digits, '.', '_', '-'), or unset it")
+    stack: str = _env(
+        Env.STACK,
+        "local",
+        pattern=r"^[A-Za-z0-9._-]{1,255}$",
+        fix="use the Pulumi stack name (letters, digits, '.', '_', '-'), or unset it",
+    )
     # Restore and drills (the restore task); CLI flags override
     restore_target_database: str | None = _env(
-        Env.RESTORE_TARGET_DATABASE, None,
-        fix="set it to the database of the restore targets (Pulumi config restore.targetDatabase)")
+        Env.RESTORE_TARGET_DATABASE,
+        None,
+        fix="set it to the database of the restore targets (Pulumi config restore.targetDatabase)",
+    )
     #: (source container, target container) pairs: where `drill` (and `restore` by default) writes each source.
     restore_targets: Annotated[tuple[tuple[str, str], ...], NoDecode] = _env(
-        Env.RESTORE_TARGETS, (), fix="list source=target container pairs separated by commas, e.g. orders=orders-restore")
+        Env.RESTORE_TARGETS,
+        (),
+        fix="list source=target container pairs separated by commas, e.g. orders=orders-restore",
+    )
     max_ru_per_second: float | None = _env(
-        Env.MAX_RU_PER_SECOND, None, gt=0, fix="use a positive number of request units per second, or unset it for no budget")
+        Env.MAX_RU_PER_SECOND,
+        None,
+        gt=0,
+        fix="use a positive number of request units per second, or unset it for no budget",
+    )
     #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
-    restore_batch_documents: int = _env(Env.RESTORE_BATCH_DOCUMENTS, contract.DEFAULT_RESTORE_BATCH_DOCUMENTS,
-                                        bound=contract.RESTORE_BATCH_DOCUMENTS,
-                                        fix=f"use {contract.RESTORE_BATCH_DOCUMENTS}")
+    restore_batch_documents: int = _env(
+        Env.RESTORE_BATCH_DOCUMENTS,
+        contract.DEFAULT_RESTORE_BATCH_DOCUMENTS,
+        bound=contract.RESTORE_BATCH_DOCUMENTS,
+        fix=f"use {contract.RESTORE_BATCH_DOCUMENTS}",
+    )
 
     # --- field checks ------------------------------------------------------
 

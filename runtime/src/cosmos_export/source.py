@@ -257,8 +257,10 @@ def container_and_properties(client: CosmosClient, database: str, container: str
             try:
                 return proxy, proxy.read()
             except exceptions.CosmosResourceNotFoundError:
-                raise SourceError(f"container {database}/{container} does not exist at this account; check "
-                                  f"{contract.Env.COSMOS_DATABASE} / {contract.Env.COSMOS_CONTAINERS}") from None
+                raise SourceError(
+                    f"container {database}/{container} does not exist at this account; check "
+                    f"{contract.Env.COSMOS_DATABASE} / {contract.Env.COSMOS_CONTAINERS}"
+                ) from None
     raise AssertionError("unreachable")
 
 

@@ -423,10 +423,14 @@ class CosmosGatewayHandler(DoubleHandler):
             )
             fault = self.state._take_fault(operation)
             if fault is not None and fault["kind"] == "throttle":
-                raise CosmosError(429, "TooManyRequests", "Request rate is large. More Request Units may be needed, "
-                                  "so no changes were made. Please retry this request later.", substatus=3200,
-                                  headers={"x-ms-retry-after-ms": str(fault["retry_after_ms"]),
-                                           "x-ms-request-charge": "0"})
+                raise CosmosError(
+                    429,
+                    "TooManyRequests",
+                    "Request rate is large. More Request Units may be needed, "
+                    "so no changes were made. Please retry this request later.",
+                    substatus=3200,
+                    headers={"x-ms-retry-after-ms": str(fault["retry_after_ms"]), "x-ms-request-charge": "0"},
+                )
             if fault is not None and fault["kind"] == "unavailable":
                 raise CosmosError(503, "ServiceUnavailable", "Service is currently unavailable. Please retry.")
             status, payload, headers = self._serve(operation, handler, body)
@@ -824,14 +828,28 @@ class CosmosGatewayHandler(DoubleHandler):
         except KeyError:
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.") from None
         status = 201 if entry.created else 200
-        return status, entry.body, {"etag": json.loads(entry.body)["_etag"], "x-ms-request-charge": _write_charge(body),
-                                    **self._session_headers(container, entry.epk)}
+        return (
+            status,
+            entry.body,
+            {
+                "etag": json.loads(entry.body)["_etag"],
+                "x-ms-request-charge": _write_charge(body),
+                **self._session_headers(container, entry.epk),
+            },
+        )
 
     def _delete(self, container: Container, doc_id: str):
         pk = self._pk_from_header()
         if not container.delete(doc_id, pk, record_versions=self.state.record_all_versions):
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
-        return 204, None, {"x-ms-request-charge": _write_charge(b""), **self._session_headers(container, effective_partition_key(pk))}
+        return (
+            204,
+            None,
+            {
+                "x-ms-request-charge": _write_charge(b""),
+                **self._session_headers(container, effective_partition_key(pk)),
+            },
+        )
 
     # --- queries ---------------------------------------------------------------------
     def _parse_query_body(self, body: bytes) -> sql.Query:
