@@ -386,6 +386,42 @@ def test_drill_detects_a_target_changed_between_restore_and_read_back(world, mon
     assert stored["ok"] is False
 
 
+class Lines:
+    """Captures the worker's structured log lines (event, fields)."""
+
+    def __init__(self):
+        self.lines: list[tuple[str, dict]] = []
+
+    def info(self, event, **fields):
+        self.lines.append((event, fields))
+
+    warning = error = info
+
+    def bind(self, **_):
+        return self
+
+
+def drill_failed_values(lines: Lines) -> list[tuple[str, int]]:
+    return [
+        (f["Container"], f["DrillFailed"])
+        for e, f in lines.lines
+        if "DrillFailed" in f
+        and f["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "DrillFailed", "Unit": "Count"}]
+    ]
+
+
+def test_drill_emits_drill_failed_for_the_alarm(world):
+    world["state"].upsert_many(DB, "orders", make_docs(20))
+    export_run(world)
+    passed = Lines()
+    assert drill(world, log=passed)["ok"] is True
+    assert drill_failed_values(passed) == [("orders", 0)]
+    world["state"].container(TARGET_DB, "orders-scratch").properties["defaultTtl"] = 60
+    failed = Lines()
+    assert drill(world, log=failed)["ok"] is False
+    assert drill_failed_values(failed) == [("orders", 1)]
+
+
 def test_drill_detects_a_target_definition_that_differs(world):
     world["state"].upsert_many(DB, "orders", make_docs(50))
     export_run(world)

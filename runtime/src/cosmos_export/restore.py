@@ -1055,6 +1055,7 @@ def run_drill(
         }
         key = _put_report(s3, settings.bucket, drill_key(source_target, clock()), failed)
         log.error("drill_done", ok=False, report_key=key, error=reason)
+        _drill_metric(log, settings, container, ok=False, at=clock())
         raise
     assert index is not None
     try:
@@ -1123,4 +1124,12 @@ def run_drill(
         restore_seconds=report["restore_seconds"],
         request_charge=report["request_charge"],
     )
+    _drill_metric(log, settings, container, ok=ok, at=finished_at)
     return report
+
+
+def _drill_metric(log: Any, settings: WorkerSettings, container: str, *, ok: bool, at: datetime) -> None:
+    """DrillFailed (1 failed, 0 passed) in EMF, per container: the stack's drill-failed alarm watches it."""
+    from cosmos_export import metrics
+
+    metrics.emit(log, settings, container, "drill", at, {contract.Metric.DRILL_FAILED: 0 if ok else 1})
