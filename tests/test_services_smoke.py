@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import boto3
 import requests
 
@@ -44,3 +46,11 @@ def test_local_ca_served_https_is_trusted_by_bundle(local_ca):
 
     with ServedDouble(Hello, state=None, ca=local_ca) as d:
         assert requests.get(d.url, verify=str(local_ca.bundle_file), timeout=5).text == "hi"
+
+
+def test_test_module_names_are_unique_across_folders():
+    """pytest imports test modules by basename (rootdir, no packages): two folders sharing a name break collection."""
+    from collections import Counter
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, count in names.items() if count > 1] == []
