@@ -146,7 +146,8 @@ def test_tokens_expiring_mid_run_are_refreshed_and_the_run_completes(chain, caps
     # client sends in its last instant would race it. One second of leeway keeps that race out while any token not
     # refreshed (the run lasts several lifetimes) is still refused.
     c.gateway.token_verifier = lambda token, audience: verify_access_token(c.entra, token, audience, leeway=1)
-    settings = c.settings(page_size=10, concurrency=1)
+    # 30 pages: the run outlasts both lifetimes even when the throttler misses some requests on a fast machine.
+    settings = c.settings(page_size=5, concurrency=1)
     # The STS minimum duration is 60 s: back-date its clock so each token is valid for only a few seconds.
     c.sts.clock_skew_seconds = -(settings.token_duration_seconds - sts_lifetime)
     docs = list(sample_documents(150))

@@ -10,7 +10,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from cosmos_export import jsonl, layout
+from cosmos_export import contract, jsonl, layout
 from cosmos_export.contract import Meta
 from cosmos_export.schema import SchemaTracker, next_schema
 from cosmos_export.sink import MIN_CHUNK_BYTES, FeedRangeSink
@@ -137,7 +137,7 @@ def test_metadata_and_tags(s3, target):
         Meta.DATABASE: "db",
         Meta.CONTAINER: "orders",
         Meta.FEED_RANGE: RANGE,
-        Meta.FORMAT_VERSION: "1",
+        Meta.FORMAT_VERSION: str(contract.MANIFEST_FORMAT_VERSION),
     }
     assert head["ContentType"] == "application/zstd"
     tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=target.bucket, Key=only.key)["TagSet"]}
