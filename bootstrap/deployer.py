@@ -601,11 +601,16 @@ def deploy_policy(s: StackScope) -> dict:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+#: The program's task definition families: export-<stack>, -snapshot (snapshotSchedule), -restore (restore).
+TASK_FAMILY_SUFFIXES = ("", "-snapshot", "-restore")
+
+
 def boundary_policy(s: StackScope) -> dict:
     """The most any role of the stack may ever do, whatever its own policy says.
 
     The union of what the program's roles need (task, execution, scheduler; a restore role reads the
-    export prefix and writes drills/ and restores/ in the same bucket): objects of the export bucket,
+    export prefix and writes drills/ and restores/ in the same bucket; operator roles run, watch and stop
+    the worker's tasks, read its logs and the export's state): objects of the export bucket,
     its key through S3 only, the Entra token, the worker's image, logs, task and dead-letter queue.
     No IAM, no bucket or key configuration, nothing of another stack.
     """
@@ -659,8 +664,24 @@ def boundary_policy(s: StackScope) -> dict:
             _allow(
                 "RunWorkerTask",
                 ["ecs:RunTask"],
-                s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}:*"),
+                # The export, snapshot and restore/drill families (any revision), of this stack only.
+                [
+                    s.arn("ecs", f"task-definition/{naming.prefix(s.stack)}{suffix}:*")
+                    for suffix in TASK_FAMILY_SUFFIXES
+                ],
                 {"ArnLike": {"ecs:cluster": s.arn("ecs", f"cluster/{s.named}*")}},
+            ),
+            # Operator roles (components/operators.py) watch and stop the tasks they start.
+            _allow(
+                "WatchWorkerTasks",
+                ["ecs:DescribeTasks", "ecs:StopTask"],
+                s.arn("ecs", f"task/{s.named}*"),
+                {"ArnLike": {"ecs:cluster": s.arn("ecs", f"cluster/{s.named}*")}},
+            ),
+            _allow(
+                "ReadWorkerLogs",
+                ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"],
+                [s.arn("logs", f"log-group:{s.named}*"), s.arn("logs", f"log-group:{s.named}*:log-stream:*")],
             ),
             _allow(
                 "PassWorkerRoles",

@@ -24,6 +24,7 @@ from cosmos_export import contract
 
 from . import naming
 from .alerting_config import AlertingConfig
+from .operators_config import OperatorsConfig
 
 PROJECT = "cosmos-s3-export"
 
@@ -628,6 +629,8 @@ class StackConfig(BaseModel):
     identity: IdentityConfig
     # Its own model (components/alerting_config.py): the keys alertEmails, alertHttpsEndpoints, ... all default.
     alerting: AlertingConfig = AlertingConfig()
+    # Its own model (components/operators_config.py): operators, operatorSessionMinutes; none by default.
+    operators: OperatorsConfig = OperatorsConfig()
 
     @field_validator("region")
     @classmethod
@@ -652,6 +655,7 @@ class StackConfig(BaseModel):
         problems += self.alerting.problems(
             schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode
         )
+        problems += self.operators.problems(restore_enabled=self.restore.enabled)
         _raise(problems)
         return self
 
@@ -669,7 +673,7 @@ class StackConfig(BaseModel):
 SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation
     for name, field in StackConfig.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, (_Section, AlertingConfig))
+    if isinstance(field.annotation, type) and issubclass(field.annotation, (_Section, AlertingConfig, OperatorsConfig))
 }
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from cosmos_export import contract, layout
 
+from . import operators_config
+
 Doc = dict[str, Any]
 
 #: Namespace for deterministic Cosmos role assignment / definition GUIDs.
@@ -128,11 +130,15 @@ def _mint_token_statement(max_token_seconds: int) -> Doc:
     }
 
 
+def container_prefixes(*, prefix: str, account: str, database: str, containers: list[str]) -> list[str]:
+    """Each exported container's key prefix ({prefix}/{account}/{db}/{container}, layout.py's rule)."""
+    return [layout.ExportTarget("bucket", prefix, account, database, c).container_prefix for c in containers]
+
+
 def restore_write_prefixes(*, prefix: str, account: str, database: str, containers: list[str]) -> list[str]:
     """The only keys the restore role may write: each exported container's drills/ and restores/ folders."""
     out = []
-    for container in containers:
-        root = layout.ExportTarget("bucket", prefix, account, database, container).container_prefix
+    for root in container_prefixes(prefix=prefix, account=account, database=database, containers=containers):
         out += [f"{root}/{contract.DRILLS_DIR}/", f"{root}/{contract.RESTORES_DIR}/"]
     return out
 
@@ -213,6 +219,163 @@ def scheduler_role_policy(
         },
         {"Sid": "DeadLetters", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": dlq_arn},
     )
+
+
+def _account_root(role_arn: str) -> str:
+    partition, account = role_arn.split(":")[1], role_arn.split(":")[4]
+    return f"arn:{partition}:iam::{account}:root"
+
+
+def operator_trust_policy(principals: list[str]) -> Doc:
+    """Only the listed role ARNs may assume the operator role; no wildcard, no account root without a condition.
+
+    IAM Identity Center permission-set roles (aws-reserved/sso.amazonaws.com/...) are named by
+    aws:PrincipalArn on their account root, the pattern Identity Center documents for them: a role named
+    as Principal is stored by its unique id and silently stops matching when Identity Center recreates it.
+    No MFA condition: AWS cannot see the IdP's MFA behind a permission-set session (require MFA in
+    Identity Center), and sessions from AssumeRole carry no MFA information, so `aws:MultiFactorAuthPresent`
+    would refuse every operator (IAM User Guide, "Configuring MFA-protected API access").
+    """
+    sso = sorted(p for p in principals if operators_config.is_sso_role(p))
+    roles = sorted(p for p in principals if p not in sso)
+    statements: list[Doc] = []
+    if roles:
+        statements.append(
+            {
+                "Sid": "ListedOperatorRoles",
+                "Effect": "Allow",
+                "Principal": {"AWS": roles},
+                "Action": "sts:AssumeRole",
+            }
+        )
+    for root in sorted({_account_root(p) for p in sso}):
+        statements.append(
+            {
+                "Sid": f"IdentityCenterPermissionSetRoles{root.split(':')[4]}",
+                "Effect": "Allow",
+                "Principal": {"AWS": root},
+                "Action": "sts:AssumeRole",
+                "Condition": {"ArnEquals": {"aws:PrincipalArn": [p for p in sso if _account_root(p) == root]}},
+            }
+        )
+    return _doc(*statements)
+
+
+@dataclass(frozen=True)
+class OperatorScope:
+    """The resources an operator role may act on (resolved ARNs); None where the stack has no such task."""
+
+    region: str
+    account_id: str
+    cluster_arn: str
+    cluster_name: str
+    log_group_arn: str
+    execution_role_arn: str
+    #: The export task definition family's ARN (no revision) and the export task role.
+    export_family_arn: str
+    export_task_role_arn: str
+    #: The restore/drill family and the restore task role (None without restore.enabled).
+    restore_family_arn: str | None = None
+    restore_task_role_arn: str | None = None
+    #: For `status`: the bucket, the export prefix, each exported container's prefix, and the key.
+    bucket: str = ""
+    prefix: str = ""
+    container_prefixes: tuple[str, ...] = ()
+    kms_key_arn: str = ""
+
+
+def _run_and_pass(sid: str, family_arn: str, cluster_arn: str, roles: list[str]) -> list[Doc]:
+    return [
+        {
+            "Sid": f"Run{sid}Task",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": [family_arn, f"{family_arn}:*"],
+            "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
+        },
+        {
+            # The limit of an operator: a run-task caller may override the command, never the roles.
+            "Sid": f"Pass{sid}TaskRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": sorted(roles),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+    ]
+
+
+#: What `status` reads under each exported container's prefix (never data/ parts): layout.py's names.
+STATE_KEYS = ("manifests/*", "checkpoint.json", f"{contract.DRILLS_DIR}/*")
+
+
+def operator_role_policy(actions: frozenset[str] | set[str], s: OperatorScope) -> Doc:
+    """Exactly what an operator of these actions may do (README "Who can move data").
+
+    export: run the export task family in the stack's cluster, passing only its two roles. restore: the
+    same for the restore/drill family and its roles. Either: describe and stop tasks of that cluster and
+    read the worker's log group. status: list the export prefix and read each container's state
+    (manifests, checkpoint, drill reports), never a data part; decrypt through S3 only.
+    """
+    statements: list[Doc] = []
+    if "export" in actions:
+        statements += _run_and_pass(
+            "Export", s.export_family_arn, s.cluster_arn, [s.export_task_role_arn, s.execution_role_arn]
+        )
+    if "restore" in actions:
+        if s.restore_family_arn is None or s.restore_task_role_arn is None:
+            raise ValueError("a restore operator needs the stack's restore task (restore.enabled)")
+        statements += _run_and_pass(
+            "Restore", s.restore_family_arn, s.cluster_arn, [s.restore_task_role_arn, s.execution_role_arn]
+        )
+    if actions & {"export", "restore"}:
+        statements += [
+            {
+                "Sid": "WatchAndStopTasksOfTheCluster",
+                "Effect": "Allow",
+                "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+                "Resource": f"arn:aws:ecs:{s.region}:{s.account_id}:task/{s.cluster_name}/*",
+                "Condition": {"ArnEquals": {"ecs:cluster": s.cluster_arn}},
+            },
+            {
+                "Sid": "ReadWorkerLogs",
+                "Effect": "Allow",
+                "Action": ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"],
+                "Resource": [s.log_group_arn, f"{s.log_group_arn}:log-stream:*"],
+            },
+        ]
+    if "status" in actions:
+        statements += [
+            {
+                "Sid": "ListExportPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{s.bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [s.prefix, f"{s.prefix}/*"]}},
+            },
+            {
+                # `status` counts open uploads of uncommitted runs; the action has no s3:prefix key.
+                "Sid": "ListOpenUploads",
+                "Effect": "Allow",
+                "Action": "s3:ListBucketMultipartUploads",
+                "Resource": f"arn:aws:s3:::{s.bucket}",
+            },
+            {
+                "Sid": "ReadExportState",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [
+                    f"arn:aws:s3:::{s.bucket}/{root}/{key}" for root in s.container_prefixes for key in STATE_KEYS
+                ],
+            },
+            {
+                "Sid": "ExportKeyThroughS3Only",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": s.kms_key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{s.region}.amazonaws.com"}},
+            },
+        ]
+    return _doc(*statements)
 
 
 @dataclass(frozen=True)

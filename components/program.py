@@ -18,6 +18,8 @@ from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
 from .cosmos_access import CosmosAccess
 from .federation import OutboundFederation
+from .operators import Operators, OperatorsArgs
+from .operators_config import actions_of
 from .restore_targets import RestoreTargets, RestoreTargetsArgs
 from .task_role import TaskRole, TaskRoleArgs
 from .worker_service import RestoreTaskArgs, WorkerService
@@ -81,13 +83,17 @@ def export_access(
     c: StackConfig, account_id: str, task_role_arn: str, restore_role_arn: str | None = None
 ) -> policies.ExportAccess:
     """Who may read, write and delete the exports: the worker's task role, and the restore role (read, and
-    write: its IAM policy narrows that to drills/ and restores/; never delete)."""
+    write: its IAM policy narrows that to drills/ and restores/; never delete); operator roles holding
+    `status` read (their IAM policy narrows that to manifests, checkpoints and drill reports)."""
     deleters = [task_role_arn]
     if c.bucket.force_destroy:
         # forceDestroy empties the bucket on `pulumi destroy`: the CI deployer may delete (never read).
         deleters.append(f"arn:aws:iam::{account_id}:role/{naming.deployer_role_name(c.stack)}")
     users = (task_role_arn, *((restore_role_arn,) if restore_role_arn else ()))
-    return policies.ExportAccess(read=users, write=users, delete=tuple(deleters))
+    status_readers = tuple(
+        naming.role_arn(account_id, c.stack, kind) for kind in c.operators.roles() if "status" in actions_of(kind)
+    )
+    return policies.ExportAccess(read=users + status_readers, write=users, delete=tuple(deleters))
 
 
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
@@ -194,6 +200,42 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
             alert_https_endpoints=c.alerting.alert_https_endpoints,
         ),
     )
+    # Only with `operators`: a stack without them declares no operator role (and no empty component).
+    operators = (
+        Operators(
+            name,
+            OperatorsArgs(
+                stack=c.stack,
+                account_id=account_id,
+                region=c.region,
+                config=c.operators,
+                cluster_arn=service.cluster_arn,
+                cluster_name=service.cluster_name,
+                log_group_arn=service.log_group_arn,
+                execution_role_arn=service.execution_role_arn,
+                export_family_arn=service.export_family_arn,
+                export_task_role_arn=task_role.arn,
+                bucket=c.bucket.bucket_name,
+                prefix=c.bucket.export_prefix,
+                container_prefixes=policies.container_prefixes(
+                    prefix=c.bucket.export_prefix,
+                    account=c.cosmos.cosmos_account_name,
+                    database=c.cosmos.cosmos_database,
+                    containers=c.cosmos.exported,
+                ),
+                kms_key_arn=bucket.key_arn,
+                restore_family_arn=service.restore_family_arn,
+                restore_task_role_arn=restore.task_role.arn if restore else None,
+            ),
+        )
+        if c.operators.operators
+        else None
+    )
+
+    def as_operator(action: str, command: pulumi.Output[str] | None) -> pulumi.Input[str] | None:
+        """The run command, after the operator role's `aws sts assume-role` step where the stack has one."""
+        return operators.with_assume_step(action, command) if operators else command
+
     outputs: dict[str, pulumi.Input] = {
         Output.BUCKET: bucket.bucket_name,
         Output.PREFIX: c.bucket.export_prefix,
@@ -206,13 +248,14 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.SERVICE_PRINCIPAL_OBJECT_ID: identity.object_id,
         Output.CLUSTER: service.cluster_name,
         Output.TASK_DEFINITION_ARN: service.task_definition_arn,
-        Output.RUN_TASK_COMMAND: service.run_task_command,
+        Output.RUN_TASK_COMMAND: as_operator("export", service.run_task_command),
         Output.COSMOS_ENDPOINT: cosmos_endpoint,
         Output.WORKER_ENVIRONMENT: environment,
         Output.COSMOS_ROLE_DEFINITION_ID: cosmos.role_definition_id,
         Output.COSMOS_LOCAL_AUTH_DISABLED: bool(account.disable_local_auth),
         Output.ALERT_TOPIC_ARN: alerting.topic_arn,
         Output.DASHBOARD_NAME: alerting.dashboard_name,
+        Output.OPERATOR_ROLE_ARNS: operators.role_arns if operators else {},
     }
     if restore is not None:
         outputs.update(
@@ -223,8 +266,8 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
                 Output.RESTORE_TASK_DEFINITION_ARN: service.restore_task_definition_arn,
                 Output.RESTORE_WORKER_ENVIRONMENT: restore.task.environment,
                 Output.COSMOS_RESTORE_ROLE_DEFINITION_ID: restore.cosmos.role_definition_id,
-                Output.RUN_RESTORE_COMMAND: service.run_restore_command,
-                Output.RUN_DRILL_COMMAND: service.run_drill_command,
+                Output.RUN_RESTORE_COMMAND: as_operator("restore", service.run_restore_command),
+                Output.RUN_DRILL_COMMAND: as_operator("restore", service.run_drill_command),
             }
         )
     return outputs

@@ -126,6 +126,11 @@ class RestoreTaskArgs:
 
 class WorkerService(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
+    cluster_arn: pulumi.Output[str]
+    log_group_arn: pulumi.Output[str]
+    #: Task definition family ARNs (no revision): what a scheduler or an operator may run.
+    export_family_arn: str
+    restore_family_arn: str | None = None
     task_definition_arn: pulumi.Output[str]
     execution_role_arn: pulumi.Output[str]
     run_task_command: pulumi.Output[str]
@@ -376,6 +381,10 @@ class WorkerService(pulumi.ComponentResource):
             self.run_restore_command = run_command(restore_definition, RESTORE_COMMAND_TEMPLATE)
             self.run_drill_command = run_command(restore_definition, drill_command("<SOURCE_CONTAINER>"))
         self.cluster_name = cluster.name
+        self.cluster_arn = cluster.arn
+        self.log_group_arn = log_group.arn
+        self.export_family_arn = family_arn("")
+        self.restore_family_arn = family_arn("-restore") if restore_definition is not None else None
         self.task_definition_arn = task_definition.arn
         self.execution_role_arn = execution_role.arn
         self.image_ref = image.ref

@@ -14,6 +14,7 @@ are known.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
@@ -374,6 +375,8 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
         check_buckets,
         check_task_role_scope,
         check_program_roles,
+        check_pass_role_grants,
+        check_operator_trusts,
         check_alerting,
     ):
         violations.extend(rule(stack))
@@ -848,6 +851,110 @@ def check_program_roles(stack: Stack) -> list[tuple[str, str]]:
             continue
         out.extend((key.key, m) for m in check_kms_key_policy(parsed, _s(key)))
     return out
+
+
+# --- Who can move data: passing the task roles, and the operator roles' trust -------------
+
+_IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_ACCOUNT_ROOT = re.compile(r"^(arn:aws[a-z-]*:iam::)?\d{12}(:root)?$")
+
+
+def _grants_pass_role_on(document: Mapping[str, Any], role_arns: list[str]) -> list[str]:
+    """The task role ARNs an identity policy lets its holder pass (Allow iam:PassRole, exact or by pattern)."""
+    hits: list[str] = []
+    for st in _as_list(document.get("Statement")):
+        if st.get("Effect") != "Allow":
+            continue
+        actions = [str(a).lower() for a in _as_list(st.get("Action"))]
+        if not any(a in ("iam:passrole", "iam:*", "*") or fnmatch.fnmatchcase("iam:passrole", a) for a in actions):
+            continue
+        resources = [str(r) for r in _as_list(st.get("Resource"))]
+        hits += [arn for arn in role_arns if any(fnmatch.fnmatchcase(arn, r) for r in resources)]
+    return sorted(set(hits))
+
+
+def check_pass_role_grants(stack: Stack) -> list[tuple[str, str]]:
+    """Only roles this stack declares may be granted iam:PassRole on the export or restore task role.
+
+    Whoever may pass a task role may start a task as it (ecs:RunTask with overrides): an inline policy on
+    a role of the stack is the only place such a grant may live. A managed policy (attachable to anyone)
+    or an inline policy on a role outside the stack is refused.
+    """
+    out: list[tuple[str, str]] = []
+    task_roles = stack.task_roles()
+    arns = [r.props["arn"] for r in task_roles if known(r.props.get("arn"))]
+    if not arns:
+        return out
+    own_roles = stack.of_type(T_ROLE)
+    for p in stack.of_type(T_ROLE_POLICY, T_POLICY):
+        parsed = parse_policy(p.props.get("policy"))
+        if parsed is None:
+            continue
+        passed = _grants_pass_role_on(parsed, arns)
+        if not passed:
+            continue
+        if p.type == T_POLICY:
+            out.append(
+                (
+                    p.key,
+                    f"{_s(p)} is a managed policy granting iam:PassRole on the task role(s) {passed!r}: it can be "
+                    "attached to anyone; grant it inline on the stack's scheduler or operator role instead",
+                )
+            )
+        elif not any(stack.refers_to(p, "role", role, "id", "name") for role in own_roles):
+            out.append(
+                (
+                    p.key,
+                    f"{_s(p)} grants iam:PassRole on the task role(s) {passed!r} to role "
+                    f"{p.props.get('role')!r}, which this stack does not declare: only the stack's own "
+                    "scheduler and operator roles may pass them",
+                )
+            )
+    return out
+
+
+def check_operator_trust(props: Mapping[str, Any]) -> list[str]:
+    """A role trusted by AWS principals (an operator role) names exact IAM role ARNs only.
+
+    No "*", no wildcard, no user, no federated principal; an account root only with an exact
+    `aws:PrincipalArn` (ArnEquals) condition, the form used for IAM Identity Center permission-set roles.
+    """
+    errors = []
+    trust = parse_policy(props.get("assumeRolePolicy"))
+    for i, st in enumerate(_as_list((trust or {}).get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        label = f"trust statement {st.get('Sid') or i}"
+        if "NotPrincipal" in st:
+            errors.append(f"{label} uses NotPrincipal; name the principals")
+            continue
+        principal = st.get("Principal")
+        if principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS"))):
+            errors.append(f'{label} trusts "*": name the operator roles exactly')
+            continue
+        if not isinstance(principal, dict) or "AWS" not in principal:
+            continue  # a service principal: check_program_role's rules
+        if principal.get("Federated"):
+            errors.append(f"{label} trusts a federated principal; operators are IAM roles")
+        for arn in (str(a) for a in _as_list(principal.get("AWS"))):
+            if _ACCOUNT_ROOT.match(arn):
+                pinned = [
+                    str(a)
+                    for op in ("ArnEquals", "StringEquals")
+                    for a in _as_list(((st.get("Condition") or {}).get(op) or {}).get("aws:PrincipalArn"))
+                ]
+                if not pinned or any("*" in a or "?" in a or not _IAM_ROLE_ARN.match(a) for a in pinned):
+                    errors.append(
+                        f"{label} trusts the account root {arn!r} without an exact aws:PrincipalArn (ArnEquals) "
+                        "condition naming the operator roles: every principal of that account could assume it"
+                    )
+            elif "*" in arn or "?" in arn or not _IAM_ROLE_ARN.match(arn):
+                errors.append(f"{label} trusts {arn!r}: not one exact IAM role ARN (no wildcard, no user)")
+    return errors
+
+
+def check_operator_trusts(stack: Stack) -> list[tuple[str, str]]:
+    return [(r.key, f"{_s(r)}: {m}") for r in stack.of_type(T_ROLE) for m in check_operator_trust(r.props)]
 
 
 # --- Alerting ---------------------------------------------------------------------

@@ -81,8 +81,9 @@ SOURCE_DEFINITIONS = {
     "customers": {**DEFAULT_DEFINITION, "uniqueKeyPolicy": {"uniqueKeys": [{"paths": ["/email"]}]}},
 }
 
-#: Overrides that turn a stack's restore block and snapshot schedule off (the export-only shape).
-WITHOUT_RESTORE: dict[str, Any] = {"restore": None, "snapshotSchedule": None}
+#: Overrides that turn a stack's restore block and snapshot schedule off (the export-only shape), and its
+#: operators (an operator of `restore` needs the restore task).
+WITHOUT_RESTORE: dict[str, Any] = {"restore": None, "snapshotSchedule": None, "operators": None}
 
 _lock = threading.Lock()  # the Pulumi runtime settings are process-global
 

@@ -480,9 +480,9 @@ def test_the_scanner_export_writes_every_policy_document(tmp_path):
 
     iam_documents.main(tmp_path)
     identity = sorted(p.name for p in (tmp_path / "identity").glob("*.json"))
-    assert (
-        len(identity) == 24
-    )  # per stack: 5 program role policies (export task, execution, scheduler, restore task, restore scheduler), deploy, preview, boundary
+    # Per stack: 5 program role policies (export task, execution, scheduler, restore task, restore scheduler),
+    # deploy, preview, boundary; plus one per operator role (dev 2, prod 4, staging none).
+    assert len(identity) == 3 * 8 + 2 + 4
     assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
     written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
     assert written == _documents("dev")["deploy"]

@@ -33,8 +33,9 @@ KMS = "arn:aws:kms:eu-central-1:123456789012:key/0a1b2c3d-0000-4000-8000-0000000
 
 
 def load_stack(**overrides) -> StackConfig:
-    # Without prod's restore block: it maps prod's own containers, which these tests replace.
-    cfg = stack_config("prod", {"restore": None, **overrides})
+    # Without prod's restore block: it maps prod's own containers, which these tests replace (and without
+    # its operators, some of which hold `restore`).
+    cfg = stack_config("prod", {"restore": None, "operators": None, **overrides})
     return load_stack_config(cfg.get, "prod", cfg.keys())
 
 

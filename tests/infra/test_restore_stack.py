@@ -364,8 +364,9 @@ def test_snapshot_schedule_runs_full_snapshots_as_the_export_role(every_stack):
 def test_run_restore_and_drill_commands(every_stack):
     run = every_stack
     arn = run.outputs[Output.RESTORE_TASK_DEFINITION_ARN]
-    drill, restore = run.outputs[Output.RUN_DRILL_COMMAND], run.outputs[Output.RUN_RESTORE_COMMAND]
-    export_cmd = run.outputs[Output.RUN_TASK_COMMAND]
+    # The last line: the operator's `aws sts assume-role` step comes first (tests/infra/test_operators.py).
+    drill, restore = (run.outputs[k].splitlines()[-1] for k in (Output.RUN_DRILL_COMMAND, Output.RUN_RESTORE_COMMAND))
+    export_cmd = run.outputs[Output.RUN_TASK_COMMAND].splitlines()[-1]
     base = export_cmd.replace(run.outputs[Output.TASK_DEFINITION_ARN], arn)
     assert (
         drill
@@ -395,7 +396,7 @@ def test_a_stack_without_restore_declares_none_of_it(stack):
 
 def test_restore_block_present_but_disabled_declares_none_of_it():
     block = {"enabled": False, "targetDatabase": "restore-drills"}  # incomplete on purpose: not checked while off
-    run = run_stack("dev", {"restore": block})
+    run = run_stack("dev", {"restore": block, "operators": None})  # dev's operators include `restore`
     assert not RESTORE_OUTPUTS & set(run.outputs) and not run.of_type(CONTAINER)
 
 

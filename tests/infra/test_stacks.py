@@ -179,7 +179,7 @@ def test_worker_environment_matches_task_definition_and_outputs(every_stack):
 def test_every_contract_output_is_exported(every_stack):
     keys = {v for k, v in vars(contract.Output).items() if not k.startswith("_")}
     assert set(every_stack.outputs) == keys
-    cmd = every_stack.outputs[contract.Output.RUN_TASK_COMMAND]
+    cmd = every_stack.outputs[contract.Output.RUN_TASK_COMMAND].splitlines()[-1]  # after the operator's assume-role
     assert cmd.startswith("aws ecs run-task ")
     assert every_stack.outputs[contract.Output.TASK_DEFINITION_ARN] in cmd
 
@@ -258,7 +258,10 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
     # The restore task role reads the export and writes drill reports / restore progress (its IAM policy
     # narrows the writes to drills/ and restores/); it never deletes.
     users = sorted([task, run.outputs[Output.RESTORE_TASK_ROLE_ARN]]) if run.has_restore else [task]
-    assert sorted(allowed("OnlyReadersReadObjects")) == users and sorted(allowed("OnlyWritersWriteObjects")) == users
+    # Operator roles holding `status` read too (their IAM policy narrows that to the state objects).
+    status = [arn for kind, arn in run.outputs[Output.OPERATOR_ROLE_ARNS].items() if "status" in kind]
+    readers = sorted(users + status)
+    assert sorted(allowed("OnlyReadersReadObjects")) == readers and sorted(allowed("OnlyWritersWriteObjects")) == users
     account = task.split(":")[4]
     deployer = f"arn:aws:iam::{account}:role/gh-{run.stack}-deploy"
     assert allowed("OnlyDeletersDeleteObjects") == (sorted([deployer, task]) if run.stack == "dev" else [task])
@@ -266,7 +269,7 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
         st["Sid"]: st
         for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]
     }
-    assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
+    assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == readers
     assert sorted(key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
     assert not any(
         st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"] for st in key.values()

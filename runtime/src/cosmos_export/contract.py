@@ -297,6 +297,8 @@ class Output:
     COSMOS_RESTORE_ROLE_DEFINITION_ID = "cosmosRestoreRoleDefinitionId"
     RUN_RESTORE_COMMAND = "runRestoreCommand"
     RUN_DRILL_COMMAND = "runDrillCommand"
+    #: Operator role kind (operator-export, operator-restore, ...) -> role ARN ({} without `operators`).
+    OPERATOR_ROLE_ARNS = "operatorRoleArns"
     # Alerting
     ALERT_TOPIC_ARN = "alertTopicArn"
     DASHBOARD_NAME = "dashboardName"
