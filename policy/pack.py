@@ -118,7 +118,9 @@ POLICIES = [
         "(never a source container, its database or the account) and never to the export principal; "
         "buckets block public access, deny non-TLS, use SSE-KMS; "
         "the task role stays within the export prefix and key; every role under its stack's path with the bootstrap's "
-        "permissions boundary, no wildcard action, role changes only under the boundary; KMS keys used only by named "
+        "permissions boundary, no wildcard action, role changes only under the boundary; iam:PassRole on the task and "
+        "restore task roles only inline on the stack's own roles; operator roles trusted by exact role ARNs only (an "
+        "account root only with an exact aws:PrincipalArn condition); KMS keys used only by named "
         "roles or source-bound services; alert topics are KMS-encrypted and only CloudWatch and EventBridge of this "
         "account publish; a stack running the worker alarms on stale containers and failed tasks.",
         validate=_stack,
