@@ -2,7 +2,7 @@
 
 `make bench` and `make reliability-report` regenerate docs/performance.md and
 docs/reliability.md, then run this so the README's sections show the same
-figures. Only the text between `<!-- BEGIN <name> -->` and `<!-- END <name> -->`
+figures, and regenerate the "Who can move data" table (docs/who_can_move_data.py). Only the text between `<!-- BEGIN <name> -->` and `<!-- END <name> -->`
 changes.
 """
 
@@ -32,6 +32,10 @@ def main() -> int:
     for name, path in SECTIONS.items():
         if path.exists():
             readme = embed(readme, name, path.read_text(encoding="utf-8"))
+    # "Who can move data": generated from the programs' own policies (under mocks, a few seconds).
+    import who_can_move_data
+
+    readme = who_can_move_data.embed(readme, who_can_move_data.table())
     readme_path.write_text(readme, encoding="utf-8")
     return 0
 
