@@ -41,7 +41,9 @@ def test_the_table_covers_every_identity_and_says_what_moves_data():
     } <= set(rows)
     # Only the schedulers and the operators may start tasks, and each passes only its task's two roles.
     starters = {name for name, row in rows.items() if "(any revision, in the stack's cluster)" in row}
-    operators_who_run = {n for n in rows if "operator-" in n and {"export", "restore"} & set(n.split("operator-")[1].split("-"))}
+    operators_who_run = {
+        n for n in rows if "operator-" in n and {"export", "restore"} & set(n.split("operator-")[1].split("-"))
+    }
     assert starters == {n for n in rows if "scheduler" in n} | operators_who_run
     assert "`export-<stack>-restore-task (to ecs-tasks)`" not in rows["export-<stack>-operator-export"]
     assert "`export-<stack>-task (to ecs-tasks)`" not in rows["export-<stack>-operator-restore"]
