@@ -48,12 +48,7 @@ def test_budget_holds_every_5_second_window_within_10_percent(env, capsys, json_
     assert len(used) >= 10, f"the run was too short to measure: {feed[-1][0] - feed[0][0]:.1f} s"
     for ru in used:
         # Within 10% of the budget, and above it never by more than one page's charge (plus loopback jitter).
-        assert abs(ru - budget * WINDOW) <= 0.1 * budget * WINDOW, (
-            ru,
-            used.index(ru),
-            used,
-            [(round(a - feed[0][0], 2), c) for a, c in feed],
-        )
+        assert abs(ru - budget * WINDOW) <= 0.1 * budget * WINDOW, (ru, used)
         assert ru <= budget * WINDOW + largest + 1.0, (ru, used)
     # Every charge the double sent is counted once, and the run reports its budget and rate.
     assert result.request_charge == pytest.approx(sum(c for _, c in feed), abs=0.1)
