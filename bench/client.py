@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 def _settings(state: dict, container: str):
     os.environ.update(state["worker_env"])
     os.environ["EXPORT_COSMOS_CONTAINERS"] = container
+    if CONCURRENCY:
+        os.environ["EXPORT_CONCURRENCY"] = str(CONCURRENCY)
     from cosmos_export.settings import load_settings
 
     return load_settings()
@@ -88,6 +90,9 @@ def naive(state: dict, container: str) -> int:
     return len(lines)
 
 
+#: --concurrency: EXPORT_CONCURRENCY for this client (the sweep); None: the stack's.
+CONCURRENCY: int | None = None
+
 CLIENTS = {"floor": floor, "floor_tuned": floor_tuned, "worker": worker, "naive": naive}
 
 
@@ -97,7 +102,10 @@ def main() -> int:
     parser.add_argument("--state", required=True)
     parser.add_argument("--container", required=True)
     parser.add_argument("--profile", help="write a pyinstrument text profile here")
+    parser.add_argument("--concurrency", type=int, help="EXPORT_CONCURRENCY instead of the stack's")
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     with open(args.state) as f:
         state = json.load(f)
     profiler = None

@@ -261,6 +261,8 @@ def dashboard_body(
         ("Successful commits", Metric.SUCCESS, "Sum"),
         ("Failed runs", Metric.FAILURE, "Sum"),
         ("Request units", Metric.REQUEST_UNITS, "Sum"),
+        ("Request units per second (run average)", Metric.REQUEST_UNITS_PER_SECOND, "Maximum"),
+        ("Throttled requests (429)", Metric.THROTTLED_REQUESTS, "Sum"),
         ("Run seconds", Metric.SECONDS, "Maximum"),
         ("Parts written", Metric.PARTS, "Sum"),
     ]

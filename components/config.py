@@ -527,6 +527,8 @@ class WorkerConfig(_Section):
     concurrency: int = _bounded(contract.CONCURRENCY, contract.DEFAULT_CONCURRENCY)
     part_size_mb: int = _bounded(contract.PART_SIZE_MB, contract.DEFAULT_PART_SIZE_MB)
     compression: contract.Compression = contract.DEFAULT_COMPRESSION
+    #: Request units per second the worker may spend (export and restore tasks alike); None: no budget.
+    max_ru_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     cpu: int = 1024
     memory: int = 2048
     architecture: Literal["ARM64", "X86_64"] = "ARM64"

@@ -31,6 +31,14 @@ AllVersionsOption = typer.Option(
     "changeFeedMode AllVersionsAndDeletes, so deletes are exported (gateway only).",
 )
 
+LatencyOption = typer.Option(
+    0.0,
+    "--latency-ms",
+    min=0,
+    max=10_000,
+    help="Round-trip delay the gateway double adds to every Cosmos response (AWS to Azure: 5-30 ms).",
+)
+
 
 def _check_cosmos(cosmos: str, all_versions: bool = False) -> None:
     if cosmos not in ("gateway", "vercel"):
@@ -93,11 +101,15 @@ def up(
     stack: str = StackOption,
     cosmos: str = CosmosOption,
     all_versions: bool = AllVersionsOption,
+    latency_ms: float = LatencyOption,
 ) -> None:
     """Start the sandbox in the background and print how to use it."""
     _check_cosmos(cosmos, all_versions)
+    if latency_ms and cosmos != "gateway":
+        typer.echo("--latency-ms needs --cosmos gateway", err=True)
+        raise typer.Exit(2)
     try:
-        state = sb.up(directory, stack, cosmos, all_versions=all_versions)  # type: ignore[arg-type]
+        state = sb.up(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms)  # type: ignore[arg-type]
     except sb.SandboxError as exc:
         typer.echo(f"sandbox up failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -184,10 +196,11 @@ def serve_cmd(
     stack: str = StackOption,
     cosmos: str = CosmosOption,
     all_versions: bool = AllVersionsOption,
+    latency_ms: float = LatencyOption,
 ) -> None:
     """Foreground server process (what `up` starts)."""
     _check_cosmos(cosmos, all_versions)
-    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions))  # type: ignore[arg-type]
+    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions, latency_ms))  # type: ignore[arg-type]
 
 
 @app.command()

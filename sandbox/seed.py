@@ -147,6 +147,10 @@ class GatewaySeeder:
         spec = {"db": db, "container": container, "partition_key_path": partition_key_path, "feed_ranges": feed_ranges}
         return self._post("containers", json.dumps(spec).encode())
 
+    def set_latency(self, ms: float) -> dict:
+        """The round-trip delay the double adds to every data-plane response (0: none)."""
+        return self._post("latency", json.dumps({"ms": ms}).encode())
+
     def seed(self, db: str, container: str, docs: Iterable[dict], *, batch: int = 20_000) -> int:
         """Bulk-load in NDJSON batches (bounded memory on both sides); returns documents written."""
         total, lines = 0, []

@@ -60,6 +60,8 @@ class Running:
     restore_credentials: dict[str, str] = field(default_factory=dict)
     #: The account keeps every version (continuous backup): AllVersionsAndDeletes works.
     all_versions: bool = False
+    #: Round-trip delay the gateway double adds to every data-plane response (`--latency-ms`).
+    latency_ms: float = 0.0
     stoppers: list = field(default_factory=list)
 
     @property
@@ -190,6 +192,7 @@ def start_cosmos(
         role_assignments=[RoleAssignment(a.principal_id, a.scope, a.data_actions) for a in plan.cosmos_assignments],
         record_all_versions=running.all_versions,
     )
+    state.latency_seconds = running.latency_ms / 1000
     from sandbox.mocked_stack import DEFAULT_DEFINITION, SOURCE_DEFINITIONS
 
     for container in plan.cosmos_containers:
@@ -259,6 +262,7 @@ def start_all(
     plan: SandboxPlan | None = None,
     auth: bool = True,
     all_versions: bool = False,
+    latency_ms: float = 0.0,
 ) -> Running:
     """Start everything for `plan` (default: the stack's); on any failure stop what already started.
 
@@ -273,7 +277,7 @@ def start_all(
     plan = plan or plan_from_stack(stack, ALL_VERSIONS if all_versions else None)
     ca = create_local_ca(directory / "ca")
     moto = start_moto(log_dir=directory)
-    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto, all_versions=all_versions)
+    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto, all_versions=all_versions, latency_ms=latency_ms)
     running.stoppers.append(moto.stop)
     try:
         running.credentials = _assume_task_role(moto.url, plan)
@@ -303,6 +307,7 @@ def describe(running: Running) -> dict[str, Any]:
         "stack": plan.stack,
         "cosmos": running.cosmos_kind,
         "all_versions": running.all_versions,
+        "latency_ms": running.latency_ms,
         "endpoints": {
             "s3": running.moto.url,
             "sts": running.sts.url,
@@ -347,7 +352,13 @@ def write_state(directory: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", all_versions: bool = False) -> int:
+def serve(
+    directory: Path,
+    stack: str = "dev",
+    cosmos: CosmosKind = "gateway",
+    all_versions: bool = False,
+    latency_ms: float = 0.0,
+) -> int:
     """Foreground: start, write sandbox.json, serve until SIGTERM/SIGINT, stop everything."""
     stop = threading.Event()
 
@@ -362,7 +373,7 @@ def serve(directory: Path, stack: str = "dev", cosmos: CosmosKind = "gateway", a
     state_path.unlink(missing_ok=True)
     running = None
     try:
-        running = start_all(directory, stack, cosmos, all_versions=all_versions)
+        running = start_all(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms)
         write_state(directory, describe(running))
         print(f"sandbox ready: {state_path}", flush=True)
         while not stop.wait(1.0):
@@ -428,6 +439,7 @@ def up(
     cosmos: CosmosKind = "gateway",
     timeout: float = 120.0,
     all_versions: bool = False,
+    latency_ms: float = 0.0,
 ) -> dict:
     """Start `python -m sandbox serve` detached (own session) and wait until sandbox.json is written."""
     import subprocess
@@ -455,6 +467,7 @@ def up(
             "--cosmos",
             cosmos,
             *(["--all-versions"] if all_versions else []),
+            *(["--latency-ms", str(latency_ms)] if latency_ms else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

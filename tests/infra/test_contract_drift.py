@@ -330,3 +330,24 @@ def _field_of(var: str) -> str:
 def _typed(var: str, value: str):
     annotation = WorkerSettings.model_fields[_field_of(var)].annotation
     return int(value) if annotation is int else value
+
+
+# --- The RU budget (maxRuPerSecond): one setting for the export and the restore task ------------------
+
+
+def test_max_ru_per_second_reaches_the_worker():
+    # The restore task's environment is the export's plus its own keys (program.restore_environment).
+    c = load_stack(maxRuPerSecond=800)
+    env = env_of(c)
+    assert env[Env.MAX_RU_PER_SECOND] == "800.0"
+    assert load_worker(env).max_ru_per_second == 800.0
+    assert Env.MAX_RU_PER_SECOND not in env_of(load_stack())  # unset: no budget, no variable
+
+
+@pytest.mark.parametrize("value", [0, -5, "inf", "lots"])
+def test_a_budget_both_halves_refuse_is_refused_by_the_stack(value):
+    problems = stack_problems(maxRuPerSecond=value)
+    assert len(problems) == 1 and "maxRuPerSecond" in problems[0] and f"{value}" in problems[0]
+    assert any(
+        "maxRuPerSecond" in p for p in worker_problems({**env_of(load_stack()), Env.MAX_RU_PER_SECOND: str(value)})
+    )

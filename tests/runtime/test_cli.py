@@ -38,6 +38,14 @@ def test_invalid_settings_exit_2_with_the_reason_last(worker_env):
     )
 
 
+def test_a_bad_ru_budget_flag_exits_2_naming_it(worker_env):
+    result = cli(["run", "--mode", "snapshot", "--max-ru-per-second", "0"], worker_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: invalid setting: EXPORT_MAX_RU_PER_SECOND='0.0': input should be greater than 0; use a positive number"
+    )
+
+
 def test_laptop_mode_is_refused_inside_ecs(worker_env):
     env = {
         **worker_env,

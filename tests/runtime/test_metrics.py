@@ -144,6 +144,8 @@ def test_a_run_prints_valid_emf_per_container_with_the_manifest_values_and_no_se
             "Bytes": "Bytes",
             "Parts": "Count",
             "RequestUnits": "Count",
+            "RequestUnitsPerSecond": "Count/Second",
+            "ThrottledRequests": "Count",
             "Seconds": "Seconds",
             **({"LagSeconds": "Seconds"} if doc["Documents"] else {}),
         }
@@ -166,6 +168,7 @@ def test_a_run_prints_valid_emf_per_container_with_the_manifest_values_and_no_se
     assert (orders["Success"], orders["Failure"]) == (1, 0)
     assert (orders["Documents"], orders["Bytes"], orders["Parts"]) == (450, manifest.bytes, len(manifest.parts))
     assert orders["RequestUnits"] == result.request_charge > 0 and orders["Seconds"] == result.seconds > 0
+    assert orders["RequestUnitsPerSecond"] == result.ru_per_second > 0 and orders["ThrottledRequests"] == 0
     assert manifest.newest_ts == newest
     assert 7200 <= orders["LagSeconds"] <= time.time() - newest
     assert (customers["Documents"], customers["Success"]) == (0, 1) and "LagSeconds" not in customers

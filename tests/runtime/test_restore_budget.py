@@ -1,4 +1,4 @@
-"""RuBudget on a fake clock: what is reserved, when requests may start, and the one-request burst bound."""
+"""RuBudget (cosmos_export.throughput: export and restore) on a fake clock: reservations, start times, the burst bound."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from cosmos_export.restore import RuBudget
+from cosmos_export.throughput import RuBudget
 
 
 class FakeClock:

@@ -75,6 +75,9 @@ def run(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Feed ranges read in parallel"),
     snapshot_source: Optional[str] = typer.Option(None, "--snapshot-source", help="changefeed or query"),
     query_filter: Optional[str] = typer.Option(None, "--where", help="WHERE condition for a query snapshot"),
+    max_ru_per_second: Optional[float] = typer.Option(
+        None, "--max-ru-per-second", help="Request units per second the run may spend; default EXPORT_MAX_RU_PER_SECOND"
+    ),
     log_level: Optional[str] = _LOG,
 ) -> None:
     """Export the configured containers and commit the run (manifest, then checkpoint)."""
@@ -88,6 +91,7 @@ def run(
         concurrency=concurrency,
         snapshot_source=snapshot_source,
         query_filter=query_filter,
+        max_ru_per_second=max_ru_per_second,
         log_level=log_level,
     )
     audit.configure_logging(settings.log_level)

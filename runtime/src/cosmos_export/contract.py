@@ -262,7 +262,7 @@ class Env:
     # Restore and drills (the restore task only)
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
-    MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget (restore; later the export too)
+    MAX_RU_PER_SECOND = "EXPORT_MAX_RU_PER_SECOND"  # request-unit budget of a run (export and restore)
     RESTORE_BATCH_DOCUMENTS = "EXPORT_RESTORE_BATCH_DOCUMENTS"  # documents per restore progress checkpoint
 
 
@@ -332,6 +332,10 @@ class Metric:
     BYTES = "Bytes"
     PARTS = "Parts"
     REQUEST_UNITS = "RequestUnits"
+    #: The run's request units over its reading time: compare with EXPORT_MAX_RU_PER_SECOND.
+    REQUEST_UNITS_PER_SECOND = "RequestUnitsPerSecond"
+    #: Requests Cosmos answered 429 (the SDK's and the worker's retries).
+    THROTTLED_REQUESTS = "ThrottledRequests"
     SECONDS = "Seconds"
     SUCCESS = "Success"  # 1 when the container's run committed
     FAILURE = "Failure"  # 1 when it failed (nothing committed)

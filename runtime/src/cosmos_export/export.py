@@ -31,6 +31,7 @@ from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
 from cosmos_export.settings import WorkerSettings
 from cosmos_export.sink import FeedRangeSink
+from cosmos_export.throughput import Throughput
 
 RunMode = contract.RunMode
 
@@ -56,6 +57,14 @@ class ContainerResult:
     request_charge: float
     seconds: float
     newest_ts: int | None = None  # the newest _ts committed so far (this run or before)
+    #: EXPORT_MAX_RU_PER_SECOND during the run (None: no budget) and what the run spent per second on average.
+    max_ru_per_second: float | None = None
+    ru_per_second: float = 0.0
+    #: Requests Cosmos answered 429 (retried by the SDK or by the worker), how often the worker lowered its
+    #: concurrency because of them, and the lowest concurrency it ran at.
+    throttled_requests: int = 0
+    concurrency_lowered: int = 0
+    lowest_concurrency: int = 0
 
 
 @dataclass
@@ -281,6 +290,8 @@ class ContainerRun:
     stop: threading.Event
     log: Any
     progress: audit.Progress
+    #: The RU budget and the adaptive concurrency every range's reader shares.
+    throughput: Throughput
 
 
 @dataclass(frozen=True)
@@ -310,7 +321,7 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         log=run.log,
         previous_schema=run.previous_schema,
     )
-    reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop)
+    reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput)
     charge = 0.0
     newest: int | None = None
     try:
@@ -326,7 +337,11 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
             pages = reader.change_feed(continuation=plan.continuation, mode=plan.change_feed_mode)
         else:
             # A reader of its own when "now" was taken: its continuation must not replace `end`.
-            feed = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop) if end else reader
+            feed = (
+                source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput)
+                if end
+                else reader
+            )
             pages = feed.change_feed(start_time="Beginning", mode=plan.change_feed_mode)
         for page in pages:
             sink.write_page(page.docs)
@@ -423,9 +438,14 @@ def _export_container(
         if (plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted())
         else None
     )
+    throughput = Throughput.of(settings.max_ru_per_second, settings.concurrency, log)
+    read_began = time.monotonic()
     with bulk_gc(), audit.Progress(f"{name} ({plan.manifest_mode})", total=total) as progress:
-        run = ContainerRun(settings, container, s3, target, run_id, started_at, tracker, previous, stop, log, progress)
+        run = ContainerRun(
+            settings, container, s3, target, run_id, started_at, tracker, previous, stop, log, progress, throughput
+        )
         results = _read_all(plan, run, settings.concurrency, name, loaded.next_sequence)
+    read_seconds = time.monotonic() - read_began
     records = [r for result in results for r in result.records]
     schema = next_schema(previous, tracker)
     manifest = Manifest(
@@ -461,9 +481,15 @@ def _export_container(
         bytes=manifest.bytes,
         parts=len(records),
         feed_ranges=len(plan.ranges),
-        request_charge=round(sum(r.request_charge for r in results), 2),
+        # Every read's charge, also those that returned no page (the "now" continuation, the feed's final 304s).
+        request_charge=round(throughput.budget.consumed, 2),
         seconds=round(time.monotonic() - began, 3),
         newest_ts=manifest.newest_ts,
+        max_ru_per_second=settings.max_ru_per_second,
+        ru_per_second=round(throughput.budget.consumed / read_seconds, 2) if read_seconds > 0 else 0.0,
+        throttled_requests=throughput.concurrency.throttled,
+        concurrency_lowered=throughput.concurrency.lowered,
+        lowest_concurrency=throughput.concurrency.lowest,
     )
     at = clock()
     metrics.emit(
@@ -480,6 +506,8 @@ def _export_container(
             seconds=result.seconds,
             newest=result.newest_ts,
             at=at,
+            request_units_per_second=result.ru_per_second,
+            throttled_requests=result.throttled_requests,
         ),
     )
     log.info(
@@ -492,5 +520,7 @@ def _export_container(
         request_charge=result.request_charge,
         orphans_deleted=len(deleted),
         schema_version=schema.version,
+        **throughput.report(),
+        ru_per_second=result.ru_per_second,
     )
     return result

@@ -27,6 +27,8 @@ UNITS: dict[str, str] = {
     Metric.BYTES: "Bytes",
     Metric.PARTS: "Count",
     Metric.REQUEST_UNITS: "Count",
+    Metric.REQUEST_UNITS_PER_SECOND: "Count/Second",
+    Metric.THROTTLED_REQUESTS: "Count",
     Metric.SECONDS: "Seconds",
     Metric.SUCCESS: "Count",
     Metric.FAILURE: "Count",
@@ -99,7 +101,16 @@ def emf_record(
 
 
 def committed_values(
-    *, documents: int, bytes: int, parts: int, request_units: float, seconds: float, newest: int | None, at: datetime
+    *,
+    documents: int,
+    bytes: int,
+    parts: int,
+    request_units: float,
+    seconds: float,
+    newest: int | None,
+    at: datetime,
+    request_units_per_second: float = 0.0,
+    throttled_requests: int = 0,
 ) -> dict[str, float]:
     values: dict[str, float] = {
         Metric.SUCCESS: 1,
@@ -108,6 +119,8 @@ def committed_values(
         Metric.BYTES: bytes,
         Metric.PARTS: parts,
         Metric.REQUEST_UNITS: request_units,
+        Metric.REQUEST_UNITS_PER_SECOND: request_units_per_second,
+        Metric.THROTTLED_REQUESTS: throttled_requests,
         Metric.SECONDS: seconds,
     }
     if newest is not None:

@@ -50,6 +50,7 @@ from tenacity import retry_if_exception
 from cosmos_export import contract, layout, source
 from cosmos_export.contract import Env
 from cosmos_export.settings import WorkerSettings
+from cosmos_export.throughput import RuBudget
 
 #: System properties Cosmos adds to every document: never compared, never written back.
 SYSTEM_PROPERTIES = contract.SYSTEM_PROPERTIES
@@ -69,70 +70,7 @@ class RestoreInterrupted(RestoreError):
     """Stopped on request (SIGTERM) after the last checkpointed batch."""
 
 
-# --- the RU/s budget --------------------------------------------------------
-
-
-class RuBudget:
-    """A request-unit token bucket shared by every thread of a restore.
-
-    A request's charge is only known from its response (`x-ms-request-charge`), so each request reserves
-    the largest charge seen so far before it is sent and settles the difference after. The bucket holds at
-    most that one charge (no burst beyond one request), refills at `ru_per_second`, and may go into debt
-    when a response costs more than was reserved (later requests then wait). Over any window of W seconds
-    the charges of the requests started in it stay within ru_per_second * W plus one request's charge.
-    `ru_per_second=None`: no budget, charges are only counted.
-    """
-
-    def __init__(
-        self,
-        ru_per_second: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        if ru_per_second is not None and ru_per_second <= 0:
-            raise ValueError(f"ru_per_second={ru_per_second} must be positive (or None for no budget)")
-        self.rate = ru_per_second
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._tokens = 0.0
-        self._last = clock()
-        self._largest = 0.0
-        self._unmeasured_in_flight = False
-        self.consumed = 0.0
-        self.requests = 0
-
-    def acquire(self) -> float:
-        """Wait until a request may start; returns what it reserved (pass it to `settle`)."""
-        if self.rate is None:
-            return 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self._largest, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._largest == 0.0:
-                    # Nothing measured yet: one request alone, so the first charge is known before others go.
-                    if not self._unmeasured_in_flight:
-                        self._unmeasured_in_flight = True
-                        return 0.0
-                    wait_for = 0.005
-                elif self._tokens >= self._largest:
-                    self._tokens -= self._largest
-                    return self._largest
-                else:
-                    wait_for = (self._largest - self._tokens) / self.rate
-            self._sleep(min(max(wait_for, 0.001), 1.0))
-
-    def settle(self, reserved: float, charge: float) -> None:
-        with self._lock:
-            self.consumed += charge
-            self.requests += 1
-            if self.rate is None:
-                return
-            self._tokens += reserved - charge
-            self._largest = max(self._largest, charge)
-            self._unmeasured_in_flight = False
+# The RU/s budget (RuBudget) is cosmos_export.throughput's, shared with the export.
 
 
 class _Charge:

@@ -166,7 +166,9 @@ class WorkerSettings(BaseSettings):
         Env.MAX_RU_PER_SECOND,
         None,
         gt=0,
-        fix="use a positive number of request units per second, or unset it for no budget",
+        allow_inf_nan=False,
+        fix="use a positive number of request units per second (Pulumi config cosmos-s3-export:maxRuPerSecond), "
+        "or unset it for no budget",
     )
     #: Documents upserted between two restore progress checkpoints: at most this many are redone after a kill.
     restore_batch_documents: int = _env(
@@ -426,7 +428,7 @@ def environment(**values: Any) -> dict[str, Any]:
             value = ",".join(map(str, value))
         elif isinstance(value, bool):
             value = "true" if value else "false"
-        elif isinstance(value, int):
+        elif isinstance(value, (int, float)):
             value = str(value)
         env[env_name(field)] = value
     return env

@@ -31,6 +31,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 
 from cosmos_export import contract, sdk_json
 from cosmos_export.settings import WorkerSettings
+from cosmos_export.throughput import Throughput
 
 #: Bounded budget for errors the SDK does not retry itself (RBAC propagation, 503, resets).
 RETRY_SECONDS = 300.0
@@ -50,6 +51,11 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, exceptions.CosmosHttpResponseError):
         return (error.status_code == 403 and error.sub_status == 5300) or error.status_code == 503
     return isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError))
+
+
+def is_throttled(error: BaseException) -> bool:
+    """A 429 the SDK's own retries (honouring x-ms-retry-after-ms) did not get past."""
+    return isinstance(error, exceptions.CosmosHttpResponseError) and error.status_code == 429
 
 
 def retrying(
@@ -114,12 +120,21 @@ class Page:
 
 
 class _Hook:
-    """Per-reader response hook: this reader's own headers, never the client's shared ones."""
+    """Per-reader response hook: this reader's own headers, never the client's shared ones.
+
+    Also its `raw_response_hook`: called for every HTTP response, so it sees the 429s the SDK retries
+    (the response hook sees only the last response of a request).
+    """
 
     def __init__(self) -> None:
         self.headers: Any = None
         self.charge = 0.0
         self.activity_id: str | None = None
+        self.throttled = 0  # 429 responses so far
+
+    def raw(self, pipeline_response: Any) -> None:
+        if getattr(pipeline_response.http_response, "status_code", None) == 429:
+            self.throttled += 1
 
     def __call__(self, headers: Any, _body: Any) -> None:
         self.headers = headers
@@ -146,13 +161,24 @@ class FeedRangeReader:
     """Reads one feed range of one container; safe to run one per thread on a shared client."""
 
     def __init__(
-        self, container: ContainerProxy, feed_range: dict, settings: WorkerSettings, stop: threading.Event | None = None
+        self,
+        container: ContainerProxy,
+        feed_range: dict,
+        settings: WorkerSettings,
+        stop: threading.Event | None = None,
+        throughput: Throughput | None = None,
     ):
         self.container, self.feed_range, self.settings = container, feed_range, settings
         self.stop = stop or threading.Event()
+        #: Shared by every reader of a run: the RU budget and the adaptive concurrency.
+        self.throughput = throughput or Throughput.of(None, settings.concurrency)
 
-    def _options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"max_item_count": self.settings.page_size}
+    def _options(self, hook: _Hook) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_item_count": self.settings.page_size,
+            "response_hook": hook,
+            "raw_response_hook": hook.raw,
+        }
         if self.settings.priority:
             options["priority"] = self.settings.priority
         return options
@@ -169,12 +195,12 @@ class FeedRangeReader:
         hook = _Hook()
 
         def pager(cont: str | None) -> Iterator[Any]:
-            kwargs = self._options()
+            kwargs = self._options(hook)
             if cont:
                 kwargs["continuation"] = cont
             else:
                 kwargs.update(feed_range=self.feed_range, start_time=start_time, mode=mode)
-            return self.container.query_items_change_feed(response_hook=hook, **kwargs).by_page()
+            return self.container.query_items_change_feed(**kwargs).by_page()
 
         yield from self._pages(pager, hook, resumable=True)
         self.continuation = hook.etag or self.continuation
@@ -204,7 +230,7 @@ class FeedRangeReader:
             scope = {"enable_cross_partition_query": True}
 
         def pager(cont: str | None) -> Iterator[Any]:
-            return self.container.query_items(sql, response_hook=hook, **scope, **self._options()).by_page()
+            return self.container.query_items(sql, **scope, **self._options(hook)).by_page()
 
         # A query continuation is not captured per request, so a failure after the first page is not resumed.
         yield from self._pages(pager, hook, resumable=False)
@@ -215,21 +241,32 @@ class FeedRangeReader:
         pager: Iterator[Any] | None = None
         cont = getattr(self, "continuation", None) if resumable else None
         started = False
+        throughput = self.throughput
+        # A change feed resumes from its last continuation, so a 429 that got past the SDK's retries is retried
+        # here too (with the concurrency lowered); a query cannot resume after its first page.
+        retry_if = (lambda e: is_transient(e) or is_throttled(e)) if resumable else is_transient
         while not self.stop.is_set():
             page: Any = None
-            for attempt in retrying():
+            for attempt in retrying().copy(retry=retry_if_exception(retry_if)):
                 with attempt:
                     if started and not resumable and pager is None:
                         raise SourceError("query page failed after earlier pages were read; rerun the export")
+                    throttled_before = hook.throttled
                     try:
-                        if pager is None:
-                            pager = make_pager(cont)
-                        page = next(pager, _END)
-                        if page is not _END:
-                            page = list(page)
-                    except Exception:
+                        with throughput.request(lambda: hook.charge):
+                            if pager is None:
+                                pager = make_pager(cont)
+                            page = next(pager, _END)
+                            if page is not _END:
+                                page = list(page)
+                    except Exception as e:
                         pager = None  # rebuild from the last good continuation
+                        exhausted = is_throttled(e)
+                        throughput.concurrency.record(
+                            throttle_retries=hook.throttled - throttled_before - exhausted, exhausted=exhausted
+                        )
                         raise
+                    throughput.concurrency.record(throttle_retries=hook.throttled - throttled_before)
             if page is _END:
                 return
             started = True

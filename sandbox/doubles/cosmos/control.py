@@ -8,6 +8,7 @@ POST /_double/split        {"db","container","range_id"?}
 POST /_double/faults       {"kind": "throttle"|"unavailable"|"reset", "n", "operation"?, "retry_after_ms"?}
                            {"kind": "not_modified", "db","container","range_id","seconds"}
                            {"kind": "not_propagated", "seconds"} | {"kind": "clear"}
+POST /_double/latency      {"ms": 20}: round-trip delay added to every data-plane response (0: none)
 GET  /_double/stats        request counts by operation and status
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_ROUTES = ("containers", "seed", "upsert", "delete", "split", "faults", "stats")
+_ROUTES = ("containers", "seed", "upsert", "delete", "split", "faults", "latency", "stats")
 
 
 def _one(query: dict[str, list[str]], spec: dict, name: str) -> Any:
@@ -40,6 +41,8 @@ def handle_control(state, method: str, parts: list[str], query: dict[str, list[s
             db, container = _one(query, {}, "db"), _one(query, {}, "container")
             docs = (json.loads(line) for line in body.splitlines() if line.strip())
             return 200, {"upserted": state.upsert_many(db, container, docs)}
+        if route == "latency":
+            return 200, {"latency_ms": set_latency(state, _one(query, json.loads(body or b"{}"), "ms"))}
         if route == "upsert":
             return 200, state.upsert(_one(query, {}, "db"), _one(query, {}, "container"), json.loads(body))
         spec = json.loads(body or b"{}")
@@ -89,3 +92,12 @@ def handle_control(state, method: str, parts: list[str], query: dict[str, list[s
         return 404, {"error": str(exc.args[0]) if exc.args else "not found"}
     except ValueError as exc:
         return 400, {"error": str(exc)}
+
+
+def set_latency(state, ms: Any) -> float:
+    """Set the double's round-trip delay in milliseconds (0..10000); returns it."""
+    value = float(ms)
+    if not 0 <= value <= 10_000:
+        raise ValueError(f"latency ms={ms!r} must be between 0 and 10000")
+    state.latency_seconds = value / 1000
+    return value

@@ -113,6 +113,8 @@ class CosmosGatewayState:
         # When a list: (arrival time.monotonic(), operation, status, request charge, path) of every data-plane
         # request, for tests that check RU budgets and retry-after spacing. Off by default (bench sizes).
         self.request_log: list[tuple[float, str, int, float, str]] | None = None
+        # Round-trip delay added to every data-plane response (`--latency-ms`): AWS to Azure is 5-30 ms.
+        self.latency_seconds = 0.0
         self._faults: list[dict] = []  # countdown faults, in order
         self._not_modified: dict[tuple[str, str, str], _Timed] = {}
         self._not_propagated: _Timed | None = None
@@ -330,6 +332,28 @@ def _write_charge(body: bytes) -> str:
     return f"{5.71 * max(1, -(-len(body) // 1024)):.2f}"
 
 
+# --- Request charges of reads (x-ms-request-charge) -------------------------------------------------------
+# The rule: 1 RU per started KB of the documents a page returns, plus 2.3 RU per query page. Source:
+# Microsoft Learn, "Optimize request cost in Azure Cosmos DB" (a point read costs 1 RU for 1 KB; a query's
+# RUs depend on the items it loads and returns, and its pages' charges add up to the whole query's) and
+# "Request units in Azure Cosmos DB" (a 1 KB read = 1 RU); a simple query page costs ~2.3 RU (the
+# portal's figure for a small query). The change feed reads items like a query reads them, without the
+# query's compilation. Real charges differ in detail (indexing, consistency: Strong/Bounded double reads);
+# what matters for the budget is that they grow with the bytes returned, as the service's do.
+QUERY_PAGE_RU = 2.3
+READ_RU_PER_KB = 1.0
+
+
+def _read_charge(documents_bytes: int) -> str:
+    """RUs of a change-feed page returning `documents_bytes` of documents (at least 1 RU)."""
+    return f"{READ_RU_PER_KB * max(1, -(-documents_bytes // 1024)):.2f}"
+
+
+def _query_charge(documents_bytes: int) -> str:
+    """RUs of a query page returning `documents_bytes` of documents."""
+    return f"{QUERY_PAGE_RU + READ_RU_PER_KB * -(-documents_bytes // 1024):.2f}"
+
+
 def _http_date(ts: float | None = None) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
@@ -443,11 +467,23 @@ class CosmosGatewayHandler(DoubleHandler):
             headers = {"x-ms-substatus": str(err.substatus), **err.headers}
             self._log_request(arrived, operation, err.status, headers.get("x-ms-request-charge", "1.0"))
             payload_obj = err.body or {"code": err.code, "message": err.message}
+            self._round_trip(arrived)
             self._send(err.status, json.dumps(payload_obj).encode(), headers)
             return
         self.state.count(operation, status)
         self._log_request(arrived, operation, status, headers.get("x-ms-request-charge", "1.0"))
+        self._round_trip(arrived)
         self._send(status, payload, headers)
+
+    def _round_trip(self, arrived: float) -> None:
+        """Hold the response until `latency_seconds` after the request arrived (a cross-cloud round trip).
+
+        Counted from arrival, so serving time overlaps it as on a real network; it holds this connection's
+        thread only, so concurrent requests overlap their round trips as they would on the wire.
+        """
+        remaining = self.state.latency_seconds - (time.monotonic() - arrived)
+        if remaining > 0:
+            time.sleep(remaining)
 
     def _log_request(self, arrived: float, operation: str, status: int, charge: str) -> None:
         log = self.state.request_log
@@ -736,7 +772,16 @@ class CosmosGatewayHandler(DoubleHandler):
             return 304, None, {"etag": current, **session}
         documents = b",".join(e.body[:-1] + b',"_lsn":%d}' % e.lsn for e in picked)
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), documents, len(picked))
-        return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
+        return (
+            200,
+            payload,
+            {
+                "etag": f'"{picked[-1].lsn}"',
+                "x-ms-item-count": str(len(picked)),
+                "x-ms-request-charge": _read_charge(len(documents)),
+                **session,
+            },
+        )
 
     def _full_fidelity(self, container: Container, rng, since: int, head: int, epk_filter, limit: int, session: dict):
         if not self.state.record_all_versions:
@@ -775,12 +820,18 @@ class CosmosGatewayHandler(DoubleHandler):
                 documents.append(json.dumps({"metadata": metadata, "current": {}}).encode())
             else:
                 documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))
-        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
-            container.rid.encode(),
-            b",".join(documents),
-            len(documents),
+        joined = b",".join(documents)
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(documents))
+        return (
+            200,
+            payload,
+            {
+                "etag": f'"{picked[-1].lsn}"',
+                "x-ms-item-count": str(len(picked)),
+                "x-ms-request-charge": _read_charge(len(joined)),
+                **session,
+            },
         )
-        return 200, payload, {"etag": f'"{picked[-1].lsn}"', "x-ms-item-count": str(len(picked)), **session}
 
     # --- point operations ----------------------------------------------------------
     def _pk_from_header(self):
@@ -916,14 +967,11 @@ class CosmosGatewayHandler(DoubleHandler):
                 400, "BadRequest", f"x-ms-continuation {continuation!r} was not issued by this account for this query."
             ) from None
         results, next_seq = sql.execute(query, entries, after_seq, self._page_size())
-        headers = {"x-ms-item-count": str(len(results)), **session}
+        joined = b",".join(results)
+        headers = {"x-ms-item-count": str(len(results)), "x-ms-request-charge": _query_charge(len(joined)), **session}
         if next_seq is not None:
             headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
-        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (
-            container.rid.encode(),
-            b",".join(results),
-            len(results),
-        )
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
         return 200, payload, headers
 
 
