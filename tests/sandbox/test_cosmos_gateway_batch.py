@@ -73,6 +73,7 @@ def test_a_batch_applies_every_operation_in_order_and_charges_their_sum(world):
     assert float(headers["x-ms-request-charge"]) == pytest.approx(sum(charges), abs=0.01)
     assert charges[0] == pytest.approx(5.71) and charges[4] == 1.0
     assert state.priority_levels("item.batch") == {"Low": 1} and state.stats[("item.batch", 200)] == 1
+    assert state.stats[("batch.upsert", 201)] == 1 and state.stats[("batch.delete", 204)] == 1  # per operation
 
 
 def test_101_operations_are_refused_and_nothing_is_written(world):
@@ -103,6 +104,7 @@ def test_mixed_partition_keys_fail_the_whole_batch(world):
     assert [r["statusCode"] for r in failed.value.operation_responses] == [424, 400, 424]
     assert "doesn't match" in failed.value.operation_responses[1]["message"]
     assert stored(state) == {} and state.stats[("item.batch", 207)] == 1
+    assert not any(op.startswith("batch.") for op, _ in state.stats)  # no operation applied
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ rules, kept here (on purpose not imported from the worker, so a wrong limit ther
   status and every other one 424 (Failed Dependency);
 - the request charge is the sum of the operations' (writes ~5.7 RU per started KB, as point writes);
 - each operation needs the data action of its type (upsert, create, replace, read, delete).
+Each applied operation is counted in the state's stats as ("batch.<type>", status), beside the requests'
+("item.batch", status), so tests can count documents written however they were sent.
 Non-atomic (bulk) batches and Patch are not served (400), so a client that relies on them fails here.
 """
 
@@ -159,6 +161,8 @@ def execute(handler: CosmosGatewayHandler, container: Container, body: bytes):
             if "resourceBody" in result:
                 result["eTag"] = result["resourceBody"]["_etag"]
             results.append(result)
+    for op, result in zip(operations, results):
+        state.count(f"batch.{op['operationType'].lower()}", result["statusCode"])
     headers = {
         "x-ms-request-charge": f"{sum(charges):.2f}",
         **handler._session_headers(container, effective_partition_key(pk_value)),
