@@ -60,7 +60,8 @@ def write_section(begin: str, end: str, body: str) -> None:
     section = f"{begin}\n{body}{end}\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1].lstrip("\n")
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip() + "\n\n" + section
     DOC.write_text(text)

@@ -262,6 +262,27 @@ def test_write_units_are_runs_of_one_partition_key_value_within_the_batch_limits
     assert all(sum(len(json.dumps(d)) for d in u) < 2 * 1024 * 1024 for u in restore.write_units(big, ["/pk"]))
 
 
+def test_awkward_documents_and_every_partition_key_type_restore_exactly_in_batches(world):
+    from tests.reliability.test_bad_documents import awkward_docs
+
+    docs = awkward_docs() + [
+        {"id": "n-big", "pk": 2**64 + 1, "v": 2**64 + 1},
+        {"id": "sur", "pk": "s", "t": "a\ud800b"},
+    ]
+    docs += [{**d, "id": f"{d['id']}-2"} for d in docs]  # a neighbour with the same key each: batches of 2
+    state = world["state"]
+    state.upsert_many(DB, "orders", docs)
+    export_run(world)
+    result = do_restore(world, exact=True)
+    by_id = lambda items: {d["id"]: user(d) for d in items}  # noqa: E731
+    assert by_id(state.container(TARGET_DB, "orders-restore").iter_documents()) == by_id(docs)
+    assert result.documents == len(docs) == 34 and result.deletes_applied == 0
+    # Every partition key value (string, number, 2**64+1, true, false, null, undefined, astral) in one batch
+    # each, the two ~2 MB documents apart (one would not fit a batch with the other); no batch refused.
+    assert state.stats[("item.batch", 200)] == 14 and state.stats[("item.upsert", 201)] == 2  # 15 values
+    assert not state.stats[("item.batch", 207)]
+
+
 def test_allow_source_target_upserts_but_never_deletes(world):
     state = world["state"]
     state.upsert_many(DB, "orders", make_docs(100))
