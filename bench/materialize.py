@@ -11,20 +11,17 @@ section of docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
-DOC = REPO / "docs" / "performance.md"
+from bench import common
+
 DB, CONTAINER, RANGES, CHANGED = "shop", "orders", 4, 0.10
 BEGIN, END = (
     "<!-- materialize benchmark: written by `python -m bench.materialize` -->",
@@ -145,8 +142,7 @@ def client(bucket: str, s3_url: str, out: str, expected: int) -> None:
     with bulk_gc():
         report = materialize.materialize_to(s3, target, materialize.destination(out, CONTAINER))
     seconds = time.perf_counter() - began
-    status = Path("/proc/self/status").read_text()
-    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+    peak = common.peak_rss_mb()
     if report.documents != expected:
         raise SystemExit(f"materialized {report.documents} documents, expected {expected}")
     print(
@@ -157,37 +153,17 @@ def client(bucket: str, s3_url: str, out: str, expected: int) -> None:
 
 
 def measure(docs: int, directory: Path) -> dict:
-    import boto3
-
     from sandbox.services import start_moto
 
     directory.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     with start_moto(log_dir=directory) as moto:
         bucket = f"bench-materialize-{docs}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        seed(s3, bucket, docs)
+        seed(common.versioned_bucket(moto.url, bucket), bucket, docs)
         out = directory / f"materialized-{docs}.jsonl.zst"
         argv = [sys.executable, "-m", "bench.materialize", "client", bucket, moto.url, str(out), str(docs)]
         load = os.getloadavg()[0]
-        with open(directory / f"materialize-client-{docs}.log", "wb") as log:
-            process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
-            assert process.stdout is not None
-            printed = process.stdout.read()
-            _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"materialize client failed: see {directory / f'materialize-client-{docs}.log'}")
-    result = json.loads(printed.decode().strip().splitlines()[-1])
+        result, cpu = common.run_measured(argv, directory / f"materialize-client-{docs}.log")
     out.unlink(missing_ok=True)
-    cpu = usage.ru_utime + usage.ru_stime
     return {
         "docs": docs,
         "records": result["records"],
@@ -219,51 +195,15 @@ def render(results: dict[int, dict]) -> str:
             f"{r['cpu_s_per_100k']:.1f} | {r['peak_rss_mb']:.0f} | {r['load_1min_before']:.2f} | "
             f"`{r['command']}` ({r['at']}) |"
         )
-    if 100_000 in results and 1_000_000 in results:
-        small, big = results[100_000]["peak_rss_mb"], results[1_000_000]["peak_rss_mb"]
-        lines += [
-            "",
-            f"Materialize peak RSS at 1M vs 100k: {big:.0f} MB / {small:.0f} MB = **{big / small:.2f}x** "
-            "(target <= 1.2x and < 300 MB).",
-        ]
-    else:
-        lines += ["", "1M: not measured yet (`python -m bench.materialize --docs 1000000`)."]
+    lines += common.rss_ratio_line("Materialize", results, "python -m bench.materialize")
     return "\n".join(lines) + "\n"
-
-
-def write_doc(results: dict[int, dict]) -> None:
-    """Replace (or append) the Materialize section of docs/performance.md (after the notes marker, which the
-    export benchmark keeps verbatim, so each benchmark can run alone)."""
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    section = f"{BEGIN}\n{render(results)}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOC.write_text(text)
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.materialize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--dir", type=Path, default=REPO / ".sandbox" / "bench-materialize")
-    args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for docs in args.docs:
-        result = measure(docs, args.dir.resolve())
-        (RESULTS / f"materialize-{docs}.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(
-            f"materialize {docs}: {result['seconds']:.1f}s, {result['docs_per_s']:.0f} docs/s, CPU "
-            f"{result['cpu_s_per_100k']:.1f}s/100k, peak RSS {result['peak_rss_mb']:.0f} MB",
-            flush=True,
-        )
-    results = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in RESULTS.glob("materialize-*.json")}
-    write_doc(results)
-    return 0
+    return common.main("materialize", __doc__ or "", measure, render, (BEGIN, END))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The export identity may only read the source database; the restore identity only
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import uuid
@@ -142,6 +143,24 @@ def source_docs(world) -> dict:
     return by_key(world["state"].container(DB, "orders").iter_documents())
 
 
+def expected_writes(docs, skip: int = 0) -> dict[str, int]:
+    """The write requests a restore of `docs` sends (after `skip` committed documents): in state order, per
+    checkpoint batch of BATCH, one per run of one partition key value: a point upsert for a run of one
+    document, a transactional batch for a longer one."""
+    keys = sorted(restore.document_key(d, ["/pk"]) for d in docs)[skip:]
+    counts = {"item.upsert": 0, "item.batch": 0}
+    for start in range(0, len(keys), BATCH):
+        pks = [json.loads(k)[0] for k in keys[start : start + BATCH]]
+        runs = [len(list(group)) for _, group in itertools.groupby(pks)]
+        counts["item.upsert"] += sum(1 for n in runs if n == 1)
+        counts["item.batch"] += sum(1 for n in runs if n > 1)
+    return counts
+
+
+def write_requests(state) -> dict[str, int]:
+    return {op: sum(n for (o, _), n in state.stats.items() if o == op) for op in ("item.upsert", "item.batch")}
+
+
 def restore_objects(world) -> list[str]:
     listed = world["s3"].list_objects_v2(Bucket=world["bucket"], Prefix="exports/test/")
     return [o["Key"] for o in listed.get("Contents", []) if f"/{contract.RESTORES_DIR}/" in o["Key"]]
@@ -169,7 +188,13 @@ def test_restore_writes_the_latest_state_exactly_at_low_priority(world):
     assert target_docs(world) == source_docs(world)  # bodies compared exactly, system properties aside
     assert result.sequence == 2 and result.documents == 158 == result.documents_upserted
     assert result.deletes_applied == 0 and result.request_charge > 158 * 5  # ~5.7 RU per write in the double
-    assert world["state"].priority_levels("item.upsert") == {"Low": 158}
+    # 53 partition key values: mostly transactional batches of 2-4 documents, every request at Low priority.
+    state = world["state"]
+    assert write_requests(state) == expected_writes(source_docs(world).values())
+    assert expected_writes(source_docs(world).values())["item.batch"] > 40
+    assert state.priority_levels("item.upsert") + state.priority_levels("item.batch") == {
+        "Low": sum(write_requests(state).values())
+    }
     progress = progress_of(world, result)
     assert progress["status"] == "complete" and progress["documents_committed"] == 158
     assert progress["batches_committed"] == -(-158 // BATCH)
@@ -201,6 +226,61 @@ def test_exact_deletes_what_the_state_does_not_have(world):
     assert target_docs(world) == source_docs(world)
     assert state.priority_levels("item.delete") == {"Low": 25}
     assert set(state.priority_levels("changefeed.read") - feed_reads_before) == {"Low"}  # listing the target
+
+
+def test_exact_deletes_in_batches_and_a_refused_batch_is_redone_one_by_one(world, monkeypatch):
+    snapshot_change_incremental(world)
+    state = world["state"]
+    strays = [{**d, "pk": f"stray-{d['n'] % 4}"} for d in make_docs(30, tag="stray")]  # 4 values: batches
+    state.upsert_many(TARGET_DB, "orders-restore", strays)
+    real = restore.target_documents
+    gone = strays[0]
+
+    def listing_then_someone_deletes(container, stop, budget):
+        for page in real(container, stop, budget):
+            if any(d["id"] == gone["id"] for d in page):
+                assert state.delete(TARGET_DB, "orders-restore", gone["id"], gone["pk"])  # listed, then deleted
+            yield page
+
+    monkeypatch.setattr(restore, "target_documents", listing_then_someone_deletes)
+    result = do_restore(world, exact=True)
+    assert target_docs(world) == source_docs(world) and result.deletes_applied == 30
+    assert state.stats[("item.batch", 207)] == 1  # the batch holding the vanished one: 404, nothing deleted
+    assert state.stats[("item.delete", 404)] == 1  # then one by one, the vanished one skipped
+    assert state.stats[("item.batch", 200)] == 3 + expected_writes(source_docs(world).values())["item.batch"]
+
+
+def test_write_units_are_runs_of_one_partition_key_value_within_the_batch_limits():
+    docs = [{"id": str(i), "pk": "a"} for i in range(250)] + [{"id": "x", "pk": 1}, {"id": "y", "pk": True}]
+    docs += [{"id": "z1", "pk": "a"}, {"id": "z2"}, {"id": "z3"}]  # "a" again later: a new run; no key: undefined
+    units = list(restore.write_units(docs, ["/pk"]))
+    assert [len(u) for u in units] == [100, 100, 50, 1, 1, 1, 2]  # 1 and true are different partition keys
+    assert [d for u in units for d in u] == docs  # the order kept
+    big = [{"id": str(i), "pk": "b", "blob": "x" * 300_000} for i in range(15)]
+    sizes = [len(u) for u in restore.write_units(big, ["/pk"])]
+    assert sizes == [6, 6, 3]  # 2 MB per request at most
+    assert all(sum(len(json.dumps(d)) for d in u) < 2 * 1024 * 1024 for u in restore.write_units(big, ["/pk"]))
+
+
+def test_awkward_documents_and_every_partition_key_type_restore_exactly_in_batches(world):
+    from tests.reliability.test_bad_documents import awkward_docs
+
+    docs = awkward_docs() + [
+        {"id": "n-big", "pk": 2**64 + 1, "v": 2**64 + 1},
+        {"id": "sur", "pk": "s", "t": "a\ud800b"},
+    ]
+    docs += [{**d, "id": f"{d['id']}-2"} for d in docs]  # a neighbour with the same key each: batches of 2
+    state = world["state"]
+    state.upsert_many(DB, "orders", docs)
+    export_run(world)
+    result = do_restore(world, exact=True)
+    by_id = lambda items: {d["id"]: user(d) for d in items}  # noqa: E731
+    assert by_id(state.container(TARGET_DB, "orders-restore").iter_documents()) == by_id(docs)
+    assert result.documents == len(docs) == 34 and result.deletes_applied == 0
+    # Every partition key value (string, number, 2**64+1, true, false, null, undefined, astral) in one batch
+    # each, the two ~2 MB documents apart (one would not fit a batch with the other); no batch refused.
+    assert state.stats[("item.batch", 200)] == 14 and state.stats[("item.upsert", 201)] == 2  # 15 values
+    assert not state.stats[("item.batch", 207)]
 
 
 def test_allow_source_target_upserts_but_never_deletes(world):
@@ -272,29 +352,37 @@ def test_a_rerun_continues_after_the_last_checkpointed_batch(world, monkeypatch)
         run_restore(world["restore_settings"], request, client=world["restore_client"], s3=world["s3"], stop=stop)
     assert len(target_docs(world)) == 2 * BATCH
     monkeypatch.setattr(restore.ProgressStore, "save", real)
-    upserts_before = sum(n for (op, status), n in state.stats.items() if op == "item.upsert")
+    before = write_requests(state)
     result = do_restore(world)
     assert result.resumed_from == 2 * BATCH and result.documents_upserted == 90
-    assert sum(n for (op, _), n in state.stats.items() if op == "item.upsert") - upserts_before == 90
+    after = write_requests(state)
+    # Only the 90 documents after the checkpoint are written again.
+    assert {op: after[op] - before[op] for op in after} == expected_writes(make_docs(170), skip=2 * BATCH)
     assert progress_of(world, result)["runs_started_at"] == [0, 2 * BATCH]
     assert target_docs(world) == source_docs(world)
 
 
-def test_throttling_storm_honours_retry_after_and_the_budget(world):
+@pytest.mark.parametrize("operation", ["item.upsert", "item.batch"])
+def test_throttling_storm_honours_retry_after_and_the_budget(world, operation):
     state = world["state"]
-    state.upsert_many(DB, "orders", make_docs(150))
+    docs = make_docs(150)
+    if operation == "item.upsert":  # one document per partition key value: point upserts only
+        docs = [{**d, "pk": f"k-{d['n']}"} for d in docs]
+    state.upsert_many(DB, "orders", docs)
     export_run(world)
     state.request_log = []
-    state.throttle_next(40, retry_after_ms=150, operation="item.upsert")
+    state.throttle_next(20, retry_after_ms=150, operation=operation)
     budget = 600.0
     result = do_restore(world, max_ru_per_second=budget)
     assert target_docs(world) == source_docs(world)
-    log = [entry for entry in state.request_log if entry[1] == "item.upsert"]
+    assert write_requests(state)[operation] == expected_writes(docs)[operation] + 20
+    log = [entry for entry in state.request_log if entry[1] in ("item.upsert", "item.batch")]
     throttled = [e for e in log if e[2] == 429]
-    assert len(throttled) == 40
-    for arrived, _, _, _, path in throttled:  # the SDK waited x-ms-retry-after-ms before retrying that document
-        retry = min(e[0] for e in log if e[4] == path and e[0] > arrived)
-        assert retry - arrived >= 0.150 - 0.005
+    assert len(throttled) == 20
+    if operation == "item.upsert":  # a document's own URL tells its retry (all batches share the container's)
+        for arrived, _, _, _, path in throttled:  # the SDK waited x-ms-retry-after-ms before retrying it
+            retry = min(e[0] for e in log if e[4] == path and e[0] > arrived)
+            assert retry - arrived >= 0.150 - 0.005
     charged = [(t, c) for t, _, status, c, _ in log if status < 400]
     largest = max(c for _, c in charged)
     for t0, _ in charged:

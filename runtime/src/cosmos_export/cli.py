@@ -8,9 +8,11 @@ its last checkpointed batch). On failure the last line on stderr is the reason.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any, Optional
 
@@ -49,6 +51,25 @@ def _settings(**flags: Any) -> WorkerSettings:
             typer.echo(f"  - {problem}", err=True)
         _fail(f"invalid setting: {e.problems[-1]}", EXIT_SETTINGS)
         raise AssertionError("unreachable") from None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[tuple[threading.Event, list[str]]]:
+    """SIGTERM/SIGINT set the event (the work stops at its next safe point; ECS gives 30 s by default) and
+    append the signal's name to the list; the previous handlers come back afterwards."""
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop, stopped_by
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # Flags shared by the commands (None = take the environment's value).
@@ -96,27 +117,17 @@ def run(
     )
     audit.configure_logging(settings.log_level)
     log = audit.get_logger()
-    stop = threading.Event()
-    stopped_by: list[str] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        # Stop reading new pages; the run aborts its uploads and commits nothing (ECS gives 30 s by default).
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        run_export(settings, mode.value, stop=stop, log=log)
-    except ExportInterrupted as e:
-        reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
-        log.error("export_failed", reason=reason)
-        _fail(reason, EXIT_STOPPED)
-    except ExportError as e:
-        log.error("export_failed", reason=str(e))
-        _fail(str(e))
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    # A signal stops reading new pages; the run aborts its uploads and commits nothing.
+    with _stop_on_signals() as (stop, stopped_by):
+        try:
+            run_export(settings, mode.value, stop=stop, log=log)
+        except ExportInterrupted as e:
+            reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
+            log.error("export_failed", reason=reason)
+            _fail(reason, EXIT_STOPPED)
+        except ExportError as e:
+            log.error("export_failed", reason=str(e))
+            _fail(str(e))
 
 
 @app.command()
@@ -344,39 +355,29 @@ def _restore_session(settings: WorkerSettings, work: Any) -> Any:
 
     audit.configure_logging(settings.log_level)
     log = audit.get_logger()
-    stop = threading.Event()
-    stopped_by: list[str] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        session = identity.aws_session(settings)
-        s3 = s3_client(settings, session)
-        client = source.cosmos_client(settings, identity.azure_credential(settings, session))
-        return work(client=client, s3=s3, stop=stop, log=log)
-    except restore.RestoreRefused as e:
-        log.error("restore_refused", reason=str(e))
-        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
-    except restore.RestoreInterrupted as e:
-        reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
-        log.error("restore_failed", reason=reason)
-        _fail(reason, EXIT_STOPPED)
-    except restore.RestoreError as e:
-        log.error("restore_failed", reason=str(e))
-        _fail(str(e))
-    except (identity.IdentityError, ClientAuthenticationError) as e:
-        log.error("restore_failed", reason=identity.explain_auth_error(e))
-        _fail(identity.explain_auth_error(e))
-    except cosmos_exceptions.CosmosHttpResponseError as e:
-        reason = restore.explain_restore_error(e, settings, "the target")
-        log.error("restore_failed", reason=reason)
-        _fail(reason)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with _stop_on_signals() as (stop, stopped_by):
+        try:
+            session = identity.aws_session(settings)
+            s3 = s3_client(settings, session)
+            client = source.cosmos_client(settings, identity.azure_credential(settings, session))
+            return work(client=client, s3=s3, stop=stop, log=log)
+        except restore.RestoreRefused as e:
+            log.error("restore_refused", reason=str(e))
+            _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+        except restore.RestoreInterrupted as e:
+            reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
+            log.error("restore_failed", reason=reason)
+            _fail(reason, EXIT_STOPPED)
+        except restore.RestoreError as e:
+            log.error("restore_failed", reason=str(e))
+            _fail(str(e))
+        except (identity.IdentityError, ClientAuthenticationError) as e:
+            log.error("restore_failed", reason=identity.explain_auth_error(e))
+            _fail(identity.explain_auth_error(e))
+        except cosmos_exceptions.CosmosHttpResponseError as e:
+            reason = restore.explain_restore_error(e, settings, "the target")
+            log.error("restore_failed", reason=reason)
+            _fail(reason)
 
 
 @app.command()

@@ -21,8 +21,14 @@ Protocol
 5. The progress is marked complete; a later run of the same id starts a new attempt (a drill restores
    again and again into its scratch container).
 
-One point write per document: the SDK has no bulk executor in Python, and transactional batches (up to 100
-operations of one partition key value) are not used yet: neither local double serves them.
+Writes go as transactional batches: the SDK has no bulk executor in Python, but `execute_item_batch` sends up
+to 100 operations of one partition key value in one request (atomic, one round trip, the charge of the
+operations). The state comes ordered by (partition key, id), so the documents of one logical partition are
+neighbours: each checkpoint batch is cut into runs of one partition key value (`write_units`), a run of one
+document goes as a point write, a longer one as a batch. A batch the service refuses as a whole (an operation
+failed, so nothing was written) is redone one point operation at a time, which reports the document at fault
+as before (and deletes ignore 404 there). The gateway double serves batches as Cosmos does
+(sandbox/doubles/cosmos/batch.py); `@vercel/cosmosdb-server` does not, see `_batch_unsupported`.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ from cosmos_export.throughput import RuBudget
 #: System properties Cosmos adds to every document: never compared, never written back.
 SYSTEM_PROPERTIES = contract.SYSTEM_PROPERTIES
 PROGRESS_FORMAT_VERSION = 1
+#: Cosmos's transactional batch limits: at most 100 operations, one partition key value, a request of at most
+#: 2 MB (a run is cut below that, with room for each operation's envelope).
+BATCH_MAX_OPERATIONS = 100
+BATCH_MAX_BYTES = 2 * 1024 * 1024 - 64 * 1024
+_BATCH_OPERATION_ENVELOPE = 64
 _NAMESPACE = uuid.UUID("5d0f1f4e-3c1b-5c55-9a57-7b1a3c0e9d21")  # restore ids: uuid5 under this namespace
 
 
@@ -445,6 +456,8 @@ class _Context:
     budget: RuBudget
     store: ProgressStore
     rid: str
+    #: False once the target answered a batch as a server that does not serve them (see _batch_unsupported).
+    batches: bool = True
 
 
 def plan_restore(settings: WorkerSettings, request: RestoreRequest, *, client: Any, s3: Any) -> _Context:
@@ -635,7 +648,8 @@ def _throttled_or_transient(error: BaseException) -> bool:
     # The SDK already retried a 429 up to 30 times, honouring x-ms-retry-after-ms; a longer storm is waited
     # out here too rather than failing the batch.
     return source.is_transient(error) or (
-        isinstance(error, cosmos_exceptions.CosmosHttpResponseError) and error.status_code == 429
+        isinstance(error, (cosmos_exceptions.CosmosHttpResponseError, cosmos_exceptions.CosmosBatchOperationError))
+        and error.status_code == 429
     )
 
 
@@ -679,6 +693,83 @@ def _run_batch(
     return sum(charges)
 
 
+def write_units(docs: Iterable[dict], paths: list[str]) -> Iterator[list[dict]]:
+    """Runs of neighbouring documents with one partition key value, each at most BATCH_MAX_OPERATIONS long and
+    BATCH_MAX_BYTES of JSON as the SDK sends it: what one transactional batch may carry."""
+    from cosmos_export.materialize import partition_key_of
+
+    unit: list[dict] = []
+    unit_key, unit_bytes = "", 0
+    for doc in docs:
+        key = json.dumps(partition_key_of(doc, paths), ensure_ascii=True)  # 1 and true are other keys
+        size = len(json.dumps(doc)) + _BATCH_OPERATION_ENVELOPE
+        if unit and (key != unit_key or len(unit) >= BATCH_MAX_OPERATIONS or unit_bytes + size > BATCH_MAX_BYTES):
+            yield unit
+            unit, unit_bytes = [], 0
+        unit.append(doc)
+        unit_key, unit_bytes = key, unit_bytes + size
+    if unit:
+        yield unit
+
+
+def _batch_unsupported(error: cosmos_exceptions.CosmosHttpResponseError) -> bool:
+    """The target does not serve transactional batches at all (an emulator such as @vercel/cosmosdb-server:
+    400/404/405/500/501 to the batch request). Throttling, auth, timeouts and 413 are not that."""
+    return error.status_code in (400, 404, 405, 500, 501)
+
+
+def _write_unit(
+    ctx: _Context,
+    unit: list[dict],
+    hook: _Charge,
+    log: Any,
+    *,
+    point: Callable[[dict, _Charge], None],
+    operation: Callable[[dict], tuple[str, tuple[Any, ...]]],
+) -> None:
+    """One run of documents of one partition key value: a transactional batch (one request, atomic), or a point
+    operation each when it is one document, when the batch is refused, or when the target serves no batches."""
+    if len(unit) > 1 and ctx.batches:
+        try:
+            ctx.container.execute_item_batch(
+                [operation(doc) for doc in unit],
+                partition_key=sdk_partition_key(unit[0], ctx.paths),
+                priority="Low",
+                response_hook=hook,
+            )
+            return
+        except cosmos_exceptions.CosmosBatchOperationError as e:
+            if e.status_code == 429:
+                raise  # throttled: the whole batch again after the wait (_throttled_or_transient)
+            # Atomic: nothing of it was written. Its charge still counts; the point operations say which
+            # document is at fault (or, for deletes, skip those already gone).
+            hook(e.headers or {}, None)
+            log.warning(
+                "restore_batch_refused",
+                restore_id=ctx.rid,
+                documents=len(unit),
+                status=e.status_code,
+                at=e.error_index,
+                reason="redoing this batch one document at a time",
+            )
+        except cosmos_exceptions.CosmosHttpResponseError as e:
+            if e.status_code == 413:
+                pass  # larger than the service takes in one request (the size estimate was short): one by one
+            elif _batch_unsupported(e):
+                if ctx.batches:  # said once (threads already sending a batch fall back too)
+                    log.warning(
+                        "restore_batches_unsupported",
+                        restore_id=ctx.rid,
+                        status=e.status_code,
+                        reason="the target does not serve transactional batches; writing one document per request",
+                    )
+                ctx.batches = False
+            else:
+                raise
+    for doc in unit:
+        point(doc, hook)
+
+
 def _upsert_all(
     ctx: _Context,
     progress: RestoreProgress,
@@ -696,9 +787,12 @@ def _upsert_all(
         # no_response: the written body is not sent back (Prefer: return=minimal); ~10% less client CPU here.
         ctx.container.upsert_item(doc, priority="Low", no_response=True, response_hook=hook)
 
+    def write(unit: list[dict], hook: _Charge) -> None:
+        _write_unit(ctx, unit, hook, log, point=upsert, operation=lambda doc: ("upsert", (doc,)))
+
     def commit_batch() -> None:
         nonlocal batch, upserted
-        charge = _run_batch(ctx, pool, batch, upsert, stop)
+        charge = _run_batch(ctx, pool, list(write_units(batch, ctx.paths)), write, stop)
         upserted += len(batch)
         progress.documents_committed += len(batch)
         progress.last_key = batch_last_key
@@ -827,6 +921,9 @@ def _delete_unknown(
         except cosmos_exceptions.CosmosResourceNotFoundError:
             pass  # already gone (a previous run deleted it before its checkpoint)
 
+    def write(unit: list[dict], hook: _Charge) -> None:
+        _write_unit(ctx, unit, hook, log, point=delete, operation=lambda doc: ("delete", (doc["id"],)))
+
     consumed_before = ctx.budget.consumed
     deletes_charge = 0.0
     for page in target_documents(ctx.container, stop, ctx.budget):
@@ -835,7 +932,7 @@ def _delete_unknown(
         if not extra:
             continue
         doomed = [keyed[k] for k in sorted(extra)]
-        charge = _run_batch(ctx, pool, doomed, delete, stop)
+        charge = _run_batch(ctx, pool, list(write_units(doomed, ctx.paths)), write, stop)
         deletes_charge += charge
         progress.deletes_applied += len(doomed)
         progress.request_charge += charge

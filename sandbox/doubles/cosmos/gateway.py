@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.doubles.cosmos import rbac, sql
+from sandbox.doubles.cosmos import batch, rbac, sql
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.store import (
     Container,
@@ -307,6 +307,7 @@ OPERATIONS = {
     "item.upsert",
     "item.replace",
     "item.delete",
+    "item.batch",
     "items.readfeed",
 }
 
@@ -532,6 +533,9 @@ class CosmosGatewayHandler(DoubleHandler):
         if n == 5 and parts[4] == "docs":
             if method == "GET" and h.get("A-IM"):
                 return "changefeed.read", rbac.READ_CHANGE_FEED, scope, lambda _b: self._change_feed(container)
+            if method == "POST" and (h.get("x-ms-cosmos-is-batch-request") or "").lower() == "true":
+                # Each operation's own data action is checked in batch.execute.
+                return "item.batch", rbac.READ_METADATA, scope, lambda b: batch.execute(self, container, b)
             if method == "POST" and (h.get("x-ms-cosmos-is-query-plan-request") or "").lower() == "true":
                 return "queryplan", rbac.EXECUTE_QUERY, scope, lambda b: self._query_plan(container, b)
             if method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true":
