@@ -146,7 +146,9 @@ def test_tables_equal_the_source_after_snapshot_changes_and_incrementals(env):
 
 def test_a_type_change_moves_the_column_back_to_json_and_both_tables_stay_queryable(env):
     state, docs, settings = seeded_all_versions(env, count=40)
-    settings = settings.model_copy(update={"cosmos_containers": ("orders",)})
+    # SSE-KMS as in the stack (the sandbox found upload_file refusing an SSE argument the sink uses).
+    key = env["session"].client("kms", endpoint_url=env["settings"].s3_endpoint).create_key()["KeyMetadata"]["Arn"]
+    settings = settings.model_copy(update={"cosmos_containers": ("orders",), "kms_key_arn": key})
     t = target(env)
     run(env, "snapshot", settings=settings)
     con = connect(env)
@@ -162,6 +164,15 @@ def test_a_type_change_moves_the_column_back_to_json_and_both_tables_stay_querya
         "SELECT json_extract(document, '$.n') FROM orders_current WHERE id = ?", [docs[0]["id"]]
     ).fetchone() == ('"forty"',)
     assert con.execute("SELECT count(*) FROM orders_changes").fetchone() == (41,)
+    listed = env["s3"].list_objects_v2(Bucket=t.bucket, Prefix=f"{t.container_prefix}/tables/")["Contents"]
+    assert {o["Key"].rsplit("/", 1)[-1] for o in listed} >= {
+        "manifest",
+        "part-00000.parquet",
+        "sequence=0000000002.parquet",
+    }
+    for obj in listed:  # every table object under the export key
+        head = env["s3"].head_object(Bucket=t.bucket, Key=obj["Key"])
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key, obj["Key"]
 
 
 def test_analytic_columns_promote_only_stable_scalar_top_level_fields():

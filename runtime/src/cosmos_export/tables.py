@@ -241,7 +241,8 @@ class RefreshReport:
 def _upload(s3: Any, path: str, bucket: str, key: str, kms_key_arn: str | None) -> None:
     extra: dict[str, Any] = {"ContentType": "application/vnd.apache.parquet"}
     if kms_key_arn:
-        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn, BucketKeyEnabled=True)
+        # upload_file takes no BucketKeyEnabled: the bucket's default encryption sets the bucket key.
+        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn)
     s3.upload_file(path, bucket, key, ExtraArgs=extra)
 
 
