@@ -16,7 +16,10 @@ it the same way and passes it to `token_verifier(token, audience)`.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.doubles.cosmos import batch, rbac, sql
+from sandbox.doubles.cosmos import batch, management, rbac, sql
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.store import (
     Container,
@@ -89,10 +92,19 @@ class CosmosGatewayState:
         role_assignments: Iterable[RoleAssignment] = (),
         rbac_propagation_seconds: float = 0.0,
         record_all_versions: bool = False,
+        master_key: str | None = None,
     ):
         if consistency not in CONSISTENCY_LEVELS:
             raise ValueError(f"consistency {consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         self.account_name = account_name
+        # The account key (base64), the only credential management operations accept when auth is on. None:
+        # local (key) auth disabled, as on the project's accounts (disableLocalAuth); AAD tokens only.
+        if master_key is not None:
+            try:
+                base64.b64decode(master_key, validate=True)
+            except ValueError:
+                raise ValueError("master_key must be base64 (the account key's format)") from None
+        self.master_key = master_key
         self.consistency = consistency
         self.token_verifier = token_verifier
         self.role_assignments: list[RoleAssignment] = list(role_assignments)
@@ -101,6 +113,8 @@ class CosmosGatewayState:
         # AllVersionsAndDeletes needs every version kept (continuous backup on a real account).
         self.record_all_versions = record_all_versions
         self.databases: dict[str, Database] = {}
+        self._container_numbers = 0  # never reused: a re-created container gets a new rid
+        self._database_numbers = 0
         self.lock = threading.RLock()
         self.stats: Counter[tuple[str, int]] = Counter()
         # (operation, x-ms-cosmos-priority-level or None) of every data-plane request: priority-based execution.
@@ -121,12 +135,20 @@ class CosmosGatewayState:
 
     # --- setup -----------------------------------------------------------
     def create_container(
-        self, db: str, container: str, partition_key_path: str = "/pk", feed_ranges: int = 4
+        self,
+        db: str,
+        container: str,
+        partition_key_path: str | list[str] = "/pk",
+        feed_ranges: int = 4,
+        *,
+        kind: str | None = None,
+        version: int = 2,
     ) -> Container:
+        """A container (and its database if new); a list of paths is a hierarchical (MultiHash) key."""
         with self.lock:
             database = self.databases.get(db)
             if database is None:
-                database = self.databases[db] = Database(db, len(self.databases) + 1)
+                database = self.add_database(db)
             if container in database.containers:
                 raise ValueError(f"container {db}/{container} already exists")
             created = database.containers[container] = Container(
@@ -134,9 +156,23 @@ class CosmosGatewayState:
                 container,
                 partition_key_path,
                 feed_ranges,
-                number=sum(len(d.containers) for d in self.databases.values()) + 1,
+                number=self._next_container_number(),
+                kind=kind,
+                version=version,
             )
             return created
+
+    def _next_container_number(self) -> int:
+        self._container_numbers += 1
+        return self._container_numbers
+
+    def add_database(self, db: str) -> Database:
+        with self.lock:
+            if db in self.databases:
+                raise ValueError(f"database {db} already exists")
+            self._database_numbers += 1
+            database = self.databases[db] = Database(db, self._database_numbers)
+            return database
 
     def container(self, db: str, container: str) -> Container:
         try:
@@ -238,8 +274,23 @@ class CosmosGatewayState:
         hostname = urlsplit(f"//{host_header}").hostname or host_header
         return f"https://{hostname}"
 
-    def authorize(self, authorization: str | None, host: str, action: str, scope: str) -> None:
-        if self.token_verifier is None:
+    def authorize(
+        self,
+        authorization: str | None,
+        host: str,
+        action: str,
+        scope: str,
+        *,
+        management: str | None = None,
+        signed: tuple[str, list[tuple[str, str]], str] | None = None,
+    ) -> None:
+        """Authenticate and authorize one request (CosmosError when refused).
+
+        management: "POST /dbs"-like text of a management operation (account key only, never AAD).
+        signed: (verb, [(resource type, resource link) the SDK may have signed], x-ms-date) for a
+        master-key signature, checked as the service checks it (HMAC-SHA256 with the account key).
+        """
+        if self.token_verifier is None and self.master_key is None:
             return
         if not authorization:
             raise CosmosError(
@@ -247,7 +298,20 @@ class CosmosGatewayState:
                 "Unauthorized",
                 "Required Header authorization is missing. Ensure a valid Authorization token is passed.",
             )
-        fields = parse_qs(unquote(authorization), keep_blank_values=True)
+        # Split by hand: parse_qs would turn a base64 signature's "+" into a space.
+        fields: dict[str, list[str]] = {}
+        for pair in unquote(authorization).split("&"):
+            name, _, value = pair.partition("=")
+            fields.setdefault(name, []).append(value)
+        if fields.get("type") == ["master"] and self.master_key is not None:
+            self._check_master_signature(fields, signed)
+            return
+        if self.token_verifier is None:
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                "The input authorization token can't serve the request: only the account key is accepted.",
+            )
         if fields.get("type") != ["aad"] or not fields.get("sig") or not fields["sig"][0]:
             raise CosmosError(
                 401,
@@ -269,6 +333,15 @@ class CosmosGatewayState:
         principal = claims.get("oid")
         if not principal:
             raise CosmosError(401, "Unauthorized", "The AAD token has no oid claim: it does not identify a principal.")
+        if management is not None:
+            # Real Cosmos, whatever roles the principal holds: management goes through ARM or the account key.
+            raise CosmosError(
+                403,
+                "Forbidden",
+                f"Request blocked by Auth {self.account_name} : The given request [{management}] cannot be "
+                "authorized by AAD token in data plane. Learn more: https://aka.ms/cosmos-native-rbac.",
+                substatus=5300,
+            )
         if self._not_propagated is not None and self._not_propagated.active():
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
         # The account read (scope "/") only needs readMetadata somewhere: a container-scoped
@@ -285,6 +358,24 @@ class CosmosGatewayState:
         now = time.monotonic()
         if all(now - a.created_at < self.rbac_propagation_seconds for a in matching):
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
+
+    def _check_master_signature(self, fields: dict, signed: tuple[str, list[tuple[str, str]], str] | None) -> None:
+        assert self.master_key is not None
+        sig = (fields.get("sig") or [""])[0]
+        if signed is not None:
+            verb, candidates, date = signed
+            key = base64.b64decode(self.master_key)
+            for resource_type, link in candidates:
+                text = f"{verb.lower()}\n{resource_type.lower()}\n{link}\n{date.lower()}\n\n"
+                expected = base64.b64encode(hmac.new(key, text.encode(), hashlib.sha256).digest()).decode()
+                if hmac.compare_digest(expected, sig):
+                    return
+        raise CosmosError(
+            401,
+            "Unauthorized",
+            "The input authorization token can't serve the request. The wrong key is being used or the expected "
+            "payload is not built as per the protocol. For more info: https://aka.ms/cosmosdb-tsg-mac-token.",
+        )
 
     def _not_propagated_message(self, principal: str) -> str:
         return (
@@ -309,6 +400,17 @@ OPERATIONS = {
     "item.delete",
     "item.batch",
     "items.readfeed",
+    # management (account key only)
+    "databases.list",
+    "database.create",
+    "database.delete",
+    "containers.list",
+    "container.create",
+    "container.replace",
+    "container.delete",
+    "offers.query",
+    "offer.read",
+    "offer.replace",
 }
 
 _ACTIONS = {
@@ -326,6 +428,18 @@ _ACTIONS = {
     "item.replace": rbac.ITEM_REPLACE,
     "item.delete": rbac.ITEM_DELETE,
 }
+
+
+#: The pseudo-action of management operations: no data action grants it, only the account key.
+MANAGEMENT = "management"
+
+
+def _signing_candidates(parts: list[str]) -> list[tuple[str, str]]:
+    """(resource type, resource link) pairs the SDK may have signed for this path (name- or rid-based)."""
+    if not parts:
+        return [("databaseaccount", ""), ("", "")]
+    resource_type, link = (parts[-1], parts[:-1]) if len(parts) % 2 else (parts[-2], parts)
+    return [(resource_type, "/".join(link)), (resource_type, link[-1].lower() if link else "")]
 
 
 def _write_charge(body: bytes) -> str:
@@ -439,12 +553,18 @@ class CosmosGatewayHandler(DoubleHandler):
             return
         operation = "unknown"
         arrived = time.monotonic()
+        self.signed = (method, _signing_candidates(parts), self.headers.get("x-ms-date") or "")
         try:
             operation, action, scope, handler = self._route(method, parts)
             with self.state.lock:
                 self.state.priorities[(operation, self.headers.get("x-ms-cosmos-priority-level"))] += 1
             self.state.authorize(
-                self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"), action, scope
+                self.headers.get("authorization"),
+                self.headers.get("Host", "127.0.0.1"),
+                action,
+                scope,
+                management=f"{method} /{'/'.join(parts)}" if action == MANAGEMENT else None,
+                signed=self.signed,
             )
             fault = self.state._take_fault(operation)
             if fault is not None and fault["kind"] == "throttle":
@@ -512,22 +632,60 @@ class CosmosGatewayHandler(DoubleHandler):
         n = len(parts)
         if n == 0 and method == "GET":
             return "account.read", rbac.READ_METADATA, "/", lambda _b: self._account()
+        if parts[:1] == ["offers"] and n <= 2:
+            if n == 1 and method in ("GET", "POST"):
+                return "offers.query", MANAGEMENT, "/", lambda b: management.query_offers(self, b)
+            if n == 2 and method == "GET":
+                return "offer.read", MANAGEMENT, "/", lambda _b: management.read_offer(self, parts[1])
+            if n == 2 and method == "PUT":
+                return "offer.replace", MANAGEMENT, "/", lambda b: management.replace_offer(self, parts[1], b)
+        if parts[:1] == ["dbs"] and n == 1:
+            if method == "GET" or (method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true"):
+                return "databases.list", MANAGEMENT, "/", lambda _b: management.list_databases(self)
+            if method == "POST":
+                return "database.create", MANAGEMENT, "/", lambda b: management.create_database(self, b)
         if n < 2 or parts[0] != "dbs":
             raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
         db = parts[1]
         database = self.state.databases.get(db)
+        # A link built from resource ids (`_self`: dbs/<rid>/colls/<rid>/docs/<rid>/) instead of names.
+        by_rid = database is None
+        if by_rid:
+            database = next((d for d in self.state.databases.values() if d.rid == db), None)
         if database is None:
             raise CosmosError(404, "NotFound", f"Database {db} does not exist.")
+        db_scope = f"/dbs/{database.id}"
         if n == 2 and method == "GET":
-            return "database.read", rbac.READ_METADATA, f"/dbs/{db}", lambda _b: self._database(database)
+            return "database.read", rbac.READ_METADATA, db_scope, lambda _b: self._database(database)
+        if n == 2 and method == "DELETE":
+            return "database.delete", MANAGEMENT, db_scope, lambda _b: management.delete_database(self, database)
+        if n == 3 and parts[2] == "colls":
+            if method == "GET" or (method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true"):
+                return "containers.list", MANAGEMENT, db_scope, lambda _b: management.list_containers(self, database)
+            if method == "POST":
+                return (
+                    "container.create",
+                    MANAGEMENT,
+                    db_scope,
+                    lambda b: management.create_container(self, database, b),
+                )
         if n < 4 or parts[2] != "colls":
             raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
-        container = database.containers.get(parts[3])
+        container = database.container_named(parts[3], by_rid=by_rid)
         if container is None:
-            raise CosmosError(404, "NotFound", f"Container {db}/{parts[3]} does not exist.")
-        scope = f"/dbs/{db}/colls/{container.id}"
+            raise CosmosError(404, "NotFound", f"Container {database.id}/{parts[3]} does not exist.")
+        scope = f"/dbs/{database.id}/colls/{container.id}"
         if n == 4 and method == "GET":
             return "container.read", rbac.READ_METADATA, scope, lambda _b: self._container(container)
+        if n == 4 and method == "PUT":
+            return "container.replace", MANAGEMENT, scope, lambda b: management.replace_container(self, container, b)
+        if n == 4 and method == "DELETE":
+            return "container.delete", MANAGEMENT, scope, lambda _b: management.delete_container(self, container)
+        if n == 6 and parts[4] == "docs" and by_rid:
+            doc_id = container.id_for_rid(parts[5])
+            if doc_id is None:
+                raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+            parts = [*parts[:5], doc_id]
         if n == 5 and parts[4] == "pkranges" and method == "GET":
             return "pkranges.read", rbac.READ_METADATA, scope, lambda _b: self._pkranges(container)
         if n == 5 and parts[4] == "docs":
@@ -627,7 +785,7 @@ class CosmosGatewayHandler(DoubleHandler):
                 "includedPaths": [{"path": "/*"}],
                 "excludedPaths": [{"path": '/"_etag"/?'}],
             },
-            "partitionKey": {"paths": [container.partition_key_path], "kind": "Hash", "version": 2},
+            "partitionKey": container.partition_key_definition,
             "conflictResolutionPolicy": {
                 "mode": "LastWriterWins",
                 "conflictResolutionPath": "/_ts",
@@ -819,8 +977,12 @@ class CosmosGatewayHandler(DoubleHandler):
             if v.body is None:
                 metadata["id"] = v.id
                 # Wire format: {"<partition key property>": value}; nothing for a document without one.
-                (value,) = json.loads(v.pk)
-                metadata["partitionKey"] = {} if value == {} else {container.partition_key_path.lstrip("/"): value}
+                components = json.loads(v.pk)
+                metadata["partitionKey"] = {
+                    path.lstrip("/"): value
+                    for path, value in zip(container.partition_key_paths, components)
+                    if value != {}
+                }
                 documents.append(json.dumps({"metadata": metadata, "current": {}}).encode())
             else:
                 documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))
@@ -838,7 +1000,7 @@ class CosmosGatewayHandler(DoubleHandler):
         )
 
     # --- point operations ----------------------------------------------------------
-    def _pk_from_header(self):
+    def _pk_from_header(self, container: Container):
         raw = self.headers.get("x-ms-documentdb-partitionkey")
         if raw is None:
             raise CosmosError(
@@ -847,7 +1009,7 @@ class CosmosGatewayHandler(DoubleHandler):
                 "x-ms-documentdb-partitionkey is required for a point operation on a partitioned container.",
             )
         try:
-            return parse_pk_header(raw)
+            return container.pk_value(parse_pk_header(raw))
         except ValueError as exc:
             raise CosmosError(400, "BadRequest", str(exc)) from None
 
@@ -860,7 +1022,7 @@ class CosmosGatewayHandler(DoubleHandler):
         }
 
     def _read(self, container: Container, doc_id: str):
-        pk = self._pk_from_header()
+        pk = self._pk_from_header(container)
         entry = container.read(doc_id, pk)
         if entry is None:
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
@@ -894,7 +1056,7 @@ class CosmosGatewayHandler(DoubleHandler):
         )
 
     def _delete(self, container: Container, doc_id: str):
-        pk = self._pk_from_header()
+        pk = self._pk_from_header(container)
         if not container.delete(doc_id, pk, record_versions=self.state.record_all_versions):
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
         return (
@@ -902,7 +1064,7 @@ class CosmosGatewayHandler(DoubleHandler):
             None,
             {
                 "x-ms-request-charge": _write_charge(b""),
-                **self._session_headers(container, effective_partition_key(pk)),
+                **self._session_headers(container, container.epk(container.components(pk))),
             },
         )
 
@@ -932,11 +1094,16 @@ class CosmosGatewayHandler(DoubleHandler):
                 pk_header = self.headers.get("x-ms-documentdb-partitionkey")
                 if pk_header is not None:
                     try:
-                        pk_value = parse_pk_header(pk_header)
+                        components = parse_pk_header(pk_header)
+                        if len(components) > len(container.partition_key_paths) or (
+                            container.partition_key_kind != "MultiHash"
+                            and len(components) != len(container.partition_key_paths)
+                        ):
+                            container.pk_value(components)  # raises, naming the key's paths
                     except ValueError as exc:
                         raise CosmosError(400, "BadRequest", str(exc)) from None
-                    epk = effective_partition_key(pk_value)
-                    rng, epk_filter = container.range_for(epk), (epk, epk + "\x00")
+                    epk_filter = container.epk_range(components)
+                    rng = container.range_for(epk_filter[0])
                 elif len(container.ranges) == 1:
                     rng = container.ranges[0]
                 else:

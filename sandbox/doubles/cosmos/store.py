@@ -79,22 +79,33 @@ def partition_key_value(doc: dict, path: str) -> Any:
 
 
 def pk_key(value: Any) -> str:
-    """Canonical text of a partition key value (dictionary key with the id)."""
-    if isinstance(value, _Undefined):
-        return "[{}]"
-    return json.dumps([value], separators=(",", ":"))
+    """Canonical text of a single-path partition key value (dictionary key with the id)."""
+    return components_key([value])
 
 
-def parse_pk_header(header: str) -> Any:
-    """Value of an `x-ms-documentdb-partitionkey` header (JSON list of one component)."""
+def components_key(components: list) -> str:
+    """Canonical text of a partition key's components (Undefined as {}, like the wire format)."""
+    return json.dumps([{} if isinstance(c, _Undefined) else c for c in components], separators=(",", ":"))
+
+
+def parse_pk_header(header: str) -> list:
+    """Components of an `x-ms-documentdb-partitionkey` header (a JSON list; {} is Undefined)."""
     try:
         parsed = json.loads(header)
     except ValueError as exc:
         raise ValueError(f"x-ms-documentdb-partitionkey {header!r} is not JSON") from exc
-    if not isinstance(parsed, list) or len(parsed) != 1:
-        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a JSON list of one value")
-    value = parsed[0]
-    return _UNDEFINED if value == {} else value
+    if not isinstance(parsed, list) or not parsed:
+        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a non-empty JSON list of values")
+    return [_UNDEFINED if value == {} else value for value in parsed]
+
+
+#: Partition key kinds and versions the double hashes as the SDK does (Hash V1 is the legacy scheme).
+PK_KINDS = {("Hash", 1), ("Hash", 2), ("MultiHash", 2)}
+MAX_PK_PATHS = 3
+
+
+def _epk_v1(components: list) -> str:
+    return PartitionKey._get_effective_partition_key_for_hash_partitioning(components)
 
 
 def _rid(*parts: bytes) -> str:
@@ -184,16 +195,42 @@ class RangeGoneError(Exception):
 class Container:
     """One container's ranges, documents and pkranges change feed."""
 
-    def __init__(self, database: "Database", container_id: str, partition_key_path: str, feed_ranges: int, number: int):
-        if not partition_key_path.startswith("/") or partition_key_path == "/":
-            raise ValueError(f"partition_key_path {partition_key_path!r} must look like '/pk'")
+    def __init__(
+        self,
+        database: "Database",
+        container_id: str,
+        partition_key_path: str | list[str],
+        feed_ranges: int,
+        number: int,
+        *,
+        kind: str | None = None,
+        version: int = 2,
+    ):
+        paths = [partition_key_path] if isinstance(partition_key_path, str) else list(partition_key_path)
+        for path in paths:
+            if not isinstance(path, str) or not path.startswith("/") or path == "/":
+                raise ValueError(f"partition key path {path!r} must look like '/pk'")
+        kind = kind or ("MultiHash" if len(paths) > 1 else "Hash")
+        if (kind, version) not in PK_KINDS:
+            raise ValueError(f"partition key kind {kind!r} version {version!r}: one of {sorted(PK_KINDS)}")
+        if not 1 <= len(paths) <= (MAX_PK_PATHS if kind == "MultiHash" else 1):
+            raise ValueError(
+                f"partition key paths {paths}: a {kind} key has "
+                f"{'1 to 3 paths' if kind == 'MultiHash' else 'exactly one path'}"
+            )
         if feed_ranges < 1:
             raise ValueError(f"feed_ranges={feed_ranges} must be at least 1")
         self.database = database
         self.id = container_id
-        self.partition_key_path = partition_key_path
+        self.partition_key_paths = paths
+        self.partition_key_path = paths[0]
+        self.partition_key_kind = kind
+        self.partition_key_version = version
         #: Extra container properties the double reports as declared (defaultTtl, uniqueKeyPolicy, ...).
         self.properties: dict[str, Any] = {}
+        self.offer_throughput: int | None = None  # RU/s of its own offer (None: shared or not set)
+        # Document rid sequence -> (components key, id), for links built from resource ids (`_self`).
+        self._by_seq_key: dict[int, tuple[str, str]] = {}
         self._rid_bytes = database.rid_bytes + struct.pack(">I", number | 0x80000000)
         self.rid = _rid(self._rid_bytes)
         self.created_ts = int(time.time())
@@ -209,6 +246,64 @@ class Container:
         # pkranges change feed: (etag sequence, range) per range creation.
         self.range_log: list[tuple[int, PhysicalRange]] = [(1, r) for r in self.ranges]
         self.range_etag = 1
+
+    # --- partition keys ------------------------------------------------
+    @property
+    def partition_key_definition(self) -> dict:
+        return {
+            "paths": list(self.partition_key_paths),
+            "kind": self.partition_key_kind,
+            "version": self.partition_key_version,
+        }
+
+    def doc_components(self, doc: dict) -> list:
+        return [partition_key_value(doc, path) for path in self.partition_key_paths]
+
+    def components(self, pk_value: Any) -> list:
+        """The components of a partition key value as the SDK takes it (a list for hierarchical keys)."""
+        if len(self.partition_key_paths) == 1:
+            return [pk_value]
+        if not isinstance(pk_value, (list, tuple)) or len(pk_value) != len(self.partition_key_paths):
+            raise ValueError(
+                f"partition key {pk_value!r} must be a list of {len(self.partition_key_paths)} values "
+                f"for paths {self.partition_key_paths}"
+            )
+        return list(pk_value)
+
+    def pk_value(self, components: list) -> Any:
+        """The SDK-shaped value of full-key components (the inverse of `components`)."""
+        if len(components) != len(self.partition_key_paths):
+            raise ValueError(
+                f"partition key {components_key(components)} has {len(components)} values; "
+                f"this container's key has {len(self.partition_key_paths)} ({', '.join(self.partition_key_paths)})"
+            )
+        return components[0] if len(components) == 1 else list(components)
+
+    def epk(self, components: list) -> str:
+        """The effective partition key of full (or, hierarchical, prefix) components, as the SDK hashes it."""
+        if self.partition_key_kind == "MultiHash":
+            return "".join(effective_partition_key(c) for c in components)
+        if self.partition_key_version == 1:
+            return _epk_v1(components)
+        return effective_partition_key(components[0])
+
+    def epk_range(self, components: list) -> tuple[str, str]:
+        """[min, max) of the EPKs a full key or a hierarchical prefix covers."""
+        epk = self.epk(components)
+        if len(components) < len(self.partition_key_paths):
+            return epk, epk + "FF"
+        return epk, epk + "\x00"
+
+    def id_for_rid(self, rid: str) -> str | None:
+        """The id of the document whose `_rid` is `rid` (None: no such document in this container)."""
+        try:
+            raw = base64.b64decode(rid.replace("-", "/"), validate=True)
+        except ValueError:
+            return None
+        if len(raw) != len(self._rid_bytes) + 8 or not raw.startswith(self._rid_bytes):
+            return None
+        key = self._by_seq_key.get(struct.unpack(">Q", raw[-8:])[0])
+        return key[1] if key else None
 
     # --- routing -------------------------------------------------------
     def range_for(self, epk: str) -> PhysicalRange:
@@ -247,9 +342,9 @@ class Container:
         doc_id = doc.get("id")
         if not isinstance(doc_id, str) or not doc_id:
             raise ValueError(f"document id {doc_id!r} must be a non-empty string")
-        value = partition_key_value(doc, self.partition_key_path)
-        epk = effective_partition_key(value)
-        key = (pk_key(value), doc_id)
+        components = self.doc_components(doc)
+        epk = self.epk(components)
+        key = (components_key(components), doc_id)
         ts = int(time.time()) if ts is None else ts
         with self.lock:
             rng = self.range_for(epk)
@@ -264,6 +359,7 @@ class Container:
                 self._seq += 1
                 seq = self._seq
                 entry_rid = _rid(self._rid_bytes, struct.pack(">Q", seq))
+                self._by_seq_key[seq] = key
             else:
                 seq = old.seq
                 entry_rid = json.loads(old.body)["_rid"]
@@ -293,22 +389,24 @@ class Container:
             return entry
 
     def read(self, doc_id: str, pk_value: Any) -> Entry | None:
-        epk = effective_partition_key(pk_value)
+        components = self.components(pk_value)
         with self.lock:
-            return self.range_for(epk).docs.get((pk_key(pk_value), doc_id))
+            return self.range_for(self.epk(components)).docs.get((components_key(components), doc_id))
 
     def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False) -> bool:
-        epk = effective_partition_key(pk_value)
+        components = self.components(pk_value)
+        epk = self.epk(components)
         with self.lock:
             rng = self.range_for(epk)
-            old = rng.docs.pop((pk_key(pk_value), doc_id), None)
+            old = rng.docs.pop((components_key(components), doc_id), None)
             if old is None:
                 return False
+            self._by_seq_key.pop(old.seq, None)
             rng.lsn += 1
             rng.touch()
             if record_versions:
                 rng.versions.append(
-                    Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id, pk_key(pk_value))
+                    Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id, components_key(components))
                 )
             return True
 
@@ -379,3 +477,9 @@ class Database:
         self.rid = _rid(self.rid_bytes)
         self.created_ts = int(time.time())
         self.containers: dict[str, Container] = {}
+        self.offer_throughput: int | None = None  # shared RU/s of the database (None: none)
+
+    def container_named(self, name_or_rid: str, *, by_rid: bool) -> "Container | None":
+        if not by_rid:
+            return self.containers.get(name_or_rid)
+        return next((c for c in self.containers.values() if c.rid == name_or_rid), None)
