@@ -1086,6 +1086,48 @@ class CosmosGatewayHandler(DoubleHandler):
         query = self._parse_query_body(body)
         return 200, json.dumps(sql.query_plan(query)).encode(), {}
 
+    def _cross_partition_query(self, container: Container, query: sql.Query):
+        """One page of a streaming query over the whole container, one EPK segment (a range) at a time.
+
+        The continuation names the segment [min, max) being read and the last seq returned in it, so it
+        resumes there, and still does after that range split (its children cover the same segment).
+        """
+        lo, hi, after_seq = _cross_partition_token(self.headers.get("x-ms-continuation"))
+        limit = self._page_size()
+        results: list[bytes] = []
+        next_token = None
+        with container.lock:
+            while True:
+                if not hi:  # start of a segment: the range that holds its first EPK
+                    rng = container.range_for(lo)
+                    hi = rng.max
+                # Every EPK is below "FF", so plain string order bounds the segment.
+                overlapping = [r for r in container.ranges if r.min < hi and r.max > lo]
+                if len(overlapping) == 1 and (overlapping[0].min, overlapping[0].max) == (lo, hi):
+                    segment = overlapping[0].entries_by_seq()  # cached: no copy per page
+                else:  # the segment's range split (or merged) since the token was issued
+                    segment = sorted(
+                        (e for r in overlapping for e in r.entries_by_seq() if lo <= e.epk < hi),
+                        key=lambda e: e.seq,
+                    )
+                page, next_seq = sql.execute(query, segment, after_seq, limit - len(results))
+                results += page
+                if next_seq is not None:
+                    next_token = {"min": lo, "max": hi, "seq": next_seq}
+                    break
+                if hi == "FF":
+                    break
+                lo, hi, after_seq = hi, "", 0
+                if len(results) >= limit:
+                    next_token = {"min": lo, "max": "", "seq": 0}
+                    break
+        joined = b",".join(results)
+        headers = {"x-ms-item-count": str(len(results)), "x-ms-request-charge": _query_charge(len(joined))}
+        if next_token is not None:
+            headers["x-ms-continuation"] = json.dumps(next_token, separators=(",", ":"))
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
+        return 200, payload, headers
+
     def _query(self, container: Container, body: bytes, *, read_feed: bool = False):
         query = sql.parse("SELECT * FROM c", {}) if read_feed else self._parse_query_body(body)
         with container.lock:
@@ -1106,6 +1148,19 @@ class CosmosGatewayHandler(DoubleHandler):
                     rng = container.range_for(epk_filter[0])
                 elif len(container.ranges) == 1:
                     rng = container.ranges[0]
+                elif (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true":
+                    raise CosmosError(
+                        400,
+                        "BadRequest",
+                        "Cross partition query is required but disabled. Please set "
+                        "x-ms-documentdb-query-enablecrosspartition to true, specify x-ms-documentdb-partitionkey, "
+                        "or revise your query to avoid this exception.",
+                        substatus=1004,
+                    )
+                elif not query.count:
+                    # A streaming query (no TOP/ORDER BY/OFFSET/LIMIT/aggregate/DISTINCT/GROUP BY): the
+                    # gateway serves it itself, range after range, with a continuation that resumes there.
+                    return self._cross_partition_query(container, query)
                 else:
                     # Like the real gateway: a cross-partition query it cannot serve answers with the plan.
                     plan = sql.query_plan(query)
@@ -1144,6 +1199,22 @@ class CosmosGatewayHandler(DoubleHandler):
             headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
         return 200, payload, headers
+
+
+def _cross_partition_token(raw: str | None) -> tuple[str, str, int]:
+    """(min EPK, max EPK, seq) of a cross-partition continuation: entries of [min, max) after seq remain."""
+    if not raw:
+        return "", "", 0
+    try:
+        token = json.loads(raw)
+        lo, hi, seq = token["min"], token["max"], int(token["seq"])
+        if not isinstance(lo, str) or not isinstance(hi, str):
+            raise TypeError
+        return lo, hi, seq
+    except (ValueError, KeyError, TypeError):
+        raise CosmosError(
+            400, "BadRequest", f"x-ms-continuation {raw!r} was not issued by this account for this query."
+        ) from None
 
 
 def serve_cosmos(state: CosmosGatewayState, ca: LocalCA | None) -> ServedDouble:
