@@ -36,6 +36,7 @@ from sandbox.doubles.cosmos.store import (
     Container,
     Database,
     RangeGoneError,
+    components_key,
     effective_partition_key,
     parse_pk_header,
 )
@@ -1033,6 +1034,21 @@ class CosmosGatewayHandler(DoubleHandler):
             doc = json.loads(body)
         except ValueError:
             raise CosmosError(400, "BadRequest", "The request body is not valid JSON.") from None
+        raw_pk = self.headers.get("x-ms-documentdb-partitionkey")
+        if raw_pk is not None and isinstance(doc, dict):
+            try:
+                header = components_key(parse_pk_header(raw_pk))
+            except ValueError as exc:
+                raise CosmosError(400, "BadRequest", str(exc)) from None
+            if header != components_key(container.doc_components(doc)):
+                raise CosmosError(
+                    400,
+                    "BadRequest",
+                    "PartitionKey extracted from document doesn't match the one specified in the header. "
+                    f"Header: {raw_pk}; document ({', '.join(container.partition_key_paths)}): "
+                    f"{components_key(container.doc_components(doc))}.",
+                    substatus=1001,
+                )
         if replace_id is not None and isinstance(doc, dict) and doc.get("id") != replace_id:
             raise CosmosError(400, "BadRequest", f"Body id {doc.get('id')!r} differs from the URL id {replace_id!r}.")
         must_exist = True if replace_id is not None else (None if upsert else False)
@@ -1146,9 +1162,11 @@ class CosmosGatewayHandler(DoubleHandler):
                         raise CosmosError(400, "BadRequest", str(exc)) from None
                     epk_filter = container.epk_range(components)
                     rng = container.range_for(epk_filter[0])
-                elif len(container.ranges) == 1:
-                    rng = container.ranges[0]
-                elif (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true":
+                elif (
+                    not read_feed
+                    and (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true"
+                ):
+                    # Cosmos asks for one or the other on any partitioned container, one physical range or many.
                     raise CosmosError(
                         400,
                         "BadRequest",
@@ -1157,6 +1175,8 @@ class CosmosGatewayHandler(DoubleHandler):
                         "or revise your query to avoid this exception.",
                         substatus=1004,
                     )
+                elif len(container.ranges) == 1:
+                    rng = container.ranges[0]
                 elif not query.count:
                     # A streaming query (no TOP/ORDER BY/OFFSET/LIMIT/aggregate/DISTINCT/GROUP BY): the
                     # gateway serves it itself, range after range, with a continuation that resumes there.

@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from sandbox.doubles.cosmos.store import Container, Database
+from sandbox.doubles.cosmos.store import MAX_PK_PATHS, Container, Database
 
 if TYPE_CHECKING:
     from sandbox.doubles.cosmos.gateway import CosmosGatewayHandler
@@ -133,18 +133,23 @@ def create_container(handler: CosmosGatewayHandler, database: Database, body: by
     if not isinstance(container_id, str) or not container_id or "/" in container_id:
         raise _error(400, "BadRequest", f"Container id {container_id!r} must be a non-empty string without '/'.")
     paths, kind, version = _partition_key(spec)
+    if len(paths) > MAX_PK_PATHS:  # validated before the name: Cosmos answers 400 even for a taken id
+        raise _error(
+            400,
+            "BadRequest",
+            f"Too many partition key paths ({len(paths)}) specified. A maximum of {MAX_PK_PATHS} is allowed.",
+        )
+    try:
+        Container.check_partition_key(paths, kind, version)
+    except ValueError as exc:
+        raise _error(400, "BadRequest", f"partitionKey: {exc}") from None
     throughput = _throughput(handler)
     feed_ranges = max(1, math.ceil(throughput / RU_PER_PARTITION)) if throughput else 1
     state = handler.state
     with state.lock:
         if container_id in database.containers:
             raise _error(409, "Conflict", "Resource with specified id, name, or unique index already exists.")
-        try:
-            container = state.create_container(
-                database.id, container_id, paths, feed_ranges, kind=kind, version=version
-            )
-        except ValueError as exc:
-            raise _error(400, "BadRequest", f"partitionKey: {exc}") from None
+        container = state.create_container(database.id, container_id, paths, feed_ranges, kind=kind, version=version)
         _set_properties(container, spec)
         container.offer_throughput = throughput or (None if database.offer_throughput else MIN_THROUGHPUT)
     return 201, handler._container(container)[1], {}

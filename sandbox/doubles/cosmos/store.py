@@ -105,7 +105,8 @@ MAX_PK_PATHS = 3
 
 
 def _epk_v1(components: list) -> str:
-    return PartitionKey._get_effective_partition_key_for_hash_partitioning(components)
+    # The SDK sends V1 EPKs upper-cased (as the service compares them); its helper returns lower case.
+    return str(PartitionKey._get_effective_partition_key_for_hash_partitioning(components)).upper()
 
 
 def _rid(*parts: bytes) -> str:
@@ -207,17 +208,8 @@ class Container:
         version: int = 2,
     ):
         paths = [partition_key_path] if isinstance(partition_key_path, str) else list(partition_key_path)
-        for path in paths:
-            if not isinstance(path, str) or not path.startswith("/") or path == "/":
-                raise ValueError(f"partition key path {path!r} must look like '/pk'")
         kind = kind or ("MultiHash" if len(paths) > 1 else "Hash")
-        if (kind, version) not in PK_KINDS:
-            raise ValueError(f"partition key kind {kind!r} version {version!r}: one of {sorted(PK_KINDS)}")
-        if not 1 <= len(paths) <= (MAX_PK_PATHS if kind == "MultiHash" else 1):
-            raise ValueError(
-                f"partition key paths {paths}: a {kind} key has "
-                f"{'1 to 3 paths' if kind == 'MultiHash' else 'exactly one path'}"
-            )
+        self.check_partition_key(paths, kind, version)
         if feed_ranges < 1:
             raise ValueError(f"feed_ranges={feed_ranges} must be at least 1")
         self.database = database
@@ -248,6 +240,20 @@ class Container:
         self.range_etag = 1
 
     # --- partition keys ------------------------------------------------
+    @staticmethod
+    def check_partition_key(paths: list, kind: str, version: Any) -> None:
+        """ValueError naming the problem unless (paths, kind, version) is a definition Cosmos accepts."""
+        for path in paths:
+            if not isinstance(path, str) or not path.startswith("/") or path == "/":
+                raise ValueError(f"partition key path {path!r} must look like '/pk'")
+        if (kind, version) not in PK_KINDS:
+            raise ValueError(f"partition key kind {kind!r} version {version!r}: one of {sorted(PK_KINDS)}")
+        if not 1 <= len(paths) <= (MAX_PK_PATHS if kind == "MultiHash" else 1):
+            raise ValueError(
+                f"partition key paths {paths}: a {kind} key has "
+                f"{'1 to 3 paths' if kind == 'MultiHash' else 'exactly one path'}"
+            )
+
     @property
     def partition_key_definition(self) -> dict:
         return {
