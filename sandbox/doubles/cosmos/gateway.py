@@ -115,6 +115,8 @@ class CosmosGatewayState:
         self.record_all_versions = record_all_versions
         self.databases: dict[str, Database] = {}
         self._container_numbers = 0  # never reused: a re-created container gets a new rid
+        # Seconds added to the wall clock: tests advance the account's time to make TTLs run out.
+        self.clock_offset = 0.0
         self._database_numbers = 0
         self.lock = threading.RLock()
         self.stats: Counter[tuple[str, int]] = Counter()
@@ -161,6 +163,7 @@ class CosmosGatewayState:
                 kind=kind,
                 version=version,
             )
+            created.clock = self.now
             return created
 
     def _next_container_number(self) -> int:
@@ -180,6 +183,28 @@ class CosmosGatewayState:
             return self.databases[db].containers[container]
         except KeyError:
             raise KeyError(f"container {db}/{container} does not exist: call create_container first") from None
+
+    def now(self) -> float:
+        """The account's clock (wall clock plus `advance_clock`): documents' _ts and TTL expiry use it."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> dict[str, list[str]]:
+        """Move the account's clock forward and expire what TTL says is gone; {"db/container": [ids]}."""
+        if seconds < 0:
+            raise ValueError(f"seconds={seconds} must not be negative: the clock only moves forward")
+        with self.lock:
+            self.clock_offset += seconds
+            return self.expire_all()
+
+    def expire_all(self) -> dict[str, list[str]]:
+        expired = {}
+        with self.lock:
+            for database in self.databases.values():
+                for container in database.containers.values():
+                    ids = container.expire(record_versions=self.record_all_versions)
+                    if ids:
+                        expired[f"{database.id}/{container.id}"] = ids
+        return expired
 
     def add_role_assignment(self, assignment: RoleAssignment) -> None:
         with self.lock:
@@ -676,6 +701,8 @@ class CosmosGatewayHandler(DoubleHandler):
         if container is None:
             raise CosmosError(404, "NotFound", f"Container {database.id}/{parts[3]} does not exist.")
         scope = f"/dbs/{database.id}/colls/{container.id}"
+        # Expired documents are gone before any read sees them (the service hides them at once).
+        container.expire(record_versions=self.state.record_all_versions)
         if n == 4 and method == "GET":
             return "container.read", rbac.READ_METADATA, scope, lambda _b: self._container(container)
         if n == 4 and method == "PUT":
@@ -975,6 +1002,8 @@ class CosmosGatewayHandler(DoubleHandler):
             metadata = {"lsn": v.lsn, "crts": v.ts, "operationType": v.operation}
             if v.previous_lsn is not None:
                 metadata["previousImageLSN"] = v.previous_lsn
+            if v.ttl_expired:
+                metadata["timeToLiveExpired"] = True
             if v.body is None:
                 metadata["id"] = v.id
                 # Wire format: {"<partition key property>": value}; nothing for a document without one.

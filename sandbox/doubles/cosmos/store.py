@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.cosmos.partition_key import PartitionKey, _Undefined
 
@@ -121,6 +121,7 @@ class Entry:
     ts: int
     body: bytes  # the document as stored, with _rid/_self/_etag/_attachments/_ts, no _lsn
     created: bool = field(default=False, compare=False)  # this write created the document
+    ttl: int | None = None  # the document's own `ttl` (seconds; -1 never), None when it has none
 
 
 @dataclass
@@ -135,6 +136,7 @@ class Version:
     previous_lsn: int | None
     id: str
     pk: str
+    ttl_expired: bool = False  # a delete done by TTL expiry, not by a client
 
 
 @dataclass
@@ -226,6 +228,8 @@ class Container:
         self._rid_bytes = database.rid_bytes + struct.pack(">I", number | 0x80000000)
         self.rid = _rid(self._rid_bytes)
         self.created_ts = int(time.time())
+        #: Seconds since the epoch as the account sees them: the state's controllable clock (TTL, _ts).
+        self.clock: Callable[[], float] = time.time
         self.lock = threading.RLock()
         bounds = even_boundaries(feed_ranges)
         self.ranges: list[PhysicalRange] = [
@@ -351,7 +355,10 @@ class Container:
         components = self.doc_components(doc)
         epk = self.epk(components)
         key = (components_key(components), doc_id)
-        ts = int(time.time()) if ts is None else ts
+        ttl = doc.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl == 0 or ttl < -1):
+            raise ValueError(f"ttl {ttl!r} must be -1 (never expires) or a positive number of seconds")
+        ts = int(self.clock()) if ts is None else ts
         with self.lock:
             rng = self.range_for(epk)
             old = rng.docs.pop(key, None)
@@ -376,6 +383,7 @@ class Container:
                 ts=ts,
                 body=self._finish_body(doc, entry_rid, rng.lsn, ts),
                 created=old is None,
+                ttl=ttl,
             )
             rng.docs[key] = entry
             rng.touch()
@@ -399,7 +407,7 @@ class Container:
         with self.lock:
             return self.range_for(self.epk(components)).docs.get((components_key(components), doc_id))
 
-    def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False) -> bool:
+    def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False, ttl_expired: bool = False) -> bool:
         components = self.components(pk_value)
         epk = self.epk(components)
         with self.lock:
@@ -412,9 +420,50 @@ class Container:
             rng.touch()
             if record_versions:
                 rng.versions.append(
-                    Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id, components_key(components))
+                    Version(
+                        rng.lsn,
+                        epk,
+                        int(self.clock()),
+                        "delete",
+                        None,
+                        old.lsn,
+                        doc_id,
+                        components_key(components),
+                        ttl_expired=ttl_expired,
+                    )
                 )
             return True
+
+    # --- time to live ---------------------------------------------------
+    def expires_at(self, entry: Entry) -> float | None:
+        """When `entry` expires (None: never), by the container's defaultTtl and the item's own ttl.
+
+        Cosmos: no defaultTtl = TTL off (an item's ttl is ignored); -1 = on, items live until their own
+        ttl says otherwise; n > 0 = items expire n seconds after their last write unless their ttl overrides.
+        """
+        default = self.properties.get("defaultTtl")
+        if default is None:
+            return None
+        ttl = entry.ttl if entry.ttl is not None else default
+        return None if ttl == -1 else entry.ts + ttl
+
+    def expire(self, *, record_versions: bool = False) -> list[str]:
+        """Delete every document whose TTL has run out at `clock()` (the service's background expiry);
+        returns their ids. The AllVersionsAndDeletes feed records each delete with timeToLiveExpired."""
+        if self.properties.get("defaultTtl") is None:
+            return []
+        now = self.clock()
+        with self.lock:
+            expired = [
+                (key, entry)
+                for rng in self.ranges
+                for key, entry in rng.docs.items()
+                if (at := self.expires_at(entry)) is not None and at <= now
+            ]
+            for (pk, doc_id), _entry in expired:
+                components = [_UNDEFINED if c == {} else c for c in json.loads(pk)]
+                self.delete(doc_id, self.pk_value(components), record_versions=record_versions, ttl_expired=True)
+        return [doc_id for (_pk, doc_id), _entry in expired]
 
     def bulk_load(self, docs: Iterable[dict], *, ts: int | None = None, record_versions: bool = False) -> int:
         count = 0
