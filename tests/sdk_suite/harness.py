@@ -195,6 +195,7 @@ def run(files: tuple[str, ...] = SUITE, *, timeout: float = 600) -> Report:
                     f"--junitxml={junit}",
                     "-o",
                     "junit_family=xunit1",
+                    "--durations=15",
                 ],
                 cwd=tests,
                 env=env,
