@@ -39,6 +39,7 @@ from sandbox.doubles.cosmos.store import (
     components_key,
     effective_partition_key,
     parse_pk_header,
+    path_parts,
 )
 from sandbox.doubles.server import DoubleHandler, ServedDouble
 from sandbox.doubles.tls import LocalCA
@@ -424,6 +425,8 @@ OPERATIONS = {
     "item.upsert",
     "item.replace",
     "item.delete",
+    "item.patch",
+    "conflicts.read",
     "item.batch",
     "items.readfeed",
     # management (account key only)
@@ -456,6 +459,10 @@ _ACTIONS = {
 }
 
 
+CROSS_PARTITION_DISABLED = (
+    "Cross partition query is required but disabled. Please set x-ms-documentdb-query-enablecrosspartition "
+    "to true, specify x-ms-documentdb-partitionkey, or revise your query to avoid this exception."
+)
 #: The pseudo-action of management operations: no data action grants it, only the account key.
 MANAGEMENT = "management"
 
@@ -533,6 +540,9 @@ class CosmosGatewayHandler(DoubleHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
     # --- plumbing ------------------------------------------------------------
     def _body(self) -> bytes:
@@ -714,6 +724,11 @@ class CosmosGatewayHandler(DoubleHandler):
             if doc_id is None:
                 raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
             parts = [*parts[:5], doc_id]
+        if n == 5 and parts[4] == "conflicts" and method in ("GET", "POST"):
+            # Conflicts exist only with multi-region writes, which the double does not model: always none.
+            return "conflicts.read", rbac.READ_METADATA, scope, lambda _b: self._no_conflicts(container)
+        if n == 6 and parts[4] == "conflicts" and method in ("GET", "DELETE"):
+            return "conflicts.read", rbac.READ_METADATA, scope, lambda _b: self._no_conflicts(container, parts[5])
         if n == 5 and parts[4] == "pkranges" and method == "GET":
             return "pkranges.read", rbac.READ_METADATA, scope, lambda _b: self._pkranges(container)
         if n == 5 and parts[4] == "docs":
@@ -742,6 +757,8 @@ class CosmosGatewayHandler(DoubleHandler):
                 return "item.replace", rbac.ITEM_REPLACE, scope, lambda b: self._write(container, b, replace_id=doc_id)
             if method == "DELETE":
                 return "item.delete", rbac.ITEM_DELETE, scope, lambda _b: self._delete(container, doc_id)
+            if method == "PATCH":
+                return "item.patch", rbac.ITEM_REPLACE, scope, lambda b: self._patch(container, doc_id, b)
         raise CosmosError(405, "MethodNotAllowed", f"{method} /{'/'.join(parts)} is not served by this double.")
 
     # --- metadata ----------------------------------------------------------------
@@ -839,6 +856,18 @@ class CosmosGatewayHandler(DoubleHandler):
                 f"documentSize=0;documentsSize={count};documentsCount={count};collectionSize={count}"
             )
         return 200, json.dumps(payload).encode(), headers
+
+    def _no_conflicts(self, container: Container, conflict_id: str | None = None):
+        if conflict_id is not None:
+            raise CosmosError(404, "NotFound", f"Conflict {conflict_id} does not exist.")
+        if (
+            self.command == "POST"
+            and self.headers.get("x-ms-documentdb-partitionkey") is None
+            and (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true"
+        ):
+            raise CosmosError(400, "BadRequest", CROSS_PARTITION_DISABLED)
+        payload = {"_rid": container.rid, "Conflicts": [], "_count": 0}
+        return 200, json.dumps(payload).encode(), {"x-ms-item-count": "0"}
 
     def _pkranges(self, container: Container):
         """The routing map, itself read as a change feed (If-None-Match = last etag; 304 when unchanged)."""
@@ -1039,9 +1068,13 @@ class CosmosGatewayHandler(DoubleHandler):
                 "x-ms-documentdb-partitionkey is required for a point operation on a partitioned container.",
             )
         try:
-            return container.pk_value(parse_pk_header(raw))
+            components = parse_pk_header(raw)
         except ValueError as exc:
             raise CosmosError(400, "BadRequest", str(exc)) from None
+        try:
+            return container.pk_value(components)
+        except ValueError as exc:  # a hierarchical key given in part: Cosmos answers PartitionKeyMismatch
+            raise CosmosError(400, "BadRequest", str(exc), substatus=1001) from None
 
     def _session_headers(self, container: Container, epk: str) -> dict[str, str]:
         rng = container.range_for(epk)
@@ -1099,6 +1132,38 @@ class CosmosGatewayHandler(DoubleHandler):
                 **self._session_headers(container, entry.epk),
             },
         )
+
+    def _patch(self, container: Container, doc_id: str, body: bytes):
+        """Partial document update (add/set/replace/remove/incr/move), applied to the stored document."""
+        pk = self._pk_from_header(container)
+        try:
+            spec = json.loads(body)
+            operations = spec["operations"]
+            if spec.get("condition"):
+                raise CosmosError(
+                    400, "BadRequest", "Conditional patch (a filter predicate) is not served by this double."
+                )
+        except (ValueError, KeyError, TypeError):
+            raise CosmosError(400, "BadRequest", 'The patch body must be {"operations": [...]}.') from None
+        with container.lock:
+            entry = container.read(doc_id, pk)
+            if entry is None:
+                raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+            doc = {
+                k: v
+                for k, v in json.loads(entry.body).items()
+                if k not in ("_rid", "_self", "_etag", "_attachments", "_ts")
+            }
+            try:
+                for op in operations:
+                    _apply_patch(doc, op)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise CosmosError(400, "BadRequest", f"Patch operation {op!r} cannot be applied: {exc}") from None
+            if doc.get("id") != doc_id or components_key(container.doc_components(doc)) != components_key(
+                container.components(pk)
+            ):
+                raise CosmosError(400, "BadRequest", "A patch cannot change the id or the partition key.")
+            return self._write(container, json.dumps(doc).encode(), replace_id=doc_id)
 
     def _delete(self, container: Container, doc_id: str):
         pk = self._pk_from_header(container)
@@ -1179,6 +1244,10 @@ class CosmosGatewayHandler(DoubleHandler):
             rng, epk_filter = self._target_range(container)
             if rng is None:
                 pk_header = self.headers.get("x-ms-documentdb-partitionkey")
+                pinned = sql.pinned_values(query) if pk_header is None and not read_feed else {}
+                key_paths = [path_parts(p) for p in container.partition_key_paths]
+                if pinned and all(p in pinned for p in key_paths):
+                    pk_header = json.dumps([pinned[p] for p in key_paths])  # the filter names one full key
                 if pk_header is not None:
                     try:
                         components = parse_pk_header(pk_header)
@@ -1199,11 +1268,8 @@ class CosmosGatewayHandler(DoubleHandler):
                     raise CosmosError(
                         400,
                         "BadRequest",
-                        "Cross partition query is required but disabled. Please set "
-                        "x-ms-documentdb-query-enablecrosspartition to true, specify x-ms-documentdb-partitionkey, "
-                        "or revise your query to avoid this exception.",
-                        substatus=1004,
-                    )
+                        CROSS_PARTITION_DISABLED,
+                    )  # substatus 0: the SDK raises it (1004 would send it to the query plan instead)
                 elif len(container.ranges) == 1:
                     rng = container.ranges[0]
                 elif not query.count:
@@ -1248,6 +1314,47 @@ class CosmosGatewayHandler(DoubleHandler):
             headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
         return 200, payload, headers
+
+
+def _apply_patch(doc: dict, op: dict) -> None:
+    """One Cosmos patch operation on `doc` (paths like JSON Pointer: /a/b/0, "-" appends to an array)."""
+
+    def locate(path: str) -> tuple[Any, str]:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+        if not parts or not parts[-1]:
+            raise ValueError(f"path {path!r} must name a property")
+        node: Any = doc
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node, parts[-1]
+
+    kind, path = op["op"], op["path"]
+    if kind == "move":
+        source, name = locate(op["from"])
+        value = source.pop(int(name)) if isinstance(source, list) else source.pop(name)
+        kind, op = "set", {"value": value}
+    parent, name = locate(path)
+    if kind == "remove":
+        parent.pop(int(name)) if isinstance(parent, list) else parent.pop(name)
+    elif kind == "incr":
+        current = parent[int(name)] if isinstance(parent, list) else parent.get(name, 0)
+        if isinstance(current, bool) or not isinstance(current, (int, float)):
+            raise TypeError(f"{path} is not a number")
+        parent[int(name) if isinstance(parent, list) else name] = current + op["value"]
+    elif kind in ("add", "set", "replace"):
+        if isinstance(parent, list):
+            if name == "-":
+                parent.append(op["value"])
+            elif kind == "add":
+                parent.insert(int(name), op["value"])
+            else:
+                parent[int(name)] = op["value"]
+        else:
+            if kind == "replace" and name not in parent:
+                raise KeyError(name)
+            parent[name] = op["value"]
+    else:
+        raise ValueError(f"op {kind!r} is not one of add, set, replace, remove, incr, move")
 
 
 def _cross_partition_token(raw: str | None) -> tuple[str, str, int]:

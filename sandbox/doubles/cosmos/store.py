@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import io
 import itertools
 import json
@@ -23,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from azure.cosmos._base import ParsePaths
 from azure.cosmos.partition_key import PartitionKey, _Undefined
 
 try:  # C MurmurHash3; checked against the SDK's pure-Python EPK in the tests.
@@ -68,10 +70,16 @@ def even_boundaries(count: int) -> list[str]:
     return [MIN_EPK, *inner, MAX_EPK]
 
 
+@functools.lru_cache(maxsize=256)
+def path_parts(path: str) -> tuple[str, ...]:
+    """The property names of a partition key path, quoted segments ('/"a/b"/c') parsed as the SDK does."""
+    return tuple(ParsePaths([path]))
+
+
 def partition_key_value(doc: dict, path: str) -> Any:
     """The document's partition key value at `path` (e.g. "/pk" or "/a/b"); missing -> Undefined."""
     node: Any = doc
-    for part in path.strip("/").split("/"):
+    for part in path_parts(path):
         if not isinstance(node, dict) or part not in node:
             return _UNDEFINED
         node = node[part]
@@ -96,6 +104,12 @@ def parse_pk_header(header: str) -> list:
         raise ValueError(f"x-ms-documentdb-partitionkey {header!r} is not JSON") from exc
     if not isinstance(parsed, list) or not parsed:
         raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a non-empty JSON list of values")
+    for value in parsed:
+        if isinstance(value, list) or (isinstance(value, dict) and value):
+            raise ValueError(
+                f"x-ms-documentdb-partitionkey {header!r}: a partition key value must be a string, number, "
+                "boolean, null or {} (undefined), not an array or object"
+            )
     return [_UNDEFINED if value == {} else value for value in parsed]
 
 
