@@ -150,3 +150,17 @@ def test_delete_item_by_its_self_link(open_container):
     assert state.container("db", "c").read("d5", "p5") is None
     with pytest.raises(exceptions.CosmosResourceNotFoundError):
         container.delete_item(item, partition_key="p5")
+
+
+def test_hash_v1_container_spreads_documents_and_routes_by_the_sdk_hash(account, local_ca):
+    state, served, key, _ = account
+    database = sdk_client(served.url, key, local_ca).create_database("legacy")
+    container = database.create_container("v1", PartitionKey(path="/pk", version=1), offer_throughput=24000)
+    assert container.read()["partitionKey"] == {"paths": ["/pk"], "kind": "Hash", "version": 1}
+    for i in range(200):
+        container.upsert_item({"id": f"d{i}", "pk": f"k{i % 20}", "n": i})
+    ranges = state.container("legacy", "v1").ranges
+    assert len(ranges) == 4 and sum(1 for r in ranges if r.docs) == 4  # V1 bounds spread the "05..." EPKs
+    assert container.read_item("d7", "k7")["n"] == 7
+    changes = list(container.query_items_change_feed(is_start_from_beginning=True, partition_key="k7"))
+    assert sorted(c["id"] for c in changes) == sorted(f"d{i}" for i in range(7, 200, 20))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from azure.cosmos._base import ParsePaths
-from azure.cosmos.partition_key import PartitionKey, _Undefined
+from azure.cosmos.partition_key import PartitionKey, _to_hex_encoded_binary_string_v1, _Undefined
 
 try:  # C MurmurHash3; checked against the SDK's pure-Python EPK in the tests.
     import mmh3
@@ -37,6 +37,7 @@ MAX_EPK = "FF"
 # V2 hashing clears the two top bits of the first byte, so every EPK is below 0x40...
 _EPK_SPACE_END = 0x40 << 120
 _UNDEFINED = _Undefined()
+_V1_SPACE = 1 << 32  # V1 hashes are unsigned 32-bit MurmurHash3 values
 
 
 def effective_partition_key(value: Any) -> str:
@@ -74,6 +75,13 @@ def even_boundaries(count: int) -> list[str]:
 def path_parts(path: str) -> tuple[str, ...]:
     """The property names of a partition key path, quoted segments ('/"a/b"/c') parsed as the SDK does."""
     return tuple(ParsePaths([path]))
+
+
+def even_boundaries_v1(count: int) -> list[str]:
+    """Even ranges for Hash V1, whose EPKs all start with the encoded 32-bit hash (so "05..."): the bounds
+    are the SDK's own encoding of evenly spaced hash values."""
+    inner = [str(_to_hex_encoded_binary_string_v1([float(_V1_SPACE * i // count)])).upper() for i in range(1, count)]
+    return [MIN_EPK, *inner, MAX_EPK]
 
 
 def partition_key_value(doc: dict, path: str) -> Any:
@@ -245,7 +253,7 @@ class Container:
         #: Seconds since the epoch as the account sees them: the state's controllable clock (TTL, _ts).
         self.clock: Callable[[], float] = time.time
         self.lock = threading.RLock()
-        bounds = even_boundaries(feed_ranges)
+        bounds = even_boundaries_v1(feed_ranges) if (kind, version) == ("Hash", 1) else even_boundaries(feed_ranges)
         self.ranges: list[PhysicalRange] = [
             PhysicalRange(id=str(i), min=bounds[i], max=bounds[i + 1], parents=[]) for i in range(feed_ranges)
         ]
