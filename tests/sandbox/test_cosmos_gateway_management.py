@@ -51,6 +51,10 @@ def test_account_key_manages_databases_containers_and_offers(account, local_ca):
     with pytest.raises(exceptions.CosmosHttpResponseError) as bad:
         database.create_container("four", PartitionKey(path=["/a", "/b", "/c", "/d"], kind="MultiHash"))
     assert bad.value.status_code == 400 and "Too many partition key paths" in bad.value.message
+    with pytest.raises(exceptions.CosmosHttpResponseError) as bad_ttl:
+        database.create_container("ttl0", PartitionKey(path="/pk"), default_ttl=0)
+    assert bad_ttl.value.status_code == 400 and "defaultTtl 0" in bad_ttl.value.message
+    assert "ttl0" not in state.databases["db1"].containers  # refused before anything was created
     database.delete_container("events")
     with pytest.raises(exceptions.CosmosResourceNotFoundError):
         container.read()

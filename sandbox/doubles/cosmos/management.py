@@ -143,6 +143,7 @@ def create_container(handler: CosmosGatewayHandler, database: Database, body: by
         Container.check_partition_key(paths, kind, version)
     except ValueError as exc:
         raise _error(400, "BadRequest", f"partitionKey: {exc}") from None
+    _check_ttl(spec)  # before anything is created: a refused request leaves no container behind
     throughput = _throughput(handler)
     feed_ranges = max(1, math.ceil(throughput / RU_PER_PARTITION)) if throughput else 1
     state = handler.state
@@ -155,12 +156,16 @@ def create_container(handler: CosmosGatewayHandler, database: Database, body: by
     return 201, handler._container(container)[1], {}
 
 
-def _set_properties(container: Container, spec: dict) -> None:
+def _check_ttl(spec: dict) -> None:
     ttl = spec.get("defaultTtl")
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl == 0 or ttl < -1):
         raise _error(
             400, "BadRequest", f"defaultTtl {ttl!r} must be -1 (on, no default) or a positive number of seconds."
         )
+
+
+def _set_properties(container: Container, spec: dict) -> None:
+    _check_ttl(spec)
     container.properties = {
         k: v for k, v in spec.items() if k in CONTAINER_PROPERTIES and k not in ("id", "partitionKey")
     }
