@@ -309,13 +309,16 @@ def _restore_plan(run: Any) -> RestorePlan | None:
     )
 
 
-def plan_from_stack(stack: str = "dev", overrides: dict[str, Any] | None = None) -> SandboxPlan:
-    """Run the Pulumi program of `stack` under mocks and extract the plan."""
+def plan_from_stack(
+    stack: str = "dev", overrides: dict[str, Any] | None = None, broken: str | None = None
+) -> SandboxPlan:
+    """Run the Pulumi program of `stack` under mocks and extract the plan (with a `sandbox.breaks` mistake)."""
+    from sandbox import breaks
     from sandbox.mocked_stack import run_stack, stack_names
 
     if stack not in stack_names():
         raise PlanError(f"stack {stack!r} has no stacks/Pulumi.{stack}.yaml; choose one of {', '.join(stack_names())}")
-    return plan_from_run(run_stack(stack, overrides))
+    return plan_from_run(breaks.apply(run_stack(stack, overrides), broken))
 
 
 if __name__ == "__main__":  # python -m sandbox.plan [stack]: print the plan
