@@ -32,6 +32,7 @@ from typing import Any, Literal
 import boto3
 
 from cosmos_export.contract import Env
+from sandbox import iam
 from sandbox.plan import SandboxPlan, plan_from_stack
 from sandbox.seed import PARTITION_KEY_PATH
 from sandbox.services import Service, start_cosmosdb_server, start_moto
@@ -253,6 +254,22 @@ def worker_environment(running: Running, *, restore: bool = False) -> dict[str, 
     return env
 
 
+def bootstrap(moto_url: str, plan: SandboxPlan, running: Running, *, create_bucket: Any = None) -> None:
+    """The declared task roles in moto, their sessions (as ECS would mint them) and the bucket; then IAM enforced.
+
+    AssumeRole happens before enforcement is on: moto would check it against the trust policy, which
+    trusts ecs-tasks.amazonaws.com, not a local caller (sandbox/iam.py says what is enforced).
+    """
+
+    def sessions_and_bucket() -> None:
+        running.credentials = _assume_task_role(moto_url, plan)
+        if plan.restore is not None:
+            running.restore_credentials = _assume_task_role(moto_url, plan, restore=True)
+        (create_bucket or _create_bucket)(moto_url, plan, running.credentials)
+
+    iam.provision(moto_url, plan, sessions_and_bucket)
+
+
 #: The stack override that `--all-versions` applies: the program then declares the AllVersionsAndDeletes task.
 ALL_VERSIONS = {"changeFeedMode": "AllVersionsAndDeletes"}
 
@@ -286,10 +303,7 @@ def start_all(
     )
     running.stoppers.append(moto.stop)
     try:
-        running.credentials = _assume_task_role(moto.url, plan)
-        if plan.restore is not None:
-            running.restore_credentials = _assume_task_role(moto.url, plan, restore=True)
-        _create_bucket(moto.url, plan, running.credentials)
+        bootstrap(moto.url, plan, running)
         start_identity(plan, ca, running.credentials, running)
         start_cosmos(plan, ca, cosmos, running, directory, auth=auth)
     except BaseException:
