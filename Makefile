@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := sandbox/node_modules/.installed
 TOOLS_STAMP := tools/node_modules/.installed
 
-.PHONY: deps lock demo test bench reliability-report lint clean
+.PHONY: deps lock demo test image-tools image bench reliability-report lint clean
 
 deps: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
@@ -49,8 +49,17 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 demo: $(STAMP)
 	$(PY) -m sandbox demo
 
-test: deps lint
+test: deps lint image-tools
 	$(PY) -m pytest
+
+# The image test's tools (buildah, podman, mmdebstrap, runc, catatonit) from Debian's packages, as root only;
+# without them tests/image skips and says why. `make image` builds runtime/Dockerfile as that test does.
+image-tools: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then $(PY) tools/container_image.py tools; \
+	else echo "==> not root: buildah/podman are not installed, tests/image/test_worker_image.py will skip"; fi
+
+image: image-tools
+	$(PY) tools/container_image.py build
 
 # ruff (lint, import order, format) and mypy, configured in pyproject.toml; a few seconds with a warm cache.
 lint: deps
