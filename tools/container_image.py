@@ -67,13 +67,18 @@ def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, text=True, **kwargs)
 
 
-def missing_tools() -> list[str]:
-    return [package for package, command in TOOLS.items() if shutil.which(command) is None]  # which() takes paths
+#: What building for another architecture adds: QEMU user emulation (binfmt) and mmdebstrap's arch check.
+FOREIGN_TOOLS = {"qemu-user-static": "qemu-aarch64-static", "arch-test": "arch-test"}
 
 
-def ensure_tools() -> None:
+def missing_tools(foreign: bool = False) -> list[str]:
+    tools = {**TOOLS, **(FOREIGN_TOOLS if foreign else {})}
+    return [package for package, command in tools.items() if shutil.which(command) is None]  # which() takes paths
+
+
+def ensure_tools(foreign: bool = False) -> None:
     """Install the missing build tools from Debian's packages (root only); raise ImageUnavailable why not."""
-    missing = missing_tools()
+    missing = missing_tools(foreign)
     if not missing:
         return
     if os.geteuid() != 0:
@@ -87,8 +92,8 @@ def ensure_tools() -> None:
         _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
     except subprocess.CalledProcessError as e:
         raise ImageUnavailable(f"apt-get install {' '.join(missing)} failed with exit code {e.returncode}") from None
-    if missing_tools():
-        raise ImageUnavailable(f"still missing after apt-get install: {', '.join(missing_tools())}")
+    if missing_tools(foreign):
+        raise ImageUnavailable(f"still missing after apt-get install: {', '.join(missing_tools(foreign))}")
 
 
 def host_arch() -> str:
@@ -166,7 +171,7 @@ class Built:
 def build(arch: str | None = None) -> Built:
     """Build runtime/Dockerfile for `arch` (default: this host's) on the local base; time and size."""
     arch = arch or host_arch()
-    ensure_tools()
+    ensure_tools(foreign=arch != host_arch())
     base = ensure_base(arch)
     image = f"{IMAGE}:{arch}"
     started = time.monotonic()
