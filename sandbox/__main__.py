@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from sandbox import serve as sb
+from sandbox.breaks import BREAKS
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +32,13 @@ AllVersionsOption = typer.Option(
     "changeFeedMode AllVersionsAndDeletes, so deletes are exported (gateway only).",
 )
 
+BreakOption = typer.Option(
+    None,
+    "--break",
+    help="Start from the stack with one deliberate mistake, to see it fail as in the cloud: "
+    + "; ".join(f"{name}: {b.what} ({b.expect})" for name, b in BREAKS.items()),
+)
+
 LatencyOption = typer.Option(
     0.0,
     "--latency-ms",
@@ -38,6 +46,12 @@ LatencyOption = typer.Option(
     max=10_000,
     help="Round-trip delay the gateway double adds to every Cosmos response (AWS to Azure: 5-30 ms).",
 )
+
+
+def _check_break(broken: str | None) -> None:
+    if broken is not None and broken not in BREAKS:
+        typer.echo(f"--break {broken!r} is not a modelled mistake: choose one of {', '.join(BREAKS)}", err=True)
+        raise typer.Exit(2)
 
 
 def _check_cosmos(cosmos: str, all_versions: bool = False) -> None:
@@ -52,16 +66,25 @@ def _check_cosmos(cosmos: str, all_versions: bool = False) -> None:
 def _running(directory: Path) -> dict:
     state = sb.status(directory)
     if state is None:
-        typer.echo(f"no sandbox is running from {directory}: run `python -m sandbox up` first", err=True)
+        typer.echo(
+            f"no sandbox is running from {directory}: run `{sb.command('python')} -m sandbox up` first", err=True
+        )
         raise typer.Exit(1)
     return state
 
 
 def how_to_use(state: dict, directory: Path) -> str:
+    py, worker = sb.command("python"), sb.command("cosmos-export")
+    broken = state.get("break")
     lines = [
         f"Sandbox for stack '{state['stack']}' is up (Cosmos: {state['cosmos']}"
         f"{', continuous backup: AllVersionsAndDeletes' if state.get('all_versions') else ''}). "
         f"State: {directory / sb.STATE_FILE}",
+        *(
+            [f"BROKEN ON PURPOSE (--break {broken}): {BREAKS[broken].what}; expect {BREAKS[broken].expect}."]
+            if broken in BREAKS
+            else []
+        ),
         "",
         "  S3 (moto)     " + state["endpoints"]["s3"],
         "  STS double    " + state["endpoints"]["sts"],
@@ -69,18 +92,18 @@ def how_to_use(state: dict, directory: Path) -> str:
         "  Cosmos        " + state["endpoints"]["cosmos"],
         "",
         "AWS CLI (a sandbox-only session of the task role; the values are in sandbox.json):",
-        f'  eval "$(python -m sandbox env --dir {directory} --aws)"',
+        f'  eval "$({py} -m sandbox env --dir {directory} --aws)"',
         f"  aws --endpoint-url {state['endpoints']['s3']} s3 ls s3://{state['bucket']}/ --recursive",
         "",
         "The worker, with the stack's task-definition environment and the local endpoints:",
-        f'  eval "$(python -m sandbox env --dir {directory})"',
-        "  cosmos-export doctor && cosmos-export run --mode snapshot",
+        f'  eval "$({py} -m sandbox env --dir {directory})"',
+        f"  {worker} doctor && {worker} run --mode snapshot",
         *(
             [
                 "",
                 "The restore identity (its own role session and Entra app; writes only the restore targets):",
-                f'  eval "$(python -m sandbox env --dir {directory} --restore)"',
-                f"  cosmos-export drill -c {state['containers'][0]}   # restores into "
+                f'  eval "$({py} -m sandbox env --dir {directory} --restore)"',
+                f"  {worker} drill -c {state['containers'][0]}   # restores into "
                 f"{state['restore_database']}/{state['restore_targets'].get(state['containers'][0])}, compares, reports",
             ]
             if state.get("restore_env")
@@ -88,9 +111,9 @@ def how_to_use(state: dict, directory: Path) -> str:
         ),
         "",
         "Sample documents (the demo's): seed them, then change some and run the worker with --mode incremental:",
-        f"  python -m sandbox seed --dir {directory} --docs 1000",
-        f"  python -m sandbox change --dir {directory}",
-        f"Stop: python -m sandbox down --dir {directory}",
+        f"  {py} -m sandbox seed --dir {directory} --docs 1000",
+        f"  {py} -m sandbox change --dir {directory} --docs 1000",
+        f"Stop: {py} -m sandbox down --dir {directory}",
     ]
     return "\n".join(lines)
 
@@ -102,14 +125,16 @@ def up(
     cosmos: str = CosmosOption,
     all_versions: bool = AllVersionsOption,
     latency_ms: float = LatencyOption,
+    broken: str | None = BreakOption,
 ) -> None:
     """Start the sandbox in the background and print how to use it."""
     _check_cosmos(cosmos, all_versions)
+    _check_break(broken)
     if latency_ms and cosmos != "gateway":
         typer.echo("--latency-ms needs --cosmos gateway", err=True)
         raise typer.Exit(2)
     try:
-        state = sb.up(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms)  # type: ignore[arg-type]
+        state = sb.up(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms, broken=broken)  # type: ignore[arg-type]
     except sb.SandboxError as exc:
         typer.echo(f"sandbox up failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -173,8 +198,13 @@ def seed(
 ) -> None:
     """Seed the running sandbox's containers with the demo's sample documents (upserts: rerunning is safe)."""
     from sandbox.demo import seed as seed_containers
+    from sandbox.seed import SeedError
 
-    counts = seed_containers(_running(directory), docs)
+    try:
+        counts = seed_containers(_running(directory), docs)
+    except SeedError as exc:
+        typer.echo(f"sandbox seed failed: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("seeded: " + ", ".join(f"{container}={n}" for container, n in counts.items()))
 
 
@@ -184,10 +214,21 @@ def change(
     docs: int = typer.Option(1000, "--docs", min=1, help="The --docs given to `seed` (new ids start there)."),
 ) -> None:
     """Update, insert and delete sample documents of the first container, as the demo does between its runs."""
+    from sandbox.demo import DELETED
     from sandbox.demo import change as change_documents
+    from sandbox.seed import SeedError
 
-    changed = change_documents(_running(directory), docs)
+    try:
+        changed = change_documents(_running(directory), docs)
+    except SeedError as exc:
+        typer.echo(f"sandbox change failed: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("changed: " + ", ".join(f"{what}={n}" for what, n in changed.items()))
+    if changed["deleted"] < DELETED:
+        typer.echo(
+            f"{DELETED - changed['deleted']} of the {DELETED} documents to delete were already gone "
+            "(change ran before): the updates and inserts were applied again"
+        )
 
 
 @app.command("serve", hidden=True)
@@ -197,10 +238,12 @@ def serve_cmd(
     cosmos: str = CosmosOption,
     all_versions: bool = AllVersionsOption,
     latency_ms: float = LatencyOption,
+    broken: str | None = BreakOption,
 ) -> None:
     """Foreground server process (what `up` starts)."""
     _check_cosmos(cosmos, all_versions)
-    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions, latency_ms))  # type: ignore[arg-type]
+    _check_break(broken)
+    raise typer.Exit(sb.serve(directory.resolve(), stack, cosmos, all_versions, latency_ms, broken))  # type: ignore[arg-type]
 
 
 @app.command()
@@ -210,13 +253,22 @@ def demo(
     all_versions: bool = AllVersionsOption,
     docs: int = typer.Option(2000, "--docs", min=10, max=200_000, help="Documents to seed."),
     directory: Path = typer.Option(sb.DEFAULT_DIR / "demo", "--dir", help="State directory of the demo."),
+    broken: str | None = BreakOption,
 ) -> None:
-    """Up, seed, snapshot, change, incremental, verify, drill, summary, down."""
+    """Up, seed, doctor, snapshot, change, incremental, verify, drill, summary, down."""
     from sandbox.demo import run_demo
 
     _check_cosmos(cosmos, all_versions)
+    _check_break(broken)
     raise typer.Exit(
-        run_demo(stack=stack, cosmos=cosmos, docs=docs, directory=directory.resolve(), all_versions=all_versions)
+        run_demo(
+            stack=stack,
+            cosmos=cosmos,
+            docs=docs,
+            directory=directory.resolve(),
+            all_versions=all_versions,
+            broken=broken,
+        )
     )
 
 

@@ -36,6 +36,7 @@ import boto3
 from cosmos_export import layout
 from cosmos_export.commit import CommitStore
 from sandbox import serve as sb
+from sandbox.breaks import BREAKS
 from sandbox.seed import GatewaySeeder, SdkSeeder, sample_documents
 
 SUMMARY_FILE = "demo-summary.json"
@@ -68,19 +69,23 @@ class Demo:
         return result
 
     def worker_cmd(self, state: dict, *args: str, identity: str = "worker_env") -> str:
-        """Run the real worker CLI with the sandbox's worker (or `restore_env`) environment; returns its stdout."""
+        """Run the real worker CLI with the sandbox's worker (or `restore_env`) environment; returns its stdout.
+
+        Its log (`worker-<command>.log`) holds what it printed: the JSON log lines and results on stdout,
+        then stderr, whose last line is the reason when it fails.
+        """
         exe = Path(sys.executable).parent / "cosmos-export"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cosmos_export.cli"]
-        log_path = self.directory / f"worker-{'-'.join(args[:3]).replace('--', '')}.log"
+        log_path = self.directory / f"worker-{'-'.join(a.lstrip('-') for a in args[:3])}.log"
         env = {**os.environ, **state[identity], "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "wb") as log:
-            self.worker = subprocess.Popen(
-                argv + list(args), env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
-            )
-            out, _ = self.worker.communicate()
+        self.worker = subprocess.Popen(
+            argv + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        out, err = self.worker.communicate()
+        log_path.write_bytes(out + err)
         code, self.worker = self.worker.returncode, None
         if code != 0:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
             raise DemoError(
                 f"`cosmos-export {' '.join(args)}` exited with {code}:\n    "
                 + "\n    ".join(tail)
@@ -154,16 +159,21 @@ def change(state: dict, docs: int) -> dict[str, int]:
         doc["status"] = "returned"
         doc["returnReason"] = {"code": "R2", "note": "arrived damaged — replaced"}
         seeder.upsert(db, container, doc)
-    for doc in originals[UPDATED:]:
-        seeder.delete(db, container, doc["id"], doc["customerId"])
+    # A second `change` finds them gone: it counts what it deleted, it does not fail.
+    deleted = sum(seeder.delete(db, container, doc["id"], doc["customerId"]) for doc in originals[UPDATED:])
     for doc in sample_documents(INSERTED, start=docs):
         seeder.upsert(db, container, doc)
-    return {"updated": UPDATED, "inserted": INSERTED, "deleted": DELETED}
+    return {"updated": UPDATED, "inserted": INSERTED, "deleted": deleted}
 
 
 def committed(state: dict) -> dict[str, list]:
     s3 = _s3(state)
     return {c: CommitStore(s3, _target(state, c)).committed_manifests() for c in state["containers"]}
+
+
+def doctor(demo: Demo, state: dict) -> str:
+    """`cosmos-export doctor`: every link of the chain of trust, before anything is exported."""
+    return demo.worker_cmd(state, "doctor")
 
 
 def run_worker(demo: Demo, state: dict, mode: str) -> dict[str, Any]:
@@ -348,11 +358,10 @@ def summarize(
     for key in summary["keys"]:
         print(f"  {key}")
     print("\n" + demo.worker_cmd(state, "status").rstrip())  # on-call's view of the same bucket
-    print("\nNext: `python -m sandbox up` keeps the services running (state in .sandbox/sandbox.json);")
-    print('      `eval "$(python -m sandbox env)" && cosmos-export doctor` walks the chain step by step;')
-    print(
-        '      README.md, section "The local sandbox", shows how a broken stack (wrong FIC subject) fails here as in Azure.'
-    )
+    py, worker = sb.command("python"), sb.command("cosmos-export")
+    print(f"\nNext: `{py} -m sandbox up` keeps the services running (state in .sandbox/sandbox.json);")
+    print(f'      `eval "$({py} -m sandbox env)" && {worker} doctor` walks the chain step by step;')
+    print(f"      `{py} -m sandbox demo --break fic-subject` shows a broken stack failing here as in Azure.")
     print(f"      Full summary: {demo.directory / SUMMARY_FILE}; worker logs: {demo.directory}/worker-*.log")
     print("DEMO OK")
     return summary
@@ -369,6 +378,7 @@ def run_demo(
     docs: int = 2000,
     directory: Path = Path(".sandbox/demo"),
     all_versions: bool = False,
+    broken: str | None = None,
 ) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)
@@ -378,10 +388,12 @@ def run_demo(
         docs = min(docs, 1000)  # its query cost grows with the square of the container size
     try:
         state = demo.step(
-            f"start sandbox (stack {stack}, Cosmos {cosmos}{', AllVersionsAndDeletes' if all_versions else ''})",
-            lambda: sb.up(directory, stack, cosmos, all_versions=all_versions),  # type: ignore[arg-type]
+            f"start sandbox (stack {stack}, Cosmos {cosmos}{', AllVersionsAndDeletes' if all_versions else ''}"
+            f"{f', broken on purpose: {broken}' if broken else ''})",
+            lambda: sb.up(directory, stack, cosmos, all_versions=all_versions, broken=broken),  # type: ignore[arg-type]
         )
         seeded = demo.step("seed sample documents", seed, state, docs)
+        demo.step("doctor: walk the chain of trust", doctor, demo, state)
         second = "snapshot" if cosmos == "vercel" else "incremental"
         first_run = demo.step("export: snapshot", run_worker, demo, state, "snapshot")
         changed = demo.step("change documents", change, state, docs)
@@ -394,12 +406,24 @@ def run_demo(
             else None
         )
         summarize(demo, state, seeded, changed, [("snapshot", first_run), (second, second_run)], verified, drills)
+        if broken:
+            print(
+                f"\n--break {broken} did not fail the demo: the sandbox missed {BREAKS[broken].what}", file=sys.stderr
+            )
+            return 1
         return 0
     except KeyboardInterrupt:
         print("\ndemo interrupted: stopping what it started", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"\ndemo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if broken:
+            print(
+                f"\nThe stack was broken on purpose (--break {broken}): {BREAKS[broken].what}. The cloud answers "
+                f"the same: {BREAKS[broken].expect}; the doctor's FAIL line above says what to fix. "
+                "Without --break the demo passes.",
+                file=sys.stderr,
+            )
         return 1
     finally:
         # Ctrl-C while cleaning up must not leave processes behind.

@@ -64,6 +64,19 @@ class TokenPolicy:
 
 
 @dataclass(frozen=True)
+class DeclaredRole:
+    """An IAM role as the program declares it: what the sandbox creates in moto (sandbox/iam.py)."""
+
+    arn: str
+    name: str
+    path: str
+    trust_policy: str  # JSON, as declared
+    max_session_seconds: int
+    #: (logical name, policy JSON) of every inline policy (aws.iam.RolePolicy) attached to it.
+    inline_policies: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class RestoreTarget:
     """A restore target container as the program declares it (azure-native SqlResourceSqlContainer)."""
 
@@ -112,6 +125,8 @@ class SandboxPlan:
     kms_key_arn: str
     worker_environment: dict[str, str] = field(default_factory=dict)
     restore: RestorePlan | None = None
+    #: The task role (and the restore task role), with their trust and inline policies.
+    roles: tuple[DeclaredRole, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +171,21 @@ def _token_policy(policy: dict) -> TokenPolicy:
     # No statement: STS answers AccessDenied for any audience. An empty audience list does exactly that.
     return TokenPolicy(
         audiences=(), max_duration_seconds=contract.WEB_IDENTITY_TOKEN_MAX_SECONDS, signing_algorithms=("RS256",)
+    )
+
+
+def _declared_role(run: Any, role: Any) -> DeclaredRole:
+    return DeclaredRole(
+        arn=role.outputs["arn"],
+        name=role.outputs.get("name") or role.inputs["name"],
+        path=role.inputs.get("path", "/"),
+        trust_policy=role.inputs["assumeRolePolicy"],
+        max_session_seconds=int(role.inputs.get("maxSessionDuration", 3600)),
+        inline_policies=tuple(
+            (r.name, r.inputs["policy"])
+            for r in run.of_type("aws:iam/rolePolicy:RolePolicy")
+            if r.inputs.get("role") in (role.outputs["id"], role.outputs.get("name"))
+        ),
     )
 
 
@@ -255,6 +285,11 @@ def plan_from_run(run: Any) -> SandboxPlan:
         kms_key_arn=env.get(Env.KMS_KEY_ARN) or run.kms_key_arn,
         worker_environment=env,
         restore=restore,
+        roles=tuple(
+            _declared_role(run, r)
+            for r in run.of_type(ROLE)
+            if r.outputs["arn"] in (task_role.outputs["arn"], restore.task_role_arn if restore else None)
+        ),
     )
 
 
@@ -309,13 +344,16 @@ def _restore_plan(run: Any) -> RestorePlan | None:
     )
 
 
-def plan_from_stack(stack: str = "dev", overrides: dict[str, Any] | None = None) -> SandboxPlan:
-    """Run the Pulumi program of `stack` under mocks and extract the plan."""
+def plan_from_stack(
+    stack: str = "dev", overrides: dict[str, Any] | None = None, broken: str | None = None
+) -> SandboxPlan:
+    """Run the Pulumi program of `stack` under mocks and extract the plan (with a `sandbox.breaks` mistake)."""
+    from sandbox import breaks
     from sandbox.mocked_stack import run_stack, stack_names
 
     if stack not in stack_names():
         raise PlanError(f"stack {stack!r} has no stacks/Pulumi.{stack}.yaml; choose one of {', '.join(stack_names())}")
-    return plan_from_run(run_stack(stack, overrides))
+    return plan_from_run(breaks.apply(run_stack(stack, overrides), broken))
 
 
 if __name__ == "__main__":  # python -m sandbox.plan [stack]: print the plan

@@ -172,9 +172,16 @@ class GatewaySeeder:
         query = urllib.parse.urlencode({"db": db, "container": container})
         return self._post(f"upsert?{query}", json.dumps(doc, ensure_ascii=False).encode("utf-8"))
 
-    def delete(self, db: str, container: str, doc_id: str, partition_key: Any) -> None:
+    def delete(self, db: str, container: str, doc_id: str, partition_key: Any) -> bool:
+        """Delete one document; False when it was not there (deleting twice is not an error)."""
         spec = {"db": db, "container": container, "id": doc_id, "partition_key": partition_key}
-        self._post("delete", json.dumps(spec).encode())
+        try:
+            self._post("delete", json.dumps(spec).encode())
+        except SeedError as exc:
+            if " answered 404:" in str(exc):
+                return False
+            raise
+        return True
 
 
 class SdkSeeder:
@@ -208,5 +215,11 @@ class SdkSeeder:
     def upsert(self, db: str, container: str, doc: dict) -> dict:
         return self._container(db, container).upsert_item(doc)
 
-    def delete(self, db: str, container: str, doc_id: str, partition_key: Any) -> None:
-        self._container(db, container).delete_item(doc_id, partition_key=partition_key)
+    def delete(self, db: str, container: str, doc_id: str, partition_key: Any) -> bool:
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+        try:
+            self._container(db, container).delete_item(doc_id, partition_key=partition_key)
+        except CosmosResourceNotFoundError:
+            return False
+        return True

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any, Literal
 import boto3
 
 from cosmos_export.contract import Env
+from sandbox import iam
 from sandbox.plan import SandboxPlan, plan_from_stack
 from sandbox.seed import PARTITION_KEY_PATH
 from sandbox.services import Service, start_cosmosdb_server, start_moto
@@ -62,6 +64,8 @@ class Running:
     all_versions: bool = False
     #: Round-trip delay the gateway double adds to every data-plane response (`--latency-ms`).
     latency_ms: float = 0.0
+    #: The `sandbox.breaks` mistake the plan was taken with (None: the stack as declared).
+    broken: str | None = None
     stoppers: list = field(default_factory=list)
 
     @property
@@ -250,6 +254,22 @@ def worker_environment(running: Running, *, restore: bool = False) -> dict[str, 
     return env
 
 
+def bootstrap(moto_url: str, plan: SandboxPlan, running: Running, *, create_bucket: Any = None) -> None:
+    """The declared task roles in moto, their sessions (as ECS would mint them) and the bucket; then IAM enforced.
+
+    AssumeRole happens before enforcement is on: moto would check it against the trust policy, which
+    trusts ecs-tasks.amazonaws.com, not a local caller (sandbox/iam.py says what is enforced).
+    """
+
+    def sessions_and_bucket() -> None:
+        running.credentials = _assume_task_role(moto_url, plan)
+        if plan.restore is not None:
+            running.restore_credentials = _assume_task_role(moto_url, plan, restore=True)
+        (create_bucket or _create_bucket)(moto_url, plan, running.credentials)
+
+    iam.provision(moto_url, plan, sessions_and_bucket)
+
+
 #: The stack override that `--all-versions` applies: the program then declares the AllVersionsAndDeletes task.
 ALL_VERSIONS = {"changeFeedMode": "AllVersionsAndDeletes"}
 
@@ -263,6 +283,7 @@ def start_all(
     auth: bool = True,
     all_versions: bool = False,
     latency_ms: float = 0.0,
+    broken: str | None = None,
 ) -> Running:
     """Start everything for `plan` (default: the stack's); on any failure stop what already started.
 
@@ -274,16 +295,15 @@ def start_all(
     if all_versions and cosmos == "vercel":
         raise SandboxError("--all-versions needs the gateway double: @vercel/cosmosdb-server has no change feed")
     directory.mkdir(parents=True, exist_ok=True)
-    plan = plan or plan_from_stack(stack, ALL_VERSIONS if all_versions else None)
+    plan = plan or plan_from_stack(stack, ALL_VERSIONS if all_versions else None, broken)
     ca = create_local_ca(directory / "ca")
     moto = start_moto(log_dir=directory)
-    running = Running(plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto, all_versions=all_versions, latency_ms=latency_ms)
+    running = Running(
+        plan=plan, cosmos_kind=cosmos, ca=ca, moto=moto, all_versions=all_versions, latency_ms=latency_ms, broken=broken
+    )
     running.stoppers.append(moto.stop)
     try:
-        running.credentials = _assume_task_role(moto.url, plan)
-        if plan.restore is not None:
-            running.restore_credentials = _assume_task_role(moto.url, plan, restore=True)
-        _create_bucket(moto.url, plan, running.credentials)
+        bootstrap(moto.url, plan, running)
         start_identity(plan, ca, running.credentials, running)
         start_cosmos(plan, ca, cosmos, running, directory, auth=auth)
     except BaseException:
@@ -305,6 +325,7 @@ def describe(running: Running) -> dict[str, Any]:
         },
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stack": plan.stack,
+        "break": running.broken,
         "cosmos": running.cosmos_kind,
         "all_versions": running.all_versions,
         "latency_ms": running.latency_ms,
@@ -358,6 +379,7 @@ def serve(
     cosmos: CosmosKind = "gateway",
     all_versions: bool = False,
     latency_ms: float = 0.0,
+    broken: str | None = None,
 ) -> int:
     """Foreground: start, write sandbox.json, serve until SIGTERM/SIGINT, stop everything."""
     stop = threading.Event()
@@ -373,7 +395,7 @@ def serve(
     state_path.unlink(missing_ok=True)
     running = None
     try:
-        running = start_all(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms)
+        running = start_all(directory, stack, cosmos, all_versions=all_versions, latency_ms=latency_ms, broken=broken)
         write_state(directory, describe(running))
         print(f"sandbox ready: {state_path}", flush=True)
         while not stop.wait(1.0):
@@ -394,6 +416,20 @@ DEFAULT_DIR = Path(".sandbox")
 
 class SandboxError(RuntimeError):
     pass
+
+
+def command(tool: str) -> str:
+    """How to call `tool` (python, cosmos-export) of this interpreter's environment from the current directory.
+
+    `.venv/bin/python` from the repository root, as README.md writes every command: it works in a fresh
+    shell, with or without the virtualenv activated. sys.executable is not resolved (the venv's python is
+    a symlink to the base interpreter, whose bin/ has no cosmos-export).
+    """
+    bin_dir = Path(sys.executable).parent
+    try:
+        return f"{bin_dir.relative_to(Path.cwd())}/{tool}"
+    except ValueError:
+        return str(bin_dir / tool)
 
 
 def read_state(directory: Path) -> dict[str, Any] | None:
@@ -440,16 +476,16 @@ def up(
     timeout: float = 120.0,
     all_versions: bool = False,
     latency_ms: float = 0.0,
+    broken: str | None = None,
 ) -> dict:
     """Start `python -m sandbox serve` detached (own session) and wait until sandbox.json is written."""
     import subprocess
-    import sys
 
     directory = directory.resolve()
     if _serve_pid(directory) is not None:
         raise SandboxError(
             f"a sandbox is already running from {directory} (pid {_serve_pid(directory)}): "
-            f"run `python -m sandbox down --dir {directory}` first"
+            f"run `{command('python')} -m sandbox down --dir {directory}` first"
         )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / STATE_FILE).unlink(missing_ok=True)
@@ -468,6 +504,7 @@ def up(
             cosmos,
             *(["--all-versions"] if all_versions else []),
             *(["--latency-ms", str(latency_ms)] if latency_ms else []),
+            *(["--break", broken] if broken else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

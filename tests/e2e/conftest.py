@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from cosmos_export.settings import WorkerSettings, load_settings
 from sandbox import serve
 from sandbox.mocked_stack import StackRun, run_stack
 from sandbox.plan import SandboxPlan, plan_from_run
+from sandbox.services import Service, start_moto
 
 #: Properties Cosmos adds to every document; they legitimately differ between implementations.
 SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
@@ -128,17 +130,28 @@ def _ensure_bucket(moto_url: str, plan: SandboxPlan, credentials: dict[str, str]
             raise
 
 
+@pytest.fixture(scope="session")
+def iam_moto_server() -> Iterator[Service]:
+    """A moto server of its own: IAM is enforced on it after each chain's bootstrap (sandbox/iam.py)."""
+    with start_moto() as service:
+        yield service
+
+
 @pytest.fixture()
-def chain(moto_server, local_ca, monkeypatch, dev_run):
-    """`chain(run=None) -> Chain`: start the doubles for a stack run and point the worker's environment at them."""
+def chain(iam_moto_server, local_ca, monkeypatch, dev_run):
+    """`chain(run=None) -> Chain`: start the doubles for a stack run and point the worker's environment at them.
+
+    The run's task roles are created in moto as declared (trust, inline policy) and IAM is enforced:
+    a worker call the task role's policy does not allow fails with AccessDenied.
+    """
     started: list[serve.Running] = []
+    moto_server = iam_moto_server
 
     def start(run: StackRun | None = None) -> Chain:
         plan = plan_from_run(run or dev_run)
         running = serve.Running(plan=plan, cosmos_kind="gateway", ca=local_ca, moto=moto_server)
         started.append(running)  # moto belongs to the session: never among the stoppers
-        running.credentials = serve._assume_task_role(moto_server.url, plan)
-        _ensure_bucket(moto_server.url, plan, running.credentials)
+        serve.bootstrap(moto_server.url, plan, running, create_bucket=_ensure_bucket)
         serve.start_identity(plan, local_ca, running.credentials, running)
         serve.start_cosmos(plan, local_ca, "gateway", running, None)
         env = serve.worker_environment(running)

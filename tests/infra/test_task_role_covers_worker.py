@@ -1,8 +1,8 @@
 """The task role grants every S3 call the worker's code makes, on the resource IAM checks it against.
 
-Neither moto nor the sandbox enforce IAM, so a call the role does not allow
-would only fail in AWS (AccessDenied on the first part's tagging, say). This
-test reads the worker's source (runtime/src/cosmos_export), finds every S3
+moto enforces the role's actions and resources in the sandbox and the e2e tests
+(sandbox/iam.py), but not its conditions, KMS or the *VersionTagging actions, and only
+for the calls a test happens to make. This test reads the worker's source (runtime/src/cosmos_export), finds every S3
 client call, maps it to the IAM action(s) AWS authorises it with, and asks the
 deployed policy document of every stack whether they are allowed.
 """

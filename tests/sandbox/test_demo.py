@@ -178,7 +178,7 @@ def test_demo_failure_names_the_reason_and_stops_what_it_started(tmp_path):
     )
     out, err = process.communicate(timeout=180)
     assert process.returncode == 1, out[-2000:] + err[-2000:]
-    assert "demo failed: DemoError: `cosmos-export run --mode snapshot` exited with 2" in err
+    assert "demo failed: DemoError: `cosmos-export doctor` exited with 2" in err  # its first worker step
     assert "EXPORT_PAGE_SIZE='-5'" in err
     assert "DEMO OK" not in out
     assert not (tmp_path / "sandbox.json").exists()
