@@ -14,6 +14,7 @@ import pytest
 from cosmos_export import layout
 from cosmos_export.contract import Env
 from cosmos_export.settings import SettingsError, _choices, load_settings
+from tests.runtime.test_safety_paths import bucket, s3  # noqa: F401  # fixtures
 from tests.runtime.test_settings import env  # noqa: F401  # the fixture
 
 
@@ -77,3 +78,25 @@ def test_run_ids_and_partitions_are_in_utc_whatever_the_local_zone(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_cleanup_never_aborts_an_open_upload_of_a_kept_run(s3, bucket):
+    # cleanup_orphans mutant 39 (`orphan(key) and initiated < cutoff` -> `or`): it aborted kept runs' uploads
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import live_run_id, target_of, uploads
+
+    target = target_of(bucket)
+    live = live_run_id()  # starts in an hour: every upload opened now is older than its cutoff
+    key = layout.part_key(
+        target,
+        run_id=live,
+        started_at=layout.run_started_at(live),
+        feed_range_index=0,
+        part_number=1,
+        compression="gzip",
+    )
+    s3.create_multipart_upload(Bucket=bucket, Key=key)
+
+    CommitStore(s3, target).cleanup_orphans({live})
+
+    assert uploads(s3, bucket) == {key}
