@@ -61,6 +61,7 @@ bench: deps
 	$(PY) -m bench --docs 100000 1000000 --repeat 3
 	$(PY) -m bench.restore --docs 100000 1000000
 	$(PY) -m bench.materialize --docs 100000 1000000
+	$(PY) -m bench.tables --docs 100000 1000000
 	$(PY) docs/sync_readme.py
 
 # Mutation testing of commit, layout, sink, schema and settings against their fast tests (docs/mutation.md);

@@ -558,6 +558,9 @@ def deploy_policy(s: StackScope) -> dict:
             f"arn:aws:cloudwatch::{s.account_id}:dashboard/{s.named}*",
         ),
         _allow("TaskFailedRule", EVENTS_MANAGE, s.arn("events", f"rule/{s.named}*")),
+        # --- Analytics (components/analytics.py): the Glue catalog and the Athena workgroup ---
+        _allow("AnalyticsCatalog", GLUE_MANAGE, analytics_glue(s)),
+        _allow("AnalyticsWorkgroup", ATHENA_MANAGE, analytics_workgroup(s)),
         # --- Read-only calls AWS authorises only on "*" ---
         _allow("AccountLevelReads", sorted(ACCOUNT_READS | {"ecr:GetAuthorizationToken"}), "*"),
         _allow(
@@ -605,6 +608,51 @@ def deploy_policy(s: StackScope) -> dict:
 TASK_FAMILY_SUFFIXES = ("", "-snapshot", "-restore")
 
 
+#: The analytics catalog: Glue database and tables, Athena workgroup (components/analytics.py).
+GLUE_READ = [
+    "glue:GetDatabase",
+    "glue:GetDatabases",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:GetTable",
+    "glue:GetTables",
+]
+GLUE_MANAGE = sorted(
+    {*GLUE_READ, "glue:CreateDatabase", "glue:UpdateDatabase", "glue:DeleteDatabase", "glue:CreateTable"}
+    | {"glue:UpdateTable", "glue:DeleteTable", "glue:GetTags", "glue:TagResource", "glue:UntagResource"}
+)
+ATHENA_MANAGE = [
+    "athena:CreateWorkGroup",
+    "athena:DeleteWorkGroup",
+    "athena:GetWorkGroup",
+    "athena:ListTagsForResource",
+    "athena:TagResource",
+    "athena:UntagResource",
+    "athena:UpdateWorkGroup",
+]
+#: What the analyst role does in Athena (the boundary's cap; its own policy lists the same).
+ATHENA_QUERY = [
+    "athena:BatchGetQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:GetQueryResultsStream",
+    "athena:GetWorkGroup",
+    "athena:ListQueryExecutions",
+    "athena:StartQueryExecution",
+    "athena:StopQueryExecution",
+]
+
+
+def analytics_glue(s: StackScope) -> list[str]:
+    """The Glue catalog (every database call names it), the stack's database and its tables."""
+    database = f"cosmos_export_{s.stack}".lower().replace("-", "_")
+    return [s.arn("glue", "catalog"), s.arn("glue", f"database/{database}"), s.arn("glue", f"table/{database}/*")]
+
+
+def analytics_workgroup(s: StackScope) -> str:
+    return s.arn("athena", f"workgroup/{naming.prefix(s.stack)}-analytics")
+
+
 def boundary_policy(s: StackScope) -> dict:
     """The most any role of the stack may ever do, whatever its own policy says.
 
@@ -618,7 +666,12 @@ def boundary_policy(s: StackScope) -> dict:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            _allow("ExportBucketList", ["s3:ListBucket", "s3:ListBucketMultipartUploads"], bucket),
+            # GetBucketLocation: Athena asks it before reading a table for the analyst role.
+            _allow(
+                "ExportBucketList", ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"], bucket
+            ),
+            _allow("AnalyticsCatalogRead", GLUE_READ, analytics_glue(s)),
+            _allow("AnalyticsQueries", ATHENA_QUERY, analytics_workgroup(s)),
             _allow(
                 "ExportObjects",
                 [
@@ -702,6 +755,10 @@ def preview_policy(s: StackScope) -> dict:
         "Version": "2012-10-17",
         "Statement": [
             _allow("ReadRoles", ROLE_READ, s.roles),
+            _allow("ReadAnalyticsCatalog", GLUE_READ + ["glue:GetTags"], analytics_glue(s)),
+            _allow(
+                "ReadAnalyticsWorkgroup", ["athena:GetWorkGroup", "athena:ListTagsForResource"], analytics_workgroup(s)
+            ),
             _allow("ReadBucketConfiguration", bucket_reads, s.buckets),
             _allow("ReadOwnKeys", KMS_KEY_READ, s.arn("kms", "key/*"), {"StringEquals": s.own_tag}),
             _allow(

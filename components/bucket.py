@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from . import naming, policies
+from .analytics_config import RESULTS_PREFIX
 from .config import BucketConfig, ObjectLock
 
 AUDIT_PREFIX = "audit-trail"
@@ -29,6 +30,7 @@ class ExportBucket(pulumi.ComponentResource):
         region: str,
         access: policies.ExportAccess,
         audit_readers: tuple[str, ...] = (),
+        results_expiry_days: int | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         """`access`: who may read, write and delete export objects (and use the key for it); nobody else
@@ -62,7 +64,7 @@ class ExportBucket(pulumi.ComponentResource):
             ),
             after_block,
         )
-        rules = [
+        rules: list[dict] = [
             {
                 "id": "expire-exports",
                 "status": "Enabled",
@@ -77,6 +79,17 @@ class ExportBucket(pulumi.ComponentResource):
                 ),
             }
         ]
+        if results_expiry_days is not None:  # Athena's query results (components/analytics.py)
+            rules.append(
+                {
+                    "id": "expire-athena-results",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{RESULTS_PREFIX}/"},
+                    "expiration": {"days": results_expiry_days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                }
+            )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,

@@ -24,6 +24,7 @@ from cosmos_export import contract
 
 from . import naming
 from .alerting_config import AlertingConfig
+from .analytics_config import AnalyticsConfig
 from .operators_config import OperatorsConfig
 
 PROJECT = "cosmos-s3-export"
@@ -529,6 +530,8 @@ class WorkerConfig(_Section):
     compression: contract.Compression = contract.DEFAULT_COMPRESSION
     #: Request units per second the worker may spend (export and restore tasks alike); None: no budget.
     max_ru_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    #: Analytics tables (Parquet current state + change log) refreshed after every committed run.
+    current_state: bool = contract.DEFAULT_CURRENT_STATE
     cpu: int = 1024
     memory: int = 2048
     architecture: Literal["ARM64", "X86_64"] = "ARM64"
@@ -633,6 +636,8 @@ class StackConfig(BaseModel):
     alerting: AlertingConfig = AlertingConfig()
     # Its own model (components/operators_config.py): operators, operatorSessionMinutes; none by default.
     operators: OperatorsConfig = OperatorsConfig()
+    # Its own model (components/analytics_config.py): analystPrincipals, athenaScanLimitGb, athenaResultsDays.
+    analytics: AnalyticsConfig = AnalyticsConfig()
 
     @field_validator("region")
     @classmethod
@@ -658,6 +663,7 @@ class StackConfig(BaseModel):
             schedule=self.schedule.schedule, change_feed_mode=self.worker.change_feed_mode
         )
         problems += self.operators.problems(restore_enabled=self.restore.enabled)
+        problems += self.analytics.problems(current_state=self.worker.current_state)
         _raise(problems)
         return self
 
@@ -675,7 +681,8 @@ class StackConfig(BaseModel):
 SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation
     for name, field in StackConfig.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, (_Section, AlertingConfig, OperatorsConfig))
+    if isinstance(field.annotation, type)
+    and issubclass(field.annotation, (_Section, AlertingConfig, OperatorsConfig, AnalyticsConfig))
 }
 
 

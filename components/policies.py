@@ -392,9 +392,18 @@ class ExportAccess:
     write: tuple[str, ...] = ()
     #: s3:DeleteObject* (a delete marker on the versioned bucket).
     delete: tuple[str, ...] = ()
+    #: Analyst roles (components/analytics.py): the bucket policy lets them read only `analyst_read_prefixes`
+    #: (the analytics tables) and Athena's results prefix, and write only the latter; never delete.
+    analysts: tuple[str, ...] = ()
+    analyst_read_prefixes: tuple[str, ...] = ()
+    analyst_results_prefix: str | None = None
 
     def decrypt(self) -> list[str]:
-        return sorted(set(self.read) | set(self.write))
+        return sorted(set(self.read) | set(self.write) | set(self.analysts))
+
+    def encrypt(self) -> list[str]:
+        """Writers, and analysts: Athena writes their query results under SSE-KMS with the caller's identity."""
+        return sorted(set(self.write) | set(self.analysts))
 
 
 #: Object actions each access kind guards (what the bucket policy denies everyone else).
@@ -463,8 +472,9 @@ def bucket_policy(*, bucket: str, kms_key_arn: str, access: ExportAccess) -> Doc
                 "Null": {"s3:x-amz-server-side-encryption": "false"},
             },
         },
-        _deny_all_but("OnlyReadersReadObjects", OBJECT_READ_ACTIONS, f"{arn}/*", access.read),
-        _deny_all_but("OnlyWritersWriteObjects", OBJECT_WRITE_ACTIONS, f"{arn}/*", access.write),
+        _deny_all_but("OnlyReadersReadObjects", OBJECT_READ_ACTIONS, f"{arn}/*", (*access.read, *access.analysts)),
+        _deny_all_but("OnlyWritersWriteObjects", OBJECT_WRITE_ACTIONS, f"{arn}/*", (*access.write, *access.analysts)),
+        *_analyst_fences(arn, access),
         # PutLifecycleConfiguration is a bucket action; expiring objects is deleting them.
         _deny_all_but(
             "OnlyDeletersDeleteObjects",
@@ -473,6 +483,33 @@ def bucket_policy(*, bucket: str, kms_key_arn: str, access: ExportAccess) -> Doc
             access.delete,
         ),
     )
+
+
+def _analyst_fences(arn: str, access: ExportAccess) -> list[Doc]:
+    """Whatever an analyst role's IAM policy says: reads only of the tables and the query results, writes
+    only of the query results (Athena writes them as the caller)."""
+    if not access.analysts:
+        return []
+    results = f"{arn}/{access.analyst_results_prefix}/*"
+    who = {"ArnEquals": {"aws:PrincipalArn": sorted(access.analysts)}}
+    return [
+        {
+            "Sid": "AnalystsReadOnlyTables",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": OBJECT_READ_ACTIONS,
+            "NotResource": [f"{arn}/{p}*" for p in access.analyst_read_prefixes] + [results],
+            "Condition": who,
+        },
+        {
+            "Sid": "AnalystsWriteOnlyQueryResults",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": OBJECT_WRITE_ACTIONS,
+            "NotResource": results,
+            "Condition": who,
+        },
+    ]
 
 
 def audit_bucket_policy(*, bucket: str, trail_arn: str, trail_prefix: str) -> Doc:
@@ -571,14 +608,14 @@ def kms_key_policy(*, account_id: str, region: str, bucket: str, access: ExportA
         statements.append(
             _key_use("ReadersAndWritersDecrypt", account_id, region, ["kms:Decrypt"], access.decrypt(), context)
         )
-    if access.write:
+    if access.encrypt():
         statements.append(
             _key_use(
                 "WritersEncrypt",
                 account_id,
                 region,
                 ["kms:Encrypt", "kms:GenerateDataKey"],
-                list(access.write),
+                access.encrypt(),
                 context,
             )
         )

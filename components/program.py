@@ -13,6 +13,8 @@ from cosmos_export.contract import Output
 
 from . import naming, policies
 from .alerting import Alerting, AlertingArgs
+from .analytics import ANALYST_ROLE_KIND, Analytics, AnalyticsArgs, table_read_prefixes
+from .analytics_config import RESULTS_PREFIX
 from .azure_identity import WorkloadIdentity
 from .bucket import ExportBucket
 from .config import PROJECT, StackConfig, full_key, load_stack_config
@@ -93,7 +95,36 @@ def export_access(
     status_readers = tuple(
         naming.role_arn(account_id, c.stack, kind) for kind in c.operators.roles() if "status" in actions_of(kind)
     )
-    return policies.ExportAccess(read=users + status_readers, write=users, delete=tuple(deleters))
+    analysts = (
+        (naming.role_arn(account_id, c.stack, ANALYST_ROLE_KIND),)
+        if analytics_on(c) and c.analytics.analyst_principals
+        else ()
+    )
+    return policies.ExportAccess(
+        read=users + status_readers,
+        write=users,
+        delete=tuple(deleters),
+        analysts=analysts,
+        analyst_read_prefixes=tuple(table_read_prefixes(list(exported_prefixes(c).values()))) if analysts else (),
+        analyst_results_prefix=RESULTS_PREFIX if analysts else None,
+    )
+
+
+def analytics_on(c: StackConfig) -> bool:
+    """The catalog exists when the worker writes the tables (currentState)."""
+    return c.worker.current_state
+
+
+def exported_prefixes(c: StackConfig) -> dict[str, str]:
+    """Exported container -> its key prefix (layout.py's rule)."""
+    containers = list(c.cosmos.exported)
+    prefixes = policies.container_prefixes(
+        prefix=c.bucket.export_prefix,
+        account=c.cosmos.cosmos_account_name,
+        database=c.cosmos.cosmos_database,
+        containers=containers,
+    )
+    return dict(zip(containers, prefixes))
 
 
 def build(c: StackConfig) -> dict[str, pulumi.Input]:
@@ -123,6 +154,24 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
             task_role_arn,
             restore_role_arn=(naming.role_arn(account_id, c.stack, RESTORE_ROLE_KIND) if c.restore.enabled else None),
         ),
+        results_expiry_days=c.analytics.athena_results_days if analytics_on(c) else None,
+    )
+    # Only with currentState (the worker writes the tables): the Glue catalog, Athena and the analyst role.
+    analytics = (
+        Analytics(
+            name,
+            AnalyticsArgs(
+                stack=c.stack,
+                account_id=account_id,
+                region=c.region,
+                config=c.analytics,
+                bucket=c.bucket.bucket_name,
+                containers=exported_prefixes(c),
+                kms_key_arn=bucket.key_arn,
+            ),
+        )
+        if analytics_on(c)
+        else None
     )
     federation = OutboundFederation(name, c.identity.federation)
     task_role = TaskRole(
@@ -257,6 +306,10 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         Output.DASHBOARD_NAME: alerting.dashboard_name,
         Output.OPERATOR_ROLE_ARNS: operators.role_arns if operators else {},
     }
+    # None where the stack has no analytics (currentState false) or no analyst role.
+    outputs[Output.ANALYTICS_DATABASE] = analytics.database_name if analytics else None
+    outputs[Output.ATHENA_WORKGROUP] = analytics.workgroup_name if analytics else None
+    outputs[Output.ANALYST_ROLE_ARN] = analytics.analyst_role_arn if analytics else None
     if restore is not None:
         outputs.update(
             {

@@ -64,7 +64,7 @@ class _Names:
         )
 
 
-def _who(trust: dict, names: _Names) -> str:
+def _who(trust: dict, names: _Names, listed_in: str = "`operators`") -> str:
     out = []
     for st in _list(trust.get("Statement")):
         if st.get("Effect") != "Allow":
@@ -81,9 +81,9 @@ def _who(trust: dict, names: _Names) -> str:
         elif principal.get("AWS"):
             pinned = (st.get("Condition") or {}).get("ArnEquals", {}).get("aws:PrincipalArn")
             if pinned:
-                out.append("the Identity Center permission-set roles listed in `operators`, by `aws:PrincipalArn`")
+                out.append(f"the Identity Center permission-set roles listed in {listed_in}, by `aws:PrincipalArn`")
             else:
-                out.append("the IAM roles listed in `operators`")
+                out.append(f"the IAM roles listed in {listed_in}")
     return "; ".join(out)
 
 
@@ -124,6 +124,10 @@ def _summary(documents: list[dict], names: _Names) -> dict[str, str]:
         for kind, keys in (("read", reads), ("write", writes), ("delete", deletes))
         if keys
     )
+    # The analyst role's catalog reads and queries, in two words each (the deployer's stay "many").
+    glue, athena = {a for a in other if a.startswith("glue:Get")}, {a for a in other if a.startswith("athena:")}
+    if glue and athena and not {a for a in other if a.startswith(("glue:", "athena:"))} - glue - athena:
+        other = (other - glue - athena) | {"glue:Get* (its catalog)", "athena queries (its workgroup)"}
     many = len(other) > 12
     return {
         "May start": _code(sorted(starts)) + (" (any revision, in the stack's cluster)" if starts else ""),
@@ -189,7 +193,11 @@ def _rows_of_program(stack: str) -> list[tuple[str, dict[str, str]]]:
             if p.inputs["role"] == role.outputs["id"]
         ]
         cells = {
-            "Who can become it": _who(json.loads(role.inputs["assumeRolePolicy"]), names),
+            "Who can become it": _who(
+                json.loads(role.inputs["assumeRolePolicy"]),
+                names,
+                "`analystPrincipals`" if role.inputs["name"].endswith("-analyst") else "`operators`",
+            ),
             "Max session": f"{int(role.inputs.get('maxSessionDuration', 3600)) // 60} min",
             **_summary(documents, names),
             "Cosmos DB": _cosmos(run, role.outputs["arn"], set(exported)),

@@ -377,6 +377,7 @@ def check_stack(resources: Iterable[Resource]) -> list[tuple[str, str]]:
         check_program_roles,
         check_pass_role_grants,
         check_operator_trusts,
+        check_analyst_roles,
         check_alerting,
     ):
         violations.extend(rule(stack))
@@ -955,6 +956,51 @@ def check_operator_trust(props: Mapping[str, Any]) -> list[str]:
 
 def check_operator_trusts(stack: Stack) -> list[tuple[str, str]]:
     return [(r.key, f"{_s(r)}: {m}") for r in stack.of_type(T_ROLE) for m in check_operator_trust(r.props)]
+
+
+# --- Analytics: the analyst role reads, never writes or deletes export data -------------
+
+#: Where Athena writes query results as the caller (components/analytics_config.py RESULTS_PREFIX).
+ATHENA_RESULTS = "/athena-results/"
+#: Object writes Athena needs for its results; anything else that changes S3 is refused outright.
+_RESULTS_WRITES = {"s3:putobject", "s3:abortmultipartupload", "s3:listmultipartuploadparts"}
+_S3_READ_ONLY = re.compile(r"^s3:(get|list)", re.IGNORECASE)
+
+
+def check_analyst_policy(document: Mapping[str, Any], where: str) -> list[str]:
+    """An analyst role's policy: S3 reads only, plus Athena's result writes under athena-results/; no delete."""
+    errors = []
+    for i, st in enumerate(_as_list(document.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        label = f"{where} statement {st.get('Sid') or i}"
+        actions = [str(a) for a in _as_list(st.get("Action"))]
+        resources = [str(r) for r in _as_list(st.get("Resource"))]
+        for action in actions:
+            low = action.lower()
+            if not low.startswith("s3:") and low not in ("*",):
+                continue
+            if _S3_READ_ONLY.match(low) and "*" not in low:
+                continue
+            if low in _RESULTS_WRITES and resources and all(ATHENA_RESULTS in r for r in resources):
+                continue
+            errors.append(
+                f"{label} allows {action!r} on {resources!r}: an analyst role may only read export data "
+                f"(and write Athena's results under {ATHENA_RESULTS}); remove the write or delete"
+            )
+    return errors
+
+
+def check_analyst_roles(stack: Stack) -> list[tuple[str, str]]:
+    analysts = [r for r in stack.of_type(T_ROLE) if str(r.props.get("name", "")).endswith("-analyst")]
+    out: list[tuple[str, str]] = []
+    for role in analysts:
+        for p in stack.of_type(T_ROLE_POLICY):
+            if stack.refers_to(p, "role", role, "id", "name"):
+                parsed = parse_policy(p.props.get("policy"))
+                if parsed is not None:
+                    out.extend((p.key, m) for m in check_analyst_policy(parsed, _s(p)))
+    return out
 
 
 # --- Alerting ---------------------------------------------------------------------

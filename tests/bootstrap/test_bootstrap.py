@@ -207,6 +207,8 @@ def test_no_service_wide_or_wildcard_action(stack):
                     "sns",
                     "cloudwatch",
                     "events",
+                    "glue",
+                    "athena",
                 }, action
 
 
@@ -228,6 +230,10 @@ def _scoped(resource: str, stack: str, scope: d.StackScope) -> bool:
             )
         )
         or resource == scope.boundary_arn
+        # The analytics catalog: Glue names allow no '-' (cosmos_export_<stack>); every Glue call names the catalog.
+        or f":database/cosmos_export_{stack}" in resource
+        or f":table/cosmos_export_{stack}/" in resource
+        or (resource.startswith("arn:aws:glue:") and resource.endswith(f":{scope.account_id}:catalog"))
         or resource == f"arn:aws:iam::{scope.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*"
     )
 
@@ -481,8 +487,9 @@ def test_the_scanner_export_writes_every_policy_document(tmp_path):
     iam_documents.main(tmp_path)
     identity = sorted(p.name for p in (tmp_path / "identity").glob("*.json"))
     # Per stack: 5 program role policies (export task, execution, scheduler, restore task, restore scheduler),
-    # deploy, preview, boundary; plus one per operator role (dev 2, prod 4, staging none).
-    assert len(identity) == 3 * 8 + 2 + 4
+    # deploy, preview, boundary; plus one per operator role (dev 2, prod 4, staging none) and analyst role
+    # (dev and prod; staging has no analytics).
+    assert len(identity) == 3 * 8 + 2 + 4 + 2
     assert "bootstrap-dev-Policy-gh-dev-boundary.json" in identity
     written = json.loads((tmp_path / "identity" / "bootstrap-dev-RolePolicy-gh-dev-deploy-policy.json").read_text())
     assert written == _documents("dev")["deploy"]

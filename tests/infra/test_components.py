@@ -51,7 +51,8 @@ def test_export_bucket_children_dev(dev):
     assert got == _bucket_children(n, locked=False)
     lifecycle = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
     rules = {r["id"]: r for r in dev.named(lifecycle, f"{n}-lifecycle").inputs["rules"]}
-    assert list(rules) == ["expire-exports"]
+    assert list(rules) == ["expire-exports", "expire-athena-results"]  # dev has currentState: the Athena results
+    assert rules["expire-athena-results"]["filter"] == {"prefix": "athena-results/"}
     export = rules["expire-exports"]
     assert export["filter"] == {"prefix": "cosmos/"}
     assert export["expiration"] == {"days": 14}
@@ -287,6 +288,19 @@ def test_each_component_declares_exactly_its_children(stack):
                 ("MetricAlarm", f"{n}-{kind}-{c}")
                 for c in {"dev": ["orders", "customers"], "prod": ["orders", "customers", "invoices"]}[stack]
                 for kind in ("stale", "drill-failed")
+            ]
+        ),
+        ("cosmos-s3-export:aws:Analytics", n): sorted(
+            [
+                ("CatalogDatabase", f"{n}-database"),
+                ("Workgroup", f"{n}-workgroup"),
+                ("Role", f"{n}-analyst"),
+                ("RolePolicy", f"{n}-analyst-policy"),
+            ]
+            + [
+                ("CatalogTable", f"{n}-{c}-{table}")
+                for c in {"dev": ["orders", "customers"], "prod": ["orders", "customers", "invoices"]}[stack]
+                for table in ("current", "changes")
             ]
         ),
     }

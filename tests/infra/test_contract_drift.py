@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from components import program
 from components.config import TASK_FIELDS, ConfigError, StackConfig, WorkerConfig, load_stack_config
@@ -242,6 +243,12 @@ SHARED = {
     Env.CONCURRENCY: ("concurrency", ints),
     Env.PART_SIZE_MB: ("partSizeMb", ints),
     Env.COMPRESSION: ("compression", choice_text(contract.COMPRESSIONS)),
+    Env.CURRENT_STATE: (
+        "currentState",
+        st.one_of(
+            st.sampled_from(["true", "false", "True", "no", "1", "0", " true"]), st.text(ASCII, min_size=1, max_size=6)
+        ),
+    ),
 }
 #: Set from other resources' outputs, not from a config key.
 FROM_RESOURCES = {Env.IDENTITY_MODE, Env.AZURE_TENANT_ID, Env.AZURE_CLIENT_ID, Env.COSMOS_ENDPOINT, Env.KMS_KEY_ARN}
@@ -265,6 +272,8 @@ def reasons(var: str, value) -> list[str]:
     }.get(var)
     if rule:
         return [rule(value) or "(accepted)"]
+    if var == Env.CURRENT_STATE:
+        return ["valid boolean"]
     if var in (Env.MIN_CONSISTENCY, Env.CHANGE_FEED_MODE, Env.PRIORITY, Env.COMPRESSION):
         return list(
             {
@@ -296,6 +305,8 @@ def test_stack_and_worker_agree_on_every_value(var, data):
     override = {key: value}
     if key == "cosmosContainers":
         override["exportContainers"] = None
+    if key == "currentState":
+        override["analystPrincipals"] = None  # analysts need the tables: that cross-field rule is tested apart
     good = env_of(load_stack())
     worker_value = ",".join(value) if isinstance(value, list) else value
     assume(worker_value.strip() != "" or var != Env.PRIORITY)  # an empty variable means unset to the worker
@@ -329,6 +340,8 @@ def _field_of(var: str) -> str:
 
 def _typed(var: str, value: str):
     annotation = WorkerSettings.model_fields[_field_of(var)].annotation
+    if annotation is bool:
+        return TypeAdapter(bool).validate_python(value)
     return int(value) if annotation is int else value
 
 

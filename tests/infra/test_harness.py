@@ -24,9 +24,9 @@ TASK_ROLE_COMPONENT = "cosmos-s3-export:aws:TaskRole"
 def test_real_program_reuses_names_across_types(dev):
     names = [(r.type_, r.name) for r in dev.resources]
     assert {t for t, n in names if n == "export-dev-logs"} == {LOG_GROUP, WORKSPACE}
-    assert len([n for _, n in names if n == "export-dev"]) == 8
+    assert len([n for _, n in names if n == "export-dev"]) == 9
     # The restore identity's components are export-dev-restore (a TaskRole, WorkloadIdentity, CosmosAccess, RestoreTargets).
-    assert len([n for _, n in names if n == "export-dev-restore"]) == len(dev.components()) - 8 == 4
+    assert len([n for _, n in names if n == "export-dev-restore"]) == len(dev.components()) - 9 == 4
     assert dev.named(LOG_GROUP, "export-dev-logs").outputs["arn"].startswith("arn:aws:logs:")
     assert dev.named(WORKSPACE, "export-dev-logs").outputs["id"].startswith("/subscriptions/")
 

@@ -261,7 +261,11 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
     # Operator roles holding `status` read too (their IAM policy narrows that to the state objects).
     status = [arn for kind, arn in run.outputs[Output.OPERATOR_ROLE_ARNS].items() if "status" in kind]
     readers = sorted(users + status)
-    assert sorted(allowed("OnlyReadersReadObjects")) == readers and sorted(allowed("OnlyWritersWriteObjects")) == users
+    # The analyst role (analystPrincipals) reads and writes too, fenced by its own deny statements to the tables
+    # and Athena's results (tests/infra/test_analytics.py); it never deletes.
+    analysts = [run.outputs[Output.ANALYST_ROLE_ARN]] if run.outputs.get(Output.ANALYST_ROLE_ARN) else []
+    assert sorted(allowed("OnlyReadersReadObjects")) == sorted(readers + analysts)
+    assert sorted(allowed("OnlyWritersWriteObjects")) == sorted(users + analysts)
     account = task.split(":")[4]
     deployer = f"arn:aws:iam::{account}:role/gh-{run.stack}-deploy"
     assert allowed("OnlyDeletersDeleteObjects") == (sorted([deployer, task]) if run.stack == "dev" else [task])
@@ -269,8 +273,10 @@ def test_only_the_task_role_reads_writes_and_deletes_exports(every_stack):
         st["Sid"]: st
         for st in json.loads(run.named("aws:kms/key:Key", f"export-{run.stack}-key").inputs["policy"])["Statement"]
     }
-    assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == readers
-    assert sorted(key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == users
+    assert sorted(key["ReadersAndWritersDecrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == sorted(
+        readers + analysts
+    )
+    assert sorted(key["WritersEncrypt"]["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == sorted(users + analysts)
     assert not any(
         st["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"} and "kms:*" in st["Action"] for st in key.values()
     )

@@ -23,8 +23,8 @@ def _other_container(body: bytes, world) -> bytes:
 
 def _newer_format(body: bytes, world) -> bytes:
     doc = json.loads(body)
-    doc["format_version"] = 3
-    doc["new_field_of_v3"] = {"x": 1}
+    doc["format_version"] = 4
+    doc["new_field_of_v4"] = {"x": 1}
     return json.dumps(doc).encode()
 
 
@@ -33,7 +33,7 @@ CASES = {
     "from another container": (_other_container, "belongs to relacct/rel/someone-else, not relacct/rel/"),
     "from a newer format": (
         _newer_format,
-        "has format_version 3, newer than this worker's 2; it was left unchanged: upgrade the worker image",
+        "has format_version 4, newer than this worker's 3; it was left unchanged: upgrade the worker image",
     ),
 }
 

@@ -102,7 +102,7 @@ def test_commit_writes_manifest_then_checkpoint(s3, target):
     body = json.loads(
         s3.get_object(Bucket=target.bucket, Key="exports/acct/db/orders/manifests/0000000001.json")["Body"].read()
     )
-    assert body["sequence"] == 1 and body["format_version"] == 2 and body["run_id"] == run_id
+    assert body["sequence"] == 1 and body["format_version"] == 3 and body["run_id"] == run_id
     assert body["parts"][0]["documents"] == 2 and body["parts"][0]["sha256"] == records[0].sha256
     assert (
         body["parts"][0]["bytes"] == records[0].bytes
@@ -222,7 +222,7 @@ def test_commit_whose_manifest_is_already_ours_carries_on_to_the_checkpoint(s3, 
         (None, "belongs to acct/db/customers, not acct/db/orders"),
         (
             json.dumps({"format_version": 99}).encode(),
-            "has format_version 99, newer than this worker's 2; it was left unchanged: upgrade the worker image",
+            "has format_version 99, newer than this worker's 3; it was left unchanged: upgrade the worker image",
         ),
     ],
 )

@@ -149,7 +149,7 @@ def test_manifest_records_the_container_definition(env):
     env["state"].upsert_many(DB, "orders", make_docs(5))
     run(env, "snapshot", settings=settings_one(env))
     [manifest] = CommitStore(env["s3"], target(env)).committed_manifests()
-    assert manifest.format_version == contract.MANIFEST_FORMAT_VERSION == 2
+    assert manifest.format_version == contract.MANIFEST_FORMAT_VERSION == 3
     assert manifest.change_feed_mode == "LatestVersion" and manifest.query_filter is None
     assert manifest.container_definition.to_cosmos() == {
         "partitionKey": {"paths": ["/pk"], "kind": "Hash", "version": 2},

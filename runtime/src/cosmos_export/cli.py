@@ -1,4 +1,4 @@
-"""`cosmos-export run|doctor|verify|status|materialize|restore|drill`: settings from the environment, flags on top.
+"""`cosmos-export run|doctor|verify|status|materialize|parts|restore|drill`: settings from the environment, flags on top.
 
 Exit codes: 0 ok, 1 export/verify/doctor/restore failure (materialize: a corrupted part), a drill mismatch, or
 (status) a container older than --max-age or never committed; 2 invalid settings or usage (and a restore or
@@ -32,6 +32,8 @@ EXIT_FAILED, EXIT_SETTINGS, EXIT_STOPPED = 1, 2, 143
 
 # typer takes an Enum for a choice; these are built from the contract's Literals.
 Mode = Enum("Mode", {m: m for m in contract.RUN_MODES}, type=str)  # type: ignore[misc]  # functional Enum API
+OutputFormat = Enum("OutputFormat", {"jsonl": "jsonl", "parquet": "parquet"}, type=str)
+PartsFormat = Enum("PartsFormat", {"text": "text", "json": "json"}, type=str)
 IdentityMode = Enum("IdentityMode", {m: m for m in contract.IDENTITY_MODES}, type=str)  # type: ignore[misc]
 
 
@@ -282,11 +284,15 @@ def _parse_time(value: str | None) -> Any:
 @app.command()
 def materialize(
     container: str = typer.Option(..., "--container", "-c", help="Exported container whose state to rebuild"),
-    to: str = typer.Option(
-        ...,
+    to: Optional[str] = typer.Option(
+        None,
         "--to",
         help="Local path or s3://bucket/key ending in .jsonl, .jsonl.gz or "
-        ".jsonl.zst (compression by suffix), or a folder/prefix ending in /",
+        ".jsonl.zst (compression by suffix), or a folder/prefix ending in /; with --format parquet a folder or "
+        "s3:// prefix, or none: refresh the container's analytics tables in place",
+    ),
+    output_format: OutputFormat = typer.Option(
+        OutputFormat["jsonl"], "--format", help="jsonl (a state file) or parquet (current-state table files)"
     ),
     sequence: Optional[int] = typer.Option(None, "--sequence", help="Committed sequence (default: the latest)"),
     as_of: Optional[str] = typer.Option(
@@ -314,6 +320,12 @@ def materialize(
         )
     except ValueError as e:
         _fail(f"--container {container!r}: {e}", EXIT_SETTINGS)
+    if output_format.value == "parquet":
+        _materialize_parquet(settings, target, to, sequence, when, log)
+        return
+    if to is None:
+        _fail("--to is required with --format jsonl: give a path, an s3:// key or a folder", EXIT_SETTINGS)
+        raise AssertionError("unreachable")
     try:
         dest = mat.destination(to, container)
         report = mat.materialize_to(
@@ -343,6 +355,90 @@ def materialize(
         ttl_expiries_applied=report.ttl_expiries_applied,
         unknown_delete_incrementals=report.unknown_delete_incrementals,
     )
+
+
+def _materialize_parquet(
+    settings: WorkerSettings, target: Any, to: str | None, sequence: Any, when: Any, log: Any
+) -> None:
+    from cosmos_export import identity, tables
+    from cosmos_export import materialize as mat
+    from cosmos_export.export import s3_client
+
+    s3 = s3_client(settings, identity.aws_session(settings))
+    try:
+        if to is None:
+            if sequence is not None or when is not None:
+                _fail(
+                    "--sequence/--as-of need --to: the tables in place are always the latest committed state; "
+                    "give a folder or s3:// prefix for an earlier one",
+                    EXIT_SETTINGS,
+                )
+            refreshed = tables.refresh(s3, target, kms_key_arn=settings.kms_key_arn, log=log)
+            typer.echo(
+                f"{target.container}: tables at sequence {refreshed.sequence}; current state "
+                f"{'rewritten' if refreshed.current_written else 'already current'} ({refreshed.documents} "
+                f"document(s)), change-log files written for sequences {refreshed.changes_written or 'none'}"
+            )
+            return
+        report, files = tables.materialize_parquet(s3, target, to, sequence=sequence, as_of=when)
+    except mat.CorruptPartError as e:
+        log.error("materialize_failed", reason=str(e))
+        _fail(str(e))
+    except mat.MaterializeError as e:
+        log.error("materialize_refused", reason=str(e))
+        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"wrote {len(files)} Parquet file(s) ({report.documents} document(s)): {', '.join(files)}")
+
+
+@app.command()
+def parts(
+    container: str = typer.Option(..., "--container", "-c", help="Exported container"),
+    sequence: Optional[int] = typer.Option(None, "--sequence", help="Only this committed sequence"),
+    output_format: PartsFormat = typer.Option(PartsFormat["text"], "--format", help="text (tab-separated) or json"),
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+) -> None:
+    """The committed parts (S3 URL, sequence, run id, documents): exactly what any reader should read."""
+    import json as json_module
+
+    from cosmos_export import identity, layout
+    from cosmos_export.commit import CheckpointError, CommitStore
+    from cosmos_export.export import s3_client
+
+    settings = _settings(bucket=bucket, prefix=prefix)
+    audit.configure_logging("WARNING")
+    try:
+        target = layout.ExportTarget(
+            settings.bucket, settings.prefix, settings.account_name or "", settings.cosmos_database, container
+        )
+    except ValueError as e:
+        _fail(f"--container {container!r}: {e}", EXIT_SETTINGS)
+    try:
+        manifests = CommitStore(s3_client(settings, identity.aws_session(settings)), target).committed_manifests()
+    except CheckpointError as e:
+        _fail(str(e))
+    if sequence is not None:
+        manifests = [m for m in manifests if m.sequence == sequence]
+        if not manifests:
+            _fail(f"--sequence {sequence} is not committed under s3://{target.bucket}/{target.manifests_prefix}")
+    rows = [
+        {
+            "url": f"s3://{target.bucket}/{p.key}",
+            "sequence": m.sequence,
+            "run_id": m.run_id,
+            "documents": p.documents,
+            "version_id": p.version_id,
+        }
+        for m in manifests
+        for p in m.parts
+    ]
+    if output_format.value == "json":
+        typer.echo(json_module.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['url']}\t{r['sequence']}\t{r['run_id']}\t{r['documents']}")
 
 
 def _restore_session(settings: WorkerSettings, work: Any) -> Any:

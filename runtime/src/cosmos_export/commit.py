@@ -21,11 +21,11 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosmos_export import audit, contract, layout, storage
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION
-from cosmos_export.schema import SchemaInfo
+from cosmos_export.schema import SchemaInfo, analytic_columns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -126,8 +126,19 @@ class Manifest(BaseModel):
     container_definition: ContainerDefinition | None = None
     change_feed_mode: contract.ChangeFeedMode | None = None
     query_filter: str | None = None
+    #: Format 3 on: the top-level fields that are typed columns of the analytics tables, in DuckDB and
+    #: Glue terms (`schema.analytic_columns` of `schema`); derived when an older manifest lacks it.
+    columns: dict[str, dict[str, str]] | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _derive_columns(self) -> "Manifest":
+        if self.columns is None:
+            self.columns = analytic_columns(
+                self.schema_.fields, change_records=self.change_feed_mode == "AllVersionsAndDeletes"
+            )
+        return self
 
     @property
     def documents(self) -> int:

@@ -129,6 +129,8 @@ DEFAULT_PART_SIZE_MB: Final = 64
 DEFAULT_PAGE_SIZE: Final = 1000
 DEFAULT_MIN_CONSISTENCY: Final[ConsistencyLevel] = "Session"
 DEFAULT_CHANGE_FEED_MODE: Final[ChangeFeedMode] = "LatestVersion"
+#: The analytics tables (current state + change log, Parquet under `tables/`) after every committed run.
+DEFAULT_CURRENT_STATE: Final = True
 DEFAULT_PREFIX: Final = "cosmos"
 DEFAULT_RESTORE_BATCH_DOCUMENTS: Final = 500
 
@@ -259,6 +261,7 @@ class Env:
     COMPRESSION = "EXPORT_COMPRESSION"  # gzip | zstd
     LOG_LEVEL = "EXPORT_LOG_LEVEL"
     STACK = "EXPORT_STACK"  # the Pulumi stack's name: the Stack dimension of the worker's metrics
+    CURRENT_STATE = "EXPORT_CURRENT_STATE"  # true: refresh the analytics tables after every committed run
     # Restore and drills (the restore task only)
     RESTORE_TARGET_DATABASE = "EXPORT_RESTORE_TARGET_DATABASE"
     RESTORE_TARGETS = "EXPORT_RESTORE_TARGETS"  # comma-separated source=target container pairs
@@ -297,6 +300,10 @@ class Output:
     COSMOS_RESTORE_ROLE_DEFINITION_ID = "cosmosRestoreRoleDefinitionId"
     RUN_RESTORE_COMMAND = "runRestoreCommand"
     RUN_DRILL_COMMAND = "runDrillCommand"
+    # Analytics (only with currentState; the analyst role only with analystPrincipals)
+    ANALYTICS_DATABASE = "analyticsDatabase"
+    ATHENA_WORKGROUP = "athenaWorkgroup"
+    ANALYST_ROLE_ARN = "analystRoleArn"
     #: Operator role kind (operator-export, operator-restore, ...) -> role ARN ({} without `operators`).
     OPERATOR_ROLE_ARNS = "operatorRoleArns"
     # Alerting
@@ -310,8 +317,9 @@ class Output:
 #: the change-feed mode and the query filter to each manifest. The number moved (rather than adding optional
 #: fields under 1) because manifests are parsed strictly: a worker that knows only 1 would reject a version-2
 #: manifest with "extra inputs are not permitted" and the advice to restore the object from its version
-#: history; with 2 it says plainly "newer than this worker's 1: upgrade the worker image".
-MANIFEST_FORMAT_VERSION: Final = 2
+#: history; with 2 it says plainly "newer than this worker's 1: upgrade the worker image". 3 added `columns`
+#: (the analytics tables' typed columns in DuckDB and Glue terms); format 1 and 2 manifests still load.
+MANIFEST_FORMAT_VERSION: Final = 3
 #: Older versions stay readable: format 1 manifests simply have no container definition.
 #: Properties Cosmos DB sets on every document; a materialized state drops them unless asked to keep them.
 SYSTEM_PROPERTIES: Final = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")

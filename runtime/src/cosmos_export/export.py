@@ -25,7 +25,7 @@ import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
 
-from cosmos_export import audit, contract, identity, layout, metrics, source, storage
+from cosmos_export import audit, contract, identity, layout, metrics, source, storage, tables
 from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart
 from cosmos_export.contract import Env
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
@@ -472,6 +472,8 @@ def _export_container(
     )
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
+    if settings.current_state:  # analytics tables (tables.py); never fails the committed run
+        tables.after_commit(s3, target, settings.kms_key_arn, log)
     result = ContainerResult(
         container=name,
         run_id=run_id,

@@ -117,3 +117,52 @@ def run_started_at(run_id: str) -> datetime:
 def run_id_of_key(key: str) -> str | None:
     match = _RUN_IN_KEY.search(key)
     return match.group(1) if match else None
+
+
+# --- analytics tables (tables.py writes them; the Glue catalog points at them) --------------------
+#
+#     {container prefix}/tables/current/v={sequence:010d}/part-{n:05d}.parquet
+#     {container prefix}/tables/current/_symlink/manifest       (the pointer: one s3:// URL a line)
+#     {container prefix}/tables/changes/dt=YYYY-MM-DD/sequence={sequence:010d}.parquet
+
+#: The fixed columns of both tables as (name, Glue type); the current state adds promoted fields after them.
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "string"),
+    ("_partition_key", "string"),
+    ("_sequence", "bigint"),
+    ("_ts", "bigint"),
+    ("document", "string"),
+)
+#: The change log's columns after TABLE_COLUMNS (its partition, `dt`, is in the key, not in the files).
+CHANGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("_run_id", "string"),
+    ("_mode", "string"),
+    ("_operation", "string"),
+    ("_lsn", "bigint"),
+    ("_deleted", "boolean"),
+)
+
+
+def current_root(container_prefix: str) -> str:
+    return f"{container_prefix}/tables/current/"
+
+
+def current_version_prefix(container_prefix: str, sequence: int) -> str:
+    return f"{current_root(container_prefix)}v={sequence:010d}/"
+
+
+def current_pointer_prefix(container_prefix: str) -> str:
+    """The Glue table's location (SymlinkTextInputFormat reads every manifest file under it)."""
+    return f"{current_root(container_prefix)}_symlink/"
+
+
+def current_pointer_key(container_prefix: str) -> str:
+    return f"{current_pointer_prefix(container_prefix)}manifest"
+
+
+def changes_root(container_prefix: str) -> str:
+    return f"{container_prefix}/tables/changes/"
+
+
+def changes_key(container_prefix: str, started_at: datetime, sequence: int) -> str:
+    return f"{changes_root(container_prefix)}dt={_utc(started_at):%Y-%m-%d}/sequence={sequence:010d}.parquet"

@@ -330,6 +330,17 @@ class MaterializedState:
         finally:
             db.close()
 
+    def rows(self) -> Iterator[tuple[list[Any], str, int, bytes]]:
+        """Every document once, ordered by (partition key, id), as (partition key, id, sequence, the JSON bytes
+        as exported, system properties kept): what the analytics tables store, without a parse per row."""
+        db = sqlite3.connect(self._db_path)
+        try:
+            for key, seq, body in db.execute("SELECT key, seq, body FROM state WHERE deleted = 0 ORDER BY key"):
+                partition_key, doc_id = json.loads(key)
+                yield partition_key, doc_id, seq, body
+        finally:
+            db.close()
+
     def close(self) -> None:
         self._cleanup()
 
@@ -375,7 +386,7 @@ def open_state(
         raise MaterializeError(str(e)) from None
     chosen = plan(manifests, where=where, sequence=sequence, as_of=as_of)
     chain = chosen.chain
-    definition, definition_sequence = _definition(chain, manifests, where)
+    definition, definition_sequence = definition_of(chain, manifests, where)
     paths = definition["partitionKey"]["paths"]
     base, point = chain[0], chain[-1]
     report = MaterializeReport(
@@ -408,7 +419,7 @@ def open_state(
     return MaterializedState(report, db_path, directory, owned, keep_system_properties)
 
 
-def _definition(chain: list[Manifest], manifests: list[Manifest], where: str) -> tuple[dict, int]:
+def definition_of(chain: list[Manifest], manifests: list[Manifest], where: str) -> tuple[dict, int]:
     """The point's recorded definition, else the nearest later one (a container's partition key never changes)."""
     point = chain[-1].sequence
     candidates = [m for m in reversed(chain) if m.container_definition] + sorted(
@@ -452,11 +463,10 @@ def _load(
         db.execute("BEGIN")
         ordinal = 0
         for manifest in chain:
-            changes = manifest.mode == "incremental" and manifest.change_feed_mode == ALL_VERSIONS
-            detect = manifest.mode == "incremental" and manifest.change_feed_mode is None  # format 1
+            changes, detect = change_flags(manifest)
             for part in manifest.parts:
                 rows: list[tuple] = []
-                for line in _part_lines(s3, target, manifest, part):
+                for line in part_lines(s3, target, manifest, part):
                     ordinal += 1
                     report.records_read += 1
                     rows.append(_row(line, manifest.sequence, ordinal, paths, changes, detect, report, part))
@@ -472,16 +482,30 @@ def _load(
         db.close()
 
 
-def _row(
-    line: bytes,
-    sequence: int,
-    ordinal: int,
-    paths: list[str],
-    changes: bool,
-    detect: bool,
-    report: MaterializeReport,
-    part: ManifestPart,
-) -> tuple:
+def change_flags(manifest: Manifest) -> tuple[bool, bool]:
+    """(lines are AllVersionsAndDeletes change records, lines may be: format 1 recorded no mode)."""
+    incremental = manifest.mode == "incremental"
+    return incremental and manifest.change_feed_mode == ALL_VERSIONS, incremental and manifest.change_feed_mode is None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One exported line, decoded: a document version or (AllVersionsAndDeletes) a delete."""
+
+    partition_key: list[Any]
+    id: str
+    #: The change's LSN (`_lsn`, or `metadata.lsn`); -1 when unknown (query snapshots).
+    lsn: int
+    #: The document's JSON as exported (a change record's `current`, re-serialized); None for a delete.
+    body: bytes | None
+    #: AllVersionsAndDeletes: create, replace or delete; None for a plain document line.
+    operation: str | None = None
+    ttl_expired: bool = False
+
+
+def decode_record(line: bytes, paths: list[str], changes: bool, detect: bool, part: ManifestPart) -> Record:
+    """Decode one line of `part` (`changes`: an AllVersionsAndDeletes incremental; `detect`: format 1,
+    recognise change records by shape); CorruptPartError when it is not a usable record."""
     try:
         obj = sdk_json.loads(line)
     except ValueError as e:
@@ -490,10 +514,12 @@ def _row(
             f"restore the object's version {part.version_id or '(latest)'} from the bucket's "
             f"version history"
         ) from None
+    operation = None
     if changes or (detect and _is_change(obj)):
         metadata = obj.get("metadata") or {}
         lsn = int(metadata.get("lsn") or 0)
-        if metadata.get("operationType") == "delete":
+        operation = metadata.get("operationType")
+        if operation == "delete":
             previous = obj.get("previous") or {}
             doc_id = metadata.get("id", previous.get("id"))
             if doc_id is None:
@@ -503,11 +529,7 @@ def _row(
                 if "partitionKey" in metadata
                 else partition_key_of(previous, paths)
             )
-            if metadata.get("timeToLiveExpired"):
-                report.ttl_expiries_applied += 1
-            else:
-                report.deletes_applied += 1
-            return state_key(pk, doc_id), sequence, lsn, ordinal, 1, None
+            return Record(pk, doc_id, lsn, None, operation, bool(metadata.get("timeToLiveExpired")))
         doc = obj.get("current") or {}
         body = jsonl.line_bytes(doc, not jsonl.needs_stdlib(doc))
     else:
@@ -518,7 +540,27 @@ def _row(
     doc_id = doc.get("id")
     if not isinstance(doc_id, str):
         raise CorruptPartError(f"part {part.key} has a document without a string id: {line[:200]!r}")
-    return state_key(partition_key_of(doc, paths), doc_id), sequence, lsn, ordinal, 0, body
+    return Record(partition_key_of(doc, paths), doc_id, lsn, body, operation)
+
+
+def _row(
+    line: bytes,
+    sequence: int,
+    ordinal: int,
+    paths: list[str],
+    changes: bool,
+    detect: bool,
+    report: MaterializeReport,
+    part: ManifestPart,
+) -> tuple:
+    rec = decode_record(line, paths, changes, detect, part)
+    if rec.body is None:
+        if rec.ttl_expired:
+            report.ttl_expiries_applied += 1
+        else:
+            report.deletes_applied += 1
+        return state_key(rec.partition_key, rec.id), sequence, rec.lsn, ordinal, 1, None
+    return state_key(rec.partition_key, rec.id), sequence, rec.lsn, ordinal, 0, rec.body
 
 
 class _Tee:
@@ -534,7 +576,7 @@ class _Tee:
         return data
 
 
-def _part_lines(s3: Any, target: layout.ExportTarget, manifest: Manifest, part: ManifestPart) -> Iterator[bytes]:
+def part_lines(s3: Any, target: layout.ExportTarget, manifest: Manifest, part: ManifestPart) -> Iterator[bytes]:
     """The part's lines, streamed; CorruptPartError (after the last line) unless it matches its manifest."""
     url = f"s3://{target.bucket}/{part.key}"
     fix = (

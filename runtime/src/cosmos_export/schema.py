@@ -243,3 +243,54 @@ def next_schema(previous: SchemaInfo | None, observed: SchemaTracker | dict[str,
     if fields == _union({}, previous.fields):
         return previous
     return SchemaInfo(version=previous.version + 1, fingerprint=fingerprint(fields), fields=fields)
+
+
+# --- analytic column types ---------------------------------------------------
+
+#: JSON type (as tracked) -> (DuckDB type, Glue/Athena type) of a promoted column.
+_ANALYTIC_TYPES: dict[str, tuple[str, str]] = {
+    "string": ("VARCHAR", "string"),
+    "integer": ("BIGINT", "bigint"),
+    "number": ("DOUBLE", "double"),
+    "boolean": ("BOOLEAN", "boolean"),
+}
+
+
+#: The envelope of an AllVersionsAndDeletes change record: the document is under `current`.
+_CHANGE_ENVELOPE = ("current", "metadata", "previous")
+
+
+def document_fields(fields: dict[str, list[str]], change_records: bool) -> dict[str, list[str]]:
+    """The documents' own fields: with `change_records` (AllVersionsAndDeletes) the schema also holds the
+    change records' paths (`current.x`), which are the document's `x`; merged with the snapshot's top level."""
+    if not change_records:
+        return fields
+    out: dict[str, list[str]] = {p: t for p, t in fields.items() if p.split(".", 1)[0] not in _CHANGE_ENVELOPE}
+    for path, types in fields.items():
+        if path.startswith("current."):
+            inner = path[len("current.") :]
+            out[inner] = sorted(set(out.get(inner, [])) | set(types))
+    return out
+
+
+def analytic_columns(fields: dict[str, list[str]], change_records: bool = False) -> dict[str, dict[str, str]]:
+    """The top-level fields that can be typed table columns: {name: {"duckdb": T, "glue": T}}.
+
+    A field qualifies when every value seen is one scalar type (nulls allowed); integer and number
+    together widen to a double. Anything else (objects, arrays, a string that was once a number)
+    stays in the JSON `document` column only. Because the tracked schema is a union carried
+    forward, a type change between runs widens the column or drops it back to JSON, never a
+    column whose files disagree.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for path, types in document_fields(fields, change_records).items():
+        if "." in path or "[]" in path:
+            continue
+        kinds = set(types) - {"null"}
+        if kinds == {"integer", "number"}:
+            kinds = {"number"}
+        if len(kinds) != 1 or next(iter(kinds)) not in _ANALYTIC_TYPES:
+            continue
+        duck, glue = _ANALYTIC_TYPES[next(iter(kinds))]
+        out[path] = {"duckdb": duck, "glue": glue}
+    return out

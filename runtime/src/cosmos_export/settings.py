@@ -143,6 +143,12 @@ class WorkerSettings(BaseSettings):
         Env.COMPRESSION, contract.DEFAULT_COMPRESSION, fix=f"use {_choices(contract.COMPRESSIONS)}"
     )
     log_level: contract.LogLevel = _env(Env.LOG_LEVEL, "INFO", fix="use DEBUG, INFO, WARNING or ERROR")
+    #: Refresh the analytics tables (tables.py) after every committed run.
+    current_state: bool = _env(
+        Env.CURRENT_STATE,
+        contract.DEFAULT_CURRENT_STATE,
+        fix="use 'true' or 'false' (Pulumi config cosmos-s3-export:currentState)",
+    )
     # Metrics: the Stack dimension (the task definition sets the Pulumi stack's name)
     stack: str = _env(
         Env.STACK,

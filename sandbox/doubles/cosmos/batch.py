@@ -22,7 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sandbox.doubles.cosmos import rbac
-from sandbox.doubles.cosmos.store import effective_partition_key, parse_pk_header, partition_key_value, pk_key
+from sandbox.doubles.cosmos.store import components_key, parse_pk_header
 
 if TYPE_CHECKING:
     from sandbox.doubles.cosmos.gateway import CosmosGatewayHandler
@@ -56,7 +56,7 @@ class _Failed(Exception):
         self.status, self.message, self.charge = status, message, charge
 
 
-def _operations(handler: CosmosGatewayHandler, body: bytes) -> tuple[list[dict], Any]:
+def _operations(handler: CosmosGatewayHandler, container: Container, body: bytes) -> tuple[list[dict], Any]:
     """The request's operations and partition key value, or the whole request refused (nothing executed)."""
     h = handler.headers
     if (h.get("x-ms-cosmos-batch-atomic") or "").lower() != "true":
@@ -82,7 +82,7 @@ def _operations(handler: CosmosGatewayHandler, body: bytes) -> tuple[list[dict],
     if raw is None:
         raise _error(400, "BadRequest", "x-ms-documentdb-partitionkey is required for a transactional batch.")
     try:
-        return operations, parse_pk_header(raw)
+        return operations, container.pk_value(parse_pk_header(raw))
     except ValueError as exc:
         raise _error(400, "BadRequest", str(exc)) from None
 
@@ -99,7 +99,7 @@ def _check(container: Container, op: dict, pk_value: Any, exists: dict[str, bool
             raise _Failed(400, f"The document id {doc_id!r} must be a non-empty string.")
         if kind == "Replace" and op.get("id") != doc_id:
             raise _Failed(400, f"Body id {doc_id!r} differs from the operation's id {op.get('id')!r}.")
-        if pk_key(partition_key_value(doc, container.partition_key_path)) != pk_key(pk_value):
+        if components_key(container.doc_components(doc)) != components_key(container.components(pk_value)):
             raise _Failed(400, "PartitionKey extracted from document doesn't match the one specified in the header.")
     else:
         doc_id = op.get("id")
@@ -117,7 +117,7 @@ def _check(container: Container, op: dict, pk_value: Any, exists: dict[str, bool
 
 def execute(handler: CosmosGatewayHandler, container: Container, body: bytes):
     """(status, body, headers) of one transactional batch: every operation applied in order, or none."""
-    operations, pk_value = _operations(handler, body)
+    operations, pk_value = _operations(handler, container, body)
     state = handler.state
     for action in sorted({_ACTIONS[o["operationType"]] for o in operations}):
         state.authorize(
@@ -125,6 +125,7 @@ def execute(handler: CosmosGatewayHandler, container: Container, body: bytes):
             handler.headers.get("Host", "127.0.0.1"),
             action,
             f"/dbs/{container.database.id}/colls/{container.id}",
+            signed=handler.signed,
         )
     results: list[dict[str, Any]] = []
     with container.lock:  # validated and applied under one lock: no other write sees half a batch
@@ -165,6 +166,6 @@ def execute(handler: CosmosGatewayHandler, container: Container, body: bytes):
         state.count(f"batch.{op['operationType'].lower()}", result["statusCode"])
     headers = {
         "x-ms-request-charge": f"{sum(charges):.2f}",
-        **handler._session_headers(container, effective_partition_key(pk_value)),
+        **handler._session_headers(container, container.epk(container.components(pk_value))),
     }
     return 200, json.dumps(results).encode(), headers

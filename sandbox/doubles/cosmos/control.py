@@ -1,6 +1,8 @@
 """HTTP control endpoints (`/_double/...`) so another process can drive the double.
 
-POST /_double/containers   {"db","container","partition_key_path"?,"feed_ranges"?}
+POST /_double/containers   {"db","container","partition_key_path"? ("/pk" or ["/a","/b"]: hierarchical),
+                            "kind"?, "version"?, "feed_ranges"?, "default_ttl"?}
+POST /_double/clock        {"advance_seconds": n}: the account's clock moves on, TTL expiries happen
 POST /_double/seed?db=&container=   NDJSON body, one document per line
 POST /_double/upsert?db=&container= one JSON document
 POST /_double/delete       {"db","container","id","partition_key"}
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_ROUTES = ("containers", "seed", "upsert", "delete", "split", "faults", "latency", "stats")
+_ROUTES = ("containers", "seed", "upsert", "delete", "split", "faults", "latency", "stats", "clock")
 
 
 def _one(query: dict[str, list[str]], spec: dict, name: str) -> Any:
@@ -54,8 +56,15 @@ def handle_control(state, method: str, parts: list[str], query: dict[str, list[s
                 _one(query, spec, "container"),
                 spec.get("partition_key_path", "/pk"),
                 int(spec.get("feed_ranges", 4)),
+                kind=spec.get("kind"),
+                version=int(spec.get("version", 2)),
             )
+            if spec.get("default_ttl") is not None:
+                created.properties["defaultTtl"] = int(spec["default_ttl"])
             return 201, {"rid": created.rid, "ranges": [r.id for r in created.ranges]}
+        if route == "clock":
+            expired = state.advance_clock(float(_one(query, spec, "advance_seconds")))
+            return 200, {"now": state.now(), "expired": expired}
         if route == "delete":
             found = state.delete(
                 _one(query, spec, "db"),

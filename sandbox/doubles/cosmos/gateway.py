@@ -16,7 +16,10 @@ it the same way and passes it to `token_verifier(token, audience)`.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -27,14 +30,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.doubles.cosmos import batch, rbac, sql
+from sandbox.doubles.cosmos import batch, management, rbac, sql
 from sandbox.doubles.cosmos.rbac import RoleAssignment
 from sandbox.doubles.cosmos.store import (
     Container,
     Database,
     RangeGoneError,
+    components_key,
     effective_partition_key,
     parse_pk_header,
+    path_parts,
 )
 from sandbox.doubles.server import DoubleHandler, ServedDouble
 from sandbox.doubles.tls import LocalCA
@@ -89,10 +94,19 @@ class CosmosGatewayState:
         role_assignments: Iterable[RoleAssignment] = (),
         rbac_propagation_seconds: float = 0.0,
         record_all_versions: bool = False,
+        master_key: str | None = None,
     ):
         if consistency not in CONSISTENCY_LEVELS:
             raise ValueError(f"consistency {consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         self.account_name = account_name
+        # The account key (base64), the only credential management operations accept when auth is on. None:
+        # local (key) auth disabled, as on the project's accounts (disableLocalAuth); AAD tokens only.
+        if master_key is not None:
+            try:
+                base64.b64decode(master_key, validate=True)
+            except ValueError:
+                raise ValueError("master_key must be base64 (the account key's format)") from None
+        self.master_key = master_key
         self.consistency = consistency
         self.token_verifier = token_verifier
         self.role_assignments: list[RoleAssignment] = list(role_assignments)
@@ -101,6 +115,10 @@ class CosmosGatewayState:
         # AllVersionsAndDeletes needs every version kept (continuous backup on a real account).
         self.record_all_versions = record_all_versions
         self.databases: dict[str, Database] = {}
+        self._container_numbers = 0  # never reused: a re-created container gets a new rid
+        # Seconds added to the wall clock: tests advance the account's time to make TTLs run out.
+        self.clock_offset = 0.0
+        self._database_numbers = 0
         self.lock = threading.RLock()
         self.stats: Counter[tuple[str, int]] = Counter()
         # (operation, x-ms-cosmos-priority-level or None) of every data-plane request: priority-based execution.
@@ -121,12 +139,20 @@ class CosmosGatewayState:
 
     # --- setup -----------------------------------------------------------
     def create_container(
-        self, db: str, container: str, partition_key_path: str = "/pk", feed_ranges: int = 4
+        self,
+        db: str,
+        container: str,
+        partition_key_path: str | list[str] = "/pk",
+        feed_ranges: int = 4,
+        *,
+        kind: str | None = None,
+        version: int = 2,
     ) -> Container:
+        """A container (and its database if new); a list of paths is a hierarchical (MultiHash) key."""
         with self.lock:
             database = self.databases.get(db)
             if database is None:
-                database = self.databases[db] = Database(db, len(self.databases) + 1)
+                database = self.add_database(db)
             if container in database.containers:
                 raise ValueError(f"container {db}/{container} already exists")
             created = database.containers[container] = Container(
@@ -134,15 +160,52 @@ class CosmosGatewayState:
                 container,
                 partition_key_path,
                 feed_ranges,
-                number=sum(len(d.containers) for d in self.databases.values()) + 1,
+                number=self._next_container_number(),
+                kind=kind,
+                version=version,
             )
+            created.clock = self.now
             return created
+
+    def _next_container_number(self) -> int:
+        self._container_numbers += 1
+        return self._container_numbers
+
+    def add_database(self, db: str) -> Database:
+        with self.lock:
+            if db in self.databases:
+                raise ValueError(f"database {db} already exists")
+            self._database_numbers += 1
+            database = self.databases[db] = Database(db, self._database_numbers)
+            return database
 
     def container(self, db: str, container: str) -> Container:
         try:
             return self.databases[db].containers[container]
         except KeyError:
             raise KeyError(f"container {db}/{container} does not exist: call create_container first") from None
+
+    def now(self) -> float:
+        """The account's clock (wall clock plus `advance_clock`): documents' _ts and TTL expiry use it."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> dict[str, list[str]]:
+        """Move the account's clock forward and expire what TTL says is gone; {"db/container": [ids]}."""
+        if seconds < 0:
+            raise ValueError(f"seconds={seconds} must not be negative: the clock only moves forward")
+        with self.lock:
+            self.clock_offset += seconds
+            return self.expire_all()
+
+    def expire_all(self) -> dict[str, list[str]]:
+        expired = {}
+        with self.lock:
+            for database in self.databases.values():
+                for container in database.containers.values():
+                    ids = container.expire(record_versions=self.record_all_versions)
+                    if ids:
+                        expired[f"{database.id}/{container.id}"] = ids
+        return expired
 
     def add_role_assignment(self, assignment: RoleAssignment) -> None:
         with self.lock:
@@ -238,8 +301,23 @@ class CosmosGatewayState:
         hostname = urlsplit(f"//{host_header}").hostname or host_header
         return f"https://{hostname}"
 
-    def authorize(self, authorization: str | None, host: str, action: str, scope: str) -> None:
-        if self.token_verifier is None:
+    def authorize(
+        self,
+        authorization: str | None,
+        host: str,
+        action: str,
+        scope: str,
+        *,
+        management: str | None = None,
+        signed: tuple[str, list[tuple[str, str]], str] | None = None,
+    ) -> None:
+        """Authenticate and authorize one request (CosmosError when refused).
+
+        management: "POST /dbs"-like text of a management operation (account key only, never AAD).
+        signed: (verb, [(resource type, resource link) the SDK may have signed], x-ms-date) for a
+        master-key signature, checked as the service checks it (HMAC-SHA256 with the account key).
+        """
+        if self.token_verifier is None and self.master_key is None:
             return
         if not authorization:
             raise CosmosError(
@@ -247,7 +325,20 @@ class CosmosGatewayState:
                 "Unauthorized",
                 "Required Header authorization is missing. Ensure a valid Authorization token is passed.",
             )
-        fields = parse_qs(unquote(authorization), keep_blank_values=True)
+        # Split by hand: parse_qs would turn a base64 signature's "+" into a space.
+        fields: dict[str, list[str]] = {}
+        for pair in unquote(authorization).split("&"):
+            name, _, value = pair.partition("=")
+            fields.setdefault(name, []).append(value)
+        if fields.get("type") == ["master"] and self.master_key is not None:
+            self._check_master_signature(fields, signed)
+            return
+        if self.token_verifier is None:
+            raise CosmosError(
+                401,
+                "Unauthorized",
+                "The input authorization token can't serve the request: only the account key is accepted.",
+            )
         if fields.get("type") != ["aad"] or not fields.get("sig") or not fields["sig"][0]:
             raise CosmosError(
                 401,
@@ -269,6 +360,15 @@ class CosmosGatewayState:
         principal = claims.get("oid")
         if not principal:
             raise CosmosError(401, "Unauthorized", "The AAD token has no oid claim: it does not identify a principal.")
+        if management is not None:
+            # Real Cosmos, whatever roles the principal holds: management goes through ARM or the account key.
+            raise CosmosError(
+                403,
+                "Forbidden",
+                f"Request blocked by Auth {self.account_name} : The given request [{management}] cannot be "
+                "authorized by AAD token in data plane. Learn more: https://aka.ms/cosmos-native-rbac.",
+                substatus=5300,
+            )
         if self._not_propagated is not None and self._not_propagated.active():
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
         # The account read (scope "/") only needs readMetadata somewhere: a container-scoped
@@ -285,6 +385,24 @@ class CosmosGatewayState:
         now = time.monotonic()
         if all(now - a.created_at < self.rbac_propagation_seconds for a in matching):
             raise CosmosError(403, "Forbidden", self._not_propagated_message(principal), substatus=5300)
+
+    def _check_master_signature(self, fields: dict, signed: tuple[str, list[tuple[str, str]], str] | None) -> None:
+        assert self.master_key is not None
+        sig = (fields.get("sig") or [""])[0]
+        if signed is not None:
+            verb, candidates, date = signed
+            key = base64.b64decode(self.master_key)
+            for resource_type, link in candidates:
+                text = f"{verb.lower()}\n{resource_type.lower()}\n{link}\n{date.lower()}\n\n"
+                expected = base64.b64encode(hmac.new(key, text.encode(), hashlib.sha256).digest()).decode()
+                if hmac.compare_digest(expected, sig):
+                    return
+        raise CosmosError(
+            401,
+            "Unauthorized",
+            "The input authorization token can't serve the request. The wrong key is being used or the expected "
+            "payload is not built as per the protocol. For more info: https://aka.ms/cosmosdb-tsg-mac-token.",
+        )
 
     def _not_propagated_message(self, principal: str) -> str:
         return (
@@ -307,8 +425,21 @@ OPERATIONS = {
     "item.upsert",
     "item.replace",
     "item.delete",
+    "item.patch",
+    "conflicts.read",
     "item.batch",
     "items.readfeed",
+    # management (account key only)
+    "databases.list",
+    "database.create",
+    "database.delete",
+    "containers.list",
+    "container.create",
+    "container.replace",
+    "container.delete",
+    "offers.query",
+    "offer.read",
+    "offer.replace",
 }
 
 _ACTIONS = {
@@ -326,6 +457,22 @@ _ACTIONS = {
     "item.replace": rbac.ITEM_REPLACE,
     "item.delete": rbac.ITEM_DELETE,
 }
+
+
+CROSS_PARTITION_DISABLED = (
+    "Cross partition query is required but disabled. Please set x-ms-documentdb-query-enablecrosspartition "
+    "to true, specify x-ms-documentdb-partitionkey, or revise your query to avoid this exception."
+)
+#: The pseudo-action of management operations: no data action grants it, only the account key.
+MANAGEMENT = "management"
+
+
+def _signing_candidates(parts: list[str]) -> list[tuple[str, str]]:
+    """(resource type, resource link) pairs the SDK may have signed for this path (name- or rid-based)."""
+    if not parts:
+        return [("databaseaccount", ""), ("", "")]
+    resource_type, link = (parts[-1], parts[:-1]) if len(parts) % 2 else (parts[-2], parts)
+    return [(resource_type, "/".join(link)), (resource_type, link[-1].lower() if link else "")]
 
 
 def _write_charge(body: bytes) -> str:
@@ -394,6 +541,9 @@ class CosmosGatewayHandler(DoubleHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
     # --- plumbing ------------------------------------------------------------
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -439,12 +589,18 @@ class CosmosGatewayHandler(DoubleHandler):
             return
         operation = "unknown"
         arrived = time.monotonic()
+        self.signed = (method, _signing_candidates(parts), self.headers.get("x-ms-date") or "")
         try:
             operation, action, scope, handler = self._route(method, parts)
             with self.state.lock:
                 self.state.priorities[(operation, self.headers.get("x-ms-cosmos-priority-level"))] += 1
             self.state.authorize(
-                self.headers.get("authorization"), self.headers.get("Host", "127.0.0.1"), action, scope
+                self.headers.get("authorization"),
+                self.headers.get("Host", "127.0.0.1"),
+                action,
+                scope,
+                management=f"{method} /{'/'.join(parts)}" if action == MANAGEMENT else None,
+                signed=self.signed,
             )
             fault = self.state._take_fault(operation)
             if fault is not None and fault["kind"] == "throttle":
@@ -512,22 +668,67 @@ class CosmosGatewayHandler(DoubleHandler):
         n = len(parts)
         if n == 0 and method == "GET":
             return "account.read", rbac.READ_METADATA, "/", lambda _b: self._account()
+        if parts[:1] == ["offers"] and n <= 2:
+            if n == 1 and method in ("GET", "POST"):
+                return "offers.query", MANAGEMENT, "/", lambda b: management.query_offers(self, b)
+            if n == 2 and method == "GET":
+                return "offer.read", MANAGEMENT, "/", lambda _b: management.read_offer(self, parts[1])
+            if n == 2 and method == "PUT":
+                return "offer.replace", MANAGEMENT, "/", lambda b: management.replace_offer(self, parts[1], b)
+        if parts[:1] == ["dbs"] and n == 1:
+            if method == "GET" or (method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true"):
+                return "databases.list", MANAGEMENT, "/", lambda _b: management.list_databases(self)
+            if method == "POST":
+                return "database.create", MANAGEMENT, "/", lambda b: management.create_database(self, b)
         if n < 2 or parts[0] != "dbs":
             raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
         db = parts[1]
         database = self.state.databases.get(db)
+        # A link built from resource ids (`_self`: dbs/<rid>/colls/<rid>/docs/<rid>/) instead of names.
+        by_rid = database is None
+        if by_rid:
+            database = next((d for d in self.state.databases.values() if d.rid == db), None)
         if database is None:
             raise CosmosError(404, "NotFound", f"Database {db} does not exist.")
+        db_scope = f"/dbs/{database.id}"
         if n == 2 and method == "GET":
-            return "database.read", rbac.READ_METADATA, f"/dbs/{db}", lambda _b: self._database(database)
+            return "database.read", rbac.READ_METADATA, db_scope, lambda _b: self._database(database)
+        if n == 2 and method == "DELETE":
+            return "database.delete", MANAGEMENT, db_scope, lambda _b: management.delete_database(self, database)
+        if n == 3 and parts[2] == "colls":
+            if method == "GET" or (method == "POST" and (h.get("x-ms-documentdb-isquery") or "").lower() == "true"):
+                return "containers.list", MANAGEMENT, db_scope, lambda _b: management.list_containers(self, database)
+            if method == "POST":
+                return (
+                    "container.create",
+                    MANAGEMENT,
+                    db_scope,
+                    lambda b: management.create_container(self, database, b),
+                )
         if n < 4 or parts[2] != "colls":
             raise CosmosError(404, "NotFound", f"Resource path /{'/'.join(parts)} is not served by this double.")
-        container = database.containers.get(parts[3])
+        container = database.container_named(parts[3], by_rid=by_rid)
         if container is None:
-            raise CosmosError(404, "NotFound", f"Container {db}/{parts[3]} does not exist.")
-        scope = f"/dbs/{db}/colls/{container.id}"
+            raise CosmosError(404, "NotFound", f"Container {database.id}/{parts[3]} does not exist.")
+        scope = f"/dbs/{database.id}/colls/{container.id}"
+        # Expired documents are gone before any read sees them (the service hides them at once).
+        container.expire(record_versions=self.state.record_all_versions)
         if n == 4 and method == "GET":
             return "container.read", rbac.READ_METADATA, scope, lambda _b: self._container(container)
+        if n == 4 and method == "PUT":
+            return "container.replace", MANAGEMENT, scope, lambda b: management.replace_container(self, container, b)
+        if n == 4 and method == "DELETE":
+            return "container.delete", MANAGEMENT, scope, lambda _b: management.delete_container(self, container)
+        if n == 6 and parts[4] == "docs" and by_rid:
+            doc_id = container.id_for_rid(parts[5])
+            if doc_id is None:
+                raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+            parts = [*parts[:5], doc_id]
+        if n == 5 and parts[4] == "conflicts" and method in ("GET", "POST"):
+            # Conflicts exist only with multi-region writes, which the double does not model: always none.
+            return "conflicts.read", rbac.READ_METADATA, scope, lambda _b: self._no_conflicts(container)
+        if n == 6 and parts[4] == "conflicts" and method in ("GET", "DELETE"):
+            return "conflicts.read", rbac.READ_METADATA, scope, lambda _b: self._no_conflicts(container, parts[5])
         if n == 5 and parts[4] == "pkranges" and method == "GET":
             return "pkranges.read", rbac.READ_METADATA, scope, lambda _b: self._pkranges(container)
         if n == 5 and parts[4] == "docs":
@@ -556,6 +757,8 @@ class CosmosGatewayHandler(DoubleHandler):
                 return "item.replace", rbac.ITEM_REPLACE, scope, lambda b: self._write(container, b, replace_id=doc_id)
             if method == "DELETE":
                 return "item.delete", rbac.ITEM_DELETE, scope, lambda _b: self._delete(container, doc_id)
+            if method == "PATCH":
+                return "item.patch", rbac.ITEM_REPLACE, scope, lambda b: self._patch(container, doc_id, b)
         raise CosmosError(405, "MethodNotAllowed", f"{method} /{'/'.join(parts)} is not served by this double.")
 
     # --- metadata ----------------------------------------------------------------
@@ -627,7 +830,7 @@ class CosmosGatewayHandler(DoubleHandler):
                 "includedPaths": [{"path": "/*"}],
                 "excludedPaths": [{"path": '/"_etag"/?'}],
             },
-            "partitionKey": {"paths": [container.partition_key_path], "kind": "Hash", "version": 2},
+            "partitionKey": container.partition_key_definition,
             "conflictResolutionPolicy": {
                 "mode": "LastWriterWins",
                 "conflictResolutionPath": "/_ts",
@@ -653,6 +856,18 @@ class CosmosGatewayHandler(DoubleHandler):
                 f"documentSize=0;documentsSize={count};documentsCount={count};collectionSize={count}"
             )
         return 200, json.dumps(payload).encode(), headers
+
+    def _no_conflicts(self, container: Container, conflict_id: str | None = None):
+        if conflict_id is not None:
+            raise CosmosError(404, "NotFound", f"Conflict {conflict_id} does not exist.")
+        if (
+            self.command == "POST"
+            and self.headers.get("x-ms-documentdb-partitionkey") is None
+            and (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true"
+        ):
+            raise CosmosError(400, "BadRequest", CROSS_PARTITION_DISABLED)
+        payload = {"_rid": container.rid, "Conflicts": [], "_count": 0}
+        return 200, json.dumps(payload).encode(), {"x-ms-item-count": "0"}
 
     def _pkranges(self, container: Container):
         """The routing map, itself read as a change feed (If-None-Match = last etag; 304 when unchanged)."""
@@ -816,11 +1031,17 @@ class CosmosGatewayHandler(DoubleHandler):
             metadata = {"lsn": v.lsn, "crts": v.ts, "operationType": v.operation}
             if v.previous_lsn is not None:
                 metadata["previousImageLSN"] = v.previous_lsn
+            if v.ttl_expired:
+                metadata["timeToLiveExpired"] = True
             if v.body is None:
                 metadata["id"] = v.id
                 # Wire format: {"<partition key property>": value}; nothing for a document without one.
-                (value,) = json.loads(v.pk)
-                metadata["partitionKey"] = {} if value == {} else {container.partition_key_path.lstrip("/"): value}
+                components = json.loads(v.pk)
+                metadata["partitionKey"] = {
+                    path.lstrip("/"): value
+                    for path, value in zip(container.partition_key_paths, components)
+                    if value != {}
+                }
                 documents.append(json.dumps({"metadata": metadata, "current": {}}).encode())
             else:
                 documents.append(b'{"current":%s,"metadata":%s}' % (v.body, json.dumps(metadata).encode()))
@@ -838,7 +1059,7 @@ class CosmosGatewayHandler(DoubleHandler):
         )
 
     # --- point operations ----------------------------------------------------------
-    def _pk_from_header(self):
+    def _pk_from_header(self, container: Container):
         raw = self.headers.get("x-ms-documentdb-partitionkey")
         if raw is None:
             raise CosmosError(
@@ -847,9 +1068,13 @@ class CosmosGatewayHandler(DoubleHandler):
                 "x-ms-documentdb-partitionkey is required for a point operation on a partitioned container.",
             )
         try:
-            return parse_pk_header(raw)
+            components = parse_pk_header(raw)
         except ValueError as exc:
             raise CosmosError(400, "BadRequest", str(exc)) from None
+        try:
+            return container.pk_value(components)
+        except ValueError as exc:  # a hierarchical key given in part: Cosmos answers PartitionKeyMismatch
+            raise CosmosError(400, "BadRequest", str(exc), substatus=1001) from None
 
     def _session_headers(self, container: Container, epk: str) -> dict[str, str]:
         rng = container.range_for(epk)
@@ -860,7 +1085,7 @@ class CosmosGatewayHandler(DoubleHandler):
         }
 
     def _read(self, container: Container, doc_id: str):
-        pk = self._pk_from_header()
+        pk = self._pk_from_header(container)
         entry = container.read(doc_id, pk)
         if entry is None:
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
@@ -871,6 +1096,21 @@ class CosmosGatewayHandler(DoubleHandler):
             doc = json.loads(body)
         except ValueError:
             raise CosmosError(400, "BadRequest", "The request body is not valid JSON.") from None
+        raw_pk = self.headers.get("x-ms-documentdb-partitionkey")
+        if raw_pk is not None and isinstance(doc, dict):
+            try:
+                header = components_key(parse_pk_header(raw_pk))
+            except ValueError as exc:
+                raise CosmosError(400, "BadRequest", str(exc)) from None
+            if header != components_key(container.doc_components(doc)):
+                raise CosmosError(
+                    400,
+                    "BadRequest",
+                    "PartitionKey extracted from document doesn't match the one specified in the header. "
+                    f"Header: {raw_pk}; document ({', '.join(container.partition_key_paths)}): "
+                    f"{components_key(container.doc_components(doc))}.",
+                    substatus=1001,
+                )
         if replace_id is not None and isinstance(doc, dict) and doc.get("id") != replace_id:
             raise CosmosError(400, "BadRequest", f"Body id {doc.get('id')!r} differs from the URL id {replace_id!r}.")
         must_exist = True if replace_id is not None else (None if upsert else False)
@@ -893,8 +1133,40 @@ class CosmosGatewayHandler(DoubleHandler):
             },
         )
 
+    def _patch(self, container: Container, doc_id: str, body: bytes):
+        """Partial document update (add/set/replace/remove/incr/move), applied to the stored document."""
+        pk = self._pk_from_header(container)
+        try:
+            spec = json.loads(body)
+            operations = spec["operations"]
+            if spec.get("condition"):
+                raise CosmosError(
+                    400, "BadRequest", "Conditional patch (a filter predicate) is not served by this double."
+                )
+        except (ValueError, KeyError, TypeError):
+            raise CosmosError(400, "BadRequest", 'The patch body must be {"operations": [...]}.') from None
+        with container.lock:
+            entry = container.read(doc_id, pk)
+            if entry is None:
+                raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
+            doc = {
+                k: v
+                for k, v in json.loads(entry.body).items()
+                if k not in ("_rid", "_self", "_etag", "_attachments", "_ts")
+            }
+            try:
+                for op in operations:
+                    _apply_patch(doc, op)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise CosmosError(400, "BadRequest", f"Patch operation {op!r} cannot be applied: {exc}") from None
+            if doc.get("id") != doc_id or components_key(container.doc_components(doc)) != components_key(
+                container.components(pk)
+            ):
+                raise CosmosError(400, "BadRequest", "A patch cannot change the id or the partition key.")
+            return self._write(container, json.dumps(doc).encode(), replace_id=doc_id)
+
     def _delete(self, container: Container, doc_id: str):
-        pk = self._pk_from_header()
+        pk = self._pk_from_header(container)
         if not container.delete(doc_id, pk, record_versions=self.state.record_all_versions):
             raise CosmosError(404, "NotFound", "Entity with the specified id does not exist in the system.")
         return (
@@ -902,7 +1174,7 @@ class CosmosGatewayHandler(DoubleHandler):
             None,
             {
                 "x-ms-request-charge": _write_charge(b""),
-                **self._session_headers(container, effective_partition_key(pk)),
+                **self._session_headers(container, container.epk(container.components(pk))),
             },
         )
 
@@ -924,21 +1196,86 @@ class CosmosGatewayHandler(DoubleHandler):
         query = self._parse_query_body(body)
         return 200, json.dumps(sql.query_plan(query)).encode(), {}
 
+    def _cross_partition_query(self, container: Container, query: sql.Query):
+        """One page of a streaming query over the whole container, one EPK segment (a range) at a time.
+
+        The continuation names the segment [min, max) being read and the last seq returned in it, so it
+        resumes there, and still does after that range split (its children cover the same segment).
+        """
+        lo, hi, after_seq = _cross_partition_token(self.headers.get("x-ms-continuation"))
+        limit = self._page_size()
+        results: list[bytes] = []
+        next_token = None
+        with container.lock:
+            while True:
+                if not hi:  # start of a segment: the range that holds its first EPK
+                    rng = container.range_for(lo)
+                    hi = rng.max
+                # Every EPK is below "FF", so plain string order bounds the segment.
+                overlapping = [r for r in container.ranges if r.min < hi and r.max > lo]
+                if len(overlapping) == 1 and (overlapping[0].min, overlapping[0].max) == (lo, hi):
+                    segment = overlapping[0].entries_by_seq()  # cached: no copy per page
+                else:  # the segment's range split (or merged) since the token was issued
+                    segment = sorted(
+                        (e for r in overlapping for e in r.entries_by_seq() if lo <= e.epk < hi),
+                        key=lambda e: e.seq,
+                    )
+                page, next_seq = sql.execute(query, segment, after_seq, limit - len(results))
+                results += page
+                if next_seq is not None:
+                    next_token = {"min": lo, "max": hi, "seq": next_seq}
+                    break
+                if hi == "FF":
+                    break
+                lo, hi, after_seq = hi, "", 0
+                if len(results) >= limit:
+                    next_token = {"min": lo, "max": "", "seq": 0}
+                    break
+        joined = b",".join(results)
+        headers = {"x-ms-item-count": str(len(results)), "x-ms-request-charge": _query_charge(len(joined))}
+        if next_token is not None:
+            headers["x-ms-continuation"] = json.dumps(next_token, separators=(",", ":"))
+        payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
+        return 200, payload, headers
+
     def _query(self, container: Container, body: bytes, *, read_feed: bool = False):
         query = sql.parse("SELECT * FROM c", {}) if read_feed else self._parse_query_body(body)
         with container.lock:
             rng, epk_filter = self._target_range(container)
             if rng is None:
                 pk_header = self.headers.get("x-ms-documentdb-partitionkey")
+                pinned = sql.pinned_values(query) if pk_header is None and not read_feed else {}
+                key_paths = [path_parts(p) for p in container.partition_key_paths]
+                if pinned and all(p in pinned for p in key_paths):
+                    pk_header = json.dumps([pinned[p] for p in key_paths])  # the filter names one full key
                 if pk_header is not None:
                     try:
-                        pk_value = parse_pk_header(pk_header)
+                        components = parse_pk_header(pk_header)
+                        if len(components) > len(container.partition_key_paths) or (
+                            container.partition_key_kind != "MultiHash"
+                            and len(components) != len(container.partition_key_paths)
+                        ):
+                            container.pk_value(components)  # raises, naming the key's paths
                     except ValueError as exc:
                         raise CosmosError(400, "BadRequest", str(exc)) from None
-                    epk = effective_partition_key(pk_value)
-                    rng, epk_filter = container.range_for(epk), (epk, epk + "\x00")
+                    epk_filter = container.epk_range(components)
+                    rng = container.range_for(epk_filter[0])
+                elif (
+                    not read_feed
+                    and (self.headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() != "true"
+                ):
+                    # Cosmos asks for one or the other on any partitioned container, one physical range or many.
+                    raise CosmosError(
+                        400,
+                        "BadRequest",
+                        CROSS_PARTITION_DISABLED,
+                    )  # substatus 0: the SDK raises it (1004 would send it to the query plan instead)
                 elif len(container.ranges) == 1:
                     rng = container.ranges[0]
+                elif not query.count:
+                    # A streaming query (no TOP/ORDER BY/OFFSET/LIMIT/aggregate/DISTINCT/GROUP BY): the
+                    # gateway serves it itself, range after range, with a continuation that resumes there.
+                    return self._cross_partition_query(container, query)
                 else:
                     # Like the real gateway: a cross-partition query it cannot serve answers with the plan.
                     plan = sql.query_plan(query)
@@ -977,6 +1314,63 @@ class CosmosGatewayHandler(DoubleHandler):
             headers["x-ms-continuation"] = json.dumps({"seq": next_seq, "range": rng.id})
         payload = b'{"_rid":"%s","Documents":[%s],"_count":%d}' % (container.rid.encode(), joined, len(results))
         return 200, payload, headers
+
+
+def _apply_patch(doc: dict, op: dict) -> None:
+    """One Cosmos patch operation on `doc` (paths like JSON Pointer: /a/b/0, "-" appends to an array)."""
+
+    def locate(path: str) -> tuple[Any, str]:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+        if not parts or not parts[-1]:
+            raise ValueError(f"path {path!r} must name a property")
+        node: Any = doc
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node, parts[-1]
+
+    kind, path = op["op"], op["path"]
+    if kind == "move":
+        source, name = locate(op["from"])
+        value = source.pop(int(name)) if isinstance(source, list) else source.pop(name)
+        kind, op = "set", {"value": value}
+    parent, name = locate(path)
+    if kind == "remove":
+        parent.pop(int(name)) if isinstance(parent, list) else parent.pop(name)
+    elif kind == "incr":
+        current = parent[int(name)] if isinstance(parent, list) else parent.get(name, 0)
+        if isinstance(current, bool) or not isinstance(current, (int, float)):
+            raise TypeError(f"{path} is not a number")
+        parent[int(name) if isinstance(parent, list) else name] = current + op["value"]
+    elif kind in ("add", "set", "replace"):
+        if isinstance(parent, list):
+            if name == "-":
+                parent.append(op["value"])
+            elif kind == "add":
+                parent.insert(int(name), op["value"])
+            else:
+                parent[int(name)] = op["value"]
+        else:
+            if kind == "replace" and name not in parent:
+                raise KeyError(name)
+            parent[name] = op["value"]
+    else:
+        raise ValueError(f"op {kind!r} is not one of add, set, replace, remove, incr, move")
+
+
+def _cross_partition_token(raw: str | None) -> tuple[str, str, int]:
+    """(min EPK, max EPK, seq) of a cross-partition continuation: entries of [min, max) after seq remain."""
+    if not raw:
+        return "", "", 0
+    try:
+        token = json.loads(raw)
+        lo, hi, seq = token["min"], token["max"], int(token["seq"])
+        if not isinstance(lo, str) or not isinstance(hi, str):
+            raise TypeError
+        return lo, hi, seq
+    except (ValueError, KeyError, TypeError):
+        raise CosmosError(
+            400, "BadRequest", f"x-ms-continuation {raw!r} was not issued by this account for this query."
+        ) from None
 
 
 def serve_cosmos(state: CosmosGatewayState, ca: LocalCA | None) -> ServedDouble:

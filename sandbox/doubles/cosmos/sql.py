@@ -321,3 +321,28 @@ def query_plan(query: Query) -> dict:
         },
         "queryRanges": [{"min": "", "max": "FF", "isMinInclusive": True, "isMaxInclusive": False}],
     }
+
+
+def pinned_values(query: Query) -> dict[tuple[str, ...], Any]:
+    """Property path -> literal of the `path = literal` terms ANDed at the top of the WHERE clause.
+
+    The gateway routes a query whose filter pins every partition key path this way to that one key's
+    range, as Cosmos does, without x-ms-documentdb-query-enablecrosspartition.
+    """
+    pinned: dict[tuple[str, ...], Any] = {}
+
+    def walk(node) -> None:
+        if node is None:
+            return
+        if node[0] == "and":
+            walk(node[1])
+            walk(node[2])
+        elif node[0] == "cmp" and node[1] == "=":
+            left, right = node[2], node[3]
+            if left[0] == "lit":
+                left, right = right, left
+            if left[0] == "path" and right[0] == "lit" and all(isinstance(p, str) for p in left[1][1:]):
+                pinned[tuple(left[1][1:])] = right[1]
+
+    walk(query.where)
+    return pinned

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import io
 import itertools
 import json
@@ -21,9 +22,10 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from azure.cosmos.partition_key import PartitionKey, _Undefined
+from azure.cosmos._base import ParsePaths
+from azure.cosmos.partition_key import PartitionKey, _to_hex_encoded_binary_string_v1, _Undefined
 
 try:  # C MurmurHash3; checked against the SDK's pure-Python EPK in the tests.
     import mmh3
@@ -35,6 +37,7 @@ MAX_EPK = "FF"
 # V2 hashing clears the two top bits of the first byte, so every EPK is below 0x40...
 _EPK_SPACE_END = 0x40 << 120
 _UNDEFINED = _Undefined()
+_V1_SPACE = 1 << 32  # V1 hashes are unsigned 32-bit MurmurHash3 values
 
 
 def effective_partition_key(value: Any) -> str:
@@ -68,10 +71,23 @@ def even_boundaries(count: int) -> list[str]:
     return [MIN_EPK, *inner, MAX_EPK]
 
 
+@functools.lru_cache(maxsize=256)
+def path_parts(path: str) -> tuple[str, ...]:
+    """The property names of a partition key path, quoted segments ('/"a/b"/c') parsed as the SDK does."""
+    return tuple(ParsePaths([path]))
+
+
+def even_boundaries_v1(count: int) -> list[str]:
+    """Even ranges for Hash V1, whose EPKs all start with the encoded 32-bit hash (so "05..."): the bounds
+    are the SDK's own encoding of evenly spaced hash values."""
+    inner = [str(_to_hex_encoded_binary_string_v1([float(_V1_SPACE * i // count)])).upper() for i in range(1, count)]
+    return [MIN_EPK, *inner, MAX_EPK]
+
+
 def partition_key_value(doc: dict, path: str) -> Any:
     """The document's partition key value at `path` (e.g. "/pk" or "/a/b"); missing -> Undefined."""
     node: Any = doc
-    for part in path.strip("/").split("/"):
+    for part in path_parts(path):
         if not isinstance(node, dict) or part not in node:
             return _UNDEFINED
         node = node[part]
@@ -79,22 +95,40 @@ def partition_key_value(doc: dict, path: str) -> Any:
 
 
 def pk_key(value: Any) -> str:
-    """Canonical text of a partition key value (dictionary key with the id)."""
-    if isinstance(value, _Undefined):
-        return "[{}]"
-    return json.dumps([value], separators=(",", ":"))
+    """Canonical text of a single-path partition key value (dictionary key with the id)."""
+    return components_key([value])
 
 
-def parse_pk_header(header: str) -> Any:
-    """Value of an `x-ms-documentdb-partitionkey` header (JSON list of one component)."""
+def components_key(components: list) -> str:
+    """Canonical text of a partition key's components (Undefined as {}, like the wire format)."""
+    return json.dumps([{} if isinstance(c, _Undefined) else c for c in components], separators=(",", ":"))
+
+
+def parse_pk_header(header: str) -> list:
+    """Components of an `x-ms-documentdb-partitionkey` header (a JSON list; {} is Undefined)."""
     try:
         parsed = json.loads(header)
     except ValueError as exc:
         raise ValueError(f"x-ms-documentdb-partitionkey {header!r} is not JSON") from exc
-    if not isinstance(parsed, list) or len(parsed) != 1:
-        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a JSON list of one value")
-    value = parsed[0]
-    return _UNDEFINED if value == {} else value
+    if not isinstance(parsed, list) or not parsed:
+        raise ValueError(f"x-ms-documentdb-partitionkey {header!r} must be a non-empty JSON list of values")
+    for value in parsed:
+        if isinstance(value, list) or (isinstance(value, dict) and value):
+            raise ValueError(
+                f"x-ms-documentdb-partitionkey {header!r}: a partition key value must be a string, number, "
+                "boolean, null or {} (undefined), not an array or object"
+            )
+    return [_UNDEFINED if value == {} else value for value in parsed]
+
+
+#: Partition key kinds and versions the double hashes as the SDK does (Hash V1 is the legacy scheme).
+PK_KINDS = {("Hash", 1), ("Hash", 2), ("MultiHash", 2)}
+MAX_PK_PATHS = 3
+
+
+def _epk_v1(components: list) -> str:
+    # The SDK sends V1 EPKs upper-cased (as the service compares them); its helper returns lower case.
+    return str(PartitionKey._get_effective_partition_key_for_hash_partitioning(components)).upper()
 
 
 def _rid(*parts: bytes) -> str:
@@ -109,6 +143,7 @@ class Entry:
     ts: int
     body: bytes  # the document as stored, with _rid/_self/_etag/_attachments/_ts, no _lsn
     created: bool = field(default=False, compare=False)  # this write created the document
+    ttl: int | None = None  # the document's own `ttl` (seconds; -1 never), None when it has none
 
 
 @dataclass
@@ -123,6 +158,7 @@ class Version:
     previous_lsn: int | None
     id: str
     pk: str
+    ttl_expired: bool = False  # a delete done by TTL expiry, not by a client
 
 
 @dataclass
@@ -184,21 +220,40 @@ class RangeGoneError(Exception):
 class Container:
     """One container's ranges, documents and pkranges change feed."""
 
-    def __init__(self, database: "Database", container_id: str, partition_key_path: str, feed_ranges: int, number: int):
-        if not partition_key_path.startswith("/") or partition_key_path == "/":
-            raise ValueError(f"partition_key_path {partition_key_path!r} must look like '/pk'")
+    def __init__(
+        self,
+        database: "Database",
+        container_id: str,
+        partition_key_path: str | list[str],
+        feed_ranges: int,
+        number: int,
+        *,
+        kind: str | None = None,
+        version: int = 2,
+    ):
+        paths = [partition_key_path] if isinstance(partition_key_path, str) else list(partition_key_path)
+        kind = kind or ("MultiHash" if len(paths) > 1 else "Hash")
+        self.check_partition_key(paths, kind, version)
         if feed_ranges < 1:
             raise ValueError(f"feed_ranges={feed_ranges} must be at least 1")
         self.database = database
         self.id = container_id
-        self.partition_key_path = partition_key_path
+        self.partition_key_paths = paths
+        self.partition_key_path = paths[0]
+        self.partition_key_kind = kind
+        self.partition_key_version = version
         #: Extra container properties the double reports as declared (defaultTtl, uniqueKeyPolicy, ...).
         self.properties: dict[str, Any] = {}
+        self.offer_throughput: int | None = None  # RU/s of its own offer (None: shared or not set)
+        # Document rid sequence -> (components key, id), for links built from resource ids (`_self`).
+        self._by_seq_key: dict[int, tuple[str, str]] = {}
         self._rid_bytes = database.rid_bytes + struct.pack(">I", number | 0x80000000)
         self.rid = _rid(self._rid_bytes)
         self.created_ts = int(time.time())
+        #: Seconds since the epoch as the account sees them: the state's controllable clock (TTL, _ts).
+        self.clock: Callable[[], float] = time.time
         self.lock = threading.RLock()
-        bounds = even_boundaries(feed_ranges)
+        bounds = even_boundaries_v1(feed_ranges) if (kind, version) == ("Hash", 1) else even_boundaries(feed_ranges)
         self.ranges: list[PhysicalRange] = [
             PhysicalRange(id=str(i), min=bounds[i], max=bounds[i + 1], parents=[]) for i in range(feed_ranges)
         ]
@@ -209,6 +264,78 @@ class Container:
         # pkranges change feed: (etag sequence, range) per range creation.
         self.range_log: list[tuple[int, PhysicalRange]] = [(1, r) for r in self.ranges]
         self.range_etag = 1
+
+    # --- partition keys ------------------------------------------------
+    @staticmethod
+    def check_partition_key(paths: list, kind: str, version: Any) -> None:
+        """ValueError naming the problem unless (paths, kind, version) is a definition Cosmos accepts."""
+        for path in paths:
+            if not isinstance(path, str) or not path.startswith("/") or path == "/":
+                raise ValueError(f"partition key path {path!r} must look like '/pk'")
+        if (kind, version) not in PK_KINDS:
+            raise ValueError(f"partition key kind {kind!r} version {version!r}: one of {sorted(PK_KINDS)}")
+        if not 1 <= len(paths) <= (MAX_PK_PATHS if kind == "MultiHash" else 1):
+            raise ValueError(
+                f"partition key paths {paths}: a {kind} key has "
+                f"{'1 to 3 paths' if kind == 'MultiHash' else 'exactly one path'}"
+            )
+
+    @property
+    def partition_key_definition(self) -> dict:
+        return {
+            "paths": list(self.partition_key_paths),
+            "kind": self.partition_key_kind,
+            "version": self.partition_key_version,
+        }
+
+    def doc_components(self, doc: dict) -> list:
+        return [partition_key_value(doc, path) for path in self.partition_key_paths]
+
+    def components(self, pk_value: Any) -> list:
+        """The components of a partition key value as the SDK takes it (a list for hierarchical keys)."""
+        if len(self.partition_key_paths) == 1:
+            return [pk_value]
+        if not isinstance(pk_value, (list, tuple)) or len(pk_value) != len(self.partition_key_paths):
+            raise ValueError(
+                f"partition key {pk_value!r} must be a list of {len(self.partition_key_paths)} values "
+                f"for paths {self.partition_key_paths}"
+            )
+        return list(pk_value)
+
+    def pk_value(self, components: list) -> Any:
+        """The SDK-shaped value of full-key components (the inverse of `components`)."""
+        if len(components) != len(self.partition_key_paths):
+            raise ValueError(
+                f"partition key {components_key(components)} has {len(components)} values; "
+                f"this container's key has {len(self.partition_key_paths)} ({', '.join(self.partition_key_paths)})"
+            )
+        return components[0] if len(components) == 1 else list(components)
+
+    def epk(self, components: list) -> str:
+        """The effective partition key of full (or, hierarchical, prefix) components, as the SDK hashes it."""
+        if self.partition_key_kind == "MultiHash":
+            return "".join(effective_partition_key(c) for c in components)
+        if self.partition_key_version == 1:
+            return _epk_v1(components)
+        return effective_partition_key(components[0])
+
+    def epk_range(self, components: list) -> tuple[str, str]:
+        """[min, max) of the EPKs a full key or a hierarchical prefix covers."""
+        epk = self.epk(components)
+        if len(components) < len(self.partition_key_paths):
+            return epk, epk + "FF"
+        return epk, epk + "\x00"
+
+    def id_for_rid(self, rid: str) -> str | None:
+        """The id of the document whose `_rid` is `rid` (None: no such document in this container)."""
+        try:
+            raw = base64.b64decode(rid.replace("-", "/"), validate=True)
+        except ValueError:
+            return None
+        if len(raw) != len(self._rid_bytes) + 8 or not raw.startswith(self._rid_bytes):
+            return None
+        key = self._by_seq_key.get(struct.unpack(">Q", raw[-8:])[0])
+        return key[1] if key else None
 
     # --- routing -------------------------------------------------------
     def range_for(self, epk: str) -> PhysicalRange:
@@ -247,10 +374,13 @@ class Container:
         doc_id = doc.get("id")
         if not isinstance(doc_id, str) or not doc_id:
             raise ValueError(f"document id {doc_id!r} must be a non-empty string")
-        value = partition_key_value(doc, self.partition_key_path)
-        epk = effective_partition_key(value)
-        key = (pk_key(value), doc_id)
-        ts = int(time.time()) if ts is None else ts
+        components = self.doc_components(doc)
+        epk = self.epk(components)
+        key = (components_key(components), doc_id)
+        ttl = doc.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl == 0 or ttl < -1):
+            raise ValueError(f"ttl {ttl!r} must be -1 (never expires) or a positive number of seconds")
+        ts = int(self.clock()) if ts is None else ts
         with self.lock:
             rng = self.range_for(epk)
             old = rng.docs.pop(key, None)
@@ -264,6 +394,7 @@ class Container:
                 self._seq += 1
                 seq = self._seq
                 entry_rid = _rid(self._rid_bytes, struct.pack(">Q", seq))
+                self._by_seq_key[seq] = key
             else:
                 seq = old.seq
                 entry_rid = json.loads(old.body)["_rid"]
@@ -274,6 +405,7 @@ class Container:
                 ts=ts,
                 body=self._finish_body(doc, entry_rid, rng.lsn, ts),
                 created=old is None,
+                ttl=ttl,
             )
             rng.docs[key] = entry
             rng.touch()
@@ -293,24 +425,67 @@ class Container:
             return entry
 
     def read(self, doc_id: str, pk_value: Any) -> Entry | None:
-        epk = effective_partition_key(pk_value)
+        components = self.components(pk_value)
         with self.lock:
-            return self.range_for(epk).docs.get((pk_key(pk_value), doc_id))
+            return self.range_for(self.epk(components)).docs.get((components_key(components), doc_id))
 
-    def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False) -> bool:
-        epk = effective_partition_key(pk_value)
+    def delete(self, doc_id: str, pk_value: Any, *, record_versions: bool = False, ttl_expired: bool = False) -> bool:
+        components = self.components(pk_value)
+        epk = self.epk(components)
         with self.lock:
             rng = self.range_for(epk)
-            old = rng.docs.pop((pk_key(pk_value), doc_id), None)
+            old = rng.docs.pop((components_key(components), doc_id), None)
             if old is None:
                 return False
+            self._by_seq_key.pop(old.seq, None)
             rng.lsn += 1
             rng.touch()
             if record_versions:
                 rng.versions.append(
-                    Version(rng.lsn, epk, int(time.time()), "delete", None, old.lsn, doc_id, pk_key(pk_value))
+                    Version(
+                        rng.lsn,
+                        epk,
+                        int(self.clock()),
+                        "delete",
+                        None,
+                        old.lsn,
+                        doc_id,
+                        components_key(components),
+                        ttl_expired=ttl_expired,
+                    )
                 )
             return True
+
+    # --- time to live ---------------------------------------------------
+    def expires_at(self, entry: Entry) -> float | None:
+        """When `entry` expires (None: never), by the container's defaultTtl and the item's own ttl.
+
+        Cosmos: no defaultTtl = TTL off (an item's ttl is ignored); -1 = on, items live until their own
+        ttl says otherwise; n > 0 = items expire n seconds after their last write unless their ttl overrides.
+        """
+        default = self.properties.get("defaultTtl")
+        if default is None:
+            return None
+        ttl = entry.ttl if entry.ttl is not None else default
+        return None if ttl == -1 else entry.ts + ttl
+
+    def expire(self, *, record_versions: bool = False) -> list[str]:
+        """Delete every document whose TTL has run out at `clock()` (the service's background expiry);
+        returns their ids. The AllVersionsAndDeletes feed records each delete with timeToLiveExpired."""
+        if self.properties.get("defaultTtl") is None:
+            return []
+        now = self.clock()
+        with self.lock:
+            expired = [
+                (key, entry)
+                for rng in self.ranges
+                for key, entry in rng.docs.items()
+                if (at := self.expires_at(entry)) is not None and at <= now
+            ]
+            for (pk, doc_id), _entry in expired:
+                components = [_UNDEFINED if c == {} else c for c in json.loads(pk)]
+                self.delete(doc_id, self.pk_value(components), record_versions=record_versions, ttl_expired=True)
+        return [doc_id for (_pk, doc_id), _entry in expired]
 
     def bulk_load(self, docs: Iterable[dict], *, ts: int | None = None, record_versions: bool = False) -> int:
         count = 0
@@ -379,3 +554,9 @@ class Database:
         self.rid = _rid(self.rid_bytes)
         self.created_ts = int(time.time())
         self.containers: dict[str, Container] = {}
+        self.offer_throughput: int | None = None  # shared RU/s of the database (None: none)
+
+    def container_named(self, name_or_rid: str, *, by_rid: bool) -> "Container | None":
+        if not by_rid:
+            return self.containers.get(name_or_rid)
+        return next((c for c in self.containers.values() if c.rid == name_or_rid), None)
