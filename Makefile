@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := sandbox/node_modules/.installed
 TOOLS_STAMP := tools/node_modules/.installed
 
-.PHONY: deps lock demo test image-tools image bench reliability-report lint clean
+.PHONY: deps lock demo test image-tools image bench reliability-report lint clean mutation
 
 deps: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
@@ -78,6 +78,12 @@ bench: deps
 	$(PY) -m bench.materialize --docs 100000 1000000
 	$(PY) -m bench.tables --docs 100000 1000000
 	$(PY) docs/sync_readme.py
+
+# Mutation testing of commit, layout, sink, schema and settings against their fast tests (docs/mutation.md);
+# not part of `make test`: about an hour on 2 shared cores. MUTATION="sink" runs one module.
+MUTATION ?=
+mutation: deps
+	cd mutation && ../$(PY) run.py --max-children 2 $(MUTATION)
 
 reliability-report: deps
 	$(PY) -m tests.reliability.report

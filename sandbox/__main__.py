@@ -231,6 +231,18 @@ def change(
         )
 
 
+@app.command("operator-run")
+def operator_run(
+    principal: str = typer.Option(..., "--principal", help="An IAM role ARN listed in the stack's `operators`."),
+    output: str = typer.Option("runTaskCommand", "--output", help="The run command output to follow."),
+    directory: Path = DirOption,
+) -> None:
+    """Assume the stack's operator role as PRINCIPAL, start the run its command shows, then run the task (moto)."""
+    from sandbox.operator_run import main
+
+    raise typer.Exit(main(_running(directory), principal, output, directory.resolve()))
+
+
 @app.command("serve", hidden=True)
 def serve_cmd(
     directory: Path = DirOption,
