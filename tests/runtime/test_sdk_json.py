@@ -98,3 +98,38 @@ def test_install_leaves_an_unknown_sdk_layout_alone(monkeypatch) -> None:
     monkeypatch.setattr(sdk, "json", other)
     assert sdk_json.install() is False
     assert sdk.json is other
+    monkeypatch.setattr(sdk, "json", json)
+    monkeypatch.setattr(sdk, "decode_response_body_for_status", lambda data, status, context=None: data.decode())
+    assert sdk_json.install() is False
+    assert sdk.json is json  # neither half is patched when the other one is not where it is expected
+
+
+def test_successful_bodies_reach_loads_as_bytes_error_bodies_as_the_sdk_decodes_them() -> None:
+    from azure.cosmos import _synchronized_request as sdk
+
+    assert sdk_json.install() and sdk_json.installed()
+    body = '{"Documents":[{"id":"é😀"}]}'.encode()
+    assert sdk.decode_response_body_for_status(body, 200) is body  # parsed from its bytes, no str made
+    assert sdk.decode_response_body_for_status(body, 404) == body.decode()  # an error's message stays text
+    assert sdk.decode_response_body_for_status(b'{"code":"\xff"}', 500) == '{"code":"\ufffd"}'  # the SDK's rule
+    assert same(sdk.json.loads(body), json.loads(body))
+
+
+def test_bad_utf8_in_a_successful_body_is_refused_unless_the_operator_allows_it(monkeypatch) -> None:
+    from azure.cosmos._response_decoding import _MALFORMED_INPUT_ENV_VAR
+
+    body = b'{"id":"a\xffb"}'
+    monkeypatch.delenv(_MALFORMED_INPUT_ENV_VAR, raising=False)
+    with pytest.raises(UnicodeDecodeError, match=_MALFORMED_INPUT_ENV_VAR):  # the SDK's own error and hint
+        sdk_json.loads(body)
+    monkeypatch.setenv(_MALFORMED_INPUT_ENV_VAR, "REPLACE")
+    assert sdk_json.loads(body) == {"id": "a\ufffdb"}
+
+
+def test_install_restores_after_a_partial_unpatch(monkeypatch) -> None:
+    from azure.cosmos import _synchronized_request as sdk
+
+    assert sdk_json.install()
+    monkeypatch.setattr(sdk, "json", json)  # as the idempotence test above does: decoding stays patched
+    assert not sdk_json.installed()
+    assert sdk_json.install() and sdk_json.installed()
