@@ -1,6 +1,6 @@
 """An operator's on-demand run in the sandbox, exactly as the stack's `runTaskCommand` output says (issue 18).
 
-    python -m sandbox operator-run --principal <role ARN listed in the stack's `operators`>
+    .venv/bin/python -m sandbox operator-run --principal <role ARN listed in the stack's `operators`>
 
 1. The operator role the command names is created in moto with the stack's exact name, path, trust
    policy, maximum session and inline policy (from the mocked Pulumi program, never typed here).
@@ -13,9 +13,11 @@
    (the task definition's, or the run-task override) with the task's environment, as the demo runs the
    worker. The worker runs as the task role, never with the operator's credentials.
 
-moto does not evaluate trust policies (its AssumeRole: "the role does not need to exist") nor, unless
-started with INITIAL_NO_AUTH_ACTION_COUNT, identity policies. So the sandbox checks the caller against
-the stack's trust statement itself (`trust_allows`, which knows only the two statement shapes
+The sandbox's moto enforces IAM (sandbox/iam.py), but it evaluates ECS calls against Resource "*" only:
+the operator policy's scoping to the task family, the cluster and the passed roles would deny every
+RunTask. The operator run therefore happens in moto's unchecked window, where AssumeRole checks no trust
+policy either; the operator policy is checked under mocks (tests/infra, the policy pack), and the sandbox
+checks the caller against the stack's trust statement itself (`trust_allows`, which knows only the two statement shapes
 `policies.operator_trust_policy` writes and refuses anything else), before it calls AssumeRole.
 """
 
@@ -35,6 +37,8 @@ from typing import Any
 import boto3
 import jmespath  # type: ignore[import-untyped]  # boto3's own query language, no stubs
 from botocore.exceptions import ClientError
+
+from sandbox import iam as sandbox_iam
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -225,8 +229,9 @@ def _declare_operator_role(iam: Any, run: Any, role_arn: str) -> dict:
         if exc.response["Error"]["Code"] != "EntityAlreadyExists":
             raise
         iam.update_assume_role_policy(RoleName=i["name"], PolicyDocument=i["assumeRolePolicy"])
-    for p in policies:
-        iam.put_role_policy(RoleName=i["name"], PolicyName=p.name, PolicyDocument=p.inputs["policy"])
+    for p in policies:  # moto's quirks translated (sandbox.iam.moto_policy), never the stack's policy changed
+        policy = json.dumps(sandbox_iam.moto_policy(json.loads(p.inputs["policy"])))
+        iam.put_role_policy(RoleName=i["name"], PolicyName=p.name, PolicyDocument=policy)
     created = iam.get_role(RoleName=i["name"])["Role"]["Arn"]
     if created != role_arn:
         raise OperatorRunError(f"moto created {created}, the command assumes {role_arn}")
@@ -283,42 +288,47 @@ def start_run(state: dict, run: Any, principal: str, *, output: str = "runTaskCo
     command = RunCommand.parse(run.outputs[output])
     moto_url, region = state["endpoints"]["s3"], command.run_task.region
     role_arn = command.assume.role_arn
-    # The deployer's side: the program's resources in the stack's account (moto keys accounts by session).
-    admin = _session_of(moto_url, region, f"arn:aws:iam::{role_arn.split(':')[4]}:role/sandbox-deployer", "deploy")
-    trust = _declare_operator_role(_client("iam", moto_url, region, admin), run, role_arn)
-    if not trust_allows(trust, principal):
-        raise OperatorRunError(
-            f"{principal} may not assume {role_arn}: its trust names only the principals listed in the stack's "
-            "`operators` (add it there with the actions it needs)"
+    # The sandbox's moto enforces IAM, but it evaluates ECS calls against Resource "*" only, so the operator
+    # policy's task-family, cluster and PassRole scoping would deny every RunTask there: the whole operator run
+    # happens in the unchecked window (that policy is checked by tests/infra and the policy pack instead).
+    # moto checks no trust policy in that window, so the sandbox checks the caller against the stack's trust.
+    with sandbox_iam.enforcement_off(moto_url):
+        # The deployer's side: the program's resources in the stack's account (moto keys accounts by session).
+        admin = _session_of(moto_url, region, f"arn:aws:iam::{role_arn.split(':')[4]}:role/sandbox-deployer", "deploy")
+        trust = _declare_operator_role(_client("iam", moto_url, region, admin), run, role_arn)
+        if not trust_allows(trust, principal):
+            raise OperatorRunError(
+                f"{principal} may not assume {role_arn}: its trust names only the principals listed in the stack's "
+                "`operators` (add it there with the actions it needs)"
+            )
+        signed_in = _session_of(moto_url, region, principal, os.environ.get("USER", "operator"))
+        answer = _client("sts", moto_url, region, signed_in).assume_role(
+            RoleArn=role_arn,
+            RoleSessionName=os.environ.get("USER", "operator"),  # the command's "$(whoami)"
+            DurationSeconds=int(command.assume.duration_seconds),
         )
-    signed_in = _session_of(moto_url, region, principal, os.environ.get("USER", "operator"))
-    answer = _client("sts", moto_url, region, signed_in).assume_role(
-        RoleArn=role_arn,
-        RoleSessionName=os.environ.get("USER", "operator"),  # the command's "$(whoami)"
-        DurationSeconds=int(command.assume.duration_seconds),
-    )
-    operator = command.credentials(answer)
-    caller = _client("sts", moto_url, region, operator).get_caller_identity()["Arn"]
-    kwargs = command.run_task_kwargs()
-    _declare_task(_client("ecs", moto_url, region, admin), run, kwargs)
-    ids = _moto_network(_client("ec2", moto_url, region, admin), kwargs)
-    network = kwargs["networkConfiguration"]["awsvpcConfiguration"]
-    moto_kwargs = {
-        **kwargs,
-        "networkConfiguration": {
-            "awsvpcConfiguration": {
-                **network,
-                "subnets": [ids[x] for x in network["subnets"]],
-                "securityGroups": [ids[x] for x in network["securityGroups"]],
-            }
-        },
-    }
-    ecs = _client("ecs", moto_url, region, operator)
-    started = ecs.run_task(**moto_kwargs)
-    if started.get("failures") or len(started["tasks"]) != 1:
-        raise OperatorRunError(f"run-task started no task: {started.get('failures')}")
-    task_arn = started["tasks"][0]["taskArn"]
-    (task,) = ecs.describe_tasks(cluster=kwargs["cluster"], tasks=[task_arn])["tasks"]
+        operator = command.credentials(answer)
+        caller = _client("sts", moto_url, region, operator).get_caller_identity()["Arn"]
+        kwargs = command.run_task_kwargs()
+        _declare_task(_client("ecs", moto_url, region, admin), run, kwargs)
+        ids = _moto_network(_client("ec2", moto_url, region, admin), kwargs)
+        network = kwargs["networkConfiguration"]["awsvpcConfiguration"]
+        moto_kwargs = {
+            **kwargs,
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    **network,
+                    "subnets": [ids[x] for x in network["subnets"]],
+                    "securityGroups": [ids[x] for x in network["securityGroups"]],
+                }
+            },
+        }
+        ecs = _client("ecs", moto_url, region, operator)
+        started = ecs.run_task(**moto_kwargs)
+        if started.get("failures") or len(started["tasks"]) != 1:
+            raise OperatorRunError(f"run-task started no task: {started.get('failures')}")
+        task_arn = started["tasks"][0]["taskArn"]
+        (task,) = ecs.describe_tasks(cluster=kwargs["cluster"], tasks=[task_arn])["tasks"]
     return OperatorRun(output, command, role_arn, caller, task_arn, task)
 
 
@@ -333,7 +343,8 @@ IDENTITY_OF_OUTPUT = {
 def execute(state: dict, started: OperatorRun, *, directory: Path | None = None) -> OperatorRun:
     """Run the recorded task's command with its environment, as ECS would: the container's, then the overrides."""
     ecs = _client("ecs", state["endpoints"]["s3"], started.command.run_task.region, state["aws_cli_env"])
-    definition = ecs.describe_task_definition(taskDefinition=started.task["taskDefinitionArn"])["taskDefinition"]
+    with sandbox_iam.enforcement_off(state["endpoints"]["s3"]):  # what ECS reads for the container, not a user call
+        definition = ecs.describe_task_definition(taskDefinition=started.task["taskDefinitionArn"])["taskDefinition"]
     (container,) = definition["containerDefinitions"]
     overrides = {o["name"]: o for o in started.task.get("overrides", {}).get("containerOverrides", [])}
     override = overrides.get(container["name"], {})

@@ -15,6 +15,7 @@ import pytest
 
 from cosmos_export.contract import Output
 from policy.rules import check_operator_trust
+from sandbox import iam as sandbox_iam
 from sandbox.demo import committed, seed
 from sandbox.mocked_stack import run_stack
 from sandbox.operator_run import OperatorRunError, RunCommand, execute, start_run, trust_allows
@@ -110,7 +111,8 @@ def test_the_trust_check_reads_both_statement_shapes_and_refuses_what_it_does_no
 
 
 def test_moto_alone_would_let_the_unlisted_role_in_and_crossguard_pins_the_trust(dev_run, state):
-    """Why the sandbox checks trust itself: moto's AssumeRole grants any caller any role."""
+    """Why the sandbox checks trust itself: in the unchecked window the operator run needs (moto scopes ECS calls
+    to Resource "*" only), moto's AssumeRole grants any caller any role."""
     command = RunCommand.parse(dev_run.outputs[Output.RUN_TASK_COMMAND])
     sts = boto3.client(
         "sts",
@@ -119,7 +121,8 @@ def test_moto_alone_would_let_the_unlisted_role_in_and_crossguard_pins_the_trust
         aws_access_key_id="unlisted",
         aws_secret_access_key="unlisted",
     )
-    assert sts.assume_role(RoleArn=command.assume.role_arn, RoleSessionName="stranger")["Credentials"]
+    with sandbox_iam.enforcement_off(state["endpoints"]["s3"]):
+        assert sts.assume_role(RoleArn=command.assume.role_arn, RoleSessionName="stranger")["Credentials"]
     (role,) = [r for r in dev_run.of_type("aws:iam/role:Role") if r.outputs["arn"] == command.assume.role_arn]
     trust = json.loads(role.inputs["assumeRolePolicy"])
     assert check_operator_trust(role.inputs) == []
