@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 NODE_STAMP := sandbox/node_modules/.installed
 TOOLS_STAMP := tools/node_modules/.installed
 
@@ -23,13 +24,16 @@ $(STAMP): requirements.txt requirements-test.txt runtime/pyproject.toml
 
 # Refresh every lock from its .in file (newest versions within the ranges), with hashes for every
 # platform: requirements-test.txt (make deps), requirements.txt (the deploy path, a subset at the same
-# versions) and runtime/requirements.txt (the worker image). Commit all three; tests/ci checks them.
+# versions), requirements-demo.txt (make demo, a subset too) and runtime/requirements.txt (the worker
+# image). Commit all four; tests/ci checks them.
 UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
 	--no-header --annotation-style line
 lock: $(STAMP)
 	$(UV_COMPILE) --upgrade requirements-test.in runtime/pyproject.toml -o requirements-test.txt
 	cp requirements-test.txt requirements.txt  # the subsets start from the same versions
 	$(UV_COMPILE) requirements.in runtime/pyproject.toml -o requirements.txt
+	cp requirements-test.txt requirements-demo.txt
+	$(UV_COMPILE) requirements-demo.in runtime/pyproject.toml -o requirements-demo.txt
 	cp requirements-test.txt runtime/requirements.txt
 	$(UV_COMPILE) runtime/pyproject.toml runtime/requirements.in -o runtime/requirements.txt
 
@@ -45,8 +49,16 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The demo's default Cosmos endpoint is the gateway double (Python): no npm package is needed.
-demo: $(STAMP)
+# The demo needs only requirements-demo.txt (no test tools) and, its Cosmos endpoint being the gateway
+# double (Python), no npm package. After `make deps` (a superset) this install only checks the pins.
+$(DEMO_STAMP): requirements-demo.txt runtime/pyproject.toml
+	@echo "==> installing the demo's Python packages (requirements-demo.txt) into $(VENV) (a few minutes the first time)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar on --require-hashes -r requirements-demo.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./runtime
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(PY) -m sandbox demo
 
 test: deps lint image-tools

@@ -9,7 +9,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every requirements file pip is pointed at (make deps, the Dockerfile, the policy pack).
-LOCKS = [REPO / "requirements.txt", REPO / "requirements-test.txt", REPO / "runtime" / "requirements.txt"]
+LOCKS = [
+    REPO / "requirements.txt",
+    REPO / "requirements-demo.txt",
+    REPO / "requirements-test.txt",
+    REPO / "runtime" / "requirements.txt",
+]
 DOCKERFILE = REPO / "runtime" / "Dockerfile"
 
 
@@ -55,7 +60,7 @@ def test_the_locks_agree_and_cover_their_inputs():
     """The deploy and image locks are subsets of the test lock at the same versions; each names what its .in asks."""
     pins = {p: {n.lower().replace("_", "-"): v for n, v, _ in requirements(p)} for p in LOCKS}
     full = pins[REPO / "requirements-test.txt"]
-    for subset in (REPO / "requirements.txt", REPO / "runtime" / "requirements.txt"):
+    for subset in (REPO / "requirements.txt", REPO / "requirements-demo.txt", REPO / "runtime" / "requirements.txt"):
         assert {n: v for n, v in pins[subset].items() if full.get(n) != v} == {}, subset.name
     for needed, lock in (
         ("pulumi-aws", "requirements.txt"),
@@ -66,6 +71,9 @@ def test_the_locks_agree_and_cover_their_inputs():
     ):
         assert needed in pins[REPO / lock], (needed, lock)
     assert "pytest" not in pins[REPO / "runtime" / "requirements.txt"]  # the image carries no test tools
+    assert "moto" in pins[REPO / "requirements-demo.txt"] and "pulumi-aws" in pins[REPO / "requirements-demo.txt"]
+    for tool in ("pytest", "ruff", "mypy", "duckdb", "mutmut", "zizmor"):  # make demo installs no test tools
+        assert tool not in pins[REPO / "requirements-demo.txt"], tool
 
 
 @pytest.mark.parametrize(
@@ -113,9 +121,15 @@ def test_the_base_image_is_a_digest_overridable_by_build_argument():
 
 def test_make_deps_installs_from_the_lock_and_make_lock_refreshes_it():
     makefile = (REPO / "Makefile").read_text()
-    assert "pip install --quiet --require-hashes -r requirements-test.txt" in makefile
+    assert "pip install --progress-bar on --require-hashes -r requirements-test.txt" in makefile
+    assert "pip install --progress-bar on --require-hashes -r requirements-demo.txt" in makefile  # make demo
     assert "pip install --quiet --no-deps --no-build-isolation -e ./runtime" in makefile
     lock = makefile[makefile.index("\nlock:") :]
-    for out in ("-o requirements-test.txt", "-o requirements.txt", "-o runtime/requirements.txt"):
+    for out in (
+        "-o requirements-test.txt",
+        "-o requirements.txt",
+        "-o requirements-demo.txt",
+        "-o runtime/requirements.txt",
+    ):
         assert out in lock
     assert "--generate-hashes" in makefile
