@@ -1,4 +1,4 @@
-"""`python -m bench [--docs 100000 [1000000 ...]] [--profile]` (`make bench`: both sizes): the export benchmark.
+"""`.venv/bin/python -m bench [--docs 100000 [1000000 ...]] [--profile]` (`make bench`: both sizes): the export benchmark.
 
 Starts the sandbox (gateway double with auth, STS/Entra doubles, moto) in its
 own processes, bulk-loads N ~1 KB documents through the double's
@@ -156,7 +156,7 @@ def measure(
         "sweep": {"latency_ms": max(latencies), "concurrency": swept} if swept else None,
         "machine": machine(),
         "repeat": repeat,
-        "command": f"python -m bench --docs {docs}"
+        "command": f".venv/bin/python -m bench --docs {docs}"
         + (f" --repeat {repeat}" if repeat > 1 else "")
         + f" --latency-ms {' '.join(f'{ms:g}' for ms in latencies)}"
         + (f" --sweep {' '.join(map(str, sweep))}" if sweep else ""),
@@ -208,7 +208,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} vCPU, {mem} MB RAM, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-NOTES_MARKER = "<!-- Notes below are written by hand; `python -m bench` keeps them. -->"
+NOTES_MARKER = "<!-- Notes below are written by hand; `.venv/bin/python -m bench` keeps them. -->"
 TARGETS = (
     "worker CPU/doc <= 1.25x floor_tuned and throughput >= 2x naive at 0 ms; worker peak RSS at 1M <= 1.2x at 100k "
     "and < 300 MB"
@@ -227,7 +227,7 @@ def render(results: dict[int, dict], notes: str) -> str:
     lines = [
         "# Performance",
         "",
-        "Export benchmark (`make bench` runs 100k and 1M documents; `python -m bench --docs N [N ...]`",
+        "Export benchmark (`make bench` runs 100k and 1M documents; `.venv/bin/python -m bench --docs N [N ...]`",
         "for other sizes): N realistic ~1 KB nested documents bulk-loaded into the Cosmos gateway double",
         "(AAD auth and RBAC on, 4 feed ranges, dev stack settings: concurrency 2, 16 MB parts, zstd), then,",
         "one after the other and each in its own process: **floor** = drain every feed range's change feed",
@@ -304,7 +304,7 @@ def client_row(name: str, c: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=".venv/bin/python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--docs",
         type=int,

@@ -85,9 +85,9 @@ def main(
     render: Callable[[dict[int, dict]], str],
     markers: tuple[str, str],
 ) -> int:
-    """`python -m bench.<name> [--docs N ...]`: measure each size, keep bench/results/<name>-<N>.json, rewrite
+    """`.venv/bin/python -m bench.<name> [--docs N ...]`: measure each size, keep bench/results/<name>-<N>.json, rewrite
     the section from every result kept (sizes not measured this time keep their last row)."""
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f".venv/bin/python -m bench.{name}", description=doc.split("\n\n")[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dir", type=Path, default=REPO / ".sandbox" / f"bench-{name}")
     args = parser.parse_args()

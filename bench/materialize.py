@@ -1,4 +1,4 @@
-"""`python -m bench.materialize [--docs 100000 [1000000 ...]]` (in `make bench`): the materialize benchmark.
+"""`.venv/bin/python -m bench.materialize [--docs 100000 [1000000 ...]]` (in `make bench`): the materialize benchmark.
 
 An export is written into moto S3 through the worker's own sink and commit (no Cosmos: the figures are
 materialize's, not the export's): a snapshot of N ~1 KB documents (`sandbox.seed.sample_documents`, with the
@@ -24,7 +24,7 @@ from bench import common
 
 DB, CONTAINER, RANGES, CHANGED = "shop", "orders", 4, 0.10
 BEGIN, END = (
-    "<!-- materialize benchmark: written by `python -m bench.materialize` -->",
+    "<!-- materialize benchmark: written by `.venv/bin/python -m bench.materialize` -->",
     "<!-- end of materialize benchmark -->",
 )
 
@@ -173,7 +173,7 @@ def measure(docs: int, directory: Path) -> dict:
         "cpu_s_per_100k": cpu * 100_000 / docs,
         "peak_rss_mb": result["peak_rss_mb"],
         "load_1min_before": load,
-        "command": f"python -m bench.materialize --docs {docs}",
+        "command": f".venv/bin/python -m bench.materialize --docs {docs}",
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -195,7 +195,7 @@ def render(results: dict[int, dict]) -> str:
             f"{r['cpu_s_per_100k']:.1f} | {r['peak_rss_mb']:.0f} | {r['load_1min_before']:.2f} | "
             f"`{r['command']}` ({r['at']}) |"
         )
-    lines += common.rss_ratio_line("Materialize", results, "python -m bench.materialize")
+    lines += common.rss_ratio_line("Materialize", results, ".venv/bin/python -m bench.materialize")
     return "\n".join(lines) + "\n"
 
 

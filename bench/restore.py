@@ -1,4 +1,4 @@
-"""`python -m bench.restore [--docs 100000 [1000000 ...]]` (in `make bench`): the restore benchmark.
+"""`.venv/bin/python -m bench.restore [--docs 100000 [1000000 ...]]` (in `make bench`): the restore benchmark.
 
 Measures the restore's own cost: `run_restore --exact` (transactional batches of one partition key value,
 progress checkpoints in moto S3, Low priority, the state's key/hash index in SQLite, then the target's change
@@ -186,7 +186,7 @@ def measure(docs: int, directory: Path) -> dict:
         "request_charge": result["request_charge"],
         "server_cpu_seconds": server.ru_utime + server.ru_stime,
         "load_1min_before": load,
-        "command": f"python -m bench.restore --docs {docs}",
+        "command": f".venv/bin/python -m bench.restore --docs {docs}",
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -212,11 +212,14 @@ def render(results: dict[int, dict]) -> str:
             f"{r['peak_rss_mb']:.0f} | {r['request_charge']:,.0f} | {server} | {r['load_1min_before']:.2f} | "
             f"`{r['command']}` ({r['at']}) |"
         )
-    lines += common.rss_ratio_line("Restore", results, "python -m bench.restore")
+    lines += common.rss_ratio_line("Restore", results, ".venv/bin/python -m bench.restore")
     return "\n".join(lines) + "\n"
 
 
-BEGIN, END = "<!-- restore benchmark: written by `python -m bench.restore` -->", "<!-- end of restore benchmark -->"
+BEGIN, END = (
+    "<!-- restore benchmark: written by `.venv/bin/python -m bench.restore` -->",
+    "<!-- end of restore benchmark -->",
+)
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""`python -m bench.tables [--docs 100000 [1000000 ...]]` (in `make bench`): the analytics tables' refresh.
+"""`.venv/bin/python -m bench.tables [--docs 100000 [1000000 ...]]` (in `make bench`): the analytics tables' refresh.
 
 The export of bench.materialize (a snapshot of N ~1 KB documents over 4 feed ranges in moto S3, then an
 incremental replacing 10% of them). A separate process then runs `tables.refresh` twice: the first one
@@ -23,7 +23,7 @@ from bench import common
 from bench.materialize import CONTAINER, DB, seed
 
 BEGIN, END = (
-    "<!-- tables benchmark: written by `python -m bench.tables` -->",
+    "<!-- tables benchmark: written by `.venv/bin/python -m bench.tables` -->",
     "<!-- end of tables benchmark -->",
 )
 
@@ -113,7 +113,7 @@ def measure(docs: int, directory: Path) -> dict:
         "cpu_seconds": cpu,
         "cpu_s_per_100k": cpu * 100_000 / docs,
         "load_1min_before": load,
-        "command": f"python -m bench.tables --docs {docs}",
+        "command": f".venv/bin/python -m bench.tables --docs {docs}",
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -140,7 +140,7 @@ def render(results: dict[int, dict]) -> str:
             f"{r['duckdb_jsonl_seconds']:.2f} ({r['jsonl_rows']:,}) | {r['load_1min_before']:.2f} | "
             f"`{r['command']}` ({r['at']}) |"
         )
-    lines += common.rss_ratio_line("Tables", results, "python -m bench.tables")
+    lines += common.rss_ratio_line("Tables", results, ".venv/bin/python -m bench.tables")
     return "\n".join(lines) + "\n"
 
 
