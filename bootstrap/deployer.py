@@ -14,6 +14,7 @@ from cosmos_export import contract
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the program's components (shared names)
 from components import naming
+from components.analytics_config import ATHENA_QUERY_ACTIONS, GLUE_READ_ACTIONS
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -609,14 +610,7 @@ TASK_FAMILY_SUFFIXES = ("", "-snapshot", "-restore")
 
 
 #: The analytics catalog: Glue database and tables, Athena workgroup (components/analytics.py).
-GLUE_READ = [
-    "glue:GetDatabase",
-    "glue:GetDatabases",
-    "glue:GetPartition",
-    "glue:GetPartitions",
-    "glue:GetTable",
-    "glue:GetTables",
-]
+GLUE_READ = GLUE_READ_ACTIONS
 GLUE_MANAGE = sorted(
     {*GLUE_READ, "glue:CreateDatabase", "glue:UpdateDatabase", "glue:DeleteDatabase", "glue:CreateTable"}
     | {"glue:UpdateTable", "glue:DeleteTable", "glue:GetTags", "glue:TagResource", "glue:UntagResource"}
@@ -630,17 +624,8 @@ ATHENA_MANAGE = [
     "athena:UntagResource",
     "athena:UpdateWorkGroup",
 ]
-#: What the analyst role does in Athena (the boundary's cap; its own policy lists the same).
-ATHENA_QUERY = [
-    "athena:BatchGetQueryExecution",
-    "athena:GetQueryExecution",
-    "athena:GetQueryResults",
-    "athena:GetQueryResultsStream",
-    "athena:GetWorkGroup",
-    "athena:ListQueryExecutions",
-    "athena:StartQueryExecution",
-    "athena:StopQueryExecution",
-]
+#: What the analyst role does in Athena (the boundary's cap; its own policy takes the same list).
+ATHENA_QUERY = ATHENA_QUERY_ACTIONS
 
 
 def analytics_glue(s: StackScope) -> list[str]:

@@ -29,7 +29,7 @@ import pulumi_aws as aws
 from cosmos_export import layout
 
 from . import naming
-from .analytics_config import RESULTS_PREFIX, AnalyticsConfig, glue_name
+from .analytics_config import ATHENA_QUERY_ACTIONS, GLUE_READ_ACTIONS, RESULTS_PREFIX, AnalyticsConfig, glue_name
 from .policies import Doc, operator_trust_policy
 from .task_role import program_role
 
@@ -42,25 +42,6 @@ PARQUET_OUTPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 #: The first day the change log's `dt` projection covers (NOW is Athena's today).
 PROJECTION_START = "2024-01-01"
-#: What an analyst may do in Athena: run, watch, stop and read queries of the workgroup; nothing else.
-ATHENA_QUERY_ACTIONS = [
-    "athena:BatchGetQueryExecution",
-    "athena:GetQueryExecution",
-    "athena:GetQueryResults",
-    "athena:GetQueryResultsStream",
-    "athena:GetWorkGroup",
-    "athena:ListQueryExecutions",
-    "athena:StartQueryExecution",
-    "athena:StopQueryExecution",
-]
-GLUE_READ_ACTIONS = [
-    "glue:GetDatabase",
-    "glue:GetDatabases",
-    "glue:GetPartition",
-    "glue:GetPartitions",
-    "glue:GetTable",
-    "glue:GetTables",
-]
 
 
 def database_name(stack: str) -> str:

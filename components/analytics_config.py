@@ -69,3 +69,27 @@ class AnalyticsConfig(BaseModel):
                 )
             ]
         return []
+
+
+#: What an analyst may do in Athena: run, watch, stop and read queries of the workgroup; nothing else. One
+#: home: the analyst role's policy (components/analytics.py) and the deployers' boundary cap
+#: (bootstrap/deployer.py) both take this list.
+ATHENA_QUERY_ACTIONS = [
+    "athena:BatchGetQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:GetQueryResultsStream",
+    "athena:GetWorkGroup",
+    "athena:ListQueryExecutions",
+    "athena:StartQueryExecution",
+    "athena:StopQueryExecution",
+]
+#: The Glue reads of the stack's database and tables (the analyst role's, and the boundary's cap).
+GLUE_READ_ACTIONS = [
+    "glue:GetDatabase",
+    "glue:GetDatabases",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:GetTable",
+    "glue:GetTables",
+]
