@@ -129,7 +129,7 @@ def test_an_account_still_accepting_keys_is_a_warning_and_the_walk_goes_on(chain
     original = chain.cosmos.authorize
     seen: list[str] = []
 
-    def keys_accepted(authorization, host, action, scope):
+    def keys_accepted(authorization, host, action, scope, **kwargs):
         if authorization and "type%3Dmaster" in authorization:
             seen.append(authorization)
             raise CosmosError(
@@ -138,7 +138,7 @@ def test_an_account_still_accepting_keys_is_a_warning_and_the_walk_goes_on(chain
                 "The input authorization token can't serve the request. The wrong "
                 "key is being used or the expected payload is not built as per the protocol.",
             )
-        return original(authorization, host, action, scope)
+        return original(authorization, host, action, scope, **kwargs)
 
     monkeypatch.setattr(chain.cosmos, "authorize", keys_accepted)
     ok, lines = walk(chain)
