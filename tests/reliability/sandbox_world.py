@@ -51,7 +51,9 @@ class Sandbox:
         )
 
     def new_prefix(self) -> str:
-        return f"rel/{uuid.uuid4().hex[:8]}"
+        # Under the stack's export prefix: the sandbox's moto enforces the task role's policy, which reaches
+        # only that prefix (a run elsewhere fails with AccessDenied, as it would in AWS).
+        return f"{self.plan.prefix}/rel-{uuid.uuid4().hex[:8]}"
 
     def target(self, prefix: str, container: str) -> ExportTarget:
         return ExportTarget(self.plan.bucket, prefix, self.plan.cosmos_account, self.plan.cosmos_database, container)
