@@ -59,7 +59,7 @@ def test_up_seed_run_change_run_down(tmp_path):
     up = _sandbox(tmp_path, "up")
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        assert f"python -m sandbox seed --dir {tmp_path}" in up.stdout
+        assert f".venv/bin/python -m sandbox seed --dir {tmp_path}" in up.stdout
         state = json.loads((tmp_path / "sandbox.json").read_text())
         assert set(state["endpoints"]) >= {"s3", "sts", "entra", "cosmos"}
         assert all(url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")) for url in state["endpoints"].values())
@@ -115,7 +115,7 @@ def test_up_seed_run_change_run_down(tmp_path):
         assert {k: restore_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")} == {
             k: worker_env[k] for k in ("EXPORT_COSMOS_ENDPOINT", "EXPORT_S3_ENDPOINT", "EXPORT_STS_ENDPOINT")
         }
-        assert f'eval "$(python -m sandbox env --dir {tmp_path} --restore)"' in up.stdout
+        assert f'eval "$(.venv/bin/python -m sandbox env --dir {tmp_path} --restore)"' in up.stdout
         assert _sandbox(tmp_path, "env", "--restore", "--aws").returncode == 2
     finally:
         down = _sandbox(tmp_path, "down")
@@ -141,4 +141,4 @@ def test_commands_need_a_running_sandbox(tmp_path):
     for command in (["env"], ["seed"], ["change"]):
         result = _sandbox(tmp_path, *command)
         assert result.returncode == 1
-        assert f"no sandbox is running from {tmp_path}: run `python -m sandbox up` first" in result.stderr
+        assert f"no sandbox is running from {tmp_path}: run `.venv/bin/python -m sandbox up` first" in result.stderr
