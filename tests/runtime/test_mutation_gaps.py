@@ -100,3 +100,106 @@ def test_cleanup_never_aborts_an_open_upload_of_a_kept_run(s3, bucket):
     CommitStore(s3, target).cleanup_orphans({live})
 
     assert uploads(s3, bucket) == {key}
+
+
+# --- commit.py: the cleanup cutoff is strict, DeleteObjects batches, the log events -----------------
+
+
+class Recorder:
+    """An audit.Logger that keeps (level, event, fields) of every call."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def info(self, event: str, **fields) -> None:
+        self.events.append(("info", event, fields))
+
+    def warning(self, event: str, **fields) -> None:
+        self.events.append(("warning", event, fields))
+
+
+def orphan_key(target, started: datetime, part_number: int = 1) -> str:
+    run_id = layout.new_run_id(started)
+    return layout.part_key(
+        target, run_id=run_id, started_at=started, feed_range_index=0, part_number=part_number, compression="gzip"
+    )
+
+
+def test_cleanup_keeps_an_orphan_part_last_written_exactly_at_the_cutoff(s3, bucket):
+    # cleanup_orphans mutant 26 (`obj.last_modified < cutoff` -> `<=`). The clock is S3's: the live run is
+    # placed so that its cutoff (start - 10 min) is the part's LastModified to the second.
+    from cosmos_export.commit import ORPHAN_SAFETY_MARGIN, CommitStore
+    from tests.runtime.test_safety_paths import keys, target_of
+
+    target = target_of(bucket)
+    key = orphan_key(target, datetime.now(timezone.utc) - timedelta(hours=2))
+    s3.put_object(Bucket=bucket, Key=key, Body=b"{}\n")
+    [listed] = s3.list_objects_v2(Bucket=bucket, Prefix=target.data_prefix)["Contents"]
+    written = listed["LastModified"]
+    assert written.microsecond == 0  # S3 lists whole seconds: a run id (whole seconds) can name this instant
+    at_cutoff = layout.new_run_id(written + ORPHAN_SAFETY_MARGIN)
+    store = CommitStore(s3, target)
+
+    assert store.cleanup_orphans({at_cutoff}) == []
+    assert keys(s3, bucket, target.data_prefix) == {key}
+    # One second later the same part is older than the cutoff: deleted (the control that it is an orphan).
+    assert store.cleanup_orphans({layout.new_run_id(written + ORPHAN_SAFETY_MARGIN + timedelta(seconds=1))}) == [key]
+
+
+def test_cleanup_keeps_an_orphan_upload_initiated_exactly_at_the_cutoff(s3, bucket):
+    # cleanup_orphans mutant 41 (`upload.initiated < cutoff` -> `<=`). moto reports one fixed Initiated for
+    # every upload, so the runs are placed around whatever it reports.
+    from cosmos_export.commit import ORPHAN_SAFETY_MARGIN, CommitStore
+    from tests.runtime.test_safety_paths import target_of, uploads
+
+    target = target_of(bucket)
+    probe = s3.create_multipart_upload(Bucket=bucket, Key=orphan_key(target, datetime.now(timezone.utc)))
+    [listed] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    s3.abort_multipart_upload(Bucket=bucket, Key=listed["Key"], UploadId=probe["UploadId"])
+    initiated = listed["Initiated"]
+    assert initiated.microsecond == 0
+    key = orphan_key(target, initiated - timedelta(hours=1))  # a run that started well before the cutoff
+    s3.create_multipart_upload(Bucket=bucket, Key=key)
+    [again] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert again["Initiated"] == initiated  # the premise: the instant the cutoff is placed at
+    store = CommitStore(s3, target)
+
+    store.cleanup_orphans({layout.new_run_id(initiated + ORPHAN_SAFETY_MARGIN)})
+    assert uploads(s3, bucket) == {key}
+    store.cleanup_orphans({layout.new_run_id(initiated + ORPHAN_SAFETY_MARGIN + timedelta(seconds=1))})
+    assert uploads(s3, bucket) == set()
+
+
+def test_cleanup_deletes_orphans_in_one_request_and_logs_each_part(s3, bucket):
+    # cleanup_orphans mutant 28 (`len(batch) == 1000` -> `!=`: one DeleteObjects per key) and 46-54 (the
+    # orphan_part_deleted event and its fields). The 1000-key limit itself (mutants 29-33) needs 1001
+    # objects: about 15 s of PUTs against moto here, too slow for the fast tests (docs/mutation.md).
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import keys, live_run_id, target_of
+
+    target = target_of(bucket)
+    started = datetime.now(timezone.utc) - timedelta(hours=2)
+    run_id = layout.new_run_id(started)
+    orphans = [
+        layout.part_key(
+            target, run_id=run_id, started_at=started, feed_range_index=i, part_number=1, compression="gzip"
+        )
+        for i in range(3)
+    ]
+    for key in orphans:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    sizes: list[int] = []
+
+    def record(params, **_):
+        sizes.append(len(params["Delete"]["Objects"]))
+
+    log = Recorder()
+    s3.meta.events.register("provide-client-params.s3.DeleteObjects", record)
+    try:
+        deleted = CommitStore(s3, target, log).cleanup_orphans({live_run_id()})
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.DeleteObjects", record)
+
+    assert sizes == [3]
+    assert deleted == orphans and keys(s3, bucket, target.data_prefix) == set()  # listed in key order
+    assert log.events == [("info", "orphan_part_deleted", {"key": k, "run_id": run_id}) for k in orphans]
