@@ -6,6 +6,7 @@ mutant that blanks or rewrites one is a gap, not noise.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -203,3 +204,296 @@ def test_cleanup_deletes_orphans_in_one_request_and_logs_each_part(s3, bucket):
     assert sizes == [3]
     assert deleted == orphans and keys(s3, bucket, target.data_prefix) == set()  # listed in key order
     assert log.events == [("info", "orphan_part_deleted", {"key": k, "run_id": run_id}) for k in orphans]
+
+
+def _manifest_of(target, run_id: str, records, tracker, **extra):
+    from cosmos_export.commit import Manifest
+    from cosmos_export.schema import next_schema
+
+    now = datetime.now(timezone.utc)
+    return Manifest(
+        run_id=run_id,
+        mode="snapshot",
+        account=target.account,
+        database=target.database,
+        container=target.container,
+        started_at=now,
+        finished_at=now,
+        parts=records,
+        continuations={'{"r":0}': "c"},
+        schema_previous=None,
+        schema=next_schema(None, tracker),
+        **extra,
+    )
+
+
+def _stored(s3, bucket: str, key: str) -> tuple[bytes, str]:
+    got = s3.get_object(Bucket=bucket, Key=key)
+    return got["Body"].read(), got["ContentType"]
+
+
+def test_commit_and_roll_forward_store_json_and_log_their_events(s3, bucket):
+    # CommitStore.commit 15, 20, 21, 59-74 (content type, run_committed); _put_checkpoint 12, 23, 28, 35, 41,
+    # 42, 46, 50, 51 (newest_ts, committed_at in UTC, content type of both writes); load 30-41
+    # (checkpoint_roll_forward); _dump 2, 4, 6 (the stored documents use the aliases: "schema").
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    log = Recorder()
+    from cosmos_export.commit import CommitStore
+
+    store = CommitStore(s3, target, log)
+    run1, records1, tracker1 = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}, {"id": "b"}])
+    first = store.commit(store.load(), _manifest_of(target, run1, records1, tracker1, newest_ts=1700000000))
+    manifest_key = layout.manifest_key(target, 1)
+    assert log.events == [
+        (
+            "info",
+            "run_committed",
+            {
+                "sequence": 1,
+                "run_id": run1,
+                "manifest_key": manifest_key,
+                "documents": 2,
+                "bytes": sum(r.bytes for r in records1),
+                "parts": 1,
+            },
+        )
+    ]
+    body, content_type = _stored(s3, bucket, manifest_key)
+    assert content_type == "application/json" and '"schema"' in body.decode() and '"schema_"' not in body.decode()
+    body, content_type = _stored(s3, bucket, layout.checkpoint_key(target))
+    stored = json.loads(body)
+    assert content_type == "application/json" and "schema" in stored and stored["newest_ts"] == 1700000000
+    assert datetime.fromisoformat(stored["committed_at"]).utcoffset() == timedelta(0)
+    assert first.newest_ts == 1700000000
+
+    # A run that wrote manifest 2 and died before moving the checkpoint: the next load rolls forward.
+    run2, records2, tracker2 = write_run(s3, target, datetime.now(timezone.utc), [{"id": "c"}])
+    crashed = _manifest_of(target, run2, records2, tracker2, newest_ts=1700000100).model_copy(update={"sequence": 2})
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key(target, 2), Body=crashed.model_dump_json(by_alias=True))
+    log.events.clear()
+    loaded = store.load()
+    assert log.events == [
+        (
+            "warning",
+            "checkpoint_roll_forward",
+            {
+                "sequence": 2,
+                "run_id": run2,
+                "reason": "a previous run committed its manifest but stopped before moving the checkpoint",
+            },
+        )
+    ]
+    assert loaded.checkpoint is not None and loaded.checkpoint.newest_ts == 1700000100
+    body, content_type = _stored(s3, bucket, layout.checkpoint_key(target))
+    assert content_type == "application/json" and json.loads(body)["manifest_key"] == layout.manifest_key(target, 2)
+
+
+def test_a_retried_manifest_put_that_finds_our_own_manifest_logs_it(s3, bucket):
+    # CommitStore.commit 34-46 (manifest_already_written and its fields)
+    from cosmos_export.commit import CommitStore, _dump
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    log = Recorder()
+    store = CommitStore(s3, target, log)
+    loaded = store.load()
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    manifest = _manifest_of(target, run_id, records, tracker)
+    # What the first, applied attempt left behind before its response was lost.
+    s3.put_object(
+        Bucket=bucket, Key=layout.manifest_key(target, 1), Body=_dump(manifest.model_copy(update={"sequence": 1}))
+    )
+    assert store.commit(loaded, manifest).sequence == 1
+    assert log.events[0] == (
+        "warning",
+        "manifest_already_written",
+        {
+            "sequence": 1,
+            "run_id": run_id,
+            "reason": "the manifest PUT was applied but its response was lost; the retry saw our own manifest",
+        },
+    )
+
+
+class RollsForwardFirst:
+    """The real client; just before the first conditional checkpoint PUT, another worker's load() runs.
+
+    That load rolls the checkpoint forward to the manifest just written, so this PUT loses (412): the race of
+    two workers moving the same checkpoint, made deterministic.
+    """
+
+    def __init__(self, real, target) -> None:
+        self._real, self._target, self.raced = real, target, False
+
+    def __getattr__(self, name):
+        method = getattr(self._real, name)
+        if name != "put_object":
+            return method
+
+        def put_object(**kwargs):
+            if kwargs["Key"] == layout.checkpoint_key(self._target) and not self.raced:
+                from cosmos_export.commit import CommitStore
+
+                self.raced = True
+                CommitStore(self._real, self._target).load()
+            return method(**kwargs)
+
+        return put_object
+
+
+def test_commit_whose_checkpoint_put_loses_to_a_roll_forward_returns_that_checkpoint(s3, bucket):
+    # CommitStore.commit 52, 53, 54, 56, 57, 58 (the checkpoint PUT lost to someone rolling forward to our
+    # manifest: committed all the same)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    racing = RollsForwardFirst(s3, target)
+    store = CommitStore(racing, target)
+    loaded = store.load()
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    checkpoint = store.commit(loaded, _manifest_of(target, run_id, records, tracker))
+    assert racing.raced and (checkpoint.sequence, checkpoint.run_id) == (1, run_id)
+    assert json.loads(_stored(s3, bucket, layout.checkpoint_key(target))[0])["run_id"] == run_id
+
+
+def test_two_loads_rolling_forward_at_once_both_end_at_the_manifest(s3, bucket):
+    # CommitStore.load 46, 47 (a roll-forward PUT that loses the race is not an error: re-read)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    manifest = _manifest_of(target, run_id, records, tracker).model_copy(update={"sequence": 1})
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key(target, 1), Body=manifest.model_dump_json(by_alias=True))
+    racing = RollsForwardFirst(s3, target)
+    loaded = CommitStore(racing, target).load()
+    assert racing.raced and loaded.checkpoint is not None and loaded.checkpoint.run_id == run_id
+    assert loaded.next_sequence == 2
+
+
+def test_a_manifest_for_another_container_is_refused_with_the_fix(s3, bucket):
+    # CommitStore.commit 3 (the message)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    manifest = _manifest_of(target_of(bucket, "customers"), run_id, records, tracker)
+    store = CommitStore(s3, target)
+    with pytest.raises(ValueError) as err:
+        store.commit(store.load(), manifest)
+    assert str(err.value) == (
+        "manifest is for acct/db/customers, this store is for acct/db/orders: "
+        "build the manifest from the same ExportTarget"
+    )
+
+
+def test_a_lost_race_says_which_sequence_and_which_run(s3, bucket):
+    # CommitStore.commit 29-33 (the ConcurrentRunError message)
+    from cosmos_export.commit import CommitStore, ConcurrentRunError
+    from tests.runtime.test_safety_paths import commit_run, target_of, write_run
+
+    target = target_of(bucket)
+    store = CommitStore(s3, target)
+    loaded = store.load()
+    commit_run(s3, target, datetime.now(timezone.utc) - timedelta(hours=1), [{"id": "winner"}])
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "loser"}])
+    with pytest.raises(ConcurrentRunError) as err:
+        store.commit(loaded, _manifest_of(target, run_id, records, tracker))
+    assert str(err.value) == (
+        f"another export run committed sequence 1 for acct/db/orders first; run {run_id}'s parts are left "
+        f"uncommitted and will be cleaned up; rerun to export the remaining changes"
+    )
+
+
+def test_container_definition_keeps_the_restore_relevant_fields_of_a_container_read():
+    # ContainerDefinition.of 1-27 and to_cosmos 1-7: reached otherwise only by the restore tests (not in the
+    # fast selection). Cosmos's own JSON in, the same JSON out, unknown fields left out.
+    from cosmos_export.commit import ContainerDefinition
+
+    indexing = {"indexingMode": "consistent", "includedPaths": [{"path": "/*"}], "excludedPaths": []}
+    unique = {"uniqueKeys": [{"paths": ["/email"]}]}
+    properties = {
+        "id": "orders",
+        "_rid": "x",
+        "_etag": '"0"',
+        "partitionKey": {"paths": ["/tenant"], "kind": "Hash", "version": 2, "systemKey": False, "extra": 1},
+        "indexingPolicy": indexing,
+        "defaultTtl": -1,
+        "uniqueKeyPolicy": unique,
+        "conflictResolutionPolicy": {"mode": "LastWriterWins"},
+    }
+    definition = ContainerDefinition.of(properties)
+    assert definition.to_cosmos() == {
+        "partitionKey": {"paths": ["/tenant"], "kind": "Hash", "version": 2, "systemKey": False},
+        "indexingPolicy": indexing,
+        "defaultTtl": -1,
+        "uniqueKeyPolicy": unique,
+    }
+    # A container read without the optional policies: nothing invented, None fields left out.
+    assert ContainerDefinition.of({"id": "c", "partitionKey": {"paths": ["/pk"]}}).to_cosmos() == {
+        "partitionKey": {"paths": ["/pk"], "kind": "Hash"}
+    }
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"[]", "is not a valid checkpoint (<root>: Input should be a valid dictionary or instance of Checkpoint)"),
+        (
+            b"{}",
+            "is not a valid checkpoint (account: Field required; database: Field required; container: Field "
+            "required; sequence: Field required; run_id: Field required)",
+        ),
+        (b"\xff", "is not valid JSON ("),
+    ],
+)
+def test_a_bad_checkpoint_message_names_the_object_and_the_first_five_problems(s3, bucket, body, message):
+    # CommitStore._parse 1-33 (the messages: `<root>` for the document itself, at most 5 problems, "; "
+    # between them) and load 18, 24, 25 (the document is called a checkpoint)
+    from cosmos_export.commit import CheckpointError, CommitStore
+    from tests.runtime.test_safety_paths import target_of
+
+    target = target_of(bucket)
+    key = layout.checkpoint_key(target)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    with pytest.raises(CheckpointError) as err:
+        CommitStore(s3, target).load()
+    text = str(err.value)
+    assert text.startswith(f"checkpoint s3://{bucket}/{key} {message}"), text
+    assert text.endswith(
+        "; it was left unchanged: restore a previous version of it from the bucket's version history, "
+        "or move it aside to start a new snapshot"
+    )
+
+
+def test_a_bad_manifest_message_names_the_manifest_and_the_nested_field(s3, bucket):
+    # CommitStore._parse 21 (nested locations joined with "."), _manifest 13, 19, 20 (called a manifest)
+    from cosmos_export.commit import CheckpointError, CommitStore
+    from tests.runtime.test_safety_paths import target_of, write_run
+
+    target = target_of(bucket)
+    run_id, records, tracker = write_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    document = json.loads(_manifest_of(target, run_id, records, tracker).model_dump_json(by_alias=True))
+    document["sequence"] = 1
+    document["parts"][0]["sha256"] = "not-a-digest"
+    key = layout.manifest_key(target, 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(document).encode())
+    with pytest.raises(CheckpointError) as err:
+        CommitStore(s3, target).load()
+    assert str(err.value).startswith(f"manifest s3://{bucket}/{key} is not a valid manifest (parts.0.sha256: ")
+
+
+def test_stray_json_objects_under_manifests_are_skipped(s3, bucket):
+    # committed_manifests 14, 19 (only `<digits>.json` names are manifests; anything else is skipped)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import commit_run, target_of
+
+    target = target_of(bucket)
+    run_id, _, _ = commit_run(s3, target, datetime.now(timezone.utc), [{"id": "a"}])
+    for stray in ("notes.json", "0000000001x.json"):
+        s3.put_object(Bucket=bucket, Key=f"{target.manifests_prefix}{stray}", Body=b"{}")
+    assert [m.run_id for m in CommitStore(s3, target).committed_manifests()] == [run_id]
