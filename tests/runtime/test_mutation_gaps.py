@@ -222,7 +222,7 @@ def _manifest_of(target, run_id: str, records, tracker, **extra):
         parts=records,
         continuations={'{"r":0}': "c"},
         schema_previous=None,
-        schema=next_schema(None, tracker),
+        schema_=next_schema(None, tracker),
         **extra,
     )
 
