@@ -497,3 +497,101 @@ def test_stray_json_objects_under_manifests_are_skipped(s3, bucket):
     for stray in ("notes.json", "0000000001x.json"):
         s3.put_object(Bucket=bucket, Key=f"{target.manifests_prefix}{stray}", Body=b"{}")
     assert [m.run_id for m in CommitStore(s3, target).committed_manifests()] == [run_id]
+
+
+# --- settings.py: the environment the Pulumi program writes, and how bad values are shown -----------
+
+
+def test_environment_renders_each_kind_of_value_as_the_worker_reads_it(env):
+    # settings.environment 1-29 (reached only by the Pulumi program's tests, not the fast selection)
+    from cosmos_export.settings import environment
+
+    marker = object()  # anything else (a Pulumi output) is passed through untouched
+    rendered = environment(
+        prefix=None,
+        cosmos_containers=("orders", "customers"),
+        restore_targets=["orders=orders-drill", "customers=c2"],
+        cosmos_tls_verify=False,
+        current_state=True,
+        concurrency=8,
+        max_ru_per_second=12.5,
+        bucket="acme-exports",
+        stack=marker,
+    )
+    assert rendered == {
+        Env.COSMOS_CONTAINERS: "orders,customers",
+        Env.RESTORE_TARGETS: "orders=orders-drill,customers=c2",
+        Env.COSMOS_TLS_VERIFY: "false",
+        Env.CURRENT_STATE: "true",
+        Env.CONCURRENCY: "8",
+        Env.MAX_RU_PER_SECOND: "12.5",
+        Env.BUCKET: "acme-exports",
+        Env.STACK: marker,
+    }
+    for name, value in rendered.items():
+        if value is not marker:
+            env.setenv(name, value)
+    settings = load_settings()  # what the program writes, the worker reads back
+    assert settings.cosmos_containers == ("orders", "customers") and settings.cosmos_tls_verify is False
+    assert settings.restore_target_for("customers") == "c2" and settings.max_ru_per_second == 12.5
+    with pytest.raises(ValueError) as err:
+        environment(bucket="b", nope=1, also_bad=2)
+    assert str(err.value) == "not worker settings: also_bad, nope; add the field to WorkerSettings first"
+
+
+def test_shown_values_are_quoted_text_and_unset_says_so():
+    # settings._shown 1-12
+    from cosmos_export.settings import _shown
+
+    assert _shown(None) == "(unset)"
+    assert _shown(("a", "b")) == "'a,b'" and _shown(["x", 2]) == "'x,2'"
+    assert _shown(5) == "'5'" and _shown("v") == "'v'"
+
+
+def test_fix_for_is_the_fields_own_fix():
+    # settings.fix_for 1, 2, 4-6, 8-10
+    from cosmos_export.settings import fix_for
+
+    assert fix_for("bucket") == "set it to the export bucket name (stack output bucketName)"
+
+
+def test_unknown_overrides_are_named_sorted(env):
+    # settings.load_settings 8-10
+    with pytest.raises(SettingsError) as err:
+        load_settings(zeta=1, alpha=2, concurrency=None)
+    assert err.value.problems == ["unknown setting(s) alpha, zeta"]
+
+
+def test_cross_field_problems_are_joined_in_the_validation_error(env):
+    # settings._CrossFieldError 2-5 (the text pydantic shows when WorkerSettings is built directly)
+    from pydantic import ValidationError
+
+    from cosmos_export.settings import WorkerSettings
+
+    env.delenv(Env.AZURE_TENANT_ID)
+    env.delenv(Env.AZURE_CLIENT_ID)
+    with pytest.raises(ValidationError) as err:
+        WorkerSettings()
+    assert (
+        "is required in workload identity mode; set it to the Entra tenant id (stack output azureTenantId); "
+        "is required in workload identity mode; set it to the Entra application's client id"
+    ) in str(err.value)
+
+
+def test_a_missing_required_variable_is_unset_and_required(env):
+    # settings._describe 38-58 (a missing variable: no value shown, "is required", its fix)
+    env.delenv(Env.BUCKET)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert err.value.problems == [
+        "EXPORT_BUCKET=(unset): is required; set it to the export bucket name (stack output bucketName)"
+    ]
+
+
+def test_a_type_error_message_starts_lowercase_and_shows_the_override(env):
+    # settings._describe 70-78 (pydantic's message, first letter lowered) and 41-44 (an override's value)
+    with pytest.raises(SettingsError) as err:
+        load_settings(concurrency="many")
+    assert err.value.problems == [
+        "EXPORT_CONCURRENCY='many': input should be a valid integer, unable to parse string as an integer; use 1..64"
+    ]
