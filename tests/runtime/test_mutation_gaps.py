@@ -595,3 +595,13 @@ def test_a_type_error_message_starts_lowercase_and_shows_the_override(env):
     assert err.value.problems == [
         "EXPORT_CONCURRENCY='many': input should be a valid integer, unable to parse string as an integer; use 1..64"
     ]
+
+
+def test_a_required_variable_set_to_empty_text_counts_as_unset(env):
+    # settings._describe 40, 49, 50 (env_ignore_empty: "" is missing, and shown as unset, not as '')
+    env.setenv(Env.BUCKET, "")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert err.value.problems == [
+        "EXPORT_BUCKET=(unset): is required; set it to the export bucket name (stack output bucketName)"
+    ]
