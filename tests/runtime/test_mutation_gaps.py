@@ -171,6 +171,15 @@ def test_cleanup_keeps_an_orphan_upload_initiated_exactly_at_the_cutoff(s3, buck
     assert uploads(s3, bucket) == set()
 
 
+def test_cleanup_without_a_run_to_keep_is_refused_with_the_fix(s3, bucket):
+    # cleanup_orphans 5 (the message wrapped in "XX": a substring match does not see it)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import target_of
+
+    with pytest.raises(ValueError, match="^keep_run_ids is empty: pass at least the current run's id$"):
+        CommitStore(s3, target_of(bucket)).cleanup_orphans(set())
+
+
 def test_cleanup_deletes_orphans_in_one_request_and_logs_each_part(s3, bucket):
     # cleanup_orphans mutant 28 (`len(batch) == 1000` -> `!=`: one DeleteObjects per key) and 46-54 (the
     # orphan_part_deleted event and its fields). The 1000-key limit itself (mutants 29-33) needs 1001
