@@ -215,6 +215,42 @@ def test_cleanup_deletes_orphans_in_one_request_and_logs_each_part(s3, bucket):
     assert log.events == [("info", "orphan_part_deleted", {"key": k, "run_id": run_id}) for k in orphans]
 
 
+class RefusesOneKey:
+    """The real client, except that DeleteObjects leaves `key` in place and reports it in `Errors`, as S3 does
+    for a key the caller may not delete (moto never reports a per-key error)."""
+
+    def __init__(self, real, key: str) -> None:
+        self._real, self._key = real, key
+
+    def __getattr__(self, name):
+        method = getattr(self._real, name)
+        if name != "delete_objects":
+            return method
+
+        def delete_objects(*, Delete, **kwargs):
+            rest = [o for o in Delete["Objects"] if o["Key"] != self._key]
+            response = method(Delete={**Delete, "Objects": rest}, **kwargs) if rest else {}
+            error = {"Key": self._key, "Code": "AccessDenied", "Message": "Access Denied"}
+            return {**response, "Errors": [*response.get("Errors", []), error]}
+
+        return delete_objects
+
+
+def test_a_part_s3_refuses_to_delete_stops_cleanup_naming_it(s3, bucket):
+    # _delete_orphans 3, 4, 5 (the first refused key, its code and message, in the error)
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import live_run_id, target_of
+
+    target = target_of(bucket)
+    started = datetime.now(timezone.utc) - timedelta(hours=2)
+    keys = [orphan_key(target, started, n) for n in (1, 2)]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    with pytest.raises(RuntimeError) as err:
+        CommitStore(RefusesOneKey(s3, keys[0]), target).cleanup_orphans({live_run_id()})
+    assert str(err.value) == f"deleting orphan part {keys[0]} failed: AccessDenied Access Denied"
+
+
 def _manifest_of(target, run_id: str, records, tracker, **extra):
     from cosmos_export.commit import Manifest
     from cosmos_export.schema import next_schema
