@@ -56,6 +56,22 @@ def _settings(**flags: Any) -> WorkerSettings:
 
 
 @contextlib.contextmanager
+def _materialize_errors(log: Any) -> Iterator[None]:
+    """A corrupt part fails (exit 1); a refusal (no committed state, unknown sequence, ...) exits 2, and
+    either way nothing was written: one rule for materialize's JSON Lines and Parquet outputs."""
+    from cosmos_export import materialize as mat
+
+    try:
+        yield
+    except mat.CorruptPartError as e:
+        log.error("materialize_failed", reason=str(e))
+        _fail(str(e))
+    except mat.MaterializeError as e:
+        log.error("materialize_refused", reason=str(e))
+        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
+
+
+@contextlib.contextmanager
 def _stop_on_signals() -> Iterator[tuple[threading.Event, list[str]]]:
     """SIGTERM/SIGINT set the event (the work stops at its next safe point; ECS gives 30 s by default) and
     append the signal's name to the list; the previous handlers come back afterwards."""
@@ -326,7 +342,7 @@ def materialize(
     if to is None:
         _fail("--to is required with --format jsonl: give a path, an s3:// key or a folder", EXIT_SETTINGS)
         raise AssertionError("unreachable")
-    try:
+    with _materialize_errors(log):
         dest = mat.destination(to, container)
         report = mat.materialize_to(
             s3_client(settings, identity.aws_session(settings)),
@@ -336,12 +352,6 @@ def materialize(
             as_of=when,
             keep_system_properties=keep_system_properties,
         )
-    except mat.CorruptPartError as e:
-        log.error("materialize_failed", reason=str(e))
-        _fail(str(e))
-    except mat.MaterializeError as e:
-        log.error("materialize_refused", reason=str(e))
-        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {dest.url} ({report.documents} document(s)); report {dest.report_url}")
@@ -361,11 +371,10 @@ def _materialize_parquet(
     settings: WorkerSettings, target: Any, to: str | None, sequence: Any, when: Any, log: Any
 ) -> None:
     from cosmos_export import identity, tables
-    from cosmos_export import materialize as mat
     from cosmos_export.export import s3_client
 
     s3 = s3_client(settings, identity.aws_session(settings))
-    try:
+    with _materialize_errors(log):
         if to is None:
             if sequence is not None or when is not None:
                 _fail(
@@ -381,12 +390,6 @@ def _materialize_parquet(
             )
             return
         report, files = tables.materialize_parquet(s3, target, to, sequence=sequence, as_of=when)
-    except mat.CorruptPartError as e:
-        log.error("materialize_failed", reason=str(e))
-        _fail(str(e))
-    except mat.MaterializeError as e:
-        log.error("materialize_refused", reason=str(e))
-        _fail(f"refused, nothing was written: {e}", EXIT_SETTINGS)
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {len(files)} Parquet file(s) ({report.documents} document(s)): {', '.join(files)}")
