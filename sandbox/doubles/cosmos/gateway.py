@@ -810,16 +810,7 @@ class CosmosGatewayHandler(DoubleHandler):
         return 200, json.dumps(payload).encode(), {}
 
     def _database(self, database: Database):
-        payload = {
-            "id": database.id,
-            "_rid": database.rid,
-            "_self": f"dbs/{database.rid}/",
-            "_etag": f'"{database.rid}"',
-            "_colls": "colls/",
-            "_users": "users/",
-            "_ts": database.created_ts,
-        }
-        return 200, json.dumps(payload).encode(), {}
+        return 200, json.dumps(management.database_resource(database)).encode(), {}
 
     def _container(self, container: Container):
         payload = {
