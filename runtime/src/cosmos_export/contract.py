@@ -100,6 +100,37 @@ SNAPSHOT_SOURCES: Final = get_args(SnapshotSource)
 LOG_LEVELS: Final = get_args(LogLevel)
 
 
+# --- Fan-out over feed ranges (issue 15) -------------------------------------
+#
+# The Step Functions state machine (components/fan_out.py) runs exactly these three worker
+# commands, one per state: the plan, one shard per Map item, the commit. The worker's CLI parses
+# them (tests/runtime check every one), so a state cannot drift from a command.
+
+#: Shards are numbered 1..N: `--shard K/N`.
+FAN_OUT_SHARD_FORMAT: Final = "{shard}/{shards}"
+
+
+def fan_out_plan_command(mode: str, shards: int | str, execution: str) -> list[str]:
+    """Plans one run of every configured container over at most `shards` shards; writes the plan document
+    (`fan_out_plan_key`): {"run_id": "<one run id for every container>", "shards": [1, 2, ...]}."""
+    return ["plan", "--mode", mode, "--shards", str(shards), "--execution", execution]
+
+
+def fan_out_shard_command(run_id: str, shard: int | str, shards: int | str) -> list[str]:
+    """Exports shard K of N of the planned run: its parts and its shard result, never a commit."""
+    return ["run", "--run", run_id, "--shard", FAN_OUT_SHARD_FORMAT.format(shard=shard, shards=shards)]
+
+
+def fan_out_commit_command(run_id: str) -> list[str]:
+    """Checks every shard's result and parts, then commits one manifest and the checkpoint per container."""
+    return ["commit", "--run", run_id]
+
+
+def fan_out_plan_key(prefix: str, execution: str) -> str:
+    """Where `plan` writes the plan document the state machine reads (S3 key in the export bucket)."""
+    return "/".join(p for p in (prefix.strip("/"), "fan-out", f"{execution}.json") if p)
+
+
 @dataclass(frozen=True)
 class Bound:
     """An inclusive integer range; str() is how both halves print it ("1..64")."""
