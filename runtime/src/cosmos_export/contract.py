@@ -102,9 +102,9 @@ LOG_LEVELS: Final = get_args(LogLevel)
 
 # --- Fan-out over feed ranges (issue 15) -------------------------------------
 #
-# The Step Functions state machine (components/fan_out.py) runs exactly these three worker
-# commands, one per state: the plan, one shard per Map item, the commit. The worker's CLI parses
-# them (tests/runtime check every one), so a state cannot drift from a command.
+# The three worker commands a fan-out state machine runs, one per state: the plan, one shard per
+# Map item, the commit. Not built on main yet (issue 15 is open): the state machine and the CLI are
+# both to be built from these functions, so a state cannot drift from a command.
 
 #: Shards are numbered 1..N: `--shard K/N`.
 FAN_OUT_SHARD_FORMAT: Final = "{shard}/{shards}"
