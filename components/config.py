@@ -25,6 +25,7 @@ from cosmos_export import contract
 from . import naming
 from .alerting_config import AlertingConfig
 from .analytics_config import AnalyticsConfig
+from .fan_out_config import FanOutConfig
 from .operators_config import OperatorsConfig
 
 PROJECT = "cosmos-s3-export"
@@ -486,6 +487,9 @@ class ScheduleConfig(_Section):
     schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
     #: Periodic full snapshots beside the incremental schedule (bounds stale deletes in LatestVersion mode).
     snapshot_schedule: str | None = None
+    #: Its own model (components/fan_out_config.py): the schedule starts a Step Functions state machine
+    #: that runs the export as plan, N shards, commit; None (the default): the single export task.
+    fan_out: FanOutConfig | None = None
 
     @field_validator("schedule", "snapshot_schedule")
     @classmethod
