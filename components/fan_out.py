@@ -167,8 +167,8 @@ def definition(*, config: FanOutConfig, target: EcsTarget, bucket: str, prefix: 
         "Next": "Commit",
     }
     if config.distributed:
+        # ToleratedFailurePercentage stays at its default, 0: one failed shard fails the run (commit needs all).
         shards["Label"] = "Shards"
-        shards["ToleratedFailurePercentage"] = 0  # one failed shard fails the run: commit needs every shard
     return {
         "Comment": f"cosmos-export fan-out: plan, at most {n} shards, commit (components/fan_out.py)",
         "TimeoutSeconds": config.timeout_hours * 3600,
