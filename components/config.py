@@ -25,6 +25,7 @@ from cosmos_export import contract
 from . import naming
 from .alerting_config import AlertingConfig
 from .analytics_config import AnalyticsConfig
+from .fan_out_config import RESERVED as FAN_OUT_RESERVED
 from .fan_out_config import FanOutConfig
 from .operators_config import OperatorsConfig
 
@@ -661,6 +662,16 @@ class StackConfig(BaseModel):
                     self.schedule.snapshot_schedule,
                     "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
                     "unset snapshotSchedule or use exportMode 'incremental'",
+                )
+            )
+        if self.schedule.fan_out is not None and (bad := set(self.bucket.export_prefix) & set(FAN_OUT_RESERVED)):
+            problems.append(
+                (
+                    "exportPrefix",
+                    self.bucket.export_prefix,
+                    f"contains {''.join(sorted(bad))!r}, which the fan-out state machine would have to escape in "
+                    "its plan key's intrinsic string (an escape no local interpreter checks); "
+                    "rename the prefix or unset fanOut",
                 )
             )
         problems += self.alerting.problems(

@@ -26,6 +26,10 @@ MAX_SHARDS = 1000
 #: inline stops being able to run every shard at once.
 INLINE_MAP_MAX_SHARDS = 40
 MAX_TIMEOUT_HOURS = 24 * 30
+#: Characters an intrinsic function's string literal must escape (' { } \\). The export prefix is the one
+#: configured text inside one (the plan key); AWS documents the backslash escape, but moto's interpreter
+#: (the only one here) does not parse it, so a fan-out stack's prefix may not contain them.
+RESERVED = "'{}\\"
 
 
 class FanOutConfig(BaseModel):
