@@ -13,6 +13,9 @@ What alarms (each publishes to one KMS-encrypted SNS topic):
   while an idle container is perfectly current, and which a failing run never emits.)
 - ``{name}-drill-failed-{container}``: a restore drill reported failure (``DrillFailed`` = 1, emitted by
   `cosmos-export drill`).
+- ``{name}-fan-out-{failed|timed-out|aborted}`` (with ``fanOut`` only): an execution of the fan-out state
+  machine failed, timed out or was aborted (AWS/States ExecutionsFailed, ExecutionsTimedOut,
+  ExecutionsAborted). Its ECS tasks are the export family, so the task-failed rule sees them too.
 
 Policy documents and the event pattern are pure functions, tested without mocks.
 """
@@ -151,6 +154,7 @@ def alarm_specs(
     backup_window_alarm_minutes: int,
     backup_window_days: int,
     dlq_name: Any,
+    state_machine_arn: str | None = None,
 ) -> list[AlarmSpec]:
     specs: list[AlarmSpec] = []
     for container in containers:
@@ -227,6 +231,28 @@ def alarm_specs(
             "notBreaching",
         )
     )
+    if state_machine_arn is not None:
+        for suffix, metric, what in (
+            ("failed", "ExecutionsFailed", "failed"),
+            ("timed-out", "ExecutionsTimedOut", "timed out (fanOut.timeoutHours)"),
+            ("aborted", "ExecutionsAborted", "was aborted"),
+        ):
+            specs.append(
+                AlarmSpec(
+                    f"{name}-fan-out-{suffix}",
+                    f"{stack}: a fan-out export execution {what}; nothing of that run was committed. Its "
+                    f"execution history names the failed state (Plan, ReadPlan, Shards or Commit).",
+                    "AWS/States",
+                    metric,
+                    {"StateMachineArn": state_machine_arn},
+                    "Sum",
+                    300,
+                    1,
+                    0,
+                    "GreaterThanThreshold",
+                    "notBreaching",
+                )
+            )
     return specs
 
 
@@ -317,6 +343,8 @@ class AlertingArgs:
     backup_window_alarm_minutes: int
     alert_emails: list[str] = field(default_factory=list)
     alert_https_endpoints: list[str] = field(default_factory=list)
+    #: With `fanOut`: the state machine whose failed, timed-out and aborted executions alarm.
+    state_machine_arn: str | None = None
 
 
 class Alerting(pulumi.ComponentResource):
@@ -377,6 +405,7 @@ class Alerting(pulumi.ComponentResource):
             backup_window_alarm_minutes=a.backup_window_alarm_minutes,
             backup_window_days=a.backup_window_days,
             dlq_name=a.dlq_name,
+            state_machine_arn=a.state_machine_arn,
         ):
             alarms.append(
                 aws.cloudwatch.MetricAlarm(

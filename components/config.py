@@ -25,6 +25,8 @@ from cosmos_export import contract
 from . import naming
 from .alerting_config import AlertingConfig
 from .analytics_config import AnalyticsConfig
+from .fan_out_config import RESERVED as FAN_OUT_RESERVED
+from .fan_out_config import FanOutConfig
 from .operators_config import OperatorsConfig
 
 PROJECT = "cosmos-s3-export"
@@ -486,6 +488,9 @@ class ScheduleConfig(_Section):
     schedule_max_event_age_seconds: int = Field(default=3600, ge=60, le=86400)
     #: Periodic full snapshots beside the incremental schedule (bounds stale deletes in LatestVersion mode).
     snapshot_schedule: str | None = None
+    #: Its own model (components/fan_out_config.py): the schedule starts a Step Functions state machine
+    #: that runs the export as plan, N shards, commit; None (the default): the single export task.
+    fan_out: FanOutConfig | None = None
 
     @field_validator("schedule", "snapshot_schedule")
     @classmethod
@@ -657,6 +662,16 @@ class StackConfig(BaseModel):
                     self.schedule.snapshot_schedule,
                     "exportMode is 'snapshot', so every scheduled run is already a full snapshot; "
                     "unset snapshotSchedule or use exportMode 'incremental'",
+                )
+            )
+        if self.schedule.fan_out is not None and (bad := set(self.bucket.export_prefix) & set(FAN_OUT_RESERVED)):
+            problems.append(
+                (
+                    "exportPrefix",
+                    self.bucket.export_prefix,
+                    f"contains {''.join(sorted(bad))!r}, which the fan-out state machine would have to escape in "
+                    "its plan key's intrinsic string (an escape no local interpreter checks); "
+                    "rename the prefix or unset fanOut",
                 )
             )
         problems += self.alerting.problems(

@@ -221,6 +221,114 @@ def scheduler_role_policy(
     )
 
 
+def scheduler_fan_out_policy(*, state_machine_arn: str, dlq_arn: str) -> Doc:
+    """With `fanOut`: the scheduler starts this state machine only (the machine runs the tasks, not it)."""
+    return _doc(
+        {"Sid": "StartFanOut", "Effect": "Allow", "Action": "states:StartExecution", "Resource": state_machine_arn},
+        {"Sid": "DeadLetters", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": dlq_arn},
+    )
+
+
+def states_trust_policy(account_id: str, region: str, state_machine_arn: str) -> Doc:
+    """Only this state machine (and its Distributed Map's child executions) of this account."""
+    return _doc(
+        {
+            "Sid": "ThisStateMachine",
+            "Effect": "Allow",
+            "Principal": {"Service": "states.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": [state_machine_arn, f"{state_machine_arn}/*"]},
+            },
+        }
+    )
+
+
+#: The EventBridge rule Step Functions manages in the account to learn when a `.sync` ECS task stops
+#: (Step Functions developer guide, "IAM policies for Amazon ECS/AWS Fargate").
+ECS_SYNC_RULE = "StepFunctionsGetEventsForECSTaskRule"
+
+
+def fan_out_role_policy(
+    *,
+    region: str,
+    account_id: str,
+    family_arn: str,
+    cluster_arn: str,
+    cluster_name: str,
+    pass_role_arns: list[str],
+    bucket: str,
+    prefix: str,
+    kms_key_arn: str,
+    state_machine_arn: str,
+    distributed: bool,
+) -> Doc:
+    """The state machine's role: run this one task family in this cluster (any revision), pass exactly its
+    two roles, watch and stop the tasks it starts, read the plan documents, and (Distributed Map) run its own
+    child executions. Nothing else: no other family, no data in the bucket beyond the plans."""
+    statements: list[Doc] = [
+        {
+            "Sid": "RunWorkerTask",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": [family_arn, f"{family_arn}:*"],
+            "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
+        },
+        {
+            # `.sync` polls and, when the execution stops, stops the task: only tasks of this cluster.
+            "Sid": "WatchWorkerTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Resource": f"arn:aws:ecs:{region}:{account_id}:task/{cluster_name}/*",
+            "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
+        },
+        {
+            "Sid": "PassWorkerRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": sorted(pass_role_arns),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+        {
+            "Sid": "EcsTaskStateEvents",
+            "Effect": "Allow",
+            "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            "Resource": f"arn:aws:events:{region}:{account_id}:rule/{ECS_SYNC_RULE}",
+        },
+        {
+            "Sid": "ReadFanOutPlans",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/{contract.fan_out_plan_key(prefix, '*')}",
+        },
+        {
+            "Sid": "ExportKeyThroughS3Only",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": kms_key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+    ]
+    if distributed:
+        name = state_machine_arn.rsplit(":", 1)[1]
+        statements += [
+            {
+                "Sid": "StartOwnChildExecutions",
+                "Effect": "Allow",
+                "Action": "states:StartExecution",
+                "Resource": state_machine_arn,
+            },
+            {
+                "Sid": "WatchOwnChildExecutions",
+                "Effect": "Allow",
+                "Action": ["states:DescribeExecution", "states:StopExecution"],
+                "Resource": f"arn:aws:states:{region}:{account_id}:execution:{name}/*",
+            },
+        ]
+    return _doc(*statements)
+
+
 def _account_root(role_arn: str) -> str:
     partition, account = role_arn.split(":")[1], role_arn.split(":")[4]
     return f"arn:{partition}:iam::{account}:root"

@@ -11,7 +11,7 @@ import pulumi_azure_native.cosmosdb as cosmosdb
 from cosmos_export import contract, settings
 from cosmos_export.contract import Output
 
-from . import naming, policies
+from . import fan_out, naming, policies
 from .alerting import Alerting, AlertingArgs
 from .analytics import ANALYST_ROLE_KIND, Analytics, AnalyticsArgs, table_read_prefixes
 from .analytics_config import RESULTS_PREFIX
@@ -24,7 +24,7 @@ from .operators import Operators, OperatorsArgs
 from .operators_config import actions_of
 from .restore_targets import RestoreTargets, RestoreTargetsArgs
 from .task_role import TaskRole, TaskRoleArgs
-from .worker_service import RestoreTaskArgs, WorkerService
+from .worker_service import ExportLocation, RestoreTaskArgs, WorkerService
 
 
 def read_config() -> StackConfig:
@@ -95,6 +95,9 @@ def export_access(
     status_readers = tuple(
         naming.role_arn(account_id, c.stack, kind) for kind in c.operators.roles() if "status" in actions_of(kind)
     )
+    # The fan-out's state machine reads its plan documents (its IAM policy narrows that to <prefix>/fan-out/).
+    if c.schedule.fan_out is not None:
+        status_readers += (naming.role_arn(account_id, c.stack, fan_out.ROLE_KIND),)
     analysts = (
         (naming.role_arn(account_id, c.stack, ANALYST_ROLE_KIND),)
         if analytics_on(c) and c.analytics.analyst_principals
@@ -228,6 +231,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
         task_role_arn=task_role.arn,
         environment=environment,
         restore=restore.task if restore else None,
+        export_location=ExportLocation(c.bucket.bucket_name, c.bucket.export_prefix, bucket.key_arn),
     )
     alerting = Alerting(
         name,
@@ -241,6 +245,7 @@ def build(c: StackConfig) -> dict[str, pulumi.Input]:
             task_families=service.task_families,
             dlq_name=service.dlq_name,
             dlq_arn=service.dlq_arn,
+            state_machine_arn=service.state_machine.state_machine_arn if service.state_machine else None,
             freshness_minutes=c.freshness_minutes,
             change_feed_mode=c.worker.change_feed_mode,
             backup_window_days=c.alerting.continuous_backup_days,

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from . import naming, policies
+from . import fan_out, naming, policies
 from .config import ScheduleConfig, WorkerConfig
 from .task_role import program_role
 
@@ -124,6 +124,15 @@ class RestoreTaskArgs:
     drill_schedule: str | None = None
 
 
+@dataclass
+class ExportLocation:
+    """Where the export lands: the fan-out's state machine reads its plan documents there."""
+
+    bucket: str
+    prefix: str
+    kms_key_arn: pulumi.Input[str]
+
+
 class WorkerService(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     cluster_arn: pulumi.Output[str]
@@ -141,6 +150,8 @@ class WorkerService(pulumi.ComponentResource):
     restore_task_definition_arn: pulumi.Output[str] | None = None
     run_restore_command: pulumi.Output[str] | None = None
     run_drill_command: pulumi.Output[str] | None = None
+    #: With `fanOut`: the state machine the schedules start instead of the task.
+    state_machine: fan_out.FanOut | None = None
 
     def __init__(
         self,
@@ -154,9 +165,11 @@ class WorkerService(pulumi.ComponentResource):
         task_role_arn: pulumi.Input[str],
         environment: dict[str, pulumi.Input[str]],
         restore: RestoreTaskArgs | None = None,
+        export_location: ExportLocation | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        """`schedule.snapshot_schedule` adds the scheduled full snapshots; `restore` the restore task."""
+        """`schedule.snapshot_schedule` adds the scheduled full snapshots; `restore` the restore task;
+        `schedule.fan_out` the state machine (it reads its plans at `export_location`)."""
         super().__init__("cosmos-s3-export:aws:WorkerService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         a = args
@@ -272,8 +285,43 @@ class WorkerService(pulumi.ComponentResource):
         def family_arn(suffix: str) -> str:
             return f"arn:aws:ecs:{region}:{account_id}:task-definition/{family}{suffix}"
 
-        def scheduler(suffix: str, what: str, families: list[str], task_role_arn: pulumi.Input[str]) -> aws.iam.Role:
-            """A scheduler role that may run only these families and pass only their task role."""
+        machine: fan_out.FanOut | None = None
+        if schedule.fan_out is not None:
+            if export_location is None:
+                raise ValueError("WorkerService: schedule.fan_out needs export_location (where the plans are)")
+            machine = fan_out.FanOut(
+                f"{name}-fan-out",
+                fan_out.FanOutArgs(
+                    stack=stack,
+                    account_id=account_id,
+                    region=region,
+                    config=schedule.fan_out,
+                    cluster_arn=cluster.arn,
+                    cluster_name=cluster.name,
+                    task_definition_arn=task_definition.arn,
+                    family_arn=family_arn(""),
+                    container_name=CONTAINER_NAME,
+                    task_role_arn=task_role_arn,
+                    execution_role_arn=execution_role.arn,
+                    subnets=a.subnet_ids,
+                    assign_public_ip=a.assign_public_ip,
+                    security_group_id=security_group.id,
+                    bucket=export_location.bucket,
+                    prefix=export_location.prefix,
+                    kms_key_arn=export_location.kms_key_arn,
+                ),
+                opts=child,
+            )
+
+        def scheduler(
+            suffix: str,
+            what: str,
+            families: list[str],
+            task_role_arn: pulumi.Input[str],
+            machine: fan_out.FanOut | None = None,
+        ) -> aws.iam.Role:
+            """A scheduler role that may run only these families and pass only their task role, or (fan-out)
+            start only the state machine."""
             role = program_role(
                 f"{name}{suffix}-scheduler",
                 account_id=account_id,
@@ -283,6 +331,20 @@ class WorkerService(pulumi.ComponentResource):
                 description=f"EventBridge Scheduler: run the {what} task",
                 opts=child,
             )
+            if machine is not None:
+                aws.iam.RolePolicy(
+                    f"{name}{suffix}-scheduler-policy",
+                    role=role.id,
+                    policy=dlq.arn.apply(
+                        lambda dlq_arn: json.dumps(
+                            policies.scheduler_fan_out_policy(
+                                state_machine_arn=machine.state_machine_arn, dlq_arn=dlq_arn
+                            )
+                        )
+                    ),
+                    opts=child,
+                )
+                return role
             aws.iam.RolePolicy(
                 f"{name}{suffix}-scheduler-policy",
                 role=role.id,
@@ -307,7 +369,32 @@ class WorkerService(pulumi.ComponentResource):
             definition: aws.ecs.TaskDefinition,
             enabled: bool,
             command: list[str] | None = None,
+            fan_out_mode: str | None = None,
         ) -> None:
+            retry_and_dlq = {
+                "retry_policy": {
+                    "maximum_retry_attempts": schedule.schedule_retry_attempts,
+                    "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds,
+                },
+                "dead_letter_config": {"arn": dlq.arn},
+            }
+            if machine is not None and fan_out_mode is not None:
+                # A templated Step Functions target: StartExecution with `input` (the mode `plan` runs).
+                aws.scheduler.Schedule(
+                    logical,
+                    schedule_expression=expression,
+                    schedule_expression_timezone=schedule.schedule_time_zone,
+                    state="ENABLED" if enabled else "DISABLED",
+                    flexible_time_window={"mode": "OFF"},
+                    target={
+                        "arn": machine.state_machine_arn,
+                        "role_arn": role.arn,
+                        "input": fan_out.schedule_input(fan_out_mode),
+                        **retry_and_dlq,
+                    },
+                    opts=child,
+                )
+                return
             # A templated ECS target turns `input` into the RunTask TaskOverride: here, the container's command.
             aws.scheduler.Schedule(
                 logical,
@@ -329,19 +416,20 @@ class WorkerService(pulumi.ComponentResource):
                             "assign_public_ip": a.assign_public_ip,
                         },
                     },
-                    "retry_policy": {
-                        "maximum_retry_attempts": schedule.schedule_retry_attempts,
-                        "maximum_event_age_in_seconds": schedule.schedule_max_event_age_seconds,
-                    },
-                    "dead_letter_config": {"arn": dlq.arn},
+                    **retry_and_dlq,
                 },
                 opts=child,
             )
 
         export_families = [family_arn("")] + ([family_arn("-snapshot")] if snapshot_definition else [])
-        scheduler_role = scheduler("", "export", export_families, task_role_arn)
+        scheduler_role = scheduler("", "export", export_families, task_role_arn, machine)
         declare_schedule(
-            f"{name}-schedule", schedule.schedule, scheduler_role, task_definition, schedule.schedule_enabled
+            f"{name}-schedule",
+            schedule.schedule,
+            scheduler_role,
+            task_definition,
+            schedule.schedule_enabled,
+            fan_out_mode=a.export_mode,
         )
         if snapshot_definition is not None and schedule.snapshot_schedule:
             declare_schedule(
@@ -350,6 +438,7 @@ class WorkerService(pulumi.ComponentResource):
                 scheduler_role,
                 snapshot_definition,
                 schedule.schedule_enabled,
+                fan_out_mode="snapshot",
             )
         if restore_definition is not None and restore and restore.drill_schedule:
             restore_scheduler = scheduler("-restore", "restore drill", [family_arn("-restore")], restore.task_role_arn)
@@ -395,6 +484,7 @@ class WorkerService(pulumi.ComponentResource):
             + ([f"{family}-restore"] if restore_definition is not None else [])
         )
         self.dlq_name, self.dlq_arn = dlq.name, dlq.arn
+        self.state_machine = machine
         self.run_task_command = run_command(task_definition)
         self.register_outputs(
             {

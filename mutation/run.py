@@ -46,7 +46,8 @@ def main() -> int:
     args = parser.parse_args()
     mutmut = str(Path(sys.executable).parent / "mutmut")
     with start_moto() as moto:
-        env = {**os.environ, "TESTS_MOTO_URL": moto.url}
+        # 30 hypothesis examples per mutant for the page-equals-per-document property (200 in `make test`).
+        env = {**os.environ, "TESTS_MOTO_URL": moto.url, "TESTS_HYPOTHESIS_EXAMPLES": "30"}
         for module in args.modules:
             print(f"==> mutmut run cosmos_export.{module}.*", flush=True)
             code = subprocess.run(

@@ -367,6 +367,9 @@ class _Mocks(pulumi.runtime.Mocks):
         elif t == "aws:scheduler/schedule:Schedule":
             rid = physical
             out.update(name=physical, arn=f"arn:aws:scheduler:{region}:{acct}:schedule/default/{physical}")
+        elif t == "aws:sfn/stateMachine:StateMachine":
+            rid = f"arn:aws:states:{region}:{acct}:stateMachine:{physical}"
+            out.update(name=physical, arn=rid)
         elif t == "aws:cloudtrail/trail:Trail":
             rid = f"arn:aws:cloudtrail:{region}:{acct}:trail/{inputs['name']}"
             out["arn"] = rid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -41,7 +42,8 @@ def per_page(docs: list[dict]) -> tuple[frozenset, list[bool]]:
     return tracker.pairs(), flags
 
 
-@settings(max_examples=200, deadline=None)
+# `make mutation` runs this once per mutant: it asks for fewer examples (mutation/run.py), the suite for 200.
+@settings(max_examples=int(os.environ.get("TESTS_HYPOTHESIS_EXAMPLES", "200")), deadline=None)
 @given(_docs)
 def test_page_equals_per_document(docs: list[dict]) -> None:
     assert per_page(docs) == per_document(docs)

@@ -190,6 +190,10 @@ class CommitStore:
         self._log = audit.as_logger(log, __name__)
         self._where = f"{target.account}/{target.database}/{target.container}"
 
+    @property
+    def target(self) -> layout.ExportTarget:
+        return self._target
+
     # -- reading ---------------------------------------------------------
 
     def _get(self, key: str) -> tuple[bytes, str] | None:

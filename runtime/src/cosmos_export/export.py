@@ -24,6 +24,7 @@ from typing import Any, Literal
 import boto3
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import exceptions as cosmos_exceptions
+from pydantic import BaseModel, ConfigDict
 
 from cosmos_export import audit, contract, identity, layout, metrics, source, storage, tables
 from cosmos_export.commit import CommitStore, ContainerDefinition, LoadedState, Manifest, ManifestPart
@@ -105,54 +106,15 @@ def run_export(
 
     Everything external can be injected for in-process tests: `credential` (Entra), `session` (AWS), `s3`.
     """
-    if mode not in contract.RUN_MODES:
-        raise ExportError(f"mode {mode!r} is not supported: use {' or '.join(contract.RUN_MODES)}")
-    if mode == "incremental" and settings.query_filter:
-        raise ExportError(
-            f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
-            f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot"
-        )
+    check_mode(settings, mode)
     log = log or audit.get_logger()
     stop = stop or threading.Event()
     began = time.monotonic()
-    session = session or identity.aws_session(settings)
-    s3 = s3 or s3_client(settings, session)
-    try:
-        with metrics.failure_recorded(log, settings, settings.cosmos_containers, mode, clock):
-            credential = credential or identity.azure_credential(settings, session)
-            client = source.cosmos_client(settings, credential)
-            level = source.check_consistency(client, settings.min_consistency)
-    except (
-        identity.IdentityError,
-        ClientAuthenticationError,
-        cosmos_exceptions.CosmosHttpResponseError,
-        source.SourceError,
-    ) as e:
-        raise explain(e, settings) from None
-    log.info(
-        "export_start",
-        mode=mode,
-        containers=list(settings.cosmos_containers),
-        consistency=level,
-        database=settings.cosmos_database,
-        account=settings.account_name,
-    )
+    client, s3 = connect(settings, mode, credential=credential, session=session, s3=s3, log=log, clock=clock)
     summary = RunSummary(mode=mode)
     for name in settings.cosmos_containers:
-        try:
-            with metrics.failure_recorded(log, settings, [name], mode, clock):
-                summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
-        except ExportError:
-            raise
-        except (
-            identity.IdentityError,
-            ClientAuthenticationError,
-            cosmos_exceptions.CosmosHttpResponseError,
-            source.SourceError,
-        ) as e:
-            raise explain(e, settings, name) from None
-        except Exception as e:  # anything else keeps its traceback as the cause
-            raise explain(e, settings, name) from e
+        with container_errors(settings, name, mode, log, clock):
+            summary.containers.append(_export_container(settings, mode, client, s3, name, stop, log, clock))
     summary.seconds = time.monotonic() - began
     log.info(
         "export_done",
@@ -164,6 +126,72 @@ def run_export(
         runs={c.container: c.run_id for c in summary.containers},
     )
     return summary
+
+
+def check_mode(settings: WorkerSettings, mode: str) -> None:
+    """Refuse a mode the run cannot honour, before anything is read or written."""
+    if mode not in contract.RUN_MODES:
+        raise ExportError(f"mode {mode!r} is not supported: use {' or '.join(contract.RUN_MODES)}")
+    if mode == "incremental" and settings.query_filter:
+        raise ExportError(
+            f"{Env.QUERY_FILTER} is set but an incremental run reads the change feed, which cannot "
+            f"apply a WHERE filter: unset {Env.QUERY_FILTER} or run --mode snapshot"
+        )
+
+
+_EXPLAINED = (
+    identity.IdentityError,
+    ClientAuthenticationError,
+    cosmos_exceptions.CosmosHttpResponseError,
+    source.SourceError,
+)
+
+
+def connect(
+    settings: WorkerSettings,
+    mode: str,
+    *,
+    credential: Any = None,
+    session: boto3.Session | None = None,
+    s3: Any = None,
+    log: Any,
+    clock: Callable[[], datetime],
+) -> tuple[Any, Any]:
+    """(Cosmos client, S3 client) after the identity chain and the consistency check (`export_start` logged)."""
+    session = session or identity.aws_session(settings)
+    s3 = s3 or s3_client(settings, session)
+    try:
+        with metrics.failure_recorded(log, settings, settings.cosmos_containers, mode, clock):
+            credential = credential or identity.azure_credential(settings, session)
+            client = source.cosmos_client(settings, credential)
+            level = source.check_consistency(client, settings.min_consistency)
+    except _EXPLAINED as e:
+        raise explain(e, settings) from None
+    log.info(
+        "export_start",
+        mode=mode,
+        containers=list(settings.cosmos_containers),
+        consistency=level,
+        database=settings.cosmos_database,
+        account=settings.account_name,
+    )
+    return client, s3
+
+
+@contextmanager
+def container_errors(
+    settings: WorkerSettings, name: str, mode: str, log: Any, clock: Callable[[], datetime]
+) -> Iterator[None]:
+    """One container's work: a failure is recorded (metrics) and raised as the ExportError naming it."""
+    try:
+        with metrics.failure_recorded(log, settings, [name], mode, clock):
+            yield
+    except ExportError:
+        raise
+    except _EXPLAINED as e:
+        raise explain(e, settings, name) from None
+    except Exception as e:  # anything else keeps its traceback as the cause
+        raise explain(e, settings, name) from e
 
 
 #: Young-generation threshold while pages stream (CPython's default is 700 allocations).
@@ -294,14 +322,68 @@ class ContainerRun:
     throughput: Throughput
 
 
-@dataclass(frozen=True)
-class RangeResult:
+class RangeResult(BaseModel):
+    """What reading one feed range produced (a shard result carries these to `commit`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     key: str
     #: Where the next run continues this range.
     continuation: str | None
     records: list[ManifestPart]
     request_charge: float
     newest_ts: int | None = None  # the newest _ts read
+
+
+class ReadStats(BaseModel):
+    """What reading spent and how it was held back; a fan-out's commit adds up its shards'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_units: float = 0.0
+    #: Wall time of the reading (shards read at the same time: the longest).
+    read_seconds: float = 0.0
+    budget_wait_seconds: float = 0.0
+    throttled_requests: int = 0
+    concurrency_lowered: int = 0
+    lowest_concurrency: int = 0
+
+    @classmethod
+    def of(cls, throughput: Throughput, read_seconds: float) -> "ReadStats":
+        return cls(
+            # Every read's charge, also those that returned no page (the "now" continuation, the feed's final 304s).
+            request_units=throughput.budget.consumed,
+            read_seconds=read_seconds,
+            budget_wait_seconds=throughput.budget.waited_seconds,
+            throttled_requests=throughput.concurrency.throttled,
+            concurrency_lowered=throughput.concurrency.lowered,
+            lowest_concurrency=throughput.concurrency.lowest,
+        )
+
+    @classmethod
+    def total(cls, shards: Iterable["ReadStats"]) -> "ReadStats":
+        stats = list(shards)
+        return cls(
+            request_units=sum(s.request_units for s in stats),
+            read_seconds=max((s.read_seconds for s in stats), default=0.0),
+            budget_wait_seconds=sum(s.budget_wait_seconds for s in stats),
+            throttled_requests=sum(s.throttled_requests for s in stats),
+            concurrency_lowered=sum(s.concurrency_lowered for s in stats),
+            lowest_concurrency=min((s.lowest_concurrency for s in stats), default=0),
+        )
+
+    def report(self, max_ru_per_second: float | None) -> dict[str, float | int | None]:
+        """The log's figures (as Throughput.report)."""
+        return {
+            "max_ru_per_second": max_ru_per_second,
+            "request_units": round(self.request_units, 2),
+            "budget_wait_seconds": round(self.budget_wait_seconds, 3),
+            "throttled_requests": self.throttled_requests,
+            "concurrency_lowered": self.concurrency_lowered,
+            "lowest_concurrency": self.lowest_concurrency,
+        }
+
+    @property
+    def ru_per_second(self) -> float:
+        return round(self.request_units / self.read_seconds, 2) if self.read_seconds > 0 else 0.0
 
 
 def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
@@ -360,18 +442,24 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         if run.stop.is_set():
             raise ExportInterrupted("stop requested")
         records = sink.close()
-        return RangeResult(plan.key, end or reader.continuation, records, charge, newest)
+        return RangeResult(
+            key=plan.key,
+            continuation=end or reader.continuation,
+            records=records,
+            request_charge=charge,
+            newest_ts=newest,
+        )
     except BaseException:
         sink.abort()
         raise
 
 
 def _read_all(
-    plan: ContainerPlan, run: ContainerRun, concurrency: int, name: str, next_sequence: int
+    ranges: tuple[RangePlan, ...], run: ContainerRun, concurrency: int, name: str, next_sequence: int
 ) -> list[RangeResult]:
     """Every range, `concurrency` at a time; the first failure stops the others at their next page."""
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"range-{name}") as pool:
-        futures = [pool.submit(read_range, r, run) for r in plan.ranges]
+        futures = [pool.submit(read_range, r, run) for r in ranges]
         wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.done() and f.exception() for f in futures):
             run.stop.set()  # let the other ranges stop at their next page
@@ -388,29 +476,40 @@ def _read_all(
     return [f.result() for f in futures]
 
 
-def _export_container(
-    settings: WorkerSettings,
-    mode: RunMode,
-    client: Any,
-    s3: Any,
-    name: str,
-    stop: threading.Event,
-    log: Any,
-    clock: Callable[[], datetime],
-) -> ContainerResult:
-    began = time.monotonic()
-    target = layout.ExportTarget(
+# --- A container's run in three steps: begin, read, commit ---------------------------
+#
+# `run` does all three in one process; a fan-out (fanout.py) begins in `plan`, reads in each shard and
+# commits in `commit`, with the same functions.
+
+
+def target_of(settings: WorkerSettings, name: str) -> layout.ExportTarget:
+    return layout.ExportTarget(
         bucket=settings.bucket,
         prefix=settings.prefix,
         account=settings.account_name or "",
         database=settings.cosmos_database,
         container=name,
     )
-    log = log.bind(container=name)
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A container's committed state and the plan made from it."""
+
+    target: layout.ExportTarget
+    store: CommitStore
+    loaded: LoadedState
+    container: Any  # the SDK's ContainerProxy
+    definition: ContainerDefinition
+    plan: ContainerPlan
+
+
+def begin_container(settings: WorkerSettings, mode: RunMode, client: Any, s3: Any, name: str, log: Any) -> Begun:
+    """Load the committed state (rolling the checkpoint forward) and plan every feed range's read."""
+    target = target_of(settings, name)
     store = CommitStore(s3, target, log)
-    loaded: LoadedState = store.load()
+    loaded = store.load()
     container, properties = source.container_and_properties(client, settings.cosmos_database, name)
-    definition = ContainerDefinition.of(properties)
     checkpoint = loaded.checkpoint
     plan = plan_container(
         mode,
@@ -421,36 +520,81 @@ def _export_container(
     )
     if plan.first_run:
         log.warning("no_checkpoint_running_snapshot", reason="first run for this container: nothing to continue from")
-    started_at = clock()
-    run_id = layout.new_run_id(started_at)
-    previous = checkpoint.schema_ if checkpoint else None
+    return Begun(target, store, loaded, container, ContainerDefinition.of(properties), plan)
+
+
+@dataclass(frozen=True)
+class Read:
+    results: list[RangeResult]
+    #: The schema's (path -> types) the ranges' documents showed (schema.next_schema takes it).
+    fields: dict[str, list[str]]
+    stats: ReadStats
+
+
+def read_ranges(
+    settings: WorkerSettings,
+    ranges: tuple[RangePlan, ...],
+    *,
+    container: Any,
+    s3: Any,
+    target: layout.ExportTarget,
+    run_id: str,
+    started_at: datetime,
+    previous: SchemaInfo | None,
+    next_sequence: int,
+    stop: threading.Event,
+    log: Any,
+    label: str,
+    total: int | None = None,
+) -> Read:
+    """Read `ranges` (all of a container's, or a shard's) into their parts; nothing is committed here."""
     tracker = SchemaTracker()
-    log.info(
-        "container_start",
-        run_id=run_id,
-        mode=plan.manifest_mode,
-        feed_ranges=len(plan.ranges),
-        sequence=loaded.next_sequence,
-    )
-    # A snapshot's size is known up front (the container's document count): the bar's total, hence its ETA.
-    total = (
-        source.document_count(container)
-        if (plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted())
-        else None
-    )
     throughput = Throughput.of(settings.max_ru_per_second, settings.concurrency, log)
-    read_began = time.monotonic()
-    with bulk_gc(), audit.Progress(f"{name} ({plan.manifest_mode})", total=total) as progress:
+    began = time.monotonic()
+    with bulk_gc(), audit.Progress(label, total=total) as progress:
         run = ContainerRun(
             settings, container, s3, target, run_id, started_at, tracker, previous, stop, log, progress, throughput
         )
-        results = _read_all(plan, run, settings.concurrency, name, loaded.next_sequence)
-    read_seconds = time.monotonic() - read_began
+        results = _read_all(ranges, run, settings.concurrency, target.container, next_sequence)
+    return Read(results, tracker.fields(), ReadStats.of(throughput, time.monotonic() - began))
+
+
+def merged_fields(each: Iterable[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The union of several reads' schema fields (a fan-out's shards)."""
+    out: dict[str, set[str]] = {}
+    for fields in each:
+        for path, types in fields.items():
+            out.setdefault(path, set()).update(types)
+    return {path: sorted(types) for path, types in sorted(out.items())}
+
+
+def commit_container(
+    settings: WorkerSettings,
+    s3: Any,
+    store: CommitStore,
+    loaded: LoadedState,
+    *,
+    manifest_mode: contract.ManifestMode,
+    feed_ranges: int,
+    run_id: str,
+    started_at: datetime,
+    read: Read,
+    definition: ContainerDefinition,
+    began: float,
+    log: Any,
+    clock: Callable[[], datetime],
+) -> ContainerResult:
+    """Write the manifest and move the checkpoint (conditional writes), then clean up and report."""
+    target = store.target
+    name = target.container
+    checkpoint = loaded.checkpoint
+    previous = checkpoint.schema_ if checkpoint else None
+    results = read.results
     records = [r for result in results for r in result.records]
-    schema = next_schema(previous, tracker)
+    schema = next_schema(previous, read.fields)
     manifest = Manifest(
         run_id=run_id,
-        mode=plan.manifest_mode,
+        mode=manifest_mode,
         account=target.account,
         database=target.database,
         container=name,
@@ -468,37 +612,37 @@ def _export_container(
         ),
         container_definition=definition,
         change_feed_mode=settings.change_feed_mode,
-        query_filter=settings.query_filter if plan.manifest_mode == "query-snapshot" else None,
+        query_filter=settings.query_filter if manifest_mode == "query-snapshot" else None,
     )
     committed = store.commit(loaded, manifest)
     deleted = store.cleanup_orphans({run_id})
     if settings.current_state:  # analytics tables (tables.py); never fails the committed run
         tables.after_commit(s3, target, settings.kms_key_arn, log)
+    stats = read.stats
     result = ContainerResult(
         container=name,
         run_id=run_id,
-        mode=plan.manifest_mode,
+        mode=manifest_mode,
         sequence=committed.sequence,
         documents=manifest.documents,
         bytes=manifest.bytes,
         parts=len(records),
-        feed_ranges=len(plan.ranges),
-        # Every read's charge, also those that returned no page (the "now" continuation, the feed's final 304s).
-        request_charge=round(throughput.budget.consumed, 2),
+        feed_ranges=feed_ranges,
+        request_charge=round(stats.request_units, 2),
         seconds=round(time.monotonic() - began, 3),
         newest_ts=manifest.newest_ts,
         max_ru_per_second=settings.max_ru_per_second,
-        ru_per_second=round(throughput.budget.consumed / read_seconds, 2) if read_seconds > 0 else 0.0,
-        throttled_requests=throughput.concurrency.throttled,
-        concurrency_lowered=throughput.concurrency.lowered,
-        lowest_concurrency=throughput.concurrency.lowest,
+        ru_per_second=stats.ru_per_second,
+        throttled_requests=stats.throttled_requests,
+        concurrency_lowered=stats.concurrency_lowered,
+        lowest_concurrency=stats.lowest_concurrency,
     )
     at = clock()
     metrics.emit(
         log,
         settings,
         name,
-        plan.manifest_mode,
+        manifest_mode,
         at,
         metrics.committed_values(
             documents=result.documents,
@@ -522,7 +666,69 @@ def _export_container(
         request_charge=result.request_charge,
         orphans_deleted=len(deleted),
         schema_version=schema.version,
-        **throughput.report(),
+        **stats.report(settings.max_ru_per_second),
         ru_per_second=result.ru_per_second,
     )
     return result
+
+
+def _export_container(
+    settings: WorkerSettings,
+    mode: RunMode,
+    client: Any,
+    s3: Any,
+    name: str,
+    stop: threading.Event,
+    log: Any,
+    clock: Callable[[], datetime],
+) -> ContainerResult:
+    """The single-task path: begin, read every range, commit."""
+    began = time.monotonic()
+    log = log.bind(container=name)
+    begun = begin_container(settings, mode, client, s3, name, log)
+    plan, loaded = begun.plan, begun.loaded
+    started_at = clock()
+    run_id = layout.new_run_id(started_at)
+    log.info(
+        "container_start",
+        run_id=run_id,
+        mode=plan.manifest_mode,
+        feed_ranges=len(plan.ranges),
+        sequence=loaded.next_sequence,
+    )
+    # A snapshot's size is known up front (the container's document count): the bar's total, hence its ETA.
+    total = (
+        source.document_count(begun.container)
+        if (plan.mode == "snapshot" and not settings.query_filter and audit.progress_wanted())
+        else None
+    )
+    read = read_ranges(
+        settings,
+        plan.ranges,
+        container=begun.container,
+        s3=s3,
+        target=begun.target,
+        run_id=run_id,
+        started_at=started_at,
+        previous=loaded.checkpoint.schema_ if loaded.checkpoint else None,
+        next_sequence=loaded.next_sequence,
+        stop=stop,
+        log=log,
+        label=f"{name} ({plan.manifest_mode})",
+        total=total,
+    )
+    return commit_container(
+        settings,
+        s3,
+        begun.store,
+        loaded,
+        manifest_mode=plan.manifest_mode,
+        feed_ranges=len(plan.ranges),
+        run_id=run_id,
+        started_at=started_at,
+        read=read,
+        definition=begun.definition,
+        began=began,
+        log=log,
+        clock=clock,
+    )
