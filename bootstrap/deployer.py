@@ -13,8 +13,9 @@ import yaml
 from cosmos_export import contract
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the program's components (shared names)
-from components import naming
+from components import fan_out, naming
 from components.analytics_config import ATHENA_QUERY_ACTIONS, GLUE_READ_ACTIONS
+from components.policies import ECS_SYNC_RULE
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -115,6 +116,8 @@ class StackScope:
     vpc_id: str
     create_federation: bool = False
     force_destroy: bool = False
+    #: The stack sets `fanOut` (components/fan_out.py): its Step Functions state machine and role.
+    fan_out: bool = False
 
     @property
     def boundary_arn(self) -> str:
@@ -138,6 +141,22 @@ class StackScope:
         return [f"arn:aws:s3:::{self.bucket}", f"arn:aws:s3:::{naming.audit_bucket_name(self.bucket)}"]
 
     @property
+    def state_machine(self) -> str:
+        """The fan-out state machine: one fixed name per stack, export-<stack>-fan-out."""
+        name = fan_out.state_machine_name(naming.prefix(self.stack))
+        return fan_out.state_machine_arn(region=self.region, account_id=self.account_id, name=name)
+
+    @property
+    def state_machine_executions(self) -> str:
+        """The executions of that machine: its own and its Distributed Map's child executions."""
+        name = self.state_machine.rsplit(":", 1)[1]
+        return self.arn("states", f"execution:{name}/*")
+
+    @property
+    def fan_out_role(self) -> str:
+        return naming.role_arn(self.account_id, self.stack, fan_out.ROLE_KIND)
+
+    @property
     def own_tag(self) -> dict:
         return {f"aws:ResourceTag/{naming.STACK_TAG}": self.stack}
 
@@ -157,6 +176,7 @@ def scope_of(account_id: str, region: str, environment: str) -> StackScope:
         vpc_id=c.worker.vpc_id,
         create_federation=c.identity.federation == "create",
         force_destroy=c.bucket.force_destroy,
+        fan_out=c.schedule.fan_out is not None,
     )
 
 
@@ -291,6 +311,19 @@ CLOUDWATCH_ALARMS_MANAGE = [
     "cloudwatch:TagResource",
     "cloudwatch:UntagResource",
 ]
+#: What `pulumi up` does to the fan-out state machine (aws.sfn.StateMachine; the provider's read also
+#: lists its versions). No PublishStateMachineVersion or alias: the program publishes none.
+STATES_MANAGE = [
+    "states:CreateStateMachine",
+    "states:UpdateStateMachine",
+    "states:DeleteStateMachine",
+    "states:DescribeStateMachine",
+    "states:ListStateMachineVersions",
+    "states:ListTagsForResource",
+    "states:TagResource",
+    "states:UntagResource",
+]
+STATES_READ = ["states:DescribeStateMachine", "states:ListStateMachineVersions", "states:ListTagsForResource"]
 EVENTS_MANAGE = [
     "events:PutRule",
     "events:DeleteRule",
@@ -573,6 +606,17 @@ def deploy_policy(s: StackScope) -> dict:
     ]
     if s.create_federation:
         statements.append(_allow("EnableOutboundFederation", ["iam:EnableOutboundWebIdentityFederation"], "*"))
+    if s.fan_out:
+        statements += [
+            _allow("FanOutStateMachine", STATES_MANAGE, s.state_machine),
+            # CreateStateMachine/UpdateStateMachine pass the machine its role: that role, to Step Functions only.
+            _allow(
+                "PassFanOutRoleToStepFunctions",
+                ["iam:PassRole"],
+                s.fan_out_role,
+                {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}},
+            ),
+        ]
     if s.force_destroy:
         # forceDestroy empties the export bucket on `pulumi destroy`: deletes, never reads (the bucket
         # policy lists this role among the deleters only on such stacks).
@@ -728,9 +772,28 @@ def boundary_policy(s: StackScope) -> dict:
                 {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
             ),
             _allow("DeadLetters", ["sqs:SendMessage"], s.arn("sqs", f"{s.named}*")),
+            *(fan_out_boundary(s) if s.fan_out else []),
             *boundary_self_protection(s),
         ],
     }
+
+
+def fan_out_boundary(s: StackScope) -> list[dict]:
+    """What the fan-out role and the scheduler need beyond the worker's caps above (which already hold
+    RunTask of the export family, DescribeTasks/StopTask, PassRole to ECS, GetObject and the key via S3):
+    start this one machine (the scheduler; the machine itself for its Distributed Map), watch and stop its
+    executions, and the EventBridge rule Step Functions keeps for `.sync` ECS tasks."""
+    return [
+        _allow("StartFanOut", ["states:StartExecution"], s.state_machine),
+        _allow(
+            "WatchFanOutExecutions", ["states:DescribeExecution", "states:StopExecution"], s.state_machine_executions
+        ),
+        _allow(
+            "EcsTaskStateEvents",
+            ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            s.arn("events", f"rule/{ECS_SYNC_RULE}"),
+        ),
+    ]
 
 
 def preview_policy(s: StackScope) -> dict:
@@ -799,6 +862,7 @@ def preview_policy(s: StackScope) -> dict:
                 ["events:DescribeRule", "events:ListTargetsByRule", "events:ListTagsForResource"],
                 s.arn("events", f"rule/{s.named}*"),
             ),
+            *([_allow("ReadFanOutStateMachine", STATES_READ, s.state_machine)] if s.fan_out else []),
             _allow("AccountLevelReads", sorted(ACCOUNT_READS), "*"),
         ],
     }

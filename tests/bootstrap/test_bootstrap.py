@@ -3,6 +3,7 @@ deployer policies that cannot escalate or reach another stack's resources."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import json
@@ -188,7 +189,7 @@ def test_every_permission_changing_role_statement_requires_the_boundary(stack):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_no_service_wide_or_wildcard_action(stack):
-    for kind, doc in _documents(stack).items():
+    for kind, doc in [*_documents(stack).items(), *_built(_scope(stack)).items()]:
         for st in doc["Statement"]:
             for action in _list(st["Action"]):
                 assert "*" not in action, (kind, st["Sid"], action)
@@ -209,6 +210,7 @@ def test_no_service_wide_or_wildcard_action(stack):
                     "events",
                     "glue",
                     "athena",
+                    "states",
                 }, action
 
 
@@ -235,6 +237,8 @@ def _scoped(resource: str, stack: str, scope: d.StackScope) -> bool:
         or f":table/cosmos_export_{stack}/" in resource
         or (resource.startswith("arn:aws:glue:") and resource.endswith(f":{scope.account_id}:catalog"))
         or resource == f"arn:aws:iam::{scope.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*"
+        # fanOut: the one rule Step Functions keeps per account for `.sync` ECS tasks (the boundary only).
+        or resource == scope.arn("events", "rule/StepFunctionsGetEventsForECSTaskRule")
     )
 
 
@@ -254,7 +258,7 @@ def _tag_conditioned(st: dict) -> bool:
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_allowed_resource_is_scoped_to_the_stack(stack):
     scope = d.scope_of(ACCOUNTS[stack], "eu-central-1" if stack == "prod" else "eu-west-1", stack)
-    for kind, doc in _documents(stack).items():
+    for kind, doc in [*_documents(stack).items(), *_built(_scope(stack)).items()]:
         for st in doc["Statement"]:
             if st["Effect"] != "Allow":
                 continue
@@ -477,6 +481,171 @@ def test_bad_config_is_refused_with_the_key_value_and_fix(field, value, message)
     with pytest.raises(d.BootstrapConfigError) as err:
         d.BootstrapConfig(**{**GOOD, field: value})
     assert str(err.value).startswith(message)
+
+
+# --- fanOut (components/fan_out.py): every stack file has it off, so these build the documents directly ---
+
+
+@functools.lru_cache(maxsize=None)
+def fan_out_program():
+    """dev with 50 shards: above 40 is the Distributed Map, the fan-out role's widest policy."""
+    return mocked_stack.run_stack("dev", {"fanOut": {"maxShards": 50}})
+
+
+def _scope(stack: str = "dev", fan_out: bool = True) -> d.StackScope:
+    region = "eu-central-1" if stack == "prod" else "eu-west-1"
+    return dataclasses.replace(d.scope_of(ACCOUNTS[stack], region, stack), fan_out=fan_out)
+
+
+def _built(scope: d.StackScope) -> dict[str, dict]:
+    return {"deploy": d.deploy_policy(scope), "preview": d.preview_policy(scope), "boundary": d.boundary_policy(scope)}
+
+
+def _added_by_fan_out(kind: str) -> list[dict]:
+    """The statements a fanOut stack's document has and the same stack without fanOut has not."""
+    off, on = _built(_scope(fan_out=False))[kind]["Statement"], _built(_scope())[kind]["Statement"]
+    assert [st for st in off if st not in on] == []  # fanOut only adds
+    return [st for st in on if st not in off]
+
+
+def test_the_built_documents_are_what_the_bootstrap_deploys():
+    """The pure builders these tests call are what the bootstrap program registers (fanOut off on dev)."""
+    assert _built(_scope(fan_out=False)) == _documents("dev")
+
+
+def test_without_fan_out_nothing_of_step_functions_is_granted():
+    for stack in STACKS:
+        assert not d.scope_of(ACCOUNTS[stack], "eu-west-1", stack).fan_out, stack
+        text = json.dumps(_documents(stack))
+        assert "states:" not in text and "states.amazonaws.com" not in text, stack
+        assert "StepFunctionsGetEventsForECSTaskRule" not in text, stack
+
+
+def test_fan_out_deployer_manages_only_its_state_machine_and_passes_only_its_role_to_step_functions():
+    machine = f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:export-dev-fan-out"
+    assert _added_by_fan_out("deploy") == [
+        {
+            "Sid": "FanOutStateMachine",
+            "Effect": "Allow",
+            "Action": [
+                "states:CreateStateMachine",
+                "states:DeleteStateMachine",
+                "states:DescribeStateMachine",
+                "states:ListStateMachineVersions",
+                "states:ListTagsForResource",
+                "states:TagResource",
+                "states:UntagResource",
+                "states:UpdateStateMachine",
+            ],
+            "Resource": machine,
+        },
+        {
+            "Sid": "PassFanOutRoleToStepFunctions",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": f"arn:aws:iam::{ACCOUNT}:role/cosmos-s3-export/dev/export-dev-fan-out",
+            "Condition": {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}},
+        },
+    ]
+    # Nothing else of Step Functions anywhere in the deployer: no execution, no other machine.
+    deploy = _built(_scope())["deploy"]["Statement"]
+    assert [st["Sid"] for st in deploy if any(a.startswith("states:") for a in _list(st["Action"]))] == [
+        "FanOutStateMachine"
+    ]
+    assert not {a for st in deploy for a in _list(st["Action"])} & {"states:StartExecution", "states:*"}
+    assert [st["Sid"] for st in deploy if "states.amazonaws.com" in json.dumps(st.get("Condition"))] == [
+        "PassFanOutRoleToStepFunctions"
+    ]
+    # The preview role reads the machine's configuration, never its executions.
+    assert _added_by_fan_out("preview") == [
+        {
+            "Sid": "ReadFanOutStateMachine",
+            "Effect": "Allow",
+            "Action": ["states:DescribeStateMachine", "states:ListStateMachineVersions", "states:ListTagsForResource"],
+            "Resource": machine,
+        }
+    ]
+
+
+def test_fan_out_boundary_adds_only_the_machine_its_executions_and_the_ecs_sync_rule():
+    assert _added_by_fan_out("boundary") == [
+        {
+            "Sid": "StartFanOut",
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:export-dev-fan-out",
+        },
+        {
+            "Sid": "WatchFanOutExecutions",
+            "Effect": "Allow",
+            "Action": ["states:DescribeExecution", "states:StopExecution"],
+            "Resource": f"arn:aws:states:eu-west-1:{ACCOUNT}:execution:export-dev-fan-out/*",
+        },
+        {
+            # An account-wide name Step Functions owns (policies.ECS_SYNC_RULE): no stack prefix possible.
+            "Sid": "EcsTaskStateEvents",
+            "Effect": "Allow",
+            "Action": ["events:DescribeRule", "events:PutRule", "events:PutTargets"],
+            "Resource": f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/StepFunctionsGetEventsForECSTaskRule",
+        },
+    ]
+
+
+def _granted(program, role: str) -> list[tuple[str, str]]:
+    (policy,) = [p for p in program.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role]
+    return [
+        (action, resource)
+        for st in json.loads(policy.inputs["policy"])["Statement"]
+        for action in _list(st["Action"])
+        for resource in _list(st["Resource"])
+    ]
+
+
+def _task_states(definition: dict):
+    for state in definition["States"].values():
+        if state["Type"] == "Task" and state["Resource"].startswith("arn:aws:states:::ecs:"):
+            yield state
+        if state["Type"] == "Map":
+            yield from _task_states(state["ItemProcessor"])
+
+
+def test_the_fan_out_boundary_caps_what_the_fan_out_and_scheduler_roles_are_given():
+    """Each (action, resource) of the fan-out role and of the scheduler is inside a boundary statement: a
+    fanOut stack's roles would otherwise fail at run time. Checked on ARNs, not only on action names."""
+    program = fan_out_program()
+    boundary = [st for st in d.boundary_policy(_scope())["Statement"] if st["Effect"] == "Allow"]
+    fan_out_role = _granted(program, "export-dev-fan-out")
+    scheduler = _granted(program, "export-dev-scheduler")
+    assert ("states:StartExecution", f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:export-dev-fan-out") in (
+        scheduler
+    )
+    assert not [a for a, _ in scheduler if a.startswith("ecs:")]
+    # The role policies also name the bare family ARN (as the single-task scheduler's always has); what the
+    # machine runs is a revision (its definition's TaskDefinition), and that is what the boundary caps.
+    family = f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task-definition/export-dev"
+    (machine,) = program.of_type("aws:sfn/stateMachine:StateMachine")
+    runs = {s["Parameters"]["TaskDefinition"] for s in _task_states(json.loads(machine.inputs["definition"]))}
+    assert len(runs) == 1 and next(iter(runs)).startswith(f"{family}:")
+    checked = [(a, r) for a, r in fan_out_role + scheduler if r != family] + [("ecs:RunTask", r) for r in runs]
+    for action, resource in checked:
+        assert any(
+            action in _list(st["Action"]) and any(_arn_matches(p, resource) for p in _list(st["Resource"]))
+            for st in boundary
+        ), (action, resource)
+    # Without fanOut the boundary refuses them: the fan-out grants are not already there.
+    off = [st for st in d.boundary_policy(_scope(fan_out=False))["Statement"] if st["Effect"] == "Allow"]
+    assert not any("states:StartExecution" in _list(st["Action"]) for st in off)
+
+
+def test_the_fan_out_deployer_reaches_its_machine_and_not_staging_s():
+    # Statements on "*" (tag-on-create, account reads) name no resource: not what this is about.
+    deploy = [st for st in d.deploy_policy(_scope())["Statement"] if st["Resource"] != "*"]
+    dev = fan_out_program().named("aws:sfn/stateMachine:StateMachine", "export-dev-fan-out-state-machine")
+    assert [st["Sid"] for st in deploy if _allows(st, dev.outputs["arn"], dev.inputs["tags"])] == ["FanOutStateMachine"]
+    staging = f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:export-staging-fan-out"
+    assert [st["Sid"] for st in deploy if _allows(st, staging, {naming.STACK_TAG: "staging"})] == []
+    for doc in _built(_scope("staging")).values():  # and staging's documents name only staging's machine
+        assert "export-dev-fan-out" not in json.dumps(doc)
 
 
 def test_the_scanner_export_writes_every_policy_document(tmp_path):
