@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from components.config import (
@@ -218,3 +220,66 @@ def test_entra_app_owners_are_object_ids():
     )
     [problem] = problems(entraAppOwners=[good[0], good[0].upper()])
     assert problem.endswith("lists an owner more than once; list each once")
+
+
+# --- fanOut (components/fan_out_config.py): each message names the key, the bad value and the fix ---
+
+SHARDS_FIX = (
+    "use 2..1000 (1 shard is the single task: unset fanOut instead; more than 1000 Fargate tasks per run is "
+    "beyond what one run should launch)"
+)
+
+
+@pytest.mark.parametrize(
+    "fan_out,message",
+    [
+        ({"maxShards": 1}, f"cosmos-s3-export:fanOut.maxShards = 1: {SHARDS_FIX}"),
+        ({"maxShards": 1001}, f"cosmos-s3-export:fanOut.maxShards = 1001: {SHARDS_FIX}"),
+        (
+            {"maxShards": 8, "maxConcurrency": 0},
+            "cosmos-s3-export:fanOut.maxConcurrency = 0: use 1..1000, at most fanOut.maxShards, or unset it "
+            "(every shard at once)",
+        ),
+        (
+            {"maxShards": 8, "maxConcurrency": 9},
+            "cosmos-s3-export:fanOut.maxConcurrency = 9: more than fanOut.maxShards (8): at most that many shards "
+            "exist; lower it to 8 or less, or unset it",
+        ),
+        ({"maxShards": 8, "timeoutHours": 0}, "cosmos-s3-export:fanOut.timeoutHours = 0: use 1..720 hours"),
+        ({"maxShards": 8, "timeoutHours": 721}, "cosmos-s3-export:fanOut.timeoutHours = 721: use 1..720 hours"),
+        (
+            {"maxShards": 8, "maxshards": 8},
+            "cosmos-s3-export:fanOut.maxshards is not a known setting: remove it or fix its spelling "
+            "(see 'Config keys' in README.md)",
+        ),
+        (
+            {"maxConcurrency": 4},
+            "cosmos-s3-export:fanOut.maxShards is missing: set it with `pulumi config set cosmos-s3-export:fanOut "
+            "<value>` (see 'Config keys' in README.md)",
+        ),
+    ],
+)
+def test_bad_fan_out_is_refused_with_key_value_and_fix(fan_out, message):
+    assert problems(fanOut=fan_out) == [message]
+    with pytest.raises(ConfigError):  # before any resource: the program stops at the config
+        run_stack("dev", {"fanOut": fan_out})
+
+
+def test_fan_out_bounds_are_inclusive_and_off_by_default():
+    assert load().schedule.fan_out is None
+    for fan_out in ({"maxShards": 2}, {"maxShards": 1000, "maxConcurrency": 1000, "timeoutHours": 720}):
+        assert load(fanOut=fan_out).schedule.fan_out is not None
+    c = load(fanOut={"maxShards": 8, "maxConcurrency": 1, "timeoutHours": 1}).schedule.fan_out
+    assert (c.max_shards, c.concurrency, c.timeout_hours, c.distributed) == (8, 1, 1, False)
+    assert load(fanOut={"maxShards": 41}).schedule.fan_out.distributed  # above 40: the Distributed Map
+    assert load(fanOut={"maxShards": 40}).schedule.fan_out.concurrency == 40  # unset: every shard at once
+
+
+@pytest.mark.parametrize("prefix,bad", [("it's", "'"), ("exports/it's", "'")])
+def test_fan_out_refuses_a_prefix_its_plan_key_would_have_to_escape(prefix, bad):
+    assert problems(fanOut={"maxShards": 8}, exportPrefix=prefix) == [
+        f"cosmos-s3-export:exportPrefix = {json.dumps(prefix)}: contains {bad!r}, which the fan-out state machine "
+        "would have to escape in its plan key's intrinsic string (an escape no local interpreter checks); rename "
+        "the prefix or unset fanOut"
+    ]
+    assert load(exportPrefix=prefix).bucket.export_prefix == prefix  # fine without fanOut
