@@ -328,7 +328,11 @@ class WorkerService(pulumi.ComponentResource):
                 stack=stack,
                 kind=f"{suffix.lstrip('-')}-scheduler" if suffix else "scheduler",
                 trust=policies.scheduler_trust_policy(account_id, region),
-                description=f"EventBridge Scheduler: run the {what} task",
+                description=(
+                    "EventBridge Scheduler: start the fan-out state machine"
+                    if machine is not None
+                    else f"EventBridge Scheduler: run the {what} task"
+                ),
                 opts=child,
             )
             if machine is not None:

@@ -185,6 +185,8 @@ def test_the_scheduler_starts_the_machine_and_runs_no_task():
         },
         "DeadLetters": {"Sid": "DeadLetters", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": dlq},
     }
+    role = run.named(ROLE, "export-dev-scheduler").inputs
+    assert role["description"] == "EventBridge Scheduler: start the fan-out state machine"
     # Without fanOut the same role runs the tasks itself (so the test above is about fanOut, not the role).
     assert "RunWorkerTask" in _policy(off(), "export-dev-scheduler")
     # The restore drills still run their own task through their own scheduler, unchanged.
