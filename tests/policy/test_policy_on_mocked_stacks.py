@@ -234,3 +234,24 @@ def test_public_alert_topic_is_rejected(stack):
     document["Statement"][0]["Principal"] = "*"
     found = violations(_edit(_resources(stack), rules.T_SNS_TOPIC_POLICY, policy=json.dumps(document)))
     assert [(p, n) for p, n, _ in found] == [("chain-of-trust-and-data-guardrails", f"export-{stack}-alerts-policy")]
+
+
+@functools.lru_cache(maxsize=None)
+def _fan_out_resources():
+    """dev with a Distributed Map fan-out (every stack file has fanOut off)."""
+    return from_mocked_run(run_stack("dev", {"fanOut": {"maxShards": 50}}))
+
+
+def test_a_fan_out_stack_passes_every_policy_and_a_widened_fan_out_role_does_not():
+    resources = _fan_out_resources()
+    assert "export-dev-fan-out-role-policy" in {r.name for r in resources}
+    assert violations(resources) == []
+    widened = _edit_named(
+        resources,
+        rules.T_ROLE_POLICY,
+        "export-dev-fan-out-role-policy",
+        policy=json.dumps({"Statement": [{"Sid": "All", "Effect": "Allow", "Action": "states:*", "Resource": "*"}]}),
+    )
+    found = [(n, m) for _, n, m in violations(widened)]
+    assert [n for n, _ in found] == ["export-dev-fan-out-role-policy"]
+    assert "statement All allows whole services ['states:*']; name the exact actions" in found[0][1]
