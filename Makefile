@@ -90,6 +90,7 @@ bench: deps
 	$(PY) -m bench.restore --docs 100000 1000000
 	$(PY) -m bench.materialize --docs 100000 1000000
 	$(PY) -m bench.tables --docs 100000 1000000
+	$(PY) -m bench.fanout --docs 100000 --shards 1 2 4 --latency-ms 20
 	$(PY) docs/sync_readme.py
 
 # Mutation testing of commit, layout, sink, schema and settings against their fast tests (docs/mutation.md);

@@ -77,11 +77,18 @@ class Sandbox:
         return env
 
     def start(
-        self, prefix: str, container: str, mode: str = "incremental", tag: str = "run", **extra: str
+        self,
+        prefix: str,
+        container: str,
+        mode: str = "incremental",
+        tag: str = "run",
+        args: list[str] | None = None,
+        **extra: str,
     ) -> subprocess.Popen:
+        """`cosmos-export run --mode <mode>`, or `cosmos-export <args>` (e.g. a fan-out command)."""
         err = open(self.workdir / f"{tag}-{uuid.uuid4().hex[:6]}.stderr", "w+b")
         process = subprocess.Popen(
-            [WORKER, "run", "--mode", mode],
+            [WORKER, *(args if args is not None else ["run", "--mode", mode])],
             env=self.worker_env(prefix, container, **extra),
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -105,8 +112,10 @@ class Sandbox:
         err.close()
         return Outcome(code, time.monotonic() - process._started, text)  # type: ignore[attr-defined]
 
-    def run(self, prefix: str, container: str, mode: str = "incremental", **extra: str) -> Outcome:
-        return self.finish(self.start(prefix, container, mode, **extra))
+    def run(
+        self, prefix: str, container: str, mode: str = "incremental", args: list[str] | None = None, **extra: str
+    ) -> Outcome:
+        return self.finish(self.start(prefix, container, mode, args=args, **extra))
 
     @staticmethod
     def stop(process: subprocess.Popen, sig: int) -> float:
