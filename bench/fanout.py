@@ -50,15 +50,15 @@ def wait(process: subprocess.Popen, log: Path) -> tuple[bytes, float]:
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-6:]
-        raise RuntimeError(f"{' '.join(map(str, process.args[1:5]))} failed:\n  " + "\n  ".join(tail))
+        raise RuntimeError(f"{log.stem} failed:\n  " + "\n  ".join(tail))
     return out, usage.ru_utime + usage.ru_stime
 
 
 def one_run(state: dict, directory: Path, shards: int, seeded: int) -> dict:
     prefix = f"{state['prefix']}/bench-fanout-{shards}-{int(time.time())}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EXPORT_"))}
-    env |= {**common.CHILD_ENV, **state["worker_env"], Env.PREFIX: prefix, Env.COSMOS_CONTAINERS: CONTAINER}
-    env.pop("AWS_ACCESS_KEY_ID"), env.pop("AWS_SECRET_ACCESS_KEY")  # the worker's own identity chain only
+    # The sandbox's task-role session and settings only (no moto "testing" keys): the worker's own chain.
+    env |= {"PYTHONPATH": str(common.REPO), **state["worker_env"], Env.PREFIX: prefix, Env.COSMOS_CONTAINERS: CONTAINER}
     execution = f"bench-{shards}"
 
     def step(argv: list[str], name: str) -> tuple[bytes, float, float]:
@@ -68,8 +68,14 @@ def one_run(state: dict, directory: Path, shards: int, seeded: int) -> dict:
         return out, cpu, time.perf_counter() - started
 
     _, plan_cpu, plan_s = step(contract.fan_out_plan_command("snapshot", shards, execution), "plan")
+    creds = state["aws_cli_env"]
     s3 = boto3.client(
-        "s3", endpoint_url=state["endpoints"]["s3"], region_name=state["region"], **_creds(state["aws_cli_env"])
+        "s3",
+        endpoint_url=state["endpoints"]["s3"],
+        region_name=state["region"],
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
     )
     body = s3.get_object(Bucket=state["bucket"], Key=contract.fan_out_plan_key(prefix, execution))["Body"].read()
     plan = json.loads(body)
@@ -95,14 +101,6 @@ def one_run(state: dict, directory: Path, shards: int, seeded: int) -> dict:
         "docs_per_s": round(seeded / shards_s),
         "docs_per_s_end_to_end": round(seeded / (plan_s + shards_s + commit_s)),
         "load_1min_after": os.getloadavg()[0],
-    }
-
-
-def _creds(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        **({"aws_session_token": env["AWS_SESSION_TOKEN"]} if env.get("AWS_SESSION_TOKEN") else {}),
     }
 
 

@@ -16,10 +16,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from cosmos_export import contract
+
 #: Shards of one run. Each shard is a Fargate task and a Map iteration; a Cosmos container has one feed
 #: range per physical partition, so more shards than that only add idle tasks. 1000 keeps the Map's
 #: items (the plan's shard list) and one account's Fargate task launch rate well inside AWS's limits.
-MAX_SHARDS = 1000
+MAX_SHARDS = contract.FAN_OUT_MAX_SHARDS
 #: Above this many shards the Map runs in Distributed mode (child workflow executions). An inline Map
 #: runs at most 40 iterations at once and keeps every iteration's events in the parent execution's
 #: history (25,000 events at most; one ECS .sync iteration with a retry takes ~10): 40 is where

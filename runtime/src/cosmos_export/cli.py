@@ -1,4 +1,4 @@
-"""`cosmos-export run|doctor|verify|status|materialize|parts|restore|drill`: settings from the environment, flags on top.
+"""`cosmos-export run|plan|commit|doctor|verify|status|materialize|parts|restore|drill`: settings from the environment, flags on top.
 
 Exit codes: 0 ok, 1 export/verify/doctor/restore failure (materialize: a corrupted part), a drill mismatch, or
 (status) a container older than --max-age or never committed; 2 invalid settings or usage (and a restore or
@@ -104,9 +104,13 @@ _LOG = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR")
 
 @app.command()
 def run(
-    mode: Mode = typer.Option(
-        ..., "--mode", help="snapshot (everything) or incremental (changes since the checkpoint)"
+    mode: Optional[Mode] = typer.Option(
+        None, "--mode", help="snapshot (everything) or incremental (changes since the checkpoint)"
     ),
+    fan_out_run: Optional[str] = typer.Option(
+        None, "--run", help="Fan-out: the planned run id (from `plan`); read one shard of it, never commit"
+    ),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Fan-out: the shard to read, K/N (with --run)"),
     identity_mode: Optional[IdentityMode] = _IDENTITY,
     containers: Optional[list[str]] = _CONTAINER,
     bucket: Optional[str] = _BUCKET,
@@ -119,8 +123,21 @@ def run(
     ),
     log_level: Optional[str] = _LOG,
 ) -> None:
-    """Export the configured containers and commit the run (manifest, then checkpoint)."""
+    """Export the configured containers and commit the run (manifest, then checkpoint); with --run and
+    --shard, read one shard of a planned fan-out run (parts and a shard result, no commit)."""
     from cosmos_export.export import ExportError, ExportInterrupted, run_export
+
+    if (fan_out_run is None) != (shard is None):
+        given, missing = ("--run", "--shard") if shard is None else ("--shard", "--run")
+        _fail(f"{given} needs {missing}: a fan-out shard is `run --run ID --shard K/N`", EXIT_SETTINGS)
+    if fan_out_run is not None and mode is not None:
+        _fail("--mode is the plan's, not a shard's: drop --mode (the run was planned with it)", EXIT_SETTINGS)
+    if fan_out_run is None and mode is None:
+        _fail(
+            "Missing option '--mode': use --mode snapshot or --mode incremental "
+            "(a fan-out shard: --run ID --shard K/N)",
+            EXIT_SETTINGS,
+        )
 
     settings = _settings(
         identity_mode=identity_mode,
@@ -138,7 +155,16 @@ def run(
     # A signal stops reading new pages; the run aborts its uploads and commits nothing.
     with _stop_on_signals() as (stop, stopped_by):
         try:
-            run_export(settings, mode.value, stop=stop, log=log)
+            if fan_out_run is not None and shard is not None:
+                from cosmos_export.fanout import run_shard
+
+                try:
+                    run_shard(settings, fan_out_run, shard, stop=stop, log=log)
+                except ValueError as e:
+                    _fail(str(e), EXIT_SETTINGS)
+            else:
+                assert mode is not None
+                run_export(settings, mode.value, stop=stop, log=log)
         except ExportInterrupted as e:
             reason = f"{stopped_by[0]} received: {e}" if stopped_by else str(e)
             log.error("export_failed", reason=reason)
@@ -146,6 +172,59 @@ def run(
         except ExportError as e:
             log.error("export_failed", reason=str(e))
             _fail(str(e))
+
+
+@app.command()
+def plan(
+    mode: Mode = typer.Option(..., "--mode", help="snapshot or incremental, as for `run`"),
+    shards: int = typer.Option(..., "--shards", help="Split each container's feed ranges into at most N shards"),
+    execution: str = typer.Option(..., "--execution", help="Name of the plan document (the Step Functions execution)"),
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Fan-out: plan one run of every container over at most N shards; prints the plan document."""
+    import json as json_module
+
+    from cosmos_export.export import ExportError
+    from cosmos_export.fanout import plan_fan_out
+
+    settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix, log_level=log_level)
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    try:
+        document = plan_fan_out(settings, mode.value, shards, execution, log=log)
+    except ValueError as e:
+        _fail(str(e), EXIT_SETTINGS)
+    except ExportError as e:
+        log.error("export_failed", reason=str(e))
+        _fail(str(e))
+    typer.echo(json_module.dumps(document))
+
+
+@app.command()
+def commit(
+    fan_out_run: str = typer.Option(..., "--run", help="The planned run id whose shards have all been read"),
+    containers: Optional[list[str]] = _CONTAINER,
+    bucket: Optional[str] = _BUCKET,
+    prefix: Optional[str] = _PREFIX,
+    log_level: Optional[str] = _LOG,
+) -> None:
+    """Fan-out: check every shard's result and parts, then commit one manifest and the checkpoint per container."""
+    from cosmos_export.export import ExportError
+    from cosmos_export.fanout import commit_fan_out
+
+    settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix, log_level=log_level)
+    audit.configure_logging(settings.log_level)
+    log = audit.get_logger()
+    try:
+        commit_fan_out(settings, fan_out_run, log=log)
+    except ValueError as e:
+        _fail(str(e), EXIT_SETTINGS)
+    except ExportError as e:
+        log.error("export_failed", reason=str(e))
+        _fail(str(e))
 
 
 @app.command()

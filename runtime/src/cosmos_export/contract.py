@@ -103,11 +103,13 @@ LOG_LEVELS: Final = get_args(LogLevel)
 # --- Fan-out over feed ranges (issue 15) -------------------------------------
 #
 # The three worker commands a fan-out state machine runs, one per state: the plan, one shard per
-# Map item, the commit. Not built on main yet (issue 15 is open): the state machine and the CLI are
-# both to be built from these functions, so a state cannot drift from a command.
+# Map item, the commit. The state machine (components/fan_out.py) and the CLI (cosmos_export/fanout.py)
+# are both built from these functions, so a state cannot drift from a command.
 
 #: Shards are numbered 1..N: `--shard K/N`.
 FAN_OUT_SHARD_FORMAT: Final = "{shard}/{shards}"
+#: The most shards one run may plan (the stack's fanOut.maxShards and the worker's `plan --shards` alike).
+FAN_OUT_MAX_SHARDS: Final = 1000
 
 
 def fan_out_plan_command(mode: str, shards: int | str, execution: str) -> list[str]:
