@@ -182,8 +182,8 @@ def test_cleanup_without_a_run_to_keep_is_refused_with_the_fix(s3, bucket):
 
 def test_cleanup_deletes_orphans_in_one_request_and_logs_each_part(s3, bucket):
     # cleanup_orphans mutant 28 (`len(batch) == 1000` -> `!=`: one DeleteObjects per key) and 46-54 (the
-    # orphan_part_deleted event and its fields). The 1000-key limit itself (mutants 29-33) needs 1001
-    # objects: about 15 s of PUTs against moto here, too slow for the fast tests (docs/mutation.md).
+    # orphan_part_deleted event and its fields). The 1000-key limit itself (mutants 29-33): the 1001-key
+    # test below, with a listing that is not 1001 PUTs to moto.
     from cosmos_export.commit import CommitStore
     from tests.runtime.test_safety_paths import keys, live_run_id, target_of
 
@@ -234,6 +234,64 @@ class RefusesOneKey:
             return {**response, "Errors": [*response.get("Errors", []), error]}
 
         return delete_objects
+
+
+class ListsManyOrphans:
+    """The real client, except that listing the data prefix returns `keys` (in S3's pages of 1000) and
+    DeleteObjects only records each request's keys: 1001 orphans without 1001 PUTs to moto."""
+
+    def __init__(self, real, data_prefix: str, keys: list[str], written: datetime) -> None:
+        self._real, self._prefix, self._keys, self._written = real, data_prefix, keys, written
+        self.deletes: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get_paginator(self, operation: str):
+        real = self._real.get_paginator(operation)
+        if operation != "list_objects_v2":
+            return real
+        outer = self
+
+        class Pages:
+            def paginate(self, *, Bucket, Prefix):
+                if Prefix != outer._prefix:
+                    return real.paginate(Bucket=Bucket, Prefix=Prefix)
+                return (
+                    {"Contents": [{"Key": k, "LastModified": outer._written} for k in outer._keys[i : i + 1000]]}
+                    for i in range(0, len(outer._keys), 1000)
+                )
+
+        return Pages()
+
+    def delete_objects(self, *, Bucket, Delete):
+        self.deletes.append([o["Key"] for o in Delete["Objects"]])
+        return {}
+
+
+def test_cleanup_deletes_1001_orphans_in_batches_of_1000_then_1_each_key_once(s3, bucket):
+    # cleanup_orphans mutants 29-33 (DeleteObjects' 1000-key limit: `== 1000` -> `== 1001`, `== 999`, ...).
+    from cosmos_export.commit import CommitStore
+    from tests.runtime.test_safety_paths import live_run_id, target_of
+
+    target = target_of(bucket)
+    started = datetime.now(timezone.utc) - timedelta(hours=2)
+    run_id = layout.new_run_id(started)
+    orphans = [
+        layout.part_key(
+            target,
+            run_id=run_id,
+            started_at=started,
+            feed_range_index=i % 10,
+            part_number=i // 10 + 1,
+            compression="gzip",
+        )
+        for i in range(1001)
+    ]
+    client = ListsManyOrphans(s3, target.data_prefix, orphans, started)
+    deleted = CommitStore(client, target).cleanup_orphans({live_run_id()})
+    assert [len(batch) for batch in client.deletes] == [1000, 1]
+    assert [k for batch in client.deletes for k in batch] == orphans == deleted
 
 
 def test_a_part_s3_refuses_to_delete_stops_cleanup_naming_it(s3, bucket):
