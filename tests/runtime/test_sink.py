@@ -265,3 +265,63 @@ def test_bad_settings_are_refused(s3, target):
         make_sink(s3, target, compression_level=30)
     with pytest.raises(ValueError, match=r"part_size_bytes=0 must be positive"):
         make_sink(s3, target, part_size_bytes=0)
+
+
+def test_bad_settings_and_a_closed_sink_have_exact_messages(s3, target):
+    # docs/mutation.md, sink: the messages in full (the test above matches substrings).
+    with pytest.raises(ValueError) as err:
+        make_sink(s3, target, chunk_bytes=1024)
+    assert str(err.value) == f"chunk_bytes=1024 is below the S3 minimum part size {MIN_CHUNK_BYTES} (5 MiB)"
+    with pytest.raises(ValueError) as err:
+        make_sink(s3, target, part_size_bytes=0)
+    assert str(err.value) == "part_size_bytes=0 must be positive: use e.g. 128 MiB"
+    sink = make_sink(s3, target)
+    assert sink.close() == []
+    with pytest.raises(RuntimeError) as closed:
+        sink.write_page([{"id": "x"}])
+    assert str(closed.value) == "sink for feed range 2 is closed: create a new sink per run"
+
+
+def test_an_abort_that_fails_is_logged_with_the_key_and_the_error(s3, target):
+    # The original failure matters more: a failed AbortMultipartUpload is logged, not raised.
+    def refuse(**_):
+        raise RuntimeError("abort refused")
+
+    log = ListLog()
+    sink = make_sink(s3, target, log=log, part_size_bytes=10**9)
+    sink.write_page([{"id": "a"}])
+    [upload] = s3.list_multipart_uploads(Bucket=target.bucket)["Uploads"]
+    s3.meta.events.register("before-call.s3.AbortMultipartUpload", refuse)
+    try:
+        sink.abort()
+    finally:
+        s3.meta.events.unregister("before-call.s3.AbortMultipartUpload", refuse)
+    assert log.lines == [("abort_multipart_upload_failed", {"key": upload["Key"], "error": "abort refused"})]
+    with pytest.raises(RuntimeError, match="is closed"):
+        sink.write_page([{"id": "b"}])
+    sink.abort()  # nothing open any more: no second abort, no second line
+    assert len(log.lines) == 1
+
+
+def test_an_object_shorter_than_written_is_refused_and_not_recorded(s3, target):
+    # The size check after CompleteMultipartUpload: S3 reporting another size than the bytes sent.
+    def short(parsed, **_):
+        parsed["ContentLength"] -= 1
+
+    log = ListLog()
+    sink = make_sink(s3, target, log=log, part_size_bytes=10**9)
+    sink.write_page(docs(5))
+    s3.meta.events.register("after-call.s3.HeadObject", short)
+    try:
+        with pytest.raises(RuntimeError) as err:
+            sink.close()
+    finally:
+        s3.meta.events.unregister("after-call.s3.HeadObject", short)
+    [obj] = s3.list_objects_v2(Bucket=target.bucket)["Contents"]
+    size = obj["Size"]
+    assert str(err.value) == (
+        f"s3://{target.bucket}/{obj['Key']} has {size - 1} bytes after upload, "
+        f"expected {size}: the object is left uncommitted; rerun the export"
+    )
+    assert s3.get_object_tagging(Bucket=target.bucket, Key=obj["Key"])["TagSet"] == []  # never tagged
+    assert log.lines == []  # no object_written
