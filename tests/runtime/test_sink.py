@@ -325,3 +325,27 @@ def test_an_object_shorter_than_written_is_refused_and_not_recorded(s3, target):
     )
     assert s3.get_object_tagging(Bucket=target.bucket, Key=obj["Key"])["TagSet"] == []  # never tagged
     assert log.lines == []  # no object_written
+
+
+def test_each_part_schema_holds_its_own_documents_across_pages_and_rolls(s3, target):
+    # A part's schema version (its tag) comes from its own documents only: `first`, the index of the
+    # part's first document in the page, must be 0 for a part carried over from the previous page and
+    # the roll's index for a part opened mid-page.
+    previous = next_schema(None, {"id": ["string"], "blob": ["string"]})
+    rng = random.Random(5)
+    # One page: doc 0 alone has "early"; ~1 MiB of hex rolls 64 KiB parts several times inside the page.
+    page = [{"id": f"d{i}", "blob": rng.randbytes(512).hex()} for i in range(1000)]
+    page[0]["early"] = 1
+    sink = make_sink(s3, target, previous_schema=previous)
+    sink.write_page(page)
+    rolled = sink.close()
+    assert len(rolled) >= 3
+    assert [r.schema_version for r in rolled] == [2] + [1] * (len(rolled) - 1)
+    # Two pages into one open part: the second page's first document alone has "late".
+    sink = make_sink(s3, target, previous_schema=previous, part_size_bytes=10**9, feed_range_index=3)
+    sink.write_page([{"id": "a", "blob": "x"}])
+    sink.write_page([{"id": "b", "blob": "y", "late": True}, {"id": "c", "blob": "z"}])
+    [carried] = sink.close()
+    assert carried.schema_version == 2
+    tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=target.bucket, Key=carried.key)["TagSet"]}
+    assert tags[Meta.SCHEMA_VERSION] == "2"
