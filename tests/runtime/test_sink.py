@@ -349,3 +349,24 @@ def test_each_part_schema_holds_its_own_documents_across_pages_and_rolls(s3, tar
     assert carried.schema_version == 2
     tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=target.bucket, Key=carried.key)["TagSet"]}
     assert tags[Meta.SCHEMA_VERSION] == "2"
+
+
+def test_a_roll_at_a_pages_edge_keeps_each_part_schema_its_own(s3, target):
+    # One document of 600 KiB fills a batch and a 64 KiB part on its own: the part rolls right after it.
+    previous = next_schema(None, {"id": ["string"], "blob": ["string"]})
+    rng = random.Random(6)
+
+    def big(**extra):
+        return {"id": "big", "blob": rng.randbytes(300 * 1024).hex(), **extra}
+
+    cases = [
+        ([big(early=1)], [2]),  # the page ends with the roll: nothing is left open
+        ([big(early=1), {"id": "s", "blob": "x"}], [2, 1]),  # the second part starts at index 1
+        ([big(), {"id": "s", "blob": "x", "late": True}], [1, 2]),  # the first part ends at index 0
+    ]
+    for number, (page, versions) in enumerate(cases):
+        sink = make_sink(s3, target, previous_schema=previous, feed_range_index=number)
+        sink.write_page(page)
+        records = sink.close()
+        assert [r.schema_version for r in records] == versions, number
+        assert [r.documents for r in records] == [1] * len(page), number
