@@ -370,3 +370,19 @@ def test_a_roll_at_a_pages_edge_keeps_each_part_schema_its_own(s3, target):
         records = sink.close()
         assert [r.schema_version for r in records] == versions, number
         assert [r.documents for r in records] == [1] * len(page), number
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_the_compression_level_is_applied_to_every_part(s3, target, compression):
+    # The same documents at the fastest and the strongest level: the strongest writes fewer bytes (a level
+    # dropped on the way to the compressor would give both the default), each decompresses to the same lines.
+    written = docs(400)
+    sizes = {}
+    for number, level in enumerate([1, {"gzip": 9, "zstd": 19}[compression]]):
+        sink = make_sink(s3, target, compression=compression, compression_level=level, feed_range_index=number)
+        sink.write_page(written)
+        records = sink.close()
+        assert b"".join(read_parts(s3, target.bucket, records)) == jsonl.encode_lines_stdlib(written)
+        sizes[level] = sum(r.bytes for r in records)
+    fast, strong = sizes.values()
+    assert strong < fast, sizes
