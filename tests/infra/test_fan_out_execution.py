@@ -72,6 +72,10 @@ class Worker:
         from cosmos_export import fanout
         from cosmos_export.cli import app
 
+        def plan(settings, *args, **_):
+            self.parsed.append(("plan", *args))
+            return {}
+
         def shard(settings, run_id, spec, **_):
             fanout._check_run_id(run_id)
             self.parsed.append(("run", run_id, fanout.parse_shard(spec)))
@@ -82,7 +86,7 @@ class Worker:
             mock.patch("cosmos_export.cli._settings", lambda **_: SimpleNamespace(log_level="WARNING")),
             # Signal handlers install only in the main thread; the Map's iterations run in others.
             mock.patch("cosmos_export.cli._stop_on_signals", lambda: nullcontext((threading.Event(), []))),
-            mock.patch.object(fanout, "plan_fan_out", lambda s, *a, **_: self.parsed.append(("plan", *a)) or {}),
+            mock.patch.object(fanout, "plan_fan_out", plan),
             mock.patch.object(fanout, "run_shard", shard),
             mock.patch.object(fanout, "commit_fan_out", lambda s, *a, **_: self.parsed.append(("commit", *a))),
         ):

@@ -124,6 +124,20 @@ def test_a_shard_of_another_shard_count_is_refused_before_reading(world):
         fanout.run_shard(world.settings(), document["run_id"], "4/3", session=world.session, s3=world.s3)
 
 
+@pytest.mark.parametrize(
+    ("shards", "execution", "reason"),
+    [
+        (0, "exec-1", r"--shards 0: use 1\.\.1000"),
+        (1001, "exec-1", r"--shards 1001: use 1\.\.1000"),
+        (2, "a/b", r"--execution 'a/b': use the Step Functions execution name"),
+    ],
+)
+def test_a_bad_plan_is_refused_before_anything_is_written(world, shards, execution, reason):
+    with pytest.raises(ValueError, match=reason):
+        plan(world, shards=shards, execution=execution)
+    assert world.all_keys() == {}
+
+
 # --- The CLI parses the state machine's argv ---------------------------------------
 
 
