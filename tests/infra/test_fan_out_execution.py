@@ -4,7 +4,9 @@ moto (in process, `execute_state_machine`) evaluates the real definition: the in
 command, the S3 getObject of the plan document, the Map (inline and Distributed) and its retries. Its ECS
 runs nothing, so each RunTask's container command goes to `worker` below (tests/infra/moto_sfn.py says what
 was added to moto and why), which plays the worker's side of the contract: `plan` writes the plan
-document where contract.fan_out_plan_key says. What is asserted is the state machine's side: every ECS
+document where contract.fan_out_plan_key says, after the worker's real CLI has parsed each command down to
+the fan-out function it calls (cosmos_export/fanout.py; those functions are tested against the doubles in
+tests/reliability/test_fan_out*.py). What is asserted is the state machine's side: every ECS
 state ran exactly the contract function's command with the execution's real values, in order, and a
 failure stops the run before `commit`. About a second per execution.
 """
@@ -12,8 +14,10 @@ failure stops the run before `commit`. About a second per execution.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,7 +34,10 @@ REGION: Final = "eu-west-1"
 BUCKET = "acme-fan-out-test"
 #: Parentheses and the rest of an export prefix's characters pass through the plan key's States.Format.
 PREFIX = "exports/orders(1)"
-RUN_ID = "20261203T090000Z-7f3a"
+RUN_ID = "20261203T090000Z-7f3a0b1c"
+
+
+PARSING = threading.Lock()
 
 
 @dataclass
@@ -40,7 +47,11 @@ class Worker:
     shards: list[int]
     failing: set[str] = field(default_factory=set)
 
+    #: What the worker's real CLI parsed each command into: (command, its arguments).
+    parsed: list[tuple] = field(default_factory=list)
+
     def __call__(self, command: list[str]) -> int:
+        self.parse(command)
         if command[0] == "plan":
             execution = command[command.index("--execution") + 1]
             boto3.client("s3", region_name=REGION).put_object(
@@ -49,6 +60,38 @@ class Worker:
                 Body=json.dumps({"run_id": RUN_ID, "shards": self.shards}).encode(),
             )
         return 1 if " ".join(command) in self.failing else 0
+
+    def parse(self, command: list[str]) -> None:
+        """The worker's own CLI (typer) parses the command the state machine sent, down to the fan-out
+        function it calls: a state whose argv the worker would refuse fails here."""
+        from types import SimpleNamespace
+        from unittest import mock
+
+        from typer.testing import CliRunner
+
+        from cosmos_export import fanout
+        from cosmos_export.cli import app
+
+        def plan(settings, *args, **_):
+            self.parsed.append(("plan", *args))
+            return {}
+
+        def shard(settings, run_id, spec, **_):
+            fanout._check_run_id(run_id)
+            self.parsed.append(("run", run_id, fanout.parse_shard(spec)))
+
+        # The Map runs iterations in threads; patching is process-wide, so one command at a time.
+        with (
+            PARSING,
+            mock.patch("cosmos_export.cli._settings", lambda **_: SimpleNamespace(log_level="WARNING")),
+            # Signal handlers install only in the main thread; the Map's iterations run in others.
+            mock.patch("cosmos_export.cli._stop_on_signals", lambda: nullcontext((threading.Event(), []))),
+            mock.patch.object(fanout, "plan_fan_out", plan),
+            mock.patch.object(fanout, "run_shard", shard),
+            mock.patch.object(fanout, "commit_fan_out", lambda s, *a, **_: self.parsed.append(("commit", *a))),
+        ):
+            result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, f"the worker refused {command}: {result.output}"
 
 
 @dataclass
@@ -116,8 +159,13 @@ def execute(aws: Aws, worker: Worker, config: FanOutConfig, *, mode: str = "incr
 
 def test_plan_every_planned_shard_then_commit_exactly_the_contract_commands(aws):
     config = FanOutConfig(max_shards=8, max_concurrency=2)
-    status, commands = execute(aws, Worker(shards=[1, 3, 4]), config, name="export-test-0900")
+    worker = Worker(shards=[1, 3, 4])
+    status, commands = execute(aws, worker, config, name="export-test-0900")
     assert status == "SUCCEEDED"
+    # The worker's CLI took each command to the right fan-out step with the execution's real values.
+    assert worker.parsed[0] == ("plan", "incremental", 8, "export-test-0900")
+    assert sorted(worker.parsed[1:-1]) == [("run", RUN_ID, (k, 8)) for k in (1, 3, 4)]
+    assert worker.parsed[-1] == ("commit", RUN_ID)
     assert commands[0] == contract.fan_out_plan_command("incremental", 8, "export-test-0900")
     # The Map runs the plan's shards (not all 8), in any order, each once.
     assert sorted(commands[1:-1]) == sorted(contract.fan_out_shard_command(RUN_ID, k, 8) for k in (1, 3, 4))

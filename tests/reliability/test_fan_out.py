@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cosmos_export import contract, fanout, layout
 from cosmos_export.cli import app
 from cosmos_export.export import ExportError
-from tests.reliability.harness import make_docs, versions
+from tests.reliability.harness import DB, WhenServed, make_docs, versions
 
 
 def plan(world, mode="incremental", shards=3, execution="exec-1"):
@@ -59,6 +59,24 @@ def test_plan_shards_commit_export_every_document_once_then_the_changes(world):
     document, results = fan_out(world, "incremental", shards=2, execution="exec-2")
     assert document["shards"] == [1, 2] and results[0].sequence == 2 and results[0].documents == 150
     assert world.committed().counts() == versions(docs) + versions(changed)
+
+
+def test_a_split_while_a_shard_reads_is_handled_inside_the_shard(world):
+    docs = make_docs(1200)
+    world.seed(docs)
+    document = plan(world, "snapshot", shards=2)
+    run_id = document["run_id"]
+    with WhenServed(world.state, "changefeed.read", 4, lambda: world.state.split(DB, world.container)) as w:
+        shard(world, run_id, 1, 2)
+    assert w.fired.is_set() and len(world.state.container(DB, world.container).ranges) == 5
+    shard(world, run_id, 2, 2)
+    commit(world, run_id)
+    assert world.committed().counts() == versions(docs)
+    # The next fan-out plans from the manifest's continuations (the split range's included), exactly once.
+    more = make_docs(300, version=2)
+    world.seed(more)
+    fan_out(world, "incremental", shards=2, execution="exec-2")
+    assert world.committed().counts() == versions(docs) + versions(more)
 
 
 def test_a_retried_shard_replaces_its_attempt_and_commit_twice_commits_once(world):
@@ -122,6 +140,20 @@ def test_a_shard_of_another_shard_count_is_refused_before_reading(world):
         shard(world, document["run_id"], 1, 4)
     with pytest.raises(ValueError, match=r"--shard '4/3': K must be between 1 and N"):
         fanout.run_shard(world.settings(), document["run_id"], "4/3", session=world.session, s3=world.s3)
+
+
+@pytest.mark.parametrize(
+    ("shards", "execution", "reason"),
+    [
+        (0, "exec-1", r"--shards 0: use 1\.\.1000"),
+        (1001, "exec-1", r"--shards 1001: use 1\.\.1000"),
+        (2, "a/b", r"--execution 'a/b': use the Step Functions execution name"),
+    ],
+)
+def test_a_bad_plan_is_refused_before_anything_is_written(world, shards, execution, reason):
+    with pytest.raises(ValueError, match=reason):
+        plan(world, shards=shards, execution=execution)
+    assert world.all_keys() == {}
 
 
 # --- The CLI parses the state machine's argv ---------------------------------------

@@ -201,9 +201,9 @@ def plan_fan_out(
     check_mode(settings, mode)
     if not 1 <= shards <= contract.FAN_OUT_MAX_SHARDS:
         raise ValueError(f"--shards {shards}: use 1..{contract.FAN_OUT_MAX_SHARDS} (the stack's fanOut.maxShards)")
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", execution):
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", execution):
         raise ValueError(
-            f"--execution {execution!r}: use the Step Functions execution name (1-80 letters, digits, '-' or '_')"
+            f"--execution {execution!r}: use the Step Functions execution name (1-80 letters, digits, '.', '-' or '_')"
         )
     log = log or audit.get_logger()
     client, s3 = connect(settings, mode, credential=credential, session=session, s3=s3, log=log, clock=clock)
