@@ -384,29 +384,14 @@ class WorkerService(pulumi.ComponentResource):
             }
             if machine is not None and fan_out_mode is not None:
                 # A templated Step Functions target: StartExecution with `input` (the mode `plan` runs).
-                aws.scheduler.Schedule(
-                    logical,
-                    schedule_expression=expression,
-                    schedule_expression_timezone=schedule.schedule_time_zone,
-                    state="ENABLED" if enabled else "DISABLED",
-                    flexible_time_window={"mode": "OFF"},
-                    target={
-                        "arn": machine.state_machine_arn,
-                        "role_arn": role.arn,
-                        "input": fan_out.schedule_input(fan_out_mode),
-                        **retry_and_dlq,
-                    },
-                    opts=child,
-                )
-                return
-            # A templated ECS target turns `input` into the RunTask TaskOverride: here, the container's command.
-            aws.scheduler.Schedule(
-                logical,
-                schedule_expression=expression,
-                schedule_expression_timezone=schedule.schedule_time_zone,
-                state="ENABLED" if enabled else "DISABLED",
-                flexible_time_window={"mode": "OFF"},
-                target={
+                target: dict = {
+                    "arn": machine.state_machine_arn,
+                    "role_arn": role.arn,
+                    "input": fan_out.schedule_input(fan_out_mode),
+                }
+            else:
+                # A templated ECS target turns `input` into the RunTask TaskOverride: here, the container's command.
+                target = {
                     "arn": cluster.arn,
                     "role_arn": role.arn,
                     **({"input": json.dumps(task_override(command))} if command else {}),
@@ -420,8 +405,14 @@ class WorkerService(pulumi.ComponentResource):
                             "assign_public_ip": a.assign_public_ip,
                         },
                     },
-                    **retry_and_dlq,
-                },
+                }
+            aws.scheduler.Schedule(
+                logical,
+                schedule_expression=expression,
+                schedule_expression_timezone=schedule.schedule_time_zone,
+                state="ENABLED" if enabled else "DISABLED",
+                flexible_time_window={"mode": "OFF"},
+                target={**target, **retry_and_dlq},
                 opts=child,
             )
 

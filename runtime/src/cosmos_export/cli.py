@@ -174,6 +174,20 @@ def run(
             _fail(str(e))
 
 
+@contextlib.contextmanager
+def _fan_out_errors(log: Any) -> Iterator[None]:
+    """`plan` and `commit`: bad input (refused before anything is written) exits 2, a failed run 1."""
+    from cosmos_export.export import ExportError
+
+    try:
+        yield
+    except ValueError as e:
+        _fail(str(e), EXIT_SETTINGS)
+    except ExportError as e:
+        log.error("export_failed", reason=str(e))
+        _fail(str(e))
+
+
 @app.command()
 def plan(
     mode: Mode = typer.Option(..., "--mode", help="snapshot or incremental, as for `run`"),
@@ -187,19 +201,13 @@ def plan(
     """Fan-out: plan one run of every container over at most N shards; prints the plan document."""
     import json as json_module
 
-    from cosmos_export.export import ExportError
     from cosmos_export.fanout import plan_fan_out
 
     settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix, log_level=log_level)
     audit.configure_logging(settings.log_level)
     log = audit.get_logger()
-    try:
+    with _fan_out_errors(log):
         document = plan_fan_out(settings, mode.value, shards, execution, log=log)
-    except ValueError as e:
-        _fail(str(e), EXIT_SETTINGS)
-    except ExportError as e:
-        log.error("export_failed", reason=str(e))
-        _fail(str(e))
     typer.echo(json_module.dumps(document))
 
 
@@ -212,19 +220,13 @@ def commit(
     log_level: Optional[str] = _LOG,
 ) -> None:
     """Fan-out: check every shard's result and parts, then commit one manifest and the checkpoint per container."""
-    from cosmos_export.export import ExportError
     from cosmos_export.fanout import commit_fan_out
 
     settings = _settings(cosmos_containers=containers, bucket=bucket, prefix=prefix, log_level=log_level)
     audit.configure_logging(settings.log_level)
     log = audit.get_logger()
-    try:
+    with _fan_out_errors(log):
         commit_fan_out(settings, fan_out_run, log=log)
-    except ValueError as e:
-        _fail(str(e), EXIT_SETTINGS)
-    except ExportError as e:
-        log.error("export_failed", reason=str(e))
-        _fail(str(e))
 
 
 @app.command()

@@ -396,6 +396,22 @@ class CommitStore:
             self._log.info("orphan_part_deleted", key=key, run_id=layout.run_id_of_key(key))
         return deleted
 
+    def delete_unlisted(self, run_id: str, listed: set[str]) -> list[str]:
+        """After `run_id` committed: delete its parts the manifest does not list (a killed fan-out shard
+        attempt's) and abort its open uploads; the same batching as cleanup_orphans."""
+        deleted: list[str] = []
+        batch: list[str] = []
+        for obj in self._bucket.objects(self._target.data_prefix):
+            if layout.run_id_of_key(obj.key) == run_id and obj.key not in listed:
+                batch.append(obj.key)
+            if len(batch) == 1000:  # DeleteObjects' limit
+                self._delete_orphans(batch, deleted)
+        self._delete_orphans(batch, deleted)
+        for upload in self._bucket.uploads(self._target.data_prefix):
+            if layout.run_id_of_key(upload.key) == run_id:
+                self._bucket.abort_upload(upload.key, upload.upload_id)
+        return deleted
+
     def _delete_orphans(self, batch: list[str], deleted: list[str]) -> None:
         if batch:
             failed = self._bucket.delete_many(batch)

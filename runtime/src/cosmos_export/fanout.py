@@ -416,24 +416,9 @@ def commit_fan_out(
                 log=log.bind(container=name),
                 clock=clock,
             )
-            removed = _delete_unlisted(bucket, store, run_id, {p.key for r in read.results for p in r.records})
+            removed = len(store.delete_unlisted(run_id, {p.key for r in read.results for p in r.records}))
             log.info(
                 "fan_out_committed", container=name, run_id=run_id, sequence=result.sequence, unlisted_deleted=removed
             )
             out.append(result)
     return out
-
-
-def _delete_unlisted(bucket: storage.Bucket, store: CommitStore, run_id: str, listed: set[str]) -> int:
-    """Delete this committed run's parts its manifest does not list (a killed attempt's), abort its uploads."""
-    prefix = store.target.data_prefix
-    stray = [o.key for o in bucket.objects(prefix) if layout.run_id_of_key(o.key) == run_id and o.key not in listed]
-    for i in range(0, len(stray), 1000):  # DeleteObjects' limit
-        failed = bucket.delete_many(stray[i : i + 1000])
-        if failed:
-            key, code, message = failed[0]
-            raise ExportError(f"deleting the unlisted part {key} of run {run_id} failed: {code} {message}")
-    for upload in bucket.uploads(prefix):
-        if layout.run_id_of_key(upload.key) == run_id:
-            bucket.abort_upload(upload.key, upload.upload_id)
-    return len(stray)
