@@ -146,15 +146,17 @@ def test_tokens_expiring_mid_run_are_refreshed_and_the_run_completes(chain, caps
     # client sends in its last instant would race it. One second of leeway keeps that race out while any token not
     # refreshed (the run lasts several lifetimes) is still refused.
     c.gateway.token_verifier = lambda token, audience: verify_access_token(c.entra, token, audience, leeway=1)
-    # 30 pages: the run outlasts both lifetimes even when the throttler misses some requests on a fast machine.
+    # 30 pages one at a time, each held 250 ms: the run lasts over 7.5 s, more than twice both lifetimes, however
+    # fast the machine and however many requests the throttler below misses.
     settings = c.settings(page_size=5, concurrency=1)
+    c.gateway.response_delay["changefeed.read"] = 0.25
     # The STS minimum duration is 60 s: back-date its clock so each token is valid for only a few seconds.
     c.sts.clock_skew_seconds = -(settings.token_duration_seconds - sts_lifetime)
     docs = list(sample_documents(150))
     c.gateway.upsert_many(c.plan.cosmos_database, "orders", list(docs))
     audit.configure_logging("INFO")
 
-    # A slow run: after every change-feed answer, the next change-feed request gets one 429 (retry after 400 ms).
+    # A slow run: after every change-feed answer, the next change-feed request gets one 429 (retry after 100 ms).
     done = threading.Event()
 
     def served() -> int:
@@ -167,7 +169,7 @@ def test_tokens_expiring_mid_run_are_refreshed_and_the_run_completes(chain, caps
             now = served()
             if now != seen:
                 seen = now
-                c.gateway.throttle_next(1, retry_after_ms=400, operation="changefeed.read")
+                c.gateway.throttle_next(1, retry_after_ms=100, operation="changefeed.read")
 
     slow = threading.Thread(target=throttle, daemon=True)
     began = time.time()
