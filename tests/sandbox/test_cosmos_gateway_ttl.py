@@ -86,3 +86,25 @@ def test_a_rewrite_restarts_the_ttl(ttl_account):
     assert state.advance_clock(21) == {"db/ttl": ["x"]}
     with pytest.raises(ValueError, match="only moves forward"):
         state.advance_clock(-1)
+
+
+def test_expiry_after_a_scan_sees_later_writes_and_a_changed_default_ttl(ttl_account):
+    """The double remembers the earliest expiry instead of scanning every document per request: a write with a
+    shorter ttl after a scan, and a defaultTtl changed in place, must still expire on time."""
+    state, _, db, _ = ttl_account
+    container = db.get_container_client("ttl")
+    container.upsert_item({"id": "long", "pk": "a", "ttl": 100})
+    assert state.advance_clock(1) == {}  # scanned: nothing due before 100 s
+    container.upsert_item({"id": "short", "pk": "b", "ttl": 5})
+    assert [d["id"] for d in container.query_items("SELECT * FROM c", enable_cross_partition_query=True)] == [
+        "long",
+        "short",
+    ]
+    assert state.advance_clock(6) == {"db/ttl": ["short"]}
+    state.container("db", "ttl").properties["defaultTtl"] = 2  # "plain" documents of db/ttl now live 2 s
+    container.upsert_item({"id": "default", "pk": "c"})
+    state.container("db", "ttl").properties["defaultTtl"] = -1  # on, no default: only items' own ttl
+    assert state.advance_clock(3) == {}
+    state.container("db", "ttl").properties["defaultTtl"] = 2
+    assert state.advance_clock(0.5) == {"db/ttl": ["default"]}
+    assert state.advance_clock(100) == {"db/ttl": ["long"]}
