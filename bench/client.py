@@ -17,13 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def _settings(state: dict, container: str):
-    os.environ.update(state["worker_env"])
-    os.environ["EXPORT_COSMOS_CONTAINERS"] = container
-    # The export only: the analytics tables' refresh after the commit has its own benchmark (bench/tables.py).
-    os.environ["EXPORT_CURRENT_STATE"] = "false"
-    if CONCURRENCY:
-        os.environ["EXPORT_CONCURRENCY"] = str(CONCURRENCY)
+    from cosmos_export.contract import Env
     from cosmos_export.settings import load_settings
+
+    os.environ.update(state["worker_env"])
+    os.environ[Env.COSMOS_CONTAINERS] = container
+    # The export only: the analytics tables' refresh after the commit has its own benchmark (bench/tables.py).
+    os.environ[Env.CURRENT_STATE] = "false"
+    if CONCURRENCY:
+        os.environ[Env.CONCURRENCY] = str(CONCURRENCY)
 
     return load_settings()
 

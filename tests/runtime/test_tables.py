@@ -175,24 +175,8 @@ def test_a_type_change_moves_the_column_back_to_json_and_both_tables_stay_querya
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key, obj["Key"]
 
 
-def test_analytic_columns_promote_only_stable_scalar_top_level_fields():
-    fields = {
-        "a": ["string"],
-        "b": ["integer", "null"],
-        "c": ["integer", "number"],
-        "d": ["integer", "string"],
-        "e": ["object"],
-        "e.x": ["string"],
-        "f[]": ["integer"],
-        "g": ["null"],
-        "h": ["boolean"],
-    }
-    assert schema.analytic_columns(fields) == {
-        "a": {"duckdb": "VARCHAR", "glue": "string"},
-        "b": {"duckdb": "BIGINT", "glue": "bigint"},
-        "c": {"duckdb": "DOUBLE", "glue": "double"},
-        "h": {"duckdb": "BOOLEAN", "glue": "boolean"},
-    }
+def test_promoted_columns_leave_names_glue_would_see_twice_in_the_json_and_type_values_strictly():
+    # Which fields analytic_columns promotes: tests/runtime/test_layout_schema.py.
     # Names Glue would see twice, or that are the table's own columns, stay in the JSON.
     cols = schema.analytic_columns(
         {"Status": ["string"], "status": ["string"], "document": ["string"], "_ts": ["integer"], "x": ["string"]}
