@@ -403,9 +403,9 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         log=run.log,
         previous_schema=run.previous_schema,
     )
-    reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput)
+    # raw: change-feed pages hand over each document's bytes (the sink writes canonical ones through).
+    reader = source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput, raw=True)
     charge = 0.0
-    newest: int | None = None
     try:
         end: str | None = None
         if plan.end_at_now:
@@ -420,7 +420,7 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         else:
             # A reader of its own when "now" was taken: its continuation must not replace `end`.
             feed = (
-                source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput)
+                source.FeedRangeReader(run.container, plan.feed_range, settings, run.stop, run.throughput, raw=True)
                 if end
                 else reader
             )
@@ -428,9 +428,6 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
         for page in pages:
             sink.write_page(page.docs)
             charge += page.request_charge
-            page_newest = metrics.newest_ts(page.docs)
-            if page_newest is not None and (newest is None or page_newest > newest):
-                newest = page_newest
             run.log.info(
                 "cosmos_page",
                 feed_range_index=plan.index,
@@ -447,7 +444,7 @@ def read_range(plan: RangePlan, run: ContainerRun) -> RangeResult:
             continuation=end or reader.continuation,
             records=records,
             request_charge=charge,
-            newest_ts=newest,
+            newest_ts=sink.newest_ts,
         )
     except BaseException:
         sink.abort()

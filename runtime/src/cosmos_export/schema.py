@@ -178,6 +178,11 @@ class SchemaTracker:
                     if type(value) is float and not float_is_fast(value):
                         slow.add(owner)
 
+    def update(self, pairs: set[tuple[str, str]]) -> None:
+        """Add (path, type) pairs worked out elsewhere (a part's raw documents: passthrough.ShapeModel)."""
+        with self._lock:
+            self._pairs |= pairs
+
     def merge(self, other: "SchemaTracker") -> None:
         if other is self:
             return

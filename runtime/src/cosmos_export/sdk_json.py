@@ -17,31 +17,60 @@ body is handed over as the bytes received instead, which msgspec parses directly
 str of four bytes per character, 1.0 against 1.5). When msgspec refuses the bytes they are decoded the
 way the SDK decodes them (strict UTF-8, or the operator's REPLACE/IGNORE fallback) and parsed as
 above; error responses (status >= 400) keep the SDK's own decoding.
+
+Within ``raw_documents()`` (the export's change-feed reads, one thread each) a successful body's
+``Documents`` come back as ``msgspec.Raw`` items: each document's own bytes, unparsed, which the export
+writes through when they are already canonical (passthrough.py). Every other body, and one msgspec
+refuses, is parsed as above.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 from azure.cosmos import _response_decoding
 
 _decode = msgspec.json.Decoder().decode
+_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_local = threading.local()
 #: The body decoding the SDK's ``_Request`` calls, and the name it is imported under into the SDK module.
 _SDK_DECODE = _response_decoding.decode_response_body_for_status
 _DECODE = "decode_response_body_for_status"
 
 
 def loads(text: str | bytes) -> Any:
-    """``json.loads(text)``, computed by msgspec when it can."""
+    """``json.loads(text)``, computed by msgspec when it can (``Documents`` raw within ``raw_documents``)."""
+    if getattr(_local, "raw", False) and isinstance(text, bytes):
+        try:
+            fields = _decode_fields(text)
+            if "Documents" in fields:
+                return {k: _decode_items(v) if k == "Documents" else _decode(v) for k, v in fields.items()}
+        except (msgspec.MsgspecError, RecursionError):
+            pass  # parsed in full below, exactly as json.loads would
     try:
         return _decode(text)
     except (msgspec.MsgspecError, RecursionError):  # json.loads gives its own value or error
         if isinstance(text, bytes):
             text = _response_decoding.decode_response_body(text)  # the SDK's UTF-8 rules, its errors
         return json.loads(text)
+
+
+@contextmanager
+def raw_documents() -> Iterator[None]:
+    """Within, on this thread: successful bodies' ``Documents`` are ``msgspec.Raw`` items (see above)."""
+    before = getattr(_local, "raw", False)
+    _local.raw = True
+    try:
+        yield
+    finally:
+        _local.raw = before
 
 
 def _decode_body(data: bytes, status_code: int, operation_context: str | None = None) -> str | bytes:

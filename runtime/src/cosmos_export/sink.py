@@ -15,7 +15,9 @@ import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cosmos_export import audit, jsonl, layout, storage
+import msgspec
+
+from cosmos_export import audit, jsonl, layout, metrics, passthrough, storage
 from cosmos_export.commit import ManifestPart
 from cosmos_export.contract import MANIFEST_FORMAT_VERSION, Meta
 from cosmos_export.schema import SchemaInfo, SchemaTracker, next_schema
@@ -42,6 +44,8 @@ class _OpenPart:
         self.uncompressed = 0
         self.documents = 0
         self.schema = SchemaTracker()
+        #: The shapes of the raw documents written to this part so far (their schema: `model.pairs()`).
+        self.model = passthrough.ShapeModel()
 
 
 class FeedRangeSink:
@@ -89,14 +93,20 @@ class FeedRangeSink:
         self._closed = False
         #: Largest number of compressed bytes held in memory at once (for tests/metrics).
         self.peak_buffered_bytes = 0
+        self._newest_ts: int | None = None
 
     # -- public ----------------------------------------------------------
 
-    def write_page(self, docs: list[dict]) -> None:
+    def write_page(self, docs: list[dict] | list[msgspec.Raw]) -> None:
+        """Write a page's documents: parsed (dicts), or as read in raw mode (`msgspec.Raw`, see passthrough.py)."""
         if self._closed:
             raise RuntimeError(f"sink for feed range {self._index} is closed: create a new sink per run")
         try:
-            self._write(docs)
+            if docs and type(docs[0]) is msgspec.Raw:
+                self._write_raw(docs)  # a raw page is raw throughout (sdk_json)
+            else:
+                self._write(docs)  # type: ignore[arg-type]  # a parsed page: dicts throughout
+                self._add_ts(metrics.newest_ts(docs))
         except BaseException:
             self.abort()
             raise
@@ -111,6 +121,18 @@ class FeedRangeSink:
                 raise
             self._closed = True
         return list(self._records)
+
+    @property
+    def newest_ts(self) -> int | None:
+        """The newest Cosmos `_ts` among the documents written so far (metrics.newest_ts's rules)."""
+        newest = self._newest_ts
+        if self._part is not None and self._part.model.newest_ts is not None:
+            newest = max(newest or 0, self._part.model.newest_ts)
+        return newest
+
+    def _add_ts(self, ts: int | None) -> None:
+        if ts is not None and (self._newest_ts is None or ts > self._newest_ts):
+            self._newest_ts = ts
 
     def abort(self) -> None:
         """Abort the open multipart upload (completed objects stay, uncommitted)."""
@@ -154,6 +176,29 @@ class FeedRangeSink:
             self._observe(part, docs, first, len(docs), page)
             if part.bytes >= self._part_size:
                 self._finish_part()
+
+    def _write_raw(self, raws: list[msgspec.Raw]) -> None:
+        """A raw page, document by document: each one's part learns its shape (its schema) as it goes."""
+        lines: list[bytes] = []
+        size = 0
+        for raw in raws:
+            part = self._part or self._open_part()
+            line = part.model.line(raw)
+            if line is None:
+                line = passthrough.slow_line(raw, part.model)
+            lines.append(line)
+            size += len(line) + 1
+            part.documents += 1
+            if size >= BATCH_BYTES:
+                self._feed(lines, size)
+                lines, size = [], 0
+                if part.bytes >= self._part_size:
+                    self._finish_part()
+        if lines:
+            self._feed(lines, size)
+        last = self._part
+        if last is not None and last.bytes >= self._part_size:
+            self._finish_part()
 
     @staticmethod
     def _observe(part: _OpenPart, docs: list[dict], first: int, end: int, page: SchemaTracker) -> None:
@@ -234,6 +279,8 @@ class FeedRangeSink:
                 f"expected {part.bytes}: the object is left uncommitted; rerun the export"
             )
         digest = part.sha256.hexdigest()
+        part.schema.update(part.model.pairs())
+        self._add_ts(part.model.newest_ts)
         schema_version = next_schema(self._previous_schema, part.schema).version
         tags = {
             Meta.DOCUMENT_COUNT: str(part.documents),

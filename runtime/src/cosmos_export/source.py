@@ -19,6 +19,7 @@ after each page the reader's own captured headers hold its own continuation.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -112,7 +113,8 @@ def check_consistency(client: CosmosClient, minimum: str) -> str:
 
 @dataclass
 class Page:
-    docs: list[dict]
+    #: dicts; in raw mode (`FeedRangeReader(raw=True)`, change feed) each document's own bytes (`msgspec.Raw`).
+    docs: list[Any]
     #: Continuation after this page (change feed: the composite token; query: None).
     continuation: str | None
     activity_id: str | None
@@ -167,8 +169,11 @@ class FeedRangeReader:
         settings: WorkerSettings,
         stop: threading.Event | None = None,
         throughput: Throughput | None = None,
+        raw: bool = False,
     ):
         self.container, self.feed_range, self.settings = container, feed_range, settings
+        #: Change-feed pages hand over each document's bytes unparsed (sdk_json.raw_documents): the export's reads.
+        self.raw = raw
         self.stop = stop or threading.Event()
         #: Shared by every reader of a run: the RU budget and the adaptive concurrency.
         self.throughput = throughput or Throughput.of(None, settings.concurrency)
@@ -245,6 +250,7 @@ class FeedRangeReader:
         # A change feed resumes from its last continuation, so a 429 that got past the SDK's retries is retried
         # here too (with the concurrency lowered); a query cannot resume after its first page.
         retry_if = (lambda e: is_transient(e) or is_throttled(e)) if resumable else is_transient
+        raw_mode = sdk_json.raw_documents if self.raw and resumable else contextlib.nullcontext
         while not self.stop.is_set():
             page: Any = None
             for attempt in retrying().copy(retry=retry_if_exception(retry_if)):
@@ -253,7 +259,7 @@ class FeedRangeReader:
                         raise SourceError("query page failed after earlier pages were read; rerun the export")
                     throttled_before = hook.throttled
                     try:
-                        with throughput.request(lambda: hook.charge):
+                        with throughput.request(lambda: hook.charge), raw_mode():
                             if pager is None:
                                 pager = make_pager(cont)
                             page = next(pager, _END)
