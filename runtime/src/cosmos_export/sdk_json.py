@@ -20,8 +20,9 @@ above; error responses (status >= 400) keep the SDK's own decoding.
 
 Within ``raw_documents()`` (the export's change-feed reads, one thread each) a successful body's
 ``Documents`` come back as ``msgspec.Raw`` items: each document's own bytes, unparsed, which the export
-writes through when they are already canonical (passthrough.py). Every other body, and one msgspec
-refuses, is parsed as above.
+writes through when they are already canonical (passthrough.py). Such a page keeps only ``_rid`` and
+``_count`` besides (the SDK reads a change-feed page's ``Documents`` alone). Every other body, and one
+msgspec refuses, is parsed as above.
 """
 
 from __future__ import annotations
@@ -37,8 +38,17 @@ import msgspec
 from azure.cosmos import _response_decoding
 
 _decode = msgspec.json.Decoder().decode
-_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-_decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+class _RawPage(msgspec.Struct, rename={"rid": "_rid", "count": "_count"}):
+    """A page's body in raw mode: the members the SDK reads from change-feed pages (it reads ``Documents``)."""
+
+    Documents: list[msgspec.Raw]
+    rid: Any = msgspec.UNSET
+    count: Any = msgspec.UNSET
+
+
+_decode_page = msgspec.json.Decoder(_RawPage).decode
 _local = threading.local()
 #: The body decoding the SDK's ``_Request`` calls, and the name it is imported under into the SDK module.
 _SDK_DECODE = _response_decoding.decode_response_body_for_status
@@ -49,11 +59,12 @@ def loads(text: str | bytes) -> Any:
     """``json.loads(text)``, computed by msgspec when it can (``Documents`` raw within ``raw_documents``)."""
     if getattr(_local, "raw", False) and isinstance(text, bytes):
         try:
-            fields = _decode_fields(text)
-            if "Documents" in fields:
-                return {k: _decode_items(v) if k == "Documents" else _decode(v) for k, v in fields.items()}
+            page = _decode_page(text)  # one pass; members other than these three are not kept
         except (msgspec.MsgspecError, RecursionError):
-            pass  # parsed in full below, exactly as json.loads would
+            pass  # no Documents (not a page), or not msgspec's JSON: parsed in full below, exactly as json.loads would
+        else:
+            body = {"_rid": page.rid, "Documents": page.Documents, "_count": page.count}
+            return {k: v for k, v in body.items() if v is not msgspec.UNSET}
     try:
         return _decode(text)
     except (msgspec.MsgspecError, RecursionError):  # json.loads gives its own value or error

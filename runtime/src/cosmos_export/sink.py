@@ -179,11 +179,11 @@ class FeedRangeSink:
 
     def _write_raw(self, raws: list[msgspec.Raw]) -> None:
         """A raw page, document by document: each one's part learns its shape (its schema) as it goes."""
-        lines: list[bytes] = []
+        lines: list[bytes | msgspec.Raw] = []  # both are buffers: joined by bytes.join
         size = 0
         for raw in raws:
             part = self._part or self._open_part()
-            line = part.model.line(raw)
+            line: bytes | msgspec.Raw | None = part.model.line(raw)
             if line is None:
                 line = passthrough.slow_line(raw, part.model)
             lines.append(line)
