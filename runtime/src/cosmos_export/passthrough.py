@@ -22,13 +22,13 @@ Every other document is parsed (``sdk_json.loads``), learnt and serialized as be
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Annotated, Any, Union
 
 import msgspec
 
 from cosmos_export import jsonl, metrics, sdk_json
-from cosmos_export.schema import _TYPE_NAMES, _type_name
+from cosmos_export.schema import _TYPE_NAMES, SchemaTracker, _type_name
 
 #: Floats msgspec writes exactly as ``json.dumps`` does, apart from the small ones (see ``_TINY_FLOAT``).
 _FLOAT = Annotated[float, msgspec.Meta(gt=-1e16, lt=1e16)]
@@ -38,9 +38,12 @@ _EMPTY = Annotated[list, msgspec.Meta(max_length=0)]
 #: and 1e-7 (1e-07). Either text inside a string only sends that document the slow way.
 _TINY_PLAIN = b"0.0000"
 _TINY_EXP = re.compile(rb"e-[0-9](?![0-9])")
-#: Past this many paths a part's documents are too irregular to model (objects used as maps):
-#: the rest of the part takes the slow way, which costs what it did before.
-MAX_NODES = 2000
+#: Past this many paths, or this many changes of the model (each rebuilds its decoder), a part's
+#: documents are too irregular to go the fast way (objects used as maps, say): the rest of the part
+#: takes the slow way, which costs about what every document cost before. The bench's documents
+#: change a part's model about 10 times, nearly all within its first page.
+MAX_NODES = 1000
+MAX_CHANGES = 64
 
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": _FLOAT, "boolean": bool, "null": None}
 
@@ -63,7 +66,11 @@ class ShapeModel:
         self._root = _Node()
         self._root.kinds.add("object")
         self._nodes = 1
-        self._line: Callable[[msgspec.Raw], msgspec.Raw | None] | None = None  # rebuilt after the model changed
+        self._changes = 0
+        self._rest = SchemaTracker()  # the paths of documents learnt once the fast way is off
+        #: ``raw`` itself when its bytes are the document's canonical line and the model has its shape, else
+        #: None; a document written this way adds its `_ts` to ``newest_ts``. Rebuilt when the model changes.
+        self.line: Callable[[msgspec.Raw], msgspec.Raw | None] = self._first_line
         self.enabled = True
         #: The newest `_ts` of the documents written through ``line`` (metrics.newest_ts's rules).
         self.newest_ts: int | None = None
@@ -72,16 +79,21 @@ class ShapeModel:
 
     def learn(self, doc: dict) -> None:
         """Add a parsed document's paths, types and key order."""
+        if not self.enabled:  # only its paths matter now: the schema's own walk is the cheapest
+            self._rest.observe(doc)
+            return
         if self._object(self._root, doc):
-            self._line = None
-            if self._nodes > MAX_NODES:
+            self._changes += 1
+            if self._nodes > MAX_NODES or self._changes > MAX_CHANGES:
                 self.enabled = False
+            self.line = self._first_line if self.enabled else _refuse
 
     def _object(self, node: _Node, obj: dict) -> bool:
         keys = node.keys
         changed = False
-        if not keys.keys() >= obj.keys():
-            self._nodes += len(obj.keys() - keys.keys())
+        new = [key for key in obj if key not in keys]  # not `obj.keys() - keys.keys()`: O(len(keys))
+        if new:
+            self._nodes += len(new)
             node.keys = keys = _merged_order(keys, obj)
             changed = True
         for key, value in obj.items():
@@ -107,23 +119,16 @@ class ShapeModel:
 
     def pairs(self) -> set[tuple[str, str]]:
         """The (path, type) pairs of every document learnt (``SchemaTracker``'s paths)."""
-        out: set[tuple[str, str]] = set()
+        out: set[tuple[str, str]] = set(self._rest.pairs())
         _pairs(self._root, "", out)
         return out
 
     # -- the fast way --------------------------------------------------------
 
-    def line(self, raw: msgspec.Raw) -> msgspec.Raw | None:
-        """``raw`` itself when its bytes are the document's canonical line and the model has its shape, else None.
-
-        A document written this way adds its `_ts` to ``newest_ts``.
-        """
-        line = self._line
-        if line is None:
-            if not self.enabled:
-                return None
-            self._line = line = self._fast_line()
-        return line(raw)
+    def _first_line(self, raw: msgspec.Raw) -> msgspec.Raw | None:
+        """``line`` before the model's decoder is built (once per change of the model)."""
+        self.line = self._fast_line() if self.enabled else _refuse
+        return self.line(raw)
 
     def _fast_line(self) -> Callable[[msgspec.Raw], msgspec.Raw | None]:
         """``line`` for the model as it is now: names bound once, one Python frame per document."""
@@ -155,6 +160,10 @@ class ShapeModel:
     def add_ts(self, ts: int | None) -> None:
         if ts is not None and (self.newest_ts is None or ts > self.newest_ts):
             self.newest_ts = ts
+
+
+def _refuse(raw: msgspec.Raw) -> None:
+    return None
 
 
 def _merged_order(keys: dict[str, _Node], obj: dict) -> dict[str, _Node]:
@@ -220,12 +229,3 @@ def slow_line(raw: msgspec.Raw, model: ShapeModel) -> bytes:
     model.learn(doc)
     model.add_ts(metrics.newest_ts([doc]))
     return jsonl.line_bytes(doc, not jsonl.needs_stdlib(doc))
-
-
-def lines(raws: Iterable[msgspec.Raw], model: ShapeModel) -> list[bytes]:
-    """Canonical lines of raw documents (for tests; the sink goes part by part)."""
-    out = []
-    for raw in raws:
-        line = model.line(raw)
-        out.append(slow_line(raw, model) if line is None else bytes(line))
-    return out

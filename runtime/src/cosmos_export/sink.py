@@ -181,20 +181,24 @@ class FeedRangeSink:
         """A raw page, document by document: each one's part learns its shape (its schema) as it goes."""
         lines: list[bytes | msgspec.Raw] = []  # both are buffers: joined by bytes.join
         size = 0
+        part = self._part
         for raw in raws:
-            part = self._part or self._open_part()
+            if part is None:
+                part = self._open_part()
             line: bytes | msgspec.Raw | None = part.model.line(raw)
             if line is None:
                 line = passthrough.slow_line(raw, part.model)
             lines.append(line)
             size += len(line) + 1
-            part.documents += 1
             if size >= BATCH_BYTES:
+                part.documents += len(lines)  # every line of a batch is in the open part
                 self._feed(lines, size)
                 lines, size = [], 0
                 if part.bytes >= self._part_size:
                     self._finish_part()
+                    part = None
         if lines:
+            self._open().documents += len(lines)
             self._feed(lines, size)
         last = self._part
         if last is not None and last.bytes >= self._part_size:
