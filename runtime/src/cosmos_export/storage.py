@@ -184,7 +184,7 @@ class MultipartUpload:
     upload_id: str
     parts: list[CompletedPartTypeDef] = field(default_factory=list)
 
-    def upload(self, chunk: bytes) -> None:
+    def upload(self, chunk: bytes | bytearray) -> None:
         number = len(self.parts) + 1
         response = self.bucket.client.upload_part(
             Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
