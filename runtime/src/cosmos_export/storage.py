@@ -187,7 +187,11 @@ class MultipartUpload:
     def upload(self, chunk: bytes | bytearray) -> None:
         number = len(self.parts) + 1
         response = self.bucket.client.upload_part(
-            Bucket=self.bucket.name, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+            Bucket=self.bucket.name,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=chunk,  # type: ignore[arg-type]  # botocore takes a bytearray too (validate.py: bytes, bytearray, str)
         )
         self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
