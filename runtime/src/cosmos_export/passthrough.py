@@ -9,11 +9,11 @@ A document that decodes against those types and encodes back to exactly its own 
 
 - has no path, and no type at a path, that the model lacks: the part's schema stays exact;
 - is in msgspec's compact form, which is the canonical line form (``jsonl``: the same escapes and
-  the same shortest round-trip digits, checked over every code point and millions of floats in
+  the same shortest round-trip digits, checked over every code point and 450,000 floats in
   tests/runtime/test_passthrough.py) except for floats outside [1e-4, 1e16): msgspec writes
   ``1e16`` and ``0.00001`` where ``json.dumps`` writes ``1e+16`` and ``1e-05``. Float fields
   refuse magnitudes of 1e16 and above, and msgspec's two spellings of smaller ones are looked for
-  in the bytes (``_TINY_FLOAT``).
+  in the bytes (``_TINY_PLAIN``, ``_TINY_EXP``).
 
 Every other document is parsed (``sdk_json.loads``), learnt and serialized as before
 (``jsonl.line_bytes``), so a part's lines are byte-identical whichever way each one went.
@@ -28,9 +28,10 @@ from typing import Annotated, Any, Union
 import msgspec
 
 from cosmos_export import jsonl, metrics, sdk_json
+from cosmos_export.jsonl import float_is_fast
 from cosmos_export.schema import _TYPE_NAMES, SchemaTracker, _type_name
 
-#: Floats msgspec writes exactly as ``json.dumps`` does, apart from the small ones (see ``_TINY_FLOAT``).
+#: Floats msgspec writes exactly as ``json.dumps`` does, apart from the small ones (see ``_TINY_PLAIN``).
 _FLOAT = Annotated[float, msgspec.Meta(gt=-1e16, lt=1e16)]
 #: An array only ever seen empty: its elements have no type yet.
 _EMPTY = Annotated[list, msgspec.Meta(max_length=0)]
@@ -68,6 +69,7 @@ class ShapeModel:
         self._nodes = 1
         self._changes = 0
         self._rest = SchemaTracker()  # the paths of documents learnt once the fast way is off
+        self._odd_float = False  # the document being learnt has a float orjson would not write canonically
         #: ``raw`` itself when its bytes are the document's canonical line and the model has its shape, else
         #: None; a document written this way adds its `_ts` to ``newest_ts``. Rebuilt when the model changes.
         self.line: Callable[[msgspec.Raw], msgspec.Raw | None] = self._first_line
@@ -77,16 +79,18 @@ class ShapeModel:
 
     # -- learning ----------------------------------------------------------
 
-    def learn(self, doc: dict) -> None:
-        """Add a parsed document's paths, types and key order."""
+    def learn(self, doc: dict) -> bool:
+        """Add a parsed document's paths, types and key order; True when orjson writes its floats canonically
+        (``SchemaTracker.observe``'s flag, for ``jsonl.line_bytes``)."""
         if not self.enabled:  # only its paths matter now: the schema's own walk is the cheapest
-            self._rest.observe(doc)
-            return
+            return self._rest.observe(doc)
+        self._odd_float = False
         if self._object(self._root, doc):
             self._changes += 1
             if self._nodes > MAX_NODES or self._changes > MAX_CHANGES:
                 self.enabled = False
             self.line = self._first_line if self.enabled else _refuse
+        return not self._odd_float
 
     def _object(self, node: _Node, obj: dict) -> bool:
         keys = node.keys
@@ -108,6 +112,8 @@ class ShapeModel:
             node.kinds.add(name)
         if cls is dict:
             changed = self._object(node, value) or changed  # type: ignore[arg-type]  # checked by type above
+        elif cls is float and not float_is_fast(value):  # type: ignore[arg-type]  # checked by type above
+            self._odd_float = True
         elif cls is list:
             for item in value:  # type: ignore[attr-defined]  # checked by type above
                 if node.items is None:
@@ -127,7 +133,10 @@ class ShapeModel:
 
     def _first_line(self, raw: msgspec.Raw) -> msgspec.Raw | None:
         """``line`` before the model's decoder is built (once per change of the model)."""
-        self.line = self._fast_line() if self.enabled else _refuse
+        try:
+            self.line = self._fast_line() if self.enabled else _refuse
+        except (TypeError, ValueError, RecursionError):  # a shape msgspec cannot type: the slow way, never a failure
+            self.enabled, self.line = False, _refuse
         return self.line(raw)
 
     def _fast_line(self) -> Callable[[msgspec.Raw], msgspec.Raw | None]:
@@ -143,6 +152,8 @@ class ShapeModel:
             try:
                 doc = decode(raw)
             except error:  # a path, type or key order the model lacks, or not msgspec's JSON
+                return None
+            except RecursionError:  # nested deeper than msgspec goes: json.loads may still parse it
                 return None
             encode_into(doc, encoded)
             if encoded != raw or _TINY_PLAIN in encoded or (b"e-" in encoded and tiny_exp(encoded)):
@@ -226,6 +237,6 @@ def slow_line(raw: msgspec.Raw, model: ShapeModel) -> bytes:
     doc = sdk_json.loads(bytes(raw))
     if type(doc) is not dict:
         raise TypeError(f"a change-feed document is a JSON object, got {type(doc).__name__}: {bytes(raw)[:80]!r}")
-    model.learn(doc)
+    fast = model.learn(doc)
     model.add_ts(metrics.newest_ts([doc]))
-    return jsonl.line_bytes(doc, not jsonl.needs_stdlib(doc))
+    return jsonl.line_bytes(doc, fast)
