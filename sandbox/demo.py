@@ -384,6 +384,9 @@ def run_demo(
     (directory / SUMMARY_FILE).unlink(missing_ok=True)
     demo = Demo(directory)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops what the demo started even when it was launched with SIGINT ignored (a shell's `cmd &`
+    # without job control passes SIG_IGN on, and Python then installs no handler of its own).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     if cosmos == "vercel":
         docs = min(docs, 1000)  # its query cost grows with the square of the container size
     try:
@@ -430,5 +433,5 @@ def run_demo(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         demo.stop_worker()
         sb.down(directory)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
