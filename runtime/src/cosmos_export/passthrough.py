@@ -89,7 +89,7 @@ class ShapeModel:
             self._changes += 1
             if self._nodes > MAX_NODES or self._changes > MAX_CHANGES:
                 self.enabled = False
-            self.line = self._first_line if self.enabled else _refuse
+            self.line = self._first_line  # rebuilt (or refused) at the next document
         return not self._odd_float
 
     def _object(self, node: _Node, obj: dict) -> bool:
@@ -191,21 +191,16 @@ def _merged_order(keys: dict[str, _Node], obj: dict) -> dict[str, _Node]:
 
 
 def _pairs(node: _Node, prefix: str, out: set[tuple[str, str]]) -> None:
+    """The pairs under an object node: each member's path is `prefix` + its key."""
     for key, child in node.keys.items():
-        path = prefix + key
-        out.update((path, kind) for kind in child.kinds)
-        if "object" in child.kinds:
-            _pairs(child, path + ".", out)
-        if child.items is not None:
-            _item_pairs(child.items, path + "[]", out)
+        _path_pairs(child, prefix + key, out)
 
 
-def _item_pairs(node: _Node, path: str, out: set[tuple[str, str]]) -> None:
+def _path_pairs(node: _Node, path: str, out: set[tuple[str, str]]) -> None:
     out.update((path, kind) for kind in node.kinds)
-    if "object" in node.kinds:
-        _pairs(node, path + ".", out)
+    _pairs(node, path + ".", out)  # members exist only where an object was seen
     if node.items is not None:
-        _item_pairs(node.items, path + "[]", out)
+        _path_pairs(node.items, path + "[]", out)
 
 
 def _type_of(node: _Node) -> Any:
